@@ -1,0 +1,214 @@
+r"""
+# Relative multi-head attention
+
+*Paper:* [Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context](https://arxiv.org/abs/1901.02860) (Dai et al., 2019)
+
+Relative attention scores a query against a key using only *how far apart* they are, never
+where they are in absolute terms. That is what lets Transformer-XL reuse the hidden states of
+the previous segment as memory: a cached state keeps meaning the same thing however far the
+window has moved.
+
+Query $i$ sits at absolute position $m + i$ (the $m$ memory slots come first), key $j$ at
+position $j$. Splitting the score of a standard transformer with absolute positions into four
+terms, and replacing every absolute position of a key by the distance $m + i - j$, the paper gets
+
+$$
+\begin{aligned}
+S_{ij} &= \underbrace{q_i^\top k_j}_{(A)\ \text{content}}
+ + \underbrace{q_i^\top R_{m+i-j}}_{(B)\ \text{content-position}}
+ + \underbrace{u^\top k_j}_{(C)\ \text{global content bias}}
+ + \underbrace{v^\top R_{m+i-j}}_{(D)\ \text{global position bias}} \\
+&= (q_i + u)^\top k_j + (q_i + v)^\top R_{m+i-j}
+\end{aligned}
+$$
+
+$u$ and $v$ are learned vectors per head that replace the query in the terms where the query's
+own position used to appear, and $R_\delta = W_R\, r_\delta$ projects a sinusoidal encoding
+$r_\delta$ of the distance $\delta$.
+
+Shapes: `i` query, `j` key (memory then current), `b` batch, `h` heads, `d` head dim,
+`m` memory length, `p` relative distances.
+
+## The relative shift
+
+Computing (B) with a gather would build a `[i, j, b, h, d]` tensor of embeddings. Instead we
+multiply every query with *every* distance, $X_{ip} = q_i^\top R_{\delta_p}$ with the distances
+listed from largest to smallest, and then slide row $i$ left by $n - 1 - i$ ($n$ queries) so
+that column $j$ holds distance $m + i - j$. The slide is a reshape: pad a zero column on the
+left, view the $n \times (P+1)$ matrix as $(P + 1) \times n$, drop the first row and view it
+back as $n \times P$. For $n = 3$ queries and $P = 4$ distances:
+
+$$
+\begin{bmatrix} a_0 & a_1 & a_2 & a_3 \\ b_0 & b_1 & b_2 & b_3 \\ c_0 & c_1 & c_2 & c_3 \end{bmatrix}
+\xrightarrow{\text{pad}}
+\begin{bmatrix} 0 & a_0 & a_1 & a_2 & a_3 \\ 0 & b_0 & b_1 & b_2 & b_3 \\ 0 & c_0 & c_1 & c_2 & c_3 \end{bmatrix}
+\xrightarrow{\text{view } 5 \times 3,\ \text{drop row}}
+\begin{bmatrix} a_2 & a_3 & \color{gray}{0} & \color{gray}{b_0} \\ b_1 & b_2 & b_3 & \color{gray}{0} \\ c_0 & c_1 & c_2 & c_3 \end{bmatrix}
+$$
+
+With $m = 1$ and distances $3, 2, 1, 0$, query $0$ (absolute position $1$) now reads
+$a_2, a_3$ = distances $1, 0$ for keys $0, 1$: correct. The grey entries wrapped around from the
+next row; they sit exactly where $j > m + i$, the future keys a causal mask hides.
+
+## Differences from the paper
+
+* We list the $n - 1$ negative distances too ($P = m + 2n - 1$ instead of $m + n$) and keep the
+  first $m + n$ columns after the shift. Nothing wraps around then, so every score is exact and
+  any mask (not only a causal one) is supported, at the cost of $n - 1$ extra columns.
+* Positions are sinusoidal with a learned projection $W_R$ (shared by all heads' slices), as in
+  the paper, rather than a learned table: the model then scores distances longer than any seen
+  in training, which is the point of evaluating with a long memory. The labml.ai version learns a
+  table of $2^{12}$ distances instead.
+* A query with no visible key returns zeros instead of NaN.
+
+## Explicit and fused paths
+
+The explicit path below spells out the scores, the masked softmax and the weighted sum. By
+default the module takes the fused path instead: the position terms $(B) + (D)$ and the mask
+become an additive bias for `F.scaled_dot_product_attention`, which computes $(A) + (C)$ with
+the query $q + u$. The position matrix is built either way; the fused kernel saves the content
+score matrix and the softmax buffers. A test checks that the two paths agree.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def sinusoidal_embeddings(distances: torch.Tensor, d_model: int) -> torch.Tensor:
+    r"""Sinusoidal encodings $r_\delta = [\sin(\delta \omega_k), \cos(\delta \omega_k)]$ of distances.
+
+    $\omega_k = 10000^{-2k / d_{model}}$; the result has shape `[len(distances), d_model]`.
+
+    >>> sinusoidal_embeddings(torch.tensor([0.0, 1.0]), 4)
+    tensor([[0.0000, 0.0000, 1.0000, 1.0000],
+            [0.8415, 0.0100, 0.5403, 0.9999]])
+    """
+    n_freq = (d_model + 1) // 2
+    omega = 10_000 ** (-torch.arange(n_freq, dtype=torch.float32, device=distances.device) * 2 / d_model)
+    angles = distances.float()[:, None] * omega[None, :]  # (p, d_model / 2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :d_model]
+
+
+def relative_shift(x: torch.Tensor) -> torch.Tensor:
+    r"""Slide row `i` of `x[i, p, ...]` left by `n - 1 - i`, where `n = x.shape[0]`.
+
+    Entry `[i, c]` of the result is `x[i, c + n - 1 - i]` whenever that index exists; the
+    entries past the end of a row wrap to the next row (zero or junk).
+
+    >>> relative_shift(torch.arange(1, 13).view(3, 4))
+    tensor([[ 3,  4,  0,  5],
+            [ 6,  7,  8,  0],
+            [ 9, 10, 11, 12]])
+    """
+    n, p = x.shape[0], x.shape[1]
+    # A zero column on the left: `[n, p + 1, ...]`
+    zero_pad = x.new_zeros((n, 1, *x.shape[2:]))
+    x_padded = torch.cat([zero_pad, x], dim=1)
+    # Read the same memory as `[p + 1, n, ...]` and drop the first row, i.e. the first `n`
+    # elements; each later row then starts one element further left.
+    x_padded = x_padded.view(p + 1, n, *x.shape[2:])[1:]
+    return x_padded.reshape(n, p, *x.shape[2:])
+
+
+class RelativeMultiHeadAttention(nn.Module):
+    r"""Multi-head attention with Transformer-XL relative positions (sequence-first)."""
+
+    def __init__(self, heads: int, d_model: int, dropout_prob: float = 0.1, *, fused: bool = True):
+        """
+        * `heads` number of heads, `d_model` model width (a multiple of `heads`)
+        * `dropout_prob` dropout on the attention probabilities
+        * `fused` use `F.scaled_dot_product_attention` for the softmax and the weighted sum
+        """
+        super().__init__()
+        if not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be a positive int, got {heads!r}")
+        if not isinstance(d_model, int) or d_model < 1 or d_model % heads != 0:
+            raise ValueError(f"d_model must be a positive multiple of heads={heads}, got {d_model!r}")
+        if not 0.0 <= dropout_prob < 1.0:
+            raise ValueError(f"dropout_prob must be in [0, 1), got {dropout_prob!r}")
+        self.heads, self.d_model, self.d_k = heads, d_model, d_model // heads
+        self.dropout_prob, self.fused = dropout_prob, fused
+        self.scale = 1 / math.sqrt(self.d_k)
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        self.value = nn.Linear(d_model, d_model, bias=False)
+        # $W_R$, projecting the sinusoidal $r_\delta$ into every head's key space
+        self.pos_proj = nn.Linear(d_model, d_model, bias=False)
+        # The global biases $u$ and $v$, one vector per head; zero makes (C) and (D) start off
+        self.u = nn.Parameter(torch.zeros(heads, self.d_k))
+        self.v = nn.Parameter(torch.zeros(heads, self.d_k))
+        self.dropout = nn.Dropout(dropout_prob)
+        self.output = nn.Linear(d_model, d_model)
+
+    def _check(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor):
+        if query.dim() != 3 or query.shape[-1] != self.d_model:
+            raise ValueError(f"query must be [seq_len, batch, {self.d_model}], got {list(query.shape)}")
+        n, b, _ = query.shape
+        if key.dim() != 3 or key.shape[0] < n or key.shape[1:] != query.shape[1:]:
+            raise ValueError(f"key must be [mem_len + {n}, {b}, {self.d_model}], got {list(key.shape)}")
+        if value.shape != key.shape:
+            raise ValueError(f"value must have the shape of key {list(key.shape)}, got {list(value.shape)}")
+        if mask.dtype != torch.bool or mask.dim() != 3 or mask.shape[:2] != (n, key.shape[0]) \
+                or mask.shape[2] not in (1, b):
+            raise ValueError(f"mask must be a bool tensor [{n}, {key.shape[0]}, {b} or 1] "
+                             f"(seq_len, mem_len + seq_len, batch or 1), got {mask.dtype} {list(mask.shape)}")
+
+    def position_scores(self, q: torch.Tensor, klen: int) -> torch.Tensor:
+        r"""$(B) + (D)$: the `[i, j, b, h]` scores $(q_i + v)^\top R_{m+i-j}$, by the relative shift."""
+        n = q.shape[0]
+        # Distances from the farthest memory slot down to the last future key, $m + n - 1, \dots, -(n - 1)$
+        distances = torch.arange(klen - 1, -n, -1, device=q.device)
+        # $R_\delta = W_R\, r_\delta$, split into heads
+        r = rearrange(self.pos_proj(sinusoidal_embeddings(distances, self.d_model).to(q.dtype)),
+                      "p (h d) -> p h d", h=self.heads)
+        # $X_{ipbh} = (q_{ibh} + v_h)^\top R_{ph}$, every query against every distance
+        x = torch.einsum("ibhd,phd->ipbh", q + self.v, r)
+        # Column $j$ of row $i$ now holds distance $m + i - j$; keep the `klen` real keys
+        return relative_shift(x)[:, :klen]  # (i, j, b, h)
+
+    def forward(self, *, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor):
+        """
+        * `query` `[seq_len, batch, d_model]`; `key`, `value` `[mem_len + seq_len, batch, d_model]`
+        * `mask` bool `[seq_len, mem_len + seq_len, batch or 1]`, true where query `i` may see key `j`
+        """
+        self._check(query, key, value, mask)
+        klen = key.shape[0]
+        q = rearrange(self.query(query), "i b (h d) -> i b h d", h=self.heads)
+        k = rearrange(self.key(key), "j b (h d) -> j b h d", h=self.heads)
+        v = rearrange(self.value(value), "j b (h d) -> j b h d", h=self.heads)
+        # $(B) + (D)$, scaled like the content term
+        pos = self.position_scores(q, klen) * self.scale  # (i, j, b, h)
+        # The mask gets a head axis; a query that sees nothing is routed to every key and zeroed
+        # at the end, so no row of the softmax is all $-\infty$
+        mask = mask.unsqueeze(-1)  # (i, j, b or 1, 1)
+        empty = ~mask.any(dim=1, keepdim=True)  # (i, 1, b or 1, 1)
+        visible = mask | empty
+        if self.fused:
+            out = self._attend_fused(q, k, v, pos, visible)
+        else:
+            out = self._attend_explicit(q, k, v, pos, visible)
+        out = out.masked_fill(empty.squeeze(1).unsqueeze(-1), 0.0)  # (i, b, h, d)
+        return self.output(rearrange(out, "i b h d -> i b (h d)"))
+
+    def _attend_explicit(self, q, k, v, pos, visible):
+        # $(A) + (C)$: $S_{ijbh} = (q_{ibh} + u_h)^\top k_{jbh} / \sqrt{d}$, plus the position terms
+        scores = torch.einsum("ibhd,jbhd->ijbh", q + self.u, k) * self.scale + pos
+        scores = scores.masked_fill(~visible, float("-inf"))
+        # Softmax over the keys $j$
+        attn = self.dropout(scores.softmax(dim=1))
+        # $\sum_j a_{ijbh} v_{jbh}$
+        return torch.einsum("ijbh,jbhd->ibhd", attn, v)
+
+    def _attend_fused(self, q, k, v, pos, visible):
+        # The same sum with the position terms and the mask passed as an additive bias;
+        # `F.scaled_dot_product_attention` wants `[b, h, i, d]` and a `[b, h, i, j]` bias
+        bias = rearrange(pos.masked_fill(~visible, float("-inf")), "i j b h -> b h i j")
+        out = F.scaled_dot_product_attention(
+            rearrange(q + self.u, "i b h d -> b h i d"), rearrange(k, "j b h d -> b h j d"),
+            rearrange(v, "j b h d -> b h j d"), attn_mask=bias,
+            dropout_p=self.dropout_prob if self.training else 0.0)
+        return rearrange(out, "b h i d -> i b h d")

@@ -1,0 +1,153 @@
+r"""
+# Transformer-XL
+
+*Paper:* [Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context](https://arxiv.org/abs/1901.02860) (Dai et al., 2019)
+
+A transformer trained on fixed-length segments can only attend within the segment, so the first
+tokens of every segment see almost no context. Transformer-XL keeps, for every layer, the hidden
+states the previous segment fed into that layer, and lets the current segment attend to them as
+extra keys and values. The cached states are not back-propagated through (they are detached),
+so a segment costs no more to train, but the receptive field grows by one segment per layer.
+
+For layer $l$ and segment $\tau$, with $\mathrm{SG}$ stopping the gradient:
+
+$$
+\begin{aligned}
+\tilde h^{l-1}_{\tau} &= \big[\mathrm{SG}(h^{l-1}_{\tau-1}) \circ h^{l-1}_{\tau}\big] \\
+h^{l}_{\tau} &= \mathrm{Layer}\big(\text{query} = h^{l-1}_{\tau},\ \text{key, value} = \tilde h^{l-1}_{\tau}\big)
+\end{aligned}
+$$
+
+Reusing states only works because the attention is relative (`relative_mha.py`): a cached state
+carries no absolute position that would clash with the current segment's.
+
+Shapes (sequence first): `x` is `[seq_len, batch, d_model]`, each layer's memory
+`[mem_len, batch, d_model]`, the mask `[seq_len, mem_len + seq_len, batch or 1]`.
+
+## Differences from the paper
+
+* The layers are pre-norm, $x + \mathrm{Attn}(\mathrm{LN}(x))$, with a final LayerNorm; the
+  paper is post-norm. The memory goes through the same LayerNorm as $x$ before it is
+  concatenated, so keys from memory and from the segment are on the same footing.
+* Only the memory of the previous call is kept by `TransformerXL`; growing or trimming it is
+  left to the caller (see `update_memory`).
+"""
+
+import copy
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+
+from .feed_forward import FeedForward
+from .relative_mha import RelativeMultiHeadAttention
+
+
+def causal_mask_with_memory(seq_len: int, mem_len: int, device=None) -> torch.Tensor:
+    """The `[seq_len, mem_len + seq_len, 1]` mask letting query `i` see every memory slot and keys `j <= i`.
+
+    >>> causal_mask_with_memory(2, 1)[:, :, 0]
+    tensor([[ True,  True, False],
+            [ True,  True,  True]])
+    """
+    if seq_len < 1 or mem_len < 0:
+        raise ValueError(f"seq_len must be >= 1 and mem_len >= 0, got seq_len={seq_len}, mem_len={mem_len}")
+    # Query $i$ sits at position $m + i$ of the keys and sees keys $j \le m + i$
+    i = torch.arange(seq_len, device=device)[:, None]
+    j = torch.arange(mem_len + seq_len, device=device)[None, :]
+    return (j <= mem_len + i).unsqueeze(-1)
+
+
+def update_memory(mem: List[torch.Tensor], new_mem: List[torch.Tensor], max_len: int) -> List[torch.Tensor]:
+    """Append each layer's `new_mem` to its `mem` (along the sequence) and keep the last `max_len` steps.
+
+    >>> old = [torch.zeros(2, 1, 1)]
+    >>> new = [torch.ones(3, 1, 1)]
+    >>> update_memory(old, new, 4)[0].flatten()
+    tensor([0., 1., 1., 1.])
+    >>> update_memory([], new, 2)[0].flatten()
+    tensor([1., 1.])
+    """
+    if max_len < 0:
+        raise ValueError(f"max_len must be >= 0, got {max_len}")
+    if mem and len(mem) != len(new_mem):
+        raise ValueError(f"mem has {len(mem)} layers but new_mem has {len(new_mem)}")
+    if not mem:
+        mem = [m[:0] for m in new_mem]
+    return [torch.cat([m, n], dim=0)[-max_len:] if max_len > 0 else n[:0]
+            for m, n in zip(mem, new_mem)]
+
+
+class TransformerXLLayer(nn.Module):
+    """One pre-norm Transformer-XL layer: relative self-attention over memory and segment, then an FFN."""
+
+    def __init__(self, *, d_model: int, self_attn: RelativeMultiHeadAttention, feed_forward: FeedForward,
+                 dropout_prob: float):
+        """
+        * `d_model` the token width; `self_attn` and `feed_forward` the two sub-blocks
+        * `dropout_prob` dropout on each sub-block's output before it is added back
+        """
+        super().__init__()
+        attn_d_model = getattr(self_attn, "d_model", d_model)
+        if attn_d_model != d_model:
+            raise ValueError(f"self_attn has d_model={attn_d_model} but d_model={d_model}")
+        if not 0.0 <= dropout_prob < 1.0:
+            raise ValueError(f"dropout_prob must be in [0, 1), got {dropout_prob!r}")
+        self.size = d_model
+        self.self_attn = self_attn
+        self.feed_forward = feed_forward
+        self.dropout = nn.Dropout(dropout_prob)
+        self.norm_self_attn = nn.LayerNorm([d_model])
+        self.norm_ff = nn.LayerNorm([d_model])
+
+    def forward(self, *, x: torch.Tensor, mem: Optional[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """`x` `[seq_len, batch, d_model]`, `mem` `[mem_len, batch, d_model]` or `None`, `mask` as in attention."""
+        z = self.norm_self_attn(x)
+        if mem is not None:
+            if mem.dim() != 3 or mem.shape[1:] != x.shape[1:]:
+                raise ValueError(f"mem must be [mem_len, {x.shape[1]}, {x.shape[2]}], got {list(mem.shape)}")
+            # $\tilde z = [\mathrm{LN}(\text{mem}) \circ \mathrm{LN}(x)]$, the keys and values
+            m_z = torch.cat([self.norm_self_attn(mem), z], dim=0)  # (m + i, b, d_model)
+        else:
+            m_z = z
+        # $x \leftarrow x + \mathrm{dropout}(\mathrm{Attn}(z, \tilde z))$
+        x = x + self.dropout(self.self_attn(query=z, key=m_z, value=m_z, mask=mask))
+        # $x \leftarrow x + \mathrm{dropout}(\mathrm{FFN}(\mathrm{LN}(x)))$
+        x = x + self.dropout(self.feed_forward(self.norm_ff(x)))
+        return x
+
+
+class TransformerXL(nn.Module):
+    """A stack of `n_layers` copies of a `TransformerXLLayer`, returning the output and the new memories."""
+
+    def __init__(self, layer: TransformerXLLayer, n_layers: int):
+        super().__init__()
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+        # Independent copies: each layer gets its own parameters
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(n_layers)])
+        self.norm = nn.LayerNorm([layer.size])
+
+    def forward(self, x: torch.Tensor, mem: List[torch.Tensor], mask: torch.Tensor):
+        """
+        * `x` `[seq_len, batch, d_model]`
+        * `mem` one `[mem_len, batch, d_model]` tensor per layer, or `[]` for no memory
+        * `mask` bool `[seq_len, mem_len + seq_len, batch or 1]`
+
+        Returns the output `[seq_len, batch, d_model]` and the new memories: each layer's input, detached.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.norm.normalized_shape[0]:
+            raise ValueError(f"x must be [seq_len, batch, {self.norm.normalized_shape[0]}], got {list(x.shape)}")
+        mem = list(mem) if mem is not None else []
+        if mem and len(mem) != len(self.layers):
+            raise ValueError(f"mem must hold one tensor per layer ({len(self.layers)}) or be empty, got {len(mem)}")
+        mem_len = mem[0].shape[0] if mem else 0
+        if mask.dim() != 3 or mask.shape[:2] != (x.shape[0], mem_len + x.shape[0]):
+            raise ValueError(f"mask must be [seq_len, mem_len + seq_len, batch or 1] = "
+                             f"[{x.shape[0]}, {mem_len + x.shape[0]}, ...], got {list(mask.shape)}")
+        new_mem = []
+        for i, layer in enumerate(self.layers):
+            # $h^{l-1}_\tau$ is what the next segment's layer $l$ will attend to: no gradient through it
+            new_mem.append(x.detach())
+            x = layer(x=x, mem=mem[i] if mem else None, mask=mask)
+        return self.norm(x), new_mem
