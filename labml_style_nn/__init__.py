@@ -1,0 +1,24 @@
+"""labml_style_nn: annotated, tested transformer techniques.
+
+Every public class is importable from here.  The seeds' keyword API:
+
+    from labml_style_nn import TransformerWrapper, Decoder
+    model = TransformerWrapper(num_tokens=20000, max_seq_len=1024,
+                               attn_layers=Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True))
+"""
+
+from .attention import Attention
+from .feedforward import FeedForward as KeywordFeedForward
+from .generation import AutoregressiveWrapper
+from .models import (AttentionLayers, ContinuousTransformerWrapper, CrossAttender, Decoder, Encoder,
+                     TransformerWrapper, ViTransformerWrapper, XTransformer)
+from .norms import RMSNorm, ScaleNorm
+from .transformer_xl import (FeedForward, RelativeMultiHeadAttention, TransformerXL, TransformerXLLayer,
+                             causal_mask_with_memory, update_memory)
+
+__all__ = [
+    "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
+    "Decoder", "Encoder", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
+    "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
+    "XTransformer", "causal_mask_with_memory", "update_memory",
+]

@@ -1,0 +1,392 @@
+r"""
+# Multi-head attention, with extension points
+
+*Paper:* [Attention Is All You Need](https://arxiv.org/abs/1706.03762) (Vaswani et al., 2017)
+
+Every token asks a question (a query), every token offers an answer (a key and a value), and each
+query collects the values of the keys that match it best:
+
+$$\operatorname{Attention}(Q, K, V) = \operatorname{softmax}\left(\frac{Q K^\top}{\sqrt{d}} + B\right) V$$
+
+Multi-head attention runs $h$ of these side by side on $d$-dimensional slices and mixes the results
+with an output projection.
+
+Almost every technique in this library changes *one* step of this computation, so the module is
+written as that sequence of steps, each one an **extension point** that a technique plugs into
+from its own file:
+
+| step | extension point | techniques |
+|---|---|---|
+| project $x$ to $q, k, v$ | `qk_proj` | collaborative heads |
+| transform $q, k$ | `qk_transform`, `rotary` | qk-norm, rotary embeddings |
+| extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
+| additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
+| transform the scores | `score_transform` | talking heads, top-$k$, residual attention |
+| normalise | `normaliser` | softmax, entmax-1.5 |
+| gate the output | `output_gate`, `to_out` | value gating, head scale, attention on attention |
+
+When no step needs the explicit score matrix (no score transform and a softmax normaliser), the
+module calls PyTorch's fused `F.scaled_dot_product_attention`, passing any bias and mask as its
+`attn_mask`. Both paths compute the same function; a test checks that they agree.
+
+Shapes: `b` batch, `n` query tokens, `h` heads, `d` head dim, `i`/`j` query/key positions,
+`m` memory (or cache) length.
+
+## Masks
+
+* `mask` `(b, n)` is true for real tokens; padded keys get no weight.
+* `causal=True` lets query $i$ see keys $j \le i + m$, where $m$ keys come before the current
+  tokens (XL memory or a cache).
+* Persistent memory slots are always visible.
+* A query that can see no key at all (a fully masked row) returns zeros, never NaN.
+
+Padding and causality are passed to the fused kernel as a `(b, 1, i, j)` boolean mask; we never
+build a mask with a heads axis unless a bias has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn, Tensor
+
+from ..positional.rotary import apply_rotary
+
+
+#
+# ## Inputs shared by every layer of a forward pass
+#
+# The layer stack computes positional information once per forward and hands the same object to
+# every self-attention layer.  Positions here refer to the *newly computed* keys: with an XL memory
+# these are the memory followed by the current tokens, with a cache only the current tokens.
+# Queries always use the last `n` rows.
+@dataclass
+class SharedAttentionInputs:
+    """Per-forward inputs that every self-attention layer of a stack shares."""
+
+    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
+    rotary: Optional[Tensor] = None
+    # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
+    attn_bias: Optional[Tensor] = None
+    # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
+    qk_pos: Optional[Tensor] = None
+
+
+def masked_fill_value(dtype: torch.dtype) -> float:
+    """The most negative finite value of `dtype`: a masked score that can never become NaN."""
+    return -torch.finfo(dtype).max
+
+
+def softmax(scores: Tensor) -> Tensor:
+    """Softmax over keys, computed in float32 for stability and cast back."""
+    return scores.float().softmax(dim=-1).to(scores.dtype)
+
+
+#
+# ## Score transforms
+#
+# A score transform sees the scores before the normaliser (`pre_softmax`) and the weights after it
+# (`post_softmax`).  Subclasses override what they need; `needs_scores` tells the attention
+# module that it must take the explicit path.
+class ScoreTransform(nn.Module):
+    """Base class of techniques that change the attention scores or weights."""
+
+    def pre_softmax(self, scores: Tensor, visible: Optional[Tensor]) -> Tensor:
+        """Transform scores `(b, h, i, j)`; `visible` is the boolean mask, true where allowed."""
+        return scores
+
+    def post_softmax(self, weights: Tensor) -> Tensor:
+        """Transform attention weights `(b, h, i, j)`."""
+        return weights
+
+
+class ScoreTransforms(ScoreTransform):
+    """Applies several score transforms in order."""
+
+    def __init__(self, transforms: list[ScoreTransform]):
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def pre_softmax(self, scores, visible):
+        for t in self.transforms:
+            scores = t.pre_softmax(scores, visible)
+        return scores
+
+    def post_softmax(self, weights):
+        for t in self.transforms:
+            weights = t.post_softmax(weights)
+        return weights
+
+
+#
+# ## The module
+class Attention(nn.Module):
+    r"""Multi-head self- or cross-attention with the extension points listed above.
+
+    Args:
+        dim: model width of the queries' input.
+        heads: number of heads $h$.
+        dim_head: width $d$ of each head.
+        causal: queries see only keys at or before their own position.
+        dim_context: width of the cross-attention context (`None` for self-attention).
+        dropout: dropout on the attention weights.
+        scale: score scale, $1/\sqrt{d}$ by default.
+        qk_proj: replaces the query/key projections (collaborative heads).
+        qk_transform: transforms $q, k$ after projection (qk-norm).
+        memory_kv: learned key/value slots prepended to every sequence (persistent memory).
+        score_transform: a `ScoreTransform` (talking heads, top-$k$, residual attention).
+        normaliser: maps scores to weights over the last axis (softmax, entmax-1.5).
+        output_gate: gates the aggregated values per head, `gate(out, x)`.
+        to_out: the output projection from `heads * dim_head` to `dim`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        dim_head: int = 64,
+        causal: bool = False,
+        dim_context: Optional[int] = None,
+        dropout: float = 0.0,
+        scale: Optional[float] = None,
+        qk_proj: Optional[nn.Module] = None,
+        qk_transform: Optional[nn.Module] = None,
+        memory_kv: Optional[nn.Module] = None,
+        score_transform: Optional[ScoreTransform] = None,
+        normaliser: Optional[Callable[[Tensor], Tensor]] = None,
+        output_gate: Optional[nn.Module] = None,
+        to_out: Optional[nn.Module] = None,
+    ):
+        super().__init__()
+        self.heads, self.dim_head, self.causal = heads, dim_head, causal
+        self.is_cross = dim_context is not None
+        inner = heads * dim_head
+        self.scale = dim_head ** -0.5 if scale is None else scale
+        # One fused projection for queries, keys and values: a single matrix multiply in
+        # self-attention.  Cross-attention and memories slice it into its query and key/value
+        # parts.  With `qk_proj` the queries and keys come from that module instead.
+        n_proj = 1 if qk_proj is not None else 3
+        self.to_q = nn.Linear(dim, inner, bias=False) if self.is_cross and qk_proj is None else None
+        self.to_qkv = None if self.is_cross else nn.Linear(dim, n_proj * inner, bias=False)
+        n_kv = 1 if qk_proj is not None else 2
+        self.to_kv = nn.Linear(dim_context, n_kv * inner, bias=False) if self.is_cross else None
+        self.qk_proj = qk_proj
+        self.qk_transform = qk_transform
+        self.memory_kv = memory_kv
+        self.score_transform = score_transform
+        self.normaliser = normaliser
+        self.output_gate = output_gate
+        self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def uses_fused_path(self) -> bool:
+        """True when no step needs the explicit score matrix, so SDPA computes attention."""
+        return self.score_transform is None and self.normaliser is None
+
+    #
+    # ### Projections
+    #
+    # $q = x W_Q$, $[k, v] = c\, [W_K, W_V]$ with $c$ the keys' input: the tokens themselves, the XL
+    # memory followed by the tokens, or the cross-attention context.
+    def _project(self, x: Tensor, kv_input: Tensor, qk_pos: Optional[Tensor]):
+        inner = self.heads * self.dim_head
+        to_heads = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+        if self.qk_proj is not None:
+            # Collaborative heads: shared query/key projections, values as usual.
+            proj = self.to_kv if self.is_cross else self.to_qkv
+            q, k = self.qk_proj(x, kv_input)
+            return q, k, to_heads(proj(kv_input))
+        if self.is_cross:
+            q = self.to_q(x)
+            k, v = self.to_kv(kv_input).chunk(2, dim=-1)
+        elif kv_input is x and qk_pos is None:
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+        else:
+            w = self.to_qkv.weight
+            q = F.linear(x, w[:inner])
+            k, v = F.linear(kv_input, w[inner:]).chunk(2, dim=-1)
+            # Position infused attention: positions enter the query and key projections only,
+            # $q = (x + p) W_Q$, $k = (c + p) W_K$, so values stay free of position.
+            if qk_pos is not None:
+                q = q + F.linear(qk_pos[-x.shape[1]:], w[:inner])
+                k = k + F.linear(qk_pos, w[inner:2 * inner])
+        return to_heads(q), to_heads(k), to_heads(v)
+
+    def _queries(self, x: Tensor) -> Tensor:
+        """Queries alone, for cross-attention steps whose keys and values are cached."""
+        if self.qk_proj is not None:
+            return self.qk_proj.queries(x)
+        return rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+
+    #
+    # ### Forward
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        context: Optional[Tensor] = None,
+        mask: Optional[Tensor] = None,
+        context_mask: Optional[Tensor] = None,
+        shared: Optional[SharedAttentionInputs] = None,
+        mem: Optional[Tensor] = None,
+        cache=None,
+        prev_scores: Optional[Tensor] = None,
+        return_scores: bool = False,
+    ):
+        r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
+
+        Args:
+            mask: `(b, m + n)` (or `(b, n)` without memory) true for real tokens of `x`'s side.
+            context_mask: `(b, j)` true for real context tokens (cross-attention).
+            shared: positional inputs computed once per forward by the stack.
+            mem: XL memory `(b, m, dim)`, prepended to the keys' input.
+            cache: a key/value cache with `offset` and `update(k, v) -> (k, v)` (generation).
+            prev_scores: the previous layer's scores (residual attention).
+            return_scores: also return the pre-softmax scores `(b, h, i, j)`.
+
+        Returns:
+            `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
+        """
+        shared = shared or SharedAttentionInputs()
+        n = x.shape[1]
+
+        # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
+        if self.is_cross:
+            if context is None:
+                raise ValueError("context: cross-attention needs a context tensor (b, j, dim_context)")
+            kv_input, key_mask = context, context_mask
+        else:
+            kv_input = x if mem is None else torch.cat((mem, x), dim=1)
+            key_mask = mask
+
+        if cache is not None and self.is_cross and cache.has_kv():
+            # The context's keys and values were computed at the first step; only project $q$.
+            q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
+        else:
+            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
+            new_keys = True
+
+        # Transforms of queries and keys: rotary positions, then e.g. qk-norm.  Keys that come
+        # from a cache were transformed when they were computed.
+        if shared.rotary is not None and not self.is_cross:
+            q = apply_rotary(q, shared.rotary[:, -n:])
+            k = apply_rotary(k, shared.rotary)
+        if self.qk_transform is not None:
+            q = self.qk_transform.queries(q)
+            if new_keys:
+                k = self.qk_transform.keys(k)
+
+        # A cache stores keys/values once computed and returns all of them so far.
+        offset = 0 if self.is_cross else k.shape[-2] - n
+        if cache is not None:
+            if self.is_cross:
+                if not cache.has_kv():
+                    cache.set_kv(k, v)
+            else:
+                offset = cache.offset
+                k, v = cache.update(k, v)
+
+        # Persistent memory: learned slots, prepended, always visible.
+        num_mem = 0
+        if self.memory_kv is not None:
+            mk, mv = self.memory_kv(q.shape[0])
+            if self.qk_transform is not None:
+                mk = self.qk_transform.keys(mk)
+            k, v = torch.cat((mk.to(k.dtype), k), dim=-2), torch.cat((mv.to(v.dtype), v), dim=-2)
+            num_mem = mk.shape[-2]
+
+        visible, has_key = self._visibility(q, k, key_mask, offset, num_mem)
+        bias = None if self.is_cross else shared.attn_bias
+        if bias is not None and num_mem:
+            bias = F.pad(bias, (num_mem, 0))
+
+        if self.uses_fused_path and prev_scores is None and not return_scores:
+            out = self._fused(q, k, v, visible, bias, has_key)
+            scores = None
+        else:
+            out, scores = self._explicit(q, k, v, visible, bias, has_key, prev_scores)
+
+        if self.output_gate is not None:
+            out = self.output_gate(out, x)
+        out = rearrange(out, "b h n d -> b n (h d)")
+        return self.to_out(out), scores
+
+    #
+    # ### Which keys each query may see
+    #
+    # Returns a boolean mask broadcastable to `(b, 1, i, j)` (or `None` when everything is
+    # visible) and, when some row could be fully masked, a `(b, 1, i, 1)` indicator of rows
+    # that see at least one key.
+    def _visibility(self, q, k, key_mask, offset, num_mem):
+        n, j = q.shape[-2], k.shape[-2]
+        visible = None
+        if self.causal and n > 1:
+            i_pos = torch.arange(n, device=q.device)[:, None] + offset + num_mem
+            j_pos = torch.arange(j, device=q.device)[None, :]
+            # Key $j$ is visible from query $i$ when $j \le i + m$; persistent slots always.
+            visible = ((j_pos <= i_pos) | (j_pos < num_mem))[None, None]  # (1, 1, i, j)
+        has_key = None
+        if key_mask is not None:
+            if key_mask.shape[-1] != j - num_mem:
+                raise ValueError(
+                    f"mask: expected {j - num_mem} key positions along the last axis, got {key_mask.shape[-1]}"
+                )
+            km = F.pad(key_mask, (num_mem, 0), value=True) if num_mem else key_mask
+            km = km[:, None, None, :]  # (b, 1, 1, j)
+            visible = km if visible is None else visible & km
+            if not num_mem:
+                has_key = visible.any(dim=-1, keepdim=True)  # (b, 1, i|1, 1)
+        return visible, has_key
+
+    #
+    # ### The fused path
+    #
+    # Biases and masks are folded into one additive `attn_mask` only when a bias is present.
+    def _fused(self, q, k, v, visible, bias, has_key):
+        attn_mask, is_causal = visible, False
+        if bias is not None:
+            attn_mask = bias.to(q.dtype)
+            if visible is not None:
+                attn_mask = attn_mask.masked_fill(~visible, masked_fill_value(q.dtype))
+        elif visible is not None and self.causal and has_key is None and visible.shape[0] == 1 \
+                and q.shape[-2] == k.shape[-2]:
+            # Plain causal attention: let the kernel build the triangle itself.
+            attn_mask, is_causal = None, True
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale,
+        )
+        return out if has_key is None else out * has_key
+
+    #
+    # ### The explicit path
+    def _explicit(self, q, k, v, visible, bias, has_key, prev_scores):
+        # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype
+        scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.scale
+        # Residual attention adds the previous layer's raw scores and passes the sum on.
+        if prev_scores is not None:
+            scores = scores + prev_scores
+        raw = scores
+        # $S + B$: relative position biases
+        if bias is not None:
+            scores = scores + bias
+        if self.score_transform is not None:
+            scores = self.score_transform.pre_softmax(scores, visible)
+        if visible is not None:
+            scores = scores.masked_fill(~visible, masked_fill_value(scores.dtype))
+        # $A = \operatorname{softmax}(S)$ over keys (or another normaliser)
+        weights = (self.normaliser or softmax)(scores)
+        if has_key is not None:
+            weights = weights * has_key
+        if self.score_transform is not None:
+            weights = self.score_transform.post_softmax(weights)
+        weights = self.dropout(weights)
+        # $o_i = \sum_j A_{ij} v_j$
+        out = torch.einsum("bhij,bhjd->bhid", weights, v)
+        return out, raw

@@ -1,0 +1,57 @@
+r"""
+# The position-wise feed-forward network
+
+*Paper:* [Attention Is All You Need](https://arxiv.org/abs/1706.03762) (Vaswani et al., 2017)
+
+After attention has mixed information *between* tokens, the feed-forward network transforms each
+token on its own, with the same two-layer MLP at every position:
+
+$$\operatorname{FFN}(x) = \phi(x W_1 + b_1)\, W_2 + b_2$$
+
+The hidden width is `ff_mult` times the model width (4 in the paper).  The activation $\phi$ is GELU
+by default; the other choices live in their own files:
+
+* [GLU](glu.md): `ff_glu=True`, a gated hidden layer with a GELU gate.
+* [ReLU²](relu_squared.md): `ff_relu_squared=True`.
+* `ff_post_act_ln=True` adds a LayerNorm right after the activation, one of the NormFormer changes
+  (Shleifer et al. 2021, [arXiv:2110.09456](https://arxiv.org/abs/2110.09456)): it keeps the
+  scale of the hidden layer in check so that the second projection sees well-conditioned inputs.
+
+Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width.
+"""
+
+from torch import nn, Tensor
+
+from .glu import GLU
+from .relu_squared import ReLUSquared
+
+
+class FeedForward(nn.Module):
+    r"""$\phi(x W_1) W_2$ with optional post-activation LayerNorm and dropout.
+
+    Args:
+        dim: model width $D$.
+        mult: hidden width as a multiple of `dim`.
+        glu: use the GELU-gated linear unit.
+        relu_squared: use $\operatorname{ReLU}(x)^2$.
+        post_act_ln: LayerNorm after the activation (NormFormer).
+        dropout: dropout on the hidden layer.
+        dim_out: output width (defaults to `dim`).
+    """
+
+    def __init__(self, dim: int, *, mult: float = 4, glu: bool = False, relu_squared: bool = False,
+                 post_act_ln: bool = False, dropout: float = 0.0, dim_out: int | None = None):
+        super().__init__()
+        hidden = int(dim * mult)
+        if glu:
+            # GLU projects to twice the hidden width: one half is the value, one half the gate.
+            self.proj_in = GLU(dim, hidden)
+        else:
+            self.proj_in = nn.Sequential(nn.Linear(dim, hidden), ReLUSquared() if relu_squared else nn.GELU())
+        self.post_act_norm = nn.LayerNorm(hidden) if post_act_ln else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.proj_out = nn.Linear(hidden, dim if dim_out is None else dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.proj_in(x)  # (b, n, H)
+        return self.proj_out(self.dropout(self.post_act_norm(h)))  # (b, n, D)

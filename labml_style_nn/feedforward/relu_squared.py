@@ -1,0 +1,24 @@
+r"""
+# Squared ReLU
+
+*Paper:* [Primer: Searching for Efficient Transformers for Language Modeling](https://arxiv.org/abs/2109.08668) (So et al., 2021)
+
+Primer ran an architecture search over transformer language models; one of its two most robust
+findings is to square the ReLU of the feed-forward layer:
+
+$$\phi(x) = \max(0, x)^2$$
+
+It is as cheap as ReLU, and in the paper's autoregressive experiments it beats GELU.
+
+Shapes: any.
+"""
+
+import torch.nn.functional as F
+from torch import nn, Tensor
+
+
+class ReLUSquared(nn.Module):
+    """$\\max(0, x)^2$"""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x).square()

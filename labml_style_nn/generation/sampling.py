@@ -1,0 +1,60 @@
+r"""
+# Sampling filters
+
+*Paper:* [The Curious Case of Neural Text Degeneration](https://arxiv.org/abs/1904.09751) (Holtzman et al., 2019)
+
+Sampling from the full next-token distribution occasionally picks a very unlikely token, and one bad
+token derails the rest of the text.  Filters cut the tail before sampling, by setting the logits
+of the discarded tokens to $-\infty$:
+
+* **top-$k$**: keep the $k$ most likely tokens;
+* **top-$p$** (nucleus): keep the smallest set of most likely tokens whose probability mass reaches
+  $p$ (Holtzman et al.);
+* **min-$p$**: keep tokens whose probability is at least $p_{\min}$ times that of the most likely
+  token, a threshold that adapts to how confident the model is.
+
+`temperature` divides the logits before filtering; `temperature = 0` means greedy decoding (the
+most likely token).
+
+Shapes: `b` batch, `V` vocabulary.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def top_k(logits: Tensor, k: int = 50) -> Tensor:
+    """Keep the `k` largest logits of each row.
+
+    >>> top_k(torch.tensor([[1., 3., 2.]]), k=2).tolist()
+    [[-inf, 3.0, 2.0]]
+    """
+    k = min(k, logits.shape[-1])
+    threshold = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < threshold, -math.inf)
+
+
+def top_p(logits: Tensor, p: float = 0.9) -> Tensor:
+    """Keep the smallest set of most likely tokens with total probability at least `p`.
+
+    >>> top_p(torch.tensor([[0., 2., 1.]]).log_softmax(-1), p=0.5).isinf().tolist()
+    [[True, False, True]]
+    """
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # A token is dropped when the mass *before* it already reaches p.
+    drop = probs.cumsum(dim=-1) - probs >= p
+    drop = drop.scatter(-1, order, drop)
+    return logits.masked_fill(drop, -math.inf)
+
+
+def min_p(logits: Tensor, p: float = 0.1) -> Tensor:
+    """Keep tokens whose probability is at least `p` times the largest probability.
+
+    >>> min_p(torch.tensor([[0., 0., -5.]]), p=0.1).isinf().tolist()
+    [[False, False, True]]
+    """
+    probs = logits.softmax(dim=-1)
+    return logits.masked_fill(probs < p * probs.amax(dim=-1, keepdim=True), -math.inf)

@@ -1,0 +1,62 @@
+r"""
+# Transformer-XL recurrence and enhanced recurrence
+
+*Paper:* [Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context](https://arxiv.org/abs/1901.02860) (Dai et al., 2019); [ERNIE-Doc: A Retrospective Long-Document Modeling Transformer](https://arxiv.org/abs/2012.15688) (Ding et al., 2021)
+
+A transformer trained on fixed-length segments cannot look past its segment.  Transformer-XL keeps,
+for every layer, the hidden states that layer saw on the previous segment, and lets the next segment
+attend to them as extra keys and values:
+
+$$\tilde h^{(l-1)}_{\tau+1} = \big[\operatorname{sg}(h^{(l-1)}_\tau);\ h^{(l-1)}_{\tau+1}\big], \qquad
+k, v = \tilde h^{(l-1)}_{\tau+1} W_{K,V}, \qquad q = h^{(l-1)}_{\tau+1} W_Q$$
+
+$\operatorname{sg}$ stops gradients: the memory is a constant.  The effective context then grows
+with depth, segment after segment.
+
+In `TransformerWrapper(max_mem_len=M)`:
+
+* the memory of a self-attention layer is its **input** (under pre-norm, the normalised input),
+  detached and truncated to the last $M$ positions, one tensor per self-attention layer;
+* positions continue across the boundary: the current tokens start at position $m$, the length of
+  the memory.  This needs a relative scheme (`rel_pos_bias`, `rotary_pos_emb`, `alibi_pos_emb`); an
+  absolute embedding would give memory and segment the same positions, so that combination is
+  refused when memories are passed.
+
+The invariant that makes this correct, and that the tests check: with dropout off and $M$ at least
+the first segment's length, segment 2 run with the memories of segment 1 gives the same outputs
+as one pass over both segments.
+
+**Enhanced recurrence** (ERNIE-Doc, `shift_mem_down=k`): route the memory of layer $l$ to layer
+$l - k$ on the next step, so lower layers see higher-level summaries of the past and the effective
+context grows faster.  The $k$ lowest memories wrap around to the top $k$ layers.
+
+Shapes: `b` batch, `n` tokens, `m` memory length, `D` model width.
+
+## Differences from the papers
+
+Transformer-XL introduces its own relative attention for positions; in the keyword API any of the
+relative schemes above plays that role.  The paper's relative attention is implemented separately,
+in `transformer_xl/`.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def update_memories(mems: Optional[list[Tensor]], hiddens: list[Tensor], max_len: int) -> list[Tensor]:
+    r"""New memories: $[\operatorname{sg}(\text{old});\ \text{hiddens}]$, last `max_len` positions."""
+    if mems is not None:
+        hiddens = [torch.cat((m, h), dim=1) for m, h in zip(mems, hiddens)]
+    return [h[:, -max_len:].detach() for h in hiddens]  # (b, <= M, D) per layer
+
+
+def shift_memories_down(mems: list[Tensor], k: int) -> list[Tensor]:
+    """Give layer $l$ the memory of layer $l + k$ (enhanced recurrence); the lowest wrap to the top.
+
+    >>> shift_memories_down(['m0', 'm1', 'm2'], 1)
+    ['m1', 'm2', 'm0']
+    """
+    k = k % len(mems) if mems else 0
+    return list(mems[k:]) + list(mems[:k])

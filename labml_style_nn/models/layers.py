@@ -1,0 +1,254 @@
+r"""
+# The layer stack: `AttentionLayers`, `Encoder`, `Decoder`, `CrossAttender`
+
+A transformer body is a sequence of blocks, each a sublayer on a residual connection:
+self-attention (`a`), cross-attention (`c`) and feed-forward (`f`).  This file runs that sequence.
+It does three things per forward pass that no single block can do:
+
+1. **Positions, once.**  Rotary angles, the T5 or ALiBi bias and position-infused sinusoids depend
+   only on positions, so they are computed once and shared by every self-attention layer.
+2. **State across layers.**  Residual attention carries scores from one layer to the next.
+3. **State across calls.**  A Transformer-XL memory (one tensor per self-attention layer) or a
+   key/value cache (one entry per block) makes the current tokens continue an earlier sequence:
+   positions start at the number of tokens that came before, $m$.
+
+Everything else (the block order, the norms, the techniques inside attention) is built from the
+options by `models/build.py` and `models/layout.py`.
+
+The keyword API is that of the seeds:
+
+```python
+Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True, attn_num_mem_kv=16, ff_glu=True)
+```
+
+`Encoder` is bidirectional, `Decoder` causal, `CrossAttender` has only cross-attention and
+feed-forward blocks.  `cross_attend=True` adds cross-attention to an encoder or a decoder.  They all
+work on embeddings directly: `Encoder(dim=512, depth=6)(x, mask=mask)` with `x` of shape
+`(b, n, 512)`.
+
+Shapes: `b` batch, `n` tokens, `D` model width, `m` earlier tokens (memory or cache), `j` context
+tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn, Tensor
+from torch.utils.checkpoint import checkpoint
+
+from ..attention.attention import SharedAttentionInputs
+from ..attention.residual_attention import ResidualScores
+from ..options import LayerOptions, parse_layer_options
+from ..positional.alibi import AlibiPositionalBias
+from ..positional.position_infused import PositionInfusedAttention
+from ..positional.rotary import RotaryEmbedding
+from ..positional.t5_bias import T5RelativePositionBias
+from .build import make_block, make_norm
+from .layout import branch_steps, layer_types, shift_amounts
+
+
+class AttentionLayers(nn.Module):
+    r"""A stack of attention and feed-forward blocks configured by the seeds' keywords.
+
+    Args:
+        dim: model width $D$.
+        depth: number of layers $N$.
+        heads: attention heads.
+        causal: each token sees only itself and earlier tokens.
+        cross_attend: add a cross-attention block after each self-attention block.
+        only_cross: cross-attention instead of self-attention (`CrossAttender`).
+        **kwargs: any keyword of the seeds (`attn_*`, `ff_*`, `rotary_pos_emb`, ...); see
+            `labml_style_nn/options.py`.  Unknown keywords raise `TypeError`.
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int = 8, causal: bool = False,
+                 cross_attend: bool = False, only_cross: bool = False, **kwargs):
+        super().__init__()
+        o = parse_layer_options(type(self).__name__, dim, depth, dict(
+            heads=heads, causal=causal, cross_attend=cross_attend, only_cross=only_cross, **kwargs))
+        self.options: LayerOptions = o
+        self.dim, self.causal = dim, o.causal
+        self.layer_types = layer_types(o)
+        steps = branch_steps(self.layer_types, o.macaron)
+        shifts = shift_amounts(o, len(self.layer_types))
+        self.blocks = nn.ModuleList(
+            make_block(o, kind, step, shift) for kind, step, shift in zip(self.layer_types, steps, shifts))
+        self.num_self_attn = self.layer_types.count("a")
+        self.has_cross = "c" in self.layer_types
+        # Pre-norm stacks end with a norm; post-norm blocks are already normalised; ReZero has none.
+        self.final_norm = make_norm(o) if o.pre_norm and not o.use_rezero else nn.Identity()
+
+        # Positional modules, shared by every self-attention layer.
+        self.rotary = None
+        if o.rotary_pos_emb:
+            dim_key = o.attn.dim_head if not o.attn.collab_heads else max(1, int(o.attn.collab_compression * dim))
+            rot = o.rotary_emb_dim or max(o.attn.dim_head // 2, 32)
+            rot = min(rot, dim_key - dim_key % 2)
+            if rot < 2:
+                raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
+            self.rotary = RotaryEmbedding(rot)
+        self.rel_pos = T5RelativePositionBias(heads, o.causal, o.rel_pos_num_buckets, o.rel_pos_max_distance) \
+            if o.rel_pos_bias else None
+        self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads) if o.alibi_pos_emb else None
+        self.pia = PositionInfusedAttention(dim) if o.position_infused_attn else None
+
+    @property
+    def has_relative_positions(self) -> bool:
+        return self.options.has_relative_positions
+
+    #
+    # ## Checking the inputs
+    #
+    # Errors name the argument and the expected shape, instead of failing deep inside a matmul.
+    def _check_inputs(self, x, mask, context, context_mask, mems):
+        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim}), got {got}")
+        b, n = x.shape[:2]
+        if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (b, n)):
+            raise ValueError(f"mask: expected a bool tensor of shape ({b}, {n}), "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        if self.has_cross:
+            dim_context = self.options.dim_context or self.dim
+            if context is None:
+                raise ValueError("context: this stack has cross-attention layers and needs "
+                                 f"context of shape (batch, context_len, {dim_context})")
+            if context.dim() != 3 or context.shape[0] != b or context.shape[-1] != dim_context:
+                raise ValueError(f"context: expected shape ({b}, context_len, {dim_context}), "
+                                 f"got {tuple(context.shape)}")
+            if context_mask is not None and (context_mask.dtype != torch.bool
+                                             or tuple(context_mask.shape) != tuple(context.shape[:2])):
+                raise ValueError(f"context_mask: expected a bool tensor of shape {tuple(context.shape[:2])}, "
+                                 f"got {context_mask.dtype} {tuple(context_mask.shape)}")
+        elif context is not None:
+            raise ValueError("context: this stack has no cross-attention layers (set cross_attend=True)")
+        if mems is not None:
+            if len(mems) != self.num_self_attn:
+                raise ValueError(f"mems: expected one tensor per self-attention layer "
+                                 f"({self.num_self_attn}), got {len(mems)}")
+            lengths = {m.shape[1] for m in mems}
+            if len(lengths) != 1 or any(m.shape[0] != b or m.shape[-1] != self.dim for m in mems):
+                raise ValueError(f"mems: expected tensors of one shape (batch={b}, mem_len, {self.dim}), "
+                                 f"got {[tuple(m.shape) for m in mems]}")
+
+    #
+    # ## Positions, once per forward
+    #
+    # Queries are at positions $m \dots m + n - 1$.  With a memory the keys computed in this pass are
+    # the memory and the tokens, positions $0 \dots m + n - 1$; with a cache, only the tokens.
+    def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device) -> SharedAttentionInputs:
+        """Rotary angles, score bias and position-infused sinusoids for this forward pass."""
+        q_pos = torch.arange(offset, offset + n, device=device)
+        all_k = torch.arange(offset + n, device=device)
+        new_k = all_k if keys_from_zero else q_pos
+        bias = None
+        if self.rel_pos is not None:
+            bias = self.rel_pos(q_pos, all_k)
+        elif self.alibi is not None:
+            bias = self.alibi(q_pos, all_k)
+        return SharedAttentionInputs(
+            rotary=self.rotary(new_k) if self.rotary is not None else None,
+            attn_bias=bias,
+            qk_pos=self.pia(new_k) if self.pia is not None else None,
+        )
+
+    #
+    # ## Forward
+    def forward(self, x: Tensor, *, context: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
+                cache=None, return_hiddens: bool = False):
+        r"""Run the stack on embeddings `x` `(b, n, D)`.
+
+        Args:
+            context: `(b, j, dim_context)` for cross-attention layers.
+            mask: `(b, n)` bool, true for real tokens.
+            context_mask: `(b, j)` bool, true for real context tokens.
+            mems: Transformer-XL memories, one `(b, m, D)` per self-attention layer.
+            cache: a `generation.kv_cache.LayersCache` for incremental decoding.
+            return_hiddens: also return each self-attention layer's input (the next memories).
+
+        Returns:
+            `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
+        """
+        self._check_inputs(x, mask, context, context_mask, mems)
+        n = x.shape[1]
+        # $m$ tokens came before: the memory, or what the cache holds.
+        offset = mems[0].shape[1] if mems else (cache.offset if cache is not None else 0)
+        self_mask = mask
+        if mems and mask is not None:
+            self_mask = F.pad(mask, (offset, 0), value=True)  # memory positions are real tokens
+        if cache is not None:
+            self_mask = cache.extend_mask(mask, n)
+        shared = self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+
+        res_self = ResidualScores(self.options.residual_attn)
+        res_cross = ResidualScores(self.options.cross_residual_attn)
+        mems_iter = iter(mems) if mems else None
+        hiddens = []
+        checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
+            and torch.is_grad_enabled()
+        for i, block in enumerate(self.blocks):
+            block_cache = cache.blocks[i] if cache is not None else None
+            mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
+            res = res_self if block.kind == "a" else res_cross
+            args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled)
+            if checkpointing:
+                x, scores, h = checkpoint(_run_block, *args, use_reentrant=False)
+            else:
+                x, scores, h = _run_block(*args)
+            if block.kind == "a":
+                hiddens.append(h)
+                res_self.update(scores)
+            elif block.kind == "c":
+                res_cross.update(scores)
+        x = self.final_norm(x)
+        if cache is not None:
+            cache.advance(n)
+        return (x, hiddens) if return_hiddens else x
+
+
+def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores):
+    """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
+    h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None)
+    scores = None
+    if block.kind == "f":
+        out = block.fn(h)
+    else:
+        attn_cache = block_cache.attn if block_cache is not None else None
+        if block.kind == "a":
+            out, scores = block.fn(h, mask=mask, shared=shared, mem=mem, cache=attn_cache,
+                                   prev_scores=prev_scores, return_scores=keep_scores)
+        else:
+            out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
+                                   prev_scores=prev_scores, return_scores=keep_scores)
+    return block.join(out, x), scores, h
+
+
+class Encoder(AttentionLayers):
+    """A bidirectional stack: every token sees every other real token."""
+
+    def __init__(self, **kwargs):
+        if "causal" in kwargs:
+            raise TypeError("Encoder() is always bidirectional and takes no 'causal'; use Decoder for causal attention")
+        super().__init__(causal=False, **kwargs)
+
+
+class Decoder(AttentionLayers):
+    """A causal stack: token $i$ sees only tokens $j \\le i$."""
+
+    def __init__(self, **kwargs):
+        if "causal" in kwargs:
+            raise TypeError("Decoder() is always causal and takes no 'causal'; use Encoder for bidirectional attention")
+        super().__init__(causal=True, **kwargs)
+
+
+class CrossAttender(AttentionLayers):
+    """Cross-attention and feed-forward blocks only: queries from `x`, keys and values from `context`."""
+
+    def __init__(self, **kwargs):
+        if "only_cross" in kwargs:
+            raise TypeError("CrossAttender() always has only cross-attention and takes no 'only_cross'")
+        super().__init__(only_cross=True, **kwargs)

@@ -1,0 +1,211 @@
+r"""
+# Wrappers: from tokens (or vectors) to a stack and back
+
+A layer stack maps embeddings to embeddings.  The wrappers put it to work:
+
+* `TransformerWrapper` embeds token ids, adds absolute positions (learned by default), runs the
+  stack and projects to logits over the vocabulary, or returns the final embeddings.
+* `ContinuousTransformerWrapper` does the same for real-valued inputs: a linear layer in, a linear
+  layer out.
+
+Both hold the techniques that live *around* the stack: memory tokens, Transformer-XL memories with
+enhanced recurrence, and the absolute position embedding, which is turned off by default when the
+stack already has a relative scheme (rotary, ALiBi, T5), so that such models run on sequences longer
+than `max_seq_len` and memories and caches stay consistent.  `use_abs_pos_emb=True` turns it back on.
+
+Shapes: `b` batch, `n` tokens, `D` model width, `V` vocabulary size, `M` memory tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn, Tensor
+
+from ..memory.memory_tokens import MemoryTokens
+from ..memory.xl_recurrence import shift_memories_down, update_memories
+from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
+from .layers import AttentionLayers
+
+
+def _check_count(name: str, value, minimum: int = 0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _check_dropout(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a dropout probability in [0, 1), got {value!r}")
+
+
+class _SequenceWrapper(nn.Module):
+    """What token and continuous wrappers share: positions, memory tokens, XL memories."""
+
+    def __init__(self, *, max_seq_len: int, attn_layers: AttentionLayers, emb_dropout: float,
+                 num_memory_tokens: int, max_mem_len: int, shift_mem_down: int,
+                 use_abs_pos_emb: Optional[bool], sinusoidal_pos_emb: bool):
+        super().__init__()
+        if not isinstance(attn_layers, AttentionLayers):
+            raise ValueError(f"attn_layers: expected an Encoder, Decoder or AttentionLayers, got {type(attn_layers).__name__}")
+        _check_count("max_seq_len", max_seq_len, 1)
+        _check_count("num_memory_tokens", num_memory_tokens)
+        _check_count("max_mem_len", max_mem_len)
+        _check_count("shift_mem_down", shift_mem_down)
+        _check_dropout("emb_dropout", emb_dropout)
+        if shift_mem_down and not max_mem_len:
+            raise ValueError("shift_mem_down: enhanced recurrence routes memories; it needs max_mem_len > 0")
+        dim = attn_layers.dim
+        self.attn_layers, self.dim, self.max_seq_len = attn_layers, dim, max_seq_len
+        self.max_mem_len, self.shift_mem_down = max_mem_len, shift_mem_down
+        # Absolute positions: off by default when the stack has its own relative scheme.
+        if use_abs_pos_emb is None:
+            use_abs_pos_emb = not attn_layers.has_relative_positions
+        self.pos_emb = None
+        if use_abs_pos_emb:
+            self.pos_emb = SinusoidalPositionalEmbedding(dim) if sinusoidal_pos_emb \
+                else LearnedPositionalEmbedding(dim, max_seq_len)
+        self.learned_positions = use_abs_pos_emb and not sinusoidal_pos_emb
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.memory_tokens = MemoryTokens(num_memory_tokens, dim) if num_memory_tokens else None
+
+    def _add_positions(self, h: Tensor, offset: int) -> Tensor:
+        if self.pos_emb is None:
+            return h
+        n = h.shape[1]
+        if self.learned_positions and offset + n > self.max_seq_len:
+            raise ValueError(
+                f"x: positions up to {offset + n} exceed max_seq_len={self.max_seq_len} of the learned "
+                "absolute positional embedding; shorten the input, raise max_seq_len, or use a relative "
+                "scheme (rotary_pos_emb, alibi_pos_emb or rel_pos_bias)")
+        return h + self.pos_emb(torch.arange(offset, offset + n, device=h.device)).to(h.dtype)
+
+    #
+    # ## The shared forward
+    #
+    # Embeddings in, final hidden states out, with memory tokens and XL memories handled here.
+    def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache):
+        num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
+        first_step = cache is None or cache.offset == 0
+        # Absolute position of the first token: a cache already holds the memory tokens.
+        offset = 0 if first_step else cache.offset - num_mem_tokens
+        if mems is not None and self.pos_emb is not None:
+            raise ValueError(
+                "mems: Transformer-XL memories need positions that continue across segments; with the "
+                "absolute positional embedding memory and segment would share positions.  Use "
+                "rel_pos_bias, rotary_pos_emb or alibi_pos_emb (the absolute embedding then turns off)")
+        if return_mems and not self.max_mem_len:
+            raise ValueError("return_mems: set max_mem_len > 0 on the wrapper to keep memories")
+        h = self.emb_dropout(self._add_positions(h, offset))
+        if self.memory_tokens is not None and first_step:
+            h, mask = self.memory_tokens.prepend(h, mask)
+        if mems is not None and self.shift_mem_down:
+            mems = shift_memories_down(mems, self.shift_mem_down)
+        h, hiddens = self.attn_layers(h, mask=mask, context=context, context_mask=context_mask,
+                                      mems=mems, cache=cache, return_hiddens=True)
+        if self.memory_tokens is not None and first_step:
+            h = self.memory_tokens.strip(h)
+            hiddens = [self.memory_tokens.strip(t) for t in hiddens]
+        new_mems = update_memories(mems, hiddens, self.max_mem_len) if return_mems else None
+        return h, new_mems
+
+
+class TransformerWrapper(_SequenceWrapper):
+    r"""Token ids in, logits (or embeddings) out.
+
+    Args:
+        num_tokens: vocabulary size $V$.
+        max_seq_len: longest sequence the learned absolute positions cover.
+        attn_layers: an `Encoder`, `Decoder` or `AttentionLayers`.
+        emb_dim: token embedding width, projected to the stack's width if different.
+        emb_dropout: dropout after the embedding.
+        num_memory_tokens: learned memory tokens prepended to every sequence.
+        max_mem_len: Transformer-XL memory length (0: no memory).
+        shift_mem_down: enhanced recurrence, route layer $l$'s memory to layer $l - k$.
+        tie_embedding: use the token embedding matrix as the output projection.
+        use_abs_pos_emb: absolute positions; `None` turns them off when the stack has relative ones.
+        sinusoidal_pos_emb: fixed sinusoids instead of learned absolute positions.
+        logits_dim: output width, `num_tokens` by default.
+    """
+
+    def __init__(self, num_tokens: int, max_seq_len: int, attn_layers: AttentionLayers, *,
+                 emb_dim: Optional[int] = None, emb_dropout: float = 0.0, num_memory_tokens: int = 0,
+                 max_mem_len: int = 0, shift_mem_down: int = 0, tie_embedding: bool = False,
+                 use_abs_pos_emb: Optional[bool] = None, sinusoidal_pos_emb: bool = False,
+                 logits_dim: Optional[int] = None):
+        super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
+                         num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
+                         shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
+                         sinusoidal_pos_emb=sinusoidal_pos_emb)
+        _check_count("num_tokens", num_tokens, 1)
+        emb_dim = self.dim if emb_dim is None else emb_dim
+        _check_count("emb_dim", emb_dim, 1)
+        self.num_tokens = num_tokens
+        self.token_emb = nn.Embedding(num_tokens, emb_dim)
+        nn.init.normal_(self.token_emb.weight, std=0.02)
+        self.project_emb = nn.Linear(emb_dim, self.dim) if emb_dim != self.dim else nn.Identity()
+        if tie_embedding and (emb_dim != self.dim or (logits_dim or num_tokens) != num_tokens):
+            raise ValueError("tie_embedding: needs emb_dim equal to the model width and logits_dim equal to num_tokens")
+        self.tie_embedding = tie_embedding
+        self.to_logits = None if tie_embedding else nn.Linear(self.dim, logits_dim or num_tokens)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Project final hidden states `(b, n, D)` to logits `(b, n, V)`."""
+        return h @ self.token_emb.weight.t() if self.tie_embedding else self.to_logits(h)
+
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
+                context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
+                return_mems: bool = False, return_embeddings: bool = False, cache=None):
+        r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
+
+        With `return_embeddings=True` the final hidden states `(b, n, D)` instead.  With
+        `return_mems=True` also the new Transformer-XL memories: `(out, mems)`.
+        """
+        if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+            got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
+            raise ValueError(f"x: token ids must lie in [0, {self.num_tokens}), got values in "
+                             f"[{int(x.min())}, {int(x.max())}]")
+        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape)):
+            got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+            raise ValueError(f"mask: expected shape {tuple(x.shape)} like x, got {got}")
+        h = self.project_emb(self.token_emb(x))  # (b, n, D)
+        h, new_mems = self._run(h, mask=mask, context=context, context_mask=context_mask, mems=mems,
+                                return_mems=return_mems, cache=cache)
+        out = h if return_embeddings else self.logits(h)
+        return (out, new_mems) if return_mems else out
+
+
+class ContinuousTransformerWrapper(_SequenceWrapper):
+    """Real-valued vectors in, real-valued vectors out: `(b, n, dim_in)` to `(b, n, dim_out)`."""
+
+    def __init__(self, *, max_seq_len: int, attn_layers: AttentionLayers, dim_in: Optional[int] = None,
+                 dim_out: Optional[int] = None, emb_dropout: float = 0.0, num_memory_tokens: int = 0,
+                 max_mem_len: int = 0, shift_mem_down: int = 0, use_abs_pos_emb: Optional[bool] = None,
+                 sinusoidal_pos_emb: bool = False):
+        super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
+                         num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
+                         shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
+                         sinusoidal_pos_emb=sinusoidal_pos_emb)
+        for name, value in (("dim_in", dim_in), ("dim_out", dim_out)):
+            if value is not None:
+                _check_count(name, value, 1)
+        self.dim_in = dim_in or self.dim
+        self.project_in = nn.Linear(dim_in, self.dim) if dim_in is not None else nn.Identity()
+        self.project_out = nn.Linear(self.dim, dim_out) if dim_out is not None else nn.Identity()
+
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
+                context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
+                return_mems: bool = False, return_embeddings: bool = False, cache=None):
+        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)`."""
+        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
+        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape[:2])):
+            got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+            raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {got}")
+        h, new_mems = self._run(self.project_in(x), mask=mask, context=context, context_mask=context_mask,
+                                mems=mems, return_mems=return_mems, cache=cache)
+        out = h if return_embeddings else self.project_out(h)
+        return (out, new_mems) if return_mems else out

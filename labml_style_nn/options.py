@@ -1,0 +1,239 @@
+r"""
+# The keyword API, parsed in one place
+
+The seed documents configure a whole stack with flat keywords:
+`Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True, attn_num_mem_kv=16, ff_glu=True)`.
+This file turns that keyword soup into typed, validated option objects, so that no technique module
+ever sees it.
+
+* `attn_*` keywords configure every attention layer (`attn_num_mem_kv` is `AttentionOptions.num_mem_kv`),
+  `cross_attn_*` override them for cross-attention layers only.
+* `ff_*` keywords configure every feed-forward layer.
+* The rest configure the stack itself (`LayerOptions`).
+* `XTransformer` routes `enc_*` and `dec_*` keywords to its encoder and decoder (see
+  `models/xtransformer.py`).
+
+An unknown keyword is a `TypeError` that names the closest valid ones; a bad value is a
+`ValueError` that names the argument and what was expected.  A few older or newer spellings are
+accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional, Union
+
+
+@dataclass
+class AttentionOptions:
+    """Options of every attention layer (keywords `attn_*`)."""
+
+    dim_head: int = 64
+    dropout: float = 0.0
+    num_mem_kv: int = 0
+    sparse_topk: Optional[int] = None
+    use_entmax15: bool = False
+    talking_heads: bool = False
+    collab_heads: bool = False
+    collab_compression: float = 0.3
+    on_attn: bool = False
+    gate_values: bool = False
+    head_scale: bool = False
+    qk_norm: bool = False
+    qk_norm_seq_len: Optional[int] = None
+
+
+@dataclass
+class FeedForwardOptions:
+    """Options of every feed-forward layer (keywords `ff_*`)."""
+
+    mult: float = 4
+    glu: bool = False
+    relu_squared: bool = False
+    post_act_ln: bool = False
+    dropout: float = 0.0
+
+
+@dataclass
+class LayerOptions:
+    """Options of a stack of attention and feed-forward blocks."""
+
+    dim: int
+    depth: int
+    heads: int = 8
+    causal: bool = False
+    cross_attend: bool = False
+    only_cross: bool = False
+    dim_context: Optional[int] = None
+    # normalisation and residual
+    pre_norm: bool = True
+    use_scalenorm: bool = False
+    use_rmsnorm: bool = False
+    use_rezero: bool = False
+    sandwich_norm: bool = False
+    gate_residual: bool = False
+    scale_residual: bool = False
+    # layout
+    sandwich_coef: Optional[int] = None
+    macaron: bool = False
+    shift_tokens: Union[int, tuple] = 0
+    # scores across layers
+    residual_attn: bool = False
+    cross_residual_attn: bool = False
+    # positions
+    rel_pos_bias: bool = False
+    rel_pos_num_buckets: int = 32
+    rel_pos_max_distance: int = 128
+    rotary_pos_emb: bool = False
+    rotary_emb_dim: Optional[int] = None
+    alibi_pos_emb: bool = False
+    alibi_num_heads: Optional[int] = None
+    position_infused_attn: bool = False
+    # memory efficiency
+    gradient_checkpointing: bool = False
+    attn: AttentionOptions = field(default_factory=AttentionOptions)
+    cross_attn: Optional[AttentionOptions] = None
+    ff: FeedForwardOptions = field(default_factory=FeedForwardOptions)
+
+    @property
+    def has_relative_positions(self) -> bool:
+        """True when a scheme gives positions inside attention (the absolute embedding can go)."""
+        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb
+
+
+# Spellings of the same option from other versions of the keyword API.
+ALIASES = {
+    "gate_values": "attn_gate_values",
+    "alibi_pos_bias": "alibi_pos_emb",
+    "use_qk_norm_attn": "attn_qk_norm",
+    "qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
+    "attn_qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
+}
+
+_LAYER_KEYS = {f.name for f in fields(LayerOptions)} - {"attn", "cross_attn", "ff", "dim", "depth"}
+_ATTN_KEYS = {f.name for f in fields(AttentionOptions)}
+_FF_KEYS = {f.name for f in fields(FeedForwardOptions)}
+
+
+def valid_layer_keywords() -> list[str]:
+    """Every keyword `AttentionLayers` accepts, as a user would spell it."""
+    return sorted(
+        {"dim", "depth"} | _LAYER_KEYS | {"attn_" + k for k in _ATTN_KEYS}
+        | {"cross_attn_" + k for k in _ATTN_KEYS} | {"ff_" + k for k in _FF_KEYS} | set(ALIASES)
+    )
+
+
+def unknown_keyword_error(owner: str, name: str, valid: list[str]) -> TypeError:
+    """A `TypeError` that names the unknown keyword and the closest valid ones."""
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return TypeError(f"{owner}() got an unexpected keyword argument '{name}'{hint}")
+
+
+#
+# ## Parsing
+def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]) -> LayerOptions:
+    """Turn the flat keywords of `Encoder`/`Decoder`/... into a validated `LayerOptions`."""
+    layer, attn, cross, ff = {}, {}, {}, {}
+    valid = valid_layer_keywords()
+    for name, value in kwargs.items():
+        key = ALIASES.get(name, name)
+        if key.startswith("cross_attn_") and key[len("cross_attn_"):] in _ATTN_KEYS:
+            cross[key[len("cross_attn_"):]] = value
+        elif key.startswith("attn_") and key[len("attn_"):] in _ATTN_KEYS:
+            attn[key[len("attn_"):]] = value
+        elif key.startswith("ff_") and key[len("ff_"):] in _FF_KEYS:
+            ff[key[len("ff_"):]] = value
+        elif key in _LAYER_KEYS:
+            layer[key] = value
+        else:
+            raise unknown_keyword_error(owner, name, valid)
+    attn_opts = AttentionOptions(**attn)
+    cross_opts = replace(attn_opts, **cross) if cross else None
+    opts = LayerOptions(dim=dim, depth=depth, attn=attn_opts, cross_attn=cross_opts,
+                        ff=FeedForwardOptions(**ff), **layer)
+    validate(opts)
+    return opts
+
+
+def _positive_int(name: str, value, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def _probability(name: str, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a dropout probability in [0, 1), got {value!r}")
+
+
+#
+# ## Validation
+#
+# Every value is checked here, once, with a message that names the keyword.  Combinations that
+# have no meaning are refused with the reason.
+def validate(o: LayerOptions) -> None:
+    """Raise `ValueError` for any bad value or meaningless combination in `o`."""
+    _positive_int("dim", o.dim)
+    _positive_int("depth", o.depth)
+    _positive_int("heads", o.heads)
+    _positive_int("attn_dim_head", o.attn.dim_head)
+    _positive_int("dim_context", o.dim_context, allow_none=True)
+    _probability("attn_dropout", o.attn.dropout)
+    _probability("ff_dropout", o.ff.dropout)
+    if isinstance(o.attn.num_mem_kv, bool) or not isinstance(o.attn.num_mem_kv, int) or o.attn.num_mem_kv < 0:
+        raise ValueError(f"attn_num_mem_kv: expected an integer >= 0, got {o.attn.num_mem_kv!r}")
+    _positive_int("attn_sparse_topk", o.attn.sparse_topk, allow_none=True)
+    if not (isinstance(o.ff.mult, (int, float)) and o.ff.mult > 0):
+        raise ValueError(f"ff_mult: expected a positive number, got {o.ff.mult!r}")
+    if not 0 < o.attn.collab_compression <= 1:
+        raise ValueError(f"attn_collab_compression: expected a number in (0, 1], got {o.attn.collab_compression!r}")
+    if o.attn.qk_norm and o.attn.qk_norm_seq_len is not None:
+        _positive_int("qk_norm_attn_seq_len", o.attn.qk_norm_seq_len)
+        if o.attn.qk_norm_seq_len < 2:
+            raise ValueError("qk_norm_attn_seq_len: expected at least 2 (the temperature is log2(L^2 - L))")
+    if o.use_scalenorm and o.use_rmsnorm:
+        raise ValueError("use_scalenorm and use_rmsnorm: choose one normalisation, not both")
+    if o.use_rezero and (o.use_scalenorm or o.use_rmsnorm or o.sandwich_norm):
+        raise ValueError("use_rezero removes normalisation; it cannot be combined with "
+                         "use_scalenorm, use_rmsnorm or sandwich_norm")
+    if o.sandwich_norm and not o.pre_norm:
+        raise ValueError("sandwich_norm adds a norm to pre-norm branches; it needs pre_norm=True")
+    if o.attn.use_entmax15 and o.attn.sparse_topk:
+        raise ValueError("attn_use_entmax15 and attn_sparse_topk both sparsify the weights; choose one")
+    if o.ff.glu and o.ff.relu_squared:
+        raise ValueError("ff_glu and ff_relu_squared choose different activations; choose one")
+    if o.sandwich_coef is not None:
+        if isinstance(o.sandwich_coef, bool) or not isinstance(o.sandwich_coef, int) \
+                or not 1 <= o.sandwich_coef <= o.depth:
+            raise ValueError(f"sandwich_coef: expected an integer in 1..depth ({o.depth}), got {o.sandwich_coef!r}")
+        if o.macaron:
+            raise ValueError("sandwich_coef and macaron both reorder the sublayers; choose one")
+    if o.only_cross and o.cross_attend:
+        raise ValueError("only_cross already makes every attention layer a cross-attention; drop cross_attend")
+    if o.alibi_pos_emb:
+        _positive_int("alibi_num_heads", o.alibi_num_heads, allow_none=True)
+        if o.alibi_num_heads is not None and o.alibi_num_heads > o.heads:
+            raise ValueError(f"alibi_num_heads: expected at most heads ({o.heads}), got {o.alibi_num_heads}")
+    elif o.alibi_num_heads is not None:
+        raise ValueError("alibi_num_heads: only meaningful with alibi_pos_emb=True")
+    if o.rotary_pos_emb and o.rotary_emb_dim is not None:
+        if not isinstance(o.rotary_emb_dim, int) or o.rotary_emb_dim < 2 or o.rotary_emb_dim % 2:
+            raise ValueError(f"rotary_emb_dim: expected an even integer >= 2, got {o.rotary_emb_dim!r}")
+    if o.rel_pos_bias:
+        _positive_int("rel_pos_num_buckets", o.rel_pos_num_buckets)
+        _positive_int("rel_pos_max_distance", o.rel_pos_max_distance)
+    if o.rel_pos_bias and o.alibi_pos_emb:
+        raise ValueError("rel_pos_bias and alibi_pos_emb are both additive position biases; choose one")
+    if o.position_infused_attn and o.has_relative_positions:
+        raise ValueError("position_infused_attn adds absolute positions to queries and keys; it cannot be "
+                         "combined with rel_pos_bias, rotary_pos_emb or alibi_pos_emb")
+    if o.cross_residual_attn and not (o.cross_attend or o.only_cross):
+        raise ValueError("cross_residual_attn needs cross-attention layers (cross_attend=True)")
+    if isinstance(o.shift_tokens, bool) or not isinstance(o.shift_tokens, (int, tuple, list)):
+        raise ValueError(f"shift_tokens: expected an int >= 0 or a tuple of them, got {o.shift_tokens!r}")
+    shifts = o.shift_tokens if isinstance(o.shift_tokens, (tuple, list)) else (o.shift_tokens,)
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shifts):
+        raise ValueError(f"shift_tokens: expected integers >= 0, got {o.shift_tokens!r}")

@@ -1,0 +1,57 @@
+r"""
+# Absolute positional embeddings
+
+*Paper:* [Attention Is All You Need](https://arxiv.org/abs/1706.03762) (Vaswani et al., 2017)
+
+Attention by itself is blind to order: permuting the tokens permutes its outputs.  The original
+transformer adds a position vector $p_t$ to each token embedding before the first layer,
+
+$$h^{(0)}_t = e_{x_t} + p_t,$$
+
+either **learned** (one trainable vector per position, the default of `TransformerWrapper`) or
+**fixed sinusoids** of geometrically spaced wavelengths,
+
+$$p_{t, 2k} = \sin\left(t / 10000^{2k/D}\right), \qquad p_{t, 2k+1} = \cos\left(t / 10000^{2k/D}\right).$$
+
+A learned table has `max_seq_len` rows, so longer inputs cannot be embedded: the wrapper refuses
+them with a clear error.  The relative schemes (rotary, ALiBi, T5) have no such limit, which is why
+the wrapper turns the absolute embedding off when one of them is in use.
+
+Shapes: `n` tokens, `D` model width.
+
+## Differences from the paper
+
+The sinusoidal table here puts all sines in the first half of the features and all cosines in the
+second half instead of interleaving them; the next linear layer makes the two equivalent.
+"""
+
+import torch
+from torch import nn, Tensor
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """One trainable vector per position $0 \\dots$ `max_seq_len - 1`."""
+
+    def __init__(self, dim: int, max_seq_len: int):
+        super().__init__()
+        self.max_seq_len = max_seq_len
+        self.emb = nn.Embedding(max_seq_len, dim)
+        nn.init.normal_(self.emb.weight, std=0.02)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.emb(positions)  # (n, D)
+
+
+class SinusoidalPositionalEmbedding(nn.Module):
+    """Fixed sinusoids; defined for every position, so it has no maximum length."""
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"dim: sinusoidal positions need an even width, got {dim}")
+        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # $10000^{-2k/D}$
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        angles = positions.float()[:, None] * self.inv_freq[None, :]  # (n, D/2)
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (n, D)

@@ -1,0 +1,71 @@
+r"""
+# ALiBi: attention with linear biases
+
+*Paper:* [Train Short, Test Long: Attention with Linear Biases Enables Input Length Extrapolation](https://arxiv.org/abs/2108.12409) (Press et al., 2021)
+
+ALiBi adds no position embedding at all.  Instead, each head penalises a score in proportion to the
+distance between query and key:
+
+$$S_{hij} = \frac{q_i^\top k_j}{\sqrt{d}} - m_h\,|i - j|$$
+
+The slopes $m_h$ are fixed, a geometric sequence: with 8 heads, $m = \tfrac{1}{2}, \tfrac{1}{4},
+\dots, \tfrac{1}{256}$.  Heads with steep slopes look locally, heads with gentle slopes look far.
+Because the penalty is defined for any distance, a model trained on short sequences keeps working
+on longer ones, the paper's main result.
+
+Shapes: `h` heads, `i` query positions, `j` key positions.
+
+## Slopes for any number of heads
+
+For $n$ heads, a power of two, the slopes are $m_h = 2^{-8h/n}$ for $h = 1 \dots n$.  Otherwise the
+paper takes the $2^{\lfloor \log_2 n \rfloor}$ slopes of the closest smaller power of two and fills
+up with every other slope of the next power of two.
+
+## Differences from the paper
+
+* The paper is about causal language models, where $j \le i$ and the distance is $i - j$.  For
+  encoders we use the symmetric distance $|i - j|$, so a key ahead is penalised as much as a key
+  behind.
+* `alibi_num_heads = k` gives the bias only to the first $k$ heads (with the slopes of a $k$-head
+  model); the other heads carry no positional bias and can attend to any distance.
+"""
+
+import math
+
+import torch
+from torch import nn, Tensor
+
+
+def alibi_slopes(heads: int) -> list[float]:
+    r"""The paper's slopes $m_h$.
+
+    >>> alibi_slopes(8)
+    [0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625]
+    >>> alibi_slopes(6)   # 4 slopes of a 4-head model, then slopes 1 and 3 of an 8-head model
+    [0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125]
+    """
+    def power_of_two(n):
+        # $m_h = \left(2^{-8/n}\right)^h$
+        start = 2 ** (-8 / n)
+        return [start ** h for h in range(1, n + 1)]
+
+    if math.log2(heads).is_integer():
+        return power_of_two(heads)
+    closest = 2 ** math.floor(math.log2(heads))
+    return power_of_two(closest) + power_of_two(2 * closest)[0::2][: heads - closest]
+
+
+class AlibiPositionalBias(nn.Module):
+    """Builds the `(1, heads, i, j)` ALiBi bias for given query and key positions."""
+
+    def __init__(self, heads: int, alibi_heads: int | None = None):
+        super().__init__()
+        alibi_heads = heads if alibi_heads is None else alibi_heads
+        # Slopes for the first `alibi_heads` heads, zero for the rest.
+        slopes = torch.tensor(alibi_slopes(alibi_heads) + [0.0] * (heads - alibi_heads))
+        self.register_buffer("slopes", slopes[:, None, None], persistent=False)  # (h, 1, 1)
+
+    def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        # $-m_h |i - j|$
+        dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (i, j)
+        return (-self.slopes * dist)[None]  # (1, h, i, j)

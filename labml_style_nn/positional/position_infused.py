@@ -1,0 +1,39 @@
+r"""
+# Position infused attention
+
+*Paper:* [Shortformer: Better Language Modeling using Shorter Inputs](https://arxiv.org/abs/2012.15832) (Press et al., 2020); [End-to-End Object Detection with Transformers](https://arxiv.org/abs/2005.12872) (Carion et al., 2020)
+
+Instead of adding positions to the token embeddings once, add fixed sinusoidal positions to the
+inputs of the **query and key** projections in *every* layer, and leave the values alone:
+
+$$q_i = (x_i + p_i) W_Q, \qquad k_j = (x_j + p_j) W_K, \qquad v_j = x_j W_V.$$
+
+The hidden states that flow through the residual stream then carry no position.  Shortformer uses
+this to cache the states of a previous segment and reuse them at new positions, a cheaper
+alternative to Transformer-XL's relative attention.
+
+This module only produces $p$; the attention module adds $p W_Q$ and $p W_K$ inside its fused
+projection (see `attention/attention.py`, `_project`), so no separate pass over $x + p$ is needed.
+
+Shapes: `n` tokens, `D` model width.
+
+## Differences from the paper
+
+Shortformer evaluates with cached states at shifted positions; here the positions of a memory or a
+cache simply continue from the previous segment, which keeps the model exact.
+"""
+
+from torch import nn, Tensor
+
+from .absolute import SinusoidalPositionalEmbedding
+
+
+class PositionInfusedAttention(nn.Module):
+    """Sinusoidal positions for the query/key inputs of every attention layer."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.sinusoids = SinusoidalPositionalEmbedding(dim)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.sinusoids(positions)  # (n, D)

@@ -1,0 +1,80 @@
+r"""
+# Rotary positional embeddings
+
+*Paper:* [RoFormer: Enhanced Transformer with Rotary Position Embedding](https://arxiv.org/abs/2104.09864) (Su et al., 2021)
+
+Rotary embeddings rotate each query and key by an angle proportional to its position, so that the
+score between them depends only on how far apart they are.
+
+Split a head's features into pairs $(x_{2k}, x_{2k+1})$ and treat each pair as a point in the plane.
+At position $p$, rotate pair $k$ by the angle $p\,\theta_k$ with $\theta_k = 10000^{-2k/r}$.
+A rotation $R_p$ is orthogonal and $R_i^\top R_j = R_{j-i}$, so
+
+$$\langle R_i q, R_j k \rangle = q^\top R_i^\top R_j k = \langle q, R_{j-i} k \rangle,$$
+
+which depends on $j - i$ alone: the model sees relative positions although every token was rotated
+by its absolute position.  No parameters are learned.
+
+Because each key is rotated by its own position when it is computed, keys kept in a cache or a
+Transformer-XL memory stay valid: the stack only has to give the new tokens the positions that
+follow them.
+
+Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le d$).
+
+## Differences from the paper
+
+* We pair feature $k$ with feature $k + r/2$ (the "rotate half" layout) instead of neighbours
+  $2k, 2k+1$.  It is the same rotation after a fixed permutation of the features, which the
+  projections absorb, and it needs no strided indexing.
+* Only the first $r$ features of each head are rotated (`rotary_emb_dim`, by default half the head,
+  at least 32); the rest carry content without position.  This partial rotation is common practice
+  rather than part of the paper.
+"""
+
+import torch
+from torch import nn, Tensor
+
+
+class RotaryEmbedding(nn.Module):
+    r"""Computes the rotation angles of a set of positions, once per forward pass.
+
+    >>> RotaryEmbedding(4).angles(torch.tensor([0, 1])).shape   # cos and sin, 2 positions, r = 4
+    torch.Size([2, 2, 4])
+    """
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"rotary_emb_dim: expected an even integer >= 2, got {dim}")
+        self.dim = dim
+        # $\theta_k = \text{base}^{-2k/r}$ for $k = 0 \dots r/2 - 1$
+        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def angles(self, positions: Tensor) -> Tensor:
+        """Stacked $(\\cos, \\sin)$ of $p\\,\\theta_k$: `(2, n, r)` for `positions` `(n,)`."""
+        # $p\,\theta_k$, repeated for both halves of the "rotate half" layout
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]  # (n, r/2)
+        freqs = torch.cat((freqs, freqs), dim=-1)  # (n, r)
+        return torch.stack((freqs.cos(), freqs.sin()))
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.angles(positions)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    r"""Map feature pairs $(x_1, x_2) \mapsto (-x_2, x_1)$, a quarter turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
+    r"""Rotate the first $r$ features of `t` `(b, h, n, d)` by `angles` `(2, n, r)`.
+
+    $$R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$$
+    """
+    cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)
+    r = cos.shape[-1]
+    t_rot, t_pass = t[..., :r], t[..., r:]
+    t_rot = t_rot * cos + rotate_half(t_rot) * sin
+    return torch.cat((t_rot, t_pass), dim=-1) if t_pass.shape[-1] else t_rot

@@ -1,0 +1,82 @@
+r"""
+# Residual blocks: pre-norm, post-norm and sandwich norm
+
+*Paper:* [On Layer Normalization in the Transformer Architecture](https://arxiv.org/abs/2002.04745) (Xiong et al., 2020); [CogView: Mastering Text-to-Image Generation via Transformers](https://arxiv.org/abs/2105.13290) (Ding et al., 2021)
+
+Every sublayer $F$ (attention or feed-forward) of a transformer sits on a residual connection with a
+normalisation somewhere along it.  Where the norm goes changes how well deep stacks train:
+
+$$\begin{aligned}
+\text{post-norm:}\quad & x \leftarrow \operatorname{Norm}(x + F(x)) \\
+\text{pre-norm:}\quad & x \leftarrow x + F(\operatorname{Norm}(x)) \\
+\text{sandwich:}\quad & x \leftarrow x + \operatorname{Norm}'(F(\operatorname{Norm}(x)))
+\end{aligned}$$
+
+The original transformer is post-norm; it needs a learning-rate warmup.  Pre-norm (the default
+here) keeps an unnormalised identity path from input to output, trains without warmup, and needs a
+final norm after the last block.  CogView's sandwich norm adds a second norm on the branch output to
+keep the branches from blowing up the residual stream in large models.  NormFormer's norm after
+the attention output projection is the same thing for attention branches.
+
+`Block` is the one place that arranges these pieces around a sublayer.  The residual sum itself is
+pluggable: plain addition (here), a learned per-feature scale on the residual
+([scale_residual](scale_residual.md)) or a GRU gate ([gated_residual](gated_residual.md)); the branch
+can be scaled by ReZero's scalar ([rezero](rezero.md)); its input can be shifted along the sequence
+([token_shift](token_shift.md)).
+
+Shapes: `b` batch, `n` tokens, `D` model width.
+"""
+
+from typing import Optional
+
+from torch import nn, Tensor
+
+
+class Residual(nn.Module):
+    """The plain residual sum $x + F(x)$."""
+
+    def forward(self, branch: Tensor, residual: Tensor) -> Tensor:
+        return branch + residual
+
+
+class Block(nn.Module):
+    r"""One sublayer with its norms, branch scaling and residual connection.
+
+    Args:
+        fn: the sublayer (attention or feed-forward).
+        pre_norm: norm applied to the branch input (pre-norm), or `None`.
+        post_norm: norm applied after the residual sum (post-norm), or `None`.
+        branch_norm: norm on the branch output (sandwich norm), or `None`.
+        residual: how the branch joins the residual stream.
+        branch_scale: a module scaling the branch output (ReZero), or `None`.
+        step: a constant factor on the branch (macaron's half-step feed-forward).
+        shift: token shift applied to the branch input, or `None`.
+    """
+
+    def __init__(self, kind: str, fn: nn.Module, *, pre_norm: Optional[nn.Module] = None,
+                 post_norm: Optional[nn.Module] = None, branch_norm: Optional[nn.Module] = None,
+                 residual: Optional[nn.Module] = None, branch_scale: Optional[nn.Module] = None,
+                 step: float = 1.0, shift: Optional[nn.Module] = None):
+        super().__init__()
+        self.kind, self.fn, self.step = kind, fn, step
+        self.pre_norm, self.post_norm, self.branch_norm = pre_norm, post_norm, branch_norm
+        self.residual = residual if residual is not None else Residual()
+        self.branch_scale, self.shift = branch_scale, shift
+
+    def branch_input(self, x: Tensor, mask: Optional[Tensor] = None, shift_state=None) -> Tensor:
+        """What the sublayer sees: the normalised (pre-norm) and possibly token-shifted input."""
+        h = self.pre_norm(x) if self.pre_norm is not None else x
+        if self.shift is not None:
+            h = self.shift(h, mask=mask, state=shift_state)
+        return h
+
+    def join(self, out: Tensor, x: Tensor) -> Tensor:
+        """Add the branch output `out` back into the residual stream `x`."""
+        if self.branch_norm is not None:
+            out = self.branch_norm(out)
+        if self.branch_scale is not None:
+            out = self.branch_scale(out)
+        if self.step != 1.0:
+            out = out * self.step
+        x = self.residual(out, x)
+        return self.post_norm(x) if self.post_norm is not None else x

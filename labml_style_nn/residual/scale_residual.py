@@ -1,0 +1,35 @@
+r"""
+# Scaled residual (NormFormer)
+
+*Paper:* [NormFormer: Improved Transformer Pretraining with Extra Normalization](https://arxiv.org/abs/2110.09456) (Shleifer et al., 2021)
+
+In a pre-norm transformer the residual stream grows with depth, so late branches make relatively
+small updates.  NormFormer's residual scaling learns a per-feature factor $\lambda$ on the residual
+before the branch is added:
+
+$$x \leftarrow \lambda \odot x + F(\operatorname{Norm}(x)), \qquad \lambda_0 = 1.$$
+
+Starting at one, the block starts as a plain residual.  The seeds report small gains and occasional
+instability, so it is off by default (`scale_residual=True` turns it on).
+
+Shapes: `D` model width; $\lambda \in \mathbb{R}^D$.
+
+## Differences from the paper
+
+NormFormer applies the scaling to feed-forward residuals only; here it applies to every block, as in
+the seeds.
+"""
+
+import torch
+from torch import nn, Tensor
+
+
+class ScaledResidual(nn.Module):
+    """$\\lambda \\odot x + F(x)$ with a learned per-feature $\\lambda$."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, branch: Tensor, residual: Tensor) -> Tensor:
+        return branch + residual * self.scale.to(residual.dtype)
