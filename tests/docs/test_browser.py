@@ -1,0 +1,204 @@
+"""Every annotated library page, opened in headless Chromium.
+
+Desktop (1600px): each section's prose sits left of its code, side by side. Math is MathML, with
+no TeX left in the visible text. Mobile (390px): the page never scrolls sideways. Everywhere: no
+console errors, and no request leaves 127.0.0.1 (the site works offline).
+
+Needs Chromium (`apt-get install -y chromium`) and the `playwright` Python package; browsers are not
+downloaded. With `CI` set, a missing browser is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = ROOT / "build" / "screenshots"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--disable-sync",
+]
+
+
+def _require(condition: bool, message: str) -> None:
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(message + " (required in CI)")
+    pytest.skip(message)
+
+
+def _library_pages():
+    from literate import site
+
+    pages = site.discover(ROOT)
+    out = []
+    for group in site.group_order({p.group for p in pages}):
+        if group == site.EXPERIMENTS:
+            continue
+        out += site.content_pages(pages, group)
+    return out
+
+
+@contextlib.contextmanager
+def _serve(directory: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("http.server did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# Runs in the page: each row with both prose and code, the prose must be left of the code and
+# the two must overlap vertically.
+_SIDE_BY_SIDE = """() => {
+  const bad = [];
+  let rows = 0;
+  for (const row of document.querySelectorAll('.literate .lit-row')) {
+    const prose = row.querySelector(':scope > .lit-prose:not(.lit-empty)');
+    const code = row.querySelector(':scope > .lit-code:not(.lit-empty)');
+    if (!prose || !code) continue;
+    rows += 1;
+    const p = prose.getBoundingClientRect(), c = code.getBoundingClientRect();
+    const overlap = Math.min(p.bottom, c.bottom) - Math.max(p.top, c.top);
+    if (!(p.right <= c.left + 1 && overlap > 0 && p.width > 200 && c.width > 300)) {
+      bad.push(row.id + ' prose ' + JSON.stringify([p.left, p.right, p.top, p.bottom]) +
+               ' code ' + JSON.stringify([c.left, c.right, c.top, c.bottom]));
+    }
+  }
+  return {rows, bad};
+}"""
+
+_PROSE_TEXT = "() => Array.from(document.querySelectorAll('.lit-prose')).map(e => e.innerText).join('\\n')"
+
+
+def _expected_math(source: str) -> int:
+    from literate.mathml import extract_math
+    from literate.parser import parse
+
+    return sum(len(extract_math(s.prose)[1]) for s in parse(source))
+
+
+def test_library_pages_in_chromium(built_site, tmp_path):
+    _require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "the `playwright` Python package is not installed")
+    pages = _library_pages()
+    assert pages, "no library pages to check"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+
+    with _serve(built_site) as base, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1600, "height": 1000},
+            service_workers="block",
+        )
+        try:
+            for page_info in pages:
+                url = base + page_info.url
+                name = page_info.path[:-3].replace("/", "__")
+                errors: list[str] = []
+                foreign: list[str] = []
+                page = context.new_page()
+                page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on(
+                    "request",
+                    lambda r, foreign=foreign: foreign.append(r.url)
+                    if not r.url.startswith((base, "data:", "blob:", "about:"))
+                    else None,
+                )
+                response = page.goto(url, wait_until="load")
+                where = page_info.path
+                if response is None or response.status != 200:
+                    failures.append(f"{where}: HTTP {response.status if response else '?'} for {url}")
+                    page.close()
+                    continue
+
+                # Desktop: prose beside code.
+                layout = page.evaluate(_SIDE_BY_SIDE)
+                if layout["bad"]:
+                    failures.append(f"{where}: prose not beside code at 1600px: {layout['bad'][:3]}")
+                code_rows = page.locator(".lit-code:not(.lit-empty)").count()
+                if code_rows and not layout["rows"]:
+                    failures.append(f"{where}: code cells but no row with prose beside code")
+
+                # Math: rendered, no TeX left in the visible prose.
+                text = page.evaluate(_PROSE_TEXT)
+                for tex in ("$$", "\\frac", "\\begin"):
+                    if tex in text:
+                        failures.append(f"{where}: visible text contains {tex!r}")
+                expected = _expected_math(page_info.source)
+                found = page.locator(".lit-prose math").count()
+                if found != expected:
+                    failures.append(f"{where}: {found} <math> elements in the prose, expected {expected}")
+                if page.locator(".math-error").count():
+                    failures.append(f"{where}: math that could not be converted")
+
+                # Every line of the file has its anchor.
+                n_lines = len(page_info.source.replace("\r\n", "\n").rstrip("\n").split("\n"))
+                ids = page.evaluate("() => document.querySelectorAll('.literate [id^=\"L\"]').length")
+                if ids != n_lines:
+                    failures.append(f"{where}: {ids} line anchors for {n_lines} lines")
+
+                page.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"))
+
+                # Mobile: one column, no sideways scrolling.
+                page.set_viewport_size({"width": 390, "height": 844})
+                page.wait_for_timeout(50)
+                overflow = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+                if overflow[0] > overflow[1]:
+                    failures.append(f"{where}: scrollWidth {overflow[0]} > innerWidth {overflow[1]} at 390px")
+                page.screenshot(path=str(SCREENSHOTS / f"{name}-mobile.png"))
+
+                if errors:
+                    failures.append(f"{where}: console errors: {errors[:3]}")
+                if foreign:
+                    failures.append(f"{where}: requests outside 127.0.0.1: {sorted(set(foreign))[:5]}")
+                page.close()
+        finally:
+            context.close()
+
+    assert not failures, "\n".join(failures)
