@@ -1,0 +1,112 @@
+"""The site: its structure from the source tree, and a strict MkDocs build of the real repository."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from literate import site
+from literate.render import RenderOptions, highlight_lines, render_page
+from literate.parser import parse
+
+
+def test_relative_url():
+    assert site.relative_url("api/attention/#x.Y", "labml_style_nn/attention/rotary/") == "../../../api/attention/#x.Y"
+    assert site.relative_url("labml_style_nn/a/b/", "") == "labml_style_nn/a/b/"
+    assert site.relative_url("labml_style_nn/a/b/#L3", "labml_style_nn/a/b/") == "./#L3"
+    assert site.page_url("labml_style_nn/a/index.md") == "labml_style_nn/a/"
+    assert site.page_url("index.md") == ""
+
+
+def test_discover_and_exports_on_a_small_tree(tmp_path):
+    pkg = tmp_path / "labml_style_nn"
+    (pkg / "positional").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        'from .positional import Rotary as Rot, helper\n__all__ = ["Rot", "helper"]\n'
+    )
+    (pkg / "positional" / "__init__.py").write_text('"""Positions."""\nfrom .rotary import Rotary, helper\n')
+    (pkg / "positional" / "rotary.py").write_text(
+        'r"""\n# Rotary\n\n*Paper:* [R](https://r.org) (S, 2021)\n\nIt rotates. More.\n"""\n\n\nclass Rotary:\n    pass\n\n\ndef helper():\n    pass\n'
+    )
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "train.py").write_text('"""# Train\n\nTrains."""\n')
+    pages = site.discover(tmp_path)
+    assert [p.path for p in pages] == [
+        "labml_style_nn/__init__.py",
+        "labml_style_nn/positional/__init__.py",
+        "labml_style_nn/positional/rotary.py",
+        "experiments/train.py",
+    ]
+    rotary = pages[2]
+    assert (rotary.title, rotary.meta.summary, rotary.src_uri) == ("Rotary", "It rotates.", "labml_style_nn/positional/rotary.md")
+    exports = site.find_exports(tmp_path)
+    assert [(e.name, e.module, e.line, e.kind, e.identifier) for e in exports] == [
+        ("Rot", "labml_style_nn.positional.rotary", 10, "class", "labml_style_nn.positional.rotary.Rotary"),
+        ("helper", "labml_style_nn.positional.rotary", 14, "function", "labml_style_nn.positional.rotary.helper"),
+    ]
+    nav = site.build_nav(pages, exports, [], ["results.md"])
+    titles = [next(iter(entry)) for entry in nav]
+    assert titles == ["Home", "Core", "Positional information", "Experiments", "API reference", "Results"]
+    positional = nav[2]["Positional information"]
+    assert positional == ["labml_style_nn/positional/index.md", {"Rotary": "labml_style_nn/positional/rotary.md"}]
+    landing = site.landing_markdown(pages, exports)
+    assert "[Rotary](labml_style_nn/positional/rotary.md)" in landing and "[R](https://r.org) (S, 2021)" in landing
+    assert "## Getting started" in landing
+
+
+def test_rendered_page_has_rows_anchors_and_links():
+    src = 'r"""\n# T\n\nSee [other](other.py#L2), $x$.\n"""\n\nimport os\n\n\nclass A:\n    """Doc."""\n\n    x = 1\n'
+    html, errors = render_page(
+        parse(src),
+        src,
+        RenderOptions(source_path="pkg/t.py", source_url="../src/t.py", api_links={"A": "../api/#A"}, link_resolver=lambda h: "../other/#L2"),
+    )
+    assert not errors
+    assert html.count('class="lit-row') == 2
+    for n in range(1, src.count("\n") + 1):
+        assert f'id="L{n}"' in html
+    assert 'href="../other/#L2"' in html and 'href="../src/t.py"' in html
+    assert 'class="lit-api-link" href="../api/#A"' in html
+    assert "<math" in html
+
+
+def test_highlighting_keeps_line_structure():
+    src = 'x = """a\nb"""\n\n# c\ny = 1'
+    lines = highlight_lines(src)
+    assert len(lines) == 5
+    assert "b" in lines[1] and lines[2] == "" and 'class="c1"' in lines[3]
+
+
+@pytest.mark.slow
+def test_strict_build_of_the_repository(built_site: Path):
+    pages = site.discover(ROOT)
+    for group in {p.group for p in pages}:
+        for page in site.content_pages(pages, group):
+            out = built_site / page.url / "index.html"
+            assert out.is_file(), f"no page for {page.path}"
+            html = out.read_text(encoding="utf-8")
+            assert 'class="literate"' in html and page.path in html
+    index = (built_site / "index.html").read_text(encoding="utf-8")
+    assert "Getting started" in index
+    for page in pages:
+        if page.meta.title and not page.is_init and page.group != site.EXPERIMENTS:
+            assert page.url in index, f"{page.path} missing from the landing page"
+    # Math everywhere is MathML, never TeX.
+    for html_file in built_site.rglob("*.html"):
+        text = re.sub(r' data-tex="[^"]*"', "", html_file.read_text(encoding="utf-8"))
+        text = re.sub(r"<code.*?</code>|<pre.*?</pre>", "", text, flags=re.S)
+        assert "$$" not in text and "\\frac" not in text and 'class="arithmatex"' not in text, html_file
+    # API reference and annotated pages link to each other.
+    exports = site.find_exports(ROOT)
+    for e in exports:
+        api = (built_site / site.page_url(site.api_uri(e.group)) / "index.html").read_text(encoding="utf-8")
+        assert f'id="{e.identifier}"' in api, e.identifier
+        target = next(p for p in pages if p.path == e.path)
+        assert f'href="{site.relative_url(target.url + f"#L{e.line}", site.page_url(site.api_uri(e.group)))}"' in api
+        literate = (built_site / target.url / "index.html").read_text(encoding="utf-8")
+        assert site.relative_url(site.api_anchor_url(e), target.url) in literate
+    # Nothing was generated into the source tree.
+    assert not (ROOT / "docs" / "index.md").exists() and not (ROOT / "docs" / "labml_style_nn").exists()
