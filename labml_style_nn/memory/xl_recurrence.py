@@ -29,6 +29,8 @@ as one pass over both segments.
 **Enhanced recurrence** (ERNIE-Doc, `shift_mem_down=k`): route the memory of layer $l$ to layer
 $l - k$ on the next step, so lower layers see higher-level summaries of the past and the effective
 context grows faster.  The $k$ lowest memories wrap around to the top $k$ layers.
+Layer $l$'s new memory is what it attended to: the memory routed to it, followed by its own
+inputs, $[\operatorname{sg}(m^{(l+k)}_\tau);\ h^{(l-1)}_{\tau+1}]$, truncated to $M$.
 
 Shapes: `b` batch, `n` tokens, `m` memory length, `D` model width.
 
