@@ -23,7 +23,7 @@ from pygments.token import STANDARD_TYPES
 from .mathml import extract_math, restore_math
 from .parser import Section
 
-__all__ = ["RenderOptions", "highlight_lines", "render_prose", "render_page", "slugify"]
+__all__ = ["RenderOptions", "highlight_lines", "render_prose", "render_page", "slugify", "google_sections"]
 
 PROSE_EXTENSIONS = ["tables", "fenced_code", "codehilite", "sane_lists", "admonition", "attr_list", "md_in_html"]
 PROSE_EXTENSION_CONFIGS = {"codehilite": {"css_class": "highlight", "guess_lang": False}}
@@ -66,6 +66,83 @@ def slugify(text: str) -> str:
     text = _html.unescape(text).lower()
     text = re.sub(r"[^\w\s-]", "", text, flags=re.UNICODE)
     return re.sub(r"[\s_-]+", "-", text).strip("-") or "section"
+
+
+_GOOGLE_HEADER = re.compile(
+    r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters|Attributes|"
+    r"Returns|Return|Yields|Raises|Shapes?|Examples?|Notes?|Warnings?|References?|See Also):\s*$"
+)
+_GOOGLE_ITEM = re.compile(r"^(\*{0,2}[A-Za-z_][\w.]*)(\s*\(([^()]*(?:\([^()]*\))?[^()]*)\))?:\s+(.*)$")
+_GOOGLE_LABELS = {"Args": "Arguments", "Params": "Parameters", "Keyword Args": "Keyword arguments", "Return": "Returns"}
+
+
+def google_sections(text: str) -> str:
+    """Google-style docstring sections (`Args:` and an indented block) as Markdown lists.
+
+    Docstrings are Markdown, but their `Args:` blocks follow Google style so that the API
+    reference can parse them; on the literate page they become a labelled list.
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _GOOGLE_HEADER.match(lines[i])
+        block_end = i + 1
+        while block_end < len(lines) and (not lines[block_end].strip() or lines[block_end].startswith((" ", "\t"))):
+            block_end += 1
+        while block_end > i + 1 and not lines[block_end - 1].strip():
+            block_end -= 1
+        if not m or block_end == i + 1:
+            out.append(lines[i])
+            i += 1
+            continue
+        block = lines[i + 1 : block_end]
+        indent = min(len(b) - len(b.lstrip()) for b in block if b.strip())
+        block = [b[indent:] for b in block]
+        label = _GOOGLE_LABELS.get(m.group(1), m.group(1))
+        out += ["", f'<p class="lit-doc-label">{label}</p>', ""]
+        items: list[list[str]] = []
+        for b in block:
+            item = _GOOGLE_ITEM.match(b) if b and not b[0].isspace() else None
+            if item and label.lower() not in ("returns", "yields", "examples", "example", "notes", "note"):
+                name, kind, desc = item.group(1), item.group(3), item.group(4)
+                head = f"`{name}`" + (f" ({kind})" if kind else "")
+                items.append([f"- {head}: {desc}"])
+            elif items and b.strip():
+                items[-1].append("  " + b.strip())
+            elif not items and b.strip():
+                items.append([b.strip()])
+            elif items:
+                items[-1].append("")
+        if label.lower().startswith("example") and any(b.lstrip().startswith(">>>") for b in block):
+            out += ["```python", *block, "```"]
+        else:
+            out += [" ".join(part.strip() for part in item if part.strip()) if item[0].startswith("- ") else "\n".join(item) for item in items]
+        out.append("")
+        i = block_end
+    return "\n".join(out)
+
+
+def fence_doctests(text: str) -> str:
+    """Doctest paragraphs (`>>> ...` and their output) as Python code blocks, not quotes."""
+    out: list[str] = []
+    in_doctest = False
+    fence = False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            fence = not fence
+        if not fence and not in_doctest and stripped.startswith(">>>"):
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(indent + "```pycon")
+            in_doctest = True
+        elif in_doctest and not stripped:
+            out.append(indent + "```")
+            in_doctest = False
+        out.append(line)
+    if in_doctest:
+        out.append(indent + "```")
+    return "\n".join(out)
 
 
 _HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>", re.S)
@@ -148,7 +225,8 @@ def render_page(sections: list[Section], source: str, options: RenderOptions | N
         out.append('<div class="lit-bar">' + "".join(bar) + "</div>")
 
     for k, section in enumerate(sections):
-        prose = render_prose(section.prose, errors, slugs, options.link_resolver, md)
+        text = fence_doctests(google_sections(section.prose)) if section.kind == "docstring" else section.prose
+        prose = render_prose(text, errors, slugs, options.link_resolver, md)
         anchors = "".join(f'<span class="lit-anchor" id="L{n}"></span>' for n in section.prose_lines)
         api = ""
         owner = section.owner
