@@ -1,0 +1,163 @@
+r"""
+# Transformer-XL: segment recurrence on a character language model
+
+*Paper:* [Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context](https://arxiv.org/abs/1901.02860) (Dai et al., 2019)
+
+A transformer trained on segments of $n$ characters sees, at the start of each segment, almost no
+context. Transformer-XL keeps the hidden states of the previous segment, one tensor per layer,
+and lets the next segment attend to them as extra keys and values (gradients do not flow into
+them). With $L$ layers, information can travel up to $L \cdot m$ positions back, with $m$ the
+memory length, for the price of attending over $m + n$ keys instead of $n$.
+
+The memory of layer $l$ for segment $\tau + 1$ is that layer's input on segment $\tau$:
+
+$$\tilde{h}^{l-1}_{\tau+1} = \big[\,\mathrm{sg}(h^{l-1}_{\tau}) \circ h^{l-1}_{\tau+1}\big]$$
+
+where $\mathrm{sg}$ stops the gradient and $\circ$ concatenates along the sequence. Absolute
+positions would be ambiguous across the two segments, so the positions must be relative:
+`rel_pos_bias=True` (the T5 bias) or `rotary_pos_emb=True`.
+
+This script trains **the same model twice** on the same stream of segments: once carrying the
+memory from segment to segment (`mems=` / `return_mems=True`), once starting each segment
+empty. Both are evaluated the way they were trained, on the validation stream, in bits per
+character. Training reads the text as `batch_size` parallel contiguous streams, so row $r$ of
+segment $\tau + 1$ continues row $r$ of segment $\tau$ and the memory is the true preceding text.
+
+```
+python experiments/transformer_xl_lm.py
+python experiments/transformer_xl_lm.py --pos rotary --mem-len 128
+```
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from experiments.common import (RunConfig, Progress, RunLog, autocast, count_parameters, load_checkpoint,  # noqa: E402
+                                lr_at, maybe_compile, out_dir_for, parse_config, plot_curves, save_checkpoint,
+                                seed_everything, setup_distributed)
+from experiments.data import contiguous_streams, load_text  # noqa: E402
+from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
+
+
+@dataclass
+class Config(RunConfig):
+    data: str = field(default="stdlib", metadata={"help": "stdlib | tinyshakespeare | enwik8 | path"})
+    cache_dir: str = ""
+    max_bytes: int = 2_000_000
+    pos: str = field(default="rel_pos_bias", metadata={"help": "rel_pos_bias | rotary"})
+    dim: int = 128
+    depth: int = 3
+    heads: int = 4
+    seq_len: int = field(default=32, metadata={"help": "segment length n"})
+    mem_len: int = field(default=64, metadata={"help": "memory length m"})
+    batch_size: int = 16
+    steps: int = 400
+    lr: float = 2e-3
+    warmup: int = 40
+    eval_every: int = 100
+    eval_segments: int = 32
+    modes: str = field(default="memory,no_memory", metadata={"help": "which runs to train"})
+
+    SMOKE = dict(dim=32, depth=1, heads=2, seq_len=16, mem_len=16, batch_size=4, steps=4, warmup=1, eval_every=2,
+                 eval_segments=3, max_bytes=100_000, log_every=2)
+
+
+def build_model(cfg: Config) -> TransformerWrapper:
+    positions = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True)}[cfg.pos]
+    return TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, max_mem_len=cfg.mem_len,
+                              attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, **positions))
+
+
+def segment(stream: torch.Tensor, index: int, n: int) -> torch.Tensor:
+    """Segment `index` of every row, with one extra byte for the last target; wraps around the stream."""
+    count = (stream.shape[1] - 1) // n
+    start = (index % count) * n
+    return stream[:, start : start + n + 1]  # (b, n + 1)
+
+
+def lm_loss(model, x: torch.Tensor, mems, use_memory: bool):
+    """Next-byte cross-entropy on one segment; returns the loss and the memory for the next segment."""
+    logits, new_mems = model(x[:, :-1], mems=mems if use_memory else None, return_mems=True)  # (b, n, 256)
+    loss = F.cross_entropy(logits.float().transpose(1, 2), x[:, 1:])
+    return loss, [m.detach() for m in new_mems]
+
+
+@torch.no_grad()
+def evaluate(model, stream: torch.Tensor, cfg: Config, use_memory: bool, device) -> float:
+    """Bits per character over the first `eval_segments` consecutive validation segments."""
+    model.eval()
+    mems, losses = None, []
+    for i in range(cfg.eval_segments):
+        with autocast(device):
+            loss, mems = lm_loss(model, segment(stream, i, cfg.seq_len).to(device), mems, use_memory)
+        losses.append(loss)
+    model.train()
+    return torch.stack(losses).mean().item() / math.log(2)
+
+
+def train(cfg: Config, use_memory: bool, data, out: Path) -> dict:
+    device = setup_distributed(cfg.device).device
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    train_stream = contiguous_streams(data.train, cfg.batch_size)  # (b, N)
+    val_stream = contiguous_streams(data.val, 8)
+    name = "memory" if use_memory else "no_memory"
+    step, mems = 0, None
+    if cfg.resume:
+        state = load_checkpoint(Path(cfg.resume) / f"{name}.pt", model=model, optimizer=optimizer, map_location=device)
+        step, mems = state["step"], state["extra"]["mems"]
+    net = maybe_compile(model, cfg.compile)
+    log = RunLog(out / name, append=bool(cfg.resume))
+    bar = Progress(cfg.steps, initial=step)
+    while step < cfg.steps:
+        x = segment(train_stream, step, cfg.seq_len).to(device)
+        # The stream wraps around at its end: the memory of the last segment is not the past of the first.
+        if step % ((train_stream.shape[1] - 1) // cfg.seq_len) == 0:
+            mems = None
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+        with autocast(device):
+            loss, mems = lm_loss(net, x, mems, use_memory)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(loss=loss.item(), items=x.shape[0] * cfg.seq_len)
+        if step % cfg.log_every == 0:
+            log.log(step, train_bpc=loss.item() / math.log(2))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            log.log(step, val_bpc=evaluate(model, val_stream, cfg, use_memory, device))
+    bar.close()
+    save_checkpoint(out / f"{name}.pt", model=model, optimizer=optimizer, step=step, config=cfg,
+                    extra={"mems": mems})
+    log.write_csv()
+    return {"run": name, "parameters": count_parameters(model), "steps": step,
+            "val_bpc": evaluate(model, val_stream, cfg, use_memory, device), "curve": log.rows}
+
+
+def main(cfg: Config) -> list[dict]:
+    out = out_dir_for(cfg, "transformer_xl_lm")
+    data = load_text(cfg.data, cache_dir=cfg.cache_dir or None, max_bytes=cfg.max_bytes)
+    results = [train(cfg, mode == "memory", data, out) for mode in cfg.modes.split(",")]
+    plot_curves({r["run"]: [(row["step"], row["val_bpc"]) for row in r["curve"] if "val_bpc" in row]
+                 for r in results}, out / "val_bpc.png", ylabel="validation bits per character",
+                title=f"segments of {cfg.seq_len}, memory {cfg.mem_len} ({cfg.pos})")
+    print(f"\n| run | parameters | val bpc |\n|---|---|---|")
+    for r in results:
+        print(f"| {r['run']} | {r['parameters']:,} | {r['val_bpc']:.3f} |")
+    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results])
+    return results
+
+
+if __name__ == "__main__":
+    main(parse_config(Config, doc=__doc__))
