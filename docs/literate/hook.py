@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mkdocs.structure.files import File, Files
+from mkdocs.structure.files import File, Files, InclusionLevel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -80,7 +80,7 @@ def on_files(files: Files, config) -> Files:
         existing = files.get_file_from_path(uri)
         if existing is not None:
             files.remove(existing)  # generated content wins over a stale file of the same name
-        files.append(File.generated(config, uri, content=content))
+        files.append(File.generated(config, uri, content=content, inclusion=InclusionLevel.INCLUDED))
 
     for page in pages:
         _state["by_path"][page.path] = page

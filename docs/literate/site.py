@@ -468,9 +468,9 @@ def landing_markdown(pages: list[SourcePage], exports: list[Export], description
         if not members:
             continue
         out.append(f"### [{group_title(group)}]({_md_link(group_index_uri(group), 'index.md')})")
-        out.append("")
+        out += ["", '<div class="lit-catalog" markdown>', ""]
         out.extend(_technique_list(members, "index.md"))
-        out.append("")
+        out += ["", "</div>", ""]
     if not any(content_pages(pages, g) for g in groups):
         out.append("No technique files yet.")
     return "\n".join(out) + "\n"
@@ -494,7 +494,7 @@ def group_index_markdown(pages: list[SourcePage], group: str, exports: list[Expo
         out += [intro, ""]
     members = content_pages(pages, group)
     if members:
-        out += _technique_list(members, uri) + [""]
+        out += ['<div class="lit-catalog" markdown>', ""] + _technique_list(members, uri) + ["", "</div>", ""]
     mine = [e for e in exports if e.group == group and group != EXPERIMENTS]
     if mine:
         out += ["## Public names", ""]

@@ -177,6 +177,15 @@ def test_library_pages_in_chromium(built_site, tmp_path):
                 if page.locator(".math-error").count():
                     failures.append(f"{where}: math that could not be converted")
 
+                # The source link works (when it points into the site itself).
+                source = page.evaluate("() => (document.querySelector('.lit-bar-source a') || {}).href || ''")
+                if not source:
+                    failures.append(f"{where}: no link to the source file")
+                elif source.startswith(base):
+                    status = context.request.get(source).status
+                    if status != 200:
+                        failures.append(f"{where}: source link {source} gives HTTP {status}")
+
                 # Every line of the file has its anchor.
                 n_lines = len(page_info.source.replace("\r\n", "\n").rstrip("\n").split("\n"))
                 ids = page.evaluate("() => document.querySelectorAll('.literate [id^=\"L\"]').length")
