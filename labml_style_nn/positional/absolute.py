@@ -21,8 +21,12 @@ Shapes: `n` tokens, `D` model width.
 
 ## Differences from the paper
 
-The sinusoidal table here puts all sines in the first half of the features and all cosines in the
-second half instead of interleaving them; the next linear layer makes the two equivalent.
+* The sinusoidal table here puts all sines in the first half of the features and all cosines in the
+  second half instead of interleaving them; the next linear layer makes the two equivalent.
+* The paper scales the token embeddings by $\sqrt D$ before adding positions; we initialise the
+  learned tables with a small standard deviation (0.02) instead and add positions unscaled.
+* Positions continue across a key/value cache: a cached step at position $t$ gets $p_t$, so cached
+  generation equals a full pass (a test checks it).
 """
 
 import torch
@@ -39,11 +43,16 @@ class LearnedPositionalEmbedding(nn.Module):
         nn.init.normal_(self.emb.weight, std=0.02)
 
     def forward(self, positions: Tensor) -> Tensor:
+        """$p_t$ for integer `positions` `(n,)`; the wrapper checks they are below `max_seq_len`."""
         return self.emb(positions)  # (n, D)
 
 
 class SinusoidalPositionalEmbedding(nn.Module):
-    """Fixed sinusoids; defined for every position, so it has no maximum length."""
+    r"""Fixed sinusoids; defined for every position, so it has no maximum length.
+
+    >>> SinusoidalPositionalEmbedding(4)(torch.tensor([0])).tolist()   # sin 0, sin 0, cos 0, cos 0
+    [[0.0, 0.0, 1.0, 1.0]]
+    """
 
     def __init__(self, dim: int, base: float = 10000.0):
         super().__init__()
@@ -53,5 +62,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
+        """$p_t$ for integer `positions` `(n,)`."""
+        # $t / 10000^{2k/D}$
         angles = positions.float()[:, None] * self.inv_freq[None, :]  # (n, D/2)
         return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (n, D)

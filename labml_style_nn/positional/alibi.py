@@ -13,6 +13,9 @@ The slopes $m_h$ are fixed, a geometric sequence: with 8 heads, $m = \tfrac{1}{2
 Because the penalty is defined for any distance, a model trained on short sequences keeps working
 on longer ones, the paper's main result.
 
+The stack computes the `(1, h, i, j)` bias once per forward pass and every self-attention layer
+adds it to its scores through the `attn_bias` extension point; attention itself is unchanged.
+
 Shapes: `h` heads, `i` query positions, `j` key positions.
 
 ## Slopes for any number of heads
@@ -66,6 +69,7 @@ class AlibiPositionalBias(nn.Module):
         self.register_buffer("slopes", slopes[:, None, None], persistent=False)  # (h, 1, 1)
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        # $-m_h |i - j|$
+        """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's."""
+        # $-m_h |i - j|$; for a decoder's visible keys $|i - j| = i - j$, the paper's distance
         dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (i, j)
         return (-self.slopes * dist)[None]  # (1, h, i, j)

@@ -19,8 +19,13 @@ Shapes: `n` tokens, `D` model width.
 
 ## Differences from the paper
 
-Shortformer evaluates with cached states at shifted positions; here the positions of a memory or a
-cache simply continue from the previous segment, which keeps the model exact.
+* Shortformer caches the states of the previous segment and gives them *new* positions relative to
+  the current window; here the positions of a memory or a cache simply continue from the previous
+  segment, so a chunked pass equals one pass over the whole sequence.
+* Values stay free of position only if the token embeddings carry none, so the wrapper's absolute
+  embedding must be off (`use_abs_pos_emb=False`).
+* DETR adds learned or sinusoidal 2-D positions for images; we use the 1-D sinusoids of
+  [absolute](absolute.md), with no learned parameters.
 """
 
 from torch import nn, Tensor
@@ -36,4 +41,5 @@ class PositionInfusedAttention(nn.Module):
         self.sinusoids = SinusoidalPositionalEmbedding(dim)
 
     def forward(self, positions: Tensor) -> Tensor:
-        return self.sinusoids(positions)  # (n, D)
+        """$p$ for the key positions of this pass `(j,)`; queries use the last $n$ rows."""
+        return self.sinusoids(positions)  # (j, D)

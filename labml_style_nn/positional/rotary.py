@@ -15,9 +15,14 @@ $$\langle R_i q, R_j k \rangle = q^\top R_i^\top R_j k = \langle q, R_{j-i} k \r
 which depends on $j - i$ alone: the model sees relative positions although every token was rotated
 by its absolute position.  No parameters are learned.
 
-Because each key is rotated by its own position when it is computed, keys kept in a cache or a
-Transformer-XL memory stay valid: the stack only has to give the new tokens the positions that
-follow them.
+Because each key is rotated by its own position when it is computed, keys kept in a cache stay
+valid: the stack only has to give the new tokens the positions that follow them, $m \dots m + n - 1$
+after $m$ cached tokens.  With a Transformer-XL memory the memory's keys are recomputed in each
+pass, so they get positions $0 \dots m - 1$ and the segment $m \dots m + n - 1$.  Either way a chunked
+pass equals one pass over the whole sequence (tests check both).
+
+The stack computes the angles once per forward pass, `(2, j, r)`, and every self-attention layer
+applies them to its queries (the last $n$ rows) and keys.
 
 Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le d$).
 
@@ -59,12 +64,17 @@ class RotaryEmbedding(nn.Module):
         return torch.stack((freqs.cos(), freqs.sin()))
 
     def forward(self, positions: Tensor) -> Tensor:
+        """The same as `angles`: `(2, n, r)`."""
         return self.angles(positions)
 
 
 def rotate_half(x: Tensor) -> Tensor:
-    r"""Map feature pairs $(x_1, x_2) \mapsto (-x_2, x_1)$, a quarter turn of every pair."""
-    x1, x2 = x.chunk(2, dim=-1)
+    r"""Map feature pairs $(x_1, x_2) \mapsto (-x_2, x_1)$, a quarter turn of every pair.
+
+    >>> rotate_half(torch.tensor([1., 2., 3., 4.])).tolist()   # pairs (1, 3) and (2, 4)
+    [-3.0, -4.0, 1.0, 2.0]
+    """
+    x1, x2 = x.chunk(2, dim=-1)  # first and second members of each pair
     return torch.cat((-x2, x1), dim=-1)
 
 
@@ -73,8 +83,10 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
 
     $$R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$$
     """
-    cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)
+    cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)  # (n, r) each
     r = cos.shape[-1]
-    t_rot, t_pass = t[..., :r], t[..., r:]
+    # Only the first $r$ features carry position.
+    t_rot, t_pass = t[..., :r], t[..., r:]  # (b, h, n, r), (b, h, n, d - r)
+    # $R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$, pair $k$ is $(x_k, x_{k + r/2})$
     t_rot = t_rot * cos + rotate_half(t_rot) * sin
     return torch.cat((t_rot, t_pass), dim=-1) if t_pass.shape[-1] else t_rot

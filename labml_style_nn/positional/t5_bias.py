@@ -3,30 +3,43 @@ r"""
 
 *Paper:* [Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer](https://arxiv.org/abs/1910.10683) (Raffel et al., 2020)
 
-T5 learns one scalar per head for each *bucket* of relative distances and adds it to the scores:
+T5 gives attention its sense of order with one learned scalar per head for each *bucket* of relative
+distances, added to the scores before the softmax:
 
 $$S_{hij} = \frac{q_i^\top k_j}{\sqrt{d}} + b_{h,\,\beta(j - i)}$$
 
-Nearby distances get a bucket each; far distances share logarithmically wider buckets, up to a
-maximum distance after which everything falls in the last bucket.  The same table is shared by all
-layers and computed once per forward pass.
+Whether a key is 1 or 2 tokens away matters a lot; whether it is 100 or 101 tokens away hardly
+matters.  So nearby distances get a bucket each and far distances share logarithmically wider
+buckets, up to `max_distance`, beyond which everything falls into the last bucket.  The bias
+depends only on $j - i$, so it is defined for any sequence length, and it has just
+`num_buckets` $\times h$ parameters.  One table is shared by all layers; the stack computes the
+`(1, h, i, j)` bias once per forward pass and hands it to every self-attention layer through the
+attention module's `attn_bias` extension point.
 
 Shapes: `h` heads, `i` query positions, `j` key positions.
 
 ## The bucket function
 
-With $B$ buckets: a causal model only looks back, so all $B$ buckets describe distances
-$\delta = i - j \ge 0$.  A bidirectional model spends half of them on keys ahead and half on keys
-behind.  Within a direction, with $B'$ buckets, the first $B'/2$ distances are exact and the rest
-are spread logarithmically up to `max_distance`:
+Write $\delta = i - j$, positive for keys behind the query.  A causal model only looks back, so all
+$B$ buckets describe $\delta \ge 0$ (keys ahead are masked anyway; they share bucket 0).  A
+bidirectional model spends half of them on keys behind and half, offset by $B/2$, on keys ahead.
+Within a direction with $B'$ buckets, the first $B'/2$ distances are exact and the rest are spread
+logarithmically between $B'/2$ and the maximum distance $D$:
 
 $$\beta(\delta) = \begin{cases} \delta & \delta < B'/2 \\
 \min\left(B' - 1,\ \frac{B'}{2} + \left\lfloor \frac{\log(2\delta / B')}{\log(2 D / B')} \cdot \frac{B'}{2} \right\rfloor \right) & \text{otherwise} \end{cases}$$
 
+With $B = 32$, $D = 128$ (the defaults) a decoder has exact buckets for distances 0..15 and
+buckets 16..31 for 16..127; an encoder has exact buckets for 0..7 in each direction.
+
 ## Differences from the paper
 
-None in the bias itself.  T5 scales no scores by $1/\sqrt d$; we keep the usual scaling and add
-the bias after it.
+* T5 does not scale scores by $1/\sqrt d$ (it folds the scale into the initialisation); we keep
+  the usual scaling and add the bias after it.
+* T5 shares the table across layers but keeps a separate one for the decoder's self-attention; the
+  keyword API has one per stack, so an encoder-decoder (`XTransformer`) has one for each.
+* Settings with no logarithmic range ($D \le B'/2$) divide by $\log 1 = 0$ in the formula; we refuse
+  them instead of producing garbage buckets.
 """
 
 import math
@@ -37,39 +50,56 @@ from torch import nn, Tensor
 
 def relative_position_bucket(relative_position: Tensor, causal: bool, num_buckets: int = 32,
                              max_distance: int = 128) -> Tensor:
-    r"""Bucket of each relative position $j - i$.
+    r"""Bucket $\beta$ of each relative position $j - i$ (same shape, integer).
 
-    >>> rp = torch.tensor([0, -1, -7, -8, -20, -1000])
+    >>> rp = torch.tensor([0, -1, -7, -8, -20, -1000, 3])
     >>> relative_position_bucket(rp, causal=True, num_buckets=16, max_distance=64).tolist()
-    [0, 1, 7, 8, 11, 15]
-    >>> relative_position_bucket(torch.tensor([-1, 1]), causal=False, num_buckets=16).tolist()
-    [1, 9]
+    [0, 1, 7, 8, 11, 15, 0]
+    >>> relative_position_bucket(torch.tensor([-1, 1, -500, 500]), causal=False, num_buckets=16).tolist()
+    [1, 9, 7, 15]
     """
     distance = -relative_position  # $\delta = i - j$: positive for keys behind
-    offset = torch.zeros_like(distance)
     if causal:
+        offset = torch.zeros_like(distance)
         distance = distance.clamp(min=0)
     else:
-        # Half the buckets for keys ahead ($\delta < 0$), half for keys behind.
+        # Half the buckets for keys behind, the other half (offset by $B/2$) for keys ahead.
         num_buckets //= 2
         offset = (distance < 0).long() * num_buckets
         distance = distance.abs()
     exact = num_buckets // 2
-    # Logarithmic buckets beyond the exact range, capped at the last bucket.
-    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    # $\frac{B'}{2} + \lfloor \log(\delta / \tfrac{B'}{2}) / \log(D / \tfrac{B'}{2}) \cdot \tfrac{B'}{2} \rfloor$,
+    # capped at the last bucket; the clamp keeps $\log$ finite where the exact branch is taken.
+    log_ratio = torch.log(distance.float().clamp(min=exact) / exact) / math.log(max_distance / exact)
     large = (exact + (log_ratio * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
     return offset + torch.where(distance < exact, distance, large)
 
 
 class T5RelativePositionBias(nn.Module):
-    """A learned `(num_buckets, heads)` table turned into a `(1, heads, i, j)` score bias."""
+    r"""A learned `(num_buckets, heads)` table turned into a `(1, heads, i, j)` score bias.
+
+    Args:
+        heads: number of attention heads $h$.
+        causal: one-directional buckets (decoders) or two-directional (encoders).
+        num_buckets: $B$, `rel_pos_num_buckets`.
+        max_distance: $D$, `rel_pos_max_distance`; farther keys share the last bucket.
+    """
 
     def __init__(self, heads: int, causal: bool, num_buckets: int = 32, max_distance: int = 128):
         super().__init__()
+        per_direction = num_buckets if causal else num_buckets // 2
+        if per_direction < 2:
+            raise ValueError(f"rel_pos_num_buckets: expected at least {2 if causal else 4} "
+                             f"({'causal' if causal else 'bidirectional'} buckets), got {num_buckets}")
+        if max_distance <= per_direction // 2:
+            raise ValueError(f"rel_pos_max_distance: expected more than {per_direction // 2}, the distances "
+                             f"that {num_buckets} buckets already cover exactly, got {max_distance}")
         self.causal, self.num_buckets, self.max_distance = causal, num_buckets, max_distance
         self.bias = nn.Embedding(num_buckets, heads)
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """The bias between query positions `(i,)` and key positions `(j,)`."""
         rel = k_pos[None, :] - q_pos[:, None]  # $j - i$, (i, j)
         buckets = relative_position_bucket(rel, self.causal, self.num_buckets, self.max_distance)
+        # $b_{h, \beta(j - i)}$
         return self.bias(buckets).permute(2, 0, 1)[None]  # (1, h, i, j)
