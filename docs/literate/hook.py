@@ -139,20 +139,13 @@ def _source_url_template(config) -> str | None:
 
 
 def _link_resolver(page: _site.SourcePage):
-    import posixpath
-
     def resolve(href: str) -> str | None:
-        if "://" in href or href.startswith(("#", "/", "mailto:")):
+        found = _site.resolve_source_link(href, page.path, _state["by_path"])
+        if found is None or found[0].src_uri not in _state["by_uri"]:
+            if href.partition("#")[0].endswith(".py") and "://" not in href:
+                log.warning("%s: a link to %s, which is not a page of the site", page.path, href)
             return None
-        path, hash_, fragment = href.partition("#")
-        if not path.endswith(".py"):
-            return None
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(page.path), path))
-        other = _state["by_path"].get(target)
-        if other is None or other.src_uri not in _state["by_uri"]:
-            log.warning("%s: a link to %s, which is not a page of the site", page.path, href)
-            return None
-        return _site.relative_url(other.url + (hash_ + fragment if hash_ else ""), page.url)
+        return _site.relative_url(found[0].url + found[1], page.url)
 
     return resolve
 

@@ -383,12 +383,48 @@ def _paper_links(meta: ModuleMeta) -> str:
     return "; ".join(out)
 
 
-def _technique_list(pages: list[SourcePage], from_uri: str) -> list[str]:
+def resolve_source_link(href: str, source_path: str, known: dict[str, SourcePage]) -> tuple[SourcePage, str] | None:
+    """The page a relative link of a source file points to: `rotary.py#L3` or `rotary.md`.
+
+    Returns the page and the fragment (with its `#`), or None when the link is not to a page.
+    """
+    if "://" in href or href.startswith(("/", "#", "mailto:")):
+        return None
+    path, hash_, fragment = href.partition("#")
+    if path.endswith(".md"):
+        path = path[: -len(".md")] + ".py"
+    if not path.endswith(".py"):
+        return None
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(source_path), path))
+    page = known.get(target)
+    return (page, hash_ + fragment) if page is not None else None
+
+
+_MD_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(([^()\s]+)\)")
+
+
+def _relink(markdown: str, page: SourcePage, from_uri: str, known: dict[str, SourcePage]) -> str:
+    """Relative links of a docstring, rewritten for a page elsewhere (dropped if unresolvable)."""
+
+    def fix(m: re.Match) -> str:
+        href = m.group(2)
+        if "://" in href or href.startswith(("#", "mailto:")):
+            return m.group(0)
+        found = resolve_source_link(href, page.path, known)
+        if found is None:
+            return m.group(1)
+        return f"[{m.group(1)}]({_md_link(found[0].src_uri, from_uri)}{found[1]})"
+
+    return _MD_LINK.sub(fix, markdown)
+
+
+def _technique_list(pages: list[SourcePage], from_uri: str, known: dict[str, SourcePage] | None = None) -> list[str]:
+    known = known if known is not None else {p.path: p for p in pages}
     lines = []
     for page in pages:
         item = f"- **[{page.title}]({_md_link(page.src_uri, from_uri)})**"
         if page.meta.summary:
-            item += f" — {page.meta.summary}"
+            item += f" — {_relink(page.meta.summary, page, from_uri, known)}"
         papers = _paper_links(page.meta)
         if papers:
             item += f"<br><span class=\"lit-paper\">{papers}</span>"
@@ -469,7 +505,7 @@ def landing_markdown(pages: list[SourcePage], exports: list[Export], description
             continue
         out.append(f"### [{group_title(group)}]({_md_link(group_index_uri(group), 'index.md')})")
         out += ["", '<div class="lit-catalog" markdown>', ""]
-        out.extend(_technique_list(members, "index.md"))
+        out.extend(_technique_list(members, "index.md", {p.path: p for p in pages}))
         out += ["", "</div>", ""]
     if not any(content_pages(pages, g) for g in groups):
         out.append("No technique files yet.")
@@ -488,13 +524,14 @@ def group_index_markdown(pages: list[SourcePage], group: str, exports: list[Expo
         if init.meta.title:
             title = init.meta.title
             doc = doc.split("\n", 1)[1] if "\n" in doc else ""
-        intro = doc.strip()
+        intro = _relink(doc.strip(), init, uri, {p.path: p for p in pages})
     out += [f"# {title}", ""]
     if intro:
         out += [intro, ""]
     members = content_pages(pages, group)
     if members:
-        out += ['<div class="lit-catalog" markdown>', ""] + _technique_list(members, uri) + ["", "</div>", ""]
+        known = {p.path: p for p in pages}
+        out += ['<div class="lit-catalog" markdown>', ""] + _technique_list(members, uri, known) + ["", "</div>", ""]
     mine = [e for e in exports if e.group == group and group != EXPERIMENTS]
     if mine:
         out += ["## Public names", ""]

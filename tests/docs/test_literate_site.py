@@ -110,3 +110,19 @@ def test_strict_build_of_the_repository(built_site: Path):
         assert site.relative_url(site.api_anchor_url(e), target.url) in literate
     # Nothing was generated into the source tree.
     assert not (ROOT / "docs" / "index.md").exists() and not (ROOT / "docs" / "labml_style_nn").exists()
+
+
+def test_links_between_source_files_are_resolved():
+    a = site.SourcePage("labml_style_nn/feedback/attention.py", "feedback", "")
+    b = site.SourcePage("labml_style_nn/feedback/memory.py", "feedback", "")
+    c = site.SourcePage("labml_style_nn/attention/attention.py", "attention", "")
+    known = {p.path: p for p in (a, b, c)}
+    assert site.resolve_source_link("memory.md", a.path, known) == (b, "")
+    assert site.resolve_source_link("memory.py#L3", a.path, known) == (b, "#L3")
+    assert site.resolve_source_link("../attention/attention.py", a.path, known) == (c, "")
+    assert site.resolve_source_link("https://x.org/a.py", a.path, known) is None
+    assert site.resolve_source_link("missing.py", a.path, known) is None
+    # A summary shown on the landing page keeps working links, and loses broken ones.
+    a.meta.title, a.meta.summary = "A", "Reads the [memory](memory.md) and [gone](gone.md)."
+    landing_item = site._technique_list([a], "index.md", known)[0]
+    assert "[memory](labml_style_nn/feedback/memory.md)" in landing_item and "gone.md" not in landing_item
