@@ -11,7 +11,8 @@ A layer stack maps embeddings to embeddings.  The wrappers put it to work:
 Both hold the techniques that live *around* the stack: memory tokens, Transformer-XL memories with
 enhanced recurrence, and the absolute position embedding, which is turned off by default when the
 stack already has a relative scheme (rotary, ALiBi, T5), so that such models run on sequences longer
-than `max_seq_len` and memories and caches stay consistent.  `use_abs_pos_emb=True` turns it back on.
+than `max_seq_len` and memories and caches stay consistent, and when it uses position infused
+attention, whose point is that values carry no position.  `use_abs_pos_emb=True` turns it back on.
 
 Shapes: `b` batch, `n` tokens, `D` model width, `V` vocabulary size, `M` memory tokens.
 """
@@ -58,9 +59,10 @@ class _SequenceWrapper(nn.Module):
         dim = attn_layers.dim
         self.attn_layers, self.dim, self.max_seq_len = attn_layers, dim, max_seq_len
         self.max_mem_len, self.shift_mem_down = max_mem_len, shift_mem_down
-        # Absolute positions: off by default when the stack has its own relative scheme.
+        # Absolute positions: off by default when the stack has its own scheme (a relative one, or
+        # position infused attention, whose values must stay free of position).
         if use_abs_pos_emb is None:
-            use_abs_pos_emb = not attn_layers.has_relative_positions
+            use_abs_pos_emb = not (attn_layers.has_relative_positions or attn_layers.options.position_infused_attn)
         self.pos_emb = None
         if use_abs_pos_emb:
             self.pos_emb = SinusoidalPositionalEmbedding(dim) if sinusoidal_pos_emb \
@@ -69,7 +71,7 @@ class _SequenceWrapper(nn.Module):
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.memory_tokens = MemoryTokens(num_memory_tokens, dim) if num_memory_tokens else None
 
-    def _add_positions(self, h: Tensor, offset: int) -> Tensor:
+    def _add_positions(self, h: Tensor, offset: int, seq_start_pos: Optional[Tensor] = None) -> Tensor:
         if self.pos_emb is None:
             return h
         n = h.shape[1]
@@ -78,13 +80,17 @@ class _SequenceWrapper(nn.Module):
                 f"x: positions up to {offset + n} exceed max_seq_len={self.max_seq_len} of the learned "
                 "absolute positional embedding; shorten the input, raise max_seq_len, or use a relative "
                 "scheme (rotary_pos_emb, alibi_pos_emb or rel_pos_bias)")
-        return h + self.pos_emb(torch.arange(offset, offset + n, device=h.device)).to(h.dtype)
+        positions = torch.arange(offset, offset + n, device=h.device)  # (n,)
+        if seq_start_pos is not None:
+            # Left-padded rows count positions from their first real token: $t - s_b$ (padding gets 0).
+            positions = (positions[None, :] - seq_start_pos[:, None]).clamp(min=0)  # (b, n)
+        return h + self.pos_emb(positions).to(h.dtype)
 
     #
     # ## The shared forward
     #
     # Embeddings in, final hidden states out, with memory tokens and XL memories handled here.
-    def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache):
+    def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, seq_start_pos=None):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
         first_step = cache is None or cache.offset == 0
         # Absolute position of the first token: a cache already holds the memory tokens.
@@ -96,7 +102,7 @@ class _SequenceWrapper(nn.Module):
                 "rel_pos_bias, rotary_pos_emb or alibi_pos_emb (the absolute embedding then turns off)")
         if return_mems and not self.max_mem_len:
             raise ValueError("return_mems: set max_mem_len > 0 on the wrapper to keep memories")
-        h = self.emb_dropout(self._add_positions(h, offset))
+        h = self.emb_dropout(self._add_positions(h, offset, seq_start_pos))
         if self.memory_tokens is not None and first_step:
             h, mask = self.memory_tokens.prepend(h, mask)
         if mems is not None and self.shift_mem_down:
@@ -155,24 +161,30 @@ class TransformerWrapper(_SequenceWrapper):
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                return_mems: bool = False, return_embeddings: bool = False, cache=None):
+                return_mems: bool = False, return_embeddings: bool = False, cache=None,
+                seq_start_pos: Optional[Tensor] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead.  With
-        `return_mems=True` also the new Transformer-XL memories: `(out, mems)`.
+        `return_mems=True` also the new Transformer-XL memories: `(out, mems)`.  `seq_start_pos`
+        `(b,)` gives the first real token of each left-padded row, where its absolute positions start.
         """
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
+        # The range check synchronises; a cached step feeds back tokens the model itself sampled.
+        cached_step = cache is not None and cache.offset > 0
+        if x.numel() and not cached_step and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
             raise ValueError(f"x: token ids must lie in [0, {self.num_tokens}), got values in "
                              f"[{int(x.min())}, {int(x.max())}]")
         if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape)):
             got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
             raise ValueError(f"mask: expected shape {tuple(x.shape)} like x, got {got}")
         h = self.project_emb(self.token_emb(x))  # (b, n, D)
+        if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
+            raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
         h, new_mems = self._run(h, mask=mask, context=context, context_mask=context_mask, mems=mems,
-                                return_mems=return_mems, cache=cache)
+                                return_mems=return_mems, cache=cache, seq_start_pos=seq_start_pos)
         out = h if return_embeddings else self.logits(h)
         return (out, new_mems) if return_mems else out
 

@@ -43,8 +43,6 @@ def test_residual_stream_values_do_not_depend_on_position():
     torch.testing.assert_close(dec(xs, mask=mask)[:, -1:], first, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="core: the wrapper adds absolute positions to the token embeddings when "
-                   "position_infused_attn=True, so values carry position (fix in models/wrappers.py)")
 def test_wrapper_adds_no_absolute_positions_with_position_infused_attention():
     model = TransformerWrapper(num_tokens=20, max_seq_len=8,
                                attn_layers=Decoder(dim=16, depth=1, heads=2, position_infused_attn=True))
