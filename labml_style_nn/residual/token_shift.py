@@ -3,29 +3,38 @@ r"""
 
 *Paper:* [RWKV-LM](https://doi.org/10.5281/zenodo.5196578) (Peng, 2021)
 
-Token shift ("time-mixing") lets every token see a little of its predecessors *before* attention:
-split the features of the branch input into $s + 1$ chunks and shift chunk $c$ by $c$ positions
-along the sequence,
+Token shift ("time-mixing") lets every token see a little of its predecessors *before* the sublayer
+runs: split the features of the branch input into $s + 1$ chunks and shift chunk $c$ by $c$
+positions along the sequence,
 
 $$\tilde x_{t} = \big[\, x^{(0)}_{t};\ x^{(1)}_{t-1};\ \dots;\ x^{(s)}_{t-s} \,\big],$$
 
-with zeros shifted in at the start.  It costs nothing and, for character-level language models,
-speeds up convergence markedly; with BPE tokens and rotary positions the seeds saw no gain.
+with zeros shifted in before the first token.  It has no parameters and costs a copy; for
+character-level language models it speeds up convergence markedly, with BPE tokens and rotary
+positions the seeds saw no gain, and a shift of 2 or more narrows each chunk to $D/(s+1)$ features.
 
-`shift_tokens = s` shifts every block the same way; a tuple gives one amount per block (attention
-and feed-forward blocks alternate), e.g. `(1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0)` for depth 6.
+`shift_tokens = s` shifts every block's input the same way; a tuple gives one amount per block, in
+the order of the stack's `layer_types` (attention and feed-forward alternate by default), e.g.
+`(1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0)` for depth 6.  A block with amount 0 is not shifted.
 
-Two properties matter and are tested:
+Three properties matter and are tested:
 
 * **Causal**: chunks only move forward in time, so position $t$ sees only positions $\le t$.
-* **Padding**: a padded position contributes zeros, never its features, so changing padded tokens
-  changes nothing at real positions.
+* **Padding**: a padded position passes on zeros, never its features, so changing padded tokens
+  (in front, between or after real ones) changes nothing at real positions.
+* **Continuation**: during cached generation the last $s$ inputs of each block live in a small
+  state (`ShiftState`), so generating step by step gives exactly what one pass gives.
 
-During cached generation and across Transformer-XL segments the previous tokens live in a small
-state (the last $s$ inputs of the block), so a step sees exactly what a full pass would.
+Shapes: `b` batch, `n` tokens, `D` model width, `s` the shift; chunk width $w = \lfloor D / (s + 1) \rfloor$,
+the last $D - (s + 1) w$ features are not shifted.
 
-Shapes: `b` batch, `n` tokens, `D` model width; chunk width $\lfloor D / (s + 1) \rfloor$, the
-remaining features are not shifted.
+## Differences from the source
+
+* RWKV mixes each token with its predecessor through learned interpolation weights; the seeds'
+  variant, implemented here, shifts fixed feature chunks by fixed amounts.
+* A Transformer-XL memory does not carry the shift state: each segment starts from zeros, as at the
+  start of a sequence, so a segmented pass differs from one long pass in the first $s$ positions of
+  each segment's shifted chunks.
 """
 
 from typing import Optional
@@ -36,39 +45,49 @@ from torch import nn, Tensor
 
 
 class ShiftState:
-    """The last `amount` branch inputs of one block, carried between cached steps."""
+    """The last `amount` (masked) branch inputs of one block, carried between cached steps."""
 
     def __init__(self):
-        self.prev: Optional[Tensor] = None
+        self.prev: Optional[Tensor] = None  # (b, s, D)
 
 
 def shift_tokens(x: Tensor, amount: int, mask: Optional[Tensor] = None,
                  state: Optional[ShiftState] = None) -> Tensor:
-    r"""Shift chunk $c$ of the features of `x` `(b, n, D)` by $c$ positions, $c = 0 \dots$ `amount`.
+    r"""Shift chunk $c$ of the features of `x` `(b, n, D)` by $c$ positions, $c = 0 \dots s$.
+
+    `mask` `(b, n)` (or `(b, m + n)` covering earlier tokens) is true for real tokens; `state`
+    carries the last $s$ inputs from one call to the next.
 
     >>> x = torch.arange(1., 5.)[None, :, None].repeat(1, 1, 2)   # features [t, t] at t = 1..4
     >>> shift_tokens(x, 1)[0].tolist()
     [[1.0, 0.0], [2.0, 1.0], [3.0, 2.0], [4.0, 3.0]]
+    >>> shift_tokens(x, 1, mask=torch.tensor([[True, False, True, True]]))[0].tolist()
+    [[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [4.0, 3.0]]
     """
     b, n, d = x.shape
+    if amount == 0:
+        return x
+    if amount >= d:
+        raise ValueError(f"shift_tokens: shifting by up to {amount} needs at least {amount + 1} features "
+                         f"(one chunk per shift), the model width is {d}")
     if mask is not None:
         # Padded positions pass zeros to their successors, never their features.
         x = x.masked_fill(~mask[:, -n:, None], 0.0)
     if state is not None:
         prefix = state.prev if state.prev is not None else x.new_zeros(b, amount, d)
-        full = torch.cat((prefix, x), dim=1)  # (b, amount + n, D)
+        full = torch.cat((prefix, x), dim=1)  # (b, s + n, D): the $s$ earlier inputs, then these
         state.prev = full[:, -amount:]
     else:
-        full = F.pad(x, (0, 0, amount, 0))  # zeros before the first token
+        full = F.pad(x, (0, 0, amount, 0))  # (b, s + n, D): zeros before the first token
     width = d // (amount + 1)
-    # Chunk $c$ of position $t$ comes from position $t - c$.
+    # Chunk $c$ of position $t$ comes from position $t - c$: rows $s - c \dots s - c + n - 1$ of `full`.
     chunks = [full[:, amount - c: amount - c + n, c * width:(c + 1) * width] for c in range(amount + 1)]
-    rest = full[:, amount:, (amount + 1) * width:]
-    return torch.cat(chunks + [rest], dim=-1)
+    rest = full[:, amount:, (amount + 1) * width:]  # (b, n, D - (s + 1) w), unshifted
+    return torch.cat(chunks + [rest], dim=-1)  # (b, n, D)
 
 
 class ShiftTokens(nn.Module):
-    """Applies `shift_tokens` with a fixed amount to a block's input."""
+    """Applies `shift_tokens` with a fixed amount to a block's (normalised) input."""
 
     def __init__(self, amount: int):
         super().__init__()
@@ -76,3 +95,6 @@ class ShiftTokens(nn.Module):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, state: Optional[ShiftState] = None) -> Tensor:
         return shift_tokens(x, self.amount, mask, state)
+
+    def extra_repr(self) -> str:
+        return f"amount={self.amount}"
