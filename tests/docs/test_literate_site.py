@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 from literate import site
 from literate.render import RenderOptions, highlight_lines, render_page
 from literate.parser import parse
