@@ -169,7 +169,7 @@ def train(cfg: Config) -> dict:
     log = RunLog(out, enabled=dist.is_main, append=bool(cfg.resume))
     if dist.is_main:
         print(f"{cfg.variant}: {count_parameters(model):,} parameters, {len(data.train):,} training bytes, "
-              f"{dist.world_size} process(es) on {device}")
+              f"{dist.world_size} process(es) on {device}, {cfg.batch_size // dist.world_size} rows each")
     end = cfg.stop_at or cfg.steps
     bar = Progress(cfg.steps, initial=step, enabled=dist.is_main)
     while step < end:
