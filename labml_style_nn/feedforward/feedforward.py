@@ -17,9 +17,15 @@ by default; the other choices live in their own files:
   (Shleifer et al. 2021, [arXiv:2110.09456](https://arxiv.org/abs/2110.09456)): it keeps the
   scale of the hidden layer in check so that the second projection sees well-conditioned inputs.
 
-Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width.
+Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width ($H$ = `int(ff_mult * D)`).
+
+## Differences from the paper
+
+* GELU instead of the paper's ReLU, as in BERT and GPT.
+* The post-activation LayerNorm is NormFormer's, not the original transformer's; it is off by default.
 """
 
+import torch
 from torch import nn, Tensor
 
 from .glu import GLU
@@ -27,7 +33,10 @@ from .relu_squared import ReLUSquared
 
 
 class FeedForward(nn.Module):
-    r"""$\phi(x W_1) W_2$ with optional post-activation LayerNorm and dropout.
+    r"""$\phi(x W_1 + b_1) W_2 + b_2$ with optional post-activation LayerNorm and dropout.
+
+    >>> FeedForward(8, mult=2)(torch.zeros(1, 3, 8)).shape
+    torch.Size([1, 3, 8])
 
     Args:
         dim: model width $D$.
@@ -43,6 +52,8 @@ class FeedForward(nn.Module):
                  post_act_ln: bool = False, dropout: float = 0.0, dim_out: int | None = None):
         super().__init__()
         hidden = int(dim * mult)
+        if hidden < 1:
+            raise ValueError(f"ff_mult: {mult} times dim={dim} leaves no hidden feature; expected at least 1/{dim}")
         if glu:
             # GLU projects to twice the hidden width: one half is the value, one half the gate.
             self.proj_in = GLU(dim, hidden)
@@ -53,5 +64,7 @@ class FeedForward(nn.Module):
         self.proj_out = nn.Linear(hidden, dim if dim_out is None else dim_out)
 
     def forward(self, x: Tensor) -> Tensor:
+        # $\phi(x W_1 + b_1)$, or the gated unit
         h = self.proj_in(x)  # (b, n, H)
+        # $\operatorname{LN}(h)$ with `ff_post_act_ln`, then $W_2$
         return self.proj_out(self.dropout(self.post_act_norm(h)))  # (b, n, D)

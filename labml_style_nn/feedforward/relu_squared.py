@@ -10,15 +10,25 @@ $$\phi(x) = \max(0, x)^2$$
 
 It is as cheap as ReLU, and in the paper's autoregressive experiments it beats GELU.
 
-Shapes: any.
+Shapes: any; applied element-wise to the hidden layer `(b, n, H)`.
+
+## Differences from the paper
+
+Primer's other robust finding, a depth-wise convolution after the query, key and value projections,
+is not part of this option.
 """
 
+import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
 
 class ReLUSquared(nn.Module):
-    """$\\max(0, x)^2$"""
+    r"""$\max(0, x)^2$
+
+    >>> ReLUSquared()(torch.tensor([-2.0, 0.5, 3.0])).tolist()
+    [0.0, 0.25, 9.0]
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x).square()

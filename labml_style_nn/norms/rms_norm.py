@@ -11,7 +11,15 @@ $$\operatorname{RMSNorm}(x) = \frac{x}{\sqrt{\frac{1}{D} \sum_k x_k^2 + \epsilon
 The paper finds re-scaling invariance is what LayerNorm contributes; re-centring can go, saving
 7-64% of the normalisation time.
 
+`use_rmsnorm=True` puts it everywhere a stack has a norm, like `use_scalenorm`; the two differ in
+their gain: one scalar for ScaleNorm, one per feature here.
+
 Shapes: `D` model width; any leading axes.
+
+## Differences from the paper
+
+* No bias term (the paper's optional $\beta$), and $\epsilon$ sits inside the square root.
+* The partial variant (pRMSNorm, the RMS estimated from the first $p\%$ of features) is not implemented.
 """
 
 import torch
@@ -19,7 +27,12 @@ from torch import nn, Tensor
 
 
 class RMSNorm(nn.Module):
-    """Divide by the root mean square of the features, then scale each feature by $\\gamma_k$."""
+    r"""Divide by the root mean square of the features, then scale each feature by $\gamma_k$.
+
+    >>> y = RMSNorm(2, eps=0.0)(torch.tensor([3.0, 4.0]))   # RMS = sqrt(12.5) = 3.5355
+    >>> [round(v, 4) for v in y.tolist()]
+    [0.8485, 1.1314]
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -29,5 +42,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
         # $x / \mathrm{RMS}(x)$, in float32
-        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D)
+        # $\odot\, \gamma$
         return xf.to(x.dtype) * self.gamma.to(x.dtype)

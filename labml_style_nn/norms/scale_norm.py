@@ -11,7 +11,16 @@ $$\operatorname{ScaleNorm}(x) = g \frac{x}{\max(\lVert x \rVert, \epsilon)}.$$
 The paper reports faster convergence, in particular for low-resource translation.  $g$ starts at
 $\sqrt D$, the typical length of a vector whose features have unit scale.
 
+`use_scalenorm=True` puts it everywhere a stack has a norm: before each branch (pre-norm), after
+each residual sum (post-norm), on branch outputs (sandwich norm) and at the end of the stack.
+
 Shapes: `D` model width; any leading axes.
+
+## Differences from the paper
+
+* The paper pairs ScaleNorm with FixNorm (unit-length word embeddings); only ScaleNorm is
+  implemented here.
+* The norm is computed in float32 whatever the input dtype, so half precision cannot overflow.
 """
 
 import torch
@@ -19,7 +28,12 @@ from torch import nn, Tensor
 
 
 class ScaleNorm(nn.Module):
-    """One learned scale $g$ for the whole vector, applied after projecting to the unit sphere."""
+    r"""One learned scale $g$ for the whole vector, applied after projecting to the unit sphere.
+
+    >>> y = ScaleNorm(4)(torch.tensor([3.0, 0.0, 4.0, 0.0]))   # g = sqrt(4) = 2, |x| = 5
+    >>> [round(v, 4) for v in y.tolist()]
+    [1.2, 0.0, 1.6, 0.0]
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -29,5 +43,7 @@ class ScaleNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Norms are computed in float32 so that half precision inputs cannot overflow.
         xf = x.float()
-        norm = xf.norm(dim=-1, keepdim=True).clamp(min=self.eps)
+        # $\max(\lVert x \rVert, \epsilon)$
+        norm = xf.norm(dim=-1, keepdim=True).clamp(min=self.eps)  # (..., 1)
+        # $g\, x / \lVert x \rVert$
         return (xf / norm * self.g).to(x.dtype)

@@ -1,0 +1,59 @@
+"""ScaleNorm and RMSNorm: closed forms, invariances, dtype handling and use by the stack."""
+
+import doctest
+import importlib
+
+import pytest
+import torch
+
+from labml_style_nn import Decoder
+from labml_style_nn.norms.rms_norm import RMSNorm
+from labml_style_nn.norms.scale_norm import ScaleNorm
+
+
+def test_scale_norm_closed_form():
+    x = torch.randn(3, 5, 16)
+    n = ScaleNorm(16)
+    assert n.g.shape == () and torch.isclose(n.g, torch.tensor(4.0))  # $g_0 = \sqrt D$
+    torch.testing.assert_close(n(x), 4.0 * x / x.norm(dim=-1, keepdim=True))
+    assert torch.allclose(n(x).norm(dim=-1), torch.tensor(4.0))
+
+
+def test_rms_norm_closed_form():
+    x = torch.randn(3, 5, 16)
+    n = RMSNorm(16)
+    with torch.no_grad():
+        n.gamma.copy_(torch.linspace(0.5, 2, 16))
+    rms = x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    torch.testing.assert_close(n(x), x / rms * n.gamma)
+
+
+@pytest.mark.parametrize("norm", [ScaleNorm(8), RMSNorm(8)])
+def test_rescaling_invariant_but_not_recentring(norm):
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(norm(3.7 * x), norm(x), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(norm(x + 1.0), norm(x), atol=1e-3)  # no mean subtraction
+
+
+@pytest.mark.parametrize("norm", [ScaleNorm(8), RMSNorm(8)])
+def test_zero_and_half_precision_inputs_stay_finite(norm):
+    assert torch.isfinite(norm(torch.zeros(2, 8))).all()
+    big = torch.full((2, 8), 60000.0, dtype=torch.float16)  # squares overflow in float16
+    out = norm(big)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kw, cls, attr", [(dict(use_scalenorm=True), ScaleNorm, "g"),
+                                           (dict(use_rmsnorm=True), RMSNorm, "gamma")])
+def test_stack_uses_the_norm_everywhere(kw, cls, attr):
+    dec = Decoder(dim=8, depth=2, heads=2, **kw)
+    assert all(isinstance(b.pre_norm, cls) for b in dec.blocks) and isinstance(dec.final_norm, cls)
+    post = Decoder(dim=8, depth=2, heads=2, pre_norm=False, **kw)
+    assert all(isinstance(b.post_norm, cls) for b in post.blocks)
+
+
+@pytest.mark.parametrize("name", ["scale_norm", "rms_norm"])
+def test_docstring_examples(name):
+    module = importlib.import_module(f"labml_style_nn.norms.{name}")
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
