@@ -20,10 +20,15 @@ We use PyTorch's `GRUCell` with the branch output as its input and the residual 
 
 Shapes: `b` batch, `n` tokens, `D` model width.
 
+`gate_residual=True` puts the gate on every block of the stack, attention and feed-forward.
+
 ## Differences from the paper
 
-`GRUCell`'s update gate $z'$ weights the *old* state ($x' = (1 - z') \odot \hat h + z' \odot x$), so
-the bias $b_g = 2$ is added to $z'$ rather than subtracted from $z$; it is the same gate.
+* `GRUCell`'s update gate $z'$ weights the *old* state ($x' = (1 - z') \odot \hat h + z' \odot x$),
+  so the bias $b_g = 2$ is added to $z'$ rather than subtracted from $z$; it is the same gate.
+* `GRUCell` applies the reset gate after the recurrent projection, $r \odot (U_h x + b)$, where the
+  paper has $U_h (r \odot x)$, and every projection has a bias.
+* GTrXL passes the branch output through a ReLU before the gate; here the branch output enters as it is.
 """
 
 import torch
@@ -31,7 +36,11 @@ from torch import nn, Tensor
 
 
 class GatedResidual(nn.Module):
-    """A GRU gate in place of the residual sum; starts close to the identity."""
+    r"""A GRU gate in place of the residual sum; starts close to the identity.
+
+    >>> GatedResidual(4)(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)).shape
+    torch.Size([2, 3, 4])
+    """
 
     def __init__(self, dim: int, gate_bias: float = 2.0):
         super().__init__()
@@ -41,6 +50,8 @@ class GatedResidual(nn.Module):
             self.gru.bias_ih[dim:2 * dim].add_(gate_bias)
 
     def forward(self, branch: Tensor, residual: Tensor) -> Tensor:
+        """Gate `branch` $y$ into `residual` $x$, both `(b, n, D)`; every token is gated on its own."""
         shape = residual.shape
-        out = self.gru(branch.reshape(-1, shape[-1]), residual.reshape(-1, shape[-1]))
-        return out.reshape(shape)
+        # $x' = (1 - z) \odot x + z \odot \hat h$ with input $y$ and state $x$
+        out = self.gru(branch.reshape(-1, shape[-1]), residual.reshape(-1, shape[-1]))  # (b n, D)
+        return out.reshape(shape)  # (b, n, D)

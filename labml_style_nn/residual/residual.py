@@ -24,16 +24,33 @@ pluggable: plain addition (here), a learned per-feature scale on the residual
 can be scaled by ReZero's scalar ([rezero](rezero.md)); its input can be shifted along the sequence
 ([token_shift](token_shift.md)).
 
+A block also carries a constant `step`: macaron layers add half of each feed-forward branch
+($x \leftarrow x + \tfrac12 F(x)$, see [layout](../models/layout.md)).  The order inside a block is
+fixed: shift the normalised input, run the sublayer, normalise its output (sandwich), scale it
+(ReZero, step), add it to the residual, normalise the sum (post-norm).
+
 Shapes: `b` batch, `n` tokens, `D` model width.
+
+## Differences from the papers
+
+* Post-norm stacks end without a final norm (the last block's norm is one), pre-norm stacks with
+  one, as in Xiong et al.; ReZero stacks have neither.
+* CogView's sandwich norm is LayerNorm; here the branch norm is whatever norm the stack uses
+  (ScaleNorm or RMSNorm with `use_scalenorm` / `use_rmsnorm`).
 """
 
 from typing import Optional
 
+import torch
 from torch import nn, Tensor
 
 
 class Residual(nn.Module):
-    """The plain residual sum $x + F(x)$."""
+    r"""The plain residual sum $x + F(x)$.
+
+    >>> Residual()(torch.ones(2), torch.ones(2)).tolist()
+    [2.0, 2.0]
+    """
 
     def forward(self, branch: Tensor, residual: Tensor) -> Tensor:
         return branch + residual
@@ -71,12 +88,17 @@ class Block(nn.Module):
         return h
 
     def join(self, out: Tensor, x: Tensor) -> Tensor:
-        """Add the branch output `out` back into the residual stream `x`."""
+        """Add the branch output `out` `(b, n, D)` back into the residual stream `x` `(b, n, D)`."""
+        # $\operatorname{Norm}'(F)$: sandwich norm
         if self.branch_norm is not None:
             out = self.branch_norm(out)
+        # $\alpha F$: ReZero
         if self.branch_scale is not None:
             out = self.branch_scale(out)
+        # $\tfrac12 F$: macaron's half step
         if self.step != 1.0:
             out = out * self.step
+        # $x + F$, $\lambda \odot x + F$ or the GRU gate
         x = self.residual(out, x)
+        # $\operatorname{Norm}(x + F)$: post-norm
         return self.post_norm(x) if self.post_norm is not None else x

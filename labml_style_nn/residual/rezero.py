@@ -15,6 +15,9 @@ returns its input at initialisation.
 
 Shapes: any; $\alpha$ is a scalar.
 
+`use_rezero=True` removes every norm of the stack (pre-, post-, sandwich and final) and scales every
+branch; it refuses to be combined with a norm option.
+
 ## Differences from the paper
 
 None.  The seeds note that ReZero can struggle on very large data sets; ScaleNorm is the suggested
@@ -26,11 +29,16 @@ from torch import nn, Tensor
 
 
 class ReZero(nn.Module):
-    """Scales a branch output by a learned scalar that starts at zero."""
+    r"""Scales a branch output by a learned scalar that starts at zero.
+
+    >>> ReZero()(torch.ones(2, 3)).abs().sum().item()
+    0.0
+    """
 
     def __init__(self):
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def forward(self, branch: Tensor) -> Tensor:
+        # $\alpha\, F(x)$
         return branch * self.alpha.to(branch.dtype)

@@ -17,7 +17,9 @@ Shapes: `D` model width; $\lambda \in \mathbb{R}^D$.
 ## Differences from the paper
 
 NormFormer applies the scaling to feed-forward residuals only; here it applies to every block, as in
-the seeds.
+the seeds.  With `sandwich_norm=True` as well (NormFormer's post-attention norm) and
+`attn_head_scale=True`, the stack has three of NormFormer's four changes; `ff_post_act_ln=True` is
+the fourth.
 """
 
 import torch
@@ -25,11 +27,16 @@ from torch import nn, Tensor
 
 
 class ScaledResidual(nn.Module):
-    """$\\lambda \\odot x + F(x)$ with a learned per-feature $\\lambda$."""
+    r"""$\lambda \odot x + F(x)$ with a learned per-feature $\lambda$.
+
+    >>> ScaledResidual(2)(torch.tensor([1.0, 2.0]), torch.tensor([10.0, 20.0])).tolist()   # lambda = 1
+    [11.0, 22.0]
+    """
 
     def __init__(self, dim: int):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(dim))
 
     def forward(self, branch: Tensor, residual: Tensor) -> Tensor:
+        # $\lambda \odot x + F(x)$
         return branch + residual * self.scale.to(residual.dtype)
