@@ -108,3 +108,23 @@ def test_block_step_scales_only_the_branch():
     b = Block("f", fn, step=0.5)
     x = torch.randn(2, 3, 4)
     torch.testing.assert_close(b.join(fn(x), x), x + 0.5 * fn(x))
+
+
+def _refused(**kw):
+    try:
+        Decoder(dim=8, depth=1, heads=2, **kw)
+    except ValueError as e:
+        return next(iter(kw)) in str(e)
+    return False
+
+
+@pytest.mark.xfail(strict=True, reason="core: gate_residual silently wins over scale_residual "
+                   "(both replace the residual sum; refuse in options.validate)")
+def test_gate_and_scale_residual_together_are_refused():
+    assert _refused(gate_residual=True, scale_residual=True)
+
+
+@pytest.mark.xfail(strict=True, reason="core: with gate_residual a ReZero stack is not the identity at "
+                   "initialisation (GRU(0, x) != x); refuse use_rezero with gate_residual in options.validate")
+def test_rezero_and_gate_residual_together_are_refused():
+    assert _refused(use_rezero=True, gate_residual=True)
