@@ -38,6 +38,9 @@ class Rotary(torch.nn.Module):
 
     Args:
         dim: rotated features $r$.
+
+    >>> [round(x, 1) for x in (0.51, 1.04)]
+    [0.5, 1.0]
     """
 
     def __init__(self, dim: int):
@@ -129,6 +132,7 @@ def test_landing_api_results_and_notebook(project):
     assert 'id="labml_style_nn.positional.rotary.Rotary"' in api
     assert 'href="../../labml_style_nn/positional/rotary/#L18"' in api  # back to the annotated class
     assert "<math" in api and "\\frac" not in re.sub(r' data-tex="[^"]*"', "", api)
+    assert '<span class="gp">&gt;&gt;&gt; </span>' in api  # the doctest is a code block, not a quote
     results = read(project, "results")
     assert "<math" in results and 'class="arithmatex"' not in results
     notebook = read(project, "notebooks/demo")
