@@ -367,8 +367,9 @@ class Attention(nn.Module):
     #
     # ### The explicit path
     def _explicit(self, q, k, v, visible, bias, has_key, prev_scores):
-        # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype
-        scores = torch.einsum("bhid,bhjd->bhij", q, k) * self.scale
+        # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype.  The scale multiplies $q$
+        # ($n d$ values) instead of $S$ ($n^2$), and one batched matmul needs no permuted copies.
+        scores = torch.matmul(q * self.scale, k.transpose(-1, -2))  # (b, h, i, j)
         # Residual attention adds the previous layer's raw scores and passes the sum on.
         if prev_scores is not None:
             scores = scores + prev_scores
@@ -379,7 +380,11 @@ class Attention(nn.Module):
         if self.score_transform is not None:
             scores = self.score_transform.pre_softmax(scores, visible)
         if visible is not None:
-            scores = scores.masked_fill(~visible, masked_fill_value(scores.dtype))
+            # In place when `scores` is the biased sum made just above, a temporary that autograd
+            # does not keep; the raw scores are returned and a transform's output may be kept.
+            fill = masked_fill_value(scores.dtype)
+            temporary = bias is not None and self.score_transform is None
+            scores = scores.masked_fill_(~visible, fill) if temporary else scores.masked_fill(~visible, fill)
         # $A = \operatorname{softmax}(S)$ over keys (or another normaliser)
         weights = (self.normaliser or softmax)(scores)
         if has_key is not None:
@@ -388,5 +393,5 @@ class Attention(nn.Module):
             weights = self.score_transform.post_softmax(weights)
         weights = self.dropout(weights)
         # $o_i = \sum_j A_{ij} v_j$
-        out = torch.einsum("bhij,bhjd->bhid", weights, v)
+        out = torch.matmul(weights, v)  # (b, h, i, d)
         return out, raw

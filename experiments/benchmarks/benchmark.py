@@ -1,0 +1,367 @@
+r"""
+# Benchmarks against the peers
+
+How fast is this library next to the implementations its keyword API comes from?  This script
+times the same model, built with the same keywords, in `labml_style_nn` and in
+[x-transformers](https://github.com/lucidrains/x-transformers) (and the Feedback Transformer in
+[feedback-transformer-pytorch](https://github.com/lucidrains/feedback-transformer-pytorch)), and
+prints the ratio of their times.
+
+```bash
+pip install -e ".[peers]"        # x-transformers==2.31.10, feedback-transformer-pytorch==0.0.11
+python experiments/benchmarks/benchmark.py              # the full run, a few minutes on 2 cores
+python experiments/benchmarks/benchmark.py --quick      # tiny sizes, a smoke run for CI
+```
+
+The peers are an optional extra, never a dependency: a case whose peer is not installed reports
+only our own time.
+
+## Method
+
+**Alternation.**  Both models live in one process and run in turns: ours, theirs, ours, theirs...
+Slow drifts of the machine (frequency scaling, another process waking up) then hit both alike, and
+the ratio of the two medians
+
+$$\text{speed-up} = \frac{\operatorname{median}_r\, t^{\text{peer}}_r}{\operatorname{median}_r\, t^{\text{ours}}_r}$$
+
+is far steadier than either time.  A speed-up above 1 means we are faster.
+
+**Peak memory.**  Tensors on the CPU are allocated by the C++ allocator, which Python's
+`tracemalloc` does not see.  We measure the operating system's view instead: each model runs in a
+fresh subprocess, which builds the model and its input, records its peak resident set size
+(`resource.getrusage(...).ru_maxrss`), runs the forward pass and reads the peak again.  The
+difference is the extra memory the forward pass needed at its worst moment, activations and
+temporaries included.  A fresh process per model keeps one model's freed memory from hiding the
+other's peak.
+
+**Model FLOPs utilisation.**  The FLOPs of a training step follow the usual count for a
+decoder (Chowdhery et al., 2022, appendix B): $6N$ per token for the $N$ weights of the matrix
+multiplies (forward $2N$, backward $4N$) plus $12\,L\,n\,D$ per token for the attention scores and
+their values, counted over the full square although a causal kernel may skip half of it.  Divided
+by the step time and by the rate this machine reaches on one large `fp32` matrix multiply, it says
+how much of the machine the step uses.
+
+Shapes: `b` batch, `n` tokens, `D` model width, `L` depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import labml_style_nn as ours  # noqa: E402
+
+
+def peer(name: str):
+    """The peer module `name`, or `None` when the optional extra is not installed."""
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+#
+# ## Sizes
+@dataclass
+class Sizes:
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    batch: int = 8
+    seq: int = 256
+    vocab: int = 256
+    enc_seq: int = 4096
+    enc_batch: int = 1
+    xl_segments: int = 4
+    xl_seq: int = 128
+    xl_mem: int = 256
+    mfu_dim: int = 512
+    mfu_heads: int = 8
+    fb_dim: int = 256
+    fb_seq_len: int = 32
+    fb_mem_len: int = 128
+    fb_batch: int = 4
+    fb_tokens: int = 128
+    warmup: int = 2
+    iters: int = 7
+
+
+QUICK = dict(dim=32, depth=2, heads=2, batch=2, seq=32, enc_seq=128, xl_seq=16, xl_mem=32,
+             mfu_dim=64, mfu_heads=2, fb_dim=32, fb_seq_len=8, fb_mem_len=16, fb_batch=2, fb_tokens=16,
+             warmup=1, iters=2)
+
+
+# Seed features switched on all at once: T5 bias, GLU, memory key/values, talking heads, sandwich
+# norm, head scale, post-activation norm and token shift, in each library's spelling.
+FEATURES_OURS = dict(rel_pos_bias=True, ff_glu=True, attn_num_mem_kv=16, attn_talking_heads=True,
+                     sandwich_norm=True, attn_head_scale=True, ff_post_act_ln=True, shift_tokens=1)
+FEATURES_XT = dict(rel_pos_bias=True, ff_glu=True, attn_num_mem_kv=16, attn_pre_talking_heads=True,
+                   attn_post_talking_heads=True, sandwich_norm=True, attn_head_scale=True,
+                   ff_post_act_ln=True, shift_tokens=1)
+
+
+#
+# ## Models
+def decoder_lm(lib, s: Sizes, dim: int, heads: int, seq: int, max_mem_len: int = 0, **kw):
+    """A decoder language model of either library, from the same keywords."""
+    dec = lib.Decoder(dim=dim, depth=s.depth, heads=heads, attn_dim_head=dim // heads, **kw)
+    extra = dict(max_mem_len=max_mem_len) if max_mem_len else {}
+    return lib.TransformerWrapper(num_tokens=s.vocab, max_seq_len=seq, attn_layers=dec, **extra)
+
+
+def train_step_fn(model, tokens: torch.Tensor) -> Callable[[], None]:
+    """One training step: forward, next-token cross-entropy, backward, AdamW."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inp, target = tokens[:, :-1], tokens[:, 1:]
+
+    def step():
+        logits = model(inp)
+        loss = F.cross_entropy(logits.transpose(1, 2), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def xl_step_fn(model, tokens: torch.Tensor, segments: int) -> Callable[[], None]:
+    """Training on `segments` consecutive segments, each attending to the memories of the last."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    chunks = tokens.chunk(segments, dim=1)
+
+    def step():
+        mems = None
+        for seg in chunks:
+            logits, mems = model(seg[:, :-1], mems=mems, return_mems=True)
+            loss = F.cross_entropy(logits.transpose(1, 2), seg[:, 1:])
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def encoder_forward_fn(lib, s: Sizes, flash: bool):
+    """Build an encoder with rotary positions and a padded batch; return its forward pass."""
+    kw = dict(attn_flash=True) if flash else {}
+    enc = lib.Encoder(dim=s.dim, depth=s.depth, heads=s.heads, attn_dim_head=s.dim // s.heads,
+                      rotary_pos_emb=True, **kw).eval()
+    x = torch.randn(s.enc_batch, s.enc_seq, s.dim)
+    mask = torch.ones(s.enc_batch, s.enc_seq, dtype=torch.bool)
+    mask[:, -s.enc_seq // 8:] = False  # the last eighth is padding
+
+    def forward():
+        with torch.no_grad():
+            enc(x, mask=mask)
+    return forward
+
+
+#
+# ## Timing, alternating the two models
+def time_alternating(fns: dict[str, Callable[[], None]], warmup: int, iters: int) -> dict[str, float]:
+    """Median seconds per call of each function, calling them in turns."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(iters):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def matmul_rate(n: int, iters: int = 5) -> float:
+    """FLOP/s of an `n x n` fp32 matrix multiply: the machine's reachable peak."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0)
+
+
+def training_flops(model, s: Sizes, dim: int, tokens: int, seq: int) -> float:
+    """$6N + 12 L n D$ FLOPs per token, times the tokens of the batch (embedding lookups excluded)."""
+    n_params = sum(p.numel() for name, p in model.named_parameters()
+                   if p.dim() == 2 and "token_emb" not in name and "pos_emb" not in name)
+    return tokens * (6 * n_params + 12 * s.depth * seq * dim)
+
+
+#
+# ## Peak memory, one subprocess per model
+def _memory_worker(which: str, quick: bool) -> None:
+    s = Sizes(**QUICK) if quick else Sizes()
+    torch.manual_seed(0)
+    lib = ours if which == "ours" else peer("x_transformers")
+    forward = encoder_forward_fn(lib, s, flash=which != "ours")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    forward()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_kib": after - before}))
+
+
+def peak_memory_mib(which: str, quick: bool) -> float:
+    cmd = [sys.executable, __file__, "--memory-worker", which] + (["--quick"] if quick else [])
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_kib"] / 1024
+
+
+#
+# ## The cases
+@dataclass
+class Result:
+    case: str
+    peer: str
+    ours_s: float
+    peer_s: Optional[float] = None
+    goal: str = ""
+    notes: list = field(default_factory=list)
+
+    @property
+    def speedup(self) -> Optional[float]:
+        return None if self.peer_s is None else self.peer_s / self.ours_s
+
+
+def case_train(s: Sizes, features: bool) -> Result:
+    xt = peer("x_transformers")
+    tokens = torch.randint(0, s.vocab, (s.batch, s.seq + 1))
+    kw_ours = dict(FEATURES_OURS) if features else dict(rotary_pos_emb=True)
+    kw_xt = dict(FEATURES_XT) if features else dict(rotary_pos_emb=True, attn_flash=True)
+    torch.manual_seed(0)
+    fns = {"ours": train_step_fn(decoder_lm(ours, s, s.dim, s.heads, s.seq, **kw_ours), tokens)}
+    if xt is not None:
+        fns["peer"] = train_step_fn(decoder_lm(xt, s, s.dim, s.heads, s.seq, **kw_xt), tokens)
+    t = time_alternating(fns, s.warmup, s.iters)
+    name = "training step, many seed features" if features else "training step, rotary"
+    return Result(name, "x-transformers" + ("" if features else " (attn_flash)"), t["ours"], t.get("peer"),
+                  ">= 1.2x" if features else ">= 1.1x")
+
+
+def case_encoder(s: Sizes, quick: bool) -> Result:
+    xt = peer("x_transformers")
+    torch.manual_seed(0)
+    fns = {"ours": encoder_forward_fn(ours, s, flash=False)}
+    if xt is not None:
+        fns["peer"] = encoder_forward_fn(xt, s, flash=True)
+    t = time_alternating(fns, s.warmup, s.iters)
+    r = Result(f"encoder forward, {s.enc_seq} tokens, rotary, padding mask", "x-transformers (attn_flash)",
+               t["ours"], t.get("peer"), ">= 1.2x, <= 0.5x peak memory")
+    mem_ours = peak_memory_mib("ours", quick)
+    r.notes.append(f"peak memory of the forward: ours {mem_ours:.1f} MiB")
+    if xt is not None:
+        mem_peer = peak_memory_mib("peer", quick)
+        r.notes[-1] += f", peer {mem_peer:.1f} MiB, ratio {mem_ours / max(mem_peer, 1e-9):.2f}"
+    return r
+
+
+def case_xl(s: Sizes) -> Result:
+    xt = peer("x_transformers")
+    tokens = torch.randint(0, s.vocab, (s.batch, s.xl_segments * (s.xl_seq + 1)))
+    torch.manual_seed(0)
+    make = lambda lib: decoder_lm(lib, s, s.dim, s.heads, s.xl_seq, max_mem_len=s.xl_mem, rotary_pos_emb=True)
+    fns = {"ours": xl_step_fn(make(ours), tokens, s.xl_segments)}
+    if xt is not None:
+        fns["peer"] = xl_step_fn(make(xt), tokens, s.xl_segments)
+    t = time_alternating(fns, s.warmup, s.iters)
+    return Result(f"Transformer-XL, {s.xl_segments} segments of {s.xl_seq}, memory {s.xl_mem}",
+                  "x-transformers", t["ours"], t.get("peer"), ">= 1.2x")
+
+
+def case_feedback(s: Sizes) -> Result:
+    name = "Feedback Transformer fwd + bwd"
+    try:
+        from labml_style_nn.feedback import FeedbackTransformer
+    except ImportError:
+        return Result(name, "feedback-transformer-pytorch", float("nan"), goal=">= 2x",
+                      notes=["skipped: labml_style_nn.feedback.FeedbackTransformer does not exist yet"])
+    fb = peer("feedback_transformer_pytorch")
+    heads, dim_head = s.heads, s.fb_dim // s.heads
+    kw = dict(num_tokens=s.vocab, dim=s.fb_dim, depth=s.depth, seq_len=s.fb_seq_len, mem_len=s.fb_mem_len,
+              heads=heads, dim_head=dim_head)
+    tokens = torch.randint(0, s.vocab, (s.fb_batch, s.fb_tokens))
+    torch.manual_seed(0)
+
+    def fwd_bwd(model):
+        def step():
+            model(tokens).float().mean().backward()
+            model.zero_grad(set_to_none=True)
+        return step
+    fns = {"ours": fwd_bwd(FeedbackTransformer(**kw))}
+    if fb is not None:
+        fns["peer"] = fwd_bwd(fb.FeedbackTransformer(**kw))
+    t = time_alternating(fns, s.warmup, s.iters)
+    return Result(name, "feedback-transformer-pytorch", t["ours"], t.get("peer"), ">= 2x")
+
+
+def case_mfu(s: Sizes) -> Result:
+    xt = peer("x_transformers")
+    tokens = torch.randint(0, s.vocab, (s.batch, s.seq + 1))
+    torch.manual_seed(0)
+    models = {"ours": decoder_lm(ours, s, s.mfu_dim, s.mfu_heads, s.seq, rotary_pos_emb=True)}
+    if xt is not None:
+        models["peer"] = decoder_lm(xt, s, s.mfu_dim, s.mfu_heads, s.seq, rotary_pos_emb=True, attn_flash=True)
+    t = time_alternating({k: train_step_fn(m, tokens) for k, m in models.items()}, s.warmup, s.iters)
+    peak = matmul_rate(512 if s.dim < 100 else 2048)
+    flops = training_flops(models["ours"], s, s.mfu_dim, s.batch * s.seq, s.seq)
+    mfu = {k: flops / v / peak for k, v in t.items()}
+    r = Result(f"MFU of the training step, dim {s.mfu_dim}", "x-transformers (attn_flash)",
+               t["ours"], t.get("peer"), ">= 85% MFU")
+    r.notes.append(f"matmul peak {peak / 1e9:.1f} GFLOP/s; MFU ours {100 * mfu['ours']:.1f}%"
+                   + (f", peer {100 * mfu['peer']:.1f}%" if "peer" in mfu else ""))
+    return r
+
+
+#
+# ## The table
+def main(argv=None) -> list[Result]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1].lstrip("# "))
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the goals are for 2)")
+    p.add_argument("--cases", default="train,features,encoder,xl,feedback,mfu",
+                   help="comma-separated subset of: train,features,encoder,xl,feedback,mfu")
+    p.add_argument("--json", default="", help="also write the results to this file")
+    p.add_argument("--memory-worker", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        _memory_worker(args.memory_worker, args.quick)
+        return []
+    s = Sizes(**QUICK) if args.quick else Sizes()
+    runners = dict(train=lambda: case_train(s, False), features=lambda: case_train(s, True),
+                   encoder=lambda: case_encoder(s, args.quick), xl=lambda: case_xl(s),
+                   feedback=lambda: case_feedback(s), mfu=lambda: case_mfu(s))
+    results = []
+    print(f"| case | peer | ours (ms) | peer (ms) | speed-up | goal |\n|---|---|---|---|---|---|")
+    for name in args.cases.split(","):
+        r = runners[name]()
+        results.append(r)
+        peer_ms = "-" if r.peer_s is None else f"{1e3 * r.peer_s:.1f}"
+        speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
+        print(f"| {r.case} | {r.peer} | {1e3 * r.ours_s:.1f} | {peer_ms} | {speed} | {r.goal} |", flush=True)
+    for r in results:
+        for note in r.notes:
+            print(f"* {r.case}: {note}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([dict(r.__dict__, speedup=r.speedup) for r in results], indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
