@@ -47,7 +47,7 @@ _ENV_ALIASES = {
     "gather": "gathered",
     "gather*": "gathered",
 }
-_UNKNOWN_COMMAND = re.compile(r"<m(?:i|o|n|text)[^>]*>\\([A-Za-z]+)")
+_UNKNOWN_COMMAND = re.compile(r"<m(?:i|o|n|text)[^>]*>\\([A-Za-z]*)")
 
 
 def _normalise(latex: str) -> str:
@@ -61,11 +61,11 @@ def _normalise(latex: str) -> str:
         new = _ENV_ALIASES.get(name, name)
         out = f"\\{m.group(1)}{{{new}}}"
         if m.group(1) == "begin" and name.startswith(("alignat", "alignedat")):
-            out += "%"  # drop the column count argument below
+            out += "\ue002"  # drop the column count argument below
         return out
 
     latex = re.sub(r"\\(begin|end)\{([A-Za-z]+\*?)\}", env, latex)
-    latex = re.sub(r"%\{\d+\}", "", latex).replace("%", "")
+    latex = re.sub("\ue002(\\{\\d+\\})?", "", latex)
     # A few spellings that `latex2mathml` does not know.
     latex = latex.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac")
     latex = re.sub(r"\\(?:bm|pmb)\b", r"\\boldsymbol", latex)

@@ -87,3 +87,9 @@ def test_arithmatex_output_is_converted():
     out = convert_arithmatex(html)
     assert out.count("<math") == 2 and "arithmatex" not in out
     assert "&lt;" in out.split("<math", 1)[1]  # `<` stays escaped inside MathML
+
+
+def test_percent_and_escapes_survive():
+    out = latex_to_mathml(r"p\%")
+    assert "&#x00025;" in out and "<mi>\\</mi>" not in out
+    assert "<mtable" in latex_to_mathml(r"\begin{alignat}{2} a &= b \end{alignat}")
