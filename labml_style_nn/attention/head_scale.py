@@ -3,16 +3,31 @@ r"""
 
 *Paper:* [NormFormer: Improved Transformer Pretraining with Extra Normalization](https://arxiv.org/abs/2110.09456) (Shleifer et al., 2021)
 
-NormFormer observes that in pre-norm transformers the gradients of early layers are much larger than
-those of later ones.  One of its remedies is a learned scalar $\gamma_h$ per head that scales the
-head's output before the heads are concatenated and projected:
+NormFormer observes that in pre-norm transformers the gradients of the early layers are much larger
+than those of the later ones.  It proposes four small changes that even them out; one of them is a
+learned scalar $\gamma_h$ per head that scales the head's output before the heads are concatenated
+and projected:
 
-$$o_{hi} = \gamma_h \sum_j A_{hij} v_{hj}$$
+$$o_{hi} = \gamma_h \sum_j A_{hij} v_{hj}, \qquad \operatorname{MHA}(x)_i = W_O [o_{1i}; \dots; o_{hi}]$$
 
-$\gamma$ starts at one, so the layer starts as plain attention.  The scores are untouched and the
-fused kernel is still used.
+A head can then be turned up or down as a whole, which the output projection $W_O$ could express
+too, but only by learning the same factor across all of that head's $d \cdot D$ weights.
 
-Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim.
+$\gamma$ starts at one, so the layer starts as exactly plain attention (a test checks it).  The
+scores are untouched and the fused kernel stays in use.
+
+This file also holds `OutputGates`, which chains several output gates when more than one technique
+plugs into that extension point (value gating, then head scale).
+
+Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `D` model width.
+
+## Differences from the paper
+
+NormFormer's four changes are each a separate keyword in the seeds, and only this one lives here:
+`attn_head_scale` (this file); `ff_post_act_ln`, a norm after the feed-forward activation
+(`feedforward/feedforward.py`); `scale_residual`, learned residual scales
+(`residual/scale_residual.py`); the norm after the attention output is the sandwich norm
+(`sandwich_norm`), which also adds one to the feed-forward branch.
 """
 
 import torch
@@ -20,13 +35,15 @@ from torch import nn, Tensor
 
 
 class HeadScale(nn.Module):
-    """A learned scale per head on the aggregated values."""
+    r"""A learned scale $\gamma_h$ per head on the aggregated values (an output gate)."""
 
     def __init__(self, heads: int):
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(1, heads, 1, 1))  # $\gamma_h$
+        self.scale = nn.Parameter(torch.ones(1, heads, 1, 1))  # $\gamma_h = 1$ at first, (1, h, 1, 1)
 
     def forward(self, out: Tensor, x: Tensor) -> Tensor:
+        """Scale the heads' outputs `out` `(b, h, n, d)`; `x` is unused (the gate interface)."""
+        # $\gamma_h \sum_j A_{hij} v_{hj}$
         return out * self.scale.to(out.dtype)  # (b, h, n, d)
 
 
@@ -38,6 +55,7 @@ class OutputGates(nn.Module):
         self.gates = nn.ModuleList(gates)
 
     def forward(self, out: Tensor, x: Tensor) -> Tensor:
+        """`out` `(b, h, n, d)` through each gate in turn; each gate may read `x` `(b, n, D)`."""
         for gate in self.gates:
             out = gate(out, x)
         return out

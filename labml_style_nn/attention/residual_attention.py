@@ -3,25 +3,44 @@ r"""
 
 *Paper:* [RealFormer: Transformer Likes Residual Attention](https://arxiv.org/abs/2012.11747) (He et al., 2020)
 
-RealFormer adds a residual path to the attention *scores*: each layer adds the previous layer's
-raw (pre-softmax) scores to its own before the softmax, and passes the sum on:
+RealFormer adds a residual connection to the attention *scores*.  Each layer adds the previous
+layer's raw (pre-softmax) scores to its own before the softmax, and passes the sum on to the next:
 
-$$S^{(l)} = \frac{Q^{(l)} K^{(l)\top}}{\sqrt d} + S^{(l-1)}, \qquad A^{(l)} = \operatorname{softmax}(S^{(l)} + B)$$
+$$S^{(l)} = \frac{Q^{(l)} K^{(l)\top}}{\sqrt d} + S^{(l-1)}, \qquad S^{(0)} = 0, \qquad
+A^{(l)} = \operatorname{softmax}\big(S^{(l)} + B\big)$$
 
-Attention patterns then change gradually through depth, which the paper finds makes training more
-stable and lets it use a higher learning rate.  It adds no parameters.  The paper's best results
-use post-norm blocks (`pre_norm=False`).
+Unrolled, layer $l$ attends with the *sum* of every layer's dot products so far,
+$S^{(l)} = \sum_{m \le l} Q^{(m)} K^{(m)\top} / \sqrt d$: a layer only has to learn a correction to
+the pattern of the layers below it.  Attention patterns then change gradually through depth, which
+the paper finds makes training more stable and lets it use a higher learning rate.  It adds no
+parameters.  The paper's best results use post-norm blocks (`pre_norm=False`), which need a
+learning-rate warm-up.
 
-The attention module does the addition (`prev_scores` in `attention/attention.py`); this file holds
-the small state that carries the scores from one layer to the next.  Self-attention and
-cross-attention layers keep separate chains (`residual_attn`, `cross_residual_attn`).
+## How it plugs in
 
-Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
+The attention module does the addition (its `prev_scores` argument, `attention/attention.py`) and
+returns the sum; this file holds the small state that carries that sum from one layer to the next
+inside a forward pass of the stack (`models/layers.py`):
+
+* self-attention layers form one chain (`residual_attn=True`);
+* cross-attention layers form their own chain (`cross_residual_attn=True`; on `XTransformer`,
+  `dec_cross_residual_attn=True`), since their scores have a different number of keys;
+* each head keeps its own chain: $S^{(l)}_h$ adds to $S^{(l-1)}_h$.
+
+A layer that must hand on its scores has to compute them, so these layers take the explicit path;
+the other kind of layer keeps the fused kernel.  A test checks $S^{(l)} = S^{(l)}_{\text{own}} +
+S^{(l-1)}$ layer by layer.
+
+Shapes: `b` batch, `h` heads, `i` queries, `j` keys (persistent memory slots included).
 
 ## Differences from the paper
 
-Position biases (T5, ALiBi) are added *after* the residual sum, so that a bias shared by all layers
-is not accumulated once per layer.
+* Position biases (T5, ALiBi) are added *after* the residual sum, so that a bias shared by all
+  layers is not accumulated once per layer.
+* Score transforms (talking heads, top-$k$) act on the layer's copy of the sum; the chain carries the
+  sum before them, so one layer's sparsification does not remove keys from the next layer's scores.
+* The paper studies encoders (BERT) and encoder-decoders; the chain works the same in a decoder,
+  where the causal mask is applied afresh in every layer.
 """
 
 from typing import Optional
@@ -30,12 +49,17 @@ from torch import Tensor
 
 
 class ResidualScores:
-    """Carries the raw scores of the last attention layer of one kind to the next."""
+    """Carries the raw scores `(b, h, i, j)` of the last attention layer of one kind to the next.
+
+    Args:
+        enabled: when false, `prev` stays `None` and every layer attends on its own scores.
+    """
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.prev: Optional[Tensor] = None
+        self.prev: Optional[Tensor] = None  # $S^{(l-1)}$, `None` before the first layer
 
     def update(self, scores: Optional[Tensor]) -> None:
+        """Record the scores $S^{(l)}$ that layer $l$ returned, for layer $l + 1$."""
         if self.enabled:
             self.prev = scores

@@ -3,24 +3,34 @@ r"""
 
 *Paper:* [Talking-Heads Attention](https://arxiv.org/abs/2003.02436) (Shazeer et al., 2020)
 
-In multi-head attention the heads never exchange information until the output projection.
-Talking heads adds two learned $h \times h$ mixing matrices: one mixes the heads' scores before the
-softmax, one mixes the heads' weights after it:
+In multi-head attention the heads never exchange information until the output projection: each
+head computes its pattern from its own query and key alone.  Talking heads adds two learned
+$h \times h$ mixing matrices, one across the heads' scores before the softmax and one across the
+heads' weights after it:
 
-$$S'_{gij} = \sum_h P^{\text{pre}}_{hg} S_{hij}, \qquad A'_{gij} = \sum_h P^{\text{post}}_{hg}\,\operatorname{softmax}_j(S')_{hij}$$
+$$S'_{gij} = \sum_h P^{\text{pre}}_{hg} S_{hij}, \qquad A_{gij} = \operatorname{softmax}_j(S')_{gij},
+\qquad A'_{gij} = \sum_h P^{\text{post}}_{hg} A_{hij}, \qquad o_{gi} = \sum_j A'_{gij} v_{gj}.$$
 
-Each head's pattern can then borrow from the others.  The cost is two extra passes over the
-$h \times n \times n$ score tensor, and the fused attention kernel can no longer be used.
+Each head's pattern can then borrow from the others', so one head can, for example, combine a
+positional and a content-based pattern.  The mixing is across heads only, never across positions:
+a key that is masked for every head stays masked, and causality holds.  After the post-softmax
+mixing the rows of $A'$ need not sum to one (the weights of $P^{\text{post}}$ are free).
 
-Both matrices start as the identity, so at initialisation the layer is exactly plain attention
-(a test checks this).
+The cost is two extra passes over the $h \times n \times n$ score tensor, and the fused attention
+kernel can no longer be used: layers with `attn_talking_heads=True` take the explicit path.
 
-Shapes: `b` batch, `h`/`g` heads, `i` queries, `j` keys.
+Both matrices start as the identity, so at initialisation the layer is exactly plain attention (a
+test checks this, and another compares a random mixing against a reference written in the test).
+
+Shapes: `b` batch, `h`/`g` heads before/after mixing, `i` queries, `j` keys.
 
 ## Differences from the paper
 
-The paper allows different numbers of heads for the scores, the softmax and the values; we keep
-one number $h$ throughout, as the seeds' keyword does.
+* The paper allows different numbers of heads for the scores, the softmax and the values
+  ($h_k$, $h$, $h_v$); we keep one number $h$ throughout, as the seeds' keyword does.
+* Both matrices start from the identity (a choice of this library), so that turning the feature on
+  does not change an initialised model; training moves them away from it.
+* Attention dropout is applied to the mixed weights $A'$.
 """
 
 from typing import Optional
@@ -32,17 +42,23 @@ from .attention import ScoreTransform
 
 
 class TalkingHeads(ScoreTransform):
-    """Learned mixing across heads before and after the softmax."""
+    """Learned mixing across heads before and after the softmax.
+
+    Args:
+        heads: number of heads $h$.
+    """
 
     def __init__(self, heads: int):
         super().__init__()
-        self.pre = nn.Parameter(torch.eye(heads))
-        self.post = nn.Parameter(torch.eye(heads))
+        self.pre = nn.Parameter(torch.eye(heads))  # $P^{\text{pre}}$, (h, g)
+        self.post = nn.Parameter(torch.eye(heads))  # $P^{\text{post}}$, (h, g)
 
     def pre_softmax(self, scores: Tensor, visible: Optional[Tensor]) -> Tensor:
+        """Mix the scores `(b, h, i, j)` across heads; masking comes after, in the attention module."""
         # $S'_{gij} = \sum_h P^{\text{pre}}_{hg} S_{hij}$
-        return torch.einsum("bhij,hg->bgij", scores, self.pre.to(scores.dtype))
+        return torch.einsum("bhij,hg->bgij", scores, self.pre.to(scores.dtype))  # (b, g, i, j)
 
     def post_softmax(self, weights: Tensor) -> Tensor:
+        """Mix the weights `(b, h, i, j)` across heads."""
         # $A'_{gij} = \sum_h P^{\text{post}}_{hg} A_{hij}$
-        return torch.einsum("bhij,hg->bgij", weights, self.post.to(weights.dtype))
+        return torch.einsum("bhij,hg->bgij", weights, self.post.to(weights.dtype))  # (b, g, i, j)

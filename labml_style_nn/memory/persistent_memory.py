@@ -3,25 +3,41 @@ r"""
 
 *Paper:* [Augmenting Self-attention with Persistent Memory](https://arxiv.org/abs/1907.01470) (Sukhbaatar et al., 2019)
 
-The feed-forward layer can be read as attention over a fixed set of learned keys and values.
+A feed-forward layer $\operatorname{ReLU}(x U) V$ can be read as attention over a fixed set of
+learned keys (the columns of $U$) and values (the rows of $V$), with a ReLU in place of the softmax.
 Persistent memory makes that explicit: every attention layer gets $N$ learned key/value pairs per
-head that are prepended to the keys and values computed from the tokens,
+head, prepended to the keys and values computed from the tokens,
 
-$$K' = [M_K; K], \qquad V' = [M_V; V].$$
+$$K' = [M_K; K], \qquad V' = [M_V; V], \qquad
+o_i = \operatorname{softmax}\!\left(\frac{q_i K'^\top}{\sqrt d}\right) V'.$$
 
-They carry knowledge that does not depend on the input.  The paper could then remove the
-feed-forward layers altogether; the seeds keep them and report that memory key/values still help.
+The slots carry knowledge that does not depend on the input, and every query can fall back on them.
+The paper merges the feed-forward sublayer into attention this way (its "all-attention" layer); the
+seeds keep the feed-forward layers and report that the memory key/values still help.
 
-The memory slots are always visible: no padding mask and no causal mask applies to them.  A query
-whose every real key is masked still attends to the memory (a test checks this).  The scores are
-untouched, so the fused kernel is still used.
+## Visibility
 
-Shapes: `b` batch, `h` heads, `N` slots, `d` head dim.
+The memory slots are always visible: no padding mask and no causal mask applies to them, in
+encoders, decoders and cross-attention alike.  A query whose every real key is masked still
+attends to the memory (a test checks this against the closed form $o_i = \operatorname{softmax}(q_i
+M_K^\top/\sqrt d) M_V$).  In a decoder the slots sit before the first position and are the same for
+every sequence, so they cannot leak the future.
+
+The attention module takes the slots from its `memory_kv` extension point after the projections,
+after any cache update and after the key transform: with qk-norm the memory keys are normalised
+too, and with collaborative heads they have the shared key width $\tilde D$.  Position biases (T5,
+ALiBi) get zero columns for the slots: they have no position.  The scores are untouched, so the
+fused kernel stays in use.
+
+Shapes: `b` batch, `h` heads, `N` slots, `d` head dim (`d_k` for keys when it differs).
 
 ## Differences from the paper
 
-The paper scales the memory vectors and uses its own position embeddings; the slots here are plain
-learned vectors, drawn from a standard normal.
+* The paper replaces the feed-forward sublayers by the memory and uses the relative positions and
+  adaptive attention span of its authors' earlier work; here the slots are added to an otherwise
+  unchanged layer, with whatever position scheme the stack uses.
+* The slots are plain learned vectors drawn from a standard normal, one set per head and per layer,
+  shared by every sequence of the batch.
 """
 
 import torch
@@ -29,13 +45,22 @@ from torch import nn, Tensor
 
 
 class PersistentMemory(nn.Module):
-    """`num_mem` learned key/value pairs per head, shared by every sequence of the batch."""
+    r"""`num_mem` learned key/value pairs per head, shared by every sequence of the batch.
+
+    Args:
+        heads: number of heads $h$.
+        dim_key: width of the keys, the head dim $d$ (or $\tilde D$ with collaborative heads).
+        dim_value: width of the values $d$.
+        num_mem: number of slots $N$.
+    """
 
     def __init__(self, heads: int, dim_key: int, dim_value: int, num_mem: int):
         super().__init__()
-        self.keys = nn.Parameter(torch.randn(heads, num_mem, dim_key))  # $M_K$
-        self.values = nn.Parameter(torch.randn(heads, num_mem, dim_value))  # $M_V$
+        self.keys = nn.Parameter(torch.randn(heads, num_mem, dim_key))  # $M_K$, (h, N, d_k)
+        self.values = nn.Parameter(torch.randn(heads, num_mem, dim_value))  # $M_V$, (h, N, d)
 
     def forward(self, batch: int) -> tuple[Tensor, Tensor]:
+        """The slots for a batch of `batch` sequences: keys `(b, h, N, d_k)`, values `(b, h, N, d)`."""
+        # `expand` is a view: the batch shares one copy of the slots
         expand = lambda t: t[None].expand(batch, -1, -1, -1)
         return expand(self.keys), expand(self.values)  # (b, h, N, d)
