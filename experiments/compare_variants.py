@@ -39,8 +39,10 @@ class Config(char_lm.Config):
     variants: str = field(default="absolute,rotary,alibi,t5,rotary+glu,rotary+relu2,rotary+scale,rotary+rms,"
                                   "rotary+shift", metadata={"help": "comma-separated char_lm variants"})
     seeds: str = field(default="0", metadata={"help": "comma-separated seeds; the table shows the mean"})
-    steps: int = 200
+    steps: int = 250
     depth: int = 2
+    seq_len: int = 64
+    batch_size: int = 16
     sample_len: int = 0
 
     SMOKE = dict(char_lm.Config.SMOKE, variants="absolute,rotary+glu", steps=3, sample_len=0)
