@@ -130,6 +130,9 @@ def train(position: str, cfg: Config, data, out: Path):
 
 def main(cfg: Config) -> dict:
     out = out_dir_for(cfg, "alibi_extrapolation")
+    if cfg.resume:
+        raise ValueError("resume: alibi_extrapolation.py does not resume (it trains one short run per position scheme); "
+                         "run it again instead")
     data = load_text(cfg.data, cache_dir=cfg.cache_dir or None, max_bytes=cfg.max_bytes)
     lengths = [int(n) for n in cfg.eval_lens.split(",")]
     windows = sample_windows(data.val, cfg.eval_windows, max(lengths) + 1, batch_generator(cfg.seed, -1))

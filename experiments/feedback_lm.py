@@ -140,6 +140,9 @@ def train(name: str, cfg: Config, data, out: Path) -> dict:
 
 def main(cfg: Config) -> list[dict]:
     out = out_dir_for(cfg, "feedback_lm")
+    if cfg.resume:
+        raise ValueError("resume: feedback_lm.py does not resume (it compares two short runs); "
+                         "run it again instead")
     for name, model in build_models(cfg).items():
         print(f"{name}: {count_parameters(model):,} parameters")
     data = load_text(cfg.data, cache_dir=cfg.cache_dir or None, max_bytes=cfg.max_bytes)

@@ -121,6 +121,9 @@ def train(task: str, cfg: Config, out: Path) -> dict:
 
 def main(cfg: Config) -> list[dict]:
     out = out_dir_for(cfg, "seq2seq_algorithmic")
+    if cfg.resume:
+        raise ValueError("resume: seq2seq_algorithmic.py does not resume (it trains one short run per task); "
+                         "run it again instead")
     results = [train(task, cfg, out) for task in cfg.tasks.split(",")]
     plot_curves({r["task"]: [(row["step"], row["exact_match"]) for row in r["curve"] if "exact_match" in row]
                  for r in results}, out / "exact_match.png", ylabel="exact match (greedy)",

@@ -65,6 +65,7 @@ class Config(RunConfig):
     eval_every: int = 100
     eval_segments: int = 32
     modes: str = field(default="memory,no_memory", metadata={"help": "which runs to train"})
+    resume: str = field(default="", metadata={"help": "folder of an earlier run (memory.pt, no_memory.pt) to resume"})
 
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=16, mem_len=16, batch_size=4, steps=4, warmup=1, eval_every=2,
                  eval_segments=3, max_bytes=100_000, log_every=2)
