@@ -214,6 +214,7 @@ class Attention(nn.Module):
             # Position infused attention: positions enter the query and key projections only,
             # $q = (x + p) W_Q$, $k = (c + p) W_K$, so values stay free of position.
             if qk_pos is not None:
+                qk_pos = qk_pos.to(w.dtype)  # the sinusoids are float32; half-precision weights need a cast
                 q = q + F.linear(qk_pos[-x.shape[1]:], w[:inner])
                 k = k + F.linear(qk_pos, w[inner:2 * inner])
         return to_heads(q), to_heads(k), to_heads(v)
