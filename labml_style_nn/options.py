@@ -36,12 +36,18 @@ class AttentionOptions:
     use_entmax15: bool = False
     talking_heads: bool = False
     collab_heads: bool = False
-    collab_compression: float = 0.3
+    collab_compression: Optional[float] = None  # 0.3 when collab_heads is on
     on_attn: bool = False
     gate_values: bool = False
     head_scale: bool = False
     qk_norm: bool = False
     qk_norm_seq_len: Optional[int] = None
+
+    def key_width(self, dim: int) -> int:
+        """Width of queries and keys per head: `dim_head`, or the shared width of collaborative heads."""
+        if self.collab_heads:
+            return max(1, int((self.collab_compression or 0.3) * dim))
+        return self.dim_head
 
 
 @dataclass
@@ -174,26 +180,54 @@ def _probability(name: str, value):
 #
 # Every value is checked here, once, with a message that names the keyword.  Combinations that
 # have no meaning are refused with the reason.
+def _number(name: str, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return True
+
+
+def validate_attention(a: AttentionOptions, prefix: str) -> None:
+    """Check the options of one kind of attention layer; `prefix` is how the user spelt them."""
+    _positive_int(prefix + "dim_head", a.dim_head)
+    _probability(prefix + "dropout", a.dropout)
+    if isinstance(a.num_mem_kv, bool) or not isinstance(a.num_mem_kv, int) or a.num_mem_kv < 0:
+        raise ValueError(f"{prefix}num_mem_kv: expected an integer >= 0, got {a.num_mem_kv!r}")
+    _positive_int(prefix + "sparse_topk", a.sparse_topk, allow_none=True)
+    if a.collab_compression is not None:
+        if not a.collab_heads:
+            raise ValueError(f"{prefix}collab_compression: only meaningful with {prefix}collab_heads=True")
+        if _number(prefix + "collab_compression", a.collab_compression) and not 0 < a.collab_compression <= 1:
+            raise ValueError(f"{prefix}collab_compression: expected a number in (0, 1], got {a.collab_compression!r}")
+    if a.qk_norm_seq_len is not None:
+        if not a.qk_norm:
+            raise ValueError("qk_norm_attn_seq_len: only meaningful with use_qk_norm_attn=True")
+        _positive_int("qk_norm_attn_seq_len", a.qk_norm_seq_len)
+        if a.qk_norm_seq_len < 2:
+            raise ValueError("qk_norm_attn_seq_len: expected at least 2 (the temperature is log2(L^2 - L))")
+    if a.use_entmax15 and a.sparse_topk:
+        raise ValueError(f"{prefix}use_entmax15 and {prefix}sparse_topk both sparsify the weights; choose one")
+
+
+#
+# ## Validation
+#
+# Every value is checked here, once, with a message that names the keyword.  Combinations that
+# have no meaning are refused with the reason.
 def validate(o: LayerOptions) -> None:
     """Raise `ValueError` for any bad value or meaningless combination in `o`."""
     _positive_int("dim", o.dim)
     _positive_int("depth", o.depth)
     _positive_int("heads", o.heads)
-    _positive_int("attn_dim_head", o.attn.dim_head)
     _positive_int("dim_context", o.dim_context, allow_none=True)
-    _probability("attn_dropout", o.attn.dropout)
+    validate_attention(o.attn, "attn_")
+    if o.cross_attn is not None:
+        if not (o.cross_attend or o.only_cross):
+            raise ValueError("cross_attn_*: options for cross-attention layers, but this stack has none "
+                             "(set cross_attend=True)")
+        validate_attention(o.cross_attn, "cross_attn_")
     _probability("ff_dropout", o.ff.dropout)
-    if isinstance(o.attn.num_mem_kv, bool) or not isinstance(o.attn.num_mem_kv, int) or o.attn.num_mem_kv < 0:
-        raise ValueError(f"attn_num_mem_kv: expected an integer >= 0, got {o.attn.num_mem_kv!r}")
-    _positive_int("attn_sparse_topk", o.attn.sparse_topk, allow_none=True)
-    if not (isinstance(o.ff.mult, (int, float)) and o.ff.mult > 0):
+    if _number("ff_mult", o.ff.mult) and not o.ff.mult > 0:
         raise ValueError(f"ff_mult: expected a positive number, got {o.ff.mult!r}")
-    if not 0 < o.attn.collab_compression <= 1:
-        raise ValueError(f"attn_collab_compression: expected a number in (0, 1], got {o.attn.collab_compression!r}")
-    if o.attn.qk_norm and o.attn.qk_norm_seq_len is not None:
-        _positive_int("qk_norm_attn_seq_len", o.attn.qk_norm_seq_len)
-        if o.attn.qk_norm_seq_len < 2:
-            raise ValueError("qk_norm_attn_seq_len: expected at least 2 (the temperature is log2(L^2 - L))")
     if o.use_scalenorm and o.use_rmsnorm:
         raise ValueError("use_scalenorm and use_rmsnorm: choose one normalisation, not both")
     if o.use_rezero and (o.use_scalenorm or o.use_rmsnorm or o.sandwich_norm):
@@ -201,8 +235,9 @@ def validate(o: LayerOptions) -> None:
                          "use_scalenorm, use_rmsnorm or sandwich_norm")
     if o.sandwich_norm and not o.pre_norm:
         raise ValueError("sandwich_norm adds a norm to pre-norm branches; it needs pre_norm=True")
-    if o.attn.use_entmax15 and o.attn.sparse_topk:
-        raise ValueError("attn_use_entmax15 and attn_sparse_topk both sparsify the weights; choose one")
+    if o.gate_residual and (o.scale_residual or o.use_rezero):
+        raise ValueError("gate_residual replaces the residual sum with a GRU gate; it cannot be combined with "
+                         "scale_residual or use_rezero (a gated ReZero stack is not the identity at initialisation)")
     if o.ff.glu and o.ff.relu_squared:
         raise ValueError("ff_glu and ff_relu_squared choose different activations; choose one")
     if o.sandwich_coef is not None:
@@ -219,9 +254,15 @@ def validate(o: LayerOptions) -> None:
             raise ValueError(f"alibi_num_heads: expected at most heads ({o.heads}), got {o.alibi_num_heads}")
     elif o.alibi_num_heads is not None:
         raise ValueError("alibi_num_heads: only meaningful with alibi_pos_emb=True")
-    if o.rotary_pos_emb and o.rotary_emb_dim is not None:
-        if not isinstance(o.rotary_emb_dim, int) or o.rotary_emb_dim < 2 or o.rotary_emb_dim % 2:
+    if o.rotary_emb_dim is not None:
+        if not o.rotary_pos_emb:
+            raise ValueError("rotary_emb_dim: only meaningful with rotary_pos_emb=True")
+        if isinstance(o.rotary_emb_dim, bool) or not isinstance(o.rotary_emb_dim, int) \
+                or o.rotary_emb_dim < 2 or o.rotary_emb_dim % 2:
             raise ValueError(f"rotary_emb_dim: expected an even integer >= 2, got {o.rotary_emb_dim!r}")
+        if o.rotary_emb_dim > o.attn.key_width(o.dim):
+            raise ValueError(f"rotary_emb_dim: expected at most the key width per head "
+                             f"({o.attn.key_width(o.dim)}), got {o.rotary_emb_dim}")
     if o.rel_pos_bias:
         _positive_int("rel_pos_num_buckets", o.rel_pos_num_buckets)
         _positive_int("rel_pos_max_distance", o.rel_pos_max_distance)

@@ -200,7 +200,9 @@ class Attention(nn.Module):
         if self.qk_proj is not None:
             # Collaborative heads: shared query/key projections, values as usual.
             proj = self.to_kv if self.is_cross else self.to_qkv
-            q, k = self.qk_proj(x, kv_input)
+            # Position infused attention adds positions to the query and key inputs only.
+            q_in, k_in = (x, kv_input) if qk_pos is None else (x + qk_pos[-x.shape[1]:], kv_input + qk_pos)
+            q, k = self.qk_proj(q_in, k_in)
             return q, k, to_heads(proj(kv_input))
         if self.is_cross:
             q = self.to_q(x)

@@ -52,8 +52,8 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     if a.sparse_topk:
         transforms.append(SparseTopK(a.sparse_topk))
     score_transform = transforms[0] if len(transforms) == 1 else ScoreTransforms(transforms) if transforms else None
-    qk_proj = CollaborativeQK(o.dim, o.heads, a.collab_compression, dim_context) if a.collab_heads else None
-    dim_key = qk_proj.dim_shared if qk_proj is not None else a.dim_head
+    dim_key = a.key_width(o.dim)
+    qk_proj = CollaborativeQK(o.dim, o.heads, a.collab_compression or 0.3, dim_context) if a.collab_heads else None
     scale = 1.0 if a.qk_norm else dim_key ** -0.5
     gates = ([ValueGate(o.dim, o.heads, a.dim_head)] if a.gate_values else []) + \
             ([HeadScale(o.heads)] if a.head_scale else [])

@@ -84,9 +84,9 @@ class AttentionLayers(nn.Module):
         # Positional modules, shared by every self-attention layer.
         self.rotary = None
         if o.rotary_pos_emb:
-            dim_key = o.attn.dim_head if not o.attn.collab_heads else max(1, int(o.attn.collab_compression * dim))
-            rot = o.rotary_emb_dim or max(o.attn.dim_head // 2, 32)
-            rot = min(rot, dim_key - dim_key % 2)
+            # By default half of each key is rotated (at least 32 features, at most all of them).
+            dim_key = o.attn.key_width(dim)
+            rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
             self.rotary = RotaryEmbedding(rot)

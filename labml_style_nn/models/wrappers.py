@@ -172,9 +172,10 @@ class TransformerWrapper(_SequenceWrapper):
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
-        # The range check synchronises; a cached step feeds back tokens the model itself sampled.
+        # The range check synchronises (and is a branch a compiler cannot trace); a cached step feeds
+        # back tokens the model itself sampled.
         cached_step = cache is not None and cache.offset > 0
-        if x.numel() and not cached_step and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
+        if x.numel() and not cached_step and not torch.compiler.is_compiling() and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
             raise ValueError(f"x: token ids must lie in [0, {self.num_tokens}), got values in "
                              f"[{int(x.min())}, {int(x.max())}]")
         if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape)):

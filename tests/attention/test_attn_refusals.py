@@ -56,19 +56,16 @@ def test_misspelt_attention_keyword_is_a_type_error_with_a_suggestion():
 
 #
 # Known gaps, reported to the lead (core files).  Strict: once fixed these fail, remove the mark.
-@pytest.mark.xfail(strict=True, reason="options.validate: qk_norm_attn_seq_len is ignored without use_qk_norm_attn")
 def test_qk_norm_sequence_length_without_qk_norm_is_refused():
     with pytest.raises(ValueError, match="use_qk_norm_attn"):
         Decoder(dim=32, depth=1, qk_norm_attn_seq_len=1024)
 
 
-@pytest.mark.xfail(strict=True, reason="options: attn_collab_compression is ignored without attn_collab_heads")
 def test_collab_compression_without_collab_heads_is_refused():
     with pytest.raises(ValueError, match="attn_collab_heads"):
         Decoder(dim=32, depth=1, attn_collab_compression=0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="Attention._project: the collaborative branch drops qk_pos")
 def test_position_infused_attention_reaches_collaborative_heads():
     """Without positions an encoder is permutation-equivariant; position-infused keys must break that."""
     model = Encoder(dim=32, depth=1, heads=4, position_infused_attn=True, attn_collab_heads=True).eval()
@@ -76,13 +73,11 @@ def test_position_infused_attention_reaches_collaborative_heads():
     assert (model(x)[:, perm] - model(x[:, perm])).abs().max() > 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="options.validate checks o.attn only, never o.cross_attn")
 def test_entmax_with_top_k_refused_for_cross_attention_alone():
     with pytest.raises(ValueError, match="attn_sparse_topk"):
         CrossAttender(dim=32, depth=1, cross_attn_use_entmax15=True, attn_sparse_topk=4)
 
 
-@pytest.mark.xfail(strict=True, reason="options.validate checks o.attn only, never o.cross_attn")
 @pytest.mark.parametrize("name,value", [("cross_attn_sparse_topk", 0), ("cross_attn_num_mem_kv", -1),
                                         ("cross_attn_dropout", 2.0)])
 def test_bad_cross_attention_values_name_the_keyword(name, value):

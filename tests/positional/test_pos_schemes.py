@@ -151,8 +151,6 @@ def test_meaningless_combinations_are_refused(kw, word):
 
 #
 # Silently ignored settings: the fixes belong in the core (options.py, models/layers.py).
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="core: rotary_emb_dim without rotary_pos_emb is silently ignored (fix in options.validate)")
 def test_rotary_emb_dim_without_rotary_is_refused():
     try:
         Decoder(dim=DIM, depth=1, heads=HEADS, rotary_emb_dim=4)
@@ -162,8 +160,6 @@ def test_rotary_emb_dim_without_rotary_is_refused():
         raise AssertionError("not refused")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="core: rotary_emb_dim wider than the head is silently clamped (fix in models/layers.py)")
 def test_rotary_emb_dim_wider_than_the_head_is_refused():
     try:
         Decoder(dim=DIM, depth=1, heads=HEADS, attn_dim_head=DIM_HEAD, rotary_pos_emb=True, rotary_emb_dim=64)

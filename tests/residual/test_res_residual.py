@@ -118,13 +118,9 @@ def _refused(**kw):
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="core: gate_residual silently wins over scale_residual "
-                   "(both replace the residual sum; refuse in options.validate)")
 def test_gate_and_scale_residual_together_are_refused():
     assert _refused(gate_residual=True, scale_residual=True)
 
 
-@pytest.mark.xfail(strict=True, reason="core: with gate_residual a ReZero stack is not the identity at "
-                   "initialisation (GRU(0, x) != x); refuse use_rezero with gate_residual in options.validate")
 def test_rezero_and_gate_residual_together_are_refused():
     assert _refused(use_rezero=True, gate_residual=True)

@@ -66,10 +66,6 @@ def _lm_loss(model, tokens):
     return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:])
 
 
-@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.UserError, reason=(
-    "TransformerWrapper.forward validates token ids with int(x.min()) / int(x.max()), a "
-    "data-dependent branch that Dynamo cannot trace; skipping the check under "
-    "torch.compiler.is_compiling() makes this pass"))
 def test_language_model_training_step_compiles_fullgraph():
     torch.manual_seed(0)
     model = TransformerWrapper(num_tokens=32, max_seq_len=32, attn_layers=Decoder(dim=32, depth=2, heads=4))
