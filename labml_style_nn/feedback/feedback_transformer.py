@@ -41,8 +41,9 @@ Shapes: `b` batch, `n` tokens, `w` window, `m` memory length, `D` model width, `
 ## Differences from the paper
 
 The relative position bias is T5's (shared by all layers), the sublayers are pre-normalised and the
-memory is normalised before its keys and values are computed.  Windows larger than one token are an
-approximation the paper does not use.
+memory is normalised before its keys and values are computed.  The feed-forward layers are the
+library's (GELU; `ff_glu=True` for GEGLU).  Windows larger than one token are an approximation the
+paper does not use.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ class FeedbackTransformer(nn.Module):
         q_pos = torch.arange(M, M + w, device=device)
         k_pos = torch.arange(M + w, device=device)
         bias = self.rel_pos(q_pos, k_pos)  # (1, h, w, M + w): $b_{i - j}$
-        # Window key $j$ is visible from window query $i$ only when $j < i$; memory always.
-        hidden = (k_pos[None, :] >= M) & (k_pos[None, :] - M >= q_pos[:, None] - M)  # (w, M + w)
+        # Key $j$ is visible from query $i$ only when $j < i$: the whole memory, the window's earlier tokens.
+        hidden = k_pos[None, :] >= q_pos[:, None]  # (w, M + w)
         return bias.masked_fill(hidden, masked_fill_value(bias.dtype))
 
     def _check(self, x: Tensor, memory: Optional[Tensor]):
@@ -167,7 +168,8 @@ class FeedbackTransformer(nn.Module):
         memory_kv = self.memory.keys_values(memory)  # (b, h, m, d) each, once per call
         bias = self.window_bias(x.device)  # (1, h, w, M + w)
         outputs, entries = [], []
-        for h in emb.split(self.seq_len, dim=1):
+        windows = emb.split(self.seq_len, dim=1)
+        for index, h in enumerate(windows):
             s, n = memory_kv[0].shape[2], h.shape[1]
             window_bias = bias[:, :, :n, M - s:M + n]  # (1, h, n, s + n)
             states = [h]
@@ -175,11 +177,16 @@ class FeedbackTransformer(nn.Module):
                 h = layer(h, memory_kv, window_bias, self.memory.project, first_blind=s == 0)
                 states.append(h)  # $x^l$ of the window
             outputs.append(h)
-            # $m_t$ for the window's tokens, and their keys/values: computed once, read by all layers.
+            last = index == len(windows) - 1
+            if last and not return_memory:
+                break
+            # $m_t$ for the window's tokens, and their keys/values: computed once, read by all layers
+            # of the next windows (the last window's are never read in this call).
             entry = self.memory.aggregate(states)  # (b, n, D)
-            new_k, new_v = self.memory.keys_values(entry)
-            memory_kv = (fifo(memory_kv[0], new_k, M, dim=2), fifo(memory_kv[1], new_v, M, dim=2))
             entries.append(entry)
+            if not last:
+                new_k, new_v = self.memory.keys_values(entry)
+                memory_kv = (fifo(memory_kv[0], new_k, M, dim=2), fifo(memory_kv[1], new_v, M, dim=2))
         logits = self.to_logits(self.norm(torch.cat(outputs, dim=1)))  # (b, n, V)
         if not return_memory:
             return logits
