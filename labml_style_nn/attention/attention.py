@@ -258,6 +258,9 @@ class Attention(nn.Module):
         """
         shared = shared or SharedAttentionInputs()
         n = x.shape[1]
+        if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
+                and shared.qk_pos is None and self._plain_self_attention:
+            return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
         if self.is_cross:
@@ -319,6 +322,39 @@ class Attention(nn.Module):
             out = self.output_gate(out, x)
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.to_out(out), scores
+
+    @property
+    def _plain_self_attention(self) -> bool:
+        """Self-attention whose only extension points are rotary, `qk_transform`, bias and gates."""
+        return not self.is_cross and self.qk_proj is None and self.memory_kv is None and self.uses_fused_path
+
+    #
+    # ### A cached step of one token
+    #
+    # During generation every step after the first brings one new token, which may see every cached
+    # key: causality holds by construction, so no causal mask is built, only the padding of
+    # left-padded prompts masks keys (and the new token itself is always visible, so no row is
+    # empty).  $q, k, v$ are views of one matrix multiply, and one rotation turns $q$ and $k$.
+    def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
+        b, h, d = x.shape[0], self.heads, self.dim_head
+        qkv = self.to_qkv(x).view(b, 3, h, 1, d).transpose(0, 1)  # (3, b, h, 1, d)
+        if shared.rotary is not None:
+            qk = apply_rotary(qkv[:2], shared.rotary)  # (2, b, h, 1, d)
+            q, k, v = qk[0], qk[1], qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)
+        if self.qk_transform is not None:
+            q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
+        k, v = cache.update(k, v)  # (b, h, m + 1, d)
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # (b, 1, 1, m + 1)
+        if shared.attn_bias is not None:
+            bias = shared.attn_bias.to(q.dtype)  # (1, h, 1, m + 1)
+            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, masked_fill_value(q.dtype))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
+        if self.output_gate is not None:
+            out = self.output_gate(out, x)
+        return self.to_out(out.transpose(1, 2).reshape(b, 1, h * d))  # (b, 1, dim)
 
     #
     # ### Which keys each query may see

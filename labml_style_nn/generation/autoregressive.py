@@ -9,24 +9,79 @@ $$\mathcal{L} = -\frac{1}{|T|} \sum_{t \in T} \log p_\theta(x_{t+1} \mid x_{\le 
 where $T$ are the positions whose target is neither padding (`mask`) nor `ignore_index`.
 
 Generation repeats: run the model on the prefix, turn the last position's logits into a
-distribution (temperature, then a filter from `generation/sampling.py`), sample a token, append it.
-With `cache_kv=True` (the default) each step after the first feeds only the new token and reuses
-the keys and values of everything before it from a preallocated cache
-(`generation/kv_cache.py`).
+distribution (temperature, then a filter from [sampling](sampling.py)), sample a token, append it:
 
-Shapes: `b` batch, `n` tokens, `V` vocabulary.
+$$x_{t+1} \sim \operatorname{softmax}\big(f(z_t / T)\big), \qquad z_t = \text{logits at position } t$$
+
+With `cache_kv=True` (the default) the first step runs the whole prompt and every later step feeds
+only the new token, reusing the keys and values of everything before it from a cache preallocated
+for the whole call ([kv_cache](kv_cache.py)).  The output tokens live in one preallocated buffer too:
+a step writes one column, nothing is concatenated.
+
+**Prompts of different lengths** are left-padded to a common length $n$, so that every row's last
+prompt token sits in the same column and all rows decode in lockstep.  The padding is masked out
+as keys; a row that starts at column $s_b$ counts its absolute positions from there ($t - s_b$), and
+relative schemes (rotary, ALiBi, T5) only see differences of positions, which padding does not
+change.  So a short prompt batched with a long one decodes as it would alone.  Where that cannot
+hold (memory tokens with a relative scheme sit at a distance that the padding changes; position
+infused attention; rotary queries against persistent memory slots, which carry no position;
+Transformer-XL rolling), rows are decoded in groups of equal prompt length.
+
+**End of sequence**: each row stops at its own `eos_token`; what it would generate afterwards is
+replaced by `pad_value`, and the loop ends when every row has ended.
+
+**Beyond `max_seq_len`**: a Transformer-XL model (`max_mem_len > 0`) keeps going by rolling: the
+full segment is committed to the memories and the next steps see memories plus the new window.
+A model with learned absolute positions sees the last `max_seq_len` tokens.  Both rerun their
+window at each step, without the cache.
+
+Shapes: `b` batch, `n` prompt tokens, `t` tokens so far, `V` vocabulary.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import warnings
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .kv_cache import LayersCache
-from .sampling import top_k
+from .sampling import resolve_filter, top_k
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def left_pad(prompts: Union[Tensor, Sequence[Tensor]], pad_value: int) -> tuple[Tensor, Optional[Tensor]]:
+    """Stack prompts `(b, n)` (or a list of 1-D tensors) right-aligned; returns `(tokens, starts)`.
+
+    >>> left_pad([torch.tensor([5, 6, 7]), torch.tensor([8])], pad_value=0)
+    (tensor([[5, 6, 7],
+            [0, 0, 8]]), tensor([0, 2]))
+    """
+    if torch.is_tensor(prompts):
+        if prompts.dim() == 1:
+            prompts = prompts[None]
+        if prompts.dim() != 2 or prompts.shape[1] == 0:
+            raise ValueError(f"prompts: expected token ids (batch, n) with n >= 1, got shape {tuple(prompts.shape)}")
+        return prompts, None
+    if not isinstance(prompts, (list, tuple)) or not prompts or \
+            any(not torch.is_tensor(p) or p.dim() != 1 or p.numel() == 0 for p in prompts):
+        raise ValueError("prompts: expected a (batch, n) tensor or a non-empty list of non-empty 1-D tensors")
+    lengths = [p.shape[0] for p in prompts]
+    n = max(lengths)
+    tokens = prompts[0].new_full((len(prompts), n), pad_value)
+    for row, p in enumerate(prompts):
+        tokens[row, n - p.shape[0]:] = p
+    starts = torch.tensor([n - length for length in lengths], device=tokens.device)  # (b,)
+    return tokens, (starts if any(lengths[0] != length for length in lengths) else None)
 
 
 class AutoregressiveWrapper(nn.Module):
@@ -38,7 +93,10 @@ class AutoregressiveWrapper(nn.Module):
         self.max_seq_len = net.max_seq_len
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, **kwargs) -> Tensor:
-        """The mean next-token cross-entropy of `x` `(b, n)`."""
+        """The mean next-token cross-entropy of `x` `(b, n)`; `mask` `(b, n)` is true for real tokens."""
+        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] < 2:
+            raise ValueError(f"x: expected token ids (batch, n) with n >= 2, got "
+                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
         inp, target = x[:, :-1], x[:, 1:]
         if mask is not None:
             # A padded target is not predicted.
@@ -47,36 +105,133 @@ class AutoregressiveWrapper(nn.Module):
         logits = self.net(inp, mask=mask, **kwargs)  # (b, n - 1, V)
         return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
 
+    #
+    # ## Generation
     @torch.no_grad()
-    def generate(self, prompts: Tensor, seq_len: int, temperature: float = 1.0,
-                 filter_logits_fn: Callable = top_k, filter_kwargs: Optional[dict] = None,
+    def generate(self, prompts: Union[Tensor, Sequence[Tensor]], seq_len: int, temperature: float = 1.0,
+                 filter_logits_fn: Union[Callable, str] = top_k, filter_kwargs: Optional[dict] = None,
                  eos_token: Optional[int] = None, cache_kv: bool = True, **kwargs) -> Tensor:
-        """Sample `seq_len` tokens after `prompts` `(b, n)`; returns only the new tokens `(b, seq_len)`."""
+        """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
+
+        `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
+        `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
+        """
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
+            raise ValueError(f"seq_len: expected a non-negative integer, got {seq_len!r}")
+        if not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
+        tokens, starts = left_pad(prompts, self.pad_value)
+        filter_fn, filter_kwargs = resolve_filter(filter_logits_fn), dict(filter_kwargs or {})
+
+        def sample(logits: Tensor) -> Tensor:  # (b, V) -> (b,)
+            if temperature == 0:
+                return logits.argmax(dim=-1)
+            probs = filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)
+            return torch.multinomial(probs, 1)[:, 0]
+
         was_training = self.net.training
         self.net.eval()
-        b, n = prompts.shape
-        out = prompts
-        cache = LayersCache(self.net.attn_layers, b, n + seq_len + self._num_memory_tokens()) if cache_kv else None
-        ended = torch.zeros(b, dtype=torch.bool, device=prompts.device)
-        step_input = prompts
-        for _ in range(seq_len):
-            logits = self.net(step_input if cache_kv else out, cache=cache, **kwargs)[:, -1]  # (b, V)
-            if temperature == 0:
-                token = logits.argmax(dim=-1, keepdim=True)
-            else:
-                filtered = filter_logits_fn(logits / temperature, **(filter_kwargs or {}))
-                token = torch.multinomial(filtered.softmax(dim=-1), 1)
-            if eos_token is not None:
-                token = token.masked_fill(ended[:, None], self.pad_value)
-                ended |= token[:, 0] == eos_token
-            out = torch.cat((out, token), dim=-1)
-            step_input = token
-            if eos_token is not None and ended.all():
-                break
-        self.net.train(was_training)
-        generated = out[:, n:]
-        return F.pad(generated, (0, seq_len - generated.shape[1]), value=self.pad_value)
+        try:
+            if starts is not None and not self._left_padding_exact(tokens.shape[1] + seq_len):
+                return self._decode_groups(prompts, seq_len, sample, eos_token, cache_kv, kwargs)
+            return self._decode(tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs)
+        finally:
+            self.net.train(was_training)
 
+    #
+    # ### The decoding loop
+    #
+    # `seq` `(b, n + seq_len)` holds prompt and output; step $i$ writes column $n + i$.
+    def _decode(self, tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs) -> Tensor:
+        b, n = tokens.shape
+        total = n + seq_len
+        seq = tokens.new_full((b, total), self.pad_value)
+        seq[:, :n] = tokens
+        mask = None if starts is None else torch.arange(total, device=seq.device)[None] >= starts[:, None]
+        pos_kwargs = {} if starts is None else {"seq_start_pos": starts}
+        ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
+        roll = self._rolls(total)
+        cache = None
+        if cache_kv and self._caches(total):
+            cache = LayersCache(self.net.attn_layers, b, total + self._num_memory_tokens())
+        elif cache_kv:
+            _warn_once(f"generate: {type(self.net).__name__} cannot use the key/value cache here "
+                       f"({self._cache_blocker(total)}); decoding without it")
+        mems, seg = None, 0  # Transformer-XL: memories and the first column of the current segment
+        for t in range(n, total):
+            if cache is not None:
+                # The first step runs the prompt; later steps only the token just written.
+                first = t == n
+                inp = seq[:, :n] if first else seq[:, t - 1:t]
+                logits = self.net(inp, cache=cache, mask=mask[:, :n] if first and mask is not None else None,
+                                  **pos_kwargs, **kwargs)[:, -1]  # (b, V)
+            elif roll:
+                # Commit all but the last token of an overfull segment to the memories.
+                while t - seg > self.max_seq_len:
+                    end = min(seg + self.max_seq_len, t - 1)
+                    _, mems = self.net(seq[:, seg:end], mems=mems, return_mems=True, **kwargs)
+                    seg = end
+                logits = self.net(seq[:, seg:t], mems=mems, **kwargs)[:, -1]
+            else:
+                # Without a cache, the whole prefix (or the last `max_seq_len` tokens of it).
+                lo = max(0, t - self.max_seq_len) if self._learned_positions() else 0
+                logits = self.net(seq[:, lo:t], mask=None if mask is None else mask[:, lo:t],
+                                  **({} if starts is None else {"seq_start_pos": (starts - lo).clamp(min=0)}),
+                                  **kwargs)[:, -1]
+            token = sample(logits)  # (b,)
+            if eos_token is not None:
+                # Rows that already ended are padded; a row ends at its first eos.
+                token = token.masked_fill(ended, self.pad_value)
+                ended |= token == eos_token
+            seq[:, t] = token
+            if eos_token is not None and bool(ended.all()):
+                break
+        return seq[:, n:]
+
+    def _decode_groups(self, prompts, seq_len, sample, eos_token, cache_kv, kwargs) -> Tensor:
+        """Decode rows of equal prompt length together, when left padding would not be exact."""
+        out = prompts[0].new_full((len(prompts), seq_len), self.pad_value)
+        for length in sorted({p.shape[0] for p in prompts}):
+            rows = [i for i, p in enumerate(prompts) if p.shape[0] == length]
+            group = torch.stack([prompts[i] for i in rows])
+            out[rows] = self._decode(group, None, seq_len, sample, eos_token, cache_kv, kwargs)
+        return out
+
+    #
+    # ### What the network supports
     def _num_memory_tokens(self) -> int:
         mt = getattr(self.net, "memory_tokens", None)
         return mt.num if mt is not None else 0
+
+    def _learned_positions(self) -> bool:
+        return bool(getattr(self.net, "learned_positions", False))
+
+    def _rolls(self, total: int) -> bool:
+        """Transformer-XL models roll their memories once the sequence outgrows `max_seq_len`."""
+        return getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
+            and total > self.max_seq_len
+
+    def _cache_blocker(self, total: int) -> Optional[str]:
+        layers = getattr(self.net, "attn_layers", None)
+        if layers is None or not hasattr(layers, "blocks"):
+            return "it has no layer stack to cache"
+        if not layers.causal:
+            return "its stack is not causal, so earlier tokens would see later ones"
+        if self._rolls(total):
+            return "Transformer-XL rolling reruns each segment with its memories"
+        if self._learned_positions() and total > self.max_seq_len:
+            return "learned absolute positions end at max_seq_len, so the window slides"
+        return None
+
+    def _caches(self, total: int) -> bool:
+        return self._cache_blocker(total) is None
+
+    def _left_padding_exact(self, total: int) -> bool:
+        """Whether left padding leaves every row's decode unchanged (see the page introduction)."""
+        layers = getattr(self.net, "attn_layers", None)
+        if layers is None or self._rolls(total) or getattr(layers, "pia", None) is not None:
+            return False
+        relative = layers.rotary is not None or layers.rel_pos is not None or layers.alibi is not None
+        # Rotary queries meet unrotated persistent slots: a score that depends on the absolute position.
+        slots = layers.rotary is not None and any(getattr(b.fn, "memory_kv", None) is not None for b in layers.blocks)
+        return not (relative and self._num_memory_tokens()) and not slots

@@ -15,12 +15,20 @@ concatenation per step.
 
 What else must be carried so that a cached step equals a full pass over the same prefix:
 
-* positions continue from the number of cached tokens (rotary, ALiBi, T5, absolute);
-* cross-attention keys and values of the context are computed once, at the first step;
-* token shift needs the last few inputs of each block (`residual/token_shift.py`);
-* the padding mask of the keys grows with the sequence.
+* **positions** continue from the number of cached tokens $m$.  Rotary angles and position-infused
+  sinusoids depend on the position alone, so they are computed once for all `max_len` positions
+  and each step slices its row; the ALiBi and T5 biases of the new query against every cached key
+  are computed per step (one row, $1 \times (m + n)$);
+* **cross-attention** keys and values of the context are computed once, at the first step;
+* **token shift** needs the last few inputs of each block (`residual/token_shift.py`);
+* **padding**: the key mask grows with the sequence; left-padded prompts mark their padding once,
+  at the first step, and every later key is real;
+* **memory tokens** are cached like the first tokens of the sequence; persistent memory slots are
+  parameters, prepended at every step.
 
-Shapes: `b` batch, `h` heads, `L` positions cached, `d` head dim.
+What each layer holds is independent of the others, so the cache is a list of per-block entries.
+
+Shapes: `b` batch, `h` heads, `L` positions cached, `d` head dim, `r` rotated dims.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..attention.attention import SharedAttentionInputs
 from ..residual.token_shift import ShiftState
 
 
@@ -46,14 +55,15 @@ class SelfAttentionCache:
         n = k.shape[-2]
         if self.k is None:
             # Allocate once for the whole generation.
-            self.k = k.new_empty(*k.shape[:2], self.max_len, k.shape[-1])
+            self.k = k.new_empty(*k.shape[:2], self.max_len, k.shape[-1])  # (b, h, L, d)
             self.v = v.new_empty(*v.shape[:2], self.max_len, v.shape[-1])
-        if self.offset + n > self.max_len:
-            raise ValueError(f"cache: {self.offset + n} positions exceed the cache's max_len={self.max_len}")
-        self.k[:, :, self.offset:self.offset + n] = k
-        self.v[:, :, self.offset:self.offset + n] = v
-        self.offset += n
-        return self.k[:, :, :self.offset], self.v[:, :, :self.offset]  # (b, h, L, d)
+        end = self.offset + n
+        if end > self.max_len:
+            raise ValueError(f"cache: {end} positions exceed the cache's max_len={self.max_len}")
+        self.k[:, :, self.offset:end] = k
+        self.v[:, :, self.offset:end] = v
+        self.offset = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (b, h, m + n, d)
 
 
 class CrossAttentionCache:
@@ -84,21 +94,54 @@ class LayersCache:
     """The cache of a whole `AttentionLayers` stack, for `batch` sequences of up to `max_len` tokens."""
 
     def __init__(self, layers, batch: int, max_len: int):
-        self.max_len, self.offset = max_len, 0
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len: expected a positive integer, got {max_len!r}")
+        self.max_len, self.offset, self._batch = max_len, 0, batch
         self.blocks = [BlockCache(b.kind, max_len, b.shift is not None) for b in layers.blocks]
         self.mask: Optional[Tensor] = None
-        self._batch = batch
+        self._positions: Optional[Tensor] = None
+        self._rotary: Optional[Tensor] = None
+        self._qk_pos: Optional[Tensor] = None
 
+    #
+    # ## Positions of the next tokens
+    #
+    # Queries are at positions $m \dots m + n - 1$ and see keys $0 \dots m + n - 1$; only the new
+    # keys get rotated, so rotary angles and sinusoids are sliced to the new positions.
+    def shared_inputs(self, layers, n: int, device) -> SharedAttentionInputs:
+        """Positional inputs of the next `n` tokens for the stack `layers`."""
+        if self._positions is None:
+            # Tables over every position the cache will ever hold, computed once.
+            self._positions = torch.arange(self.max_len, device=device)
+            self._rotary = layers.rotary(self._positions) if layers.rotary is not None else None  # (2, L, r)
+            self._qk_pos = layers.pia(self._positions) if layers.pia is not None else None  # (L, D)
+        start, end = self.offset, self.offset + n
+        if end > self.max_len:
+            raise ValueError(f"cache: {end} positions exceed the cache's max_len={self.max_len}")
+        q_pos, k_pos = self._positions[start:end], self._positions[:end]
+        bias = None
+        if layers.rel_pos is not None:
+            bias = layers.rel_pos(q_pos, k_pos)  # (1, h, n, m + n)
+        elif layers.alibi is not None:
+            bias = layers.alibi(q_pos, k_pos)
+        return SharedAttentionInputs(
+            rotary=self._rotary[:, start:end] if self._rotary is not None else None,  # (2, n, r)
+            attn_bias=bias,
+            qk_pos=self._qk_pos[start:end] if self._qk_pos is not None else None,  # (n, D)
+        )
+
+    #
+    # ## The growing key mask
     def extend_mask(self, mask: Optional[Tensor], n: int) -> Optional[Tensor]:
         """Record the padding mask of `n` new tokens; return the mask of every cached key."""
         if mask is None and self.mask is None:
             return None
         if self.mask is None:
-            device = mask.device
-            self.mask = torch.ones(self._batch, self.max_len, dtype=torch.bool, device=device)
+            # Every position not marked otherwise is a real token.
+            self.mask = torch.ones(self._batch, self.max_len, dtype=torch.bool, device=mask.device)
         if mask is not None:
             self.mask[:, self.offset:self.offset + n] = mask
-        return self.mask[:, :self.offset + n]
+        return self.mask[:, :self.offset + n]  # (b, m + n)
 
     def advance(self, n: int) -> None:
         """Called by the stack after a forward pass over `n` new tokens."""

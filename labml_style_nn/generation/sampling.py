@@ -20,6 +20,7 @@ Shapes: `b` batch, `V` vocabulary.
 """
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -58,3 +59,17 @@ def min_p(logits: Tensor, p: float = 0.1) -> Tensor:
     """
     probs = logits.softmax(dim=-1)
     return logits.masked_fill(probs < p * probs.amax(dim=-1, keepdim=True), -math.inf)
+
+
+#
+# Filters by name, for `generate(filter_logits_fn="top_p")`.
+FILTERS = {"top_k": top_k, "top_p": top_p, "min_p": min_p}
+
+
+def resolve_filter(fn) -> Callable:
+    """A filter function, given itself or its name in `FILTERS`."""
+    if callable(fn):
+        return fn
+    if fn not in FILTERS:
+        raise ValueError(f"filter_logits_fn: expected a callable or one of {sorted(FILTERS)}, got {fn!r}")
+    return FILTERS[fn]

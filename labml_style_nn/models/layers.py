@@ -182,7 +182,9 @@ class AttentionLayers(nn.Module):
             self_mask = F.pad(mask, (offset, 0), value=True)  # memory positions are real tokens
         if cache is not None:
             self_mask = cache.extend_mask(mask, n)
-        shared = self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+        # A cache slices positional tables it computed once, instead of recomputing them per step.
+        shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
+            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
 
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)

@@ -84,6 +84,7 @@ class _SequenceWrapper(nn.Module):
         if seq_start_pos is not None:
             # Left-padded rows count positions from their first real token: $t - s_b$ (padding gets 0).
             positions = (positions[None, :] - seq_start_pos[:, None]).clamp(min=0)  # (b, n)
+            return h + self.pos_emb(positions.flatten()).view(*positions.shape, -1).to(h.dtype)
         return h + self.pos_emb(positions).to(h.dtype)
 
     #
