@@ -55,7 +55,7 @@ def test_misspelt_attention_keyword_is_a_type_error_with_a_suggestion():
 
 
 #
-# Known gaps, reported to the lead (core files).  Strict: once fixed these fail, remove the mark.
+# Regressions: gaps these tests found in the core (options, attention), now fixed there.
 def test_qk_norm_sequence_length_without_qk_norm_is_refused():
     with pytest.raises(ValueError, match="use_qk_norm_attn"):
         Decoder(dim=32, depth=1, qk_norm_attn_seq_len=1024)
