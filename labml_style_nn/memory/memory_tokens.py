@@ -23,6 +23,10 @@ At the output they are stripped, so the caller sees exactly one vector per input
   leak the future.  The tests check both by the gradient of each output with respect to each input.
 * In generation with a key/value cache they are prepended once, at the first step; later steps
   find their keys and values in the cache.
+* With Transformer-XL memories (`max_mem_len`) every segment gets the memory tokens afresh, placed
+  between the XL memory and the segment, and the stored XL memory holds real tokens only.  The
+  memory tokens are then per-segment scratch space, and the equivalence of
+  `memory/xl_recurrence.py` (segment with memory = one pass over both segments) does not hold.
 
 Memory tokens are prepended after the absolute position embedding is added to the real tokens, so
 they have no absolute position of their own; relative schemes (rotary, ALiBi, T5) count them as the
