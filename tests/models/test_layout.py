@@ -9,14 +9,6 @@ import labml_style_nn.models.layout as layout
 from labml_style_nn import CrossAttender, Decoder, Encoder
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def kinds(model):
     return "".join(b.kind for b in model.blocks)
 
