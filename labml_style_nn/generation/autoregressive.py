@@ -35,6 +35,11 @@ full segment is committed to the memories and the next steps see memories plus t
 A model with learned absolute positions sees the last `max_seq_len` tokens.  Both rerun their
 window at each step, without the cache.
 
+**The Feedback Transformer** (`feedback/`) is its own cache: with `seq_len=1` (the paper's
+recurrence) its memory is the complete state, so each step feeds the new token and the memory
+returned by the previous call.  With windows ($w > 1$) a one-token call would change the windows,
+so every step reruns the whole sequence.
+
 Shapes: `b` batch, `n` prompt tokens, `t` tokens so far, `V` vocabulary.
 """
 
@@ -90,7 +95,9 @@ class AutoregressiveWrapper(nn.Module):
     def __init__(self, net: nn.Module, ignore_index: int = -100, pad_value: int = 0):
         super().__init__()
         self.net, self.ignore_index, self.pad_value = net, ignore_index, pad_value
-        self.max_seq_len = net.max_seq_len
+        # The Feedback Transformer has no `max_seq_len`: its memory carries any length.
+        self.max_seq_len = getattr(net, "max_seq_len", None)
+        self.feedback = hasattr(net, "mem_len") and hasattr(net, "memory") and not hasattr(net, "attn_layers")
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, **kwargs) -> Tensor:
         """The mean next-token cross-entropy of `x` `(b, n)`; `mask` `(b, n)` is true for real tokens."""
@@ -102,7 +109,9 @@ class AutoregressiveWrapper(nn.Module):
             # A padded target is not predicted.
             target = target.masked_fill(~mask[:, 1:], self.ignore_index)
             mask = mask[:, :-1]
-        logits = self.net(inp, mask=mask, **kwargs)  # (b, n - 1, V)
+        if mask is not None:
+            kwargs["mask"] = mask
+        logits = self.net(inp, **kwargs)  # (b, n - 1, V)
         return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
 
     #
@@ -126,8 +135,10 @@ class AutoregressiveWrapper(nn.Module):
         def sample(logits: Tensor) -> Tensor:  # (b, V) -> (b,)
             if temperature == 0:
                 return logits.argmax(dim=-1)
-            probs = filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)
-            return torch.multinomial(probs, 1)[:, 0]
+            probs = filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)  # (b, V)
+            # Exponential race: $\arg\max_i p_i / E_i$ with $E_i \sim \operatorname{Exp}(1)$ picks $i$
+            # with probability $p_i$, in three kernels.
+            return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
 
         was_training = self.net.training
         self.net.eval()
@@ -151,15 +162,27 @@ class AutoregressiveWrapper(nn.Module):
         pos_kwargs = {} if starts is None else {"seq_start_pos": starts}
         ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
         roll = self._rolls(total)
-        cache = None
-        if cache_kv and self._caches(total):
+        cache, memory = None, None
+        if self.feedback and self.net.seq_len > 1:
+            _warn_once("generate: a Feedback Transformer with windows (seq_len > 1) reruns the whole "
+                       "sequence at each step, since a one-token call would change its windows")
+        elif self.feedback:
+            pass
+        elif cache_kv and self._caches(total):
             cache = LayersCache(self.net.attn_layers, b, total + self._num_memory_tokens())
         elif cache_kv:
             _warn_once(f"generate: {type(self.net).__name__} cannot use the key/value cache here "
                        f"({self._cache_blocker(total)}); decoding without it")
         mems, seg = None, 0  # Transformer-XL: memories and the first column of the current segment
         for t in range(n, total):
-            if cache is not None:
+            if self.feedback and self.net.seq_len == 1:
+                # Token by token, the feedback memory is the whole state: carry it from call to call.
+                inp = seq[:, :n] if t == n else seq[:, t - 1:t]
+                logits, memory = self.net(inp, memory=memory, return_memory=True, **kwargs)
+                logits = logits[:, -1]
+            elif self.feedback:
+                logits = self.net(seq[:, :t], **kwargs)[:, -1]
+            elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
                 inp = seq[:, :n] if first else seq[:, t - 1:t]
@@ -208,7 +231,7 @@ class AutoregressiveWrapper(nn.Module):
 
     def _rolls(self, total: int) -> bool:
         """Transformer-XL models roll their memories once the sequence outgrows `max_seq_len`."""
-        return getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
+        return not self.feedback and getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
             and total > self.max_seq_len
 
     def _cache_blocker(self, total: int) -> Optional[str]:

@@ -205,3 +205,13 @@ def test_bad_arguments_are_refused():
         model.generate([], 2)
     with pytest.raises(ValueError, match="filter_logits_fn"):
         model.generate(torch.zeros(1, 2, dtype=torch.long), 2, filter_logits_fn="top_q")
+
+
+def test_sampled_tokens_follow_the_filtered_distribution():
+    model = make(rotary_pos_emb=True)
+    prompt = torch.randint(0, V, (1, 3))
+    probs = (model.net(prompt)[0, -1] / 0.8).softmax(-1)
+    draws = model.generate(prompt.expand(4000, -1), 1, temperature=0.8, filter_logits_fn="top_k",
+                           filter_kwargs={"k": V})[:, 0]
+    freq = torch.bincount(draws, minlength=V).float() / 4000
+    assert (freq - probs).abs().max() < 0.03
