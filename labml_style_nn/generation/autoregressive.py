@@ -108,9 +108,7 @@ class AutoregressiveWrapper(nn.Module):
         if mask is not None:
             # A padded target is not predicted.
             target = target.masked_fill(~mask[:, 1:], self.ignore_index)
-            mask = mask[:, :-1]
-        if mask is not None:
-            kwargs["mask"] = mask
+            kwargs["mask"] = mask[:, :-1]
         logits = self.net(inp, **kwargs)  # (b, n - 1, V)
         return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
 
@@ -163,16 +161,15 @@ class AutoregressiveWrapper(nn.Module):
         ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
         roll = self._rolls(total)
         cache, memory = None, None
+        blocker = None if self.feedback else self._cache_blocker(total)
         if self.feedback and self.net.seq_len > 1:
             _warn_once("generate: a Feedback Transformer with windows (seq_len > 1) reruns the whole "
                        "sequence at each step, since a one-token call would change its windows")
-        elif self.feedback:
-            pass
-        elif cache_kv and self._caches(total):
+        elif cache_kv and not self.feedback and blocker is None:
             cache = LayersCache(self.net.attn_layers, b, total + self._num_memory_tokens())
-        elif cache_kv:
+        elif cache_kv and not self.feedback:
             _warn_once(f"generate: {type(self.net).__name__} cannot use the key/value cache here "
-                       f"({self._cache_blocker(total)}); decoding without it")
+                       f"({blocker}); decoding without it")
         mems, seg = None, 0  # Transformer-XL: memories and the first column of the current segment
         for t in range(n, total):
             if self.feedback and self.net.seq_len == 1:
@@ -245,9 +242,6 @@ class AutoregressiveWrapper(nn.Module):
         if self._learned_positions() and total > self.max_seq_len:
             return "learned absolute positions end at max_seq_len, so the window slides"
         return None
-
-    def _caches(self, total: int) -> bool:
-        return self._cache_blocker(total) is None
 
     def _left_padding_exact(self, total: int) -> bool:
         """Whether left padding leaves every row's decode unchanged (see the page introduction)."""
