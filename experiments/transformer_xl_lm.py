@@ -15,7 +15,7 @@ $$\tilde{h}^{l-1}_{\tau+1} = \big[\,\mathrm{sg}(h^{l-1}_{\tau}) \circ h^{l-1}_{\
 
 where $\mathrm{sg}$ stops the gradient and $\circ$ concatenates along the sequence. Absolute
 positions would be ambiguous across the two segments, so the positions must be relative:
-`rel_pos_bias=True` (the T5 bias) or `rotary_pos_emb=True`.
+`rel_pos_bias=True` (the T5 bias), `rotary_pos_emb=True` or `alibi_pos_emb=True`.
 
 This script trains **the same model twice** on the same stream of segments: once carrying the
 memory from segment to segment (`mems=` / `return_mems=True`), once starting each segment
@@ -52,7 +52,7 @@ class Config(RunConfig):
     data: str = field(default="stdlib", metadata={"help": "stdlib | tinyshakespeare | enwik8 | path"})
     cache_dir: str = ""
     max_bytes: int = 2_000_000
-    pos: str = field(default="rel_pos_bias", metadata={"help": "rel_pos_bias | rotary"})
+    pos: str = field(default="rel_pos_bias", metadata={"help": "rel_pos_bias | rotary | alibi"})
     dim: int = 128
     depth: int = 3
     heads: int = 4
@@ -72,7 +72,8 @@ class Config(RunConfig):
 
 
 def build_model(cfg: Config) -> TransformerWrapper:
-    positions = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True)}[cfg.pos]
+    positions = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True),
+                 "alibi": dict(alibi_pos_emb=True)}[cfg.pos]
     return TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, max_mem_len=cfg.mem_len,
                               attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, **positions))
 
