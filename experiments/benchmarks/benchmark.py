@@ -28,11 +28,13 @@ is far steadier than either time.  A speed-up above 1 means we are faster.
 
 **Peak memory.**  Tensors on the CPU are allocated by the C++ allocator, which Python's
 `tracemalloc` does not see.  We measure the operating system's view instead: each model runs in a
-fresh subprocess, which builds the model and its input, records its peak resident set size
-(`resource.getrusage(...).ru_maxrss`), runs the forward pass and reads the peak again.  The
-difference is the extra memory the forward pass needed at its worst moment, activations and
-temporaries included.  A fresh process per model keeps one model's freed memory from hiding the
-other's peak.
+fresh subprocess, which builds the model and its input, resets the kernel's record of its peak
+resident set size to the current size (writing `5` to `/proc/self/clear_refs` on Linux), runs the
+forward pass once and reads the peak (`VmHWM`).  Peak minus the size before the forward is the extra
+memory the forward pass needed at its worst moment, activations and temporaries included.  A fresh
+process per model keeps one model's freed memory from hiding the other's peak.  Where `/proc` is
+missing, `resource.getrusage(...).ru_maxrss` deltas stand in (they cannot be reset, so they
+undercount when building the model peaked higher).
 
 **Model FLOPs utilisation.**  The FLOPs of a training step follow the usual count for a
 decoder (Chowdhery et al., 2022, appendix B): $6N$ per token for the $N$ weights of the matrix
@@ -98,8 +100,8 @@ class Sizes:
     fb_mem_len: int = 128
     fb_batch: int = 4
     fb_tokens: int = 128
-    warmup: int = 2
-    iters: int = 7
+    warmup: int = 1
+    iters: int = 5
 
 
 QUICK = dict(dim=32, depth=2, heads=2, batch=2, seq=32, enc_seq=128, xl_seq=16, xl_mem=32,
@@ -172,6 +174,13 @@ def encoder_forward_fn(lib, s: Sizes, flash: bool):
 
 #
 # ## Timing, alternating the two models
+# The clock: wall time by default; `--clock cpu` reads the process's CPU time instead, which a busy
+# machine disturbs far less (other processes' time is not counted), at the price of counting the
+# threads' spin-waits.
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
+
+
 def time_alternating(fns: dict[str, Callable[[], None]], warmup: int, iters: int) -> dict[str, float]:
     """Median seconds per call of each function, calling them in turns."""
     for _ in range(warmup):
@@ -180,9 +189,9 @@ def time_alternating(fns: dict[str, Callable[[], None]], warmup: int, iters: int
     times = {k: [] for k in fns}
     for _ in range(iters):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -190,10 +199,12 @@ def matmul_rate(n: int, iters: int = 5) -> float:
     """FLOP/s of an `n x n` fp32 matrix multiply: the machine's reachable peak."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    t0 = time.perf_counter()
+    times = []
     for _ in range(iters):
+        t0 = clock()
         a @ b
-    return 2 * n ** 3 * iters / (time.perf_counter() - t0)
+        times.append(clock() - t0)
+    return 2 * n ** 3 / min(times)
 
 
 def training_flops(model, s: Sizes, dim: int, tokens: int, seq: int) -> float:
@@ -205,15 +216,30 @@ def training_flops(model, s: Sizes, dim: int, tokens: int, seq: int) -> float:
 
 #
 # ## Peak memory, one subprocess per model
+def _status_kib(field: str) -> int:
+    """A field of `/proc/self/status` in KiB (`VmRSS` now, `VmHWM` the peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
 def _memory_worker(which: str, quick: bool) -> None:
     s = Sizes(**QUICK) if quick else Sizes()
     torch.manual_seed(0)
     lib = ours if which == "ours" else peer("x_transformers")
     forward = encoder_forward_fn(lib, s, flash=which != "ours")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    forward()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_kib": after - before}))
+    try:
+        # Linux: reset the peak to the current size, so that only the forward pass can raise it.
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        forward()
+        peak = _status_kib("VmHWM")
+    except OSError:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        forward()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_kib": peak - before}))
 
 
 def peak_memory_mib(which: str, quick: bool) -> float:
@@ -336,14 +362,19 @@ def main(argv=None) -> list[Result]:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the goals are for 2)")
     p.add_argument("--cases", default="train,features,encoder,xl,feedback,mfu",
                    help="comma-separated subset of: train,features,encoder,xl,feedback,mfu")
+    p.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="wall time, or the process's CPU time")
+    p.add_argument("--iters", type=int, default=0, help="timed calls per model (default: 5, quick: 2)")
     p.add_argument("--json", default="", help="also write the results to this file")
     p.add_argument("--memory-worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCK[args.clock]
     if args.memory_worker:
         _memory_worker(args.memory_worker, args.quick)
         return []
     s = Sizes(**QUICK) if args.quick else Sizes()
+    s.iters = args.iters or s.iters
     runners = dict(train=lambda: case_train(s, False), features=lambda: case_train(s, True),
                    encoder=lambda: case_encoder(s, args.quick), xl=lambda: case_xl(s),
                    feedback=lambda: case_feedback(s), mfu=lambda: case_mfu(s))
