@@ -8,6 +8,7 @@ Every public class is importable from here.  The seeds' keyword API:
 """
 
 from .attention import Attention
+from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
 from .generation import AutoregressiveWrapper
 from .models import (AttentionLayers, ContinuousTransformerWrapper, CrossAttender, Decoder, Encoder,
@@ -18,7 +19,7 @@ from .transformer_xl import (FeedForward, RelativeMultiHeadAttention, Transforme
 
 __all__ = [
     "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
-    "Decoder", "Encoder", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
+    "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
     "XTransformer", "causal_mask_with_memory", "update_memory",
 ]
