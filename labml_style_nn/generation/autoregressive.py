@@ -134,7 +134,7 @@ class AutoregressiveWrapper(nn.Module):
             if temperature == 0:
                 return logits.argmax(dim=-1)
             probs = filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)  # (b, V)
-            # Exponential race: $\arg\max_i p_i / E_i$ with $E_i \sim \operatorname{Exp}(1)$ picks $i$
+            # Exponential race: $\operatorname{argmax}_i\, p_i / E_i$ with $E_i \sim \operatorname{Exp}(1)$ picks $i$
             # with probability $p_i$, in three kernels.
             return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
 
