@@ -264,6 +264,8 @@ def build_nav(pages: list[SourcePage], exports: list[Export], notebooks: list[tu
     nav.append({"API reference": api})
     if "results.md" in extra_docs:
         nav.append({"Results": "results.md"})
+    if "benchmarks.md" in extra_docs:
+        nav.append({"Benchmarks": "benchmarks.md"})
     if notebooks:
         nav.append({"Notebooks": ["notebooks/index.md"] + [{t: p[: -len(".ipynb")] + ".md"} for p, t in notebooks]})
     if "dev/conventions.md" in extra_docs:
