@@ -15,8 +15,7 @@ tasks that need to track state, at the cost of computing the tokens of a segment
 time instead of all at once.
 
 This script trains both on the same character data, with a similar number of parameters (both
-counts are printed; the feedback model shares its memory key/value projections across layers,
-so it is smaller at equal width and depth), the same segment length, the same memory length and
+counts are printed; both use GLU feed-forwards, as the seed implementation does), the same segment length, the same memory length and
 the same number of steps, and reports validation bits per character and wall-clock time.
 
 ```
@@ -68,7 +67,7 @@ class Config(RunConfig):
 
 def build_models(cfg: Config) -> dict:
     feedback = FeedbackTransformer(num_tokens=256, dim=cfg.dim, depth=cfg.depth, seq_len=cfg.window,
-                                   mem_len=cfg.mem_len, heads=cfg.heads, dim_head=cfg.dim_head)
+                                   mem_len=cfg.mem_len, heads=cfg.heads, dim_head=cfg.dim_head, ff_glu=True)
     xl = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, max_mem_len=cfg.mem_len,
                             attn_layers=Decoder(dim=cfg.dim, depth=cfg.xl_depth, heads=cfg.heads,
                                                 attn_dim_head=cfg.dim_head, rel_pos_bias=True, ff_glu=True))
