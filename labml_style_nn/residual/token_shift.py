@@ -73,14 +73,20 @@ def shift_tokens(x: Tensor, amount: int, mask: Optional[Tensor] = None,
     if mask is not None:
         # Padded positions pass zeros to their successors, never their features.
         x = x.masked_fill(~mask[:, -n:, None], 0.0)
-    if state is not None:
-        prefix = state.prev if state.prev is not None else x.new_zeros(b, amount, d)
-        full = torch.cat((prefix, x), dim=1)  # (b, s + n, D): the $s$ earlier inputs, then these
-        state.prev = full[:, -amount:]
-    else:
-        full = F.pad(x, (0, 0, amount, 0))  # (b, s + n, D): zeros before the first token
     width = d // (amount + 1)
-    # Chunk $c$ of position $t$ comes from position $t - c$: rows $s - c \dots s - c + n - 1$ of `full`.
+    if state is None:
+        # Chunk $c$ of position $t$ comes from position $t - c$: drop its last $c$ rows and pad $c$
+        # zero rows in front.  Chunk 0 and the features beyond the last chunk stay in place.
+        chunks = [x[..., :width]]
+        for c in range(1, amount + 1):
+            chunk = x[:, :max(n - c, 0), c * width:(c + 1) * width]
+            chunks.append(F.pad(chunk, (0, 0, min(c, n), 0)))  # (b, n, w)
+        return torch.cat(chunks + [x[..., (amount + 1) * width:]], dim=-1)  # (b, n, D)
+    # With a state the $s$ earlier inputs come first, then these tokens.
+    prefix = state.prev if state.prev is not None else x.new_zeros(b, amount, d)
+    full = torch.cat((prefix, x), dim=1)  # (b, s + n, D)
+    state.prev = full[:, -amount:]
+    # Chunk $c$ of position $t$: rows $s - c \dots s - c + n - 1$ of `full`.
     chunks = [full[:, amount - c: amount - c + n, c * width:(c + 1) * width] for c in range(amount + 1)]
     rest = full[:, amount:, (amount + 1) * width:]  # (b, n, D - (s + 1) w), unshifted
     return torch.cat(chunks + [rest], dim=-1)  # (b, n, D)
