@@ -54,11 +54,11 @@ class Config(RunConfig):
     window: int = field(default=8, metadata={"help": "feedback: tokens computed in parallel per memory update"})
     mem_len: int = field(default=64, metadata={"help": "memory length m (both models)"})
     xl_depth: int = field(default=2, metadata={"help": "Transformer-XL depth (tune for a similar parameter count)"})
-    batch_size: int = 8
-    steps: int = 150
+    batch_size: int = 16
+    steps: int = 600
     lr: float = 2e-3
-    warmup: int = 20
-    eval_every: int = 50
+    warmup: int = 50
+    eval_every: int = 100
     eval_segments: int = 16
 
     SMOKE = dict(dim=32, depth=1, xl_depth=1, heads=2, dim_head=16, seq_len=8, window=4, mem_len=8, batch_size=4,
