@@ -32,6 +32,8 @@ FEATURES = {
     "collab_heads": ({}, {"attn_collab_heads": True}),
     "sparse_topk_entmax": ({}, {"attn_sparse_topk": 3, "alibi_pos_emb": True}),
     "entmax": ({}, {"attn_use_entmax15": True}),
+    "rotary_qk_norm": ({}, {"rotary_pos_emb": True, "attn_qk_norm": True}),
+    "t5_value_gates": ({}, {"rel_pos_bias": True, "attn_gate_values": True}),
     "everything": ({"num_memory_tokens": 2}, {"rotary_pos_emb": True, "attn_num_mem_kv": 2, "macaron": True,
                                              "attn_qk_norm": True, "shift_tokens": 1, "residual_attn": True,
                                              "gate_residual": True, "attn_talking_heads": True}),
@@ -111,3 +113,13 @@ def test_xtransformer_generate_cached_equals_uncached(dec):
             step = net(seq[:, t:t + 1], cache=cache, context=enc, context_mask=src_mask)[:, -1]
             full = net(seq[:, :t + 1], context=enc, context_mask=src_mask)[:, -1]
             torch.testing.assert_close(step, full, atol=1e-4, rtol=0)
+
+
+def test_one_token_steps_take_the_fast_attention_path(monkeypatch):
+    from labml_style_nn.attention.attention import Attention
+    calls = []
+    original = Attention._cached_step
+    monkeypatch.setattr(Attention, "_cached_step", lambda self, *a: calls.append(1) or original(self, *a))
+    model = make({}, {"rotary_pos_emb": True})
+    model.generate(torch.randint(0, V, (1, 3)), 5, temperature=0.0)
+    assert len(calls) == 4 * 2  # 4 one-token steps after the prompt, 2 self-attention layers
