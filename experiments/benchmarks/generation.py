@@ -22,7 +22,9 @@ python experiments/benchmarks/generation.py             # ~2 minutes on 2 cores
 python experiments/benchmarks/generation.py --quick     # a smoke run
 ```
 
-This is a script that prints figures, not a test: timings depend on the machine.
+This is a script that prints figures, not a test: timings depend on the machine.  On a machine
+shared with other busy processes two threads can be many times slower than one (the threads wait
+for each other at every small kernel); compare with `--threads 1` before trusting a ratio.
 """
 
 from __future__ import annotations
