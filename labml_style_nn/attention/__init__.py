@@ -1,6 +1,7 @@
 """Attention and the techniques that plug into it."""
 
-from .attention import Attention, ScoreTransform, ScoreTransforms, SharedAttentionInputs
+from .attention import Attention
+from .extension_points import ScoreTransform, ScoreTransforms, SharedAttentionInputs
 from .attention_on_attention import AttentionOnAttention
 from .collaborative import CollaborativeQK
 from .entmax15 import Entmax15

@@ -13,7 +13,7 @@ with an output projection.
 
 Almost every technique in this library changes *one* step of this computation, so the module is
 written as that sequence of steps, each one an **extension point** that a technique plugs into
-from its own file:
+from its own file (the protocols are on the [extension points](extension_points.md) page):
 
 | step | extension point | techniques |
 |---|---|---|
@@ -46,7 +46,6 @@ build a mask with a heads axis unless a bias has one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -55,71 +54,7 @@ from einops import rearrange
 from torch import nn, Tensor
 
 from ..positional.rotary import apply_rotary
-
-
-#
-# ## Inputs shared by every layer of a forward pass
-#
-# The layer stack computes positional information once per forward and hands the same object to
-# every self-attention layer.  Positions here refer to the *newly computed* keys: with an XL memory
-# these are the memory followed by the current tokens, with a cache only the current tokens.
-# Queries always use the last `n` rows.
-@dataclass
-class SharedAttentionInputs:
-    """Per-forward inputs that every self-attention layer of a stack shares."""
-
-    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
-    rotary: Optional[Tensor] = None
-    # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
-    attn_bias: Optional[Tensor] = None
-    # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
-    qk_pos: Optional[Tensor] = None
-
-
-def masked_fill_value(dtype: torch.dtype) -> float:
-    """The most negative finite value of `dtype`: a masked score that can never become NaN."""
-    return -torch.finfo(dtype).max
-
-
-def softmax(scores: Tensor) -> Tensor:
-    """Softmax over keys, computed in float32 for stability and cast back."""
-    return scores.float().softmax(dim=-1).to(scores.dtype)
-
-
-#
-# ## Score transforms
-#
-# A score transform sees the scores before the normaliser (`pre_softmax`) and the weights after it
-# (`post_softmax`).  Subclasses override what they need; `needs_scores` tells the attention
-# module that it must take the explicit path.
-class ScoreTransform(nn.Module):
-    """Base class of techniques that change the attention scores or weights."""
-
-    def pre_softmax(self, scores: Tensor, visible: Optional[Tensor]) -> Tensor:
-        """Transform scores `(b, h, i, j)`; `visible` is the boolean mask, true where allowed."""
-        return scores
-
-    def post_softmax(self, weights: Tensor) -> Tensor:
-        """Transform attention weights `(b, h, i, j)`."""
-        return weights
-
-
-class ScoreTransforms(ScoreTransform):
-    """Applies several score transforms in order."""
-
-    def __init__(self, transforms: list[ScoreTransform]):
-        super().__init__()
-        self.transforms = nn.ModuleList(transforms)
-
-    def pre_softmax(self, scores, visible):
-        for t in self.transforms:
-            scores = t.pre_softmax(scores, visible)
-        return scores
-
-    def post_softmax(self, weights):
-        for t in self.transforms:
-            weights = t.post_softmax(weights)
-        return weights
+from .extension_points import ScoreTransform, SharedAttentionInputs, masked_fill_value, softmax
 
 
 #

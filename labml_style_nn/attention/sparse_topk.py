@@ -36,7 +36,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .attention import ScoreTransform, masked_fill_value
+from .extension_points import ScoreTransform, masked_fill_value
 
 
 class SparseTopK(ScoreTransform):

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .attention import ScoreTransform
+from .extension_points import ScoreTransform
 
 
 def mix_heads(t: Tensor, mixing: Tensor) -> Tensor:

@@ -53,7 +53,7 @@ from typing import Optional
 import torch
 from torch import nn, Tensor
 
-from ..attention.attention import masked_fill_value
+from ..attention.extension_points import masked_fill_value
 from ..feedforward.feedforward import FeedForward
 from ..positional.t5_bias import T5RelativePositionBias
 from .feedback_attention import FeedbackAttention

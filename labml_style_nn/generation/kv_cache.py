@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..attention.attention import SharedAttentionInputs
+from ..attention.extension_points import SharedAttentionInputs
 from ..residual.token_shift import ShiftState
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..attention.attention import Attention, ScoreTransforms
+from ..attention.attention import Attention
 from ..attention.attention_on_attention import AttentionOnAttention
 from ..attention.collaborative import CollaborativeQK
 from ..attention.entmax15 import Entmax15
+from ..attention.extension_points import ScoreTransforms
 from ..attention.gate_values import ValueGate
 from ..attention.head_scale import HeadScale, OutputGates
 from ..attention.qk_norm import QKNorm

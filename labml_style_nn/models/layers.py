@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..attention.attention import SharedAttentionInputs
+from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..options import LayerOptions, parse_layer_options
 from ..positional.alibi import AlibiPositionalBias

@@ -1,0 +1,93 @@
+r"""
+# The extension points of attention
+
+The [attention module](attention.md) is a fixed sequence of steps; techniques change one step each
+by plugging a small object into it.  This page defines the protocols those objects follow, and the
+per-forward inputs that the layer stack shares with every attention layer.
+
+| extension point | protocol | implemented by |
+|---|---|---|
+| `qk_proj` | `forward(x, kv_input) -> (q, k)` and `queries(x) -> q`, each `(b, h, n, e)` | [collaborative heads](collaborative.md) |
+| `qk_transform` | `queries(q) -> q` and `keys(k) -> k` | [qk-norm](qk_norm.md) |
+| `memory_kv` | `forward(batch) -> (k, v)`, each `(b, h, N, d)` | [persistent memory](../memory/persistent_memory.md) |
+| `score_transform` | a `ScoreTransform` below | [talking heads](talking_heads.md), [top-k](sparse_topk.md) |
+| `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md) |
+| `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [value gating](gate_values.md), [head scale](head_scale.md) |
+| `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)` | [attention on attention](attention_on_attention.md) |
+| shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
+
+Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn, Tensor
+
+
+#
+# ## Inputs shared by every layer of a forward pass
+#
+# The layer stack computes positional information once per forward and hands the same object to
+# every self-attention layer.  Positions here refer to the *newly computed* keys: with an XL memory
+# these are the memory followed by the current tokens, with a cache only the current tokens.
+# Queries always use the last `n` rows.
+@dataclass
+class SharedAttentionInputs:
+    """Per-forward inputs that every self-attention layer of a stack shares."""
+
+    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
+    rotary: Optional[Tensor] = None
+    # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
+    attn_bias: Optional[Tensor] = None
+    # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
+    qk_pos: Optional[Tensor] = None
+
+
+def masked_fill_value(dtype: torch.dtype) -> float:
+    """The most negative finite value of `dtype`: a masked score that can never become NaN."""
+    return -torch.finfo(dtype).max
+
+
+def softmax(scores: Tensor) -> Tensor:
+    """Softmax over keys, computed in float32 for stability and cast back."""
+    return scores.float().softmax(dim=-1).to(scores.dtype)
+
+
+#
+# ## Score transforms
+#
+# A score transform sees the scores before the normaliser (`pre_softmax`) and the weights after it
+# (`post_softmax`).  Subclasses override what they need; any score transform makes the attention
+# module take the explicit path, since the fused kernel never shows the scores.
+class ScoreTransform(nn.Module):
+    """Base class of techniques that change the attention scores or weights."""
+
+    def pre_softmax(self, scores: Tensor, visible: Optional[Tensor]) -> Tensor:
+        """Transform scores `(b, h, i, j)`; `visible` is the boolean mask, true where allowed."""
+        return scores
+
+    def post_softmax(self, weights: Tensor) -> Tensor:
+        """Transform attention weights `(b, h, i, j)`."""
+        return weights
+
+
+class ScoreTransforms(ScoreTransform):
+    """Applies several score transforms in order."""
+
+    def __init__(self, transforms: list[ScoreTransform]):
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def pre_softmax(self, scores, visible):
+        for t in self.transforms:
+            scores = t.pre_softmax(scores, visible)
+        return scores
+
+    def post_softmax(self, weights):
+        for t in self.transforms:
+            weights = t.post_softmax(weights)
+        return weights
