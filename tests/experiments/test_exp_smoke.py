@@ -53,3 +53,20 @@ def test_default_output_folder_is_runs(tmp_path):
     result = run([str(ROOT / "experiments" / "vit_classification.py"), "--smoke", "--device", "cpu"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs" / "vit_classification" / "shapes" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_compiled_run_saves_a_plain_checkpoint(tmp_path):
+    """`--compile` trains through `torch.compile`, and the checkpoint still loads into a plain model."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from experiments import char_lm
+
+    result = run([str(ROOT / "experiments" / "char_lm.py"), "--smoke", "--compile", "--device", "cpu",
+                  "--sample-len", "0", "--out-dir", str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert not any(key.startswith("_orig_mod") for key in state["model"])
+    model = char_lm.build_model(char_lm.Config(**{k: v for k, v in state["config"].items()}))
+    model.load_state_dict(state["model"])
