@@ -123,3 +123,48 @@ def test_windows_and_streams():
     assert ((w[:, 1:] - w[:, :-1]) % 256 == 1).all()  # consecutive bytes
     s = data.contiguous_streams(torch.arange(100), 3)
     assert s.shape == (3, 33) and torch.equal(s.flatten(), torch.arange(99))
+
+
+def test_mnist_loader_reads_cached_files(tmp_path, monkeypatch):
+    """The MNIST loader on small fake files placed in the cache (their digests replace the real ones)."""
+    sizes = {"train": 6, "t10k": 4}
+    checksums = {}
+    (tmp_path / "mnist").mkdir()
+    for split, n in sizes.items():
+        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        for kind, header, payload in (("images-idx3", struct.pack(">IIII", 0x0803, n, 28, 28), images),
+                                      ("labels-idx1", struct.pack(">II", 0x0801, n), labels)):
+            name = f"{split}-{kind}-ubyte.gz"
+            with gzip.open(tmp_path / "mnist" / name, "wb") as f:
+                f.write(header + bytes(payload.flatten().tolist()))
+            checksums[name] = data.file_digest(tmp_path / "mnist" / name)
+    monkeypatch.setattr(data, "MNIST_FILES", checksums)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
+    (train_x, train_y), (test_x, test_y) = data.load_mnist(tmp_path)
+    assert train_x.shape == (6, 3, 28, 28) and test_x.shape == (4, 3, 28, 28)
+    assert 0 <= train_x.min() and train_x.max() <= 1 and torch.equal(train_x[:, 0], train_x[:, 2])
+    assert train_y.tolist() == [0, 1, 2, 3, 4, 5] and test_y.dtype == torch.long
+
+
+def test_cifar10_loader_reads_cached_archive(tmp_path, monkeypatch):
+    """The CIFAR-10 loader on a small fake archive in the real layout (pickled batches in a tar.gz)."""
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        batch = {b"data": np.full((2, 3072), i, dtype=np.uint8), b"labels": [i % 10, (i + 1) % 10]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    monkeypatch.setattr(data, "CIFAR10", {**data.CIFAR10, "checksum": "sha256:" + data.file_digest(archive)})
+    (train_x, train_y), (test_x, test_y) = data.load_cifar10(tmp_path)
+    assert train_x.shape == (10, 3, 32, 32) and test_x.shape == (2, 3, 32, 32)
+    assert train_y.tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
+    assert torch.allclose(test_x, torch.full_like(test_x, 5 / 255))
