@@ -72,6 +72,16 @@ def _parse_value(kind: type, text: str):
     return kind(text)
 
 
+def _summary(doc: str | None) -> str | None:
+    """A page docstring's title and first paragraph of prose, for `--help`."""
+    if not doc:
+        return None
+    paragraphs = [p.strip() for p in doc.strip().split("\n\n")]
+    title = paragraphs[0].splitlines()[0].lstrip("# ")
+    prose = next((p for p in paragraphs[1:] if not p.startswith("*Paper:*")), "")
+    return f"{title}. {' '.join(prose.split())}" if prose else title
+
+
 def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | None = None):
     """Build an `argparse` command line from a config dataclass, and parse it.
 
@@ -79,8 +89,7 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
     field's metadata. `--smoke` applies the class's `SMOKE` overrides (a tiny, seconds-long run) first;
     options given explicitly on the command line still win over them.
     """
-    title = (doc or "").strip().splitlines()[0].lstrip("# ") if doc else None
-    parser = argparse.ArgumentParser(description=title, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=_summary(doc), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny model, a few steps: a CI check that it runs")
     defaults = config_cls()
     types = {f.name: f.type if isinstance(f.type, type) else type(getattr(defaults, f.name)) for f in fields(config_cls)}
