@@ -56,7 +56,7 @@ def test_mems_are_detached_normalised_inputs_one_per_attention_layer():
 
 #
 # ## The key invariant: segment 2 with memory == the same positions of one pass
-def _check_segments_equal_full_pass(model, n1=10, n2=7):
+def assert_segments_equal_full_pass(model, n1=10, n2=7):
     x = tokens(2, n1 + n2)
     with torch.no_grad():
         full = model(x)
@@ -68,7 +68,7 @@ def _check_segments_equal_full_pass(model, n1=10, n2=7):
 
 @pytest.mark.parametrize("scheme", list(POSITIONS))
 def test_segment_with_memory_equals_full_pass(scheme):
-    _check_segments_equal_full_pass(make(**POSITIONS[scheme]))
+    assert_segments_equal_full_pass(make(**POSITIONS[scheme]))
 
 
 @pytest.mark.parametrize("scheme", list(POSITIONS))
@@ -80,11 +80,11 @@ def test_segment_with_memory_equals_full_pass(scheme):
     dict(attn_num_mem_kv=4, attn_talking_heads=True, residual_attn=True, macaron=True, ff_glu=True),
 ], ids=["num_mem_kv", "talking_heads", "residual_attn", "macaron", "all"])
 def test_segment_with_memory_equals_full_pass_with_features(scheme, features):
-    _check_segments_equal_full_pass(make(**POSITIONS[scheme], **features))
+    assert_segments_equal_full_pass(make(**POSITIONS[scheme], **features))
 
 
 def test_gate_residual_with_relative_positions_equals_full_pass():
-    _check_segments_equal_full_pass(make(rotary_pos_emb=True, gate_residual=True))
+    assert_segments_equal_full_pass(make(rotary_pos_emb=True, gate_residual=True))
 
 
 #

@@ -40,7 +40,7 @@ def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _compiled_matches_eager(model, loss_fn, *inputs):
+def assert_compiled_matches_eager(model, loss_fn, *inputs):
     torch._dynamo.reset()
     loss_fn(model, *inputs).backward()
     eager = _grads(model)
@@ -58,7 +58,7 @@ def test_decoder_stack_training_step_compiles_fullgraph():
     torch.manual_seed(0)
     model = Decoder(dim=32, depth=2, heads=4, attn_dim_head=8)
     x, target = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
-    _compiled_matches_eager(model, lambda m, x, t: F.mse_loss(m(x), t), x, target)
+    assert_compiled_matches_eager(model, lambda m, x, t: F.mse_loss(m(x), t), x, target)
 
 
 def _lm_loss(model, tokens):
@@ -69,7 +69,7 @@ def _lm_loss(model, tokens):
 def test_language_model_training_step_compiles_fullgraph():
     torch.manual_seed(0)
     model = TransformerWrapper(num_tokens=32, max_seq_len=32, attn_layers=Decoder(dim=32, depth=2, heads=4))
-    _compiled_matches_eager(model, _lm_loss, torch.randint(0, 32, (2, 17)))
+    assert_compiled_matches_eager(model, _lm_loss, torch.randint(0, 32, (2, 17)))
 
 
 def test_cached_decoding_step_compiles_fullgraph_without_recompiling():

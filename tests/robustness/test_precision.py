@@ -14,7 +14,7 @@ from robust_features import SEED_FEATURES, make_stack, padded_batch
 KINDS = ["encoder", "decoder"]
 
 
-def _finite_fwd_bwd(model, x, mask, device_type=None, dtype=None):
+def assert_finite_fwd_bwd(model, x, mask, device_type=None, dtype=None):
     """Forward and backward; returns the output so callers can check its dtype."""
     if device_type is not None:
         with torch.autocast(device_type=device_type, dtype=dtype):
@@ -35,7 +35,7 @@ def _finite_fwd_bwd(model, x, mask, device_type=None, dtype=None):
 def test_autocast_bf16_cpu(feature, kind):
     model = make_stack(kind, **SEED_FEATURES[feature])
     x, mask = padded_batch()
-    out = _finite_fwd_bwd(model, x, mask, "cpu", torch.bfloat16)
+    out = assert_finite_fwd_bwd(model, x, mask, "cpu", torch.bfloat16)
     # Autocast really ran the matrix multiplies in bf16 (or the norm at the end cast back up).
     assert out.dtype in (torch.bfloat16, torch.float32)
 
@@ -60,7 +60,7 @@ HALF_DTYPES = [pytest.param(torch.bfloat16, id="bf16"),
 def test_half_weights_cpu(feature, kind, dtype):
     model = make_stack(kind, **SEED_FEATURES[feature]).to(dtype)
     x, mask = padded_batch(dtype=dtype)
-    out = _finite_fwd_bwd(model, x, mask)
+    out = assert_finite_fwd_bwd(model, x, mask)
     assert out.dtype == dtype
 
 
@@ -71,7 +71,7 @@ def test_half_weights_cpu(feature, kind, dtype):
 def test_autocast_cuda(feature, kind, dtype):
     model = make_stack(kind, **SEED_FEATURES[feature]).cuda()
     x, mask = padded_batch()
-    _finite_fwd_bwd(model, x.cuda(), mask.cuda(), "cuda", dtype)
+    assert_finite_fwd_bwd(model, x.cuda(), mask.cuda(), "cuda", dtype)
 
 
 def test_fully_padded_row_stays_finite_in_bf16():
