@@ -176,6 +176,7 @@ class Attention(nn.Module):
         cache=None,
         prev_scores: Optional[Tensor] = None,
         return_scores: bool = False,
+        attn_sink: Optional[list] = None,
     ):
         r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
 
@@ -187,6 +188,8 @@ class Attention(nn.Module):
             cache: a key/value cache with `offset` and `update(k, v) -> (k, v)` (generation).
             prev_scores: the previous layer's scores (residual attention).
             return_scores: also return the pre-softmax scores `(b, h, i, j)`.
+            attn_sink: a list that receives the attention weights `(b, h, i, j)` (takes the
+                explicit path; for inspecting what the model attends to).
 
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
@@ -194,7 +197,7 @@ class Attention(nn.Module):
         shared = shared or SharedAttentionInputs()
         n = x.shape[1]
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and shared.qk_pos is None and self._plain_self_attention:
+                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -247,11 +250,11 @@ class Attention(nn.Module):
         if bias is not None and num_mem:
             bias = F.pad(bias, (num_mem, 0))
 
-        if self.uses_fused_path and prev_scores is None and not return_scores:
+        if self.uses_fused_path and prev_scores is None and not return_scores and attn_sink is None:
             out = self._fused(q, k, v, visible, bias, has_key)
             scores = None
         else:
-            out, scores = self._explicit(q, k, v, visible, bias, has_key, prev_scores)
+            out, scores = self._explicit(q, k, v, visible, bias, has_key, prev_scores, attn_sink)
 
         if self.output_gate is not None:
             out = self.output_gate(out, x)
@@ -340,7 +343,7 @@ class Attention(nn.Module):
 
     #
     # ### The explicit path
-    def _explicit(self, q, k, v, visible, bias, has_key, prev_scores):
+    def _explicit(self, q, k, v, visible, bias, has_key, prev_scores, attn_sink=None):
         # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype.  The scale multiplies $q$
         # ($n d$ values) instead of $S$ ($n^2$), and one batched matmul needs no permuted copies.
         scores = torch.matmul(q * self.scale, k.transpose(-1, -2))  # (b, h, i, j)
@@ -365,6 +368,8 @@ class Attention(nn.Module):
             weights = weights * has_key
         if self.score_transform is not None:
             weights = self.score_transform.post_softmax(weights)
+        if attn_sink is not None:
+            attn_sink.append(weights)
         weights = self.dropout(weights)
         # $o_i = \sum_j A_{ij} v_j$
         out = torch.matmul(weights, v)  # (b, h, i, d)

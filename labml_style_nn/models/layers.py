@@ -159,7 +159,7 @@ class AttentionLayers(nn.Module):
     # ## Forward
     def forward(self, x: Tensor, *, context: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                cache=None, return_hiddens: bool = False):
+                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -169,6 +169,8 @@ class AttentionLayers(nn.Module):
             mems: Transformer-XL memories, one `(b, m, D)` per self-attention layer.
             cache: a `generation.kv_cache.LayersCache` for incremental decoding.
             return_hiddens: also return each self-attention layer's input (the next memories).
+            attn_sink: a list that receives every attention layer's weights `(b, h, i, j)`, in
+                order (the explicit path runs, so inspection costs speed).
 
         Returns:
             `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
@@ -191,12 +193,13 @@ class AttentionLayers(nn.Module):
         mems_iter = iter(mems) if mems else None
         hiddens = []
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
-            and torch.is_grad_enabled()
+            and torch.is_grad_enabled() and attn_sink is None
         for i, block in enumerate(self.blocks):
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
-            args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled)
+            args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
+                    attn_sink)
             if checkpointing:
                 x, scores, h = checkpoint(_run_block, *args, use_reentrant=False)
             else:
@@ -212,7 +215,8 @@ class AttentionLayers(nn.Module):
         return (x, hiddens) if return_hiddens else x
 
 
-def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores):
+def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
+               attn_sink=None):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
     h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None)
     scores = None
@@ -222,10 +226,10 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         attn_cache = block_cache.attn if block_cache is not None else None
         if block.kind == "a":
             out, scores = block.fn(h, mask=mask, shared=shared, mem=mem, cache=attn_cache,
-                                   prev_scores=prev_scores, return_scores=keep_scores)
+                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
         else:
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
-                                   prev_scores=prev_scores, return_scores=keep_scores)
+                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
     return block.join(out, x), scores, h
 
 

@@ -91,7 +91,8 @@ class _SequenceWrapper(nn.Module):
     # ## The shared forward
     #
     # Embeddings in, final hidden states out, with memory tokens and XL memories handled here.
-    def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, seq_start_pos=None):
+    def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, seq_start_pos=None,
+             attn_sink=None):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
         first_step = cache is None or cache.offset == 0
         # Absolute position of the first token: a cache already holds the memory tokens.
@@ -109,12 +110,18 @@ class _SequenceWrapper(nn.Module):
         if mems is not None and self.shift_mem_down:
             mems = shift_memories_down(mems, self.shift_mem_down)
         h, hiddens = self.attn_layers(h, mask=mask, context=context, context_mask=context_mask,
-                                      mems=mems, cache=cache, return_hiddens=True)
+                                      mems=mems, cache=cache, return_hiddens=True, attn_sink=attn_sink)
         if self.memory_tokens is not None and first_step:
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
         new_mems = update_memories(mems, hiddens, self.max_mem_len) if return_mems else None
         return h, new_mems
+
+    @staticmethod
+    def _outputs(out: Tensor, new_mems, attn_maps, return_mems: bool, return_attn: bool):
+        """`out`, then the memories and the attention maps when they were asked for."""
+        extra = ((new_mems,) if return_mems else ()) + ((attn_maps,) if return_attn else ())
+        return (out, *extra) if extra else out
 
 
 class TransformerWrapper(_SequenceWrapper):
@@ -163,12 +170,15 @@ class TransformerWrapper(_SequenceWrapper):
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
                 return_mems: bool = False, return_embeddings: bool = False, cache=None,
-                seq_start_pos: Optional[Tensor] = None):
+                seq_start_pos: Optional[Tensor] = None, return_attn: bool = False):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead.  With
-        `return_mems=True` also the new Transformer-XL memories: `(out, mems)`.  `seq_start_pos`
-        `(b,)` gives the first real token of each left-padded row, where its absolute positions start.
+        `return_mems=True` also the new Transformer-XL memories: `(out, mems)`.  With
+        `return_attn=True` also the attention weights of every attention layer, each `(b, h, i, j)`
+        (keys include memory tokens, memories and persistent slots): `(out, [mems,] attn_maps)`.
+        `seq_start_pos` `(b,)` gives the first real token of each left-padded row, where its absolute
+        positions start.
         """
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
@@ -185,10 +195,12 @@ class TransformerWrapper(_SequenceWrapper):
         h = self.project_emb(self.token_emb(x))  # (b, n, D)
         if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
             raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
+        attn_maps = [] if return_attn else None
         h, new_mems = self._run(h, mask=mask, context=context, context_mask=context_mask, mems=mems,
-                                return_mems=return_mems, cache=cache, seq_start_pos=seq_start_pos)
+                                return_mems=return_mems, cache=cache, seq_start_pos=seq_start_pos,
+                                attn_sink=attn_maps)
         out = h if return_embeddings else self.logits(h)
-        return (out, new_mems) if return_mems else out
+        return self._outputs(out, new_mems, attn_maps, return_mems, return_attn)
 
 
 class ContinuousTransformerWrapper(_SequenceWrapper):
@@ -211,15 +223,17 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                return_mems: bool = False, return_embeddings: bool = False, cache=None):
-        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)`."""
+                return_mems: bool = False, return_embeddings: bool = False, cache=None,
+                return_attn: bool = False):
+        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`)."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
         if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape[:2])):
             got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
             raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {got}")
+        attn_maps = [] if return_attn else None
         h, new_mems = self._run(self.project_in(x), mask=mask, context=context, context_mask=context_mask,
-                                mems=mems, return_mems=return_mems, cache=cache)
+                                mems=mems, return_mems=return_mems, cache=cache, attn_sink=attn_maps)
         out = h if return_embeddings else self.project_out(h)
-        return (out, new_mems) if return_mems else out
+        return self._outputs(out, new_mems, attn_maps, return_mems, return_attn)

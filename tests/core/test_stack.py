@@ -93,3 +93,29 @@ def test_gradients_reach_every_parameter():
     model(_tokens(), context=torch.randn(2, 5, 32)).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing
+
+
+def test_return_attn_gives_the_weights_every_layer_used():
+    model = TransformerWrapper(num_tokens=40, max_seq_len=16,
+                               attn_layers=Decoder(dim=32, depth=2, heads=4, alibi_pos_emb=True,
+                                                   cross_attend=True)).eval()
+    x, ctx = _tokens(), torch.randn(2, 5, 32)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[1, :3] = False
+    logits, maps = model(x, context=ctx, mask=mask, return_attn=True)
+    torch.testing.assert_close(logits, model(x, context=ctx, mask=mask))  # the explicit path agrees
+    assert [m.shape for m in maps] == [(2, 4, 12, 12), (2, 4, 12, 5)] * 2  # self, cross, self, cross
+    self_attn = maps[0]
+    # Rows are distributions over the visible keys: causal, and padded keys get no weight.
+    assert torch.allclose(self_attn[0].sum(-1), torch.ones(4, 12), atol=1e-5)
+    assert (self_attn.triu(1) == 0).all()
+    assert (self_attn[1, :, 3:, :3] == 0).all()
+
+
+def test_return_attn_with_memories_orders_the_outputs():
+    model = TransformerWrapper(num_tokens=40, max_seq_len=16, max_mem_len=8,
+                               attn_layers=Decoder(dim=32, depth=2, heads=4, rotary_pos_emb=True)).eval()
+    _, mems = model(_tokens(n=6), return_mems=True)
+    logits, new_mems, maps = model(_tokens(n=4), mems=mems, return_mems=True, return_attn=True)
+    assert logits.shape == (2, 4, 40) and len(new_mems) == 2
+    assert [m.shape for m in maps] == [(2, 4, 4, 10)] * 2  # 6 memory positions + 4 tokens
