@@ -36,18 +36,23 @@ multiply every query with *every* distance, $X_{ip} = q_i^\top R_{\delta_p}$ wit
 listed from largest to smallest, and then slide row $i$ left by $n - 1 - i$ ($n$ queries) so
 that column $j$ holds distance $m + i - j$. The slide is a reshape: pad a zero column on the
 left, view the $n \times (P+1)$ matrix as $(P + 1) \times n$, drop the first row and view it
-back as $n \times P$. For $n = 3$ queries and $P = 4$ distances:
+back as $n \times P$. For $n = 3$ queries and $P = 4$ distances, padding gives
 
 $$
 \begin{bmatrix} a_0 & a_1 & a_2 & a_3 \\ b_0 & b_1 & b_2 & b_3 \\ c_0 & c_1 & c_2 & c_3 \end{bmatrix}
-\xrightarrow{\text{pad}}
+\;\longrightarrow\;
 \begin{bmatrix} 0 & a_0 & a_1 & a_2 & a_3 \\ 0 & b_0 & b_1 & b_2 & b_3 \\ 0 & c_0 & c_1 & c_2 & c_3 \end{bmatrix}
-\xrightarrow{\text{view } 5 \times 3,\ \text{drop row}}
-\begin{bmatrix} a_2 & a_3 & \color{gray}{0} & \color{gray}{b_0} \\ b_1 & b_2 & b_3 & \color{gray}{0} \\ c_0 & c_1 & c_2 & c_3 \end{bmatrix}
+$$
+
+and viewing that as $5 \times 3$, dropping its first row and viewing the rest as $3 \times 4$ gives
+
+$$
+\longrightarrow\;
+\begin{bmatrix} a_2 & a_3 & \overline{0} & \overline{b_0} \\ b_1 & b_2 & b_3 & \overline{0} \\ c_0 & c_1 & c_2 & c_3 \end{bmatrix}
 $$
 
 With $m = 1$ and distances $3, 2, 1, 0$, query $0$ (absolute position $1$) now reads
-$a_2, a_3$ = distances $1, 0$ for keys $0, 1$: correct. The grey entries wrapped around from the
+$a_2, a_3$ = distances $1, 0$ for keys $0, 1$: correct. The overlined entries wrapped around from the
 next row; they sit exactly where $j > m + i$, the future keys a causal mask hides.
 
 ## Differences from the paper
@@ -55,10 +60,10 @@ next row; they sit exactly where $j > m + i$, the future keys a causal mask hide
 * We list the $n - 1$ negative distances too ($P = m + 2n - 1$ instead of $m + n$) and keep the
   first $m + n$ columns after the shift. Nothing wraps around then, so every score is exact and
   any mask (not only a causal one) is supported, at the cost of $n - 1$ extra columns.
-* Positions are sinusoidal with a learned projection $W_R$ (shared by all heads' slices), as in
-  the paper, rather than a learned table: the model then scores distances longer than any seen
-  in training, which is the point of evaluating with a long memory. The labml.ai version learns a
-  table of $2^{12}$ distances instead.
+* Not a difference, but a choice worth stating: positions are sinusoidal with a learned
+  projection $W_R$ (shared by all heads' slices), as in the paper, rather than a learned table of
+  distances, so the model can score distances longer than any seen in training, which is the point
+  of evaluating with a long memory.
 * A query with no visible key returns zeros instead of NaN.
 
 ## Explicit and fused paths
