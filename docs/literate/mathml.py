@@ -81,6 +81,10 @@ def latex_to_mathml(latex: str, display: bool = False) -> str:
     unknown = _UNKNOWN_COMMAND.search(out)
     if unknown:
         raise MathError(f"unknown TeX command \\{unknown.group(1)} in {latex!r}")
+    # An alignment `&` or a row break that leaked out of its table means the converter lost the
+    # structure (it happens with `\\color` inside a matrix): the reader would see raw markup.
+    if re.search(r"<m[io]>&(amp;)?</m[io]>", out) or ('linebreak="newline"' in out and "<mtable" in out):
+        raise MathError(f"the converter lost the table structure of {latex!r} (try without \\color)")
     # Keep the TeX on the element: handy to copy, and a test can check what was converted.
     return out.replace("<math ", f'<math data-tex="{_html.escape(latex.strip(), quote=True)}" ', 1)
 

@@ -93,3 +93,10 @@ def test_percent_and_escapes_survive():
     out = latex_to_mathml(r"p\%")
     assert "&#x00025;" in out and "<mi>\\</mi>" not in out
     assert "<mtable" in latex_to_mathml(r"\begin{alignat}{2} a &= b \end{alignat}")
+
+
+def test_table_structure_lost_by_the_converter_is_an_error():
+    """`\\color` inside a matrix makes latex2mathml leak `&` and row breaks as text."""
+    with pytest.raises(MathError, match="table structure"):
+        latex_to_mathml(r"\begin{bmatrix} a & \color{gray}{0} \\ b & c \end{bmatrix}", display=True)
+    assert "<mtable" in latex_to_mathml(r"\begin{bmatrix} a & \overline{0} \\ b & c \end{bmatrix}", display=True)
