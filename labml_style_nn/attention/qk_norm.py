@@ -67,7 +67,7 @@ class QKNorm(nn.Module):
         self.temperature = nn.Parameter(torch.tensor(initial_temperature(seq_len or 1024)))  # $g$
 
     def queries(self, q: Tensor) -> Tensor:
-        """`(b, h, n, d)` queries to $g\\, q / \\lVert q \\rVert$."""
+        r"""`(b, h, n, d)` queries to $g\, q / \lVert q \rVert$."""
         # $g \, q_i / \lVert q_i \rVert$; the attention module then uses scale 1
         return F.normalize(q, dim=-1) * self.temperature.to(q.dtype)  # (b, h, n, d)
 

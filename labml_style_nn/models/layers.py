@@ -243,7 +243,7 @@ class Encoder(AttentionLayers):
 
 
 class Decoder(AttentionLayers):
-    """A causal stack: token $i$ sees only tokens $j \\le i$."""
+    r"""A causal stack: token $i$ sees only tokens $j \le i$."""
 
     def __init__(self, **kwargs):
         if "causal" in kwargs:

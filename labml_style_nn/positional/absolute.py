@@ -34,7 +34,7 @@ from torch import nn, Tensor
 
 
 class LearnedPositionalEmbedding(nn.Module):
-    """One trainable vector per position $0 \\dots$ `max_seq_len - 1`."""
+    r"""One trainable vector per position $0 \dots$ `max_seq_len - 1`."""
 
     def __init__(self, dim: int, max_seq_len: int):
         super().__init__()

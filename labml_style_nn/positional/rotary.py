@@ -57,7 +57,7 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def angles(self, positions: Tensor) -> Tensor:
-        """Stacked $(\\cos, \\sin)$ of $p\\,\\theta_k$: `(2, n, r)` for `positions` `(n,)`."""
+        r"""Stacked $(\cos, \sin)$ of $p\,\theta_k$: `(2, n, r)` for `positions` `(n,)`."""
         # $p\,\theta_k$, repeated for both halves of the "rotate half" layout
         freqs = positions.float()[:, None] * self.inv_freq[None, :]  # (n, r/2)
         freqs = torch.cat((freqs, freqs), dim=-1)  # (n, r)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import textwrap
+from pathlib import Path
 
 from literate.parser import nonraw_backslash_docstrings, parse
 
@@ -138,3 +140,28 @@ def test_nonraw_backslash_docstrings_are_reported():
     assert nonraw_backslash_docstrings(src) == [2]
     # What the author typed is what the page shows, escaped backslashes resolved.
     assert [s.prose for s in parse(src)] == ["$\\frac{a}{b}$", "$\\frac{a}{b}$", "$\\frac{a}{b}$"]
+
+
+
+def _nonraw_docstrings_with_backslashes(source: str) -> list[int]:
+    tree = ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                segment = ast.get_source_segment(source, first) or ""
+                if "\\" in segment and not segment.lstrip()[:1] in ("r", "R"):
+                    found.append(first.lineno)
+    return found
+
+
+def test_every_docstring_with_a_backslash_in_the_project_is_raw():
+    """Docstrings with TeX are raw strings, so `help()` and mkdocstrings show them as typed."""
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "labml_style_nn").rglob("*.py")) + sorted((root / "experiments").rglob("*.py"))
+    offenders = {str(f.relative_to(root)): lines for f in files
+                 if (lines := _nonraw_docstrings_with_backslashes(f.read_text()))}
+    assert not offenders, offenders
