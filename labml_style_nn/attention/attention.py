@@ -245,16 +245,12 @@ class Attention(nn.Module):
             k, v = torch.cat((mk.to(k.dtype), k), dim=-2), torch.cat((mv.to(v.dtype), v), dim=-2)
             num_mem = mk.shape[-2]
 
-        visible, has_key = self._visibility(q, k, key_mask, offset, num_mem)
-        bias = None if self.is_cross else shared.attn_bias
-        if bias is not None and num_mem:
-            bias = F.pad(bias, (num_mem, 0))
-
+        m = self._masks(q, k, key_mask, offset, num_mem, shared)
         if self.uses_fused_path and prev_scores is None and not return_scores and attn_sink is None:
-            out = self._fused(q, k, v, visible, bias, has_key)
+            out = self._fused(q, k, v, m)
             scores = None
         else:
-            out, scores = self._explicit(q, k, v, visible, bias, has_key, prev_scores, attn_sink)
+            out, scores = self._explicit(q, k, v, m["visible"], m["bias"], m["has_key"], prev_scores, attn_sink)
 
         if self.output_gate is not None:
             out = self.output_gate(out, x)
@@ -276,11 +272,9 @@ class Attention(nn.Module):
     def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
         b, h, d = x.shape[0], self.heads, self.dim_head
         qkv = self.to_qkv(x).view(b, 3, h, 1, d).transpose(0, 1)  # (3, b, h, 1, d)
+        q, k, v = qkv.unbind(0)
         if shared.rotary is not None:
-            qk = apply_rotary(qkv[:2], shared.rotary)  # (2, b, h, 1, d)
-            q, k, v = qk[0], qk[1], qkv[2]
-        else:
-            q, k, v = qkv.unbind(0)
+            q, k = apply_rotary(qkv[:2], shared.rotary).unbind(0)  # one rotation for both, (b, h, 1, d)
         if self.qk_transform is not None:
             q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
         k, v = cache.update(k, v)  # (b, h, m + 1, d)
@@ -293,6 +287,27 @@ class Attention(nn.Module):
         if self.output_gate is not None:
             out = self.output_gate(out, x)
         return self.to_out(out.transpose(1, 2).reshape(b, 1, h * d))  # (b, 1, dim)
+
+    #
+    # ### Masks, once per forward pass
+    #
+    # Which keys each query sees and the bias padded for persistent slots depend only on the
+    # positions and the padding, so every self-attention layer of a stack would build the same
+    # ones: they are kept on the shared inputs (keyed by everything they depend on) and reused.
+    def _masks(self, q, k, key_mask, offset, num_mem, shared: SharedAttentionInputs) -> dict:
+        key = None if self.is_cross else (self.causal, q.shape[-2], k.shape[-2], offset, num_mem, q.dtype,
+                                          id(key_mask))
+        if key in shared.masks:
+            return shared.masks[key]
+        visible, has_key = self._visibility(q, k, key_mask, offset, num_mem)
+        bias = None if self.is_cross else shared.attn_bias
+        if bias is not None and num_mem:
+            bias = F.pad(bias, (num_mem, 0))
+        # `key_mask` is kept so that its `id` in the key cannot be reused by another tensor.
+        m = dict(visible=visible, has_key=has_key, bias=bias, key_mask=key_mask)
+        if key is not None:
+            shared.masks[key] = m
+        return m
 
     #
     # ### Which keys each query may see
@@ -325,21 +340,29 @@ class Attention(nn.Module):
     # ### The fused path
     #
     # Biases and masks are folded into one additive `attn_mask` only when a bias is present.
-    def _fused(self, q, k, v, visible, bias, has_key):
-        attn_mask, is_causal = visible, False
-        if bias is not None:
-            attn_mask = bias.to(q.dtype)
-            if visible is not None:
-                attn_mask = attn_mask.masked_fill(~visible, masked_fill_value(q.dtype))
-        elif visible is not None and self.causal and has_key is None and visible.shape[0] == 1 \
-                and q.shape[-2] == k.shape[-2]:
-            # Plain causal attention: let the kernel build the triangle itself.
-            attn_mask, is_causal = None, True
+    def _fused(self, q, k, v, m: dict):
+        if "fused" not in m:
+            m["fused"] = self._fused_mask(q, k, m["visible"], m["bias"], m["has_key"])
+        attn_mask, is_causal = m["fused"]
+        has_key = m["has_key"]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal,
             dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale,
         )
         return out if has_key is None else out * has_key
+
+    def _fused_mask(self, q, k, visible, bias, has_key):
+        """The kernel's `(attn_mask, is_causal)`: built once per forward, on first use."""
+        if bias is not None:
+            attn_mask = bias.to(q.dtype)
+            if visible is not None:
+                attn_mask = attn_mask.masked_fill(~visible, masked_fill_value(q.dtype))
+            return attn_mask, False
+        if visible is not None and self.causal and has_key is None and visible.shape[0] == 1 \
+                and q.shape[-2] == k.shape[-2]:
+            # Plain causal attention: let the kernel build the triangle itself.
+            return None, True
+        return visible, False
 
     #
     # ### The explicit path

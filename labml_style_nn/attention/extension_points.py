@@ -21,7 +21,7 @@ Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -45,6 +45,10 @@ class SharedAttentionInputs:
     attn_bias: Optional[Tensor] = None
     # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
     qk_pos: Optional[Tensor] = None
+    # Masks derived from these inputs and the padding mask (which keys each query sees, the padded
+    # bias, the fused kernel's mask): identical in every self-attention layer of the forward pass,
+    # so the first layer computes them and the others reuse them.
+    masks: dict = field(default_factory=dict)
 
 
 def masked_fill_value(dtype: torch.dtype) -> float:

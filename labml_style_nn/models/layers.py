@@ -32,6 +32,7 @@ tokens.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -201,7 +202,8 @@ class AttentionLayers(nn.Module):
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
                     attn_sink)
             if checkpointing:
-                x, scores, h = checkpoint(_run_block, *args, use_reentrant=False)
+                # A recomputed block must save what it saved the first time, so it builds its own masks.
+                x, scores, h = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
             else:
                 x, scores, h = _run_block(*args)
             if block.kind == "a":
@@ -216,8 +218,10 @@ class AttentionLayers(nn.Module):
 
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None):
+               attn_sink=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
+    if fresh_masks:
+        shared = replace(shared, masks={})
     h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None)
     scores = None
     if block.kind == "f":

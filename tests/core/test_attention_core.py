@@ -127,3 +127,30 @@ def test_dropout_only_in_training():
     attn.train()
     c, _ = attn(x)
     assert not torch.allclose(a, c)
+
+
+def test_masks_are_built_once_per_forward_not_per_layer(monkeypatch):
+    from labml_style_nn import Decoder
+
+    calls = {"visibility": 0, "fused_mask": 0}
+    for name in calls:
+        real = getattr(Attention, f"_{name}")
+
+        def counting(self, *args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(self, *args)
+        monkeypatch.setattr(Attention, f"_{name}", counting)
+    stack = Decoder(dim=DIM, depth=4, heads=H, attn_dim_head=D, rel_pos_bias=True, attn_num_mem_kv=2).eval()
+    x = torch.randn(B, N, DIM)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, :2] = False
+    out = stack(x, mask=mask)
+    assert calls == {"visibility": 1, "fused_mask": 1}
+    # The shared masks change nothing: layer by layer, each attention building its own gives the same.
+    stack.options.gradient_checkpointing = True
+    stack.train()
+    for m in stack.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    torch.testing.assert_close(stack(x, mask=mask), out, atol=1e-5, rtol=1e-5)
+    assert calls["visibility"] == 1 + 4
