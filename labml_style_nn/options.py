@@ -163,14 +163,17 @@ def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]
     return opts
 
 
-def _positive_int(name: str, value, allow_none: bool = False):
+def check_int(name: str, value, minimum: int = 1, allow_none: bool = False) -> None:
+    """`ValueError` naming `name` unless `value` is an integer >= `minimum` (or `None` if allowed)."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
-def _probability(name: str, value):
+def check_probability(name: str, value) -> None:
+    """`ValueError` naming `name` unless `value` is a dropout probability in [0, 1)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name}: expected a dropout probability in [0, 1), got {value!r}")
 
@@ -188,11 +191,10 @@ def _number(name: str, value) -> bool:
 
 def validate_attention(a: AttentionOptions, prefix: str) -> None:
     """Check the options of one kind of attention layer; `prefix` is how the user spelt them."""
-    _positive_int(prefix + "dim_head", a.dim_head)
-    _probability(prefix + "dropout", a.dropout)
-    if isinstance(a.num_mem_kv, bool) or not isinstance(a.num_mem_kv, int) or a.num_mem_kv < 0:
-        raise ValueError(f"{prefix}num_mem_kv: expected an integer >= 0, got {a.num_mem_kv!r}")
-    _positive_int(prefix + "sparse_topk", a.sparse_topk, allow_none=True)
+    check_int(prefix + "dim_head", a.dim_head)
+    check_probability(prefix + "dropout", a.dropout)
+    check_int(prefix + "num_mem_kv", a.num_mem_kv, minimum=0)
+    check_int(prefix + "sparse_topk", a.sparse_topk, allow_none=True)
     if a.collab_compression is not None:
         if not a.collab_heads:
             raise ValueError(f"{prefix}collab_compression: only meaningful with {prefix}collab_heads=True")
@@ -201,7 +203,7 @@ def validate_attention(a: AttentionOptions, prefix: str) -> None:
     if a.qk_norm_seq_len is not None:
         if not a.qk_norm:
             raise ValueError("qk_norm_attn_seq_len: only meaningful with use_qk_norm_attn=True")
-        _positive_int("qk_norm_attn_seq_len", a.qk_norm_seq_len)
+        check_int("qk_norm_attn_seq_len", a.qk_norm_seq_len)
         if a.qk_norm_seq_len < 2:
             raise ValueError("qk_norm_attn_seq_len: expected at least 2 (the temperature is log2(L^2 - L))")
     if a.use_entmax15 and a.sparse_topk:
@@ -215,17 +217,17 @@ def validate_attention(a: AttentionOptions, prefix: str) -> None:
 # have no meaning are refused with the reason.
 def validate(o: LayerOptions) -> None:
     """Raise `ValueError` for any bad value or meaningless combination in `o`."""
-    _positive_int("dim", o.dim)
-    _positive_int("depth", o.depth)
-    _positive_int("heads", o.heads)
-    _positive_int("dim_context", o.dim_context, allow_none=True)
+    check_int("dim", o.dim)
+    check_int("depth", o.depth)
+    check_int("heads", o.heads)
+    check_int("dim_context", o.dim_context, allow_none=True)
     validate_attention(o.attn, "attn_")
     if o.cross_attn is not None:
         if not (o.cross_attend or o.only_cross):
             raise ValueError("cross_attn_*: options for cross-attention layers, but this stack has none "
                              "(set cross_attend=True)")
         validate_attention(o.cross_attn, "cross_attn_")
-    _probability("ff_dropout", o.ff.dropout)
+    check_probability("ff_dropout", o.ff.dropout)
     if _number("ff_mult", o.ff.mult) and not o.ff.mult > 0:
         raise ValueError(f"ff_mult: expected a positive number, got {o.ff.mult!r}")
     if o.use_scalenorm and o.use_rmsnorm:
@@ -249,7 +251,7 @@ def validate(o: LayerOptions) -> None:
     if o.only_cross and o.cross_attend:
         raise ValueError("only_cross already makes every attention layer a cross-attention; drop cross_attend")
     if o.alibi_pos_emb:
-        _positive_int("alibi_num_heads", o.alibi_num_heads, allow_none=True)
+        check_int("alibi_num_heads", o.alibi_num_heads, allow_none=True)
         if o.alibi_num_heads is not None and o.alibi_num_heads > o.heads:
             raise ValueError(f"alibi_num_heads: expected at most heads ({o.heads}), got {o.alibi_num_heads}")
     elif o.alibi_num_heads is not None:
@@ -264,8 +266,8 @@ def validate(o: LayerOptions) -> None:
             raise ValueError(f"rotary_emb_dim: expected at most the key width per head "
                              f"({o.attn.key_width(o.dim)}), got {o.rotary_emb_dim}")
     if o.rel_pos_bias:
-        _positive_int("rel_pos_num_buckets", o.rel_pos_num_buckets)
-        _positive_int("rel_pos_max_distance", o.rel_pos_max_distance)
+        check_int("rel_pos_num_buckets", o.rel_pos_num_buckets)
+        check_int("rel_pos_max_distance", o.rel_pos_max_distance)
     if o.rel_pos_bias and o.alibi_pos_emb:
         raise ValueError("rel_pos_bias and alibi_pos_emb are both additive position biases; choose one")
     if o.position_infused_attn and o.has_relative_positions:

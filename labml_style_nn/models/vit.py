@@ -27,6 +27,7 @@ import torch
 from einops import rearrange
 from torch import nn, Tensor
 
+from ..options import check_int, check_probability
 from .layers import AttentionLayers
 
 
@@ -41,14 +42,11 @@ class ViTransformerWrapper(nn.Module):
         if attn_layers.causal:
             raise ValueError("attn_layers: a Vision Transformer needs a bidirectional Encoder, not a causal stack")
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("channels", channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            check_int(name, value)
         if image_size % patch_size:
             raise ValueError(f"image_size: {image_size} must be divisible by patch_size {patch_size}")
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes: expected a positive integer or None, got {num_classes!r}")
-        if not 0 <= emb_dropout < 1:
-            raise ValueError(f"emb_dropout: expected a dropout probability in [0, 1), got {emb_dropout!r}")
+        check_int("num_classes", num_classes, allow_none=True)
+        check_probability("emb_dropout", emb_dropout)
         dim = attn_layers.dim
         self.image_size, self.patch_size, self.channels = image_size, patch_size, channels
         num_patches = (image_size // patch_size) ** 2

@@ -26,18 +26,9 @@ from torch import nn, Tensor
 
 from ..memory.memory_tokens import MemoryTokens
 from ..memory.xl_recurrence import shift_memories_down, update_memories
+from ..options import check_int, check_probability
 from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 from .layers import AttentionLayers
-
-
-def _check_count(name: str, value, minimum: int = 0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _check_dropout(name: str, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name}: expected a dropout probability in [0, 1), got {value!r}")
 
 
 class _SequenceWrapper(nn.Module):
@@ -49,11 +40,11 @@ class _SequenceWrapper(nn.Module):
         super().__init__()
         if not isinstance(attn_layers, AttentionLayers):
             raise ValueError(f"attn_layers: expected an Encoder, Decoder or AttentionLayers, got {type(attn_layers).__name__}")
-        _check_count("max_seq_len", max_seq_len, 1)
-        _check_count("num_memory_tokens", num_memory_tokens)
-        _check_count("max_mem_len", max_mem_len)
-        _check_count("shift_mem_down", shift_mem_down)
-        _check_dropout("emb_dropout", emb_dropout)
+        check_int("max_seq_len", max_seq_len)
+        check_int("num_memory_tokens", num_memory_tokens, minimum=0)
+        check_int("max_mem_len", max_mem_len, minimum=0)
+        check_int("shift_mem_down", shift_mem_down, minimum=0)
+        check_probability("emb_dropout", emb_dropout)
         if shift_mem_down and not max_mem_len:
             raise ValueError("shift_mem_down: enhanced recurrence routes memories; it needs max_mem_len > 0")
         dim = attn_layers.dim
@@ -151,9 +142,9 @@ class TransformerWrapper(_SequenceWrapper):
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
                          sinusoidal_pos_emb=sinusoidal_pos_emb)
-        _check_count("num_tokens", num_tokens, 1)
+        check_int("num_tokens", num_tokens)
         emb_dim = self.dim if emb_dim is None else emb_dim
-        _check_count("emb_dim", emb_dim, 1)
+        check_int("emb_dim", emb_dim)
         self.num_tokens = num_tokens
         self.token_emb = nn.Embedding(num_tokens, emb_dim)
         nn.init.normal_(self.token_emb.weight, std=0.02)
@@ -216,7 +207,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                          sinusoidal_pos_emb=sinusoidal_pos_emb)
         for name, value in (("dim_in", dim_in), ("dim_out", dim_out)):
             if value is not None:
-                _check_count(name, value, 1)
+                check_int(name, value)
         self.dim_in = dim_in or self.dim
         self.project_in = nn.Linear(dim_in, self.dim) if dim_in is not None else nn.Identity()
         self.project_out = nn.Linear(self.dim, dim_out) if dim_out is not None else nn.Identity()
