@@ -62,6 +62,13 @@ class _SequenceWrapper(nn.Module):
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.memory_tokens = MemoryTokens(num_memory_tokens, dim) if num_memory_tokens else None
 
+    @staticmethod
+    def _check_mask(mask: Optional[Tensor], x: Tensor) -> None:
+        """The padding mask must have one entry per input position, `(b, n)`."""
+        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape[:2])):
+            got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+            raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, one entry per position of x, got {got}")
+
     def _add_positions(self, h: Tensor, offset: int, seq_start_pos: Optional[Tensor] = None) -> Tensor:
         if self.pos_emb is None:
             return h
@@ -180,9 +187,7 @@ class TransformerWrapper(_SequenceWrapper):
         if x.numel() and not cached_step and not torch.compiler.is_compiling() and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
             raise ValueError(f"x: token ids must lie in [0, {self.num_tokens}), got values in "
                              f"[{int(x.min())}, {int(x.max())}]")
-        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape)):
-            got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
-            raise ValueError(f"mask: expected shape {tuple(x.shape)} like x, got {got}")
+        self._check_mask(mask, x)
         h = self.project_emb(self.token_emb(x))  # (b, n, D)
         if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
             raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
@@ -220,9 +225,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
-        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape[:2])):
-            got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
-            raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, got {got}")
+        self._check_mask(mask, x)
         attn_maps = [] if return_attn else None
         h, new_mems = self._run(self.project_in(x), mask=mask, context=context, context_mask=context_mask,
                                 mems=mems, return_mems=return_mems, cache=cache, attn_sink=attn_maps)
