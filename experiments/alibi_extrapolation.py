@@ -39,9 +39,21 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, autocast, batch_generator, count_parameters,  # noqa: E402
-                                lr_at, maybe_compile, out_dir_for, parse_config, plot_curves, seed_everything,
-                                setup_distributed)
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    autocast,
+    batch_generator,
+    count_parameters,
+    lr_at,
+    maybe_compile,
+    out_dir_for,
+    parse_config,
+    plot_curves,
+    seed_everything,
+    setup_distributed,
+)
 from experiments.data import load_text, sample_windows  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
 

@@ -54,10 +54,26 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, all_reduce_mean, autocast, batch_generator,  # noqa: E402
-                                cleanup_distributed, count_parameters, load_checkpoint, lr_at, maybe_compile,
-                                out_dir_for, parse_config, save_checkpoint, seed_everything, setup_distributed,
-                                shard, wrap_ddp)
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    all_reduce_mean,
+    autocast,
+    batch_generator,
+    cleanup_distributed,
+    count_parameters,
+    load_checkpoint,
+    lr_at,
+    maybe_compile,
+    out_dir_for,
+    parse_config,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+    shard,
+    wrap_ddp,
+)
 from experiments.data import TextData, load_text, sample_windows  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
 

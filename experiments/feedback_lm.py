@@ -35,8 +35,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, autocast, count_parameters, lr_at,  # noqa: E402
-                                out_dir_for, parse_config, plot_curves, seed_everything, setup_distributed)
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    autocast,
+    count_parameters,
+    lr_at,
+    out_dir_for,
+    parse_config,
+    plot_curves,
+    seed_everything,
+    setup_distributed,
+)
 from experiments.data import contiguous_streams, load_text  # noqa: E402
 from labml_style_nn import Decoder, FeedbackTransformer, TransformerWrapper  # noqa: E402
 

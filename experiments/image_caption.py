@@ -32,9 +32,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, autocast, batch_generator, batches,  # noqa: E402
-                                count_parameters, load_checkpoint, lr_at, maybe_compile, out_dir_for, parse_config,
-                                save_checkpoint, seed_everything, setup_distributed)
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    autocast,
+    batch_generator,
+    batches,
+    count_parameters,
+    load_checkpoint,
+    lr_at,
+    maybe_compile,
+    out_dir_for,
+    parse_config,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
 from experiments.data import CAPTION_WORDS, caption_text, caption_tokens, make_shapes  # noqa: E402
 from labml_style_nn import Decoder, Encoder, TransformerWrapper, ViTransformerWrapper  # noqa: E402
 

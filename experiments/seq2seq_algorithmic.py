@@ -31,9 +31,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, autocast, batch_generator, count_parameters,  # noqa: E402
-                                lr_at, maybe_compile, out_dir_for, parse_config, plot_curves, seed_everything,
-                                setup_distributed)
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    autocast,
+    batch_generator,
+    count_parameters,
+    lr_at,
+    maybe_compile,
+    out_dir_for,
+    parse_config,
+    plot_curves,
+    seed_everything,
+    setup_distributed,
+)
 from labml_style_nn import XTransformer  # noqa: E402
 
 # Token 0 is the decoder's start token; symbols are 1..num_symbols.

@@ -40,9 +40,22 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, autocast, count_parameters, load_checkpoint,  # noqa: E402
-                                lr_at, maybe_compile, out_dir_for, parse_config, plot_curves, save_checkpoint,
-                                seed_everything, setup_distributed)
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    autocast,
+    count_parameters,
+    load_checkpoint,
+    lr_at,
+    maybe_compile,
+    out_dir_for,
+    parse_config,
+    plot_curves,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
 from experiments.data import contiguous_streams, load_text  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
 
@@ -154,7 +167,7 @@ def main(cfg: Config) -> list[dict]:
     plot_curves({r["run"]: [(row["step"], row["val_bpc"]) for row in r["curve"] if "val_bpc" in row]
                  for r in results}, out / "val_bpc.png", ylabel="validation bits per character",
                 title=f"segments of {cfg.seq_len}, memory {cfg.mem_len} ({cfg.pos})")
-    print(f"\n| run | parameters | val bpc |\n|---|---|---|")
+    print("\n| run | parameters | val bpc |\n|---|---|---|")
     for r in results:
         print(f"| {r['run']} | {r['parameters']:,} | {r['val_bpc']:.3f} |")
     RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results])

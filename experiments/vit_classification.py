@@ -33,10 +33,24 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.common import (RunConfig, Progress, RunLog, autocast, batch_generator, batches,  # noqa: E402
-                                count_parameters, load_checkpoint, lr_at, maybe_compile, out_dir_for, parse_config,
-                                save_checkpoint, seed_everything, setup_distributed)
-from experiments.data import NUM_SHAPE_CLASSES, SHAPES, SIZES, load_cifar10, load_mnist, make_shapes  # noqa: E402
+from experiments.common import (  # noqa: E402
+    Progress,
+    RunConfig,
+    RunLog,
+    autocast,
+    batch_generator,
+    batches,
+    count_parameters,
+    load_checkpoint,
+    lr_at,
+    maybe_compile,
+    out_dir_for,
+    parse_config,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
+from experiments.data import SHAPES, SIZES, load_cifar10, load_mnist, make_shapes  # noqa: E402
 from labml_style_nn import Encoder, ViTransformerWrapper  # noqa: E402
 
 

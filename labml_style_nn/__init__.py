@@ -11,11 +11,25 @@ from .attention import Attention
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
 from .generation import AutoregressiveWrapper
-from .models import (AttentionLayers, ContinuousTransformerWrapper, CrossAttender, Decoder, Encoder,
-                     TransformerWrapper, ViTransformerWrapper, XTransformer)
+from .models import (
+                     AttentionLayers,
+                     ContinuousTransformerWrapper,
+                     CrossAttender,
+                     Decoder,
+                     Encoder,
+                     TransformerWrapper,
+                     ViTransformerWrapper,
+                     XTransformer,
+)
 from .norms import RMSNorm, ScaleNorm
-from .transformer_xl import (FeedForward, RelativeMultiHeadAttention, TransformerXL, TransformerXLLayer,
-                             causal_mask_with_memory, update_memory)
+from .transformer_xl import (
+                     FeedForward,
+                     RelativeMultiHeadAttention,
+                     TransformerXL,
+                     TransformerXLLayer,
+                     causal_mask_with_memory,
+                     update_memory,
+)
 
 __all__ = [
     "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",

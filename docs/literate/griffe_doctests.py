@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from literate.render import fence_doctests  # noqa: E402
 
-
 _EXAMPLES = re.compile(r"^\s*Examples?:\s*$", re.M)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import html as _html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import markdown
 from pygments.lexers import PythonLexer

@@ -56,9 +56,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -379,7 +380,7 @@ def main(argv=None) -> list[Result]:
                    encoder=lambda: case_encoder(s, args.quick), xl=lambda: case_xl(s),
                    feedback=lambda: case_feedback(s), mfu=lambda: case_mfu(s))
     results = []
-    print(f"| case | peer | ours (ms) | peer (ms) | speed-up | goal |\n|---|---|---|---|---|---|")
+    print("| case | peer | ours (ms) | peer (ms) | speed-up | goal |\n|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         r = runners[name]()
         results.append(r)

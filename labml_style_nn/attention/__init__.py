@@ -1,10 +1,10 @@
 """Attention and the techniques that plug into it."""
 
 from .attention import Attention
-from .extension_points import ScoreTransform, ScoreTransforms, SharedAttentionInputs
 from .attention_on_attention import AttentionOnAttention
 from .collaborative import CollaborativeQK
 from .entmax15 import Entmax15
+from .extension_points import ScoreTransform, ScoreTransforms, SharedAttentionInputs
 from .gate_values import ValueGate
 from .head_scale import HeadScale, OutputGates
 from .qk_norm import QKNorm

@@ -46,12 +46,13 @@ build a mask with a heads axis unless a bias has one.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from ..positional.rotary import apply_rotary
 from .extension_points import ScoreTransform, SharedAttentionInputs, masked_fill_value, softmax

@@ -43,7 +43,7 @@ Shapes: `b` batch, `n` tokens, `h` heads, `d` head dim, `D` model width.
 """
 
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class AttentionOnAttention(nn.Module):

@@ -40,7 +40,7 @@ Shapes: `b` batch, `n` query tokens, `j` key tokens, `h` heads, `e` shared width
 
 import torch
 from einops import rearrange
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class CollaborativeQK(nn.Module):

@@ -41,7 +41,7 @@ Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 """
 
 from entmax import entmax15
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class Entmax15(nn.Module):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 #

@@ -29,7 +29,7 @@ closes where training asks it to.
 """
 
 from einops import rearrange
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class ValueGate(nn.Module):

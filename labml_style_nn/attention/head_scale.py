@@ -31,7 +31,7 @@ NormFormer's four changes are each a separate keyword in the seeds, and only thi
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class HeadScale(nn.Module):

@@ -41,7 +41,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 def initial_temperature(seq_len: int) -> float:

@@ -31,12 +31,12 @@ memory slots too, and the diagonal is hidden, so this small module calls the fus
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class FeedbackAttention(nn.Module):

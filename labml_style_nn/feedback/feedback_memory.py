@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 from einops import rearrange
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 def fifo(buffer: Tensor, new: Tensor, max_len: int, dim: int = 1) -> Tensor:

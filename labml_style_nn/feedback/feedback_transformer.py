@@ -51,7 +51,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from ..attention.extension_points import masked_fill_value
 from ..feedforward.feedforward import FeedForward

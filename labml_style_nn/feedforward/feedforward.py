@@ -25,8 +25,7 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width ($H$ = `int(ff_
 * The post-activation LayerNorm is NormFormer's, not the original transformer's; it is off by default.
 """
 
-import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from .glu import GLU
 from .relu_squared import ReLUSquared

@@ -23,9 +23,8 @@ here `ff_mult` sets $H$ as given, so a GLU layer has 1.5 times the parameters of
 The projections have biases, which the paper omits.
 """
 
-import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class GLU(nn.Module):

@@ -18,9 +18,8 @@ Primer's other robust finding, a depth-wise convolution after the query, key and
 is not part of this option.
 """
 
-import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class ReLUSquared(nn.Module):

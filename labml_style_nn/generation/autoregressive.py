@@ -46,11 +46,12 @@ Shapes: `b` batch, `n` prompt tokens, `t` tokens so far, `V` vocabulary.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from .kv_cache import LayersCache
 from .sampling import resolve_filter, top_k

@@ -20,9 +20,8 @@ Shapes: `b` batch, `V` vocabulary.
 """
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 

@@ -48,7 +48,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class MemoryTokens(nn.Module):

@@ -41,7 +41,7 @@ Shapes: `b` batch, `h` heads, `N` slots, `d` head dim (`d_k` for keys when it di
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class PersistentMemory(nn.Module):

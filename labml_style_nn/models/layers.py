@@ -37,7 +37,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..attention.extension_points import SharedAttentionInputs

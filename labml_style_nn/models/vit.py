@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 from einops import rearrange
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from ..options import check_int, check_probability
 from .layers import AttentionLayers

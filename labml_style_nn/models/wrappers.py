@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from ..memory.memory_tokens import MemoryTokens
 from ..memory.xl_recurrence import shift_memories_down, update_memories

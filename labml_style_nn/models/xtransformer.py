@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from ..generation.autoregressive import AutoregressiveWrapper
 from ..options import unknown_keyword_error, valid_layer_keywords

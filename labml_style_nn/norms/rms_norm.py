@@ -23,7 +23,7 @@ Shapes: `D` model width; any leading axes.
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class RMSNorm(nn.Module):

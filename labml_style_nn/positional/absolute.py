@@ -30,7 +30,7 @@ Shapes: `n` tokens, `D` model width.
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class LearnedPositionalEmbedding(nn.Module):

@@ -36,7 +36,7 @@ up with every other slope of the next power of two.
 import math
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 def alibi_slopes(heads: int) -> list[float]:

@@ -28,7 +28,7 @@ Shapes: `n` tokens, `D` model width.
   [absolute](absolute.md), with no learned parameters.
 """
 
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 from .absolute import SinusoidalPositionalEmbedding
 

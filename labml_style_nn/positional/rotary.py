@@ -37,7 +37,7 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class RotaryEmbedding(nn.Module):

@@ -45,7 +45,7 @@ buckets 16..31 for 16..127; an encoder has exact buckets for 0..7 in each direct
 import math
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 def relative_position_bucket(relative_position: Tensor, causal: bool, num_buckets: int = 32,

@@ -32,7 +32,7 @@ Shapes: `b` batch, `n` tokens, `D` model width.
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class GatedResidual(nn.Module):

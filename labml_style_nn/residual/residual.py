@@ -41,8 +41,7 @@ Shapes: `b` batch, `n` tokens, `D` model width.
 
 from typing import Optional
 
-import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class Residual(nn.Module):

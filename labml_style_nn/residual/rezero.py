@@ -25,7 +25,7 @@ fallback.
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class ReZero(nn.Module):

@@ -23,7 +23,7 @@ the fourth.
 """
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 class ScaledResidual(nn.Module):

@@ -34,7 +34,7 @@ Shapes (sequence first): `x` is `[seq_len, batch, d_model]`, each layer's memory
 """
 
 import copy
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -58,7 +58,7 @@ def causal_mask_with_memory(seq_len: int, mem_len: int, device=None) -> torch.Te
     return (j <= mem_len + i).unsqueeze(-1)
 
 
-def update_memory(mem: List[torch.Tensor], new_mem: List[torch.Tensor], max_len: int) -> List[torch.Tensor]:
+def update_memory(mem: list[torch.Tensor], new_mem: list[torch.Tensor], max_len: int) -> list[torch.Tensor]:
     """Append each layer's `new_mem` to its `mem` (along the sequence) and keep the last `max_len` steps.
 
     >>> old = [torch.zeros(2, 1, 1)]
@@ -128,7 +128,7 @@ class TransformerXL(nn.Module):
         self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(n_layers)])
         self.norm = nn.LayerNorm([layer.size])
 
-    def forward(self, x: torch.Tensor, mem: List[torch.Tensor], mask: torch.Tensor):
+    def forward(self, x: torch.Tensor, mem: list[torch.Tensor], mask: torch.Tensor):
         """
         * `x` `[seq_len, batch, d_model]`
         * `mem` one `[mem_len, batch, d_model]` tensor per layer, or `[]` for no memory

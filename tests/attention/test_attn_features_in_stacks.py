@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from attn_features import DIM, FEATURES, NEEDS_CROSS, feature_params, make_stack, run
 
 from labml_style_nn.models.xtransformer import XTransformer
-
-from attn_features import DIM, FEATURES, NEEDS_CROSS, feature_params, make_stack, run
 
 ALL = sorted(FEATURES)
 KINDS = ["encoder", "decoder", "cross_decoder", "cross_attender"]

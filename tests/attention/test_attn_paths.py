@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from attn_features import DIM, make_stack, run
 
 # Features that leave the scores alone keep the fused kernel; the others need the score matrix.

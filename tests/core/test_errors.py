@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from labml_style_nn import (ContinuousTransformerWrapper, CrossAttender, Decoder, Encoder, TransformerWrapper,
-                            ViTransformerWrapper, XTransformer)
+from labml_style_nn import (
+    ContinuousTransformerWrapper,
+    CrossAttender,
+    Decoder,
+    Encoder,
+    TransformerWrapper,
+    ViTransformerWrapper,
+    XTransformer,
+)
 
 
 def test_unknown_keyword_suggests_the_closest():

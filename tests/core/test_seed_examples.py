@@ -6,8 +6,15 @@ the seeds except where noted; the GPT-3 configuration is built on the meta devic
 
 import torch
 
-from labml_style_nn import (ContinuousTransformerWrapper, CrossAttender, Decoder, Encoder, TransformerWrapper,
-                            ViTransformerWrapper, XTransformer)
+from labml_style_nn import (
+    ContinuousTransformerWrapper,
+    CrossAttender,
+    Decoder,
+    Encoder,
+    TransformerWrapper,
+    ViTransformerWrapper,
+    XTransformer,
+)
 
 
 def test_full_encoder_decoder():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from literate.mathml import MathError, convert_arithmatex, extract_math, latex_to_mathml
 from literate.render import render_prose
 

@@ -153,7 +153,7 @@ def _nonraw_docstrings_with_backslashes(source: str) -> list[int]:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
                 segment = ast.get_source_segment(source, first) or ""
-                if "\\" in segment and not segment.lstrip()[:1] in ("r", "R"):
+                if "\\" in segment and segment.lstrip()[:1] not in ("r", "R"):
                     found.append(first.lineno)
     return found
 

@@ -9,8 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 from literate import site
-from literate.render import RenderOptions, highlight_lines, render_page
 from literate.parser import parse
+from literate.render import RenderOptions, highlight_lines, render_page
 
 
 def test_relative_url():

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import labml_style_nn
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # Script -> files it must write under --out-dir.

@@ -4,7 +4,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from labml_style_nn import Decoder, Encoder, TransformerWrapper
 from labml_style_nn.generation import AutoregressiveWrapper

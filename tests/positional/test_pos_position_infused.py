@@ -1,6 +1,5 @@
 """Position infused attention: positions enter queries and keys, never values."""
 
-import pytest
 import torch
 
 from labml_style_nn import Decoder, TransformerWrapper

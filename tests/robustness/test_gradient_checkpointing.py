@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from robust_features import SEED_FEATURES, make_stack, padded_batch
 
 

@@ -8,7 +8,6 @@ present.
 
 import pytest
 import torch
-
 from robust_features import SEED_FEATURES, make_stack, padded_batch
 
 KINDS = ["encoder", "decoder"]

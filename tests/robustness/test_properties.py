@@ -12,9 +12,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from robust_features import DIM, SEED_FEATURES, make_stack, padded_batch
 
 from labml_style_nn.options import valid_layer_keywords
-from robust_features import DIM, SEED_FEATURES, make_stack, padded_batch
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])

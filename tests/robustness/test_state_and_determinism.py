@@ -5,9 +5,9 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+from robust_features import SEED_FEATURES, make_stack, padded_batch
 
 from labml_style_nn import Decoder, TransformerWrapper
-from robust_features import SEED_FEATURES, make_stack, padded_batch
 
 
 @pytest.mark.parametrize("feature", ["default", "rotary", "t5_bias", "mem_kv", "talking_heads", "qk_norm",

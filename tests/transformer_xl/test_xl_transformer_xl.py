@@ -7,8 +7,14 @@ import torch
 
 import labml_style_nn.transformer_xl.relative_mha as relative_mha_module
 import labml_style_nn.transformer_xl.transformer_xl as transformer_xl_module
-from labml_style_nn.transformer_xl import (FeedForward, RelativeMultiHeadAttention, TransformerXL,
-                                           TransformerXLLayer, causal_mask_with_memory, update_memory)
+from labml_style_nn.transformer_xl import (
+    FeedForward,
+    RelativeMultiHeadAttention,
+    TransformerXL,
+    TransformerXLLayer,
+    causal_mask_with_memory,
+    update_memory,
+)
 
 D_MODEL, HEADS, D_FF, N_LAYERS = 16, 4, 32, 3
 
