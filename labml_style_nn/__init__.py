@@ -22,6 +22,7 @@ from .models import (
                      XTransformer,
 )
 from .norms import RMSNorm, ScaleNorm
+from .pretrained import from_hf, from_pretrained
 from .transformer_xl import (
                      FeedForward,
                      RelativeMultiHeadAttention,
@@ -35,5 +36,5 @@ __all__ = [
     "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
     "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
-    "XTransformer", "causal_mask_with_memory", "update_memory",
+    "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",
 ]
