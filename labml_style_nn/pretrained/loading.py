@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any, Optional, Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 
 #
