@@ -1,6 +1,6 @@
 """labml_style_nn: annotated, tested transformer techniques.
 
-Every public class is importable from here.  The seeds' keyword API:
+Every public class is importable from here.  The keyword API of x-transformers:
 
     from labml_style_nn import TransformerWrapper, Decoder
     model = TransformerWrapper(num_tokens=20000, max_seq_len=1024,

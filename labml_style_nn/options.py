@@ -1,7 +1,7 @@
 r"""
 # The keyword API, parsed in one place
 
-The seed documents configure a whole stack with flat keywords:
+x-transformers configures a whole stack with flat keywords:
 `Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True, attn_num_mem_kv=16, ff_glu=True)`.
 This file turns that keyword soup into typed, validated option objects, so that no technique module
 ever sees it.

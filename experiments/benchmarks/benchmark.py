@@ -1,5 +1,5 @@
 r"""
-# Benchmarks against the peers
+# Benchmarks against x-transformers and feedback-transformer-pytorch
 
 How fast is this library next to the implementations its keyword API comes from?  This script
 times the same model, built with the same keywords, in `labml_style_nn` and in
@@ -8,12 +8,12 @@ times the same model, built with the same keywords, in `labml_style_nn` and in
 prints the ratio of their times.
 
 ```bash
-pip install -e ".[peers]"        # x-transformers==2.31.10, feedback-transformer-pytorch==0.0.11
+pip install -e ".[compare]"      # x-transformers==2.31.10, feedback-transformer-pytorch==0.0.11
 python experiments/benchmarks/benchmark.py              # the full run, a few minutes on 2 cores
 python experiments/benchmarks/benchmark.py --quick      # tiny sizes, a smoke run for CI
 ```
 
-The peers are an optional extra, never a dependency: a case whose peer is not installed reports
+The compared libraries are an optional extra, never a dependency: a case whose library is not installed reports
 only our own time.
 
 ## Method
@@ -22,7 +22,7 @@ only our own time.
 Slow drifts of the machine (frequency scaling, another process waking up) then hit both alike, and
 the ratio of the two medians
 
-$$\text{speed-up} = \frac{\operatorname{median}_r\, t^{\text{peer}}_r}{\operatorname{median}_r\, t^{\text{ours}}_r}$$
+$$\text{speed-up} = \frac{\operatorname{median}_r\, t^{\text{theirs}}_r}{\operatorname{median}_r\, t^{\text{ours}}_r}$$
 
 is far steadier than either time.  A speed-up above 1 means we are faster.
 
@@ -380,7 +380,7 @@ def main(argv=None) -> list[Result]:
                    encoder=lambda: case_encoder(s, args.quick), xl=lambda: case_xl(s),
                    feedback=lambda: case_feedback(s), mfu=lambda: case_mfu(s))
     results = []
-    print("| case | peer | ours (ms) | peer (ms) | speed-up | goal |\n|---|---|---|---|---|---|")
+    print("| case | compared with | ours (ms) | theirs (ms) | speed-up | goal |\n|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         r = runners[name]()
         results.append(r)

@@ -15,8 +15,8 @@ residual stream.
 
 ## The variant used here
 
-The seeds report that the paper's version trained worse in their experiments, and that a variant
-which does **not** concatenate the query trained much better; that variant is what the seeds'
+The x-transformers README reports that the paper's version trained worse in their experiments, and that a variant
+which does **not** concatenate the query trained much better; that variant is what x-transformers'
 `attn_on_attn=True` means.  Information and gate are both computed from the attended values alone,
 which were themselves computed for this query:
 
@@ -34,7 +34,7 @@ Shapes: `b` batch, `n` tokens, `h` heads, `d` head dim, `D` model width.
 
 ## Differences from the paper
 
-* No query in the information or the gate (the seeds' variant, above).  The variant loses only a
+* No query in the information or the gate (the x-transformers variant, above).  The variant loses only a
   direct path from the query to the gate; the attended values were already chosen by that query.
 * The paper applies AoA in the encoder and decoder of a captioning model, once per attention
   block; here it replaces the output projection of every attention layer of the stack, self- and

@@ -16,9 +16,9 @@ with $c$ the keys' input (the tokens, or the cross-attention context).  Written 
 $\operatorname{diag}(m_h)$, head $h$ scores with the bilinear form $\tilde W_Q \operatorname{diag}(m_h)
 \tilde W_K^\top$: all heads draw on one shared basis.
 
-With $\tilde D = c \cdot D$ for a compression $c$ (`attn_collab_compression`; the seeds suggest 0.25
+With $\tilde D = c \cdot D$ for a compression $c$ (`attn_collab_compression`; the x-transformers README suggests 0.25
 to 0.5 to match plain attention), the query/key parameters shrink from $2 h d D$ to
-$2 \tilde D D + h \tilde D$.  The seeds' example, $D = 512$, $h = 8$, $d = 64$, $c = 0.3$: from
+$2 \tilde D D + h \tilde D$.  The x-transformers README's example, $D = 512$, $h = 8$, $d = 64$, $c = 0.3$: from
 524,288 to 157,896 parameters ($\tilde D = 153$) per layer.  Values keep their per-head projections.
 
 The queries and keys that this module returns have $h$ heads of width $\tilde D$ each (the keys are
@@ -31,7 +31,7 @@ Shapes: `b` batch, `n` query tokens, `j` key tokens, `h` heads, `e` shared width
 ## Differences from the paper
 
 * The paper's main use is to re-parameterise a *pretrained* model by a tensor decomposition of its
-  query/key weights; here the layer is trained from scratch, as in the seeds.
+  query/key weights; here the layer is trained from scratch, as in x-transformers.
 * The mixing vectors start from a standard normal draw, so heads differ at initialisation; the
   shared projections use PyTorch's default initialisation.
 * The scores are scaled by $1/\sqrt{\tilde D}$, the width of the shared dot product (chosen in

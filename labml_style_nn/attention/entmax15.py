@@ -36,7 +36,7 @@ Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 ## Differences from the paper
 
 * Correia et al. also *learn* $\alpha$ per head ($\alpha$-entmax with $\alpha \in (1, 2]$); the
-  seeds' `attn_use_entmax15` fixes $\alpha = 1.5$ for every head, as in their baseline.
+  x-transformers' `attn_use_entmax15` fixes $\alpha = 1.5$ for every head, as in their baseline.
 * Combined with `attn_sparse_topk` it is refused: both decide which keys get zero weight.
 """
 

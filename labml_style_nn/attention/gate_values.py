@@ -14,7 +14,7 @@ residual stream than the output projection alone.
 
 The gate acts after the weighted sum, so the scores are untouched and the fused attention kernel
 stays in use (a test checks which path runs).  In cross-attention the gate is computed from the
-queries' side $x$, never from the context.  The seeds spell the keyword both `attn_gate_values=True`
+queries' side $x$, never from the context.  x-transformers spells the keyword both `attn_gate_values=True`
 and, in an older version, `gate_values=True`; both build this module.
 
 Shapes: `b` batch, `n` tokens, `h` heads, `d` head dim, `D` model width.

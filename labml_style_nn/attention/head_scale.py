@@ -23,7 +23,7 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `D` model width.
 
 ## Differences from the paper
 
-NormFormer's four changes are each a separate keyword in the seeds, and only this one lives here:
+NormFormer's four changes are each a separate keyword in x-transformers, and only this one lives here:
 `attn_head_scale` (this file); `ff_post_act_ln`, a norm after the feed-forward activation
 (`feedforward/feedforward.py`); `scale_residual`, learned residual scales
 (`residual/scale_residual.py`); the norm after the attention output is the sandwich norm

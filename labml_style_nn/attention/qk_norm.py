@@ -16,8 +16,8 @@ temperature.  The paper initialises it from the training sequence length $L$,
 
 $$g_0 = \log_2(L^2 - L),$$
 
-large enough that a softmax over $L$ keys can still put most of its weight on one; with the seeds'
-`qk_norm_attn_seq_len = 1024` that is about 20.  The seeds report that this initialisation is what
+large enough that a softmax over $L$ keys can still put most of its weight on one; with the x-transformers README's
+`qk_norm_attn_seq_len = 1024` that is about 20.  The x-transformers README reports that this initialisation is what
 makes the method work as well as dot-product attention for autoregressive models.
 
 The technique plugs into the `qk_transform` extension point: the attention module calls
@@ -31,7 +31,7 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim.
 ## Differences from the paper
 
 * When no sequence length is given (`use_qk_norm_attn=True` alone) we initialise $g$ as for
-  $L = 1024$, the seeds' `max_seq_len`.
+  $L = 1024$, the x-transformers README's `max_seq_len`.
 * One temperature per layer, shared by its heads, as in the paper.  The bound is on the scores
   $QK^\top$ themselves: a position bias (ALiBi, T5) is added to them, and residual attention sums
   them across layers, so the softmax's input can exceed $|g|$ with those features on.

@@ -12,7 +12,7 @@ $$A_{ij} = \operatorname{softmax}_j\big(\mathcal{M}(S)_{ij}\big), \qquad
 
 where $t_i$ is the $k$-th largest score of row $i$.  The gradient flows only through the $k$
 selected scores.  The paper recommends $k = 8$ and finds this cheap selection competitive with costlier
-sparse normalisers such as sparsemax and entmax; the seeds expose it as `attn_sparse_topk=8`.
+sparse normalisers such as sparsemax and entmax; x-transformers exposes it as `attn_sparse_topk=8`.
 
 The selection happens **after** masking: a key that is masked (padding, the future) never takes one
 of the $k$ places.  When fewer than $k$ keys are visible, all visible keys keep their scores.  So

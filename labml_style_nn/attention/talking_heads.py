@@ -27,7 +27,7 @@ Shapes: `b` batch, `h`/`g` heads before/after mixing, `i` queries, `j` keys.
 ## Differences from the paper
 
 * The paper allows different numbers of heads for the scores, the softmax and the values
-  ($h_k$, $h$, $h_v$); we keep one number $h$ throughout, as the seeds' keyword does.
+  ($h_k$, $h$, $h_v$); we keep one number $h$ throughout, as x-transformers' keyword does.
 * Both matrices start from the identity (a choice of this library), so that turning the feature on
   does not change an initialised model; training moves them away from it.
 * Attention dropout is applied to the mixed weights $A'$.

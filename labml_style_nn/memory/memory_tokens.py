@@ -38,7 +38,7 @@ Shapes: `b` batch, `n` tokens, `M` memory tokens, `D` model width.
 
 * The paper also studies a memory *bottleneck* (real tokens attend only to memory) and a dedicated
   memory-update layer; here memory tokens are simply part of the sequence, the paper's plain
-  "MemTransformer" variant, as in the seeds.
+  "MemTransformer" variant, as in x-transformers.
 * The paper evaluates translation and language-understanding models; here the tokens work in any
   stack of the wrappers, decoders included, with the visibility above.
 * The tokens are initialised from $\mathcal{N}(0, 0.02^2)$, the scale of the token embeddings.

@@ -12,8 +12,8 @@ $$K' = [M_K; K], \qquad V' = [M_V; V], \qquad
 o_i = \operatorname{softmax}\!\left(\frac{q_i K'^\top}{\sqrt d}\right) V'.$$
 
 The slots carry knowledge that does not depend on the input, and every query can fall back on them.
-The paper merges the feed-forward sublayer into attention this way (its "all-attention" layer); the
-seeds keep the feed-forward layers and report that the memory key/values still help.
+The paper merges the feed-forward sublayer into attention this way (its "all-attention" layer);
+x-transformers keeps the feed-forward layers and its README reports that the memory key/values still help.
 
 ## Visibility
 

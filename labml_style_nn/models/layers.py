@@ -15,7 +15,7 @@ It does three things per forward pass that no single block can do:
 Everything else (the block order, the norms, the techniques inside attention) is built from the
 options by `models/build.py` and `models/layout.py`.
 
-The keyword API is that of the seeds:
+The keyword API is that of x-transformers:
 
 ```python
 Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True, attn_num_mem_kv=16, ff_glu=True)
@@ -52,7 +52,7 @@ from .layout import branch_steps, layer_types, shift_amounts
 
 
 class AttentionLayers(nn.Module):
-    r"""A stack of attention and feed-forward blocks configured by the seeds' keywords.
+    r"""A stack of attention and feed-forward blocks configured by x-transformers' keywords.
 
     Args:
         dim: model width $D$.
@@ -61,7 +61,7 @@ class AttentionLayers(nn.Module):
         causal: each token sees only itself and earlier tokens.
         cross_attend: add a cross-attention block after each self-attention block.
         only_cross: cross-attention instead of self-attention (`CrossAttender`).
-        **kwargs: any keyword of the seeds (`attn_*`, `ff_*`, `rotary_pos_emb`, ...); see
+        **kwargs: any keyword of x-transformers (`attn_*`, `ff_*`, `rotary_pos_emb`, ...); see
             `labml_style_nn/options.py`.  Unknown keywords raise `TypeError`.
     """
 

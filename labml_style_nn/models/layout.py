@@ -15,7 +15,7 @@ coefficient* $k$, $1 \le k \le N$:
 $$\texttt{a}^k\,(\texttt{af})^{N-k}\,\texttt{f}^k$$
 
 The number of blocks of each kind is unchanged; $k = 0$ would be the standard interleaving (leave
-`sandwich_coef` unset for it) and $k = N$ puts all attention first; the seeds suggest $k = 6$.
+`sandwich_coef` unset for it) and $k = N$ puts all attention first; the x-transformers README suggests $k = 6$.
 
 **Macaron.** Lu et al. read a transformer layer as one step of a numerical solver for a
 convection-diffusion equation: attention moves particles by their interaction (diffusion),

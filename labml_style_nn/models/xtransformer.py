@@ -9,7 +9,7 @@ self-attention and to the encoded source through cross-attention:
 
 $$p(y \mid x) = \prod_t p\big(y_t \mid y_{<t},\ \operatorname{Enc}(x)\big)$$
 
-`XTransformer` builds both from the seeds' keywords: everything prefixed `enc_` configures the
+`XTransformer` builds both from x-transformers' keywords: everything prefixed `enc_` configures the
 encoder (`enc_depth`, `enc_heads`, `enc_num_tokens`, `enc_max_seq_len`, `enc_rotary_pos_emb`, ...),
 everything prefixed `dec_` the decoder.  `dim` is shared.  `tie_token_emb=True` shares one token
 embedding between encoder and decoder (the paper shares it with the output projection too).

@@ -20,7 +20,7 @@ branch; it refuses to be combined with a norm option.
 
 ## Differences from the paper
 
-None.  The seeds note that ReZero can struggle on very large data sets; ScaleNorm is the suggested
+None.  The x-transformers README notes that ReZero can struggle on very large data sets; ScaleNorm is the suggested
 fallback.
 """
 

@@ -9,7 +9,7 @@ before the branch is added:
 
 $$x \leftarrow \lambda \odot x + F(\operatorname{Norm}(x)), \qquad \lambda_0 = 1.$$
 
-Starting at one, the block starts as a plain residual.  The seeds report small gains and occasional
+Starting at one, the block starts as a plain residual.  The x-transformers README reports small gains and occasional
 instability, so it is off by default (`scale_residual=True` turns it on).
 
 Shapes: `D` model width; $\lambda \in \mathbb{R}^D$.
@@ -17,7 +17,7 @@ Shapes: `D` model width; $\lambda \in \mathbb{R}^D$.
 ## Differences from the paper
 
 NormFormer applies the scaling to feed-forward residuals only; here it applies to every block, as in
-the seeds.  With `sandwich_norm=True` as well (NormFormer's post-attention norm) and
+x-transformers.  With `sandwich_norm=True` as well (NormFormer's post-attention norm) and
 `attn_head_scale=True`, the stack has three of NormFormer's four changes; `ff_post_act_ln=True` is
 the fourth.
 """

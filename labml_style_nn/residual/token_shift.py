@@ -11,7 +11,7 @@ $$\tilde x_{t} = \big[\, x^{(0)}_{t};\ x^{(1)}_{t-1};\ \dots;\ x^{(s)}_{t-s} \,\
 
 with zeros shifted in before the first token.  It has no parameters and costs a copy; for
 character-level language models it speeds up convergence markedly, with BPE tokens and rotary
-positions the seeds saw no gain, and a shift of 2 or more narrows each chunk to $D/(s+1)$ features.
+positions the x-transformers README reports no gain, and a shift of 2 or more narrows each chunk to $D/(s+1)$ features.
 
 `shift_tokens = s` shifts every block's input the same way; a tuple gives one amount per block, in
 the order of the stack's `layer_types` (attention and feed-forward alternate by default), e.g.
@@ -30,7 +30,7 @@ the last $D - (s + 1) w$ features are not shifted.
 
 ## Differences from the source
 
-* RWKV mixes each token with its predecessor through learned interpolation weights; the seeds'
+* RWKV mixes each token with its predecessor through learned interpolation weights; x-transformers'
   variant, implemented here, shifts fixed feature chunks by fixed amounts.
 * A Transformer-XL memory does not carry the shift state: each segment starts from zeros, as at the
   start of a sequence, so a segmented pass differs from one long pass in the first $s$ positions of
