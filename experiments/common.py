@@ -385,7 +385,7 @@ def plot_curves(curves: dict[str, list[tuple[float, float]]], path: str | Path, 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     for name, points in curves.items():
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, label=name, marker="o" if len(points) < 12 else None, markersize=3)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

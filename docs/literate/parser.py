@@ -170,7 +170,6 @@ def nonraw_backslash_docstrings(source: str) -> list[int]:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    lines = source.splitlines()
     bad = []
     for node in ast.walk(tree):
         body = getattr(node, "body", None)

@@ -302,7 +302,8 @@ def case_xl(s: Sizes) -> Result:
     xt = peer("x_transformers")
     tokens = torch.randint(0, s.vocab, (s.batch, s.xl_segments * (s.xl_seq + 1)))
     torch.manual_seed(0)
-    make = lambda lib: decoder_lm(lib, s, s.dim, s.heads, s.xl_seq, max_mem_len=s.xl_mem, rotary_pos_emb=True)
+    def make(lib):
+        return decoder_lm(lib, s, s.dim, s.heads, s.xl_seq, max_mem_len=s.xl_mem, rotary_pos_emb=True)
     fns = {"ours": xl_step_fn(make(ours), tokens, s.xl_segments)}
     if xt is not None:
         fns["peer"] = xl_step_fn(make(xt), tokens, s.xl_segments)

@@ -76,7 +76,9 @@ class FeedbackMemory(nn.Module):
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Keys and values $x W_K, x W_V$ of already normalised vectors `(b, n, D)`, split into heads."""
         k, v = self.to_kv(x).chunk(2, dim=-1)
-        split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+        def split(t: Tensor) -> Tensor:
+            return rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+
         return split(k), split(v)  # (b, h, n, d) each
 
     def keys_values(self, memory: Tensor) -> tuple[Tensor, Tensor]:

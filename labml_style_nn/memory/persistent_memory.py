@@ -62,5 +62,7 @@ class PersistentMemory(nn.Module):
     def forward(self, batch: int) -> tuple[Tensor, Tensor]:
         """The slots for a batch of `batch` sequences: keys `(b, h, N, d_k)`, values `(b, h, N, d)`."""
         # `expand` is a view: the batch shares one copy of the slots
-        expand = lambda t: t[None].expand(batch, -1, -1, -1)
+        def expand(t: Tensor) -> Tensor:
+            return t[None].expand(batch, -1, -1, -1)
+
         return expand(self.keys), expand(self.values)  # (b, h, N, d)

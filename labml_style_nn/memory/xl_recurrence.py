@@ -50,7 +50,7 @@ from torch import Tensor
 def update_memories(mems: Optional[list[Tensor]], hiddens: list[Tensor], max_len: int) -> list[Tensor]:
     r"""New memories: $[\operatorname{sg}(\text{old});\ \text{hiddens}]$, last `max_len` positions."""
     if mems is not None:
-        hiddens = [torch.cat((m, h), dim=1) for m, h in zip(mems, hiddens)]
+        hiddens = [torch.cat((m, h), dim=1) for m, h in zip(mems, hiddens, strict=True)]
     return [h[:, -max_len:].detach() for h in hiddens]  # (b, <= M, D) per layer
 
 

@@ -75,7 +75,7 @@ def update_memory(mem: list[torch.Tensor], new_mem: list[torch.Tensor], max_len:
     if not mem:
         mem = [m[:0] for m in new_mem]
     return [torch.cat([m, n], dim=0)[-max_len:] if max_len > 0 else n[:0]
-            for m, n in zip(mem, new_mem)]
+            for m, n in zip(mem, new_mem, strict=True)]
 
 
 class TransformerXLLayer(nn.Module):

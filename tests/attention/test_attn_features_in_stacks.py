@@ -27,7 +27,7 @@ def _context(b=2, j=5):
 def test_decoder_stays_causal(feature, kind):
     _skip_if_meaningless(kind, feature)
     model = make_stack(kind, feature)
-    extra = dict(zip(("context", "context_mask"), _context())) if kind == "cross_decoder" else {}
+    extra = dict(zip(("context", "context_mask"), _context(), strict=True)) if kind == "cross_decoder" else {}
     x = torch.randn(2, 9, DIM)
     x_future = x.clone()
     x_future[:, 5:] = torch.randn(2, 4, DIM)
@@ -43,7 +43,7 @@ def test_decoder_stays_causal(feature, kind):
 def test_padded_tokens_change_nothing(feature, kind):
     _skip_if_meaningless(kind, feature)
     model = make_stack(kind, feature)
-    extra = dict(zip(("context", "context_mask"), _context())) if kind == "cross_decoder" else {}
+    extra = dict(zip(("context", "context_mask"), _context(), strict=True)) if kind == "cross_decoder" else {}
     x = torch.randn(2, 8, DIM)
     mask = torch.ones(2, 8, dtype=torch.bool)
     mask[0, 5:] = False
@@ -79,7 +79,7 @@ def test_forward_backward_finite_and_gradients_reach_the_feature(feature, kind):
     x = torch.randn(2, 7, DIM)
     mask = torch.ones(2, 7, dtype=torch.bool)
     mask[1, 4:] = False
-    extra = dict(zip(("context", "context_mask"), _context())) if kind.startswith("cross") else {}
+    extra = dict(zip(("context", "context_mask"), _context(), strict=True)) if kind.startswith("cross") else {}
     out = run(model, feature, x, mask=mask, **extra)
     assert out.shape == x.shape and torch.isfinite(out).all()
     (out[mask] ** 2).mean().backward()

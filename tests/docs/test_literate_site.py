@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 from literate import site
 from literate.parser import parse
 from literate.render import RenderOptions, highlight_lines, render_page
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_relative_url():

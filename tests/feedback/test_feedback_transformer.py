@@ -60,7 +60,7 @@ def reference(model, x, memory=None):
             cur = nxt
             states.append(dict(cur))
         for t in window:
-            entries.append((t, sum(mix[l] * states[l][t] for l in range(len(states)))))
+            entries.append((t, sum(mix[layer] * states[layer][t] for layer in range(len(states)))))
             finals[t] = cur[t]
     logits = model.to_logits(model.norm(torch.stack([finals[t] for t in range(n)], 1)))
     return logits, torch.stack([vec for _, vec in entries][-M:], 1)

@@ -106,7 +106,7 @@ def test_truncated_memory_is_a_suffix_of_the_previous_memory_and_inputs():
         _, mems1 = model(tokens(1, 4, seed=3), return_mems=True)
         _, mems2 = model(tokens(1, 5, seed=4), mems=mems1, return_mems=True)
     # 4 + 5 positions, keep 6: the last 1 of the old memory, then the 5 new inputs.
-    for m1, m2 in zip(mems1, mems2):
+    for m1, m2 in zip(mems1, mems2, strict=True):
         assert torch.equal(m2[:, :1], m1[:, -1:])
 
 
@@ -122,11 +122,11 @@ def test_shift_mem_down_equals_manual_reordering(k):
         x2 = tokens(2, 6, seed=6)
         out_s, mems_s = shifted(x2, mems=mems, return_mems=True)
         # Layer l gets the memory of layer l + k: [m_k, ..., m_{L-1}, m_0, ..., m_{k-1}].
-        manual = [mems[(l + k) % 3] for l in range(3)]
+        manual = [mems[(layer + k) % 3] for layer in range(3)]
         out_p, mems_p = plain(x2, mems=manual, return_mems=True)
         out_wrong = plain(x2, mems=mems)
     torch.testing.assert_close(out_s, out_p)
-    for a, b in zip(mems_s, mems_p):
+    for a, b in zip(mems_s, mems_p, strict=True):
         torch.testing.assert_close(a, b)
     assert not torch.allclose(out_s, out_wrong, atol=1e-4)
 

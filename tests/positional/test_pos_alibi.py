@@ -32,14 +32,14 @@ def test_sixteen_heads_are_powers_of_the_square_root_of_one_half():
 def test_slopes_match_the_paper_for_any_head_count(n):
     slopes = alibi_slopes(n)
     assert len(slopes) == n and len(set(slopes)) == n
-    for a, b in zip(slopes, paper_slopes(n)):
+    for a, b in zip(slopes, paper_slopes(n), strict=True):
         assert math.isclose(a, b, rel_tol=1e-12)
 
 
 def test_twelve_heads_worked_example():
     # 8-head slopes 2^-1..2^-8, then slopes 1, 3, 5, 7 of a 16-head model: 2^-0.5, 2^-1.5, ...
     expected = [2.0 ** -h for h in range(1, 9)] + [2.0 ** -(h + 0.5) for h in range(0, 4)]
-    assert all(math.isclose(a, b) for a, b in zip(alibi_slopes(12), expected))
+    assert all(math.isclose(a, b) for a, b in zip(alibi_slopes(12), expected, strict=True))
 
 
 def test_bias_is_minus_slope_times_distance_and_only_on_the_first_k_heads():

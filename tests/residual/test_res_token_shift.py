@@ -102,6 +102,7 @@ def test_shift_is_wired_in_the_stack():
     x = torch.randn(1, 6, 8)
     y = x.clone()
     y[0, 2] = torch.randn(8)
-    h = lambda t: ff.join(ff.fn(ff.branch_input(t)), t)
+    def h(t):
+        return ff.join(ff.fn(ff.branch_input(t)), t)
     assert not torch.allclose(h(x)[0, 3], h(y)[0, 3])
     torch.testing.assert_close(h(x)[0, 4], h(y)[0, 4])

@@ -88,7 +88,8 @@ def test_cached_decoding_step_compiles_fullgraph_without_recompiling():
 
     torch._dynamo.reset()
     backend = CountingBackend()
-    step = lambda tok, cache: model(tok, cache=cache)
+    def step(tok, cache):
+        return model(tok, cache=cache)
     with torch.no_grad():
         eager = run(step)
         compiled = run(torch.compile(step, fullgraph=True, backend=backend))

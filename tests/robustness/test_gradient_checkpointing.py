@@ -20,7 +20,7 @@ def test_checkpointed_gradients_equal_plain_ones(kind, feature):
         out = model(xi, mask=mask)
         (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
         grads.append([xi.grad] + [p.grad for p in model.parameters()])
-    for g_plain, g_ckpt in zip(*grads):
+    for g_plain, g_ckpt in zip(*grads, strict=True):
         torch.testing.assert_close(g_ckpt, g_plain, rtol=1e-5, atol=1e-6)
 
 

@@ -26,8 +26,9 @@ def test_state_dict_round_trip_gives_identical_outputs(feature):
 
 
 def test_language_model_state_dict_round_trip():
-    make = lambda: TransformerWrapper(num_tokens=20, max_seq_len=16, num_memory_tokens=2,
-                                      attn_layers=Decoder(dim=32, depth=2, heads=4, rel_pos_bias=True)).eval()
+    def make():
+        return TransformerWrapper(num_tokens=20, max_seq_len=16, num_memory_tokens=2,
+                                          attn_layers=Decoder(dim=32, depth=2, heads=4, rel_pos_bias=True)).eval()
     torch.manual_seed(0)
     a = make()
     torch.manual_seed(1)
