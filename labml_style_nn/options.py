@@ -24,6 +24,8 @@ import difflib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional, Union
 
+from .positional.rope_scaling import RopeScaling
+
 
 @dataclass
 class AttentionOptions:
@@ -93,6 +95,11 @@ class LayerOptions:
     rel_pos_max_distance: int = 128
     rotary_pos_emb: bool = False
     rotary_emb_dim: Optional[int] = None
+    # RoPE scaling for contexts beyond the training length (positional/rope_scaling.py)
+    rotary_interpolation_factor: float = 1.0
+    rotary_base_rescale_factor: float = 1.0
+    rotary_yarn_factor: Optional[float] = None
+    rotary_yarn_original_max_len: Optional[int] = None
     alibi_pos_emb: bool = False
     alibi_num_heads: Optional[int] = None
     position_infused_attn: bool = False
@@ -106,6 +113,17 @@ class LayerOptions:
     def has_relative_positions(self) -> bool:
         """True when a scheme gives positions inside attention (the absolute embedding can go)."""
         return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb
+
+
+_ROPE_SCALING_DEFAULTS = dict(rotary_interpolation_factor=1.0, rotary_base_rescale_factor=1.0,
+                              rotary_yarn_factor=None, rotary_yarn_original_max_len=None)
+
+
+def rope_scaling(o: LayerOptions) -> RopeScaling:
+    """The RoPE scaling settings of a stack (`ValueError` naming the keyword for a bad value)."""
+    return RopeScaling(interpolation_factor=o.rotary_interpolation_factor,
+                       base_rescale_factor=o.rotary_base_rescale_factor,
+                       yarn_factor=o.rotary_yarn_factor, yarn_original_max_len=o.rotary_yarn_original_max_len)
 
 
 # Spellings of the same option from other versions of the keyword API.
@@ -265,6 +283,10 @@ def validate(o: LayerOptions) -> None:
         if o.rotary_emb_dim > o.attn.key_width(o.dim):
             raise ValueError(f"rotary_emb_dim: expected at most the key width per head "
                              f"({o.attn.key_width(o.dim)}), got {o.rotary_emb_dim}")
+    scaled = [k for k, default in _ROPE_SCALING_DEFAULTS.items() if getattr(o, k) != default]
+    if scaled and not o.rotary_pos_emb:
+        raise ValueError(f"{scaled[0]}: only meaningful with rotary_pos_emb=True")
+    rope_scaling(o)  # each value checked once, with the keyword's name
     if o.rel_pos_bias:
         check_int("rel_pos_num_buckets", o.rel_pos_num_buckets)
         check_int("rel_pos_max_distance", o.rel_pos_max_distance)

@@ -42,7 +42,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
-from ..options import LayerOptions, parse_layer_options
+from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
@@ -90,7 +90,7 @@ class AttentionLayers(nn.Module):
             rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
-            self.rotary = RotaryEmbedding(rot)
+            self.rotary = RotaryEmbedding(rot, scaling=rope_scaling(o))
         self.rel_pos = T5RelativePositionBias(heads, o.causal, o.rel_pos_num_buckets, o.rel_pos_max_distance) \
             if o.rel_pos_bias else None
         self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads) if o.alibi_pos_emb else None

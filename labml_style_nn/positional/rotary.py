@@ -36,32 +36,53 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le
   rather than part of the paper.
 """
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
+
+from .rope_scaling import RopeScaling, scaled_frequencies
 
 
 class RotaryEmbedding(nn.Module):
     r"""Computes the rotation angles of a set of positions, once per forward pass.
 
+    `scaling` stretches the angles for contexts longer than the training length (position
+    interpolation, NTK-aware base, YaRN: see [RoPE scaling](rope_scaling.md)).
+
     >>> RotaryEmbedding(4).angles(torch.tensor([0, 1])).shape   # cos and sin, 2 positions, r = 4
     torch.Size([2, 2, 4])
     """
 
-    def __init__(self, dim: int, base: float = 10000.0):
+    def __init__(self, dim: int, base: float = 10000.0, *, scaling: Optional[RopeScaling] = None):
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"rotary_emb_dim: expected an even integer >= 2, got {dim}")
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
+            raise ValueError(f"rotary_theta: expected a positive number, got {base!r}")
         self.dim = dim
-        # $\theta_k = \text{base}^{-2k/r}$ for $k = 0 \dots r/2 - 1$
-        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        self.scaling = scaling or RopeScaling()
+        # $\theta_k = \text{base}^{-2k/r}$ for $k = 0 \dots r/2 - 1$ (changed by NTK or YaRN scaling), and
+        # the magnitude YaRN gives to $\cos$ and $\sin$ (1 otherwise)
+        inv_freq, self.magnitude = scaled_frequencies(dim, float(base), self.scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def angles(self, positions: Tensor) -> Tensor:
-        r"""Stacked $(\cos, \sin)$ of $p\,\theta_k$: `(2, n, r)` for `positions` `(n,)`."""
+    def angles(self, positions: Tensor, magnitude: bool = True) -> Tensor:
+        r"""Stacked $(\cos, \sin)$ of $p\,\theta_k$: `(2, n, r)` for `positions` `(n,)`.
+
+        `magnitude=False` leaves out YaRN's temperature: a pure rotation, for turning keys that
+        were already rotated (attention sinks).
+        """
+        positions = positions.float()
+        # Position interpolation: $p \to p / s$
+        if self.scaling.interpolation_factor != 1:
+            positions = positions / self.scaling.interpolation_factor
         # $p\,\theta_k$, repeated for both halves of the "rotate half" layout
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]  # (n, r/2)
+        freqs = positions[:, None] * self.inv_freq[None, :]  # (n, r/2)
         freqs = torch.cat((freqs, freqs), dim=-1)  # (n, r)
-        return torch.stack((freqs.cos(), freqs.sin()))
+        out = torch.stack((freqs.cos(), freqs.sin()))
+        # YaRN: $\sqrt{1/t}$ on queries and keys, so $1/t$ on the rotated part of each score
+        return out * self.magnitude if magnitude and self.magnitude != 1 else out
 
     def forward(self, positions: Tensor) -> Tensor:
         """The same as `angles`: `(2, n, r)`."""
