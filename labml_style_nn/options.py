@@ -44,6 +44,19 @@ class AttentionOptions:
     head_scale: bool = False
     qk_norm: bool = False
     qk_norm_seq_len: Optional[int] = None
+    # grouped-query / multi-query attention (attention/grouped_query.py)
+    kv_heads: Optional[int] = None
+    one_kv_head: bool = False
+    # sliding-window attention (attention/sliding_window.py)
+    max_attend_past: Optional[int] = None
+    # biases of the projections, and the logit scale (None: $1/\sqrt{d}$)
+    qkv_bias: bool = False
+    out_bias: bool = False
+    scale: Optional[float] = None
+
+    def num_kv_heads(self, heads: int) -> int:
+        """Key/value heads: `kv_heads`, 1 for multi-query, else one per query head."""
+        return 1 if self.one_kv_head else (self.kv_heads or heads)
 
     def key_width(self, dim: int) -> int:
         """Width of queries and keys per head: `dim_head`, or the shared width of collaborative heads."""
@@ -61,6 +74,16 @@ class FeedForwardOptions:
     relu_squared: bool = False
     post_act_ln: bool = False
     dropout: float = 0.0
+    swish: bool = False
+    activation: Optional[str] = None
+    inner_dim: Optional[int] = None
+    no_bias: bool = False
+
+    def activation_name(self) -> str:
+        """The activation of the hidden layer: `activation`, or the one the older flags choose."""
+        if self.activation is not None:
+            return self.activation
+        return "relu_squared" if self.relu_squared else "silu" if self.swish else "gelu"
 
 
 @dataclass
@@ -103,8 +126,12 @@ class LayerOptions:
     alibi_pos_emb: bool = False
     alibi_num_heads: Optional[int] = None
     position_infused_attn: bool = False
+    rotary_theta: float = 10000.0
+    # epsilon of every norm of the stack (None: each norm's own default)
+    norm_eps: Optional[float] = None
     # memory efficiency
     gradient_checkpointing: bool = False
+    reversible: bool = False
     attn: AttentionOptions = field(default_factory=AttentionOptions)
     cross_attn: Optional[AttentionOptions] = None
     ff: FeedForwardOptions = field(default_factory=FeedForwardOptions)
@@ -173,6 +200,9 @@ def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]
             layer[key] = value
         else:
             raise unknown_keyword_error(owner, name, valid)
+    if "max_attend_past" in cross:
+        raise ValueError("cross_attn_max_attend_past: cross-attention keys have no position relative to the "
+                         "queries; a sliding window (attn_max_attend_past) applies to self-attention only")
     attn_opts = AttentionOptions(**attn)
     cross_opts = replace(attn_opts, **cross) if cross else None
     opts = LayerOptions(dim=dim, depth=depth, attn=attn_opts, cross_attn=cross_opts,
@@ -226,6 +256,43 @@ def validate_attention(a: AttentionOptions, prefix: str) -> None:
             raise ValueError("qk_norm_attn_seq_len: expected at least 2 (the temperature is log2(L^2 - L))")
     if a.use_entmax15 and a.sparse_topk:
         raise ValueError(f"{prefix}use_entmax15 and {prefix}sparse_topk both sparsify the weights; choose one")
+    for flag in ("one_kv_head", "qkv_bias", "out_bias"):
+        if not isinstance(getattr(a, flag), bool):
+            raise ValueError(f"{prefix}{flag}: expected True or False, got {getattr(a, flag)!r}")
+    check_int(prefix + "kv_heads", a.kv_heads, allow_none=True)
+    if a.kv_heads is not None and a.one_kv_head:
+        raise ValueError(f"{prefix}kv_heads and {prefix}one_kv_head both set the key/value heads; choose one")
+    if (a.kv_heads is not None or a.one_kv_head) and a.collab_heads:
+        raise ValueError(f"{prefix}kv_heads (or {prefix}one_kv_head) and {prefix}collab_heads both replace the "
+                         "key projections; choose one")
+    check_int(prefix + "max_attend_past", a.max_attend_past, minimum=0, allow_none=True)
+    if a.scale is not None:
+        if _number(prefix + "scale", a.scale) and not a.scale > 0:
+            raise ValueError(f"{prefix}scale: expected a positive number, got {a.scale!r}")
+        if a.qk_norm:
+            raise ValueError(f"{prefix}scale and {prefix}qk_norm both set the logit scale (qk-norm learns it); "
+                             "choose one")
+
+
+# The activations `ff_activation` accepts (feedforward/activations.py).
+FF_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "sigmoid", "identity", "relu_squared")
+
+
+def validate_feedforward(f: FeedForwardOptions) -> None:
+    """Check the `ff_*` options."""
+    check_probability("ff_dropout", f.dropout)
+    if _number("ff_mult", f.mult) and not f.mult > 0:
+        raise ValueError(f"ff_mult: expected a positive number, got {f.mult!r}")
+    check_int("ff_inner_dim", f.inner_dim, allow_none=True)
+    for flag in ("glu", "swish", "relu_squared", "no_bias", "post_act_ln"):
+        if not isinstance(getattr(f, flag), bool):
+            raise ValueError(f"ff_{flag}: expected True or False, got {getattr(f, flag)!r}")
+    if f.activation is not None and f.activation not in FF_ACTIVATIONS:
+        raise ValueError(f"ff_activation: expected one of {', '.join(FF_ACTIVATIONS)} (or None), got {f.activation!r}")
+    chosen = [name for name, on in (("ff_swish", f.swish), ("ff_relu_squared", f.relu_squared),
+                                    ("ff_activation", f.activation is not None)) if on]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} each choose the activation; choose one")
 
 
 #
@@ -245,9 +312,20 @@ def validate(o: LayerOptions) -> None:
             raise ValueError("cross_attn_*: options for cross-attention layers, but this stack has none "
                              "(set cross_attend=True)")
         validate_attention(o.cross_attn, "cross_attn_")
-    check_probability("ff_dropout", o.ff.dropout)
-    if _number("ff_mult", o.ff.mult) and not o.ff.mult > 0:
-        raise ValueError(f"ff_mult: expected a positive number, got {o.ff.mult!r}")
+    validate_feedforward(o.ff)
+    if o.attn.kv_heads is not None and o.heads % o.attn.kv_heads:
+        raise ValueError(f"attn_kv_heads: expected a divisor of heads ({o.heads}), got {o.attn.kv_heads}")
+    if o.cross_attn is not None and o.cross_attn.kv_heads is not None and o.heads % o.cross_attn.kv_heads:
+        raise ValueError(f"cross_attn_kv_heads: expected a divisor of heads ({o.heads}), got {o.cross_attn.kv_heads}")
+    if o.attn.max_attend_past is not None and not o.causal:
+        raise ValueError("attn_max_attend_past: a sliding window looks back from each query; it needs a causal "
+                         "stack (Decoder), not causal=False")
+    if o.norm_eps is not None and _number("norm_eps", o.norm_eps) and not o.norm_eps > 0:
+        raise ValueError(f"norm_eps: expected a positive number, got {o.norm_eps!r}")
+    if _number("rotary_theta", o.rotary_theta) and not o.rotary_theta > 0:
+        raise ValueError(f"rotary_theta: expected a positive number, got {o.rotary_theta!r}")
+    if o.rotary_theta != 10000.0 and not o.rotary_pos_emb:
+        raise ValueError("rotary_theta: only meaningful with rotary_pos_emb=True")
     if o.use_scalenorm and o.use_rmsnorm:
         raise ValueError("use_scalenorm and use_rmsnorm: choose one normalisation, not both")
     if o.use_rezero and (o.use_scalenorm or o.use_rmsnorm or o.sandwich_norm):
@@ -302,3 +380,32 @@ def validate(o: LayerOptions) -> None:
     shifts = o.shift_tokens if isinstance(o.shift_tokens, (tuple, list)) else (o.shift_tokens,)
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shifts):
         raise ValueError(f"shift_tokens: expected integers >= 0, got {o.shift_tokens!r}")
+    validate_reversible(o)
+
+
+# A reversible stack pairs an attention half $F$ with a feed-forward half $G$ and adds each to one
+# half of the residual stream (`residual/reversible.py`): anything that is not such a sum, or that
+# carries state from one layer to the next outside the stream, cannot be inverted.
+_NOT_REVERSIBLE = {
+    "macaron": "its half-step feed-forward before attention breaks the attention/feed-forward pairs",
+    "sandwich_coef": "its runs of attention and of feed-forward break the attention/feed-forward pairs",
+    "gate_residual": "the GRU gate mixes the residual into the branch, so the input cannot be subtracted back out",
+    "scale_residual": "the residual is no longer added unchanged",
+    "residual_attn": "the scores passed from layer to layer would have to be kept for the backward pass",
+    "cross_residual_attn": "the scores passed from layer to layer would have to be kept for the backward pass",
+    "gradient_checkpointing": "reversible layers already recompute activations; use one or the other",
+}
+
+
+def validate_reversible(o: LayerOptions) -> None:
+    """Refuse, naming both keywords, what a reversible stack cannot run."""
+    if not isinstance(o.reversible, bool):
+        raise ValueError(f"reversible: expected True or False, got {o.reversible!r}")
+    if not o.reversible:
+        return
+    if not o.pre_norm:
+        raise ValueError("reversible and pre_norm=False: post-norm normalises the residual sum, so the "
+                         "block input cannot be subtracted back out; use pre-norm")
+    for name, why in _NOT_REVERSIBLE.items():
+        if getattr(o, name) not in (None, False):
+            raise ValueError(f"reversible and {name} cannot be combined: {why}")

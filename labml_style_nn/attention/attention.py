@@ -17,10 +17,11 @@ from its own file (the protocols are on the [extension points](extension_points.
 
 | step | extension point | techniques |
 |---|---|---|
-| project $x$ to $q, k, v$ | `qk_proj` | collaborative heads |
+| project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
 | transform $q, k$ | `qk_transform`, `rotary` | qk-norm, rotary embeddings |
 | extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
 | additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
+| which keys are visible | `max_attend_past` | [sliding window](sliding_window.md) |
 | transform the scores | `score_transform` | talking heads, top-$k$, residual attention |
 | normalise | `normaliser` | softmax, entmax-1.5 |
 | gate the output | `output_gate`, `to_out` | value gating, head scale, attention on attention |
@@ -56,6 +57,8 @@ from torch import Tensor, nn
 
 from ..positional.rotary import apply_rotary
 from .extension_points import ScoreTransform, SharedAttentionInputs, masked_fill_value, softmax
+from .grouped_query import fused_attention, group_queries, repeat_kv, split_heads
+from .sliding_window import last_keys, window_mask
 
 
 #
@@ -67,7 +70,10 @@ class Attention(nn.Module):
         dim: model width of the queries' input.
         heads: number of heads $h$.
         dim_head: width $d$ of each head.
+        kv_heads: key/value heads $g$ shared by groups of $h / g$ query heads (`None`: $h$).
         causal: queries see only keys at or before their own position.
+        max_attend_past: sliding window $W$, query $i$ sees keys $j$ with $i - j \le W$ (causal only).
+        qkv_bias, out_bias: biases on the query/key/value and on the output projections.
         dim_context: width of the cross-attention context (`None` for self-attention).
         dropout: dropout on the attention weights.
         scale: score scale, $1/\sqrt{d}$ by default.
@@ -86,7 +92,11 @@ class Attention(nn.Module):
         *,
         heads: int = 8,
         dim_head: int = 64,
+        kv_heads: Optional[int] = None,
         causal: bool = False,
+        max_attend_past: Optional[int] = None,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
         dim_context: Optional[int] = None,
         dropout: float = 0.0,
         scale: Optional[float] = None,
@@ -100,24 +110,31 @@ class Attention(nn.Module):
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
+        self.kv_heads = heads if kv_heads is None else kv_heads
+        if self.kv_heads < 1 or heads % self.kv_heads:
+            raise ValueError(f"kv_heads: expected a divisor of heads ({heads}), got {kv_heads}")
+        if max_attend_past is not None and (not causal or dim_context is not None):
+            raise ValueError("max_attend_past: a sliding window needs causal self-attention")
+        self.max_attend_past = max_attend_past
         self.is_cross = dim_context is not None
-        inner = heads * dim_head
+        inner, kv_inner = heads * dim_head, self.kv_heads * dim_head
         self.scale = dim_head ** -0.5 if scale is None else scale
         # One fused projection for queries, keys and values: a single matrix multiply in
         # self-attention.  Cross-attention and memories slice it into its query and key/value
         # parts.  With `qk_proj` the queries and keys come from that module instead.
-        n_proj = 1 if qk_proj is not None else 3
-        self.to_q = nn.Linear(dim, inner, bias=False) if self.is_cross and qk_proj is None else None
-        self.to_qkv = None if self.is_cross else nn.Linear(dim, n_proj * inner, bias=False)
+        # With $g$ key/value heads the projection is $h + 2g$ heads wide.
+        width = inner if qk_proj is not None else inner + 2 * kv_inner
+        self.to_q = nn.Linear(dim, inner, bias=qkv_bias) if self.is_cross and qk_proj is None else None
+        self.to_qkv = None if self.is_cross else nn.Linear(dim, width, bias=qkv_bias)
         n_kv = 1 if qk_proj is not None else 2
-        self.to_kv = nn.Linear(dim_context, n_kv * inner, bias=False) if self.is_cross else None
+        self.to_kv = nn.Linear(dim_context, n_kv * kv_inner, bias=qkv_bias) if self.is_cross else None
         self.qk_proj = qk_proj
         self.qk_transform = qk_transform
         self.memory_kv = memory_kv
         self.score_transform = score_transform
         self.normaliser = normaliser
         self.output_gate = output_gate
-        self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=False)
+        self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -131,8 +148,12 @@ class Attention(nn.Module):
     # $q = x W_Q$, $[k, v] = c\, [W_K, W_V]$ with $c$ the keys' input: the tokens themselves, the XL
     # memory followed by the tokens, or the cross-attention context.
     def _project(self, x: Tensor, kv_input: Tensor, qk_pos: Optional[Tensor]):
-        inner = self.heads * self.dim_head
-        to_heads = lambda t: rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+        h, g, d = self.heads, self.kv_heads, self.dim_head
+        inner = h * d
+
+        def to_heads(t: Tensor, heads: int = h) -> Tensor:
+            return rearrange(t, "b n (h d) -> b h n d", h=heads)
+
         if self.qk_proj is not None:
             # Collaborative heads: shared query/key projections, values as usual.
             proj = self.to_kv if self.is_cross else self.to_qkv
@@ -141,21 +162,20 @@ class Attention(nn.Module):
             q, k = self.qk_proj(q_in, k_in)
             return q, k, to_heads(proj(kv_input))
         if self.is_cross:
-            q = self.to_q(x)
             k, v = self.to_kv(kv_input).chunk(2, dim=-1)
-        elif kv_input is x and qk_pos is None:
-            q, k, v = self.to_qkv(x).chunk(3, dim=-1)
-        else:
-            w = self.to_qkv.weight
-            q = F.linear(x, w[:inner])
-            k, v = F.linear(kv_input, w[inner:]).chunk(2, dim=-1)
-            # Position infused attention: positions enter the query and key projections only,
-            # $q = (x + p) W_Q$, $k = (c + p) W_K$, so values stay free of position.
-            if qk_pos is not None:
-                qk_pos = qk_pos.to(w.dtype)  # the sinusoids are float32; half-precision weights need a cast
-                q = q + F.linear(qk_pos[-x.shape[1]:], w[:inner])
-                k = k + F.linear(qk_pos, w[inner:2 * inner])
-        return to_heads(q), to_heads(k), to_heads(v)
+            return to_heads(self.to_q(x)), to_heads(k, g), to_heads(v, g)
+        if kv_input is x and qk_pos is None:
+            return split_heads(self.to_qkv(x), h, g, d)  # (b, h, n, d), (b, g, n, d) twice
+        w, bias = self.to_qkv.weight, self.to_qkv.bias
+        q = F.linear(x, w[:inner], None if bias is None else bias[:inner])
+        k, v = F.linear(kv_input, w[inner:], None if bias is None else bias[inner:]).chunk(2, dim=-1)
+        # Position infused attention: positions enter the query and key projections only,
+        # $q = (x + p) W_Q$, $k = (c + p) W_K$, so values stay free of position.
+        if qk_pos is not None:
+            qk_pos = qk_pos.to(w.dtype)  # the sinusoids are float32; half-precision weights need a cast
+            q = q + F.linear(qk_pos[-x.shape[1]:], w[:inner])
+            k = k + F.linear(qk_pos, w[inner:inner + g * d])
+        return to_heads(q), to_heads(k, g), to_heads(v, g)
 
     def _queries(self, x: Tensor) -> Tensor:
         """Queries alone, for cross-attention steps whose keys and values are cached."""
@@ -271,20 +291,28 @@ class Attention(nn.Module):
     # left-padded prompts masks keys (and the new token itself is always visible, so no row is
     # empty).  $q, k, v$ are views of one matrix multiply, and one rotation turns $q$ and $k$.
     def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
-        b, h, d = x.shape[0], self.heads, self.dim_head
-        qkv = self.to_qkv(x).view(b, 3, h, 1, d).transpose(0, 1)  # (3, b, h, 1, d)
-        q, k, v = qkv.unbind(0)
+        b, h, g, d = x.shape[0], self.heads, self.kv_heads, self.dim_head
+        qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
+        q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
         if shared.rotary is not None:
-            q, k = apply_rotary(qkv[:2], shared.rotary).unbind(0)  # one rotation for both, (b, h, 1, d)
+            q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
         if self.qk_transform is not None:
             q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
-        k, v = cache.update(k, v)  # (b, h, m + 1, d)
+        k, v = cache.update(k, v)  # (b, g, m + 1, d)
+        bias = shared.attn_bias
+        if self.max_attend_past is not None:
+            # Sliding window: only the last $W + 1$ keys are visible.
+            k, v, key_mask = last_keys(k, v, key_mask, self.max_attend_past)
+            bias = None if bias is None else bias[..., -k.shape[-2]:]
+        # Grouped heads: the $h/g$ query heads that share a key/value head are $h/g$ queries of it.
+        q = group_queries(q, g)  # (b, g, h/g, d)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # (b, 1, 1, m + 1)
-        if shared.attn_bias is not None:
-            bias = shared.attn_bias.to(q.dtype)  # (1, h, 1, m + 1)
+        if bias is not None:
+            bias = bias.to(q.dtype).reshape(1, g, h // g, -1)  # (1, h, 1, m + 1) grouped as q
             attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, masked_fill_value(q.dtype))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
+        out = out.reshape(b, h, 1, d)
         if self.output_gate is not None:
             out = self.output_gate(out, x)
         return self.to_out(out.transpose(1, 2).reshape(b, 1, h * d))  # (b, 1, dim)
@@ -296,8 +324,8 @@ class Attention(nn.Module):
     # positions and the padding, so every self-attention layer of a stack would build the same
     # ones: they are kept on the shared inputs (keyed by everything they depend on) and reused.
     def _masks(self, q, k, key_mask, offset, num_mem, shared: SharedAttentionInputs) -> dict:
-        key = None if self.is_cross else (self.causal, q.shape[-2], k.shape[-2], offset, num_mem, q.dtype,
-                                          id(key_mask))
+        key = None if self.is_cross else (self.causal, self.max_attend_past, q.shape[-2], k.shape[-2], offset,
+                                          num_mem, q.dtype, id(key_mask))
         if key in shared.masks:
             return shared.masks[key]
         visible, has_key = self._visibility(q, k, key_mask, offset, num_mem)
@@ -319,11 +347,15 @@ class Attention(nn.Module):
     def _visibility(self, q, k, key_mask, offset, num_mem):
         n, j = q.shape[-2], k.shape[-2]
         visible = None
-        if self.causal and n > 1:
+        if (self.causal and n > 1) or self.max_attend_past is not None:
             i_pos = torch.arange(n, device=q.device)[:, None] + offset + num_mem
             j_pos = torch.arange(j, device=q.device)[None, :]
             # Key $j$ is visible from query $i$ when $j \le i + m$; persistent slots always.
-            visible = ((j_pos <= i_pos) | (j_pos < num_mem))[None, None]  # (1, 1, i, j)
+            seen = j_pos <= i_pos
+            if self.max_attend_past is not None:
+                # ... and, with a sliding window, when $i - j \le W$.
+                seen = seen & window_mask(i_pos, j_pos, self.max_attend_past)
+            visible = (seen | (j_pos < num_mem))[None, None]  # (1, 1, i, j)
         has_key = None
         if key_mask is not None:
             if key_mask.shape[-1] != j - num_mem:
@@ -346,10 +378,8 @@ class Attention(nn.Module):
             m["fused"] = self._fused_mask(q, k, m["visible"], m["bias"], m["has_key"])
         attn_mask, is_causal = m["fused"]
         has_key = m["has_key"]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale,
-        )
+        out = fused_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                              dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
         return out if has_key is None else out * has_key
 
     def _fused_mask(self, q, k, visible, bias, has_key):
@@ -359,8 +389,8 @@ class Attention(nn.Module):
             if visible is not None:
                 attn_mask = attn_mask.masked_fill(~visible, masked_fill_value(q.dtype))
             return attn_mask, False
-        if visible is not None and self.causal and has_key is None and visible.shape[0] == 1 \
-                and q.shape[-2] == k.shape[-2]:
+        if visible is not None and self.causal and self.max_attend_past is None and has_key is None \
+                and visible.shape[0] == 1 and q.shape[-2] == k.shape[-2]:
             # Plain causal attention: let the kernel build the triangle itself.
             return None, True
         return visible, False
@@ -368,6 +398,8 @@ class Attention(nn.Module):
     #
     # ### The explicit path
     def _explicit(self, q, k, v, visible, bias, has_key, prev_scores, attn_sink=None):
+        # Grouped-query attention: each key/value head serves $h / g$ query heads.
+        k, v = repeat_kv(k, self.heads // k.shape[1]), repeat_kv(v, self.heads // v.shape[1])  # (b, h, j, d)
         # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype.  The scale multiplies $q$
         # ($n d$ values) instead of $S$ ($n^2$), and one batched matmul needs no permuted copies.
         scores = torch.matmul(q * self.scale, k.transpose(-1, -2))  # (b, h, i, j)

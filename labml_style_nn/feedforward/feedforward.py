@@ -8,11 +8,16 @@ token on its own, with the same two-layer MLP at every position:
 
 $$\operatorname{FFN}(x) = \phi(x W_1 + b_1)\, W_2 + b_2$$
 
-The hidden width is `ff_mult` times the model width (4 in the paper).  The activation $\phi$ is GELU
-by default; the other choices live in their own files:
+The hidden width is `ff_mult` times the model width (4 in the paper), or exactly `ff_inner_dim`
+(LLaMA's 11008 for $D = 4096$ is no multiple of it).  The activation $\phi$ is GELU by default;
+the other choices live in their own files:
 
-* [GLU](glu.md): `ff_glu=True`, a gated hidden layer with a GELU gate.
+* [activations](activations.md): `ff_activation=` any of GELU, GELU's tanh approximation (GPT-2),
+  ReLU, SiLU/Swish (`ff_swish=True`), sigmoid, identity, ReLU².
+* [GLU variants](glu.md): `ff_glu=True`, a gated hidden layer; its gate is the activation above
+  (GEGLU by default, SwiGLU with `ff_swish=True`).
 * [ReLU²](relu_squared.md): `ff_relu_squared=True`.
+* `ff_no_bias=True` drops $b_1$ and $b_2$ (LLaMA, T5).
 * `ff_post_act_ln=True` adds a LayerNorm right after the activation, one of the NormFormer changes
   (Shleifer et al. 2021, [arXiv:2110.09456](https://arxiv.org/abs/2110.09456)): it keeps the
   scale of the hidden layer in check so that the second projection sees well-conditioned inputs.
@@ -27,8 +32,8 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width ($H$ = `int(ff_
 
 from torch import Tensor, nn
 
-from .glu import GLU
-from .relu_squared import ReLUSquared
+from .activations import activation as make_activation
+from .glu import GatedLinearUnit
 
 
 class FeedForward(nn.Module):
@@ -40,27 +45,32 @@ class FeedForward(nn.Module):
     Args:
         dim: model width $D$.
         mult: hidden width as a multiple of `dim`.
-        glu: use the GELU-gated linear unit.
-        relu_squared: use $\operatorname{ReLU}(x)^2$.
+        glu: a gated linear unit, gated by the activation.
+        relu_squared: use $\operatorname{ReLU}(x)^2$ (the same as `activation="relu_squared"`).
+        activation: a name of `activations.ACTIVATIONS`; `None`: GELU, or ReLU² with `relu_squared`.
+        inner_dim: hidden width $H$ (overrides `mult`).
+        bias: biases $b_1, b_2$.
         post_act_ln: LayerNorm after the activation (NormFormer).
         dropout: dropout on the hidden layer.
         dim_out: output width (defaults to `dim`).
     """
 
     def __init__(self, dim: int, *, mult: float = 4, glu: bool = False, relu_squared: bool = False,
-                 post_act_ln: bool = False, dropout: float = 0.0, dim_out: int | None = None):
+                 post_act_ln: bool = False, dropout: float = 0.0, dim_out: int | None = None,
+                 activation: str | None = None, inner_dim: int | None = None, bias: bool = True):
         super().__init__()
-        hidden = int(dim * mult)
+        hidden = int(dim * mult) if inner_dim is None else inner_dim
         if hidden < 1:
             raise ValueError(f"ff_mult: {mult} times dim={dim} leaves no hidden feature; expected at least 1/{dim}")
+        act = activation or ("relu_squared" if relu_squared else "gelu")
         if glu:
-            # GLU projects to twice the hidden width: one half is the value, one half the gate.
-            self.proj_in = GLU(dim, hidden)
+            # A gated unit projects to twice the hidden width: one half is the value, one half the gate.
+            self.proj_in = GatedLinearUnit(dim, hidden, activation=act, bias=bias)
         else:
-            self.proj_in = nn.Sequential(nn.Linear(dim, hidden), ReLUSquared() if relu_squared else nn.GELU())
+            self.proj_in = nn.Sequential(nn.Linear(dim, hidden, bias=bias), make_activation(act))
         self.post_act_norm = nn.LayerNorm(hidden) if post_act_ln else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.proj_out = nn.Linear(hidden, dim if dim_out is None else dim_out)
+        self.proj_out = nn.Linear(hidden, dim if dim_out is None else dim_out, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         # $\phi(x W_1 + b_1)$, or the gated unit

@@ -34,12 +34,13 @@ from ..residual.token_shift import ShiftTokens
 
 
 def make_norm(o: LayerOptions) -> nn.Module:
-    """LayerNorm, or ScaleNorm / RMSNorm when asked for."""
+    """LayerNorm, or ScaleNorm / RMSNorm when asked for; `norm_eps` overrides each one's epsilon."""
+    eps = {} if o.norm_eps is None else {"eps": o.norm_eps}
     if o.use_scalenorm:
-        return ScaleNorm(o.dim)
+        return ScaleNorm(o.dim, **eps)
     if o.use_rmsnorm:
-        return RMSNorm(o.dim)
-    return nn.LayerNorm(o.dim)
+        return RMSNorm(o.dim, **eps)
+    return nn.LayerNorm(o.dim, **eps)
 
 
 def make_attention(o: LayerOptions, cross: bool) -> Attention:
@@ -55,20 +56,24 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     score_transform = transforms[0] if len(transforms) == 1 else ScoreTransforms(transforms) if transforms else None
     dim_key = a.key_width(o.dim)
     qk_proj = CollaborativeQK(o.dim, o.heads, a.collab_compression or 0.3, dim_context) if a.collab_heads else None
-    scale = 1.0 if a.qk_norm else dim_key ** -0.5
+    scale = 1.0 if a.qk_norm else a.scale if a.scale is not None else dim_key ** -0.5
     gates = ([ValueGate(o.dim, o.heads, a.dim_head)] if a.gate_values else []) + \
             ([HeadScale(o.heads)] if a.head_scale else [])
     return Attention(
         o.dim,
         heads=o.heads,
         dim_head=a.dim_head,
+        kv_heads=None if cross and a.collab_heads else a.num_kv_heads(o.heads),
         causal=o.causal and not cross,
+        max_attend_past=None if cross else a.max_attend_past,
+        qkv_bias=a.qkv_bias,
+        out_bias=a.out_bias,
         dim_context=dim_context,
         dropout=a.dropout,
         scale=scale,
         qk_proj=qk_proj,
         qk_transform=QKNorm(a.qk_norm_seq_len) if a.qk_norm else None,
-        memory_kv=PersistentMemory(o.heads, dim_key, a.dim_head, a.num_mem_kv) if a.num_mem_kv else None,
+        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, a.dim_head, a.num_mem_kv) if a.num_mem_kv else None,
         score_transform=score_transform,
         normaliser=Entmax15() if a.use_entmax15 else None,
         output_gate=OutputGates(gates) if len(gates) > 1 else (gates[0] if gates else None),
@@ -78,8 +83,8 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
 
 def make_feedforward(o: LayerOptions) -> FeedForward:
     f = o.ff
-    return FeedForward(o.dim, mult=f.mult, glu=f.glu, relu_squared=f.relu_squared,
-                       post_act_ln=f.post_act_ln, dropout=f.dropout)
+    return FeedForward(o.dim, mult=f.mult, inner_dim=f.inner_dim, glu=f.glu, activation=f.activation_name(),
+                       bias=not f.no_bias, post_act_ln=f.post_act_ln, dropout=f.dropout)
 
 
 def make_block(o: LayerOptions, kind: str, step: float, shift: int) -> Block:
