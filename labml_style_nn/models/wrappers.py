@@ -138,13 +138,14 @@ class TransformerWrapper(_SequenceWrapper):
         use_abs_pos_emb: absolute positions; `None` turns them off when the stack has relative ones.
         sinusoidal_pos_emb: fixed sinusoids instead of learned absolute positions.
         logits_dim: output width, `num_tokens` by default.
+        logits_bias: a bias on the untied output projection (LLaMA-style heads have none).
     """
 
     def __init__(self, num_tokens: int, max_seq_len: int, attn_layers: AttentionLayers, *,
                  emb_dim: Optional[int] = None, emb_dropout: float = 0.0, num_memory_tokens: int = 0,
                  max_mem_len: int = 0, shift_mem_down: int = 0, tie_embedding: bool = False,
                  use_abs_pos_emb: Optional[bool] = None, sinusoidal_pos_emb: bool = False,
-                 logits_dim: Optional[int] = None):
+                 logits_dim: Optional[int] = None, logits_bias: bool = True):
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
@@ -159,7 +160,7 @@ class TransformerWrapper(_SequenceWrapper):
         if tie_embedding and (emb_dim != self.dim or (logits_dim or num_tokens) != num_tokens):
             raise ValueError("tie_embedding: needs emb_dim equal to the model width and logits_dim equal to num_tokens")
         self.tie_embedding = tie_embedding
-        self.to_logits = None if tie_embedding else nn.Linear(self.dim, logits_dim or num_tokens)
+        self.to_logits = None if tie_embedding else nn.Linear(self.dim, logits_dim or num_tokens, bias=logits_bias)
 
     def logits(self, h: Tensor) -> Tensor:
         """Project final hidden states `(b, n, D)` to logits `(b, n, V)`."""
