@@ -94,6 +94,7 @@ def on_files(files: Files, config) -> Files:
         add(_site.group_index_uri(group), _site.group_index_markdown(pages, group, exports))
     add("index.md", _site.landing_markdown(pages, exports, config.site_description or ""))
     add("api/index.md", _site.api_index_markdown(exports))
+    add("api/keywords.md", _keyword_reference())
     for group in {e.group for e in exports}:
         add(_site.api_uri(group), _site.api_markdown(exports, group))
     notebooks = _state["notebooks"]
@@ -105,6 +106,16 @@ def on_files(files: Files, config) -> Files:
             lines.append(f"- [{title}]({uri.split('/', 1)[1]}) — `{path}`")
         add("notebooks/index.md", "\n".join(lines) + "\n")
     return files
+
+
+def _keyword_reference() -> str:
+    """The keyword reference page, generated from `options.py` by `labml_style_nn/keyword_reference.py`."""
+    root = str(_state["root"])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from labml_style_nn import keyword_reference
+
+    return keyword_reference.markdown()
 
 
 def _notebook_markdown(file: Path, path: str, title: str) -> str:

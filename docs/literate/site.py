@@ -260,7 +260,8 @@ def build_nav(pages: list[SourcePage], exports: list[Export], notebooks: list[tu
         for page in content_pages(pages, group):
             entries.append({page.nav_title: page.src_uri})
         nav.append({group_title(group): entries})
-    api = ["api/index.md"] + [{group_title(g): f"api/{g or 'core'}.md"} for g in _export_groups(exports)]
+    api = ["api/index.md", {"Keyword reference": "api/keywords.md"}] + \
+        [{group_title(g): f"api/{g or 'core'}.md"} for g in _export_groups(exports)]
     nav.append({"API reference": api})
     if "results.md" in extra_docs:
         nav.append({"Results": "results.md"})
@@ -553,7 +554,9 @@ def api_index_markdown(exports: list[Export]) -> str:
         return "\n".join(out)
     out += [
         "Every public name of `labml_style_nn` (its `__all__`), grouped by subpackage. Each entry links to "
-        "its annotated source, where the prose explains the math line by line.",
+        "its annotated source, where the prose explains the math line by line.  Every keyword of the "
+        "layer stacks and wrappers, with its type, default and conflicts, is in the "
+        "[keyword reference](keywords.md).",
         "",
     ]
     for group in _export_groups(exports):

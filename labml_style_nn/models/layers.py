@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..options import LayerOptions, parse_layer_options, rope_scaling
@@ -262,3 +263,11 @@ class CrossAttender(AttentionLayers):
         if "only_cross" in kwargs:
             raise TypeError("CrossAttender() always has only cross-attention and takes no 'only_cross'")
         super().__init__(only_cross=True, **kwargs)
+
+
+# `help(Decoder)` lists every keyword with its type, default, page and conflicts, generated from
+# options.py by keyword_reference.py (on first use, so importing stays fast).
+keyword_reference.attach(AttentionLayers)
+keyword_reference.attach(Encoder, skip=("causal",))
+keyword_reference.attach(Decoder, skip=("causal",))
+keyword_reference.attach(CrossAttender, skip=("only_cross", "cross_attend"))

@@ -27,6 +27,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from .. import keyword_reference
 from ..generation.autoregressive import AutoregressiveWrapper
 from ..options import unknown_keyword_error, valid_layer_keywords
 from .layers import Decoder, Encoder
@@ -86,3 +87,7 @@ class XTransformer(nn.Module):
         """Encode `src` once, then sample `seq_len` target tokens after `start_tokens`."""
         enc = self.encode(src, src_mask)
         return self.decoder.generate(start_tokens, seq_len, context=enc, context_mask=src_mask, **kwargs)
+
+
+# `help(XTransformer)` lists its keywords and those its enc_/dec_ prefixes route (keyword_reference.py).
+XTransformer.__doc__ = keyword_reference.KeywordDoc(XTransformer.__doc__, keyword_reference.xtransformer_text)
