@@ -7,6 +7,9 @@ Every public class is importable from here.  The keyword API of x-transformers:
                                attn_layers=Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True))
 """
 
+# The one place the version is written; pyproject.toml reads it from here.
+__version__ = "0.2.0"
+
 from .attention import Attention
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward

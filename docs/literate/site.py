@@ -136,7 +136,7 @@ def relative_url(url: str, from_url: str) -> str:
 
 
 def _only_reexports(source: str) -> bool:
-    """True when a file holds nothing but a docstring, imports and `__all__`."""
+    """True when a file holds nothing but a docstring, imports, `__all__` and `__version__`."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -148,7 +148,7 @@ def _only_reexports(source: str) -> bool:
             continue
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if all(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            if all(isinstance(t, ast.Name) and t.id in ("__all__", "__version__") for t in targets):
                 continue
         return False
     return True
