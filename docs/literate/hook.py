@@ -7,7 +7,8 @@ Wires the pure parts (`parser`, `render`, `metadata`, `site`) into MkDocs:
 * `on_files` adds a *virtual* page for every source file, the section indexes, the landing page
   and the API reference (`File.generated`: nothing is written into the source tree);
 * `on_page_content` replaces a literate page's placeholder by the rendered two-column HTML, and
-  turns the math of every other page (protected by `pymdownx.arithmatex`) into MathML.
+  renders the math of every other page (protected by `pymdownx.arithmatex`) with KaTeX;
+* KaTeX's stylesheet and fonts are added to the site (`assets/katex/`).
 
 Configuration, all optional, under `extra.literate` in `mkdocs.yml`:
 
@@ -27,13 +28,15 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from literate import site as _site  # noqa: E402
-from literate.mathml import convert_arithmatex  # noqa: E402
 from literate.parser import nonraw_backslash_docstrings, parse  # noqa: E402
 from literate.render import RenderOptions, render_page  # noqa: E402
+from literate.tex import KATEX_DIST, convert_arithmatex  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.literate")
 
 _PLACEHOLDER = "LITERATE_PAGE_PLACEHOLDER"
+# KaTeX's stylesheet and fonts, served by the site itself (the math is rendered at build time).
+_KATEX_CSS = "assets/katex/katex.min.css"
 _state: dict = {}
 
 
@@ -57,6 +60,8 @@ def on_config(config):
     _state.update(root=root, pages=pages, exports=exports, notebooks=notebooks, by_uri={}, by_path={})
     if _literate_cfg(config).get("generate_nav", True):
         config.nav = _site.build_nav(pages, exports, notebooks, extra_docs)
+    if _KATEX_CSS not in config.extra_css:
+        config.extra_css.insert(0, _KATEX_CSS)
     for page in pages:
         for line in nonraw_backslash_docstrings(page.source):
             log.info("%s:%d: a docstring with a backslash is not raw (r\"\"\"); help() will see escapes", page.path, line)
@@ -82,6 +87,11 @@ def on_files(files: Files, config) -> Files:
             files.remove(existing)  # generated content wins over a stale file of the same name
         files.append(File.generated(config, uri, content=content, inclusion=InclusionLevel.INCLUDED))
 
+    if (KATEX_DIST / "katex.min.css").exists():
+        add(_KATEX_CSS, (KATEX_DIST / "katex.min.css").read_bytes())
+        # Every browser the site supports reads WOFF2, the first format the stylesheet offers.
+        for font in sorted((KATEX_DIST / "fonts").glob("*.woff2")):
+            add("assets/katex/fonts/" + font.name, font.read_bytes())
     for page in pages:
         _state["by_path"][page.path] = page
         if page.is_init and page not in _site.content_pages(pages, page.group):
@@ -206,7 +216,7 @@ def _link_api_to_source(html: str, page) -> str:
             f'<p class="lit-source-link"><a href="{href}">Annotated source</a> '
             f"<code>{e.path}#L{e.line}</code></p>"
         )
-        html = pattern.sub(lambda m: m.group(1) + link, html, count=1)
+        html = pattern.sub(lambda m, link=link: m.group(1) + link, html, count=1)
     return html
 
 

@@ -20,8 +20,8 @@ import markdown
 from pygments.lexers import PythonLexer
 from pygments.token import STANDARD_TYPES
 
-from .mathml import extract_math, restore_math
 from .parser import Section
+from .tex import extract_math, restore_math
 
 __all__ = ["RenderOptions", "highlight_lines", "render_prose", "render_page", "slugify", "google_sections"]
 
@@ -238,6 +238,19 @@ def render_page(sections: list[Section], source: str, options: RenderOptions | N
         code_html = (
             f'<div class="highlight"><pre><code>{_code_cell(section, highlighted)}</code></pre></div>' if section.code else ""
         )
+        if section.kind == "docstring" and section.owner is None and prose:
+            # The module docstring is the page's introduction: a row of its own, across the whole
+            # width (long equations need room), and the imports below it in a row of their own.
+            out.append(
+                f'<div class="lit-row lit-intro" id="s{first}">'
+                f'<div class="lit-prose">{anchors}{prose}</div><div class="lit-code lit-empty"></div></div>'
+            )
+            if section.code:
+                out.append(
+                    f'<div class="lit-row lit-code-only" id="s{section.code[0].number}">'
+                    f'<div class="lit-prose lit-empty"></div><div class="lit-code">{code_html}</div></div>'
+                )
+            continue
         out.append(
             f'<div class="lit-row lit-{section.kind}" id="s{first}">'
             f'<div class="{prose_cls}">{anchors}{api}{prose}</div>'

@@ -1,24 +1,35 @@
 r"""
 # Math, offline
 
-Prose carries TeX math: `$...$` inline and `$$...$$` on its own. At build time we convert it to
-MathML with `latex2mathml`, which the browser renders natively: no CDN, no JavaScript.
+Prose carries TeX math: `$...$` inline and `$$...$$` on its own. At build time we render it with
+[KaTeX](https://katex.org), the renderer most of the field's sites use, run by Node.js: the pages
+get finished HTML (plus MathML for screen readers), and the site serves KaTeX's stylesheet and fonts
+itself, so a page needs no JavaScript and no network.
+
+KaTeX comes from the npm registry through the project's `package.json` (`npm ci` in the repository
+root installs it into `node_modules/`). One Node.js process renders every formula of a build: it
+reads a JSON request per line and answers with a JSON line.
 
 Markdown would eat the math (`x_i ... y_j` turns into emphasis, `\\` into `\`), so the math is
 *extracted* before Markdown runs, replaced by placeholders that Markdown leaves alone, and put back,
-converted, afterwards.
+rendered, afterwards.
 """
 
 from __future__ import annotations
 
+import atexit
 import html as _html
+import json
 import re
-
-from latex2mathml.converter import convert as _convert
+import shutil
+import subprocess
+import threading
+from pathlib import Path
 
 __all__ = [
     "MathError",
-    "latex_to_mathml",
+    "KATEX_DIST",
+    "tex_to_html",
     "extract_math",
     "restore_math",
     "convert_arithmatex",
@@ -27,27 +38,14 @@ __all__ = [
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: Markdown passes them through
 
+ROOT = Path(__file__).resolve().parents[2]
+# KaTeX as `npm ci` installs it from package.json: katex.js, katex.min.css and fonts/.
+KATEX_DIST = ROOT / "node_modules" / "katex" / "dist"
+_WORKER = Path(__file__).with_name("katex_worker.js")
+
 
 class MathError(ValueError):
-    """TeX that `latex2mathml` cannot convert faithfully."""
-
-
-# `latex2mathml` understands `align`/`align*` (as a table) but not `aligned`; numbered `align` gets
-# equation numbers we do not want. Everything becomes `align*`.
-_ENV_ALIASES = {
-    "aligned": "align*",
-    "align": "align*",
-    "alignat": "align*",
-    "alignat*": "align*",
-    "alignedat": "align*",
-    "flalign": "align*",
-    "flalign*": "align*",
-    "eqnarray": "align*",
-    "eqnarray*": "align*",
-    "gather": "gathered",
-    "gather*": "gathered",
-}
-_UNKNOWN_COMMAND = re.compile(r"<m(?:i|o|n|text)[^>]*>\\([A-Za-z]*)")
+    """TeX that KaTeX cannot render, or no KaTeX to render it with."""
 
 
 def _normalise(latex: str) -> str:
@@ -55,51 +53,96 @@ def _normalise(latex: str) -> str:
     # `equation` is only a wrapper; `\tag`, `\label`, `\nonumber` have no meaning on a web page.
     latex = re.sub(r"\\(begin|end)\{equation\*?\}", "", latex)
     latex = re.sub(r"\\(?:label|tag)\{[^{}]*\}|\\nonumber|\\notag", "", latex)
-
-    def env(m: re.Match) -> str:
-        name = m.group(2)
-        new = _ENV_ALIASES.get(name, name)
-        out = f"\\{m.group(1)}{{{new}}}"
-        if m.group(1) == "begin" and name.startswith(("alignat", "alignedat")):
-            out += "\ue002"  # drop the column count argument below
-        return out
-
-    latex = re.sub(r"\\(begin|end)\{([A-Za-z]+\*?)\}", env, latex)
-    latex = re.sub("\ue002(\\{\\d+\\})?", "", latex)
-    # A few spellings that `latex2mathml` does not know.
-    latex = latex.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac")
-    latex = re.sub(r"\\(?:bm|pmb)\b", r"\\boldsymbol", latex)
+    # Numbered environments would get equation numbers; `aligned` and `gathered` are the same
+    # layout without them (and also work inline).
+    latex = re.sub(r"\\(begin|end)\{(?:align|alignat|flalign|eqnarray)\*?\}(\{\d+\})?", r"\\\1{aligned}", latex)
+    latex = re.sub(r"\\(begin|end)\{gather\*?\}", r"\\\1{gathered}", latex)
     return latex
 
 
-def latex_to_mathml(latex: str, display: bool = False) -> str:
-    """Convert TeX to a `<math>` element; raise `MathError` for input it cannot handle."""
-    try:
-        out = _convert(_normalise(latex), display="block" if display else "inline")
-    except Exception as e:  # latex2mathml raises many kinds of errors
-        raise MathError(f"cannot convert {latex!r}: {e}") from e
-    unknown = _UNKNOWN_COMMAND.search(out)
-    if unknown:
-        raise MathError(f"unknown TeX command \\{unknown.group(1)} in {latex!r}")
-    # An alignment `&` or a row break that leaked out of its table means the converter lost the
-    # structure (it happens with `\\color` inside a matrix): the reader would see raw markup.
-    if re.search(r"<m[io]>&(amp;)?</m[io]>", out) or ('linebreak="newline"' in out and "<mtable" in out):
-        raise MathError(f"the converter lost the table structure of {latex!r} (try without \\color)")
-    # Keep the TeX on the element: handy to copy, and a test can check what was converted.
-    return out.replace("<math ", f'<math data-tex="{_html.escape(latex.strip(), quote=True)}" ', 1)
+class _Katex:
+    """One Node.js process running `katex_worker.js`, started on first use."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, bool], tuple[str | None, str | None]] = {}
+
+    def _start(self) -> subprocess.Popen:
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise MathError("Node.js is needed to render the math (Debian: apt-get install nodejs npm)")
+        if not (KATEX_DIST / "katex.js").exists():
+            raise MathError(f"KaTeX is not installed ({KATEX_DIST} is missing): run `npm ci` in {ROOT}")
+        proc = subprocess.Popen(
+            [node, str(_WORKER), str(KATEX_DIST / "katex.js")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
+        atexit.register(self.close)
+        return proc
+
+    def render(self, tex: str, display: bool) -> str:
+        key = (tex, display)
+        if key not in self._cache:
+            with self._lock:
+                if self._proc is None or self._proc.poll() is not None:
+                    self._proc = self._start()
+                assert self._proc.stdin is not None and self._proc.stdout is not None
+                self._proc.stdin.write(json.dumps({"tex": tex, "display": display}) + "\n")
+                self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+            if not line:
+                raise MathError("the KaTeX process ended unexpectedly")
+            answer = json.loads(line)
+            self._cache[key] = (answer.get("html"), answer.get("error"))
+        html, error = self._cache[key]
+        if error is not None:
+            raise MathError(error)
+        assert html is not None
+        return html
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
 
 
-def math_to_html(latex: str, display: bool, errors: list[str] | None = None, wrap: bool = True) -> str:
-    """`latex_to_mathml`, but on failure show the TeX as code and record the error in `errors`."""
+_KATEX = _Katex()
+
+
+def tex_to_html(latex: str, display: bool = False) -> str:
+    """Render TeX with KaTeX; raise `MathError` for input it cannot render.
+
+    The result is KaTeX's HTML (with MathML inside for screen readers), wrapped in an element
+    that keeps the TeX in `data-tex`: handy to copy, and a test can check what was rendered.
+    """
     try:
-        mathml = latex_to_mathml(latex, display)
+        out = _KATEX.render(_normalise(latex), display)
+    except MathError as e:
+        raise MathError(f"cannot render {latex.strip()!r}: {e}") from None
+    tex = _html.escape(latex.strip(), quote=True)
+    # A span (block by CSS) in both cases: display math may sit inside a paragraph.
+    kind = "lit-math-display" if display else "lit-math"
+    return f'<span class="{kind}" data-tex="{tex}">{out}</span>'
+
+
+def math_to_html(latex: str, display: bool, errors: list[str] | None = None) -> str:
+    """`tex_to_html`, but on failure show the TeX as code and record the error in `errors`."""
+    try:
+        return tex_to_html(latex, display)
     except MathError as e:
         if errors is not None:
             errors.append(str(e))
-        return f'<code class="math-error" title="TeX that could not be converted">{_html.escape(latex)}</code>'
-    if display and wrap:
-        return f'<div class="lit-math-display">{mathml}</div>'
-    return mathml
+        return f'<code class="math-error" title="TeX that could not be rendered">{_html.escape(latex)}</code>'
 
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -184,14 +227,14 @@ _PLACEHOLDER = re.compile(f"(<p>\\s*)?{_OPEN}(\\d+){_CLOSE}(\\s*</p>)?")
 
 
 def restore_math(html: str, stash: list[tuple[str, bool]], errors: list[str] | None = None) -> str:
-    """Put the math extracted by `extract_math` back into rendered HTML, as MathML."""
+    """Put the math extracted by `extract_math` back into rendered HTML, rendered."""
 
     def put(m: re.Match) -> str:
         tex, display = stash[int(m.group(2))]
         if display and m.group(1) and m.group(3):
             # A display equation alone in its paragraph replaces the paragraph.
             return math_to_html(tex, True, errors)
-        return (m.group(1) or "") + math_to_html(tex, display, errors, wrap=False) + (m.group(3) or "")
+        return (m.group(1) or "") + math_to_html(tex, display, errors) + (m.group(3) or "")
 
     return _PLACEHOLDER.sub(put, html)
 
@@ -202,10 +245,10 @@ _ARITHMATEX = re.compile(
 
 
 def convert_arithmatex(html: str, errors: list[str] | None = None) -> str:
-    """Convert the output of `pymdownx.arithmatex` (generic mode) to MathML.
+    """Render the math that `pymdownx.arithmatex` (generic mode) protected.
 
     Pages that MkDocs renders itself (the landing page, the API reference, whose docstrings
-    mkdocstrings renders) protect their math with arithmatex; this turns it into MathML.
+    mkdocstrings renders) protect their math with arithmatex; this renders it like ours.
     """
 
     def put(m: re.Match) -> str:

@@ -1,8 +1,11 @@
-"""Every annotated library page, opened in headless Chromium.
+r"""Every annotated library page, opened in headless Chromium.
 
-Desktop (1600px): each section's prose sits left of its code, side by side. Math is MathML, with
-no TeX left in the visible text. Mobile (390px): the page never scrolls sideways. Everywhere: no
-console errors, and no request leaves 127.0.0.1 (the site works offline).
+Desktop (1600px): each section's prose sits left of its code, side by side. Math is rendered (by
+KaTeX, at build time), with no TeX left in the visible text, and rendered right: function names
+(`\cos`, `\log`) upright and spaced from their arguments, `\operatorname{...}` upright, no display
+equation cut off by its column, no copy button over the text of a doctest. Mobile (390px): the
+page never scrolls sideways. Everywhere: no console errors, and no request leaves 127.0.0.1 (the
+site works offline).
 
 Needs Chromium (`apt-get install -y chromium`) and the `playwright` Python package; browsers are not
 downloaded. With `CI` set, a missing browser is a failure, not a skip.
@@ -104,12 +107,67 @@ _SIDE_BY_SIDE = """() => {
   return {rows, bad};
 }"""
 
+# Runs in the page: faults of math rendering and of code in the prose, each a list of strings.
+_MATH_FAULTS = r"""() => {
+  const faults = {glued: [], italic: [], clipped: [], covered: [], unrendered: []};
+  const leaves = (el) => Array.from(el.querySelectorAll('*')).filter(e => !e.children.length && e.textContent.trim());
+  const name = (el) => (el.closest('[data-tex]') || {}).dataset ? el.closest('[data-tex]').dataset.tex : '?';
+  // Every formula has been rendered (KaTeX's HTML, not a fallback).
+  for (const m of document.querySelectorAll('.lit-prose [data-tex]')) {
+    if (!m.querySelector('.katex-html')) faults.unrendered.push(m.dataset.tex);
+  }
+  // \cos, \sin, \log, \exp...: an upright operator with a gap to the letter beside it.
+  const FUNCS = /^(cos|sin|tan|log|exp|ln|max|min|arg|sup|inf|lim|det|dim)$/;
+  for (const op of document.querySelectorAll('.lit-prose .katex-html .mop')) {
+    const text = op.textContent.replace(/\u2061/g, '');
+    if (!FUNCS.test(text)) continue;
+    if (leaves(op).some(e => getComputedStyle(e).fontStyle === 'italic')) faults.italic.push(name(op) + ' (' + text + ')');
+    const r = op.getBoundingClientRect();
+    const px = parseFloat(getComputedStyle(op).fontSize);
+    for (const [side, sib] of [['after', op.nextElementSibling], ['before', op.previousElementSibling]]) {
+      let s = sib;
+      while (s && s.classList.contains('mspace')) s = side === 'after' ? s.nextElementSibling : s.previousElementSibling;
+      if (!s || !s.classList.contains('mord') || !s.textContent.trim()) continue;
+      const q = s.getBoundingClientRect();
+      const gap = side === 'after' ? q.left - r.right : r.left - q.right;
+      if (gap < 0.1 * px) faults.glued.push(name(op) + ' (' + text + ' ' + side + ', gap ' + gap.toFixed(1) + 'px)');
+    }
+  }
+  // \operatorname{...} is upright, like \mathrm.
+  for (const m of document.querySelectorAll('.lit-prose [data-tex*="\\operatorname"]')) {
+    const ops = Array.from(m.querySelectorAll('.katex-html .mop'));
+    if (!ops.length || ops.some(op => leaves(op).some(e => getComputedStyle(e).fontStyle === 'italic'))) faults.italic.push(m.dataset.tex);
+  }
+  // A display equation is never cut off by its column.
+  for (const d of document.querySelectorAll('.lit-prose .lit-math-display')) {
+    if (d.scrollWidth > d.clientWidth + 1) faults.clipped.push(d.dataset.tex.slice(0, 80) + ' (' + d.scrollWidth + ' > ' + d.clientWidth + ')');
+  }
+  // No copy button over the text of a code block in the prose (doctests).
+  for (const pre of document.querySelectorAll('.lit-prose pre')) {
+    const button = pre.querySelector('button, .md-clipboard');
+    const code = pre.querySelector('code');
+    if (!button || !code || getComputedStyle(button).opacity === '0') continue;
+    const b = button.getBoundingClientRect();
+    const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
+    let hit = null;
+    while (!hit && walker.nextNode()) {
+      const range = document.createRange();
+      range.selectNodeContents(walker.currentNode);
+      for (const t of range.getClientRects()) {
+        if (t.width > 0 && t.left < b.right && t.right > b.left && t.top < b.bottom && t.bottom > b.top) { hit = walker.currentNode.textContent; break; }
+      }
+    }
+    if (hit !== null) faults.covered.push(code.textContent.slice(0, 40) + ' (under the button: ' + JSON.stringify(hit.slice(0, 20)) + ')');
+  }
+  return faults;
+}"""
+
 _PROSE_TEXT = "() => Array.from(document.querySelectorAll('.lit-prose')).map(e => e.innerText).join('\\n')"
 
 
 def _expected_math(source: str) -> int:
-    from literate.mathml import extract_math
     from literate.parser import parse
+    from literate.tex import extract_math
 
     return sum(len(extract_math(s.prose)[1]) for s in parse(source))
 
@@ -164,7 +222,7 @@ def test_library_pages_in_chromium(built_site, tmp_path):
                 if code_rows and not layout["rows"]:
                     failures.append(f"{where}: code cells but no row with prose beside code")
 
-                # Math: rendered, no TeX left in the visible prose.
+                # Math: rendered (one <math> for screen readers per formula), no TeX left in the visible prose.
                 text = page.evaluate(_PROSE_TEXT)
                 for tex in ("$$", "\\frac", "\\begin"):
                     if tex in text:
@@ -174,7 +232,10 @@ def test_library_pages_in_chromium(built_site, tmp_path):
                 if found != expected:
                     failures.append(f"{where}: {found} <math> elements in the prose, expected {expected}")
                 if page.locator(".math-error").count():
-                    failures.append(f"{where}: math that could not be converted")
+                    failures.append(f"{where}: math that could not be rendered")
+                for fault, items in page.evaluate(_MATH_FAULTS).items():
+                    if items:
+                        failures.append(f"{where}: math/code {fault}: {items[:4]}")
 
                 # The source link works (when it points into the site itself).
                 source = page.evaluate("() => (document.querySelector('.lit-bar-source a') || {}).href || ''")

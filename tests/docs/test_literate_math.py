@@ -1,12 +1,19 @@
-"""TeX to MathML at build time, and the protection of math from Markdown."""
+"""TeX rendered by KaTeX at build time, and the protection of math from Markdown."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from literate.mathml import MathError, convert_arithmatex, extract_math, latex_to_mathml
 from literate.render import render_prose
+from literate.tex import MathError, convert_arithmatex, extract_math, tex_to_html
+
+
+def visible(html: str) -> str:
+    """What a reader sees: without the `data-tex` attributes and KaTeX's TeX annotation, which keep
+    the source TeX on purpose (to copy it; for screen readers)."""
+    html = re.sub(r' data-tex="[^"]*"', "", html)
+    return re.sub(r"<annotation[^>]*>.*?</annotation>", "", html, flags=re.S)
 
 
 @pytest.mark.parametrize(
@@ -26,25 +33,41 @@ from literate.render import render_prose
         r"\begin{align} a &= b \end{align}",
         r"\begin{equation} E = mc^2 \end{equation}",
         r"\dfrac{1}{2}",
+        r"\begin{bmatrix} a & \color{gray}{0} \\ b & c \end{bmatrix}",
+        r"\underbrace{q^\top k}_{\text{(a)}} \xrightarrow{\text{shift}} x",
     ],
 )
-def test_converts_to_mathml(tex):
-    out = latex_to_mathml(tex, display=True)
-    assert out.startswith("<math") and 'display="block"' in out
-    body = out.split(">", 1)[1]  # skip the attributes, which keep the TeX
-    for leftover in ("\\frac", "\\begin", "$$", "\\sum", "\\text", "\\operatorname", "&amp;="):
+def test_renders_display_math(tex):
+    out = tex_to_html(tex, display=True)
+    assert out.startswith('<span class="lit-math-display"') and 'class="katex-display"' in out
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in out  # for screen readers
+    body = visible(out)
+    for leftover in ("\\frac", "\\begin", "$$", "\\sum", "\\text", "\\operatorname", "&amp;=", "\\color"):
         assert leftover not in body
 
 
-def test_aligned_becomes_a_table_with_two_rows():
-    out = latex_to_mathml(r"\begin{aligned} a &= b \\ c &= d \end{aligned}", display=True)
-    assert out.count("<mtr>") == 2 and "<mtable" in out
-    assert "<mi>&</mi>" not in out and "(1)" not in out  # no stray ampersand, no equation numbers
+def test_aligned_has_two_rows_and_no_equation_numbers():
+    out = tex_to_html(r"\begin{align} a &= b \\ c &= d \end{align}", display=True)
+    assert out.count("<mtr>") == 2
+    assert "(1)" not in visible(out) and "&amp;" not in visible(out)
+
+
+def test_function_names_are_operators_and_operatorname_is_upright():
+    """`\\cos x` is an operator (upright, spaced from `x`); `\\operatorname{rotate\\_half}` too."""
+    out = tex_to_html(r"x\cos p\theta")
+    assert '<span class="mop">cos</span>' in out and out.count('class="mspace"') == 2
+    out = tex_to_html(r"\operatorname{rotate\_half}(x)")
+    assert 'class="mop"' in out and "mathnormal" not in out.split('class="mop"', 1)[1].split("(", 1)[0]
+
+
+def test_inline_math_is_a_span_with_its_tex():
+    out = tex_to_html(r"x_i < 1")
+    assert out.startswith('<span class="lit-math" data-tex="x_i &lt; 1">') and 'class="katex"' in out
 
 
 def test_unknown_command_is_an_error():
-    with pytest.raises(MathError):
-        latex_to_mathml(r"\notacommand{x}")
+    with pytest.raises(MathError, match="notacommand"):
+        tex_to_html(r"\notacommand{x}")
 
 
 def test_extract_math_skips_code_and_escaped_dollars():
@@ -58,18 +81,14 @@ def test_extract_math_skips_fenced_code():
     assert stash == [("b", False)] and "$a$" in text
 
 
-def visible(html: str) -> str:
-    """The HTML without the `data-tex` attributes, which keep the source TeX on purpose."""
-    return re.sub(r' data-tex="[^"]*"', "", html)
-
-
 def test_math_survives_markdown():
     html = render_prose(r"Scores $s_{ij} = q_i^\top k_j$ and $x_*$ *emph* then $a_1 * b_2$." "\n\n" r"$$\frac{a}{b}$$")
     html = visible(html)
     assert "$" not in html and "\\frac" not in html
     assert html.count("<math") == 4
     assert "<em>emph</em>" in html
-    assert '<div class="lit-math-display"><math' in html  # display math alone replaces its paragraph
+    assert html.count('class="lit-math"') == 3
+    assert '</p>\n<span class="lit-math-display">' in html  # display math alone replaces its paragraph
 
 
 def test_bad_math_is_reported_not_hidden():
@@ -85,17 +104,10 @@ def test_arithmatex_output_is_converted():
     )
     out = convert_arithmatex(html)
     assert out.count("<math") == 2 and "arithmatex" not in out
-    assert "&lt;" in out.split("<math", 1)[1]  # `<` stays escaped inside MathML
+    assert "&lt;" in out.split("<math", 1)[1]  # `<` stays escaped inside the MathML
 
 
 def test_percent_and_escapes_survive():
-    out = latex_to_mathml(r"p\%")
-    assert "&#x00025;" in out and "<mi>\\</mi>" not in out
-    assert "<mtable" in latex_to_mathml(r"\begin{alignat}{2} a &= b \end{alignat}")
-
-
-def test_table_structure_lost_by_the_converter_is_an_error():
-    """`\\color` inside a matrix makes latex2mathml leak `&` and row breaks as text."""
-    with pytest.raises(MathError, match="table structure"):
-        latex_to_mathml(r"\begin{bmatrix} a & \color{gray}{0} \\ b & c \end{bmatrix}", display=True)
-    assert "<mtable" in latex_to_mathml(r"\begin{bmatrix} a & \overline{0} \\ b & c \end{bmatrix}", display=True)
+    out = visible(tex_to_html(r"p\%"))
+    assert "%" in out and "\\" not in out
+    assert "<mtable" in tex_to_html(r"\begin{alignat}{2} a &= b \end{alignat}")

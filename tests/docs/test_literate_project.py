@@ -56,6 +56,7 @@ def project(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "mkdocs.yml", root / "mkdocs.yml")
     shutil.copytree(ROOT / "docs" / "literate", root / "docs" / "literate", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "docs" / "stylesheets", root / "docs" / "stylesheets")
+    (root / "node_modules").symlink_to(ROOT / "node_modules")  # KaTeX, as `npm ci` installed it
     (root / "docs" / "results.md").write_text("# Results\n\nAccuracy $a_1 = \\frac{1}{2}$.\n")
     pkg = root / "labml_style_nn" / "positional"
     pkg.mkdir(parents=True)
@@ -105,9 +106,19 @@ def test_generated_pages_exist_and_nothing_is_written_to_the_tree(project):
         "notebooks/demo/",
     ]:
         assert (project / "out" / url / "index.html").is_file(), url
+    # KaTeX's stylesheet and fonts are served by the site itself, and every page links the stylesheet.
+    assert (project / "out" / "assets" / "katex" / "katex.min.css").is_file()
+    assert len(list((project / "out" / "assets" / "katex" / "fonts").glob("KaTeX_*.woff2"))) > 10
+    assert 'href="../../../assets/katex/katex.min.css"' in read(project, "labml_style_nn/positional/rotary")
     generated = {p.relative_to(project / "docs").as_posix() for p in (project / "docs").rglob("*.md")}
     assert generated == {"results.md"}
     assert (project / "out" / "source" / "labml_style_nn" / "positional" / "rotary.py").read_text() == ROTARY
+
+
+def _visible(html: str) -> str:
+    """Without the TeX kept on purpose: `data-tex` attributes and KaTeX's annotations."""
+    html = re.sub(r' data-tex="[^"]*"', "", html)
+    return re.sub(r"<annotation[^>]*>.*?</annotation>", "", html, flags=re.S)
 
 
 def test_literate_page(project):
@@ -118,7 +129,7 @@ def test_literate_page(project):
     assert 'href="../../../api/positional/#labml_style_nn.positional.rotary.Rotary"' in html  # the API entry
     for n in range(1, ROTARY.count("\n") + 1):
         assert f'id="L{n}"' in html
-    visible = re.sub(r' data-tex="[^"]*"', "", html)
+    visible = _visible(html)
     assert "\\frac" not in visible and "$$" not in visible and "\\begin" not in visible
     assert visible.count("<math") == 4
     assert '<span class="c1"># (r,)</span>' in html  # the trailing comment stays in the code
@@ -131,7 +142,7 @@ def test_landing_api_results_and_notebook(project):
     api = read(project, "api/positional")
     assert 'id="labml_style_nn.positional.rotary.Rotary"' in api
     assert 'href="../../labml_style_nn/positional/rotary/#L18"' in api  # back to the annotated class
-    assert "<math" in api and "\\frac" not in re.sub(r' data-tex="[^"]*"', "", api)
+    assert "<math" in api and "\\frac" not in _visible(api)
     assert '<span class="gp">&gt;&gt;&gt; </span>' in api  # the doctest is a code block, not a quote
     results = read(project, "results")
     assert "<math" in results and 'class="arithmatex"' not in results

@@ -65,7 +65,8 @@ def test_rendered_page_has_rows_anchors_and_links():
         RenderOptions(source_path="pkg/t.py", source_url="../src/t.py", api_links={"A": "../api/#A"}, link_resolver=lambda h: "../other/#L2"),
     )
     assert not errors
-    assert html.count('class="lit-row') == 2
+    assert html.count('class="lit-row') == 3  # the introduction, the imports, the class
+    assert 'class="lit-row lit-intro"' in html
     for n in range(1, src.count("\n") + 1):
         assert f'id="L{n}"' in html
     assert 'href="../other/#L2"' in html and 'href="../src/t.py"' in html
