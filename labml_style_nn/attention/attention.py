@@ -73,7 +73,8 @@ class Attention(nn.Module):
         kv_heads: key/value heads $g$ shared by groups of $h / g$ query heads (`None`: $h$).
         causal: queries see only keys at or before their own position.
         max_attend_past: sliding window $W$, query $i$ sees keys $j$ with $i - j \le W$ (causal only).
-        qkv_bias, out_bias: biases on the query/key/value and on the output projections.
+        qkv_bias: biases on the query, key and value projections.
+        out_bias: a bias on the output projection.
         dim_context: width of the cross-attention context (`None` for self-attention).
         dropout: dropout on the attention weights.
         scale: score scale, $1/\sqrt{d}$ by default.
