@@ -48,6 +48,7 @@ from ..positional.alibi import AlibiPositionalBias
 from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
+from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from .build import make_block, make_norm
 from .layout import branch_steps, layer_types, shift_amounts
 
@@ -96,6 +97,10 @@ class AttentionLayers(nn.Module):
             if o.rel_pos_bias else None
         self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads) if o.alibi_pos_emb else None
         self.pia = PositionInfusedAttention(dim) if o.position_infused_attn else None
+        # `reversible=True`: the blocks run as couplings $y_1 = x_1 + F(x_2)$, $y_2 = x_2 + G(y_1)$
+        # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
+        self.reversible_pairs = reversible_pairs(self.layer_types) if o.reversible else None
+        self.reversible_recompute = True
 
     @property
     def has_relative_positions(self) -> bool:
@@ -127,6 +132,9 @@ class AttentionLayers(nn.Module):
                                  f"got {context_mask.dtype} {tuple(context_mask.shape)}")
         elif context is not None:
             raise ValueError("context: this stack has no cross-attention layers (set cross_attend=True)")
+        if mems is not None and self.options.reversible:
+            raise ValueError("mems and reversible cannot be combined: a reversible stack keeps no layer "
+                             "inputs, and Transformer-XL memories are those inputs")
         if mems is not None:
             if len(mems) != self.num_self_attn:
                 raise ValueError(f"mems: expected one tensor per self-attention layer "
@@ -189,6 +197,16 @@ class AttentionLayers(nn.Module):
         # A cache slices positional tables it computed once, instead of recomputing them per step.
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
             else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+
+        if self.reversible_pairs is not None:
+            # No hiddens: keeping each layer's input is what a reversible stack avoids.
+            x = self.final_norm(run_reversible(
+                self.blocks, self.reversible_pairs, x, StackInputs(self_mask, shared, context, context_mask),
+                recompute=self.reversible_recompute, caches=cache.blocks if cache is not None else None,
+                attn_sink=attn_sink))
+            if cache is not None:
+                cache.advance(n)
+            return (x, []) if return_hiddens else x
 
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)

@@ -47,6 +47,9 @@ class _SequenceWrapper(nn.Module):
         check_probability("emb_dropout", emb_dropout)
         if shift_mem_down and not max_mem_len:
             raise ValueError("shift_mem_down: enhanced recurrence routes memories; it needs max_mem_len > 0")
+        if max_mem_len and attn_layers.options.reversible:
+            raise ValueError("max_mem_len and reversible cannot be combined: a reversible stack keeps no layer "
+                             "inputs, and Transformer-XL memories are those inputs")
         dim = attn_layers.dim
         self.attn_layers, self.dim, self.max_seq_len = attn_layers, dim, max_seq_len
         self.max_mem_len, self.shift_mem_down = max_mem_len, shift_mem_down

@@ -2,8 +2,10 @@
 
 from .gated_residual import GatedResidual
 from .residual import Block, Residual
+from .reversible import ReversibleCoupling, reversible_pairs, run_reversible
 from .rezero import ReZero
 from .scale_residual import ScaledResidual
 from .token_shift import ShiftTokens, shift_tokens
 
-__all__ = ["GatedResidual", "Block", "Residual", "ReZero", "ScaledResidual", "ShiftTokens", "shift_tokens"]
+__all__ = ["GatedResidual", "Block", "Residual", "ReversibleCoupling", "ReZero", "ScaledResidual", "ShiftTokens", "shift_tokens",
+           "reversible_pairs", "run_reversible"]

@@ -86,8 +86,8 @@ class Block(nn.Module):
             h = self.shift(h, mask=mask, state=shift_state)
         return h
 
-    def join(self, out: Tensor, x: Tensor) -> Tensor:
-        """Add the branch output `out` `(b, n, D)` back into the residual stream `x` `(b, n, D)`."""
+    def branch_output(self, out: Tensor) -> Tensor:
+        """The sublayer output `out` `(b, n, D)` as it is added to the stream (sandwich norm, ReZero, step)."""
         # $\operatorname{Norm}'(F)$: sandwich norm
         if self.branch_norm is not None:
             out = self.branch_norm(out)
@@ -97,6 +97,11 @@ class Block(nn.Module):
         # $\tfrac12 F$: macaron's half step
         if self.step != 1.0:
             out = out * self.step
+        return out
+
+    def join(self, out: Tensor, x: Tensor) -> Tensor:
+        """Add the branch output `out` `(b, n, D)` back into the residual stream `x` `(b, n, D)`."""
+        out = self.branch_output(out)
         # $x + F$, $\lambda \odot x + F$ or the GRU gate
         x = self.residual(out, x)
         # $\operatorname{Norm}(x + F)$: post-norm
