@@ -40,6 +40,7 @@ from .relu_squared import ReLUSquared
 class GELUTanh(nn.Module):
     r"""$\tfrac{1}{2} x (1 + \tanh[\sqrt{2/\pi}(x + 0.044715 x^3)])$, GELU's tanh approximation.
 
+    >>> import torch
     >>> round(GELUTanh()(torch.tensor(1.0)).item(), 4), round(F.gelu(torch.tensor(1.0)).item(), 4)
     (0.8412, 0.8413)
     """
@@ -63,6 +64,7 @@ ACTIVATIONS = {
 def activation(name: str) -> nn.Module:
     """The activation module named `name` (a key of `ACTIVATIONS`).
 
+    >>> import torch
     >>> activation("silu")(torch.tensor([0.0])).tolist()
     [0.0]
     """

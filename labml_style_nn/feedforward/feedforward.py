@@ -39,6 +39,7 @@ from .glu import GatedLinearUnit
 class FeedForward(nn.Module):
     r"""$\phi(x W_1 + b_1) W_2 + b_2$ with optional post-activation LayerNorm and dropout.
 
+    >>> import torch
     >>> FeedForward(8, mult=2)(torch.zeros(1, 3, 8)).shape
     torch.Size([1, 3, 8])
 

@@ -57,6 +57,7 @@ VARIANTS = {"glu": "sigmoid", "bilinear": "identity", "reglu": "relu", "geglu": 
 class GatedLinearUnit(nn.Module):
     r"""$\phi(x W) \odot x V$, with $V$ and $W$ fused into one projection of width $2H$.
 
+    >>> import torch
     >>> GatedLinearUnit(4, 6)(torch.zeros(2, 4)).shape   # hidden width 6, from one projection of width 12
     torch.Size([2, 6])
     >>> u = GatedLinearUnit(1, 1, activation="identity", bias=False)   # the bilinear layer

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 class ReLUSquared(nn.Module):
     r"""$\max(0, x)^2$
 
+    >>> import torch
     >>> ReLUSquared()(torch.tensor([-2.0, 0.5, 3.0])).tolist()
     [0.0, 0.25, 9.0]
     """
