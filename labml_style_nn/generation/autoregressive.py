@@ -33,7 +33,9 @@ replaced by `pad_value`, and the loop ends when every row has ended.
 **Beyond `max_seq_len`**: a Transformer-XL model (`max_mem_len > 0`) keeps going by rolling: the
 full segment is committed to the memories and the next steps see memories plus the new window.
 A model with learned absolute positions sees the last `max_seq_len` tokens.  Both rerun their
-window at each step, without the cache.
+window at each step, without the cache.  A sliding-window model (`attn_max_attend_past=W`) keeps a
+[rolling cache](rolling_cache.md) of $W + 1$ keys per layer, and `cache_kv=attention_sinks(...)`
+streams a full-attention model with a bounded [attention-sink cache](attention_sinks.md).
 
 **The Feedback Transformer** (`feedback/`) is its own cache: with `seq_len=1` (the paper's
 recurrence) its memory is the complete state, so each step feeds the new token and the memory
@@ -54,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kv_cache import LayersCache
+from .rolling_cache import RollingLayersCache
 from .sampling import resolve_filter, top_k
 
 _warned: set[str] = set()
@@ -118,11 +121,13 @@ class AutoregressiveWrapper(nn.Module):
     @torch.no_grad()
     def generate(self, prompts: Union[Tensor, Sequence[Tensor]], seq_len: int, temperature: float = 1.0,
                  filter_logits_fn: Union[Callable, str] = top_k, filter_kwargs: Optional[dict] = None,
-                 eos_token: Optional[int] = None, cache_kv: bool = True, **kwargs) -> Tensor:
+                 eos_token: Optional[int] = None, cache_kv: Union[bool, Callable] = True, **kwargs) -> Tensor:
         """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
 
         `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
         `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
+        `cache_kv` may also be a factory `(layers, batch) -> cache` for a bounded cache, e.g.
+        `attention_sinks(sinks=4, cache_len=256)` to stream past `max_seq_len`.
         """
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
             raise ValueError(f"seq_len: expected a non-negative integer, got {seq_len!r}")
@@ -167,7 +172,7 @@ class AutoregressiveWrapper(nn.Module):
             _warn_once("generate: a Feedback Transformer with windows (seq_len > 1) reruns the whole "
                        "sequence at each step, since a one-token call would change its windows")
         elif cache_kv and not self.feedback and blocker is None:
-            cache = LayersCache(self.net.attn_layers, b, total + self._num_memory_tokens())
+            cache = self._new_cache(cache_kv, b, total)
         elif cache_kv and not self.feedback:
             _warn_once(f"generate: {type(self.net).__name__} cannot use the key/value cache here "
                        f"({blocker}); decoding without it")
@@ -220,6 +225,19 @@ class AutoregressiveWrapper(nn.Module):
 
     #
     # ### What the network supports
+    def _new_cache(self, cache_kv, b: int, total: int):
+        """The cache of one call: `cache_kv(layers, b)` when it is a factory (e.g. `attention_sinks`),
+        the rolling window cache of a sliding-window stack, else the growing cache of `total` tokens."""
+        layers = self.net.attn_layers
+        if callable(cache_kv):
+            if self._num_memory_tokens():
+                raise ValueError("cache_kv: a bounded cache would evict the memory tokens; use cache_kv=True")
+            return cache_kv(layers, b)
+        if layers.options.attn.max_attend_past is not None and not self._num_memory_tokens():
+            # Sliding window: $W + 1$ slots per layer, overwritten in place (rolling_cache.py).
+            return RollingLayersCache.for_window(layers, b)
+        return LayersCache(layers, b, total + self._num_memory_tokens())
+
     def _num_memory_tokens(self) -> int:
         mt = getattr(self.net, "memory_tokens", None)
         return mt.num if mt is not None else 0
