@@ -6,19 +6,37 @@ r"""
 A Vision Transformer reads an image as a sequence: cut it into $P \times P$ patches, flatten each
 patch, project it to the model width, add a learned position per patch, and run an encoder.
 
-$$z_0 = [\, x^1_p E;\ x^2_p E;\ \dots;\ x^N_p E \,] + E_{pos}, \qquad N = HW / P^2$$
+$$z_0 = [\, x_{class};\ x^1_p E;\ x^2_p E;\ \dots;\ x^N_p E \,] + E_{pos}, \qquad N = HW / P^2$$
 
-For classification the patch embeddings are averaged and a linear head gives the class logits.
-With `return_embeddings=True` the wrapper returns the patch embeddings `(b, N, D)`, ready to be the
-`context` of a decoder with `cross_attend=True` (image to caption).
+By default the patch embeddings are averaged and a linear head gives the class logits.  With
+`use_cls_token=True` a learned `[class]` token $x_{class}$ is prepended (it has a position of its
+own, $N + 1$ in all) and the head reads its final state, as in the paper.  With
+`return_embeddings=True` the wrapper returns the token embeddings `(b, N, D)` (`(b, 1 + N, D)`
+with the class token first), ready to be the `context` of a decoder with `cross_attend=True`
+(image to caption).
 
 Shapes: `b` batch, `c` channels, `H`/`W` image size, `P` patch size, `N` patches, `D` model width.
 
+## The patch embedding is a convolution
+
+The paper (and its reference code) embeds patches with a convolution whose kernel and stride are
+both $P$: each output position sees exactly one patch, with one weight per (channel, row, column)
+of the patch.  That is a linear layer on the flattened patch,
+
+$$\operatorname{Conv}(x)_{o,\,u,\,v} = \sum_{c,\,p_1,\,p_2} W_{o,c,p_1,p_2}\; x_{c,\,uP + p_1,\,vP + p_2} + b_o
+= \big(x^{(u,v)}_p E + b\big)_o,$$
+
+so we flatten patches with `rearrange` and use `nn.Linear`; a convolution's weight `(D, c, P, P)`
+becomes ours by ordering its input axes as we flatten, `(p1 p2 c)`.  A test checks the two against
+`nn.Conv2d`.  Patches are read row by row, left to right, as the convolution's output is
+flattened.
+
 ## Differences from the paper
 
-The paper prepends a learned `[class]` token and classifies from it; we average the patch
-embeddings instead (as later work found equally good and simpler), and normalise the flattened
-patches and their embeddings with LayerNorms, which stabilises training from scratch.
+By default we average the patch embeddings instead of classifying from a `[class]` token (later
+work found it equally good and simpler), and normalise the flattened patches and their embeddings
+with LayerNorms, which stabilises training from scratch.  `use_cls_token=True, patch_norm=False`
+is the paper's model (the converted [Hugging Face ViT](../pretrained/vit.md) is built so).
 """
 
 from typing import Optional
@@ -32,10 +50,24 @@ from .layers import AttentionLayers
 
 
 class ViTransformerWrapper(nn.Module):
-    """Images `(b, c, H, W)` in, class logits `(b, num_classes)` (or patch embeddings) out."""
+    r"""Images `(b, c, H, W)` in, class logits `(b, num_classes)` (or token embeddings) out.
+
+    Args:
+        image_size: height and width $H = W$ of the (square) images.
+        patch_size: $P$, which must divide `image_size`.
+        attn_layers: a bidirectional `Encoder`.
+        channels: $c$.
+        num_classes: width of the classification head; `None` for no head (embeddings out).
+        emb_dropout: dropout on the embeddings, after the positions are added.
+        use_cls_token: prepend a learned `[class]` token and classify from it, instead of
+            averaging the patches.
+        patch_norm: LayerNorms before and after the patch projection; `False` is the paper's
+            plain linear (convolutional) patch embedding.
+    """
 
     def __init__(self, *, image_size: int, patch_size: int, attn_layers: AttentionLayers,
-                 channels: int = 3, num_classes: Optional[int] = None, emb_dropout: float = 0.0):
+                 channels: int = 3, num_classes: Optional[int] = None, emb_dropout: float = 0.0,
+                 use_cls_token: bool = False, patch_norm: bool = True):
         super().__init__()
         if not isinstance(attn_layers, AttentionLayers):
             raise ValueError(f"attn_layers: expected an Encoder, got {type(attn_layers).__name__}")
@@ -47,13 +79,20 @@ class ViTransformerWrapper(nn.Module):
             raise ValueError(f"image_size: {image_size} must be divisible by patch_size {patch_size}")
         check_int("num_classes", num_classes, allow_none=True)
         check_probability("emb_dropout", emb_dropout)
+        for name, value in (("use_cls_token", use_cls_token), ("patch_norm", patch_norm)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: expected True or False, got {value!r}")
         dim = attn_layers.dim
         self.image_size, self.patch_size, self.channels = image_size, patch_size, channels
         num_patches = (image_size // patch_size) ** 2
         patch_dim = channels * patch_size ** 2
-        # $x_p E$: flatten, normalise and project every patch
-        self.patch_to_embedding = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim))
-        self.pos_embedding = nn.Parameter(torch.randn(1, num_patches, dim) * 0.02)  # $E_{pos}$
+        # $x_p E$: project every flattened patch (normalised before and after with `patch_norm`)
+        self.patch_to_embedding = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim)) \
+            if patch_norm else nn.Linear(patch_dim, dim)
+        # $x_{class}$, a learned token in front of the patches
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if use_cls_token else None
+        # $E_{pos}$, one learned position per token (the class token included)
+        self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + int(use_cls_token), dim) * 0.02)
         self.dropout = nn.Dropout(emb_dropout)
         self.attn_layers = attn_layers
         self.mlp_head = nn.Linear(dim, num_classes) if num_classes is not None else None
@@ -65,8 +104,14 @@ class ViTransformerWrapper(nn.Module):
             raise ValueError(f"img: expected shape (batch, {', '.join(map(str, expected))}), got {got}")
         p = self.patch_size
         patches = rearrange(img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=p, p2=p)  # (b, N, P*P*c)
-        x = self.dropout(self.patch_to_embedding(patches) + self.pos_embedding)
-        x = self.attn_layers(x)  # (b, N, D)
+        x = self.patch_to_embedding(patches)  # (b, N, D)
+        if self.cls_token is not None:
+            # $[x_{class}; x_p E]$
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)  # (b, 1 + N, D)
+        x = self.dropout(x + self.pos_embedding)
+        x = self.attn_layers(x)  # (b, [1 +] N, D)
         if return_embeddings or self.mlp_head is None:
             return x
-        return self.mlp_head(x.mean(dim=1))  # (b, num_classes)
+        # The class token's final state, or the mean over patches
+        pooled = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (b, D)
+        return self.mlp_head(pooled)  # (b, num_classes)

@@ -138,6 +138,8 @@ class TransformerWrapper(_SequenceWrapper):
         max_mem_len: Transformer-XL memory length (0: no memory).
         shift_mem_down: enhanced recurrence, route layer $l$'s memory to layer $l - k$.
         tie_embedding: use the token embedding matrix as the output projection.
+        tie_embedding_scale: with `tie_embedding`, multiply the final hidden states by this before
+            the tied projection (T5 uses $D^{-1/2}$); `None` leaves them as they are.
         use_abs_pos_emb: absolute positions; `None` turns them off when the stack has relative ones.
         sinusoidal_pos_emb: fixed sinusoids instead of learned absolute positions.
         logits_dim: output width, `num_tokens` by default.
@@ -147,6 +149,7 @@ class TransformerWrapper(_SequenceWrapper):
     def __init__(self, num_tokens: int, max_seq_len: int, attn_layers: AttentionLayers, *,
                  emb_dim: Optional[int] = None, emb_dropout: float = 0.0, num_memory_tokens: int = 0,
                  max_mem_len: int = 0, shift_mem_down: int = 0, tie_embedding: bool = False,
+                 tie_embedding_scale: Optional[float] = None,
                  use_abs_pos_emb: Optional[bool] = None, sinusoidal_pos_emb: bool = False,
                  logits_dim: Optional[int] = None, logits_bias: bool = True):
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
@@ -162,12 +165,24 @@ class TransformerWrapper(_SequenceWrapper):
         self.project_emb = nn.Linear(emb_dim, self.dim) if emb_dim != self.dim else nn.Identity()
         if tie_embedding and (emb_dim != self.dim or (logits_dim or num_tokens) != num_tokens):
             raise ValueError("tie_embedding: needs emb_dim equal to the model width and logits_dim equal to num_tokens")
-        self.tie_embedding = tie_embedding
+        if tie_embedding_scale is not None:
+            if not tie_embedding:
+                raise ValueError("tie_embedding_scale: only meaningful with tie_embedding=True "
+                                 "(an untied projection learns its own scale)")
+            if isinstance(tie_embedding_scale, bool) or not isinstance(tie_embedding_scale, (int, float)) \
+                    or not tie_embedding_scale > 0:
+                raise ValueError(f"tie_embedding_scale: expected a positive number, got {tie_embedding_scale!r}")
+        self.tie_embedding, self.tie_embedding_scale = tie_embedding, tie_embedding_scale
         self.to_logits = None if tie_embedding else nn.Linear(self.dim, logits_dim or num_tokens, bias=logits_bias)
 
     def logits(self, h: Tensor) -> Tensor:
         """Project final hidden states `(b, n, D)` to logits `(b, n, V)`."""
-        return h @ self.token_emb.weight.t() if self.tie_embedding else self.to_logits(h)
+        if not self.tie_embedding:
+            return self.to_logits(h)
+        # $z = (s\, h)\, E^\top$: the tied projection, after T5's rescaling $s = D^{-1/2}$ if set
+        if self.tie_embedding_scale is not None:
+            h = h * self.tie_embedding_scale
+        return h @ self.token_emb.weight.t()
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,

@@ -23,8 +23,9 @@ Shapes: `b` batch, `n` source tokens, `t` target tokens.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from .. import keyword_reference
@@ -35,7 +36,8 @@ from .wrappers import TransformerWrapper
 
 # Keywords of the token wrappers; every other prefixed keyword goes to the layer stacks.
 _WRAPPER_KEYS = {"num_tokens", "max_seq_len", "emb_dim", "emb_dropout", "num_memory_tokens",
-                 "use_abs_pos_emb", "sinusoidal_pos_emb", "tie_embedding", "max_mem_len", "shift_mem_down"}
+                 "use_abs_pos_emb", "sinusoidal_pos_emb", "tie_embedding", "tie_embedding_scale", "max_mem_len",
+                 "shift_mem_down", "logits_bias"}
 
 
 def _split(prefix: str, kwargs: dict) -> tuple[dict, dict]:
@@ -82,9 +84,22 @@ class XTransformer(nn.Module):
         enc = self.encode(src, src_mask)
         return self.decoder(tgt, mask=tgt_mask, context=enc, context_mask=src_mask)
 
-    def generate(self, src: Tensor, start_tokens: Tensor, seq_len: int, src_mask: Optional[Tensor] = None,
-                 **kwargs) -> Tensor:
-        """Encode `src` once, then sample `seq_len` target tokens after `start_tokens`."""
+    def generate(self, src: Tensor, start_tokens: Union[Tensor, int], seq_len: int,
+                 src_mask: Optional[Tensor] = None, **kwargs) -> Tensor:
+        """Encode `src` once, then sample `seq_len` target tokens after `start_tokens`.
+
+        `start_tokens` is a `(b, t)` tensor, or one token id that starts every row (T5's
+        `decoder_start_token_id`).  Other keywords (`temperature=0.` for greedy decoding,
+        `eos_token=`, ...) go to `AutoregressiveWrapper.generate`; only the new tokens are returned.
+        """
+        if isinstance(start_tokens, int) and not isinstance(start_tokens, bool):
+            if not torch.is_tensor(src) or src.dim() != 2:
+                raise ValueError(f"src: expected token ids (batch, n), got "
+                                 f"{tuple(src.shape) if torch.is_tensor(src) else type(src).__name__}")
+            start_tokens = src.new_full((src.shape[0], 1), start_tokens)  # (b, 1)
+        elif not torch.is_tensor(start_tokens):
+            raise ValueError(f"start_tokens: expected a (batch, t) tensor of token ids or one token id, "
+                             f"got {type(start_tokens).__name__}")
         enc = self.encode(src, src_mask)
         return self.decoder.generate(start_tokens, seq_len, context=enc, context_mask=src_mask, **kwargs)
 

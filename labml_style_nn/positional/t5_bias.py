@@ -32,12 +32,23 @@ $$\beta(\delta) = \begin{cases} \delta & \delta < B'/2 \\
 With $B = 32$, $D = 128$ (the defaults) a decoder has exact buckets for distances 0..15 and
 buckets 16..31 for 16..127; an encoder has exact buckets for 0..7 in each direction.
 
+## Conventions, and T5 exactly
+
+T5 keeps one table per stack (in its first layer) and every self-attention layer of the stack adds
+the same bias; cross-attention gets none.  The keyword API does the same: one table per stack
+(`rel_pos_bias=True`), so an encoder-decoder (`XTransformer`) has one in its encoder, with
+bidirectional buckets, and one in its decoder, with causal buckets.  The bucket function above is
+T5's (a test compares it with Hugging Face `transformers` over every distance up to 600).
+
+T5 does not scale the scores by $1/\sqrt d$ (it folds the scale into the initialisation of $W_Q$)
+and adds the bias to the unscaled logits, $S_{hij} = q_i^\top k_j + b_{h,\beta(j - i)}$.  The bias is
+always added after the scale, so `attn_scale=1.0` gives exactly T5's scores (see
+[the converted T5](../pretrained/t5.md)).
+
 ## Differences from the paper
 
-* T5 does not scale scores by $1/\sqrt d$ (it folds the scale into the initialisation); we keep
-  the usual scaling and add the bias after it.
-* T5 shares the table across layers but keeps a separate one for the decoder's self-attention; the
-  keyword API has one per stack, so an encoder-decoder (`XTransformer`) has one for each.
+* By default the scores keep the usual $1/\sqrt d$ scaling and the bias is added after it;
+  `attn_scale=1.0` is T5's unscaled version.
 * Settings with no logarithmic range ($D \le B'/2$) divide by $\log 1 = 0$ in the formula; we refuse
   them instead of producing garbage buckets.
 """

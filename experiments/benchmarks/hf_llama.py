@@ -1,0 +1,119 @@
+r"""
+# Benchmark: a converted LLaMA-style model against Hugging Face `transformers`
+
+`from_hf` turns a `transformers` model into one of ours with the same weights and the same logits.
+Is the annotated model also as fast?  This script builds a LLaMA-style model in `transformers`
+(grouped-query attention, rotary positions, RMSNorm, SwiGLU, random weights), converts it, checks
+that both compute the same thing, and times two tasks on the CPU with 2 threads:
+
+* **forward**: logits for a batch of one sequence of 512 tokens;
+* **generation**: greedy decoding of 128 new tokens after a 16-token prompt, batch 1, with the
+  key/value cache on both sides (`hf.generate(do_sample=False)` against
+  `AutoregressiveWrapper(ours).generate(temperature=0.)`); the tokens must be identical.
+
+The two models run in turns in one process (ours, theirs, ours, ...), so that drifts of a shared
+machine hit both alike; we report the median of each and the ratio
+$\text{speed-up} = t_{\text{transformers}} / t_{\text{ours}}$.  Goals: at least 1x on the forward
+(the same matrix multiplies; nothing to lose), at least 1.5x on generation (where a step is
+hundreds of small kernels and the per-step overhead of the framework is what is measured).
+
+```bash
+python experiments/benchmarks/hf_llama.py             # a few minutes on 2 cores
+python experiments/benchmarks/hf_llama.py --quick     # a smoke run
+```
+
+This is a script that prints figures, not a test: timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from labml_style_nn import AutoregressiveWrapper, from_hf
+
+# A LLaMA-shaped model small enough for a CPU: 8 layers of width 512, 8 query heads sharing
+# 2 key/value heads, SwiGLU of width 1408, a 32000-token vocabulary.
+CONFIG = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
+              num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
+              rope_theta=10000.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+QUICK = dict(CONFIG, vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2)
+
+
+def build(config: dict):
+    """The `transformers` model (random weights, eval mode) and our conversion of it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(**config, initializer_range=0.05)).eval()
+    hf.generation_config.eos_token_id = None  # every run decodes all its tokens
+    return hf, from_hf(hf)
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each function, called in turns after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv=None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--quick", action="store_true", help="a tiny model, short sequences, one round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = QUICK if args.quick else CONFIG
+    seq_len, prompt_len, new_tokens, rounds = (64, 8, 16, 1) if args.quick else (512, 16, 128, args.rounds)
+    hf, ours = build(config)
+    generator = AutoregressiveWrapper(ours)
+    x = torch.randint(3, config["vocab_size"], (1, seq_len), generator=torch.Generator().manual_seed(1))
+    prompt = x[:, :prompt_len]
+
+    with torch.inference_mode():
+        # The same function first: logits within 1e-4, identical greedy tokens.
+        diff = (ours(x) - hf(x).logits).abs().max().item()
+        theirs_tokens = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                                    do_sample=False, pad_token_id=0)[:, prompt_len:]
+        ours_tokens = generator.generate(prompt, new_tokens, temperature=0.0)
+        same = torch.equal(ours_tokens, theirs_tokens)
+        print(f"logits max |diff| = {diff:.2e}; greedy tokens identical: {same}")
+
+        forward = time_alternating({"ours": lambda: ours(x), "transformers": lambda: hf(x).logits}, rounds)
+        generate = time_alternating({
+            "ours": lambda: generator.generate(prompt, new_tokens, temperature=0.0),
+            "transformers": lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                                max_new_tokens=new_tokens, do_sample=False, pad_token_id=0),
+        }, rounds)
+
+    results = {"forward_speedup": forward["transformers"] / forward["ours"],
+               "generate_speedup": generate["transformers"] / generate["ours"],
+               "logits_max_diff": diff, "tokens_identical": float(same)}
+    print(f"model: {config['num_hidden_layers']} layers, width {config['hidden_size']}, "
+          f"{config['num_attention_heads']} heads / {config['num_key_value_heads']} key-value heads; "
+          f"{args.threads} threads, median of {rounds}")
+    print(f"{'task':<34}{'ours':>10}{'transformers':>14}{'speed-up':>10}{'goal':>7}")
+    for task, t, goal in ((f"forward, {seq_len} tokens", forward, 1.0),
+                          (f"greedy generation, {new_tokens} tokens", generate, 1.5)):
+        ratio = t["transformers"] / t["ours"]
+        mark = "met" if ratio >= goal else "NOT met"
+        print(f"{task:<34}{t['ours']:>9.3f}s{t['transformers']:>13.3f}s{ratio:>9.2f}x{goal:>6.1f}x  {mark}")
+    print(f"generation: {new_tokens / generate['ours']:.1f} tokens/s (ours), "
+          f"{new_tokens / generate['transformers']:.1f} tokens/s (transformers)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
