@@ -30,7 +30,9 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le
 
 * We pair feature $k$ with feature $k + r/2$ (the "rotate half" layout) instead of neighbours
   $2k, 2k+1$.  It is the same rotation after a fixed permutation of the features, which the
-  projections absorb, and it needs no strided indexing.
+  projections absorb, and it needs no strided indexing.  It is also the layout of Hugging Face's
+  LLaMA (and Qwen2, Mistral): with `rotary_emb_dim` equal to the head width and `rotary_theta` the
+  checkpoint's base, their weights load without permuting a feature.
 * Only the first $r$ features of each head are rotated (`rotary_emb_dim`, by default half the head,
   at least 32); the rest carry content without position.  This partial rotation is common practice
   rather than part of the paper.
