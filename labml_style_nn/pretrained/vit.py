@@ -33,9 +33,10 @@ Shapes: `D` model width (`hidden_size`), `c` channels, `P` patch size, `N` patch
 
 * Only square images and patches (`image_size` and `patch_size` as one number, or two equal
   ones), at the size the model was trained for (no interpolation of positions).
-* Only `ViTForImageClassification` weights, in both the names of `transformers` 5
-  (`vit.layers.{l}.attention.q_proj`) and those of earlier checkpoints on the hub
-  (`vit.encoder.layer.{l}.attention.attention.query`), which are renamed first.
+* Only `ViTForImageClassification` weights (a pooler's weights, if present, are not used), in
+  both the names of `transformers` 5 (`vit.layers.{l}.attention.q_proj`) and those of earlier
+  checkpoints on the hub (`vit.encoder.layer.{l}.attention.attention.query`), which are renamed
+  first.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def convert(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tenso
     for p in ("weight", "bias"):
         ours[f"attn_layers.final_norm.{p}"] = take(f"vit.layernorm.{p}")          # the final LayerNorm
         ours[f"mlp_head.{p}"] = take(f"classifier.{p}")                            # the head on $x_{class}$
-    left = sorted(set(theirs) - used)
+    # The pooler (dense + tanh on the class token) of a `ViTModel` is not on the classification path;
+    # `transformers` ignores it too when a classifier is loaded.
+    left = sorted(k for k in set(theirs) - used if not k.startswith("vit.pooler."))
     if left:
         raise ValueError(f"state: weights this ViT converter does not know: {left[:8]}"
                          f"{' ...' if len(left) > 8 else ''}")

@@ -12,7 +12,7 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from labml_style_nn import from_hf, from_pretrained  # noqa: E402
+from labml_style_nn import Decoder, RMSNorm, TransformerWrapper, from_hf, from_pretrained  # noqa: E402
 from labml_style_nn.positional.t5_bias import relative_position_bucket  # noqa: E402
 from labml_style_nn.pretrained import t5  # noqa: E402
 
@@ -30,7 +30,8 @@ CONFIGS = {
     # What `transformers` 5 builds for a v1.1 config: tied head, unscaled.
     "v1.1-tied-unscaled": dict(vocab_size=47, d_model=16, d_kv=4, d_ff=28, num_layers=1, num_decoder_layers=2,
                                num_heads=3, relative_attention_num_buckets=6, relative_attention_max_distance=12,
-                               feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+                               feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                               layer_norm_epsilon=1e-2),  # an epsilon that matters: norm_eps must carry it
 }
 
 
@@ -89,6 +90,30 @@ def test_bucket_function_is_t5s():
             assert torch.equal(ours, theirs), (num_buckets, max_distance, causal)
 
 
+def test_rms_norm_is_t5s_layer_norm():
+    # T5's "LayerNorm": gamma * x / sqrt(mean(x^2) + eps), no mean, no bias, no sqrt(D) factor.
+    theirs = transformers.models.t5.modeling_t5.T5LayerNorm(12, eps=1e-6)
+    ours = RMSNorm(12, eps=1e-6)
+    with torch.no_grad():
+        theirs.weight.normal_()
+        ours.gamma.copy_(theirs.weight)
+    x = torch.randn(2, 5, 12) * 3 + 1
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-6, rtol=1e-6)
+
+
+def test_tie_embedding_scale_is_checked():
+    with pytest.raises(ValueError, match="tie_embedding_scale"):
+        TransformerWrapper(num_tokens=10, max_seq_len=8, attn_layers=Decoder(dim=8, depth=1, heads=2),
+                           tie_embedding_scale=0.5)  # no tied head to scale
+    with pytest.raises(ValueError, match="tie_embedding_scale"):
+        TransformerWrapper(num_tokens=10, max_seq_len=8, attn_layers=Decoder(dim=8, depth=1, heads=2),
+                           tie_embedding=True, tie_embedding_scale=-1.0)
+    lm = TransformerWrapper(num_tokens=10, max_seq_len=8, attn_layers=Decoder(dim=8, depth=1, heads=2),
+                            tie_embedding=True, tie_embedding_scale=0.25)
+    h = torch.randn(2, 3, 8)
+    torch.testing.assert_close(lm.logits(h), 0.25 * h @ lm.token_emb.weight.t())
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_encoder_states_and_logits_match(name):
     hf = make_hf(name)
@@ -124,6 +149,9 @@ def test_greedy_generation_matches(name):
     assert torch.equal(out[:, :k], theirs[:, 1:])
     assert out[:, k:].eq(0).all()
     assert len(set(out.flatten().tolist())) > 2  # not one token repeated
+    # One start token id is the same as a column of it.
+    start = torch.zeros(src.shape[0], 1, dtype=torch.long)
+    assert torch.equal(ours.generate(src, start, n, src_mask=src_mask, temperature=0.0, eos_token=1), out)
 
 
 def test_generation_stops_at_eos_like_transformers():

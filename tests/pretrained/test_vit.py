@@ -71,7 +71,10 @@ def test_convert_refuses_unknown_weights_and_missing_head():
     hf = make_hf("rgb-3-heads")
     config, state = hf.config.to_dict(), dict(hf.state_dict())
     with pytest.raises(ValueError, match="does not know"):
-        vit.convert(config, {**state, "vit.pooler.dense.weight": torch.zeros(1)})
+        vit.convert(config, {**state, "vit.layers.0.attention.extra.weight": torch.zeros(1)})
+    # A pooler is not on the classification path, and is left alone as `transformers` does.
+    assert vit.convert(config, {**state, "vit.pooler.dense.weight": torch.zeros(1)}).keys() == \
+        vit.convert(config, state).keys()
     del state["classifier.weight"]
     with pytest.raises(KeyError, match="ViTForImageClassification"):
         vit.convert(config, state)
