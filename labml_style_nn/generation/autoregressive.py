@@ -58,6 +58,8 @@ from torch import Tensor, nn
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
 from .sampling import resolve_filter, top_k
+from .speculative import SpeculativeStats, speculative_decode
+from .static_cache import StaticLayersCache, compile_step, round_up, static_blocker
 
 _warned: set[str] = set()
 
@@ -102,6 +104,8 @@ class AutoregressiveWrapper(nn.Module):
         # The Feedback Transformer has no `max_seq_len`: its memory carries any length.
         self.max_seq_len = getattr(net, "max_seq_len", None)
         self.feedback = hasattr(net, "mem_len") and hasattr(net, "memory") and not hasattr(net, "attn_layers")
+        # Counts of the last call with a draft model (speculative decoding).
+        self.speculative_stats: Optional[SpeculativeStats] = None
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, **kwargs) -> Tensor:
         """The mean next-token cross-entropy of `x` `(b, n)`; `mask` `(b, n)` is true for real tokens."""
@@ -121,13 +125,20 @@ class AutoregressiveWrapper(nn.Module):
     @torch.no_grad()
     def generate(self, prompts: Union[Tensor, Sequence[Tensor]], seq_len: int, temperature: float = 1.0,
                  filter_logits_fn: Union[Callable, str] = top_k, filter_kwargs: Optional[dict] = None,
-                 eos_token: Optional[int] = None, cache_kv: Union[bool, Callable] = True, **kwargs) -> Tensor:
+                 eos_token: Optional[int] = None, cache_kv: Union[bool, Callable] = True,
+                 compile: Union[bool, dict] = False, draft: Optional[nn.Module] = None, num_speculative: int = 4,
+                 **kwargs) -> Tensor:
         """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
 
         `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
         `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
         `cache_kv` may also be a factory `(layers, batch) -> cache` for a bounded cache, e.g.
         `attention_sinks(sinks=4, cache_len=256)` to stream past `max_seq_len`.
+        `compile=True` runs the steps after the prompt as one compiled graph on a
+        [static cache](static_cache.md) (a dict is passed on to `torch.compile`, e.g.
+        `{"backend": "aot_eager"}`; on CUDA the default is `mode="reduce-overhead"`).
+        `draft=` a smaller model over the same vocabulary decodes [speculatively](speculative.md),
+        `num_speculative` guesses per target pass; `self.speculative_stats` then holds its counts.
         """
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
             raise ValueError(f"seq_len: expected a non-negative integer, got {seq_len!r}")
@@ -135,6 +146,9 @@ class AutoregressiveWrapper(nn.Module):
             raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
         tokens, starts = left_pad(prompts, self.pad_value)
         filter_fn, filter_kwargs = resolve_filter(filter_logits_fn), dict(filter_kwargs or {})
+        compile_options = self._compile_options(compile, tokens.device)
+        if draft is not None:
+            draft = self._check_draft(draft, num_speculative, compile_options, tokens.shape[1] + seq_len)
 
         def sample(logits: Tensor) -> Tensor:  # (b, V) -> (b,)
             if temperature == 0:
@@ -147,9 +161,19 @@ class AutoregressiveWrapper(nn.Module):
         was_training = self.net.training
         self.net.eval()
         try:
+            if draft is not None:
+                self.speculative_stats = SpeculativeStats()
+                probs = None if temperature == 0 else \
+                    lambda logits: filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)
+
+                def decode(toks, st):
+                    return self._speculate(draft, toks, st, seq_len, num_speculative, probs, eos_token, kwargs)
+            else:
+                def decode(toks, st):
+                    return self._decode(toks, st, seq_len, sample, eos_token, cache_kv, kwargs, compile_options)
             if starts is not None and not self._left_padding_exact(tokens.shape[1] + seq_len):
-                return self._decode_groups(prompts, seq_len, sample, eos_token, cache_kv, kwargs)
-            return self._decode(tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs)
+                return self._decode_groups(prompts, seq_len, decode)
+            return decode(tokens, starts)
         finally:
             self.net.train(was_training)
 
@@ -157,7 +181,7 @@ class AutoregressiveWrapper(nn.Module):
     # ### The decoding loop
     #
     # `seq` `(b, n + seq_len)` holds prompt and output; step $i$ writes column $n + i$.
-    def _decode(self, tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs) -> Tensor:
+    def _decode(self, tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs, compile_options=None) -> Tensor:
         b, n = tokens.shape
         total = n + seq_len
         seq = tokens.new_full((b, total), self.pad_value)
@@ -173,10 +197,14 @@ class AutoregressiveWrapper(nn.Module):
                        "sequence at each step, since a one-token call would change its windows")
         elif cache_kv and not self.feedback and blocker is None:
             cache = self._new_cache(cache_kv, b, total)
+            step = self.net
+            if compile_options is not None and cache_kv is True:
+                cache, step = self._static_step(cache, b, total, compile_options)
         elif cache_kv and not self.feedback:
             _warn_once(f"generate: {type(self.net).__name__} cannot use the key/value cache here "
                        f"({blocker}); decoding without it")
         mems, seg = None, 0  # Transformer-XL: memories and the first column of the current segment
+        token = seq[:, n - 1]
         for t in range(n, total):
             if self.feedback and self.net.seq_len == 1:
                 # Token by token, the feedback memory is the whole state: carry it from call to call.
@@ -188,9 +216,12 @@ class AutoregressiveWrapper(nn.Module):
             elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
-                inp = seq[:, :n] if first else seq[:, t - 1:t]
-                logits = self.net(inp, cache=cache, mask=mask[:, :n] if first and mask is not None else None,
-                                  **pos_kwargs, **kwargs)[:, -1]  # (b, V)
+                # The token just sampled, `(b, 1)` with the same strides at every step (a compiled step
+                # checks them).
+                inp = seq[:, :n] if first else token[:, None]
+                logits = (self.net if first else step)(
+                    inp, cache=cache, mask=mask[:, :n] if first and mask is not None else None,
+                    **pos_kwargs, **kwargs)[:, -1]  # (b, V)
             elif roll:
                 # Commit all but the last token of an overfull segment to the memories.
                 while t - seg > self.max_seq_len:
@@ -214,13 +245,70 @@ class AutoregressiveWrapper(nn.Module):
                 break
         return seq[:, n:]
 
-    def _decode_groups(self, prompts, seq_len, sample, eos_token, cache_kv, kwargs) -> Tensor:
+    def _decode_groups(self, prompts, seq_len, decode) -> Tensor:
         """Decode rows of equal prompt length together, when left padding would not be exact."""
         out = prompts[0].new_full((len(prompts), seq_len), self.pad_value)
         for length in sorted({p.shape[0] for p in prompts}):
             rows = [i for i, p in enumerate(prompts) if p.shape[0] == length]
             group = torch.stack([prompts[i] for i in rows])
-            out[rows] = self._decode(group, None, seq_len, sample, eos_token, cache_kv, kwargs)
+            out[rows] = decode(group, None)
+        return out
+
+    #
+    # ### Fast decoding: a compiled static step, a draft model
+    @staticmethod
+    def _compile_options(compile, device) -> Optional[dict]:
+        """`torch.compile` keywords for `compile=`; `None` decodes eagerly."""
+        if compile is False:
+            return None
+        if compile is True:
+            # On CUDA the static step is also captured as a CUDA graph.
+            return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+        if not isinstance(compile, dict):
+            raise ValueError(f"compile: expected a bool or a dict of torch.compile keywords, got {compile!r}")
+        return compile
+
+    def _static_step(self, cache, b: int, total: int, options: dict):
+        """The static cache and the compiled network, or the eager ones when the stack cannot use them."""
+        layers = self.net.attn_layers
+        blocker = static_blocker(layers) if type(cache) is LayersCache else "its cache is not the growing one"
+        if blocker is not None:
+            _warn_once(f"generate: compile=True needs a static cache, and {blocker}; decoding eagerly")
+            return cache, self.net
+        cache = StaticLayersCache(layers, b, round_up(total + self._num_memory_tokens()))
+        return cache, compile_step(self.net, options)
+
+    def _check_draft(self, draft: nn.Module, num_speculative: int, compile_options, total: int) -> nn.Module:
+        """The draft's network, after checking that speculative decoding can run with it."""
+        net = draft.net if isinstance(draft, AutoregressiveWrapper) else draft
+        if isinstance(num_speculative, bool) or not isinstance(num_speculative, int) or num_speculative < 1:
+            raise ValueError(f"num_speculative: expected a positive integer, got {num_speculative!r}")
+        if getattr(net, "num_tokens", None) != getattr(self.net, "num_tokens", None):
+            raise ValueError(f"draft: expected a TransformerWrapper over the target's {self.net.num_tokens}-token "
+                             f"vocabulary, got {type(net).__name__} with num_tokens={getattr(net, 'num_tokens', None)}")
+        if compile_options is not None:
+            raise ValueError("compile: speculative decoding (draft=) runs eagerly; pass compile=False")
+        for name, wrapper in (("generate", self), ("draft", AutoregressiveWrapper(net))):
+            blocker = wrapper._cache_blocker(total) if not wrapper.feedback else "it has no layer stack to cache"
+            if blocker is None and any(block.shift is not None for block in wrapper.net.attn_layers.blocks):
+                blocker = "token shift keeps inputs that a rejected guess cannot take back"
+            if blocker is not None:
+                raise ValueError(f"{name}: speculative decoding needs a key/value cache that can be rewound, "
+                                 f"and {type(wrapper.net).__name__} {blocker}")
+        return net
+
+    def _speculate(self, draft, tokens, starts, seq_len, num_speculative, probs, eos_token, kwargs) -> Tensor:
+        was_training = draft.training
+        draft.eval()
+        try:
+            out, stats = speculative_decode(
+                self.net, draft, tokens, starts, seq_len=seq_len, num_speculative=num_speculative, probs=probs,
+                eos_token=eos_token, pad_value=self.pad_value, kwargs=kwargs,
+                num_memory_tokens=(self._num_memory_tokens(), AutoregressiveWrapper(draft)._num_memory_tokens()))
+        finally:
+            draft.train(was_training)
+        for name in ("rounds", "proposed", "accepted", "emitted"):
+            setattr(self.speculative_stats, name, getattr(self.speculative_stats, name) + getattr(stats, name))
         return out
 
     #

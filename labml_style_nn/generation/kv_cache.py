@@ -146,3 +146,21 @@ class LayersCache:
     def advance(self, n: int) -> None:
         """Called by the stack after a forward pass over `n` new tokens."""
         self.offset += n
+
+    #
+    # ## Forgetting the last tokens
+    #
+    # Speculative decoding ([speculative](speculative.md)) feeds guesses that may be rejected.
+    # Moving the offsets back forgets them: their keys stay in the buffers until later tokens
+    # overwrite them, and no query sees past the offset.  Token shift keeps the last inputs
+    # themselves, which cannot be taken back.
+    def rewind(self, offset: int) -> None:
+        """Keep only the first `offset` cached positions."""
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= self.offset:
+            raise ValueError(f"offset: expected an integer in [0, {self.offset}], got {offset!r}")
+        if any(block.shift is not None for block in self.blocks):
+            raise ValueError("rewind: token shift keeps the last inputs of each block, which cannot be rewound")
+        self.offset = offset
+        for block in self.blocks:
+            if isinstance(block.attn, SelfAttentionCache):
+                block.attn.offset = offset

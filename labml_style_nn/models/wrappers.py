@@ -31,6 +31,15 @@ from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPosition
 from .layers import AttentionLayers
 
 
+def cache_started(cache) -> bool:
+    """Whether a key/value cache already holds tokens.
+
+    Its `offset` counts them: a Python int, or in a static cache (`generation/static_cache.py`) a
+    tensor once it holds any, so that a compiled step reads the count as data.
+    """
+    return cache is not None and not (isinstance(cache.offset, int) and cache.offset == 0)
+
+
 class _SequenceWrapper(nn.Module):
     """What token and continuous wrappers share: positions, memory tokens, XL memories."""
 
@@ -72,16 +81,21 @@ class _SequenceWrapper(nn.Module):
             got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
             raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, one entry per position of x, got {got}")
 
-    def _add_positions(self, h: Tensor, offset: int, seq_start_pos: Optional[Tensor] = None) -> Tensor:
+    def _add_positions(self, h: Tensor, offset, seq_start_pos: Optional[Tensor] = None) -> Tensor:
         if self.pos_emb is None:
             return h
         n = h.shape[1]
-        if self.learned_positions and offset + n > self.max_seq_len:
+        if not isinstance(offset, int):
+            # A static cache's position is a 0-d tensor (read as data by a compiled step); its
+            # generation loop checked the length.
+            positions = offset + torch.arange(n, device=h.device)  # (n,)
+        elif self.learned_positions and offset + n > self.max_seq_len:
             raise ValueError(
                 f"x: positions up to {offset + n} exceed max_seq_len={self.max_seq_len} of the learned "
                 "absolute positional embedding; shorten the input, raise max_seq_len, or use a relative "
                 "scheme (rotary_pos_emb, alibi_pos_emb or rel_pos_bias)")
-        positions = torch.arange(offset, offset + n, device=h.device)  # (n,)
+        else:
+            positions = torch.arange(offset, offset + n, device=h.device)  # (n,)
         if seq_start_pos is not None:
             # Left-padded rows count positions from their first real token: $t - s_b$ (padding gets 0).
             positions = (positions[None, :] - seq_start_pos[:, None]).clamp(min=0)  # (b, n)
@@ -95,7 +109,7 @@ class _SequenceWrapper(nn.Module):
     def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, seq_start_pos=None,
              attn_sink=None):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
-        first_step = cache is None or cache.offset == 0
+        first_step = not cache_started(cache)
         # Absolute position of the first token: a cache already holds the memory tokens.
         offset = 0 if first_step else cache.offset - num_mem_tokens
         if mems is not None and self.pos_emb is not None:
@@ -202,7 +216,7 @@ class TransformerWrapper(_SequenceWrapper):
             raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
         # The range check synchronises (and is a branch a compiler cannot trace); a cached step feeds
         # back tokens the model itself sampled.
-        cached_step = cache is not None and cache.offset > 0
+        cached_step = cache_started(cache)
         if x.numel() and not cached_step and not torch.compiler.is_compiling() and (int(x.min()) < 0 or int(x.max()) >= self.num_tokens):
             raise ValueError(f"x: token ids must lie in [0, {self.num_tokens}), got values in "
                              f"[{int(x.min())}, {int(x.max())}]")

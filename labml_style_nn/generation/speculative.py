@@ -1,0 +1,218 @@
+r"""
+# Speculative decoding
+
+*Papers:* [Fast Inference from Transformers via Speculative Decoding](https://arxiv.org/abs/2211.17192) (Leviathan et al., 2023),
+[Accelerating Large Language Model Decoding with Speculative Sampling](https://arxiv.org/abs/2302.01318) (Chen et al., 2023)
+
+A decoding step of a small batch reads every weight of the model to produce one token, and that is
+about as slow for one token as for a handful: the step is bound by memory (or, on a CPU at small
+sizes, by per-kernel overhead), not by arithmetic.  Speculative decoding lets a cheap **draft**
+model guess the next $k$ tokens one by one, then runs the large **target** model once over all $k$
+guesses, which gives its distributions $p_1 \dots p_{k+1}$ at every guessed position in one pass.
+The guesses are accepted left to right by a rule that makes each output token distributed
+*exactly* as the target's own sample; the first rejected guess is replaced by a token from a
+corrected distribution, and if all $k$ are accepted the target's $p_{k+1}$ gives one more token
+for free.  A round costs $k$ draft steps and one target pass, and yields between 1 and $k + 1$
+tokens.
+
+**The acceptance rule.**  With draft distribution $q_i$ and guess $\tilde x_i \sim q_i$, accept
+
+$$\tilde x_i \text{ with probability } \min\!\left(1, \frac{p_i(\tilde x_i)}{q_i(\tilde x_i)}\right),
+\qquad \text{else draw } x_i \sim \frac{\max(0,\, p_i - q_i)}{\sum_x \max(0,\, p_i(x) - q_i(x))}.$$
+
+The probability of emitting $x$ is then $q_i(x) \min(1, p_i(x)/q_i(x)) = \min(q_i(x), p_i(x))$ from
+acceptance plus the rejection mass $\sum_y \max(0, q_i(y) - p_i(y)) = \sum_y \max(0, p_i(y) - q_i(y))$
+times the corrected distribution, $\max(0, p_i(x) - q_i(x))$: together $p_i(x)$.  The expected
+number of tokens per round is $(1 - \alpha^{k+1}) / (1 - \alpha)$ for an acceptance rate $\alpha$.
+**Greedy** decoding ($T = 0$) is the special case where both distributions are one-hot: a guess is
+accepted when it is the target's argmax, and the correction is the target's argmax, so the output
+is the target's own greedy output.
+
+`AutoregressiveWrapper.generate(..., draft=model, num_speculative=k)` runs it, with the
+temperature and filter of the call applied to both models (the filtered target distribution is
+the one reproduced exactly).  Both models keep a [key/value cache](kv_cache.md); a rejected guess
+is forgotten by moving the cache's offset back (`rewind`), the stale keys being overwritten later.
+
+Shapes: `b` batch, `k` guesses per round, `V` vocabulary.
+
+## Differences from the papers
+
+* **Batches advance in lockstep.**  Rows accept different numbers of guesses; every row keeps the
+  same number $m + 1$ of tokens, $m = \min_b a_b$ the fewest accepted.  A row that accepted more
+  keeps its accepted guess at position $m + 1$: it is the token the rule emits there, and cutting a
+  row's output at a point chosen by the *other* rows does not change its distribution.  At batch 1
+  this is the papers' algorithm.
+* The guesses are drawn by the exponential race of `generate` and the rule uses one uniform per
+  guess, $u_i < p_i(\tilde x_i) / q_i(\tilde x_i)$, written as $u_i\, q_i(\tilde x_i) < p_i(\tilde x_i)$.
+* The draft and the number of guesses are fixed; the papers also study choosing $k$ adaptively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .kv_cache import LayersCache
+
+
+@dataclass
+class SpeculativeStats:
+    """Counts of one `generate` call with a draft model."""
+
+    rounds: int = 0  # target passes
+    proposed: int = 0  # guesses made, summed over rows
+    accepted: int = 0  # guesses accepted by the rule, summed over rows
+    emitted: int = 0  # tokens kept per row, summed over rounds
+
+    @property
+    def acceptance_rate(self) -> float:
+        r"""$\alpha$: the fraction of guesses the rule accepted."""
+        return self.accepted / max(self.proposed, 1)
+
+    @property
+    def tokens_per_round(self) -> float:
+        """Tokens each target pass produced."""
+        return self.emitted / max(self.rounds, 1)
+
+
+def race(probs: Tensor) -> Tensor:
+    r"""Sample an index per row of `probs` `(..., V)`: $\operatorname{argmax}_x p_x / E_x$, $E_x \sim \operatorname{Exp}(1)$."""
+    return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
+
+
+#
+# ## The acceptance rule
+def accept_draft(p: Tensor, q: Tensor, guesses: Tensor, uniform: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    r"""How many guesses each row accepts, and the token that follows them.
+
+    `p` `(b, k + 1, V)` are the target's distributions at the $k$ guessed positions and one more,
+    `q` `(b, k, V)` the draft's, `guesses` `(b, k)` the draft's tokens; `uniform` `(b, k)` the
+    draws in $[0, 1)$ (random when `None`).  Returns `(a, x)`: `a` `(b,)` the number of guesses
+    accepted before the first rejection, `x` `(b,)` the token at position $a + 1$: drawn from the
+    corrected distribution $\max(0, p_{a+1} - q_{a+1})$ after a rejection, from $p_{k+1}$ when all
+    were accepted.
+
+    >>> p = torch.tensor([[[0.5, 0.3, 0.2], [1.0, 0.0, 0.0]]])   # target at guess 1, and after it
+    >>> q = torch.tensor([[[0.2, 0.6, 0.2]]])                    # the draft preferred token 1
+    >>> accept_draft(p, q, torch.tensor([[1]]), uniform=torch.tensor([[0.4]]))   # 0.4 < 0.3 / 0.6
+    (tensor([1]), tensor([0]))
+    >>> accept_draft(p, q, torch.tensor([[1]]), uniform=torch.tensor([[0.6]]))[0]   # rejected
+    tensor([0])
+    """
+    b, k = guesses.shape
+    if uniform is None:
+        uniform = torch.rand(b, k, device=p.device)
+    # $p_i(\tilde x_i)$ and $q_i(\tilde x_i)$, `(b, k)`
+    p_guess = p[:, :k].gather(-1, guesses[..., None])[..., 0]
+    q_guess = q.gather(-1, guesses[..., None])[..., 0]
+    # Accept with probability $\min(1, p_i(\tilde x_i) / q_i(\tilde x_i))$: $u_i\, q_i(\tilde x_i) < p_i(\tilde x_i)$.
+    accepted = uniform * q_guess < p_guess  # (b, k)
+    # $a$: accepted guesses before the first rejection
+    a = accepted.long().cumprod(dim=-1).sum(dim=-1)  # (b,)
+    # $q_{k+1} = 0$, so that after $k$ acceptances the "correction" is $p_{k+1}$ itself.
+    q = F.pad(q, (0, 0, 0, 1))  # (b, k + 1, V)
+    rows = torch.arange(b, device=p.device)
+    p_next, q_next = p[rows, a], q[rows, a]  # (b, V)
+    # $\max(0, p - q)$, normalised by the race; where it vanishes ($p = q$ up to rounding) use $p$.
+    residual = (p_next - q_next).clamp(min=0)
+    residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_next)
+    return a, race(residual)
+
+
+def accept_draft_greedy(target_logits: Tensor, guesses: Tensor) -> tuple[Tensor, Tensor]:
+    """The rule at temperature 0: accept a guess when it is the target's argmax; `(a, x)` as `accept_draft`.
+
+    >>> logits = torch.tensor([[[0., 5.], [5., 0.], [0., 5.]]])   # target argmax: 1, then 0, then 1
+    >>> accept_draft_greedy(logits, torch.tensor([[1, 1]]))
+    (tensor([1]), tensor([0]))
+    """
+    best = target_logits.argmax(dim=-1)  # (b, k + 1)
+    a = (guesses == best[:, :-1]).long().cumprod(dim=-1).sum(dim=-1)  # (b,)
+    return a, best.gather(1, a[:, None])[:, 0]
+
+
+#
+# ## The decoding loop
+#
+# `seq` holds prompt and output; `cur` tokens of it are final.  Each cache holds the first `fed`
+# tokens (plus memory tokens); a model is fed what it has not seen yet, so a round may start with
+# one or two tokens for the draft.
+def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], *, seq_len: int,
+                       num_speculative: int, probs: Optional[Callable[[Tensor], Tensor]],
+                       eos_token: Optional[int], pad_value: int, num_memory_tokens: tuple[int, int],
+                       kwargs: dict) -> tuple[Tensor, SpeculativeStats]:
+    """Decode `seq_len` tokens after `tokens` `(b, n)` with `target` checking `draft`'s guesses.
+
+    `target` and `draft` are `TransformerWrapper`s over one vocabulary; `probs` turns logits into
+    the sampling distribution (temperature and filter), `None` for greedy decoding.
+    """
+    b, n = tokens.shape
+    total = n + seq_len
+    seq = tokens.new_full((b, total), pad_value)
+    seq[:, :n] = tokens
+    mask = None if starts is None else torch.arange(total, device=seq.device)[None] >= starts[:, None]
+    pos_kwargs = {} if starts is None else {"seq_start_pos": starts}
+    models = (target, draft)
+    caches = [LayersCache(m.attn_layers, b, total + mem) for m, mem in zip(models, num_memory_tokens, strict=True)]
+    fed = [0, 0]
+    ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
+    stats = SpeculativeStats()
+
+    def run(which: int, inp: Tensor) -> Tensor:
+        """Feed `inp` `(b, j)` to a model after its `fed` tokens; logits `(b, j, V)`."""
+        start = fed[which]
+        m = None if mask is None or start else mask[:, :inp.shape[1]]
+        fed[which] = start + inp.shape[1]
+        return models[which](inp, cache=caches[which], mask=m, **pos_kwargs, **kwargs)
+
+    def distribution(logits: Tensor) -> Tensor:
+        return probs(logits.flatten(0, -2)).view_as(logits)
+
+    cur = n
+    while cur < total:
+        k = min(num_speculative, total - cur - 1)
+        # The draft guesses $\tilde x_1 \dots \tilde x_k$ one at a time, $\tilde x_i \sim q_i$.
+        guesses = seq.new_empty(b, k)
+        q = []
+        inp = seq[:, fed[1]:cur]
+        for i in range(k):
+            logits = run(1, inp)[:, -1]  # (b, V)
+            if probs is None:
+                guesses[:, i] = logits.argmax(dim=-1)
+            else:
+                q.append(distribution(logits))
+                guesses[:, i] = race(q[-1])
+            inp = guesses[:, i:i + 1]
+        # One target pass over the unseen tokens and all guesses: $p_1 \dots p_{k+1}$.
+        logits = run(0, torch.cat((seq[:, fed[0]:cur], guesses), dim=1))[:, -(k + 1):]  # (b, k + 1, V)
+        if probs is None:
+            a, correction = accept_draft_greedy(logits, guesses)
+        else:
+            a, correction = accept_draft(distribution(logits), torch.stack(q, 1) if q else logits[:, :0], guesses)
+        # Lockstep: every row keeps $m + 1$ tokens; a row that accepted more keeps its guess $m + 1$.
+        m = int(a.min())
+        out = torch.cat((guesses[:, :m], torch.where(a > m, guesses[:, m] if m < k else correction,
+                                                      correction)[:, None]), dim=1)  # (b, m + 1)
+        if eos_token is not None:
+            for i in range(m + 1):
+                # Rows that already ended are padded; a row ends at its first eos.
+                out[:, i] = out[:, i].masked_fill(ended, pad_value)
+                ended |= out[:, i] == eos_token
+        seq[:, cur:cur + m + 1] = out
+        stats.rounds += 1
+        stats.proposed += b * k
+        stats.accepted += int(a.sum())
+        stats.emitted += m + 1
+        # Forget what was computed past the kept tokens: the target saw $m$ of its guesses.
+        fed[0], fed[1] = cur + m, min(fed[1], cur + m)
+        for cache, mem, f in zip(caches, num_memory_tokens, fed, strict=True):
+            cache.rewind(mem + f)
+        cur += m + 1
+        if eos_token is not None and bool(ended.all()):
+            break
+    return seq[:, n:], stats

@@ -1,0 +1,206 @@
+r"""
+# A static decoding step: a fixed key/value buffer and a compiled step
+
+At batch 1 a decoding step of a small model is a few hundred tiny kernels, and most of its time is
+spent *between* them: Python walking the layers, the dispatcher, allocating each small result.
+A compiler removes that overhead by tracing the whole step into one graph, fusing the element-wise
+work and calling the result as a single function.  But a compiler specialises on shapes and on
+Python numbers, and the [key/value cache](kv_cache.md) changes both at every step: it returns
+`K[:, :, :t + 1]`, one key longer each time, and counts its tokens in a Python `int`.  Every step
+would be a new graph to compile.
+
+The static cache keeps everything about the step fixed except the *values* of tensors:
+
+* the keys and values live in buffers of a fixed length $L$ (the whole generation), and step $t$
+  **writes** its key at index $t$ (`index_copy_`) instead of growing a slice;
+* the position $t$ is a 0-d tensor, advanced in place, so the compiled graph reads it as data;
+* attention runs over all $L$ slots, and a mask hides the ones not written yet:
+
+$$K_{:, t} \leftarrow k_t, \qquad o_t = \operatorname{softmax}\!\left(\frac{q_t K^\top}{\sqrt d} + B_t + M_t\right) V,
+\qquad M_{t j} = \begin{cases} 0 & j \le t \\ -\infty & j > t \end{cases}$$
+
+Rotary angles, the ALiBi or T5 bias and position-infused sinusoids are gathered at the index $t$
+from tables computed once for all $L$ positions.  With these the step compiles with
+`torch.compile(fullgraph=True, dynamic=False)` once and runs every later step from the same graph
+(`tests/generation/test_static_decoding.py` counts the compilations).  The price is attention over
+$L$ keys instead of $t + 1$, a few thousand multiply-adds per head at the lengths where the
+overhead matters.
+
+On CUDA the fixed shapes also allow capturing the step as a **CUDA graph**
+(`mode="reduce-overhead"`): the buffers are marked as static addresses
+(`torch._dynamo.mark_static_address`) so that the graph may write into them.  That path is written
+but has not been measured here (the machine had no GPU).
+
+The first call (the prompt) runs eagerly with ordinary Python positions; only the one-token steps
+after it are compiled.  `AutoregressiveWrapper.generate(..., compile=True)` uses this cache.
+
+Shapes: `b` batch, `h` key/value heads, `L` buffer length, `d` head dim, `n` new tokens.
+
+## Differences from common practice
+
+Fast decoders (gpt-fast, Hugging Face's `StaticCache`) pass the position as an argument of the
+step; here the cache owns it and the layer stack advances it, so the compiled step is the model's
+ordinary forward pass with a different cache object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..attention.extension_points import SharedAttentionInputs
+from .kv_cache import LayersCache, SelfAttentionCache
+
+
+class StaticSelfAttentionCache:
+    """Keys and values of one self-attention layer in fixed `(b, h, L, d)` buffers."""
+
+    def __init__(self, owner: StaticLayersCache):
+        self.owner = owner
+        self.k: Optional[Tensor] = None
+        self.v: Optional[Tensor] = None
+
+    @property
+    def offset(self) -> Union[int, Tensor]:
+        return self.owner.offset
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write `(b, h, n, d)` keys and values at the current positions; return the whole buffers."""
+        if self.k is None:
+            # Zeros, not garbage: a masked slot still multiplies its (zero) weight with its value.
+            self.k = k.new_zeros(*k.shape[:2], self.owner.max_len, k.shape[-1])  # (b, h, L, d)
+            self.v = v.new_zeros(*v.shape[:2], self.owner.max_len, v.shape[-1])
+            self.owner.mark_static(self.k, self.v)  # for CUDA graphs
+        # $K_{:, t} \leftarrow k_t$ for the new positions $t$
+        self.k.index_copy_(2, self.owner.index, k)
+        self.v.index_copy_(2, self.owner.index, v)
+        return self.k, self.v  # (b, h, L, d)
+
+
+class StaticLayersCache(LayersCache):
+    """A `LayersCache` whose buffers, masks and positional inputs have the same shape at every step.
+
+    `offset` is the Python int `0` before the first forward pass and a 0-d tensor afterwards, so that
+    a compiled step reads the position as data instead of specialising on it.
+    """
+
+    def __init__(self, layers, batch: int, max_len: int):
+        self.started = False
+        super().__init__(layers, batch, max_len)
+        for block in self.blocks:
+            if isinstance(block.attn, SelfAttentionCache):
+                block.attn = StaticSelfAttentionCache(self)
+        device = next(layers.parameters()).device
+        self.position = torch.zeros((), dtype=torch.long, device=device)  # the next position $t$
+        self._positions = torch.arange(max_len, device=device)  # (L,)
+        self.index: Optional[Tensor] = None
+        self._tables = False
+
+    @property
+    def offset(self) -> Union[int, Tensor]:
+        return self.position if self.started else 0
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        # The base class starts its counter at 0; the position tensor takes its place.
+        if value != 0:
+            raise ValueError("offset: a static cache moves with advance() and rewind()")
+
+    def mark_static(self, *buffers: Tensor) -> None:
+        """On CUDA, let a captured graph write into `buffers` (and read the position)."""
+        if buffers[0].is_cuda:
+            for t in (*buffers, self.position):
+                torch._dynamo.mark_static_address(t)
+
+    #
+    # ## Positional inputs, gathered at the position
+    #
+    # The tables cover all $L$ positions; the new tokens' rows are picked with `index_select`, and a
+    # bias covers every slot of the buffer, $(1, h, n, L)$.
+    def shared_inputs(self, layers, n: int, device) -> SharedAttentionInputs:
+        if not self._tables:
+            self._rotary = layers.rotary(self._positions) if layers.rotary is not None else None  # (2, L, r)
+            self._qk_pos = layers.pia(self._positions) if layers.pia is not None else None  # (L, D)
+            self._tables = True
+        self._new_positions(n)
+        bias = None
+        if layers.rel_pos is not None:
+            bias = layers.rel_pos(self.index, self._positions)  # (1, h, n, L)
+        elif layers.alibi is not None:
+            bias = layers.alibi(self.index, self._positions)
+        return SharedAttentionInputs(
+            rotary=self._rotary.index_select(1, self.index) if self._rotary is not None else None,  # (2, n, r)
+            attn_bias=bias,
+            qk_pos=self._qk_pos.index_select(0, self.index) if self._qk_pos is not None else None,  # (n, D)
+        )
+
+    #
+    # ## The key mask: written slots and padding
+    #
+    # $M_{tj} = 0$ for $j < t + n$, the slots written so far (causality among the new tokens is the
+    # attention's own mask); left padding marked at the first call stays marked.
+    def extend_mask(self, mask: Optional[Tensor], n: int) -> Tensor:
+        index = self._new_positions(n)
+        if mask is not None:
+            if self.mask is None:
+                self.mask = torch.ones(self._batch, self.max_len, dtype=torch.bool, device=mask.device)
+            self.mask.index_copy_(1, index, mask)
+        written = (self._positions < self.position + n).expand(self._batch, -1)  # (b, L)
+        return written if self.mask is None else self.mask & written  # (b, L)
+
+    def _new_positions(self, n: int) -> Tensor:
+        r"""The positions $t \dots t + n - 1$ of the new tokens, `(n,)`."""
+        if not self.started and n > self.max_len:
+            raise ValueError(f"cache: {n} positions exceed the cache's max_len={self.max_len}")
+        self.index = self.position + self._positions[:n]
+        return self.index
+
+    def advance(self, n: int) -> None:
+        r"""$t \leftarrow t + n$, in place: a compiled step mutates the tensor it read."""
+        self.position += n
+        if not self.started:
+            self.started = True
+
+    def rewind(self, offset: int) -> None:
+        """Forget everything from position `offset` on (later steps overwrite it)."""
+        self.position.fill_(offset)
+        self.started = offset > 0
+
+
+#
+# ## What the static step supports, and compiling it
+def static_blocker(layers) -> Optional[str]:
+    """Why the stack `layers` cannot decode with a static cache, or `None` when it can."""
+    if any(block.shift is not None for block in layers.blocks):
+        return "token shift reads the mask of the current tokens, which a static cache does not keep apart"
+    if layers.options.attn.max_attend_past is not None:
+        return "a sliding window keeps the last keys of a growing cache (the rolling cache does that)"
+    return None
+
+
+def round_up(length: int, multiple: int = 64) -> int:
+    """Buffer lengths in steps of `multiple`, so that calls of similar lengths share one compiled step.
+
+    >>> round_up(272)
+    320
+    """
+    return -(-length // multiple) * multiple
+
+
+def compile_step(net, options: dict) -> Callable:
+    """`torch.compile(net, fullgraph=True, dynamic=False, **options)`, marking CUDA graph steps.
+
+    Under `mode="reduce-overhead"` each call replays a CUDA graph whose outputs the next replay
+    overwrites; `cudagraph_mark_step_begin` tells the runtime that the last step's outputs are used up.
+    """
+    compiled = torch.compile(net, **{"fullgraph": True, "dynamic": False, **options})
+    if options.get("mode") not in ("reduce-overhead", "max-autotune"):
+        return compiled
+
+    def step(*args, **kwargs):
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args, **kwargs)
+    return step

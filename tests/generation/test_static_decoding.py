@@ -1,0 +1,99 @@
+"""The static cache: equal to the growing cache, one compiled graph for every step, compiled == eager."""
+
+import warnings
+
+import pytest
+import torch
+
+from labml_style_nn import Decoder, TransformerWrapper
+from labml_style_nn.generation import AutoregressiveWrapper
+from labml_style_nn.generation.kv_cache import LayersCache
+from labml_style_nn.generation.static_cache import StaticLayersCache, round_up, static_blocker
+
+V = 32
+
+
+def make(wrap=None, **layers):
+    torch.manual_seed(0)
+    return TransformerWrapper(num_tokens=V, max_seq_len=64, **(wrap or {}),
+                              attn_layers=Decoder(dim=32, depth=2, heads=4, **layers)).eval()
+
+
+CASES = [
+    dict(rotary_pos_emb=True),
+    dict(),  # learned absolute positions
+    dict(alibi_pos_emb=True),
+    dict(rel_pos_bias=True),
+    dict(rotary_pos_emb=True, attn_kv_heads=2, attn_num_mem_kv=2),
+    dict(position_infused_attn=True, attn_talking_heads=True),
+    dict(rotary_pos_emb=True, wrap=dict(num_memory_tokens=2)),
+]
+
+
+def decode(net, cache, prompt, mask, steps, step_fn=None):
+    """Logits of the prompt's last token and of each step's token, `(b, 1 + steps, V)`."""
+    outs = [net(prompt, cache=cache, mask=mask)[:, -1]]
+    for t in range(steps.shape[1]):
+        outs.append((step_fn or net)(steps[:, t:t + 1], cache=cache)[:, -1])
+    return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(c) or "absolute")
+@torch.no_grad()
+def test_static_cache_equals_the_growing_cache(case):
+    case = dict(case)
+    net = make(case.pop("wrap", None), **case)
+    tokens = torch.randint(0, V, (2, 14))
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, :3] = False  # a left-padded row
+    mem = net.memory_tokens.num if net.memory_tokens is not None else 0
+    growing = decode(net, LayersCache(net.attn_layers, 2, 14 + mem), tokens[:, :8], mask, tokens[:, 8:])
+    static = StaticLayersCache(net.attn_layers, 2, round_up(14 + mem))
+    torch.testing.assert_close(decode(net, static, tokens[:, :8], mask, tokens[:, 8:]), growing,
+                               rtol=1e-5, atol=1e-5)
+    # The buffers kept their length: every step wrote into the same tensors.
+    assert all(b.attn.k.shape[2] == 64 for b in static.blocks if b.attn is not None)
+
+
+class CountingBackend:
+    """Counts the graphs Dynamo hands over: one per (re)compilation."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        from torch._dynamo.backends.registry import lookup_backend
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+
+@pytest.mark.slow
+def test_compiled_generation_equals_eager_and_compiles_once():
+    model = AutoregressiveWrapper(make(rotary_pos_emb=True))
+    prompt = torch.randint(0, V, (2, 6))
+    torch._dynamo.reset()
+    backend = CountingBackend()
+    greedy = model.generate(prompt, 20, temperature=0)
+    assert torch.equal(model.generate(prompt, 20, temperature=0, compile=dict(backend=backend)), greedy)
+    torch.manual_seed(1)
+    sampled = model.generate(prompt, 20)
+    torch.manual_seed(1)
+    assert torch.equal(model.generate(prompt, 20, compile=dict(backend=backend)), sampled)
+    # Two calls of 19 steps each: a single graph (a new position never recompiles).
+    assert backend.graphs == 1
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        model.generate(prompt, 12, temperature=0, compile=dict(backend=backend))  # same buffer length
+
+
+def test_stacks_the_static_step_cannot_run_decode_eagerly():
+    assert static_blocker(make(rotary_pos_emb=True).attn_layers) is None
+    model = AutoregressiveWrapper(make(shift_tokens=1))
+    assert "token shift" in static_blocker(model.net.attn_layers)
+    prompt = torch.randint(0, V, (1, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model.generate(prompt, 5, temperature=0, compile=True)
+    assert torch.equal(out, model.generate(prompt, 5, temperature=0))
+    assert any("static cache" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="compile"):
+        model.generate(prompt, 5, compile="yes")
