@@ -203,6 +203,11 @@ def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]
     if "max_attend_past" in cross:
         raise ValueError("cross_attn_max_attend_past: cross-attention keys have no position relative to the "
                          "queries; a sliding window (attn_max_attend_past) applies to self-attention only")
+    # One way of giving the key/value heads of cross-attention overrides the other way inherited from `attn_*`.
+    if "one_kv_head" in cross:
+        cross.setdefault("kv_heads", None)
+    if "kv_heads" in cross:
+        cross.setdefault("one_kv_head", False)
     attn_opts = AttentionOptions(**attn)
     cross_opts = replace(attn_opts, **cross) if cross else None
     opts = LayerOptions(dim=dim, depth=depth, attn=attn_opts, cross_attn=cross_opts,

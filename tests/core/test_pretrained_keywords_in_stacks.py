@@ -153,3 +153,25 @@ def test_defaults_are_unchanged():
     assert attn.to_qkv.weight.shape == (3 * HEADS * 64, DIM) and attn.max_attend_past is None
     assert isinstance(ff.proj_in[1], torch.nn.GELU) and ff.proj_in[0].bias is not None
     assert net.blocks[0].pre_norm.eps == 1e-5
+
+
+@pytest.mark.parametrize("kwargs", [dict(attn_kv_heads=2), dict(cross_attn_one_kv_head=True, attn_kv_heads=3)])
+def test_grouped_cross_attention_fused_explicit_and_cached(kwargs):
+    from labml_style_nn import XTransformer
+
+    torch.manual_seed(0)
+    model = XTransformer(dim=DIM, enc_num_tokens=V, enc_depth=1, enc_heads=HEADS, enc_max_seq_len=32,
+                         dec_num_tokens=V, dec_depth=2, dec_heads=HEADS, dec_max_seq_len=32,
+                         **{f"dec_{k}": v for k, v in kwargs.items()}).eval()
+    cross = [b.fn for b in model.decoder.net.attn_layers.blocks if b.kind == "c"]
+    assert cross[0].kv_heads == (1 if "cross_attn_one_kv_head" in kwargs else 2)
+    src, tgt = tokens(2, 9), tokens(2, 7, seed=4)
+    src_mask = torch.arange(9)[None] < torch.tensor([9, 5])[:, None]
+    with torch.no_grad():
+        enc = model.encoder(src, mask=src_mask, return_embeddings=True)
+        fused = model.decoder.net(tgt, context=enc, context_mask=src_mask)
+        explicit, _ = model.decoder.net(tgt, context=enc, context_mask=src_mask, return_attn=True)
+        torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=0)
+        cached = model.generate(src, tgt[:, :2], 6, src_mask=src_mask, temperature=0.0)
+        uncached = model.generate(src, tgt[:, :2], 6, src_mask=src_mask, temperature=0.0, cache_kv=False)
+    assert torch.equal(cached, uncached)
