@@ -15,7 +15,8 @@ CONFIGS = {
                         image_size=16, patch_size=4, num_channels=3, num_labels=5),
     # One channel, 5 heads, no biases on q/k/v, one layer, an MLP width that is no multiple of D.
     "grey-5-heads": dict(hidden_size=30, num_hidden_layers=1, num_attention_heads=5, intermediate_size=37,
-                         image_size=12, patch_size=6, num_channels=1, num_labels=3, qkv_bias=False),
+                         image_size=12, patch_size=6, num_channels=1, num_labels=3, qkv_bias=False,
+                         layer_norm_eps=0.1),  # an epsilon that matters: norm_eps must carry it
     "tanh-gelu": dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
                       image_size=8, patch_size=2, num_channels=2, num_labels=4, hidden_act="gelu_new",
                       layer_norm_eps=1e-6),
