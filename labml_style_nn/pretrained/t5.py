@@ -10,6 +10,12 @@ page builds it from the keyword API, as an `XTransformer`, and loads the weights
 converted model computes the same encoder states and the same logits (a test checks both within
 $10^{-4}$ in float32, on padded batches) and generates the same tokens greedily.
 
+```python
+from labml_style_nn import from_pretrained
+model = from_pretrained("google-t5/t5-small")     # or a folder with config.json and *.safetensors
+out = model.generate(src, 0, 32, src_mask=src_mask, temperature=0., eos_token=1)   # (b, 32) token ids
+```
+
 ## The architecture
 
 * **Pre-norm blocks with T5's norm.**  Every sublayer is $x \leftarrow x + F(\operatorname{Norm}(x))$

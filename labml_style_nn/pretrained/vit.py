@@ -9,6 +9,12 @@ weights of a Hugging Face `transformers` `ViTForImageClassification` (or a check
 it, name by name.  The converted model computes the same logits (a test checks them within
 $10^{-4}$ in float32).
 
+```python
+from labml_style_nn import from_pretrained
+model = from_pretrained("google/vit-base-patch16-224")   # or a folder with config.json and *.safetensors
+logits = model(pixel_values)                             # (b, 1000), images normalised as for transformers
+```
+
 ## The architecture
 
 * **Patches.**  A convolution with kernel and stride $P$ embeds each $P \times P$ patch of the

@@ -203,3 +203,30 @@ def test_from_pretrained_folder(tmp_path, name):
         theirs = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt).logits
         logits = ours.decoder.net(tgt, context=ours.encode(src, src_mask), context_mask=src_mask)
     assert (logits - theirs).abs().max().item() < ATOL
+
+
+@pytest.mark.parametrize("name", ["v1.0-tied", "v1.1-untied"])
+def test_from_pretrained_folder_in_the_hubs_original_format(tmp_path, name):
+    # Checkpoints on the hub predate `scale_decoder_outputs`: v1.0 configs say nothing about the head
+    # (tied, scaled), v1.1 configs say tie_word_embeddings=false (own head, unscaled).  Their
+    # safetensors hold each tied matrix once, as `shared.weight`.
+    import json
+
+    from safetensors.torch import save_file
+
+    hf = make_hf(name)
+    config = {k: v for k, v in hf.config.to_dict().items() if k not in ("scale_decoder_outputs", "tie_word_embeddings")}
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()
+             if k not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")}
+    if name == "v1.1-untied":
+        config["tie_word_embeddings"] = False
+    else:
+        del state["lm_head.weight"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    save_file(state, str(tmp_path / "model.safetensors"))
+    ours = from_pretrained(tmp_path)
+    src, src_mask, tgt = batch(hf.config.vocab_size)
+    with torch.no_grad():
+        theirs = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt).logits
+        logits = ours.decoder.net(tgt, context=ours.encode(src, src_mask), context_mask=src_mask)
+    assert (logits - theirs).abs().max().item() < ATOL
