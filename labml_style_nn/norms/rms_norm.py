@@ -12,7 +12,13 @@ The paper finds re-scaling invariance is what LayerNorm contributes; re-centring
 7-64% of the normalisation time.
 
 `use_rmsnorm=True` puts it everywhere a stack has a norm, like `use_scalenorm`; the two differ in
-their gain: one scalar for ScaleNorm, one per feature here.
+their gain: one scalar for ScaleNorm, one per feature here.  `norm_eps` sets $\epsilon$
+($10^{-6}$ by default).
+
+This is exactly the norm T5 calls its LayerNorm, and LLaMA's RMSNorm: $\epsilon$ inside the square
+root, no mean, no bias, no extra factor (a test compares it with T5's in Hugging Face
+`transformers`).  Written as $\sqrt{D}\, x / \lVert x \rVert_2$ instead, as x-transformers does,
+it is the same function except for where $\epsilon$ goes.
 
 Shapes: `D` model width; any leading axes.
 

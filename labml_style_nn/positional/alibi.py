@@ -10,11 +10,39 @@ $$S_{hij} = \frac{q_i^\top k_j}{\sqrt{d}} - m_h\,|i - j|$$
 
 The slopes $m_h$ are fixed, a geometric sequence: with 8 heads, $m = \tfrac{1}{2}, \tfrac{1}{4},
 \dots, \tfrac{1}{256}$.  Heads with steep slopes look locally, heads with gentle slopes look far.
-Because the penalty is defined for any distance, a model trained on short sequences keeps working
-on longer ones, the paper's main result.
+
+A model trained on short sequences keeps working on longer ones, the paper's main result.  Being
+*defined* at any distance is not what buys this: rotary angles are defined at any distance too, and
+a rotary model degrades past its training length.  The reason is the shape of the penalty: it
+grows monotonically with distance, so every key farther away than those seen in training gets
+*less* weight than all of them, and a longer context changes little what a query attends to.  Our
+[measurement](../../docs/results.md#alibi-extrapolation) (two layers, trained on 64-byte windows):
+ALiBi scores 3.043, 3.032 and 3.045 bits per byte on windows of 64, 128 and 256 bytes; rotary,
+better at the training length, 2.835, 2.933 and 3.363 (`experiments/alibi_extrapolation.py`).
+
+## A worked example: four tokens, slope 1/2
+
+For a decoder, head 1 of 8 ($m = \tfrac12$) adds $-\tfrac12 (i - j)$ to the score of query $i$ and
+key $j \le i$.  With all content scores equal, the softmax of the bias alone is the head's prior:
+query 3 gives its four keys $e^{-1.5}, e^{-1}, e^{-0.5}, e^{0}$, normalised,
+$0.10, 0.17, 0.28, 0.46$: recency, without a single learned parameter.
+
+$$B = -\frac12 \begin{bmatrix} 0 & & & \\ 1 & 0 & & \\ 2 & 1 & 0 & \\ 3 & 2 & 1 & 0 \end{bmatrix}
+= \begin{bmatrix} 0 & & & \\ -0.5 & 0 & & \\ -1 & -0.5 & 0 & \\ -1.5 & -1 & -0.5 & 0 \end{bmatrix}$$
+
+![ALiBi's bias for four tokens at slope 1/2, and the attention it alone gives](../../docs/figures/alibi_bias.png)
+
+*Drawn by `python docs/figures/make_figures.py` from `AlibiPositionalBias`; the empty cells are the
+causal mask.  The [attention notebook](../../notebooks/attention_patterns.ipynb) shows the prior of
+every head at 64 tokens and what a trained model does against it.*
 
 The stack computes the `(1, h, i, j)` bias once per forward pass and every self-attention layer
-adds it to its scores through the `attn_bias` extension point; attention itself is unchanged.
+adds it to its scores through the `attn_bias` extension point of
+[attention](../attention/extension_points.md); attention itself is unchanged.  The other biases on
+that point are [T5's learned buckets](t5_bias.md) and, in Transformer-XL,
+[relative attention](../transformer_xl/relative_mha.md)'s terms (b) and (d); [rotary](rotary.md) uses
+the other point, a transform of queries and keys.  Tests: `tests/positional/test_pos_alibi.py`
+(the paper's slopes for any head count, the bias formula, cache offsets).
 
 Shapes: `h` heads, `i` query positions, `j` key positions.
 
@@ -70,6 +98,8 @@ class AlibiPositionalBias(nn.Module):
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's."""
-        # $-m_h |i - j|$; for a decoder's visible keys $|i - j| = i - j$, the paper's distance
+        # $-m_h |i - j|$; for a decoder's visible keys $|i - j| = i - j$, the paper's distance.
+        # The paper's code adds $m_h\, j$ instead: it differs from $-m_h (i - j)$ by $m_h\, i$, the
+        # same for every key of row $i$, and softmax ignores a per-row constant, so the weights agree.
         dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (i, j)
         return (-self.slopes * dist)[None]  # (1, h, i, j)

@@ -6,23 +6,83 @@ r"""
 Rotary embeddings rotate each query and key by an angle proportional to its position, so that the
 score between them depends only on how far apart they are.
 
-Split a head's features into pairs $(x_{2k}, x_{2k+1})$ and treat each pair as a point in the plane.
-At position $p$, rotate pair $k$ by the angle $p\,\theta_k$ with $\theta_k = 10000^{-2k/r}$.
-A rotation $R_p$ is orthogonal and $R_i^\top R_j = R_{j-i}$, so
+Split the first $r$ features of a head into $r/2$ pairs and treat each pair as a point in the
+plane.  At position $p$, rotate pair $k$ by the angle $p\,\theta_k$ with $\theta_k = 10000^{-2k/r}$,
+$k = 0 \dots r/2 - 1$.  Write $R_p$ for all these rotations together (block-diagonal, one
+$2 \times 2$ block per pair).  Every block is orthogonal and rotations compose by adding angles, so
+$R_i^\top R_j = R_{j-i}$ and
 
 $$\langle R_i q, R_j k \rangle = q^\top R_i^\top R_j k = \langle q, R_{j-i} k \rangle,$$
 
 which depends on $j - i$ alone: the model sees relative positions although every token was rotated
 by its absolute position.  No parameters are learned.
 
+## The rotation of one pair, step by step
+
+The code pairs feature $k$ with feature $k + r/2$ (see the differences below).  For one pair of a
+query, $(q_1, q_2) = (q_k, q_{k + r/2})$, at position $i$ with $\phi = i\,\theta_k$:
+
+$$\begin{aligned}
+R(\phi) \begin{pmatrix} q_1 \\ q_2 \end{pmatrix}
+&= \begin{pmatrix} \cos\phi & -\sin\phi \\ \sin\phi & \cos\phi \end{pmatrix}
+   \begin{pmatrix} q_1 \\ q_2 \end{pmatrix}
+ = \begin{pmatrix} q_1 \cos\phi - q_2 \sin\phi \\ q_1 \sin\phi + q_2 \cos\phi \end{pmatrix} \\
+&= \begin{pmatrix} q_1 \\ q_2 \end{pmatrix} \cos\phi + \begin{pmatrix} -q_2 \\ q_1 \end{pmatrix} \sin\phi
+ = q \cos\phi + \operatorname{rotate\_half}(q) \sin\phi,
+\end{aligned}$$
+
+the line `apply_rotary` computes for all pairs at once.  For the score, rotate the key's pair
+$(k_1, k_2)$ by $\psi = j\,\theta_k$ and use $R(\phi)^\top = R(-\phi)$, $R(-\phi) R(\psi) = R(\psi - \phi)$:
+
+$$\begin{aligned}
+\big(R(\phi) q\big)^\top R(\psi) k &= q^\top R(\psi - \phi)\, k \\
+&= (q_1 k_1 + q_2 k_2) \cos\big((j - i)\theta_k\big) + (q_2 k_1 - q_1 k_2) \sin\big((j - i)\theta_k\big).
+\end{aligned}$$
+
+The positions $i$ and $j$ appear only as $j - i$.  The score sums this over the $r/2$ pairs (plus the
+unrotated features): each pair contributes its content terms modulated by a wave of frequency
+$\theta_k$ in the distance.
+
+## Worked numbers: a fast and a slow pair
+
+With $r = 64$ the fastest pair ($k = 0$) turns by $\theta_0 = 1$ radian per token, the slowest
+($k = 31$) by $\theta_{31} = 10000^{-62/64} \approx 1.33 \times 10^{-4}$:
+
+| position $p$ | fast: $p\,\theta_0$ (rad) | $\cos p\,\theta_0$ | slow: $p\,\theta_{31}$ (rad) | $\cos p\,\theta_{31}$ |
+|---|---|---|---|---|
+| 0 | 0 | 1.000 | 0 | 1.000000 |
+| 1 | 1 | 0.540 | 0.000133 | 1.000000 |
+| 2 | 2 | -0.416 | 0.000267 | 1.000000 |
+| 3 | 3 | -0.990 | 0.000400 | 1.000000 |
+| 100 | 100 | 0.862 | 0.0133 | 0.999911 |
+| 1000 | 1000 | 0.562 | 0.133 | 0.991122 |
+
+The fast pair tells neighbours apart (its cosine changes sign within three tokens) but repeats
+itself every $2\pi$ tokens; the slow pair hardly moves over a thousand tokens, so it carries the
+coarse position.  Together they are a positional code, read relatively.
+
+![Where three pairs land at nine positions](../../docs/figures/rotary_angles.png)
+
+*Drawn by `python docs/figures/make_figures.py` from `RotaryEmbedding.angles`.*
+
 Because each key is rotated by its own position when it is computed, keys kept in a cache stay
 valid: the stack only has to give the new tokens the positions that follow them, $m \dots m + n - 1$
-after $m$ cached tokens.  With a Transformer-XL memory the memory's keys are recomputed in each
-pass, so they get positions $0 \dots m - 1$ and the segment $m \dots m + n - 1$.  Either way a chunked
-pass equals one pass over the whole sequence (tests check both).
+after $m$ cached tokens, and a cached pass equals one pass over the whole sequence.  With a
+Transformer-XL memory the memory's keys are recomputed in each pass, so they get positions
+$0 \dots m - 1$ and the segment $m \dots m + n - 1$: only the distances count, so a segment with its
+memory gives what one pass over the memory and the segment gives.  That equals a pass over the
+whole sequence only while the memory holds the whole prefix; once the prefix is longer than
+`max_mem_len`, the oldest tokens are gone and the chunked pass sees a sliding window instead (tests
+check both equalities: `tests/positional/test_pos_rope_scaling.py`, `tests/generation/`).
 
 The stack computes the angles once per forward pass, `(2, j, r)`, and every self-attention layer
-applies them to its queries (the last $n$ rows) and keys.
+applies them to its queries (the last $n$ rows) and keys: the "transform of queries and keys"
+extension point of [attention](../attention/extension_points.md).  [ALiBi](alibi.md) and
+[T5's bias](t5_bias.md) use the other point, an additive bias on the scores;
+[RoPE scaling](rope_scaling.md) stretches the angles for longer contexts.  The
+[extrapolation experiment](../../docs/results.md#alibi-extrapolation) measures rotary against ALiBi:
+best at the training length, worse past it.  Tests: `tests/positional/test_pos_rotary.py` (the
+score depends only on the distance, the closed form, norms preserved).
 
 Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le d$).
 

@@ -6,15 +6,21 @@ r"""
 T5 gives attention its sense of order with one learned scalar per head for each *bucket* of relative
 distances, added to the scores before the softmax:
 
-$$S_{hij} = \frac{q_i^\top k_j}{\sqrt{d}} + b_{h,\,\beta(j - i)}$$
+$$S_{hij} = \frac{q_i^\top k_j}{\sqrt{d}} + b_{h,\,\beta(i - j)}$$
 
 Whether a key is 1 or 2 tokens away matters a lot; whether it is 100 or 101 tokens away hardly
 matters.  So nearby distances get a bucket each and far distances share logarithmically wider
-buckets, up to `max_distance`, beyond which everything falls into the last bucket.  The bias
-depends only on $j - i$, so it is defined for any sequence length, and it has just
+buckets, and from about `max_distance` on everything falls into the last bucket.  The bias
+depends only on $i - j$, so it is defined for any sequence length, and it has just
 `num_buckets` $\times h$ parameters.  One table is shared by all layers; the stack computes the
 `(1, h, i, j)` bias once per forward pass and hands it to every self-attention layer through the
-attention module's `attn_bias` extension point.
+attention module's `attn_bias` [extension point](../attention/extension_points.md), the point
+[ALiBi](alibi.md) uses with a fixed bias instead of a learned one.  In the terms of
+[relative attention](../transformer_xl/relative_mha.md), the bias is a learned term (d) with no
+content-position term (b).  The [feedback transformer](../feedback/feedback_transformer.md) uses it
+too.  Tests: `tests/positional/test_pos_t5_bias.py` (exact and logarithmic ranges, monotone
+buckets, a table lookup per head), and a comparison with Hugging Face `transformers` over every
+distance up to 600.
 
 Shapes: `h` heads, `i` query positions, `j` key positions.
 
@@ -29,8 +35,22 @@ logarithmically between $B'/2$ and the maximum distance $D$:
 $$\beta(\delta) = \begin{cases} \delta & \delta < B'/2 \\
 \min\left(B' - 1,\ \frac{B'}{2} + \left\lfloor \frac{\log(2\delta / B')}{\log(2 D / B')} \cdot \frac{B'}{2} \right\rfloor \right) & \text{otherwise} \end{cases}$$
 
-With $B = 32$, $D = 128$ (the defaults) a decoder has exact buckets for distances 0..15 and
-buckets 16..31 for 16..127; an encoder has exact buckets for 0..7 in each direction.
+With $B = 32$, $D = 128$ (the defaults), the function gives, exactly:
+
+| model | exact buckets | logarithmic buckets | the last bucket |
+|---|---|---|---|
+| decoder, keys behind | 0..15 for $\delta$ = 0..15 | 16..30 for 16..112 (16-18, 19-20, 21-23, ..., 99-112) | 31 for every $\delta \ge 113$ |
+| encoder, keys behind | 0..7 for $\delta$ = 0..7 | 8..14 for 8..90 (8-11, 12-15, 16-22, ..., 64-90) | 15 for $\delta \ge 91$ |
+| encoder, keys ahead | 17..23 for $-\delta$ = 1..7 | 24..30 for 8..90 | 31 for $-\delta \ge 91$ |
+
+The last bucket starts before $D$: the floor reaches $B' - 1$ once
+$\log(2\delta/B') / \log(2D/B') \ge 1 - 2/B'$, at $\delta = 113$ for $B' = 32$; $D$ is where the
+unclipped formula would reach $B'$.  In the encoder, distance 0 falls in bucket 0 (the "behind"
+half), so bucket 16 is never used.
+
+![T5 buckets for distances 0-200](../../docs/figures/t5_buckets.png)
+
+*Drawn by `python docs/figures/make_figures.py` from `relative_position_bucket`.*
 
 ## Conventions, and T5 exactly
 

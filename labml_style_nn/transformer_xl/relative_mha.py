@@ -9,29 +9,63 @@ the previous segment as memory: a cached state keeps meaning the same thing howe
 window has moved.
 
 Query $i$ sits at absolute position $m + i$ (the $m$ memory slots come first), key $j$ at
-position $j$. Splitting the score of a standard transformer with absolute positions into four
-terms, and replacing every absolute position of a key by the distance $m + i - j$, the paper gets
+position $j$.
+
+## From absolute to relative: the four terms (a)-(d)
+
+In a standard transformer the input of token $i$ is its content $e_i$ plus an absolute position
+encoding $p_i$, so the score of one head expands into four terms:
 
 $$
 \begin{aligned}
-S_{ij} &= \underbrace{q_i^\top k_j}_{(A)\ \text{content}}
- + \underbrace{q_i^\top R_{m+i-j}}_{(B)\ \text{content-position}}
- + \underbrace{u^\top k_j}_{(C)\ \text{global content bias}}
- + \underbrace{v^\top R_{m+i-j}}_{(D)\ \text{global position bias}} \\
-&= (q_i + u)^\top k_j + (q_i + v)^\top R_{m+i-j}
+q_i^\top k_j &= (e_i + p_i)^\top W_Q^\top W_K\, (e_j + p_j) \\
+&= \underbrace{\textcolor{#1f77b4}{e_i^\top W_Q^\top W_K\, e_j}}_{\text{(a)}}
+ + \underbrace{\textcolor{#d95f02}{e_i^\top W_Q^\top W_K\, p_j}}_{\text{(b)}}
+ + \underbrace{\textcolor{#1b9e77}{p_i^\top W_Q^\top W_K\, e_j}}_{\text{(c)}}
+ + \underbrace{\textcolor{#7570b3}{p_i^\top W_Q^\top W_K\, p_j}}_{\text{(d)}}.
 \end{aligned}
 $$
 
-$u$ and $v$ are learned vectors per head that replace the query in the terms where the query's
-own position used to appear, and $R_\delta = W_R\, r_\delta$ projects a sinusoidal encoding
-$r_\delta$ of the distance $\delta$.
+Transformer-XL makes three substitutions, each removing an absolute position:
+
+1. the key's absolute position $p_j$ becomes an encoding $r_{m+i-j}$ of the *distance*, with its own
+   projection, $W_K\, p_j \to W_R\, r_{m+i-j} = R_{m+i-j}$ (in (b) and (d));
+2. in (c), the query's position part $p_i^\top W_Q^\top$ becomes a learned vector $u^\top$: what a
+   query looks for in content should not depend on where the query is;
+3. in (d), likewise, $p_i^\top W_Q^\top$ becomes a second learned vector $v^\top$.
+
+With $q_i = W_Q e_i$ and $k_j = W_K e_j$ (the hidden states carry no absolute position), the score is
+
+$$
+\begin{aligned}
+S_{ij} &= \underbrace{\textcolor{#1f77b4}{q_i^\top k_j}}_{\text{(a) content}}
+ + \underbrace{\textcolor{#d95f02}{q_i^\top R_{m+i-j}}}_{\text{(b) content-position}}
+ + \underbrace{\textcolor{#1b9e77}{u^\top k_j}}_{\text{(c) global content bias}}
+ + \underbrace{\textcolor{#7570b3}{v^\top R_{m+i-j}}}_{\text{(d) global position bias}} \\
+&= (\textcolor{#1f77b4}{q_i} + \textcolor{#1b9e77}{u})^\top k_j + (\textcolor{#d95f02}{q_i} + \textcolor{#7570b3}{v})^\top R_{m+i-j},
+\end{aligned}
+$$
+
+the grouping the code computes: (a) + (c) in one product with the query $q_i + u$, (b) + (d) in one
+with $q_i + v$ (the same colours mark each term at the lines below).  $u$ and $v$ are learned
+vectors per head; $R_\delta = W_R\, r_\delta$ projects a sinusoidal encoding $r_\delta$ of the
+distance $\delta$, with a projection of its own for every head (one `Linear` whose output is split
+into heads).  The values are written $V_j$ below, to keep $v$ for the paper's bias.
+
+Where this sits: [the Transformer-XL layer](transformer_xl.md) calls this module with the memory
+prepended to the keys and values.  The library's stacks reach the same relative positions through
+the attention module's extension points instead: [T5's bias](../positional/t5_bias.md) is a learned
+(d) with no (b), [ALiBi](../positional/alibi.md) a fixed (d), and [rotary](../positional/rotary.md)
+folds the distance into (a) itself by rotating $q$ and $k$.  Tests:
+`tests/transformer_xl/test_xl_relative_mha.py` (the shift's worked example, the shift equals the
+direct relative scores, fused equals explicit, a reference written in the test).
 
 Shapes: `i` query, `j` key (memory then current), `b` batch, `h` heads, `d` head dim,
 `m` memory length, `p` relative distances.
 
 ## The relative shift
 
-Computing (B) with a gather would build a `[i, j, b, h, d]` tensor of embeddings. Instead we
+Computing (b) with a gather would build a `[i, j, b, h, d]` tensor of embeddings. Instead we
 multiply every query with *every* distance, $X_{ip} = q_i^\top R_{\delta_p}$ with the distances
 listed from largest to smallest, and then slide row $i$ left by $n - 1 - i$ ($n$ queries) so
 that column $j$ holds distance $m + i - j$. The slide is a reshape: pad a zero column on the
@@ -61,7 +95,7 @@ next row; they sit exactly where $j > m + i$, the future keys a causal mask hide
   first $m + n$ columns after the shift. Nothing wraps around then, so every score is exact and
   any mask (not only a causal one) is supported, at the cost of $n - 1$ extra columns.
 * Not a difference, but a choice worth stating: positions are sinusoidal with a learned
-  projection $W_R$ (shared by all heads' slices), as in the paper, rather than a learned table of
+  projection $W_R$ (one slice per head), as in the paper, rather than a learned table of
   distances, so the model can score distances longer than any seen in training, which is the point
   of evaluating with a long memory.
 * A query with no visible key returns zeros instead of NaN.
@@ -69,8 +103,8 @@ next row; they sit exactly where $j > m + i$, the future keys a causal mask hide
 ## Explicit and fused paths
 
 The explicit path below spells out the scores, the masked softmax and the weighted sum. By
-default the module takes the fused path instead: the position terms $(B) + (D)$ and the mask
-become an additive bias for `F.scaled_dot_product_attention`, which computes $(A) + (C)$ with
+default the module takes the fused path instead: the position terms (b) + (d) and the mask
+become an additive bias for `F.scaled_dot_product_attention`, which computes (a) + (c) with
 the query $q + u$. The position matrix is built either way; the fused kernel saves the content
 score matrix and the softmax buffers. A test checks that the two paths agree.
 """
@@ -141,7 +175,8 @@ class RelativeMultiHeadAttention(nn.Module):
         self.query = nn.Linear(d_model, d_model, bias=False)
         self.key = nn.Linear(d_model, d_model, bias=False)
         self.value = nn.Linear(d_model, d_model, bias=False)
-        # $W_R$, projecting the sinusoidal $r_\delta$ into every head's key space
+        # $W_R$, projecting the sinusoidal $r_\delta$ into every head's key space (each head its own
+        # $d \times d_{model}$ slice of the output)
         self.pos_proj = nn.Linear(d_model, d_model, bias=False)
         # The global biases $u$ and $v$, one vector per head; zero makes (C) and (D) start off
         self.u = nn.Parameter(torch.zeros(heads, self.d_k))
@@ -163,14 +198,14 @@ class RelativeMultiHeadAttention(nn.Module):
                              f"(seq_len, mem_len + seq_len, batch or 1), got {mask.dtype} {list(mask.shape)}")
 
     def position_scores(self, q: torch.Tensor, klen: int) -> torch.Tensor:
-        r"""$(B) + (D)$: the `[i, j, b, h]` scores $(q_i + v)^\top R_{m+i-j}$, by the relative shift."""
+        r"""Terms $\textcolor{#d95f02}{\text{(b)}} + \textcolor{#7570b3}{\text{(d)}}$: the `[i, j, b, h]` scores $(\textcolor{#d95f02}{q_i} + \textcolor{#7570b3}{v})^\top R_{m+i-j}$, by the relative shift."""
         n = q.shape[0]
         # Distances from the farthest memory slot down to the last future key, $m + n - 1, \dots, -(n - 1)$
         distances = torch.arange(klen - 1, -n, -1, device=q.device)
         # $R_\delta = W_R\, r_\delta$, split into heads
         r = rearrange(self.pos_proj(sinusoidal_embeddings(distances, self.d_model).to(q.dtype)),
                       "p (h d) -> p h d", h=self.heads)
-        # $X_{ipbh} = (q_{ibh} + v_h)^\top R_{ph}$, every query against every distance
+        # $X_{ipbh} = (\textcolor{#d95f02}{q_{ibh}} + \textcolor{#7570b3}{v_h})^\top R_{ph}$: terms $\textcolor{#d95f02}{\text{(b)}} + \textcolor{#7570b3}{\text{(d)}}$ for every query and every distance
         x = torch.einsum("ibhd,phd->ipbh", q + self.v, r)
         # Column $j$ of row $i$ now holds distance $m + i - j$; keep the `klen` real keys
         return relative_shift(x)[:, :klen]  # (i, j, b, h)
@@ -184,8 +219,9 @@ class RelativeMultiHeadAttention(nn.Module):
         klen = key.shape[0]
         q = rearrange(self.query(query), "i b (h d) -> i b h d", h=self.heads)
         k = rearrange(self.key(key), "j b (h d) -> j b h d", h=self.heads)
-        v = rearrange(self.value(value), "j b (h d) -> j b h d", h=self.heads)
-        # $(B) + (D)$, scaled like the content term
+        # $V_j$: the values (not the paper's $v$, which is the bias `self.v`)
+        values = rearrange(self.value(value), "j b (h d) -> j b h d", h=self.heads)
+        # $\textcolor{#d95f02}{\text{(b)}} + \textcolor{#7570b3}{\text{(d)}}$, scaled like the content term
         pos = self.position_scores(q, klen) * self.scale  # (i, j, b, h)
         # The mask gets a head axis; a query that sees nothing is routed to every key and zeroed
         # at the end, so no row of the softmax is all $-\infty$
@@ -193,27 +229,27 @@ class RelativeMultiHeadAttention(nn.Module):
         empty = ~mask.any(dim=1, keepdim=True)  # (i, 1, b or 1, 1)
         visible = mask | empty
         if self.fused:
-            out = self._attend_fused(q, k, v, pos, visible)
+            out = self._attend_fused(q, k, values, pos, visible)
         else:
-            out = self._attend_explicit(q, k, v, pos, visible)
+            out = self._attend_explicit(q, k, values, pos, visible)
         out = out.masked_fill(empty.squeeze(1).unsqueeze(-1), 0.0)  # (i, b, h, d)
         return self.output(rearrange(out, "i b h d -> i b (h d)"))
 
-    def _attend_explicit(self, q, k, v, pos, visible):
-        # $(A) + (C)$: $S_{ijbh} = (q_{ibh} + u_h)^\top k_{jbh} / \sqrt{d}$, plus the position terms
+    def _attend_explicit(self, q, k, values, pos, visible):
+        # $S_{ijbh} = (\textcolor{#1f77b4}{q_{ibh}} + \textcolor{#1b9e77}{u_h})^\top k_{jbh} / \sqrt{d}$ + `pos`: terms $\textcolor{#1f77b4}{\text{(a)}} + \textcolor{#1b9e77}{\text{(c)}}$ here, $\textcolor{#d95f02}{\text{(b)}} + \textcolor{#7570b3}{\text{(d)}}$ in `pos`
         scores = torch.einsum("ibhd,jbhd->ijbh", q + self.u, k) * self.scale + pos
         scores = scores.masked_fill(~visible, float("-inf"))
         # Softmax over the keys $j$
         attn = self.dropout(scores.softmax(dim=1))
-        # $\sum_j a_{ijbh} v_{jbh}$
-        return torch.einsum("ijbh,jbhd->ibhd", attn, v)
+        # $\sum_j a_{ijbh} V_{jbh}$
+        return torch.einsum("ijbh,jbhd->ibhd", attn, values)
 
-    def _attend_fused(self, q, k, v, pos, visible):
+    def _attend_fused(self, q, k, values, pos, visible):
         # The same sum with the position terms and the mask passed as an additive bias;
         # `F.scaled_dot_product_attention` wants `[b, h, i, d]` and a `[b, h, i, j]` bias
         bias = rearrange(pos.masked_fill(~visible, float("-inf")), "i j b h -> b h i j")
         out = F.scaled_dot_product_attention(
             rearrange(q + self.u, "i b h d -> b h i d"), rearrange(k, "j b h d -> b h j d"),
-            rearrange(v, "j b h d -> b h j d"), attn_mask=bias,
+            rearrange(values, "j b h d -> b h j d"), attn_mask=bias,
             dropout_p=self.dropout_prob if self.training else 0.0)
         return rearrange(out, "b h i d -> i b h d")

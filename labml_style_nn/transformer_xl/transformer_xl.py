@@ -7,7 +7,10 @@ A transformer trained on fixed-length segments can only attend within the segmen
 tokens of every segment see almost no context. Transformer-XL keeps, for every layer, the hidden
 states the previous segment fed into that layer, and lets the current segment attend to them as
 extra keys and values. The cached states are not back-propagated through (they are detached),
-so a segment costs no more to train, but the receptive field grows by one segment per layer.
+so backpropagation stays inside the segment and its memory cost does not grow with the context.
+The forward pass does cost more: each layer scores $n$ queries against $m + n$ keys instead of
+$n$, and keeps those scores for the backward pass. In return the receptive field grows by one
+segment per layer.
 
 For layer $l$ and segment $\tau$, with $\mathrm{SG}$ stopping the gradient:
 
@@ -18,8 +21,18 @@ h^{l}_{\tau} &= \mathrm{Layer}\big(\text{query} = h^{l-1}_{\tau},\ \text{key, va
 \end{aligned}
 $$
 
-Reusing states only works because the attention is relative (`relative_mha.py`): a cached state
-carries no absolute position that would clash with the current segment's.
+Reusing states only works because the attention is relative
+([relative multi-head attention](relative_mha.md), with its terms (a)-(d)): a cached state carries
+no absolute position that would clash with the current segment's.
+
+The invariant, checked by `test_segment_with_memory_equals_joint_pass` in
+`tests/transformer_xl/test_xl_transformer_xl.py`: with dropout off, a segment run with the previous
+segment as memory gives exactly the outputs of one pass over both.  The library's stacks offer the
+same recurrence through the keyword API (`max_mem_len`, [XL recurrence](../memory/xl_recurrence.md)),
+and [`experiments/transformer_xl_lm.py`](../../experiments/transformer_xl_lm.py) measures the
+recurrence (`--pos xl_relative` runs this module): at its small budget the memory helps the stack
+with ALiBi (3.164 vs 3.200 bits per byte) and, with T5's bias, does not yet
+([results](../../docs/results.md#transformer-xl-recurrence)).
 
 Shapes (sequence first): `x` is `[seq_len, batch, d_model]`, each layer's memory
 `[mem_len, batch, d_model]`, the mask `[seq_len, mem_len + seq_len, batch or 1]`.
@@ -29,8 +42,10 @@ Shapes (sequence first): `x` is `[seq_len, batch, d_model]`, each layer's memory
 * The layers are pre-norm, $x + \mathrm{Attn}(\mathrm{LN}(x))$, with a final LayerNorm; the
   paper is post-norm. The memory goes through the same LayerNorm as $x$ before it is
   concatenated, so keys from memory and from the segment are on the same footing.
-* Only the memory of the previous call is kept by `TransformerXL`; growing or trimming it is
-  left to the caller (see `update_memory`).
+* `TransformerXL` keeps no state between calls: each call returns every layer's input,
+  detached, as `new_mem`, and the caller decides what the next call sees, just that segment or a
+  longer window built with `update_memory` (as the paper does, with a memory longer than a
+  segment at evaluation).
 """
 
 import copy
