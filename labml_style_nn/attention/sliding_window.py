@@ -12,8 +12,8 @@ $$\text{query } i \text{ sees key } j \iff 0 \le i - j \le W.$$
 Information still travels further than $W$: a layer's output at $i$ already summarises tokens down
 to $i - W$, so after $L$ layers a token has been reached by tokens up to $L W$ positions back, like
 the receptive field of a stack of convolutions.  Mistral 7B uses a window of 4096 tokens in each of
-its 32 layers.  With a window the key/value cache only needs the last $W + 1$ entries (a rolling
-cache of $W$ slots: see the [key/value cache](../generation/kv_cache.md)).
+its 32 layers.  With a window the key/value cache only needs the last $W + 1$ entries: generation
+keeps them in a [rolling cache](../generation/rolling_cache.md) of $W + 1$ slots per layer.
 
 In the keyword API `attn_max_attend_past=W`, on a causal stack (`Decoder`).  The
 [attention module](attention.md) intersects this band with the causal mask on the explicit and

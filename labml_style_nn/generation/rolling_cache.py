@@ -1,16 +1,17 @@
 r"""
 # The rolling key/value cache of sliding-window attention
 
-*Paper:* [Mistral 7B](https://arxiv.org/abs/2310.06825) (Jiang et al., 2023), the "rolling buffer cache";
-the window itself is [Longformer](https://arxiv.org/abs/2004.05150)'s (Beltagy et al., 2020)
+*Papers:* [Mistral 7B](https://arxiv.org/abs/2310.06825) (Jiang et al., 2023),
+[Longformer: The Long-Document Transformer](https://arxiv.org/abs/2004.05150) (Beltagy et al., 2020)
 
-With [sliding-window attention](../attention/sliding_window.md) (`attn_max_attend_past=W`) query
-$t$ sees only keys $t - W \dots t$.  A key that has left the window never comes back, so a cache of
+With [sliding-window attention](../attention/sliding_window.md) (`attn_max_attend_past=W`, Longformer's
+causal window) query $t$ sees only keys $t - W \dots t$.  A key that has left the window never comes back, so a cache of
 $C = W + 1$ slots per layer is enough for a sequence of any length: position $p$ lives in slot
 
 $$s(p) = p \bmod C,$$
 
-and writing token $t$ overwrites token $t - C$, the one that just left the window.  Memory is flat
+and writing token $t$ overwrites token $t - C$, the one that just left the window: Mistral's "rolling
+buffer cache".  Memory is flat
 in the length of the sequence, and so is the cost of a step.
 
 The slots are not in position order once the buffer has wrapped around, and they need not be:
