@@ -159,8 +159,37 @@ def _source_url_template(config) -> str | None:
     return None
 
 
+def _docs_link(href: str, page: _site.SourcePage) -> str | None:
+    """A relative link from a source file into `docs/` (a figure, the results page) or to a
+    notebook, for the page.
+
+    Written relative to the source file (`../../docs/figures/rotary_angles.png`), so it also works
+    when the file is read on a code host; on the site it points at the copy MkDocs serves.
+    """
+    import posixpath
+
+    if "://" in href or href.startswith(("/", "#", "mailto:")):
+        return None
+    path, hash_, fragment = href.partition("#")
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(page.path), path))
+    if target.startswith("notebooks/") and target.endswith(".ipynb") and (_state["root"] / target).is_file():
+        return _site.relative_url(_site.page_url(target[: -len(".ipynb")] + ".md") + hash_ + fragment, page.url)
+    if not target.startswith("docs/"):
+        return None
+    if not (_state["root"] / target).is_file():
+        log.warning("%s: a link to %s, which does not exist", page.path, target)
+        return None
+    site_path = target[len("docs/") :]
+    if site_path.endswith(".md"):
+        site_path = _site.page_url(site_path)
+    return _site.relative_url(site_path + hash_ + fragment, page.url)
+
+
 def _link_resolver(page: _site.SourcePage):
     def resolve(href: str) -> str | None:
+        in_docs = _docs_link(href, page)
+        if in_docs is not None:
+            return in_docs
         found = _site.resolve_source_link(href, page.path, _state["by_path"])
         if found is None or found[0].src_uri not in _state["by_uri"]:
             if href.partition("#")[0].endswith(".py") and "://" not in href:

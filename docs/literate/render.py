@@ -146,7 +146,7 @@ def fence_doctests(text: str) -> str:
 
 
 _HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>", re.S)
-_HREF = re.compile(r'(<a\b[^>]*?\bhref=")([^"]*)(")')
+_HREF = re.compile(r'(<(?:a\b[^>]*?\bhref|img\b[^>]*?\bsrc)=")([^"]*)(")')
 
 
 def render_prose(

@@ -9,7 +9,7 @@ computed once for all layers.  For token $i$ of a window at layer $l$, with $h^l
 (normalised) input,
 
 $$q_i = h^l_i W^l_Q, \qquad
-o_i = \operatorname{softmax}_j\left(\frac{q_i^\top k_j}{\sqrt{d}} + b_{i-j}\right) v_j,$$
+o_i = \Big(\sum_j \operatorname{softmax}_j\Big(\frac{q_i^\top k_j}{\sqrt{d}} + b_{i-j}\Big) v_j\Big) W^l_O,$$
 
 where $j$ runs over the $m$ memory entries, which all lie in the past, followed by the tokens of the
 same window *strictly before* $i$, whose keys and values come from their layer-$l$ inputs with the
@@ -53,7 +53,7 @@ class FeedbackAttention(nn.Module):
         super().__init__()
         self.heads, self.scale, self.dropout = heads, dim_head ** -0.5, dropout
         self.to_q = nn.Linear(dim, heads * dim_head, bias=False)  # $W^l_Q$
-        self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim, bias=False)  # $W^l_O$
 
     def forward(self, h: Tensor, memory_kv: tuple[Tensor, Tensor], bias: Tensor,
                 kv_proj: Callable[[Tensor], tuple[Tensor, Tensor]], first_blind: bool) -> Tensor:

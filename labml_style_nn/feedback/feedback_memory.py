@@ -8,10 +8,13 @@ tokens.  The lower layers of the present can never use the higher-level represen
 already computed for the past.  The Feedback Transformer merges, for every time step, *all* the
 layer outputs of that step into a single memory vector
 
-$$m_t = \sum_{l=0}^{L} \operatorname{softmax}(w)_l\, x^l_t,$$
+$$m_t = \sum_{l=0}^{L} \operatorname{softmax}(\alpha)_l\, x^l_t,$$
 
-where $x^0_t$ is the token embedding, $x^l_t$ the output of layer $l$ and $w \in \mathbb{R}^{L+1}$
-a learned weight per layer.  Every layer of every later step attends to the same memory
+where $x^0_t$ is the token embedding, $x^l_t$ the output of layer $l$ and $\alpha \in \mathbb{R}^{L+1}$
+a learned weight per layer (the paper writes $w^l$; we keep $w$ for the window length of
+[the model](feedback_transformer.md)).  With three layers at initialisation, $\alpha = 0$ gives
+$\operatorname{softmax}(\alpha) = (\tfrac14, \tfrac14, \tfrac14, \tfrac14)$: the memory starts as the
+plain average of the embedding and the three layer outputs.  Every layer of every later step attends to the same memory
 $\{m_{t-M}, \dots, m_{t-1}\}$, so even the first layer sees the top layer's view of the past.
 
 Because the memory is shared, so are its keys and values: one projection for all layers,
@@ -21,7 +24,7 @@ $$k_t = \operatorname{LN}(m_t)\, W_K, \qquad v_t = \operatorname{LN}(m_t)\, W_V,
 computed **once** per memory entry instead of once per layer.  The same projection turns a layer's
 own inputs into keys and values inside a window (see [the model](feedback_transformer.md)).
 
-This file holds that shared part: the layer weights $w$, the norm, $W_K, W_V$, and the first-in
+This file holds that shared part: the layer weights $\alpha$, the norm, $W_K, W_V$, and the first-in
 first-out update that keeps the last $M$ entries.
 
 Shapes: `b` batch, `n` tokens, `L` layers, `D` model width, `h` heads, `d` head dim, `m` memory length.
@@ -50,7 +53,7 @@ def fifo(buffer: Tensor, new: Tensor, max_len: int, dim: int = 1) -> Tensor:
 
 
 class FeedbackMemory(nn.Module):
-    r"""The shared memory's parameters: layer weights $w$, a norm and the key/value projection.
+    r"""The shared memory's parameters: layer weights $\alpha$, a norm and the key/value projection.
 
     Args:
         dim: model width $D$.
@@ -62,14 +65,14 @@ class FeedbackMemory(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, dim_head: int):
         super().__init__()
         self.heads = heads
-        # $w$, uniform at initialisation: every layer contributes $1 / (L + 1)$.
+        # $\alpha$, zero at initialisation: every layer contributes $1 / (L + 1)$.
         self.layer_weights = nn.Parameter(torch.zeros(depth + 1))
         self.norm = nn.LayerNorm(dim)
         # $[W_K, W_V]$, shared by the memory and by every layer's in-window keys.
         self.to_kv = nn.Linear(dim, 2 * heads * dim_head, bias=False)
 
     def aggregate(self, states: list[Tensor]) -> Tensor:
-        r"""$m_t = \sum_l \operatorname{softmax}(w)_l\, x^l_t$ for states `[(b, n, D)] * (L + 1)`."""
+        r"""$m_t = \sum_l \operatorname{softmax}(\alpha)_l\, x^l_t$ for states `[(b, n, D)] * (L + 1)`."""
         weights = self.layer_weights.softmax(dim=0)  # (L + 1,)
         return torch.einsum("l,lbnd->bnd", weights.to(states[0].dtype), torch.stack(states))  # (b, n, D)
 

@@ -135,8 +135,10 @@ _MATH_FAULTS = r"""() => {
   }
   // \operatorname{...} is upright, like \mathrm.
   for (const m of document.querySelectorAll('.lit-prose [data-tex*="\\operatorname"]')) {
-    const ops = Array.from(m.querySelectorAll('.katex-html .mop'));
-    if (!ops.length || ops.some(op => leaves(op).some(e => getComputedStyle(e).fontStyle === 'italic'))) faults.italic.push(m.dataset.tex);
+    // The operator's own letters (not its sub/superscripts, not a big symbol like \sum).
+    const ops = Array.from(m.querySelectorAll('.katex-html .mop:not(.op-symbol):not(.op-limits)'));
+    const letters = (op) => leaves(op).filter(e => !e.closest('.msupsub, .mtight'));
+    if (!ops.length || ops.some(op => letters(op).some(e => getComputedStyle(e).fontStyle === 'italic'))) faults.italic.push(m.dataset.tex);
   }
   // A display equation is never cut off by its column.
   for (const d of document.querySelectorAll('.lit-prose .lit-math-display')) {
@@ -151,6 +153,7 @@ _MATH_FAULTS = r"""() => {
     const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
     let hit = null;
     while (!hit && walker.nextNode()) {
+      if (!walker.currentNode.textContent.trim()) continue;
       const range = document.createRange();
       range.selectNodeContents(walker.currentNode);
       for (const t of range.getClientRects()) {
