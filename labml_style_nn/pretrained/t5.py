@@ -64,7 +64,8 @@ from torch import Tensor
 
 from ..models.xtransformer import XTransformer
 
-MODEL_TYPES = ("t5",)
+# mT5 is T5 v1.1 on a multilingual vocabulary: the same weights, never scaled before the head.
+MODEL_TYPES = ("t5", "mt5")
 
 # Names of `transformers` activations, as `ff_activation` spells them.
 _ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -91,10 +92,11 @@ def _head(config: dict[str, Any]) -> tuple[bool, bool]:
     """`(tied, scaled)`: whether logits use the embedding matrix, and whether $D^{-1/2}$ scales them first.
 
     An original config says `tie_word_embeddings: false` for v1.1 (untied, unscaled) and nothing
-    for v1.0 (tied, scaled); `transformers` 5 writes `scale_decoder_outputs` explicitly.
+    for v1.0 (tied, scaled); `transformers` 5 writes `scale_decoder_outputs` explicitly.  mT5
+    never scales.
     """
     tied = config.get("tie_word_embeddings", True) is not False
-    scaled = config.get("scale_decoder_outputs", tied)
+    scaled = config.get("scale_decoder_outputs", tied) and config.get("model_type") != "mt5"
     return tied, bool(scaled)
 
 

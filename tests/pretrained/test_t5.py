@@ -32,13 +32,20 @@ CONFIGS = {
                                num_heads=3, relative_attention_num_buckets=6, relative_attention_max_distance=12,
                                feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                                layer_norm_epsilon=1e-2),  # an epsilon that matters: norm_eps must carry it
+    # mT5: T5 v1.1 whose head `transformers` never scales.
+    "mt5": dict(vocab_size=59, d_model=18, d_kv=5, d_ff=30, num_layers=2, num_decoder_layers=2, num_heads=3,
+                relative_attention_num_buckets=10, relative_attention_max_distance=24, feed_forward_proj="gated-gelu"),
 }
 
 
 def make_hf(name: str):
     torch.manual_seed(0)
-    config = transformers.T5Config(dropout_rate=0.0, decoder_start_token_id=0, **CONFIGS[name])
-    hf = transformers.T5ForConditionalGeneration(config).eval()
+    if name.startswith("mt5"):
+        config = transformers.MT5Config(dropout_rate=0.0, decoder_start_token_id=0, **CONFIGS[name])
+        hf = transformers.MT5ForConditionalGeneration(config).eval()
+    else:
+        config = transformers.T5Config(dropout_rate=0.0, decoder_start_token_id=0, **CONFIGS[name])
+        hf = transformers.T5ForConditionalGeneration(config).eval()
     with torch.no_grad():
         # Larger position biases than the initialisation, so that a wrong bucket shows.
         for m in hf.modules():
@@ -119,6 +126,7 @@ def test_encoder_states_and_logits_match(name):
     hf = make_hf(name)
     ours = from_hf(hf)
     assert isinstance(ours, t5.XTransformer) and not ours.training
+    assert ("dec_tie_embedding_scale" in t5.keywords(hf.config.to_dict())) == (name == "v1.0-tied")
     src, src_mask, tgt = batch(hf.config.vocab_size)
     with torch.no_grad():
         theirs_enc = hf.encoder(input_ids=src, attention_mask=src_mask).last_hidden_state
