@@ -109,7 +109,11 @@ _SIDE_BY_SIDE = """() => {
 
 # Runs in the page: faults of math rendering and of code in the prose, each a list of strings.
 _MATH_FAULTS = r"""() => {
-  const faults = {glued: [], italic: [], clipped: [], covered: [], unrendered: []};
+  const faults = {glued: [], italic: [], clipped: [], covered: [], unrendered: [], image: []};
+  // Figures (drawn by docs/figures/make_figures.py) are found and shown.
+  for (const img of document.querySelectorAll('.lit-prose img')) {
+    if (!img.complete || !img.naturalWidth) faults.image.push(img.getAttribute('src'));
+  }
   const leaves = (el) => Array.from(el.querySelectorAll('*')).filter(e => !e.children.length && e.textContent.trim());
   const name = (el) => (el.closest('[data-tex]') || {}).dataset ? el.closest('[data-tex]').dataset.tex : '?';
   // Every formula has been rendered (KaTeX's HTML, not a fallback).
