@@ -40,6 +40,16 @@ Shapes: `b` batch, `n` tokens, `h` heads, `d` head dim, `D` model width.
   block; here it replaces the output projection of every attention layer of the stack, self- and
   cross-attention alike (`cross_attn_on_attn=False` switches it off for cross-attention).
 * One fused linear map computes information and gate together, instead of two.
+
+## A worked example
+
+`F.glu` splits the projection's $2D$ outputs into information and gate logits.  An output
+channel with information $2$ and gate logit $0$ passes half of it, $2\,\sigma(0) = 1$; with gate
+logit $-4$ it passes $2\,\sigma(-4) = 0.036$: the block can silence what attention found when it is
+not useful, which a plain output projection cannot do per token.
+
+>>> F.glu(torch.tensor([[2.0, 2.0, 0.0, -4.0]]), dim=-1)   # information (2, 2), gate logits (0, -4)
+tensor([[1.0000, 0.0360]])
 """
 
 import torch.nn.functional as F

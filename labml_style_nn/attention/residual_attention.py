@@ -31,6 +31,11 @@ A layer that must hand on its scores has to compute them, so these layers take t
 the other kind of layer keeps the fused kernel.  A test checks $S^{(l)} = S^{(l)}_{\text{own}} +
 S^{(l-1)}$ layer by layer.
 
+A worked example with one query and two keys: layer 1 scores them $(1, 0)$ and attends with
+weights $(0.73, 0.27)$.  Layer 2's own scores are $(0, 1)$; on its own it would attend
+$(0.27, 0.73)$, but with the residual it attends with $(1, 0) + (0, 1) = (1, 1)$, weights
+$(0.5, 0.5)$: a layer moves the pattern of the layers below it rather than replacing it.
+
 Shapes: `b` batch, `h` heads, `i` queries, `j` keys (persistent memory slots included).
 
 ## Differences from the paper

@@ -22,6 +22,10 @@ Persistent memory slots are always visible and compete for the $k$ places like a
 The technique is a score transform (`pre_softmax`), so layers that use it take the explicit path.
 With talking heads the selection happens on the mixed scores.
 
+A worked example, $k = 2$: a query with scores $(2, 1, 0.5, -1)$ gives softmax weights
+$(0.61, 0.22, 0.14, 0.03)$; keeping the top two gives $(0.73, 0.27, 0, 0)$, the doctest of
+`SparseTopK` below.  The two dropped keys held 17% of the weight.
+
 Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 ## Differences from the paper
@@ -44,6 +48,10 @@ class SparseTopK(ScoreTransform):
 
     Args:
         k: how many keys each query keeps.
+
+    >>> scores = torch.tensor([[[[2.0, 1.0, 0.5, -1.0]]]])   # (b, h, i, j): one query, four keys
+    >>> [round(w, 2) for w in SparseTopK(2).pre_softmax(scores, None).softmax(-1).flatten().tolist()]
+    [0.73, 0.27, 0.0, 0.0]
     """
 
     def __init__(self, k: int):
