@@ -65,7 +65,16 @@ class MemoryTokens(nn.Module):
         self.tokens = nn.Parameter(torch.randn(num, dim) * 0.02)  # $M$, (M, D)
 
     def prepend(self, x: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-        """`[M; x]` `(b, M + n, D)` for `x` `(b, n, D)`, and the mask `(b, M + n)` extended to match."""
+        """`[M; x]` `(b, M + n, D)` for `x` `(b, n, D)`, and the mask `(b, M + n)` extended to match.
+
+        Two memory tokens before four tokens, the last of them padding: the layers see six
+        positions, the memory never masked.
+
+        >>> tokens = MemoryTokens(2, 3)
+        >>> x, mask = tokens.prepend(torch.zeros(1, 4, 3), torch.tensor([[True, True, True, False]]))
+        >>> x.shape, mask.tolist(), tokens.strip(x).shape
+        (torch.Size([1, 6, 3]), [[True, True, True, True, True, False]], torch.Size([1, 4, 3]))
+        """
         mem = self.tokens[None].expand(x.shape[0], -1, -1).to(x.dtype)  # (b, M, D)
         # $H^{(0)} = [M; E(x)]$
         x = torch.cat((mem, x), dim=1)  # (b, M + n, D)

@@ -29,6 +29,10 @@ too, and with collaborative heads they have the shared key width $\tilde D$.  Po
 ALiBi) get zero columns for the slots: they have no position.  The scores are untouched, so the
 fused kernel stays in use.
 
+A worked example: one head with $N = 2$ slots and a query whose only real key is masked (the
+first token of a padded row, say).  If $q M_K^\top / \sqrt d = (1, 0)$, the query still gets an
+output, $0.73\, M_{V,1} + 0.27\, M_{V,2}$, instead of nothing: a learned default answer.
+
 Shapes: `b` batch, `h` heads, `N` slots, `d` head dim (`d_k` for keys when it differs).
 
 ## Differences from the paper

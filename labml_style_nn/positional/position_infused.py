@@ -21,7 +21,8 @@ Shapes: `n` tokens, `D` model width.
 
 * Shortformer caches the states of the previous segment and gives them *new* positions relative to
   the current window; here the positions of a memory or a cache simply continue from the previous
-  segment, so a chunked pass equals one pass over the whole sequence.
+  segment, so a cached pass equals one pass over the whole sequence, and so does a pass with a
+  Transformer-XL memory as long as the memory holds the whole prefix.
 * Values stay free of position only if the token embeddings carry none, so the wrapper's absolute
   embedding must be off (`use_abs_pos_emb=False`).
 * DETR adds learned or sinusoidal 2-D positions for images; we use the 1-D sinusoids of
@@ -41,5 +42,13 @@ class PositionInfusedAttention(nn.Module):
         self.sinusoids = SinusoidalPositionalEmbedding(dim)
 
     def forward(self, positions: Tensor) -> Tensor:
-        """$p$ for the key positions of this pass `(j,)`; queries use the last $n$ rows."""
+        r"""$p$ for the key positions of this pass `(j,)`; queries use the last $n$ rows.
+
+        With $D = 4$: $p_0 = (\sin 0, \sin 0, \cos 0, \cos 0)$, and $p_1$ turns the first pair by
+        1 radian and the second by $10000^{-2/4} = 0.01$ (the layout of [absolute](absolute.md)).
+
+        >>> PositionInfusedAttention(4)(torch.arange(2))
+        tensor([[0.0000, 0.0000, 1.0000, 1.0000],
+                [0.8415, 0.0100, 0.5403, 0.9999]])
+        """
         return self.sinusoids(positions)  # (j, D)
