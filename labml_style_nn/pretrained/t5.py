@@ -6,7 +6,8 @@ r"""
 T5 casts every task as text to text ("translate English to German: ...", "summarize: ...") and
 solves it with the original encoder-decoder transformer, changed in a few deliberate ways.  This
 page builds it from the keyword API, as an `XTransformer`, and loads the weights of a Hugging Face
-`transformers` `T5ForConditionalGeneration` (or a checkpoint folder) into it, name by name.  The
+`transformers` `T5ForConditionalGeneration` or `MT5ForConditionalGeneration` (or a checkpoint
+folder) into it, name by name.  The
 converted model computes the same encoder states and the same logits (a test checks both within
 $10^{-4}$ in float32, on padded batches) and generates the same tokens greedily.
 

@@ -63,7 +63,7 @@ def make_hf(name: str):
     return hf
 
 
-def hf_generate(hf, src, src_mask, n: int):
+def hf_generate(hf, src, src_mask, n: int, eos: int = 1):
     """`transformers`' greedy decoding, with the cache.
 
     Its default cache is sized from the encoder's depth; a cache that grows per layer lets the
@@ -72,7 +72,7 @@ def hf_generate(hf, src, src_mask, n: int):
     cache = transformers.EncoderDecoderCache(transformers.DynamicCache(), transformers.DynamicCache())
     with torch.no_grad():
         return hf.generate(input_ids=src, attention_mask=src_mask, max_new_tokens=n, do_sample=False,
-                           decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, cache=cache, use_cache=True)
+                           decoder_start_token_id=0, eos_token_id=eos, pad_token_id=0, cache=cache, use_cache=True)
 
 
 def batch(vocab: int):
@@ -80,7 +80,7 @@ def batch(vocab: int):
     src = torch.randint(2, vocab, (3, 13), generator=g)
     src_mask = torch.ones(3, 13, dtype=torch.bool)
     src_mask[1, 9:] = False  # right padding
-    src_mask[2, 4:] = False
+    src_mask[2, :6] = False  # left padding: relative positions make it equivalent
     src = src.masked_fill(~src_mask, 0)
     tgt = torch.randint(2, vocab, (3, 7), generator=g)
     tgt[:, 0] = 0  # decoder_start_token_id
@@ -164,17 +164,19 @@ def test_greedy_generation_matches(name):
 
 
 def test_generation_stops_at_eos_like_transformers():
-    # Make token 1 (eos) likely after a few steps, so that rows end at different times.
-    hf = make_hf("v1.0-tied")
-    with torch.no_grad():
-        hf.shared.weight[1] *= 3.0
+    # End-of-sequence is a token the model does emit after a few steps, so rows end at different times.
+    hf = make_hf("v1.1-untied")
     ours = from_hf(hf)
     src, src_mask, _ = batch(hf.config.vocab_size)
-    theirs = hf_generate(hf, src, src_mask, 12)
-    out = ours.generate(src, 0, 12, src_mask=src_mask, temperature=0.0, eos_token=1)
+    free = ours.generate(src, 0, 12, src_mask=src_mask, temperature=0.0)
+    eos = next(t for t in free[0, 2:].tolist() if t != 0)  # not the padding token
+    theirs = hf_generate(hf, src, src_mask, 12, eos=eos)
+    out = ours.generate(src, 0, 12, src_mask=src_mask, temperature=0.0, eos_token=eos)
     k = theirs.shape[1] - 1
-    assert torch.equal(out[:, :k], theirs[:, 1:])
-    assert (out == 1).any()
+    assert torch.equal(out[:, :k], theirs[:, 1:]) and out[:, k:].eq(0).all()
+    ended_at = [(row == eos).nonzero()[0].item() if (row == eos).any() else None for row in out]
+    assert ended_at[0] is not None and out[0, ended_at[0] + 1:].eq(0).all()  # padded after its eos
+    assert len(set(ended_at)) > 1  # rows end at different times (or not at all)
 
 
 def test_keywords_and_head_conventions():
