@@ -20,6 +20,15 @@ attention output is zero.
 
 The bias and the visibility are folded into one additive mask for `F.scaled_dot_product_attention`.
 
+A worked example: a window of $n = 3$ tokens after $m = 2$ memory entries.  The keys are
+$[m_1, m_2 \mid t_0, t_1, t_2]$ and query $t_i$ sees (1) or does not see (0):
+
+$$\begin{array}{c|cc|ccc} & m_1 & m_2 & t_0 & t_1 & t_2 \\ \hline
+t_0 & 1 & 1 & 0 & 0 & 0 \\ t_1 & 1 & 1 & 1 & 0 & 0 \\ t_2 & 1 & 1 & 1 & 1 & 0 \end{array}$$
+
+The diagonal is hidden, unlike causal self-attention: $t_1$ reads $t_0$'s layer-$l$ input, never its
+own.  With $n = 1$ only the memory columns remain, the paper's recurrence.
+
 Shapes: `b` batch, `n` window tokens, `h` heads, `d` head dim, `m` memory length, `D` model width.
 
 ## Why not the library's `Attention`

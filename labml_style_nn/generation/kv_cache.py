@@ -28,6 +28,14 @@ What else must be carried so that a cached step equals a full pass over the same
 
 What each layer holds is independent of the others, so the cache is a list of per-block entries.
 
+Worked numbers, for a GPT-2-small-sized decoder (12 layers, 12 heads of 64) generating 1024
+tokens: without a cache the steps project $1 + 2 + \dots + 1024 = 524{,}800$ token rows per layer,
+with it 1024; the price is the cache itself, $2 \times 12 \times 12 \times 64 \times 1024 = 18.9$
+million numbers (75 MB in float32) per sequence, which is what
+[grouped-query attention](../attention/grouped_query.md) shrinks.  Measured speed-ups are on the
+[benchmarks page](../../docs/benchmarks.md); the test that a cached generation equals an uncached
+one is in `tests/generation/test_cache.py`.
+
 Shapes: `b` batch, `h` heads, `L` positions cached, `d` head dim, `r` rotated dims.
 """
 

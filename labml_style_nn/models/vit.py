@@ -15,6 +15,11 @@ own, $N + 1$ in all) and the head reads its final state, as in the paper.  With
 with the class token first), ready to be the `context` of a decoder with `cross_attend=True`
 (image to caption).
 
+In numbers, for the paper's ViT-B/16: a $224 \times 224$ RGB image cut into $16 \times 16$ patches
+gives $N = 224^2 / 16^2 = 196$ tokens of $16 \cdot 16 \cdot 3 = 768$ values each, projected to
+$D = 768$; with the class token the encoder reads 197 positions.  The
+[ViT experiment](../../experiments/vit_classification.py) trains a small one on procedural shapes.
+
 Shapes: `b` batch, `c` channels, `H`/`W` image size, `P` patch size, `N` patches, `D` model width.
 
 ## The patch embedding is a convolution

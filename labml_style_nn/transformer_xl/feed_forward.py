@@ -11,7 +11,10 @@ usually $4\, d_{model}$), which is where most of a transformer's parameters live
 $$\mathrm{FFN}(x) = W_2\, \mathrm{dropout}\big(\max(0,\ W_1 x + b_1)\big) + b_2$$
 
 Transformer-XL uses this block unchanged. It works on any leading shape, so the
-sequence-first `[i, b, d_model]` tensors of this subpackage pass straight through.
+sequence-first `[i, b, d_model]` tensors of this subpackage pass straight through.  In numbers,
+with the paper's base sizes $d_{model} = 512$, $d_{ff} = 2048$: $W_1$ and $W_2$ hold
+$2 \times 512 \times 2048 = 2.1$ million weights, twice the $4 \times 512^2 = 1.05$ million of the
+attention's $W_Q, W_K, W_V, W_O$ in the same layer (relative attention adds $W_R$, a fifth).
 
 This is the small positional-argument block of the Transformer-XL API. The keyword-driven
 library has its own richer feed-forward (GELU, GLU, ReLU$^2$ variants) in
