@@ -50,10 +50,11 @@ Shapes: `D` model width (`d_model`), `h` heads, `d` head width (`d_kv`), `H` fee
 
 * The converted model is for inference: it has no dropout (T5's `dropout_rate` is not carried
   over; the keyword API places dropout differently).
-* `transformers` 5 always ties T5's output projection to the embedding and uses
-  `tie_word_embeddings=False` in a config only to turn the $D^{-1/2}$ scaling off
-  (`scale_decoder_outputs`).  We follow the weights: a checkpoint with its own `lm_head.weight`
-  gets an untied projection.
+* `transformers` 5 writes `tie_word_embeddings=True` into every T5 config and reads an original
+  `false` only as "do not scale by $D^{-1/2}$" (`scale_decoder_outputs`); it still loads a
+  checkpoint's own `lm_head.weight` untied.  So a config cannot tell whether an unscaled head is
+  tied: we build every unscaled head as a matrix of its own and load `lm_head.weight` into it, or
+  the embedding when the checkpoint has no `lm_head.weight` (the same numbers; one more matrix).
 """
 
 from __future__ import annotations
@@ -93,12 +94,13 @@ def _head(config: dict[str, Any]) -> tuple[bool, bool]:
     """`(tied, scaled)`: whether logits use the embedding matrix, and whether $D^{-1/2}$ scales them first.
 
     An original config says `tie_word_embeddings: false` for v1.1 (untied, unscaled) and nothing
-    for v1.0 (tied, scaled); `transformers` 5 writes `scale_decoder_outputs` explicitly.  mT5
-    never scales.
+    for v1.0 (tied, scaled); `transformers` 5 writes `tie_word_embeddings: true` for both and
+    `scale_decoder_outputs` explicitly.  mT5 never scales.  Only a scaled head (v1.0) is surely
+    tied; an unscaled one is built untied and takes `lm_head.weight` (or the embedding).
     """
-    tied = config.get("tie_word_embeddings", True) is not False
-    scaled = config.get("scale_decoder_outputs", tied) and config.get("model_type") != "mt5"
-    return tied, bool(scaled)
+    tie_flag = config.get("tie_word_embeddings", True) is not False
+    scaled = bool(config.get("scale_decoder_outputs", tie_flag)) and config.get("model_type") != "mt5"
+    return tie_flag and scaled, scaled
 
 
 #

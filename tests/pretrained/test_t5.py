@@ -57,9 +57,9 @@ def make_hf(name: str):
             hf.shared.weight.mul_(0.05)
             hf.decoder.final_layer_norm.weight.mul_(20.0)  # logits of order one all the same
         if name == "v1.1-untied":
-            # `transformers` 5 always ties the head; untie it as in a Flan-T5 checkpoint.
+            # A head of its own, as `transformers` 5 loads a Flan-T5 checkpoint: untied weights,
+            # while its config still says tie_word_embeddings=True (and scale_decoder_outputs=False).
             hf.lm_head.weight = nn.Parameter(torch.randn_like(hf.shared.weight) * 0.5)
-            hf.config.tie_word_embeddings = False
     return hf
 
 
@@ -190,6 +190,8 @@ def test_keywords_and_head_conventions():
     # An original v1.1 config.json: tie_word_embeddings false, no scale_decoder_outputs.
     assert t5._head({"tie_word_embeddings": False}) == (False, False)
     assert t5._head({}) == (True, True)
+    assert t5._head({"tie_word_embeddings": True, "scale_decoder_outputs": False}) == (False, False)
+    assert t5._head({"model_type": "mt5"}) == (False, False)
     with pytest.raises(ValueError, match="feed_forward_proj"):
         t5._feed_forward({"feed_forward_proj": "fancy-relu"})
 
