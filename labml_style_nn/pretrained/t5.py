@@ -7,9 +7,9 @@ T5 casts every task as text to text ("translate English to German: ...", "summar
 solves it with the original encoder-decoder transformer, changed in a few deliberate ways.  This
 page builds it from the keyword API, as an `XTransformer`, and loads the weights of a Hugging Face
 `transformers` `T5ForConditionalGeneration` or `MT5ForConditionalGeneration` (or a checkpoint
-folder) into it, name by name.  The
-converted model computes the same encoder states and the same logits (a test checks both within
-$10^{-4}$ in float32, on padded batches) and generates the same tokens greedily.
+folder) into it, name by name.  The converted model computes the same encoder states and the same
+logits (a test checks both within $10^{-4}$ in float32, on padded batches) and generates the same
+tokens greedily.
 
 ```python
 from labml_style_nn import from_pretrained
@@ -39,6 +39,7 @@ out = model.generate(src, 0, 32, src_mask=src_mask, temperature=0., eos_token=1)
   final states by $D^{-1/2}$: `dec_tie_embedding=True, dec_tie_embedding_scale=D ** -0.5`.  v1.1
   has its own output matrix, with no bias and no scaling (`dec_logits_bias=False`).  The encoder
   and decoder may have different depths (`enc_depth`, `dec_depth`).
+* **The config's layer norm epsilon** (`layer_norm_epsilon`) is `norm_eps`; dropout is left out.
 * **Generation** starts every target with `decoder_start_token_id` (the padding token, 0) and
   stops a row at `eos_token_id` (1): `model.generate(src, 0, n, src_mask=mask, temperature=0.,
   eos_token=1)`.
