@@ -22,7 +22,7 @@ out = model.generate(src, 0, 32, src_mask=src_mask, temperature=0., eos_token=1)
 * **Pre-norm blocks with T5's norm.**  Every sublayer is $x \leftarrow x + F(\operatorname{Norm}(x))$
   and each stack ends with a norm.  The norm is RMSNorm with no mean and no bias,
   $\gamma \odot x / \sqrt{\tfrac1D \sum_k x_k^2 + \epsilon}$, $\epsilon = 10^{-6}$
-  ([RMSNorm](../norms/rms_norm.md)): `use_rmsnorm=True, norm_eps=1e-6`.
+  ([RMSNorm](../norms/rms_norm.md)): `use_rmsnorm=True, norm_eps=layer_norm_epsilon`.
 * **No absolute positions.**  Order enters only through a learned scalar per head and per bucket
   of relative distance, added to the attention logits ([T5 bias](../positional/t5_bias.md)):
   `rel_pos_bias=True` with the config's buckets and maximum distance.  Each stack has one table;
@@ -39,7 +39,6 @@ out = model.generate(src, 0, 32, src_mask=src_mask, temperature=0., eos_token=1)
   final states by $D^{-1/2}$: `dec_tie_embedding=True, dec_tie_embedding_scale=D ** -0.5`.  v1.1
   has its own output matrix, with no bias and no scaling (`dec_logits_bias=False`).  The encoder
   and decoder may have different depths (`enc_depth`, `dec_depth`).
-* **The config's layer norm epsilon** (`layer_norm_epsilon`) is `norm_eps`; dropout is left out.
 * **Generation** starts every target with `decoder_start_token_id` (the padding token, 0) and
   stops a row at `eos_token_id` (1): `model.generate(src, 0, n, src_mask=mask, temperature=0.,
   eos_token=1)`.
