@@ -1,6 +1,9 @@
 r"""
 # Activations of the feed-forward layer
 
+*Papers:* [Gaussian Error Linear Units (GELUs)](https://arxiv.org/abs/1606.08415) (Hendrycks & Gimpel, 2016),
+[Searching for Activation Functions](https://arxiv.org/abs/1710.05941) (Ramachandran et al., 2017)
+
 The hidden layer of a feed-forward network applies one element-wise nonlinearity $\phi$.  The
 families of models differ here, and a checkpoint is only reproduced with its own $\phi$, so the
 choice is the keyword `ff_activation`:
@@ -14,9 +17,6 @@ choice is the keyword `ff_activation`:
 | `sigmoid` | $\sigma(x)$ | Dauphin et al.'s GLU (gated) |
 | `identity` | $x$ | the bilinear layer (gated) |
 | `relu_squared` | $\max(0, x)^2$ | [Primer](relu_squared.md) |
-
-*Papers:* [Gaussian Error Linear Units (GELUs)](https://arxiv.org/abs/1606.08415) (Hendrycks & Gimpel, 2016),
-[Searching for Activation Functions](https://arxiv.org/abs/1710.05941) (Ramachandran et al., 2017)
 
 GELU weighs its input by the probability that a standard normal variable is smaller,
 $x\,\Phi(x)$; the tanh form is the paper's fast approximation, which GPT-2 was trained with.  The
