@@ -142,7 +142,7 @@ def _download(name: str, revision: Optional[str]) -> Path:
         return Path(snapshot_download(name, revision=revision, allow_patterns=patterns))
     except Exception as e:  # no network, unknown repository, no safetensors, ...
         raise OSError(f"name_or_path: {name!r} is not a local folder, and fetching it from the Hugging Face "
-                      f"hub (and its local cache) failed: {type(e).__name__}: {e}.  With no network, pass the "
+                      f"hub (and its local cache) failed: {type(e).__name__}: {str(e).rstrip('.')}.  With no network, pass the "
                       "path of a folder holding config.json and *.safetensors (for example one written by "
                       "save_pretrained, or a copy of the hub's files)") from e
 

@@ -12,7 +12,7 @@ from pretrained_parity import (
     assert_right_padded_match,
 )
 
-from labml_style_nn import Decoder, TransformerWrapper, from_hf
+from labml_style_nn import Decoder, TransformerWrapper, from_hf, from_pretrained
 from labml_style_nn.pretrained import gpt2
 
 transformers = pytest.importorskip("transformers")
@@ -107,3 +107,13 @@ def test_unsupported_config_is_refused():
     config = make_hf("small").config.to_dict()
     with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
         gpt2.build(dict(config, scale_attn_by_inverse_layer_idx=True))
+
+
+def test_from_pretrained_offline_names_what_it_tried_and_how_to_pass_a_folder(monkeypatch, tmp_path):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with pytest.raises(OSError, match="not a local folder.*Hugging Face hub.*path of a folder"):
+        from_pretrained("someone/no-such-model")
+    with pytest.raises(FileNotFoundError, match="name_or_path"):
+        from_pretrained(tmp_path / "missing")
