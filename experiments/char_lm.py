@@ -37,6 +37,7 @@ Variants are joined with `+`; each maps to keywords of `Decoder`:
 | `layer` / `scale` / `rms` | `use_scalenorm=True` / `use_rmsnorm=True` | [ScaleNorm](https://arxiv.org/abs/1910.05895), [RMSNorm](https://arxiv.org/abs/1910.07467) |
 | `shift` | `shift_tokens=1` | token shift |
 | `rezero`, `sandwich`, `memkv`, `talking` | `use_rezero`, `sandwich_norm`, `attn_num_mem_kv=8`, `attn_talking_heads` | see the library pages |
+| `reversible` | `reversible=True` | [reversible layers](https://arxiv.org/abs/1707.04585): the same parameters run as two-stream couplings, trained without keeping activations |
 
 `absolute`, `plain` and `layer` are the defaults, named so that a table can list them.
 The wrapper drops its absolute position embedding by itself when the layers bring their own
@@ -93,6 +94,7 @@ VARIANTS: dict[str, dict] = {
     "sandwich": dict(sandwich_norm=True),
     "memkv": dict(attn_num_mem_kv=8),
     "talking": dict(attn_talking_heads=True),
+    "reversible": dict(reversible=True),
 }
 
 

@@ -223,6 +223,25 @@ def test_cached_generation_equals_the_uncached_pass(kwargs):
     assert torch.equal(out, seq[:, 4:])
 
 
+def test_attention_maps_and_memory_tokens_through_the_wrapper():
+    torch.manual_seed(0)
+    net = TransformerWrapper(num_tokens=13, max_seq_len=16, num_memory_tokens=2,
+                             attn_layers=Decoder(dim=16, depth=3, heads=2, reversible=True, rotary_pos_emb=True))
+    x = torch.randint(0, 13, (2, 5))
+    logits, maps = net(x, return_attn=True)
+    assert logits.shape == (2, 5, 13) and len(maps) == 3 and maps[0].shape == (2, 2, 7, 7)
+    torch.testing.assert_close(logits, net(x))
+
+
+def test_char_lm_trains_a_reversible_variant(tmp_path):
+    from experiments import char_lm
+
+    cfg = char_lm.Config(**{**char_lm.Config.SMOKE, "variant": "rotary+reversible", "device": "cpu",
+                            "out_dir": str(tmp_path), "sample_len": 0})
+    result = char_lm.train(cfg)
+    assert result["steps"] == cfg.steps and 0 < result["val_bpc"] < 8
+
+
 #
 # What cannot be reversible is refused, naming both keywords
 @pytest.mark.parametrize("kwargs, other", [
