@@ -8,10 +8,12 @@ grows linearly with the distance between query and key, with a fixed slope $m_h$
 
 $$S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}} - m_h \,(i - j), \qquad m_h = 2^{-8h/H}.$$
 
-Nothing in this depends on the length seen in training, so a model trained on 64 tokens can be
-run on 256 and still knows what "near" means. Rotary embeddings also encode relative distance,
-but as rotations by angles the model has never seen beyond the training length; learned absolute
-positions simply do not exist past `max_seq_len`.
+The penalty is defined at any distance, but so are rotary angles: what should let ALiBi
+extrapolate is that the penalty *grows monotonically* with distance, so keys farther away than
+any seen in training get less weight than all of them and a longer window changes little what a
+query attends to.  Rotary embeddings also encode relative distance, but as rotations by angles the
+model has never seen beyond the training length, with no built-in preference for near keys;
+learned absolute positions simply do not exist past `max_seq_len`.
 
 We train three character models on windows of 64 bytes, identical except for positions, and
 measure validation bits per character on windows of 64, 128 and 256 bytes (every byte of each

@@ -15,7 +15,7 @@ tasks that need to track state, at the cost of computing the tokens of a segment
 time instead of all at once.
 
 This script trains both on the same character data, with a similar number of parameters (both
-counts are printed; both use GLU feed-forwards, as the seed implementation does), the same segment length, the same memory length and
+counts are printed; both use GLU feed-forwards, as feedback-transformer-pytorch does), the same segment length, the same memory length and
 the same number of steps, and reports validation bits per character and wall-clock time.
 
 ```
