@@ -30,6 +30,9 @@ the first half the information and the second half the gate's logits.
 Because the step comes after the weighted sum, the scores are untouched and the fused attention
 kernel stays in use (a test checks which path runs).
 
+It plugs into the `to_out` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `tests/attention/test_attn_paths.py` (fused equals explicit with the feature on).
+
 Shapes: `b` batch, `n` tokens, `h` heads, `d` head dim, `D` model width.
 
 ## Differences from the paper

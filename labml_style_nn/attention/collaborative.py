@@ -26,6 +26,9 @@ the same for every head, broadcast without a copy), so the rest of attention run
 including the fused kernel: it accepts keys wider than the values.  Rotary embeddings, qk-norm and
 persistent memory keys all work on the shared width $\tilde D$.
 
+It plugs into the `qk_proj` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `tests/attention/test_attn_doctests.py` (the parameter count above) and `tests/memory/test_persistent_memory.py` (with memory keys).
+
 Shapes: `b` batch, `n` query tokens, `j` key tokens, `h` heads, `e` shared width $\tilde D$.
 
 ## Differences from the paper

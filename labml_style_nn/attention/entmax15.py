@@ -31,6 +31,9 @@ attention module zeroes such rows afterwards, as it does for softmax.
 Entmax is a different normaliser, so the fused softmax kernel cannot be used: layers with
 `attn_use_entmax15=True` take the explicit path.
 
+It plugs into the `normaliser` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_entmax_rows_sum_to_one_with_exact_zeros` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 ## Differences from the paper

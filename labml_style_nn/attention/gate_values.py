@@ -17,6 +17,9 @@ stays in use (a test checks which path runs).  In cross-attention the gate is co
 queries' side $x$, never from the context.  x-transformers spells the keyword both `attn_gate_values=True`
 and, in an older version, `gate_values=True`; both build this module.
 
+It plugs into the `output_gate` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_value_gate_at_init_scales_by_sigmoid_of_its_bias` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `n` tokens, `h` heads, `d` head dim, `D` model width.
 
 ## Differences from the paper

@@ -22,6 +22,9 @@ scores are untouched and the fused kernel stays in use.
 This file also holds `OutputGates`, which chains several output gates when more than one technique
 plugs into that extension point (value gating, then head scale).
 
+It plugs into the `output_gate` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_head_scale_at_init_is_plain_attention_and_scales_heads` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `D` model width.
 
 ## Differences from the paper

@@ -26,6 +26,9 @@ set to 1 by `models/build.py`.  The temperature multiplies the *queries*, which 
 multiplying the scores and keeps the fused kernel in use.  Persistent memory keys are normalised
 too, so the bound holds for them; keys stored in a cache were normalised when they were computed.
 
+It plugs into the `qk_transform` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_qk_norm_scores_bounded_by_temperature` and `test_qk_norm_is_cosine_similarity_times_temperature` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim.
 
 ## Differences from the paper

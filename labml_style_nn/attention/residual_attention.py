@@ -36,6 +36,9 @@ weights $(0.73, 0.27)$.  Layer 2's own scores are $(0, 1)$; on its own it would 
 $(0.27, 0.73)$, but with the residual it attends with $(1, 0) + (0, 1) = (1, 1)$, weights
 $(0.5, 0.5)$: a layer moves the pattern of the layers below it rather than replacing it.
 
+It plugs into the `prev_scores` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_residual_attention_adds_previous_scores` in `tests/attention/test_attn_paths.py`.
+
 Shapes: `b` batch, `h` heads, `i` queries, `j` keys (persistent memory slots included).
 
 ## Differences from the paper

@@ -26,6 +26,9 @@ A worked example, $k = 2$: a query with scores $(2, 1, 0.5, -1)$ gives softmax w
 $(0.61, 0.22, 0.14, 0.03)$; keeping the top two gives $(0.73, 0.27, 0, 0)$, the doctest of
 `SparseTopK` below.  The two dropped keys held 17% of the weight.
 
+It plugs into the `score_transform` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_top_k_keeps_exactly_k_weights_per_row` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 ## Differences from the paper

@@ -22,6 +22,9 @@ kernel can no longer be used: layers with `attn_talking_heads=True` take the exp
 Both matrices start as the identity, so at initialisation the layer is exactly plain attention (a
 test checks this, and another compares a random mixing against a reference written in the test).
 
+It plugs into the `score_transform` point of [attention](attention.md) (the protocols are on the
+[extension points](extension_points.md) page).  Tested by `test_talking_heads_identity_equals_plain_attention` and `test_talking_heads_matches_reference` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `h`/`g` heads before/after mixing, `i` queries, `j` keys.
 
 ## Differences from the paper
