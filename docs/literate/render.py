@@ -21,7 +21,7 @@ from pygments.lexers import PythonLexer
 from pygments.token import STANDARD_TYPES
 
 from .parser import Section
-from .tex import extract_math, restore_math
+from .tex import MathError, extract_math, restore_math, tex_to_html
 
 __all__ = ["RenderOptions", "highlight_lines", "render_prose", "render_page", "slugify", "google_sections"]
 
@@ -46,8 +46,31 @@ def _css_class(ttype) -> str:
     return STANDARD_TYPES[ttype]
 
 
+_INLINE_MATH = re.compile(r"\$(?=\S)((?:\\.|[^$\\])+?)(?<=\S)\$(?!\d)")
+
+
+def _comment_html(text: str) -> str:
+    """A trailing comment of the code pane, its `$...$` math rendered (the rest escaped).
+
+    `x = f(y)  # (b, n, d): $S_{ij}$` shows $S_{ij}$ as math, as it would in the prose.  TeX that
+    does not render stays as typed.
+    """
+    out, last = [], 0
+    for m in _INLINE_MATH.finditer(text):
+        try:
+            math = tex_to_html(m.group(1))
+        except MathError:
+            continue
+        out += [_html.escape(text[last : m.start()], quote=False), math]
+        last = m.end()
+    return "".join(out) + _html.escape(text[last:], quote=False)
+
+
 def highlight_lines(source: str) -> list[str]:
-    """HTML of each source line (index 0 is line 1), highlighted with Pygments' short classes."""
+    """HTML of each source line (index 0 is line 1), highlighted with Pygments' short classes.
+
+    Math in comments that stay in the code (trailing comments) is rendered as in the prose.
+    """
     lexer = PythonLexer(stripnl=False, stripall=False, ensurenl=False, tabsize=0)
     lines: list[list[str]] = [[]]
     for ttype, value in lexer.get_tokens(source.replace("\r\n", "\n").replace("\r", "\n")):
@@ -56,7 +79,10 @@ def highlight_lines(source: str) -> list[str]:
             if k:
                 lines.append([])
             if part:
-                text = _html.escape(part, quote=False)
+                if cls == "c1" and "$" in part:
+                    text = _comment_html(part)
+                else:
+                    text = _html.escape(part, quote=False)
                 lines[-1].append(f'<span class="{cls}">{text}</span>' if cls else text)
     return ["".join(parts) for parts in lines]
 

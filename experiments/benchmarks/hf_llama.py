@@ -36,13 +36,20 @@ import torch
 
 from labml_style_nn import AutoregressiveWrapper, from_hf
 
-# A LLaMA-shaped model small enough for a CPU: 8 layers of width 512, 8 query heads sharing
-# 2 key/value heads, SwiGLU of width 1408, a 32000-token vocabulary.
+# LLaMA-shaped models small enough for a CPU, with LLaMA's 32000-token vocabulary.  At batch 1 a
+# generation step of the `medium` model (8 layers of width 512, 8 query heads sharing 2 key/value
+# heads, SwiGLU of width 1408) is dominated by reading its weights in matrix-vector products, the
+# same work on both sides; the `small` one (4 layers of width 256) leaves more of each step to the
+# framework's own overhead.
 CONFIG = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
               num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
               rope_theta=10000.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-QUICK = dict(CONFIG, vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2)
+SIZES = {
+    "medium": CONFIG,
+    "small": dict(CONFIG, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4),
+    "quick": dict(CONFIG, vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2),
+}
 
 
 def build(config: dict):
@@ -68,15 +75,21 @@ def time_alternating(fns: dict[str, Callable[[], object]], rounds: int) -> dict[
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main(argv=None) -> dict[str, float]:
+def main(argv=None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--quick", action="store_true", help="a tiny model, short sequences, one round")
+    parser.add_argument("--sizes", default="small,medium", help=f"comma-separated, of {', '.join(SIZES)}")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = QUICK if args.quick else CONFIG
-    seq_len, prompt_len, new_tokens, rounds = (64, 8, 16, 1) if args.quick else (512, 16, 128, args.rounds)
+    sizes = ["quick"] if args.quick else args.sizes.split(",")
+    return {size: run(SIZES[size], args.quick, args.rounds, args.threads) for size in sizes}
+
+
+def run(config: dict, quick: bool, rounds: int, threads: int) -> dict[str, float]:
+    """Check and time one model size; print its table."""
+    seq_len, prompt_len, new_tokens, rounds = (64, 8, 16, 1) if quick else (512, 16, 128, rounds)
     hf, ours = build(config)
     generator = AutoregressiveWrapper(ours)
     x = torch.randint(3, config["vocab_size"], (1, seq_len), generator=torch.Generator().manual_seed(1))
@@ -102,8 +115,8 @@ def main(argv=None) -> dict[str, float]:
                "generate_speedup": generate["transformers"] / generate["ours"],
                "logits_max_diff": diff, "tokens_identical": float(same)}
     print(f"model: {config['num_hidden_layers']} layers, width {config['hidden_size']}, "
-          f"{config['num_attention_heads']} heads / {config['num_key_value_heads']} key-value heads; "
-          f"{args.threads} threads, median of {rounds}")
+          f"{config['num_attention_heads']} heads / {config['num_key_value_heads']} key-value heads, "
+          f"vocabulary {config['vocab_size']}; {threads} threads, median of {rounds}")
     print(f"{'task':<34}{'ours':>10}{'transformers':>14}{'speed-up':>10}{'goal':>7}")
     for task, t, goal in ((f"forward, {seq_len} tokens", forward, 1.0),
                           (f"greedy generation, {new_tokens} tokens", generate, 1.5)):
