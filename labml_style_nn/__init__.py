@@ -41,3 +41,21 @@ __all__ = [
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
     "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",
 ]
+
+
+def _suggest_keywords_everywhere() -> None:
+    """Every public module's constructor answers a misspelt keyword with the closest valid ones (checks.py)."""
+    import sys
+
+    from torch import nn
+
+    from .checks import suggest_keywords
+
+    for module in [m for name, m in sys.modules.items() if name.startswith(__name__ + ".") and name.count(".") == 1]:
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)
+            if isinstance(obj, type) and issubclass(obj, nn.Module):
+                suggest_keywords(obj)
+
+
+_suggest_keywords_everywhere()

@@ -178,7 +178,9 @@ def valid_layer_keywords() -> list[str]:
 def unknown_keyword_error(owner: str, name: str, valid: list[str]) -> TypeError:
     """A `TypeError` that names the unknown keyword and the closest valid ones."""
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    # Nothing close: a short list of valid keywords is shown whole (`top_p` takes only `p`).
+    hint = f"; did you mean {' or '.join(close)}?" if close else \
+        f"; it takes {', '.join(valid)}" if 0 < len(valid) <= 8 else ""
     return TypeError(f"{owner}() got an unexpected keyword argument '{name}'{hint}")
 
 

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..checks import check_attention_inputs
 from ..positional.rotary import apply_rotary
 from .extension_points import ScoreTransform, SharedAttentionInputs, masked_fill_value, softmax
 from .grouped_query import fused_attention, group_queries, repeat_kv, split_heads
@@ -117,7 +118,7 @@ class Attention(nn.Module):
         if max_attend_past is not None and (not causal or dim_context is not None):
             raise ValueError("max_attend_past: a sliding window needs causal self-attention")
         self.max_attend_past = max_attend_past
-        self.is_cross = dim_context is not None
+        self.is_cross, self.dim, self.dim_context = dim_context is not None, dim, dim_context
         inner, kv_inner = heads * dim_head, self.kv_heads * dim_head
         self.scale = dim_head ** -0.5 if scale is None else scale
         # One fused projection for queries, keys and values: a single matrix multiply in
@@ -216,6 +217,7 @@ class Attention(nn.Module):
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
         """
+        check_attention_inputs(self.dim, self.dim_context, x, context, mask, context_mask, mem, cache is not None)
         shared = shared or SharedAttentionInputs()
         n = x.shape[1]
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \

@@ -32,6 +32,7 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width ($H$ = `int(ff_
 
 from torch import Tensor, nn
 
+from ..checks import check_tensor
 from .activations import activation as make_activation
 from .glu import GatedLinearUnit
 
@@ -60,6 +61,7 @@ class FeedForward(nn.Module):
                  post_act_ln: bool = False, dropout: float = 0.0, dim_out: int | None = None,
                  activation: str | None = None, inner_dim: int | None = None, bias: bool = True):
         super().__init__()
+        self.dim = dim
         hidden = int(dim * mult) if inner_dim is None else inner_dim
         if hidden < 1:
             raise ValueError(f"ff_mult: {mult} times dim={dim} leaves no hidden feature; expected at least 1/{dim}")
@@ -74,6 +76,7 @@ class FeedForward(nn.Module):
         self.proj_out = nn.Linear(hidden, dim if dim_out is None else dim_out, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
         # $\phi(x W_1 + b_1)$, or the gated unit
         h = self.proj_in(x)  # (b, n, H)
         # $\operatorname{LN}(h)$ with `ff_post_act_ln`, then $W_2$

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_generate_keywords, check_mask, check_tensor
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
 from .sampling import resolve_filter, top_k
@@ -80,8 +81,9 @@ def left_pad(prompts: Union[Tensor, Sequence[Tensor]], pad_value: int) -> tuple[
     if torch.is_tensor(prompts):
         if prompts.dim() == 1:
             prompts = prompts[None]
-        if prompts.dim() != 2 or prompts.shape[1] == 0:
-            raise ValueError(f"prompts: expected token ids (batch, n) with n >= 1, got shape {tuple(prompts.shape)}")
+        if prompts.dim() != 2 or prompts.shape[1] == 0 or prompts.is_floating_point() or prompts.dtype == torch.bool:
+            raise ValueError(f"prompts: expected integer token ids (batch, n) with n >= 1, got "
+                             f"{prompts.dtype} of shape {tuple(prompts.shape)}")
         return prompts, None
     if not isinstance(prompts, (list, tuple)) or not prompts or \
             any(not torch.is_tensor(p) or p.dim() != 1 or p.numel() == 0 for p in prompts):
@@ -109,9 +111,10 @@ class AutoregressiveWrapper(nn.Module):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, **kwargs) -> Tensor:
         """The mean next-token cross-entropy of `x` `(b, n)`; `mask` `(b, n)` is true for real tokens."""
-        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] < 2:
-            raise ValueError(f"x: expected token ids (batch, n) with n >= 2, got "
-                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+        check_tensor("x", x, "(batch, n) of token ids, n >= 2", ndim=2, kind="int")
+        if x.shape[1] < 2:
+            raise ValueError(f"x: expected token ids (batch, n) with n >= 2, got shape {tuple(x.shape)}")
+        check_mask("mask", mask, tuple(x.shape), "(batch, n), true for real tokens")
         inp, target = x[:, :-1], x[:, 1:]
         if mask is not None:
             # A padded target is not predicted.
@@ -146,6 +149,7 @@ class AutoregressiveWrapper(nn.Module):
             raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
         tokens, starts = left_pad(prompts, self.pad_value)
         filter_fn, filter_kwargs = resolve_filter(filter_logits_fn), dict(filter_kwargs or {})
+        check_generate_keywords(self.generate, self.net.forward, kwargs, filter_fn, filter_kwargs)
         compile_options = self._compile_options(compile, tokens.device)
         if draft is not None:
             draft = self._check_draft(draft, num_speculative, compile_options, tokens.shape[1] + seq_len)

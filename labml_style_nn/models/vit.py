@@ -50,6 +50,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..checks import check_tensor
 from ..options import check_int, check_probability
 from .layers import AttentionLayers
 
@@ -104,9 +105,8 @@ class ViTransformerWrapper(nn.Module):
 
     def forward(self, img: Tensor, return_embeddings: bool = False) -> Tensor:
         expected = (self.channels, self.image_size, self.image_size)
-        if not torch.is_tensor(img) or img.dim() != 4 or tuple(img.shape[1:]) != expected:
-            got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
-            raise ValueError(f"img: expected shape (batch, {', '.join(map(str, expected))}), got {got}")
+        check_tensor("img", img, f"(batch, {', '.join(map(str, expected))})", ndim=4, kind="float",
+                     sizes=dict(enumerate(expected, start=1)))
         p = self.patch_size
         patches = rearrange(img, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=p, p2=p)  # (b, N, P*P*c)
         x = self.patch_to_embedding(patches)  # (b, N, D)

@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_mask
 from ..memory.memory_tokens import MemoryTokens
 from ..memory.xl_recurrence import shift_memories_down, update_memories
 from ..options import check_int, check_probability
@@ -76,10 +77,8 @@ class _SequenceWrapper(nn.Module):
 
     @staticmethod
     def _check_mask(mask: Optional[Tensor], x: Tensor) -> None:
-        """The padding mask must have one entry per input position, `(b, n)`."""
-        if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(x.shape[:2])):
-            got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
-            raise ValueError(f"mask: expected shape {tuple(x.shape[:2])}, one entry per position of x, got {got}")
+        """The padding mask must be boolean, with one entry per input position, `(b, n)`."""
+        check_mask("mask", mask, tuple(x.shape[:2]), f"{tuple(x.shape[:2])}, one entry per position of x")
 
     def _add_positions(self, h: Tensor, offset, seq_start_pos: Optional[Tensor] = None) -> Tensor:
         if self.pos_emb is None:

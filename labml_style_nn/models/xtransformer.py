@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import keyword_reference
+from ..checks import check_mask, check_tensor
 from ..generation.autoregressive import AutoregressiveWrapper
 from ..options import unknown_keyword_error, valid_layer_keywords
 from .layers import Decoder, Encoder
@@ -76,11 +77,15 @@ class XTransformer(nn.Module):
 
     def encode(self, src: Tensor, src_mask: Optional[Tensor] = None) -> Tensor:
         """The encoded source `(b, n, dim)`."""
+        check_tensor("src", src, "(batch, src_len) of token ids", ndim=2, kind="int")
+        check_mask("src_mask", src_mask, tuple(src.shape), "(batch, src_len), true for real tokens")
         return self.encoder(src, mask=src_mask, return_embeddings=True)
 
     def forward(self, src: Tensor, tgt: Tensor, src_mask: Optional[Tensor] = None,
                 tgt_mask: Optional[Tensor] = None) -> Tensor:
         """The next-token loss of the decoder on `tgt`, conditioned on `src`."""
+        check_tensor("tgt", tgt, "(batch, tgt_len) of token ids", ndim=2, kind="int")
+        check_mask("tgt_mask", tgt_mask, tuple(tgt.shape), "(batch, tgt_len), true for real tokens")
         enc = self.encode(src, src_mask)
         return self.decoder(tgt, mask=tgt_mask, context=enc, context_mask=src_mask)
 

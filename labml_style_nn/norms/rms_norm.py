@@ -32,6 +32,8 @@ Shapes: `D` model width; any leading axes.
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_tensor
+
 
 class RMSNorm(nn.Module):
     r"""Divide by the root mean square of the features, then scale each feature by $\gamma_k$.
@@ -47,6 +49,7 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_tensor("x", x, f"(..., {self.gamma.shape[0]})", kind="float", sizes={-1: self.gamma.shape[0]})
         xf = x.float()
         # $x / \mathrm{RMS}(x)$, in float32
         xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D)

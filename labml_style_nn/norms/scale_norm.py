@@ -26,6 +26,8 @@ Shapes: `D` model width; any leading axes.
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_tensor
+
 
 class ScaleNorm(nn.Module):
     r"""One learned scale $g$ for the whole vector, applied after projecting to the unit sphere.
@@ -41,6 +43,7 @@ class ScaleNorm(nn.Module):
         self.g = nn.Parameter(torch.tensor(dim ** 0.5))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_tensor("x", x, "(..., dim)", kind="float")
         # Norms are computed in float32 so that half precision inputs cannot overflow.
         xf = x.float()
         # $\max(\lVert x \rVert, \epsilon)$

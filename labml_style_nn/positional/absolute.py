@@ -32,6 +32,8 @@ Shapes: `n` tokens, `D` model width.
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_positions
+
 
 class LearnedPositionalEmbedding(nn.Module):
     r"""One trainable vector per position $0 \dots$ `max_seq_len - 1`."""
@@ -44,6 +46,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         """$p_t$ for integer `positions` `(n,)`; the wrapper checks they are below `max_seq_len`."""
+        check_positions("positions", positions)
         return self.emb(positions)  # (n, D)
 
 
@@ -63,6 +66,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         """$p_t$ for integer `positions` `(n,)`."""
+        check_positions("positions", positions)
         # $t / 10000^{2k/D}$
         angles = positions.float()[:, None] * self.inv_freq[None, :]  # (n, D/2)
         return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (n, D)

@@ -66,6 +66,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_positions
+
 
 def alibi_slopes(heads: int) -> list[float]:
     r"""The paper's slopes $m_h$.
@@ -98,6 +100,8 @@ class AlibiPositionalBias(nn.Module):
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's."""
+        check_positions("q_pos", q_pos)
+        check_positions("k_pos", k_pos)
         # $-m_h |i - j|$; for a decoder's visible keys $|i - j| = i - j$, the paper's distance.
         # The paper's code adds $m_h\, j$ instead: it differs from $-m_h (i - j)$ by $m_h\, i$, the
         # same for every key of row $i$, and softmax ignores a per-row constant, so the weights agree.

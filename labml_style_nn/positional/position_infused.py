@@ -31,6 +31,7 @@ Shapes: `n` tokens, `D` model width.
 
 from torch import Tensor, nn
 
+from ..checks import check_positions
 from .absolute import SinusoidalPositionalEmbedding
 
 
@@ -51,4 +52,5 @@ class PositionInfusedAttention(nn.Module):
         tensor([[0.0000, 0.0000, 1.0000, 1.0000],
                 [0.8415, 0.0100, 0.5403, 0.9999]])
         """
+        check_positions("positions", positions)
         return self.sinusoids(positions)  # (j, D)

@@ -78,6 +78,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_positions
+
 
 def relative_position_bucket(relative_position: Tensor, causal: bool, num_buckets: int = 32,
                              max_distance: int = 128) -> Tensor:
@@ -130,6 +132,8 @@ class T5RelativePositionBias(nn.Module):
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """The bias between query positions `(i,)` and key positions `(j,)`."""
+        check_positions("q_pos", q_pos)
+        check_positions("k_pos", k_pos)
         rel = k_pos[None, :] - q_pos[:, None]  # $j - i$, (i, j)
         buckets = relative_position_bucket(rel, self.causal, self.num_buckets, self.max_distance)
         # $b_{h, \beta(j - i)}$

@@ -33,6 +33,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..checks import check_tensor
+
 
 class FeedForward(nn.Module):
     r"""Two linear maps with a non-linearity between them, applied at every position."""
@@ -61,8 +63,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x` is `[..., d_model]`; the result has the same shape."""
-        if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must end in d_model={self.d_model}, got shape {list(x.shape)}")
+        check_tensor("x", x, f"[..., d_model={self.d_model}]", kind="float", sizes={-1: self.d_model})
         # $h = \mathrm{dropout}(\max(0,\ W_1 x + b_1))$
         h = self.dropout(self.activation(self.layer1(x)))  # (..., d_ff)
         # $W_2 h + b_2$

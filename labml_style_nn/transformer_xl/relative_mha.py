@@ -116,6 +116,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_tensor
+
 
 def sinusoidal_embeddings(distances: torch.Tensor, d_model: int) -> torch.Tensor:
     r"""Sinusoidal encodings $r_\delta = [\sin(\delta \omega_k), \cos(\delta \omega_k)]$ of distances.
@@ -185,6 +187,10 @@ class RelativeMultiHeadAttention(nn.Module):
         self.output = nn.Linear(d_model, d_model)
 
     def _check(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor):
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            check_tensor(name, t, f"[seq_len, batch, {self.d_model}] (sequence first)", ndim=3, kind="float")
+        check_tensor("mask", mask, "[seq_len, mem_len + seq_len, batch or 1]", ndim=3, kind="bool",
+                     hint="; causal_mask_with_memory(seq_len, mem_len) builds one")
         if query.dim() != 3 or query.shape[-1] != self.d_model:
             raise ValueError(f"query must be [seq_len, batch, {self.d_model}], got {list(query.shape)}")
         n, b, _ = query.shape

@@ -54,6 +54,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..checks import check_tensor
 from .feed_forward import FeedForward
 from .relative_mha import RelativeMultiHeadAttention
 
@@ -117,6 +118,7 @@ class TransformerXLLayer(nn.Module):
 
     def forward(self, *, x: torch.Tensor, mem: Optional[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """`x` `[seq_len, batch, d_model]`, `mem` `[mem_len, batch, d_model]` or `None`, `mask` as in attention."""
+        check_tensor("x", x, f"[seq_len, batch, {self.size}] (sequence first)", ndim=3, kind="float", sizes={2: self.size})
         z = self.norm_self_attn(x)
         if mem is not None:
             if mem.dim() != 3 or mem.shape[1:] != x.shape[1:]:
@@ -151,8 +153,14 @@ class TransformerXL(nn.Module):
 
         Returns the output `[seq_len, batch, d_model]` and the new memories: each layer's input, detached.
         """
-        if x.dim() != 3 or x.shape[-1] != self.norm.normalized_shape[0]:
-            raise ValueError(f"x must be [seq_len, batch, {self.norm.normalized_shape[0]}], got {list(x.shape)}")
+        d_model = self.norm.normalized_shape[0]
+        check_tensor("x", x, f"[seq_len, batch, {d_model}] (sequence first)", ndim=3, kind="float", sizes={2: d_model})
+        check_tensor("mask", mask, "[seq_len, mem_len + seq_len, batch or 1]", ndim=3, kind="bool",
+                     hint="; causal_mask_with_memory(seq_len, mem_len) builds one")
+        if mask.shape[0] != x.shape[0] and mask.shape[0] == x.shape[1]:
+            # The mask's first axis is the sequence: `x` most likely came batch first.
+            raise ValueError(f"x: expected sequence-first [seq_len, batch, {d_model}], got {list(x.shape)}, "
+                             f"which looks batch-first (the mask is for {mask.shape[0]} tokens); pass x.transpose(0, 1)")
         mem = list(mem) if mem is not None else []
         if mem and len(mem) != len(self.layers):
             raise ValueError(f"mem must hold one tensor per layer ({len(self.layers)}) or be empty, got {len(mem)}")

@@ -94,7 +94,7 @@ def test_relative_positions_allow_longer_inputs():
 
 
 def test_mask_shape_must_match(lm):
-    with pytest.raises(ValueError, match=r"mask: expected shape \(1, 4\)"):
+    with pytest.raises(ValueError, match=r"mask: expected a bool tensor of shape \(1, 4\)"):
         lm(torch.zeros(1, 4, dtype=torch.long), mask=torch.ones(1, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask: expected a bool tensor"):
         Encoder(dim=32, depth=1)(torch.randn(1, 4, 32), mask=torch.ones(1, 4))
@@ -122,5 +122,5 @@ def test_embeddings_of_the_wrong_width():
 
 def test_image_of_the_wrong_size():
     vit = ViTransformerWrapper(image_size=32, patch_size=8, num_classes=3, attn_layers=Encoder(dim=32, depth=1))
-    with pytest.raises(ValueError, match=r"img: expected shape \(batch, 3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"img: expected a float tensor of shape \(batch, 3, 32, 32\)"):
         vit(torch.randn(1, 3, 28, 28))
