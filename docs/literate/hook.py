@@ -120,6 +120,9 @@ def on_files(files: Files, config) -> Files:
 
 def _keyword_reference() -> str:
     """The keyword reference page, generated from `options.py` by `labml_style_nn/keyword_reference.py`."""
+    if not (_state["root"] / "labml_style_nn" / "keyword_reference.py").is_file():
+        # A project without the generator (the small test project of tests/docs): a stub page.
+        return "# Keyword reference\n\nThis project has no keyword reference.\n"
     root = str(_state["root"])
     if root not in sys.path:
         sys.path.insert(0, root)

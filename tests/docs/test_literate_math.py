@@ -111,3 +111,12 @@ def test_percent_and_escapes_survive():
     out = visible(tex_to_html(r"p\%"))
     assert "%" in out and "\\" not in out
     assert "<mtable" in tex_to_html(r"\begin{alignat}{2} a &= b \end{alignat}")
+
+
+def test_math_in_trailing_comments_of_the_code_is_rendered():
+    from literate.render import highlight_lines
+
+    line = highlight_lines("x = f(y)  # (b, n): $S_{ij}$, costs $5\n")[0]
+    assert '<span class="c1"># (b, n): <span class="lit-math" data-tex="S_{ij}">' in line
+    assert "costs $5" in line  # a dollar that is not math stays as typed
+    assert highlight_lines("y = 1  # $\\nosuchcommand$\n")[0].count("$") == 2  # TeX that fails stays as typed

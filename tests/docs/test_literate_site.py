@@ -127,3 +127,14 @@ def test_links_between_source_files_are_resolved():
     a.meta.title, a.meta.summary = "A", "Reads the [memory](memory.md) and [gone](gone.md)."
     landing_item = site._technique_list([a], "index.md", known)[0]
     assert "[memory](labml_style_nn/feedback/memory.md)" in landing_item and "gone.md" not in landing_item
+
+
+def test_docstring_links_resolve_from_the_api_reference():
+    """A link written relative to the source file works on the API page, one folder down in `api/`."""
+    from literate.griffe_doctests import relink_for_api
+
+    text = "see [scaling](rope_scaling.md#L3), [attention](../attention/attention.py), [web](https://a.b/c.md)"
+    assert relink_for_api(text, "labml_style_nn/positional/rotary.py") == (
+        "see [scaling](../labml_style_nn/positional/rope_scaling.md#L3), "
+        "[attention](../labml_style_nn/attention/attention.md), [web](https://a.b/c.md)"
+    )
