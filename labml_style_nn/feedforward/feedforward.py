@@ -22,6 +22,8 @@ the other choices live in their own files:
   (Shleifer et al. 2021, [arXiv:2110.09456](https://arxiv.org/abs/2110.09456)): it keeps the
   scale of the hidden layer in check so that the second projection sees well-conditioned inputs.
 
+Tests: `tests/feedforward/test_ff_feedforward.py` (the default GELU MLP, GEGLU and ReLU² in closed form, the hidden width); the block sits on a [residual connection](../residual/residual.md) after each attention layer.
+
 Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width ($H$ = `int(ff_mult * D)`).
 
 ## Differences from the paper

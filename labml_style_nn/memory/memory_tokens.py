@@ -32,6 +32,8 @@ Memory tokens are prepended after the absolute position embedding is added to th
 they have no absolute position of their own; relative schemes (rotary, ALiBi, T5) count them as the
 first $M$ positions.
 
+Tests: `tests/memory/test_memory_tokens.py` (visibility in encoders and decoders by gradients, padding changes nothing, cached generation equals uncached).  Compare [persistent memory](persistent_memory.md) and the [Transformer-XL recurrence](xl_recurrence.md).
+
 Shapes: `b` batch, `n` tokens, `M` memory tokens, `D` model width.
 
 ## Differences from the paper

@@ -33,6 +33,8 @@ A worked example: one head with $N = 2$ slots and a query whose only real key is
 first token of a padded row, say).  If $q M_K^\top / \sqrt d = (1, 0)$, the query still gets an
 output, $0.73\, M_{V,1} + 0.27\, M_{V,2}$, instead of nothing: a learned default answer.
 
+It plugs into the `memory_kv` point of [attention](../attention/attention.md) ([extension points](../attention/extension_points.md)).  Tests: `tests/memory/test_persistent_memory.py` and `test_memory_key_values_attended_when_every_real_key_is_masked` in `tests/attention/test_attn_properties.py`.
+
 Shapes: `b` batch, `h` heads, `N` slots, `d` head dim (`d_k` for keys when it differs).
 
 ## Differences from the paper

@@ -32,6 +32,8 @@ context grows faster.  The $k$ lowest memories wrap around to the top $k$ layers
 Layer $l$'s new memory is what it attended to: the memory routed to it, followed by its own
 inputs, $[\operatorname{sg}(m^{(l+k)}_\tau);\ h^{(l-1)}_{\tau+1}]$, truncated to $M$.
 
+Tests: `tests/memory/test_xl_recurrence.py` (a segment with memory equals one pass over both, with each relative scheme and with other features; enhanced recurrence equals a manual reordering).  The paper's own model is on the [Transformer-XL](../transformer_xl/transformer_xl.md) page.
+
 Shapes: `b` batch, `n` tokens, `m` memory length, `D` model width.
 
 ## Differences from the papers

@@ -21,6 +21,8 @@ root, no mean, no bias, no extra factor (a test compares it with T5's in Hugging
 `transformers`).  Written as $\sqrt{D}\, x / \lVert x \rVert_2$ instead, as x-transformers does,
 it is the same function except for where $\epsilon$ goes.
 
+Tests: `test_rms_norm_closed_form` and `test_rescaling_invariant_but_not_recentring` in `tests/norms/test_norms.py`; [residual blocks](../residual/residual.md) shows where a stack puts its norms.
+
 Shapes: `D` model width; any leading axes.
 
 ## Differences from the paper

@@ -14,6 +14,8 @@ $\sqrt D$, the typical length of a vector whose features have unit scale.
 `use_scalenorm=True` puts it everywhere a stack has a norm: before each branch (pre-norm), after
 each residual sum (post-norm), on branch outputs (sandwich norm) and at the end of the stack.
 
+Tests: `test_scale_norm_closed_form` and `test_zero_and_half_precision_inputs_stay_finite` in `tests/norms/test_norms.py`; [residual blocks](../residual/residual.md) shows where a stack puts its norms.
+
 Shapes: `D` model width; any leading axes.
 
 ## Differences from the paper

@@ -17,6 +17,8 @@ A learned table has `max_seq_len` rows, so longer inputs cannot be embedded: the
 them with a clear error.  The relative schemes (rotary, ALiBi, T5) have no such limit, which is why
 the wrapper turns the absolute embedding off when one of them is in use.
 
+Tests: `tests/positional/test_pos_absolute.py` (the sinusoids' closed form, positions make the model order-aware, cached steps continue the positions).  The relative schemes: [rotary](rotary.md), [ALiBi](alibi.md), [T5](t5_bias.md).
+
 Shapes: `n` tokens, `D` model width.
 
 ## Differences from the paper

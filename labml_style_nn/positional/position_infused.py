@@ -15,6 +15,8 @@ alternative to Transformer-XL's relative attention.
 This module only produces $p$; the attention module adds $p W_Q$ and $p W_K$ inside its fused
 projection (see `attention/attention.py`, `_project`), so no separate pass over $x + p$ is needed.
 
+Tests: `tests/positional/test_pos_position_infused.py` (positions enter queries and keys only; the residual stream's values do not depend on position).
+
 Shapes: `n` tokens, `D` model width.
 
 ## Differences from the paper

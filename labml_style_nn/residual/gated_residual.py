@@ -18,6 +18,8 @@ identity, which the paper finds essential for stability.
 
 We use PyTorch's `GRUCell` with the branch output as its input and the residual as its hidden state.
 
+Tested by `test_gated_residual_matches_the_gru_equations_and_starts_near_identity` in `tests/residual/test_res_residual.py`; [residual blocks](residual.md) shows the block it replaces the sum of.
+
 Shapes: `b` batch, `n` tokens, `D` model width.
 
 `gate_residual=True` puts the gate on every block of the stack, attention and feed-forward.

@@ -13,6 +13,8 @@ gradients) pass through any depth unchanged; each layer then learns how much to 
 paper trains 100+ layer transformers this way without warmup.  A test checks that a ReZero stack
 returns its input at initialisation.
 
+Tested by `test_rezero_stack_is_the_identity_at_initialisation` and `test_rezero_alpha_learns_from_zero` in `tests/residual/test_res_residual.py`; the [residual blocks](residual.md) page shows where the scale sits.
+
 Shapes: any; $\alpha$ is a scalar.
 
 `use_rezero=True` removes every norm of the stack (pre-, post-, sandwich and final) and scales every

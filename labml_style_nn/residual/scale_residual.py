@@ -12,6 +12,8 @@ $$x \leftarrow \lambda \odot x + F(\operatorname{Norm}(x)), \qquad \lambda_0 = 1
 Starting at one, the block starts as a plain residual.  The x-transformers README reports small gains and occasional
 instability, so it is off by default (`scale_residual=True` turns it on).
 
+Tested by `test_scaled_residual_is_lambda_x_plus_branch` in `tests/residual/test_res_residual.py`; the [residual blocks](residual.md) page shows where the scale sits, and [head scale](../attention/head_scale.md) is another of NormFormer's changes.
+
 Shapes: `D` model width; $\lambda \in \mathbb{R}^D$.
 
 ## Differences from the paper

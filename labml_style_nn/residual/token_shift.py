@@ -25,6 +25,8 @@ Three properties matter and are tested:
 * **Continuation**: during cached generation the last $s$ inputs of each block live in a small
   state (`ShiftState`), so generating step by step gives exactly what one pass gives.
 
+Tests: `tests/residual/test_res_token_shift.py` (a hand-made example with a shift of 2, causality, padding, cached generation equals one pass).
+
 Shapes: `b` batch, `n` tokens, `D` model width, `s` the shift; chunk width $w = \lfloor D / (s + 1) \rfloor$,
 the last $D - (s + 1) w$ features are not shifted.
 
