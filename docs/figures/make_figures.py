@@ -89,7 +89,7 @@ def rotary_angles(out: Path) -> None:
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"pair k = {k}: θ_k = 10000^(-{2 * k}/{r}) = {theta:.3g} rad\npositions p = 0, {step}, {2 * step}, ...")
+        ax.set_title(f"pair k = {k}: θ_k = {theta:.3g} rad per token\npositions p = 0, {step}, {2 * step}, ...", fontsize=9)
     fig.suptitle("where pair k of a query or key lands: a rotation by p·θ_k (cos on x, sin on y)", y=1.0)
     _save(fig, out, "rotary_angles")
 
