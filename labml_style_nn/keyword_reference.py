@@ -46,14 +46,12 @@ STACK = {
     "macaron": ("a half-step feed-forward block before and after each attention block", "models/layout"),
     "shift_tokens": ("shift feature chunks by 1..s tokens (int s, or one amount per chunk)", "residual/token_shift"),
     "residual_attn": ("add each layer's attention scores to the next layer's", "attention/residual_attention"),
-    "cross_residual_attn": ("residual attention between the cross-attention layers",
-                            "attention/residual_attention"),
+    "cross_residual_attn": ("residual attention between the cross-attention layers", "attention/residual_attention"),
     "rel_pos_bias": ("T5's learned relative position bias on the scores", "positional/t5_bias"),
     "rel_pos_num_buckets": ("T5 bias: number of distance buckets", "positional/t5_bias"),
     "rel_pos_max_distance": ("T5 bias: distance beyond which buckets stop growing", "positional/t5_bias"),
     "rotary_pos_emb": ("rotary position embedding of queries and keys", "positional/rotary"),
-    "rotary_emb_dim": ("features per head that rotate (default: half of dim_head, at least 32)",
-                       "positional/rotary"),
+    "rotary_emb_dim": ("features per head that rotate (default: half of dim_head, at least 32)", "positional/rotary"),
     "rotary_theta": ("rotary base b of the frequencies b^(-2k/r)", "positional/rotary"),
     "rotary_interpolation_factor": ("position interpolation: divide positions by s >= 1", "positional/rope_scaling"),
     "rotary_base_rescale_factor": ("NTK-aware scaling: raise the rotary base for s times longer contexts",
@@ -86,10 +84,8 @@ ATTENTION = {
                      "attention/attention_on_attention"),
     "attn_gate_values": ("gate each head's output with a sigmoid of the input", "attention/gate_values"),
     "attn_head_scale": ("a learned scale per head (NormFormer)", "attention/head_scale"),
-    "attn_qk_norm": ("l2-normalise queries and keys; a learned temperature replaces 1/sqrt(d)",
-                     "attention/qk_norm"),
-    "attn_qk_norm_seq_len": ("qk-norm: the sequence length its temperature is initialised for",
-                             "attention/qk_norm"),
+    "attn_qk_norm": ("l2-normalise queries and keys; a learned temperature replaces 1/sqrt(d)", "attention/qk_norm"),
+    "attn_qk_norm_seq_len": ("qk-norm: the sequence length its temperature is initialised for", "attention/qk_norm"),
     "attn_kv_heads": ("grouped-query attention: key/value heads (must divide heads)", "attention/grouped_query"),
     "attn_one_kv_head": ("multi-query attention: one key/value head shared by all heads", "attention/grouped_query"),
     "attn_max_attend_past": ("sliding window: query i sees keys j with 0 <= i - j <= W", "attention/sliding_window"),
@@ -256,16 +252,12 @@ def stack_rows() -> list[Row]:
     return rows
 
 
-def _wrapper_classes() -> dict[str, type]:
-    import labml_style_nn as package
-
-    return {name: getattr(package, name) for name in WRAPPER_CLASSES}
-
-
 def wrapper_rows() -> list[Row]:
     """The keywords of the wrappers (read from their signatures), one row per name."""
+    import labml_style_nn as package
+
     rows: dict[str, Row] = {}
-    for cls_name, cls in _wrapper_classes().items():
+    for cls_name, cls in ((name, getattr(package, name)) for name in WRAPPER_CLASSES):
         for p in inspect.signature(cls.__init__).parameters.values():
             if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
