@@ -32,19 +32,24 @@ def top_k(logits: Tensor, k: int = 50) -> Tensor:
     [[-inf, 3.0, 2.0]]
     """
     k = min(k, logits.shape[-1])
+    # $z_{(k)}$, the $k$-th largest logit; keep $z_i \ge z_{(k)}$
     threshold = logits.topk(k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < threshold, -math.inf)
 
 
 def top_p(logits: Tensor, p: float = 0.9) -> Tensor:
-    """Keep the smallest set of most likely tokens with total probability at least `p`.
+    r"""Keep the smallest set of most likely tokens with total probability at least `p`.
+
+    The example's probabilities are $(0.09, 0.67, 0.24)$: the most likely token alone has mass
+    $0.67 \ge 0.5$, so it is the nucleus.
 
     >>> top_p(torch.tensor([[0., 2., 1.]]).log_softmax(-1), p=0.5).isinf().tolist()
     [[True, False, True]]
     """
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
-    # A token is dropped when the mass *before* it already reaches p.
+    # Sorted by probability, token $r$ is dropped when the mass before it already reaches $p$:
+    # $\sum_{r' < r} p_{(r')} \ge p$
     drop = probs.cumsum(dim=-1) - probs >= p
     drop = drop.scatter(-1, order, drop)
     return logits.masked_fill(drop, -math.inf)
@@ -57,6 +62,7 @@ def min_p(logits: Tensor, p: float = 0.1) -> Tensor:
     [[False, False, True]]
     """
     probs = logits.softmax(dim=-1)
+    # Keep $p_i \ge p_{\min} \cdot \max_j p_j$
     return logits.masked_fill(probs < p * probs.amax(dim=-1, keepdim=True), -math.inf)
 
 
