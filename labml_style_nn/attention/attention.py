@@ -57,7 +57,14 @@ from torch import Tensor, nn
 
 from ..checks import check_attention_inputs
 from ..positional.rotary import apply_rotary
-from .extension_points import ScoreTransform, SharedAttentionInputs, masked_fill_value, softmax
+from .extension_points import (
+    QKProjection,
+    QKTransform,
+    ScoreTransform,
+    SharedAttentionInputs,
+    masked_fill_value,
+    softmax,
+)
 from .grouped_query import fused_attention, group_queries, repeat_kv, split_heads
 from .sliding_window import last_keys, window_mask
 
@@ -102,8 +109,8 @@ class Attention(nn.Module):
         dim_context: Optional[int] = None,
         dropout: float = 0.0,
         scale: Optional[float] = None,
-        qk_proj: Optional[nn.Module] = None,
-        qk_transform: Optional[nn.Module] = None,
+        qk_proj: Optional[QKProjection] = None,
+        qk_transform: Optional[QKTransform] = None,
         memory_kv: Optional[nn.Module] = None,
         score_transform: Optional[ScoreTransform] = None,
         normaliser: Optional[Callable[[Tensor], Tensor]] = None,
@@ -126,10 +133,12 @@ class Attention(nn.Module):
         # parts.  With `qk_proj` the queries and keys come from that module instead.
         # With $g$ key/value heads the projection is $h + 2g$ heads wide.
         width = inner if qk_proj is not None else inner + 2 * kv_inner
-        self.to_q = nn.Linear(dim, inner, bias=qkv_bias) if self.is_cross and qk_proj is None else None
-        self.to_qkv = None if self.is_cross else nn.Linear(dim, width, bias=qkv_bias)
+        self.to_q: Optional[nn.Linear] = (
+            nn.Linear(dim, inner, bias=qkv_bias) if self.is_cross and qk_proj is None else None)
+        self.to_qkv: Optional[nn.Linear] = None if self.is_cross else nn.Linear(dim, width, bias=qkv_bias)
         n_kv = 1 if qk_proj is not None else 2
-        self.to_kv = nn.Linear(dim_context, n_kv * kv_inner, bias=qkv_bias) if self.is_cross else None
+        self.to_kv: Optional[nn.Linear] = (
+            None if dim_context is None else nn.Linear(dim_context, n_kv * kv_inner, bias=qkv_bias))
         self.qk_proj = qk_proj
         self.qk_transform = qk_transform
         self.memory_kv = memory_kv
@@ -159,13 +168,16 @@ class Attention(nn.Module):
         if self.qk_proj is not None:
             # Collaborative heads: shared query/key projections, values as usual.
             proj = self.to_kv if self.is_cross else self.to_qkv
+            assert proj is not None  # cross-attention has `to_kv`, self-attention `to_qkv`
             # Position infused attention adds positions to the query and key inputs only.
             q_in, k_in = (x, kv_input) if qk_pos is None else (x + qk_pos[-x.shape[1]:], kv_input + qk_pos)
             q, k = self.qk_proj(q_in, k_in)
             return q, k, to_heads(proj(kv_input))
         if self.is_cross:
+            assert self.to_q is not None and self.to_kv is not None  # cross-attention without `qk_proj`
             k, v = self.to_kv(kv_input).chunk(2, dim=-1)
             return to_heads(self.to_q(x)), to_heads(k, g), to_heads(v, g)
+        assert self.to_qkv is not None  # self-attention
         if kv_input is x and qk_pos is None:
             return split_heads(self.to_qkv(x), h, g, d)  # (b, h, n, d), (b, g, n, d) twice
         w, bias = self.to_qkv.weight, self.to_qkv.bias
@@ -183,6 +195,7 @@ class Attention(nn.Module):
         """Queries alone, for cross-attention steps whose keys and values are cached."""
         if self.qk_proj is not None:
             return self.qk_proj.queries(x)
+        assert self.to_q is not None  # cross-attention without `qk_proj`
         return rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
 
     #
@@ -295,6 +308,7 @@ class Attention(nn.Module):
     # empty).  $q, k, v$ are views of one matrix multiply, and one rotation turns $q$ and $k$.
     def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
         b, h, g, d = x.shape[0], self.heads, self.kv_heads, self.dim_head
+        assert self.to_qkv is not None  # `_plain_self_attention` holds
         qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
         q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
         if shared.rotary is not None:
@@ -412,7 +426,8 @@ class Attention(nn.Module):
         raw = scores
         # $S + B$: relative position biases
         if bias is not None:
-            scores = scores + bias
+            # In the scores' dtype: ALiBi's float32 bias must not promote a bf16 model's scores.
+            scores = scores + bias.to(scores.dtype)
         if self.score_transform is not None:
             scores = self.score_transform.pre_softmax(scores, visible)
         if visible is not None:

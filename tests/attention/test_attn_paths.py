@@ -138,3 +138,19 @@ def test_xtransformer_dec_cross_residual_attn_chains_cross_attention_only():
     assert cross[2][2]["prev_scores"] is cross[1][3]
     assert all(r[2]["prev_scores"] is None for r in selfs)
     assert all(b.fn.__class__.__name__ == "Attention" for b in model.encoder.attn_layers.blocks if b.kind == "a")
+
+
+@pytest.mark.parametrize("positions", [dict(alibi_pos_emb=True), dict(rel_pos_bias=True)])
+def test_bf16_model_explicit_path_keeps_its_dtype(positions):
+    """A model cast to bf16 takes the explicit path (here for `attn_sink`) with a float32 bias (ALiBi's) without
+    promoting the scores: the output stays bf16 and matches the fused path."""
+    from labml_style_nn import Decoder
+
+    torch.manual_seed(0)
+    stack = Decoder(dim=32, depth=1, heads=4, attn_dim_head=8, **positions).to(torch.bfloat16).eval()
+    x = torch.randn(2, 12, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        fused, maps = stack(x), []
+        explicit = stack(x, attn_sink=maps)
+    assert explicit.dtype == torch.bfloat16 and maps[0].dtype == torch.bfloat16
+    assert (explicit.float() - fused.float()).abs().max() < 0.1
