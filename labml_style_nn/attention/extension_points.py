@@ -21,8 +21,9 @@ Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,34 @@ class SharedAttentionInputs:
     # bias, the fused kernel's mask): identical in every self-attention layer of the forward pass,
     # so the first layer computes them and the others reuse them.
     masks: dict = field(default_factory=dict)
+
+
+#
+# ## The protocols of the query/key extension points
+#
+# Any module with these methods plugs in; the attention module only calls them.
+class QKProjection(Protocol):
+    """`qk_proj`: replaces the query and key projections."""
+
+    def __call__(self, x: Tensor, kv_input: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries `(b, h, n, e)` from `x` and keys `(b, h, j, e)` from `kv_input`."""
+        ...
+
+    def queries(self, x: Tensor) -> Tensor:
+        """Queries `(b, h, n, e)` alone (cached cross-attention steps)."""
+        ...
+
+
+class QKTransform(Protocol):
+    """`qk_transform`: transforms queries and keys after their projections."""
+
+    def queries(self, q: Tensor) -> Tensor:
+        """Queries `(b, h, n, d)` to transformed queries of the same shape."""
+        ...
+
+    def keys(self, k: Tensor) -> Tensor:
+        """Keys `(b, h, j, d)` to transformed keys of the same shape."""
+        ...
 
 
 def masked_fill_value(dtype: torch.dtype) -> float:
@@ -86,12 +115,16 @@ class ScoreTransforms(ScoreTransform):
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
 
+    def _each(self) -> Iterator[ScoreTransform]:
+        # The list holds exactly the constructor's `ScoreTransform`s; `nn.ModuleList` types its items as `nn.Module`.
+        return cast(Iterator[ScoreTransform], iter(self.transforms))
+
     def pre_softmax(self, scores, visible):
-        for t in self.transforms:
+        for t in self._each():
             scores = t.pre_softmax(scores, visible)
         return scores
 
     def post_softmax(self, weights):
-        for t in self.transforms:
+        for t in self._each():
             weights = t.post_softmax(weights)
         return weights
