@@ -47,12 +47,13 @@ from experiments.common import (  # noqa: E402
     RunLog,
     autocast,
     batch_generator,
+    claim_verdict,
     count_parameters,
     lr_at,
     maybe_compile,
     out_dir_for,
-    parse_config,
     plot_curves,
+    run_experiment,
     seed_everything,
     setup_distributed,
 )
@@ -79,8 +80,13 @@ class Config(RunConfig):
     warmup: int = 30
     eval_windows: int = 32
 
+    # A short comparison: it does not resume (`--resume` is a usage error).
+    RESUME_FILES = ()
     SMOKE = dict(dim=32, depth=1, heads=2, train_len=16, eval_lens="16,32", batch_size=8, steps=4, warmup=1,
                  eval_windows=2, max_bytes=50_000, log_every=2)
+    # `--preset gpu`: a 6-layer, 384-wide model trained on 256 bytes, evaluated up to 1,024.
+    GPU = dict(dim=384, depth=6, heads=6, train_len=256, eval_lens="256,512,1024", batch_size=64, steps=3000,
+               warmup=200, lr=1e-3, eval_windows=64, max_bytes=4_000_000)
 
 
 def build_model(position: str, cfg: Config) -> TransformerWrapper:
@@ -175,9 +181,29 @@ def main(cfg: Config) -> dict:
     print("\n" + header + "\n|---|" + "---|" * len(lengths))
     for row, scores in table.items():
         print(f"| {row} | " + " | ".join("n/a" if scores[n] is None else f"{scores[n]:.3f}" for n in lengths) + " |")
-    RunLog(out).summary(config=vars(cfg), results=table)
+    outcome = verdict(table, lengths, cfg.train_len)
+    print(f"\n{outcome['verdict']}: {outcome['evidence']}")
+    RunLog(out).summary(config=vars(cfg), results=table, verdict=outcome)
     return table
 
 
+def verdict(table: dict, lengths: list[int], train_len: int) -> dict:
+    """ALiBi at every longer length no worse than at the training length (a 0.01 bpc tolerance for noise),
+    while rotary degrades; the longer lengths are those above `train_len`."""
+    claim = ("trained at length L, ALiBi's bpc at 2L and 4L is no worse than at L, "
+             "while rotary (and learned absolute positions) cannot extrapolate")
+    longer = [n for n in lengths if n > train_len]
+    if "alibi" not in table or train_len not in lengths or not longer:
+        return claim_verdict(claim, None, "needs the alibi model and evaluation lengths at and above train_len")
+    alibi = table["alibi"]
+    holds = all(alibi[n] <= alibi[train_len] + 0.01 for n in longer)
+    parts = [f"alibi {' / '.join(f'{alibi[n]:.3f}' for n in lengths)}"]
+    if "rotary" in table:
+        rotary = table["rotary"]
+        holds = holds and rotary[max(longer)] > rotary[train_len] + 0.01
+        parts.append(f"rotary {' / '.join(f'{rotary[n]:.3f}' for n in lengths)}")
+    return claim_verdict(claim, holds, f"bpc at {' / '.join(map(str, lengths))}: " + "; ".join(parts))
+
+
 if __name__ == "__main__":
-    main(parse_config(Config, doc=__doc__))
+    run_experiment(main, Config, __doc__)

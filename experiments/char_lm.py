@@ -59,16 +59,18 @@ from experiments.common import (  # noqa: E402
     Progress,
     RunConfig,
     RunLog,
+    StopOnInterrupt,
     all_reduce_mean,
     autocast,
     batch_generator,
     cleanup_distributed,
     count_parameters,
+    interrupted,
     load_checkpoint,
     lr_at,
     maybe_compile,
     out_dir_for,
-    parse_config,
+    run_experiment,
     save_checkpoint,
     seed_everything,
     setup_distributed,
@@ -85,6 +87,8 @@ VARIANTS: dict[str, dict] = {
     "t5": dict(rel_pos_bias=True),
     "plain": {},
     "glu": dict(ff_glu=True),
+    # GLU with the hidden width cut to 2/3 (ff_mult 8/3): the parameters of the plain feed-forward.
+    "glu_eq": dict(ff_glu=True, ff_mult=8 / 3),
     "relu2": dict(ff_relu_squared=True),
     "layer": {},
     "scale": dict(use_scalenorm=True),
@@ -131,8 +135,14 @@ class Config(RunConfig):
     stop_at: int = field(default=0, metadata={"help": "stop (and checkpoint) at this step, as if pre-empted; 0 = run to the end"})
     sample_len: int = field(default=300, metadata={"help": "bytes to sample after training (0 = none)"})
 
+    def check(self) -> None:
+        variant_kwargs(self.variant)  # an unknown variant is a usage error, before any setup
+
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=32, batch_size=8, steps=6, warmup=2, eval_every=3,
                  eval_batches=2, max_bytes=200_000, sample_len=40, log_every=2)
+    # `--preset gpu`: a 6-layer, 384-wide model (11M parameters) on windows of 256 bytes.
+    GPU = dict(dim=384, depth=6, heads=6, seq_len=256, batch_size=64, steps=3000, warmup=200, lr=1e-3,
+               eval_every=250)
 
 
 def build_model(cfg: Config, vocab_size: int = 256) -> TransformerWrapper:
@@ -190,31 +200,37 @@ def train(cfg: Config) -> dict:
               f"{dist.world_size} process(es) on {device}, {cfg.batch_size // dist.world_size} rows each")
     end = cfg.stop_at or cfg.steps
     bar = Progress(cfg.steps, initial=step, enabled=dist.is_main)
-    while step < end:
-        # Every process draws the same global batch (a function of seed and step) and keeps its rows.
-        x = sample_windows(data.train, cfg.batch_size, cfg.seq_len + 1, batch_generator(cfg.seed, step))
-        x = shard(x, dist).to(device)  # (b / processes, n + 1)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
-        # Inputs are bytes $x_{\le n}$, targets the same bytes shifted by one.
-        with autocast(device):
-            logits = net(x[:, :-1])  # (b, n, vocab)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), x[:, 1:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        #
-        train_loss = all_reduce_mean(loss, dist).item()
-        bar.update(loss=train_loss, items=cfg.batch_size * cfg.seq_len)
-        if step % cfg.log_every == 0:
-            log.log(step, train_loss=train_loss, lr=optimizer.param_groups[0]["lr"])
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            val_loss = evaluate(model, data.val, cfg, device)
-            log.log(step, val_loss=val_loss, val_bpc=val_loss / math.log(2))
-        if dist.is_main and (step == end or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
-            save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
+    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    with StopOnInterrupt(enabled=not dist.enabled) as stop:
+        while step < end and not stop.requested:
+            # Every process draws the same global batch (a function of seed and step) and keeps its rows.
+            x = sample_windows(data.train, cfg.batch_size, cfg.seq_len + 1, batch_generator(cfg.seed, step))
+            x = shard(x, dist).to(device)  # (b / processes, n + 1)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+            # Inputs are bytes $x_{\le n}$, targets the same bytes shifted by one.
+            with autocast(device):
+                logits = net(x[:, :-1])  # (b, n, vocab)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), x[:, 1:])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            #
+            train_loss = all_reduce_mean(loss, dist).item()
+            bar.update(loss=train_loss, items=cfg.batch_size * cfg.seq_len)
+            if step % cfg.log_every == 0:
+                log.log(step, train_loss=train_loss, lr=optimizer.param_groups[0]["lr"])
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                val_loss = evaluate(model, data.val, cfg, device)
+                log.log(step, val_loss=val_loss, val_bpc=val_loss / math.log(2))
+            if dist.is_main and (step == end or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+                save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
+    if stop.requested:
+        bar.close()
+        save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
+        interrupted(out / "checkpoint.pt", step)
     bar.close()
     #
     result = {"variant": cfg.variant, "steps": step, "parameters": count_parameters(model)}
@@ -234,4 +250,4 @@ def train(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    train(parse_config(Config, doc=__doc__))
+    run_experiment(train, Config, __doc__)

@@ -48,6 +48,29 @@ class ChecksumError(ValueError):
     """A cached or downloaded file does not have the digest it should."""
 
 
+class DownloadError(OSError):
+    """A file could not be downloaded (offline, or the server refused): the message says what to do instead."""
+
+
+def fetch(url: str, path: Path) -> None:
+    """Download `url` to `path` (through a `.part` file, so a broken download leaves nothing behind)."""
+    tmp = path.with_suffix(path.suffix + ".part")
+    request = urllib.request.Request(url, headers={"User-Agent": "labml_style_nn"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+    except OSError as e:  # URLError, timeouts and refused connections are all OSErrors
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "reason", e)
+        raise DownloadError(
+            f"could not download {url} ({reason}).\n"
+            f"Without network: download it on another machine and copy it to {path}, "
+            f"or train on a local text file with --data PATH (the default, --data stdlib, needs no download)."
+        ) from None
+    os.replace(tmp, path)
+
+
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -76,12 +99,7 @@ def download(url: str, filename: str, checksum: str, *, cache_dir: str | Path | 
     path = cache / filename
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".part")
-        request = urllib.request.Request(url, headers={"User-Agent": "labml_style_nn"})
-        with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, path)
+        fetch(url, path)
     return verify(path, checksum)
 
 
@@ -157,10 +175,7 @@ def load_enwik8(cache_dir: str | Path | None = None) -> TextData:
         cache.mkdir(parents=True, exist_ok=True)
         zip_path = cache / ENWIK8["filename"]
         if not zip_path.exists():
-            request = urllib.request.Request(ENWIK8["url"], headers={"User-Agent": "labml_style_nn"})
-            with urllib.request.urlopen(request, timeout=60) as response, open(zip_path, "wb") as f:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
+            fetch(ENWIK8["url"], zip_path)
         with zipfile.ZipFile(zip_path) as z:
             z.extract("enwik8", cache)
     verify(raw, ENWIK8["checksum"])

@@ -40,11 +40,12 @@ from experiments.common import (  # noqa: E402
     RunConfig,
     RunLog,
     autocast,
+    claim_verdict,
     count_parameters,
     lr_at,
     out_dir_for,
-    parse_config,
     plot_curves,
+    run_experiment,
     seed_everything,
     setup_distributed,
 )
@@ -72,8 +73,14 @@ class Config(RunConfig):
     eval_every: int = 100
     eval_segments: int = 16
 
+    # A short comparison: it does not resume (`--resume` is a usage error).
+    RESUME_FILES = ()
     SMOKE = dict(dim=32, depth=1, xl_depth=1, heads=2, dim_head=16, seq_len=8, window=4, mem_len=8, batch_size=4,
                  steps=3, warmup=1, eval_every=3, eval_segments=2, max_bytes=50_000, log_every=1)
+    # `--preset gpu`: 4 layers 256 wide, segments of 128 with a memory of 256, more steps.
+    GPU = dict(dim=256, depth=4, xl_depth=4, heads=8, dim_head=32, seq_len=128, window=16, mem_len=256,
+               batch_size=32, steps=3000, warmup=200, lr=1e-3, eval_every=500, eval_segments=32,
+               max_bytes=4_000_000)
 
 
 def build_models(cfg: Config) -> dict:
@@ -163,9 +170,23 @@ def main(cfg: Config) -> list[dict]:
     print("\n| model | parameters | val bpc | train time (s) |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['model']} | {r['parameters']:,} | {r['val_bpc']:.3f} | {r['train_seconds']:.0f} |")
-    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results])
+    outcome = verdict(results)
+    print(f"\n{outcome['verdict']}: {outcome['evidence']}")
+    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results],
+                        verdict=outcome)
     return results
 
 
+def verdict(results: list[dict]) -> dict:
+    """The Feedback Transformer's val bpc below Transformer-XL's, with parameter counts within 10%."""
+    claim = "at equal parameters and small depth, the Feedback Transformer beats Transformer-XL"
+    runs = {r["model"]: r for r in results}
+    fb, xl = runs["feedback"], runs["transformer_xl"]
+    ratio = fb["parameters"] / xl["parameters"]
+    holds = fb["val_bpc"] < xl["val_bpc"] and 0.9 <= ratio <= 1.1
+    return claim_verdict(claim, holds, f"feedback {fb['val_bpc']:.3f} bpc ({fb['parameters']:,} parameters) vs "
+                         f"Transformer-XL {xl['val_bpc']:.3f} ({xl['parameters']:,}); parameter ratio {ratio:.2f}")
+
+
 if __name__ == "__main__":
-    main(parse_config(Config, doc=__doc__))
+    run_experiment(main, Config, __doc__)

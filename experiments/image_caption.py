@@ -36,15 +36,18 @@ from experiments.common import (  # noqa: E402
     Progress,
     RunConfig,
     RunLog,
+    StopOnInterrupt,
     autocast,
     batch_generator,
     batches,
+    claim_verdict,
     count_parameters,
+    interrupted,
     load_checkpoint,
     lr_at,
     maybe_compile,
     out_dir_for,
-    parse_config,
+    run_experiment,
     save_checkpoint,
     seed_everything,
     setup_distributed,
@@ -73,6 +76,9 @@ class Config(RunConfig):
 
     SMOKE = dict(train_size=64, test_size=16, dim=32, encoder_depth=1, decoder_depth=1, heads=2, batch_size=16,
                  steps=4, warmup=1, eval_every=2, log_every=2)
+    # `--preset gpu`: a 6-layer encoder and 4-layer decoder, 256 wide, 30,000 images, more steps.
+    GPU = dict(train_size=30000, test_size=1000, dim=256, encoder_depth=6, decoder_depth=4, heads=8, batch_size=256,
+               steps=4000, warmup=200, lr=1e-3, eval_every=500)
 
 
 class Captioner(nn.Module):
@@ -127,26 +133,32 @@ def main(cfg: Config) -> dict:
     net = maybe_compile(model, cfg.compile)
     log, bar = RunLog(out, append=bool(cfg.resume)), Progress(cfg.steps, initial=step, unit="img")
     print(f"captioner: {count_parameters(model):,} parameters")
-    while step < cfg.steps:
-        index = torch.randint(0, cfg.train_size, (cfg.batch_size,), generator=batch_generator(cfg.seed, step))
-        x, words = train.images[index].to(device), train_words[index].to(device)  # (b, 3, h, w), (b, 7)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
-        # Teacher forcing: read words $w_{<t}$, predict $w_t$.
-        with autocast(device):
-            logits = net(x, words[:, :-1])  # (b, 6, vocab)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), words[:, 1:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        bar.update(loss=loss.item(), items=cfg.batch_size)
-        if step % cfg.log_every == 0:
-            log.log(step, train_loss=loss.item())
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            scores = evaluate(model, test.images, test_words, device)
-            log.log(step, **{k: v for k, v in scores.items() if k != "examples"})
+    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    with StopOnInterrupt() as stop:
+        while step < cfg.steps and not stop.requested:
+            index = torch.randint(0, cfg.train_size, (cfg.batch_size,), generator=batch_generator(cfg.seed, step))
+            x, words = train.images[index].to(device), train_words[index].to(device)  # (b, 3, h, w), (b, 7)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+            # Teacher forcing: read words $w_{<t}$, predict $w_t$.
+            with autocast(device):
+                logits = net(x, words[:, :-1])  # (b, 6, vocab)
+            loss = F.cross_entropy(logits.float().transpose(1, 2), words[:, 1:])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            bar.update(loss=loss.item(), items=cfg.batch_size)
+            if step % cfg.log_every == 0:
+                log.log(step, train_loss=loss.item())
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                scores = evaluate(model, test.images, test_words, device)
+                log.log(step, **{k: v for k, v in scores.items() if k != "examples"})
+    if stop.requested:
+        bar.close()
+        save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
+        interrupted(out / "checkpoint.pt", step)
     bar.close()
     save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
     log.plot(("exact_match", *ATTRIBUTES), ylabel="held-out accuracy", filename="accuracy.png",
@@ -156,9 +168,15 @@ def main(cfg: Config) -> dict:
     print("| " + " | ".join(f"{result[k]:.1%}" for k in ("exact_match", *ATTRIBUTES)) + " |")
     for truth, guess in result["examples"]:
         print(f"  truth: {truth:40s} caption: {guess}")
+    # Position words are a two-way choice each: "learned" means well above the 50% of chance.
+    positions = min(result["vertical"], result["horizontal"])
+    result["verdict"] = claim_verdict("the captioner learns the position words too, not only colour and size",
+                                      positions >= 0.9, "per-word accuracy " + ", ".join(
+                                          f"{k} {result[k]:.1%}" for k in ATTRIBUTES) + " (position words: chance 50%)")
+    print(f"{result['verdict']['verdict']}: {result['verdict']['evidence']}")
     log.summary(**result)
     return result
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, doc=__doc__))
+    run_experiment(main, Config, __doc__)

@@ -37,12 +37,13 @@ from experiments.common import (  # noqa: E402
     RunLog,
     autocast,
     batch_generator,
+    claim_verdict,
     count_parameters,
     lr_at,
     maybe_compile,
     out_dir_for,
-    parse_config,
     plot_curves,
+    run_experiment,
     seed_everything,
     setup_distributed,
 )
@@ -67,8 +68,13 @@ class Config(RunConfig):
     eval_every: int = 100
     eval_size: int = 256
 
+    # A short comparison: it does not resume (`--resume` is a usage error).
+    RESUME_FILES = ()
     SMOKE = dict(dim=32, depth=1, heads=2, batch_size=8, steps=4, warmup=1, eval_every=2, eval_size=8, length=4,
                  log_every=2)
+    # `--preset gpu`: longer sequences of more symbols, a 4 + 4-layer model 256 wide.
+    GPU = dict(num_symbols=32, length=32, dim=256, depth=4, heads=8, batch_size=256, steps=3000, warmup=200, lr=1e-3,
+               eval_every=500, eval_size=1024)
 
 
 def make_batch(task: str, cfg: Config, generator: torch.Generator):
@@ -143,9 +149,14 @@ def main(cfg: Config) -> list[dict]:
     print("\n| task | parameters | steps | exact match |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['task']} | {r['parameters']:,} | {r['steps']} | {r['exact_match']:.1%} |")
-    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results])
+    outcome = claim_verdict("an encoder-decoder learns copy, reverse and sort exactly (at least 95% exact match)",
+                            all(r["exact_match"] >= 0.95 for r in results),
+                            ", ".join(f"{r['task']} {r['exact_match']:.1%}" for r in results))
+    print(f"\n{outcome['verdict']}: {outcome['evidence']}")
+    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results],
+                        verdict=outcome)
     return results
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, doc=__doc__))
+    run_experiment(main, Config, __doc__)

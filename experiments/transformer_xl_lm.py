@@ -38,26 +38,38 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.common import (  # noqa: E402
     Progress,
     RunConfig,
     RunLog,
+    StopOnInterrupt,
     autocast,
+    claim_verdict,
     count_parameters,
+    interrupted,
     load_checkpoint,
     lr_at,
     maybe_compile,
     out_dir_for,
-    parse_config,
     plot_curves,
+    run_experiment,
     save_checkpoint,
     seed_everything,
     setup_distributed,
 )
 from experiments.data import contiguous_streams, load_text  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
+from labml_style_nn.transformer_xl import FeedForward as XLFeedForward  # noqa: E402
+from labml_style_nn.transformer_xl import (  # noqa: E402
+    RelativeMultiHeadAttention,
+    TransformerXL,
+    TransformerXLLayer,
+    causal_mask_with_memory,
+    update_memory,
+)
 
 
 @dataclass
@@ -65,26 +77,59 @@ class Config(RunConfig):
     data: str = field(default="stdlib", metadata={"help": "stdlib | tinyshakespeare | enwik8 | path"})
     cache_dir: str = ""
     max_bytes: int = 2_000_000
-    pos: str = field(default="rel_pos_bias", metadata={"help": "rel_pos_bias | rotary | alibi"})
+    pos: str = field(default="rel_pos_bias", metadata={
+        "help": "rel_pos_bias | rotary | alibi | xl_relative (labml.ai's Transformer-XL attention)"})
     dim: int = 128
     depth: int = 3
     heads: int = 4
-    seq_len: int = field(default=32, metadata={"help": "segment length n"})
+    seq_len: int = field(default=16, metadata={"help": "segment length n"})
     mem_len: int = field(default=64, metadata={"help": "memory length m"})
     batch_size: int = 16
-    steps: int = 400
+    steps: int = 1500
     lr: float = 2e-3
-    warmup: int = 40
-    eval_every: int = 100
-    eval_segments: int = 32
+    warmup: int = 100
+    eval_every: int = 250
+    eval_segments: int = 128
     modes: str = field(default="memory,no_memory", metadata={"help": "which runs to train"})
+    eval_mem_lens: str = field(default="128,256", metadata={
+        "help": "also evaluate the memory model with these memory lengths (comma-separated)"})
     resume: str = field(default="", metadata={"help": "folder of an earlier run (memory.pt, no_memory.pt) to resume"})
 
+    # `--resume` takes the run folder (or either checkpoint in it).
+    RESUME_FILES = ("memory.pt", "no_memory.pt")
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=16, mem_len=16, batch_size=4, steps=4, warmup=1, eval_every=2,
-                 eval_segments=3, max_bytes=100_000, log_every=2)
+                 eval_segments=3, max_bytes=100_000, log_every=2, eval_mem_lens="32")
+    # `--preset gpu`: a 25M-parameter model on longer segments, bf16 on one GPU.
+    GPU = dict(dim=512, depth=8, heads=8, seq_len=128, mem_len=256, batch_size=32, steps=5000, warmup=200,
+               eval_every=500, eval_segments=64, max_bytes=4_000_000, lr=1e-3, eval_mem_lens="512,1024")
 
 
-def build_model(cfg: Config) -> TransformerWrapper:
+class RelativeXLLM(nn.Module):
+    """A byte LM on labml.ai's Transformer-XL (`transformer_xl/`): the paper's relative attention with
+    its sinusoidal $R_{i-j}$ and global biases $u, v$, called like the wrapper (`mems=`, `return_mems=`)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.max_mem_len = cfg.mem_len
+        self.token_emb = nn.Embedding(256, cfg.dim)
+        layer = TransformerXLLayer(d_model=cfg.dim, self_attn=RelativeMultiHeadAttention(cfg.heads, cfg.dim, 0.0),
+                                   feed_forward=XLFeedForward(cfg.dim, 4 * cfg.dim, 0.0, nn.GELU()), dropout_prob=0.0)
+        self.xl = TransformerXL(layer, cfg.depth)
+        self.to_logits = nn.Linear(cfg.dim, 256)
+
+    def forward(self, x: torch.Tensor, *, mems=None, return_mems: bool = False):
+        h = self.token_emb(x).transpose(0, 1)  # (n, b, D): sequence first
+        mems = [m.transpose(0, 1) for m in mems] if mems else []
+        mask = causal_mask_with_memory(h.shape[0], mems[0].shape[0] if mems else 0, device=h.device)
+        h, new = self.xl(h, mems, mask)
+        logits = self.to_logits(h).transpose(0, 1)  # (b, n, 256)
+        new = update_memory(mems, new, self.max_mem_len)
+        return (logits, [m.transpose(0, 1) for m in new]) if return_mems else logits
+
+
+def build_model(cfg: Config) -> nn.Module:
+    if cfg.pos == "xl_relative":
+        return RelativeXLLM(cfg)
     positions = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True),
                  "alibi": dict(alibi_pos_emb=True)}[cfg.pos]
     return TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, max_mem_len=cfg.mem_len,
@@ -106,14 +151,20 @@ def lm_loss(model, x: torch.Tensor, mems, use_memory: bool):
 
 
 @torch.no_grad()
-def evaluate(model, stream: torch.Tensor, cfg: Config, use_memory: bool, device) -> float:
-    """Bits per character over the first `eval_segments` consecutive validation segments."""
+def evaluate(model, stream: torch.Tensor, cfg: Config, use_memory: bool, device, mem_len: int = 0) -> float:
+    """Bits per character over the first `eval_segments` consecutive validation segments.
+
+    `mem_len` > 0 evaluates with a memory of that length instead of the training one: the model keeps
+    the last `mem_len` hidden states, and its relative positions cover the longer distances."""
     model.eval()
+    trained_len = model.max_mem_len
+    model.max_mem_len = mem_len or trained_len
     mems, losses = None, []
     for i in range(cfg.eval_segments):
         with autocast(device):
             loss, mems = lm_loss(model, segment(stream, i, cfg.seq_len).to(device), mems, use_memory)
         losses.append(loss)
+    model.max_mem_len = trained_len
     model.train()
     return torch.stack(losses).mean().item() / math.log(2)
 
@@ -127,37 +178,70 @@ def train(cfg: Config, use_memory: bool, data, out: Path) -> dict:
     val_stream = contiguous_streams(data.val, 8)
     name = "memory" if use_memory else "no_memory"
     step, mems = 0, None
-    if cfg.resume:
+    # A run stopped during the first model has no checkpoint of the second: that one starts afresh.
+    if cfg.resume and (Path(cfg.resume) / f"{name}.pt").is_file():
         state = load_checkpoint(Path(cfg.resume) / f"{name}.pt", model=model, optimizer=optimizer, map_location=device)
         step, mems = state["step"], state["extra"]["mems"]
     net = maybe_compile(model, cfg.compile)
     log = RunLog(out / name, append=bool(cfg.resume))
     bar = Progress(cfg.steps, initial=step)
-    while step < cfg.steps:
-        x = segment(train_stream, step, cfg.seq_len).to(device)
-        # The stream wraps around at its end: the memory of the last segment is not the past of the first.
-        if step % ((train_stream.shape[1] - 1) // cfg.seq_len) == 0:
-            mems = None
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
-        with autocast(device):
-            loss, mems = lm_loss(net, x, mems, use_memory)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        bar.update(loss=loss.item(), items=x.shape[0] * cfg.seq_len)
-        if step % cfg.log_every == 0:
-            log.log(step, train_bpc=loss.item() / math.log(2))
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            log.log(step, val_bpc=evaluate(model, val_stream, cfg, use_memory, device))
+    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    with StopOnInterrupt() as stop:
+        while step < cfg.steps and not stop.requested:
+            x = segment(train_stream, step, cfg.seq_len).to(device)
+            # The stream wraps around at its end: the memory of the last segment is not the past of the first.
+            if step % ((train_stream.shape[1] - 1) // cfg.seq_len) == 0:
+                mems = None
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+            with autocast(device):
+                loss, mems = lm_loss(net, x, mems, use_memory)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            bar.update(loss=loss.item(), items=x.shape[0] * cfg.seq_len)
+            if step % cfg.log_every == 0:
+                log.log(step, train_bpc=loss.item() / math.log(2))
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                log.log(step, val_bpc=evaluate(model, val_stream, cfg, use_memory, device))
+    if stop.requested:
+        bar.close()
+        save_checkpoint(out / f"{name}.pt", model=model, optimizer=optimizer, step=step, config=cfg,
+                        extra={"mems": mems})
+        interrupted(out / f"{name}.pt", step)
     bar.close()
     save_checkpoint(out / f"{name}.pt", model=model, optimizer=optimizer, step=step, config=cfg,
                     extra={"mems": mems})
     log.write_csv()
-    return {"run": name, "parameters": count_parameters(model), "steps": step,
-            "val_bpc": evaluate(model, val_stream, cfg, use_memory, device), "curve": log.rows}
+    result = {"run": name, "parameters": count_parameters(model), "steps": step,
+              "val_bpc": evaluate(model, val_stream, cfg, use_memory, device), "curve": log.rows}
+    if use_memory:
+        # The same trained model, evaluated with longer memories than it was trained with.
+        result["val_bpc_by_eval_mem_len"] = {
+            m: evaluate(model, val_stream, cfg, True, device, mem_len=m) for m in eval_mem_lens(cfg)}
+    return result
+
+
+def eval_mem_lens(cfg: Config) -> list[int]:
+    return sorted({cfg.mem_len, *(int(m) for m in cfg.eval_mem_lens.split(",") if m)})
+
+
+def verdict(cfg: Config, results: list[dict]) -> dict:
+    """Memory lowers val bpc at a fixed segment length; a longer memory at evaluation lowers it further."""
+    claim = ("carrying memory lowers validation bpc at a fixed segment length, and evaluating with a longer "
+             "memory than in training lowers it further")
+    runs = {r["run"]: r for r in results}
+    if "memory" not in runs or "no_memory" not in runs:
+        return claim_verdict(claim, None, "needs both runs (--modes memory,no_memory)")
+    with_mem, without = runs["memory"]["val_bpc"], runs["no_memory"]["val_bpc"]
+    by_len = runs["memory"]["val_bpc_by_eval_mem_len"]
+    longest = max(by_len)
+    holds = with_mem < without and by_len[longest] <= by_len[cfg.mem_len]
+    evidence = (f"{cfg.pos}: {with_mem:.3f} bpc with memory {cfg.mem_len} vs {without:.3f} without; evaluated with "
+                + ", ".join(f"memory {m}: {v:.3f}" for m, v in sorted(by_len.items())))
+    return claim_verdict(claim, holds, evidence)
 
 
 def main(cfg: Config) -> list[dict]:
@@ -170,9 +254,15 @@ def main(cfg: Config) -> list[dict]:
     print("\n| run | parameters | val bpc |\n|---|---|---|")
     for r in results:
         print(f"| {r['run']} | {r['parameters']:,} | {r['val_bpc']:.3f} |")
-    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results])
+    for r in results:
+        for m, v in r.get("val_bpc_by_eval_mem_len", {}).items():
+            print(f"| {r['run']}, evaluated with memory {m} | {r['parameters']:,} | {v:.3f} |")
+    outcome = verdict(cfg, results)
+    print(f"\n{outcome['verdict']}: {outcome['evidence']}")
+    RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results],
+                        verdict=outcome)
     return results
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, doc=__doc__))
+    run_experiment(main, Config, __doc__)

@@ -1,5 +1,7 @@
 """Every experiment runs end to end with `--smoke` (a tiny model, a few steps) and writes its outputs."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ EXPECTED = {
     "vit_classification": ["loss.png", "accuracy.png", "summary.json", "checkpoint.pt"],
     "image_caption": ["accuracy.png", "summary.json", "checkpoint.pt"],
     "alibi_extrapolation": ["loss_by_position.png", "summary.json", "alibi/metrics.csv"],
+    "long_context": ["streaming_bpc_by_position.png", "rope_scaling_bpc.png", "summary.json", "metrics.csv"],
 }
 
 
@@ -37,6 +40,21 @@ def test_smoke_run_writes_outputs(name, tmp_path):
     missing = [f for f in EXPECTED[name] if not (out / f).is_file()]
     assert not missing, f"{name} did not write {missing}"
     assert all((out / f).stat().st_size > 0 for f in EXPECTED[name])
+    if name in CLAIMS:
+        assert_summary_has_verdict(out / "summary.json", name)
+
+
+# Scripts that test a paper's claim write its verdict into summary.json.
+CLAIMS = {"compare_variants", "transformer_xl_lm", "feedback_lm", "seq2seq_algorithmic", "vit_classification",
+          "image_caption", "alibi_extrapolation", "long_context"}
+
+
+def assert_summary_has_verdict(path: Path, name: str) -> None:
+    verdict = json.loads(path.read_text()).get("verdict")
+    assert isinstance(verdict, dict), f"{name}: summary.json has no verdict"
+    assert set(verdict) == {"claim", "holds", "verdict", "evidence"}, verdict
+    assert verdict["verdict"] in ("holds", "does not hold", "not tested") and verdict["claim"] and verdict["evidence"]
+    assert verdict["holds"] in (True, False, None)
 
 
 def test_help_describes_the_experiment(tmp_path):
@@ -48,7 +66,10 @@ def test_help_describes_the_experiment(tmp_path):
 def test_default_output_folder_is_runs(tmp_path):
     result = run([str(ROOT / "experiments" / "vit_classification.py"), "--smoke", "--device", "cpu"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "runs" / "vit_classification" / "shapes" / "summary.json").is_file()
+    # Each run gets a new folder runs/NAME/DATE-TIME, printed at the start and at the end.
+    [folder] = (tmp_path / "runs" / "vit_classification" / "shapes").iterdir()
+    assert (folder / "summary.json").is_file()
+    assert result.stdout.count(f"run folder: {folder.relative_to(tmp_path)}") == 2
 
 
 @pytest.mark.slow
@@ -66,3 +87,20 @@ def test_compiled_run_saves_a_plain_checkpoint(tmp_path):
     assert not any(key.startswith("_orig_mod") for key in state["model"])
     model = char_lm.build_model(char_lm.Config(**{k: v for k, v in state["config"].items()}))
     model.load_state_dict(state["model"])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_gpu_preset_names_real_options(name):
+    """`--preset gpu` sets fields the config has (a typo would be lost silently), and the command line still wins."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    from experiments.common import parse_config
+
+    module = importlib.import_module(f"experiments.{name}")
+    preset = module.Config.GPU
+    assert preset and set(preset) <= {f.name for f in dataclasses.fields(module.Config)}, name
+    config = parse_config(module.Config, ["--preset", "gpu", "--steps", "7"])
+    assert config.steps == 7
+    assert all(getattr(config, k) == v for k, v in preset.items() if k != "steps")
+    assert parse_config(module.Config, []) == module.Config()
