@@ -199,6 +199,8 @@ def test_library_pages_in_chromium(built_site, tmp_path):
             viewport={"width": 1600, "height": 1000},
             service_workers="block",
         )
+        # A loaded machine (CI on 2 cores) can take longer than Playwright's 30 s for a screenshot.
+        context.set_default_timeout(120_000)
         try:
             for page_info in pages:
                 url = base + page_info.url
