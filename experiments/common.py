@@ -208,7 +208,8 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
         elif f.name == "device":
             parser.add_argument(flag, choices=("auto", "cpu", "cuda"), default=argparse.SUPPRESS, help=help_text)
         else:
-            metavar = f.metadata.get("metavar") or getattr(kind, "metavar", None) or f.name.upper()
+            metavar = f.metadata.get("metavar") or getattr(kind, "metavar", None) or \
+                {"resume": "PATH", "out_dir": "DIR", "cache_dir": "DIR"}.get(f.name, f.name.upper())
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text, metavar=metavar)
     args = vars(parser.parse_args(argv))
     smoke, preset = args.pop("smoke"), args.pop("preset")
