@@ -4,15 +4,17 @@ r"""
 *Papers:* [Mistral 7B](https://arxiv.org/abs/2310.06825) (Jiang et al., 2023),
 [Longformer: The Long-Document Transformer](https://arxiv.org/abs/2004.05150) (Beltagy et al., 2020)
 
-With [sliding-window attention](../attention/sliding_window.md) (`attn_max_attend_past=W`, Longformer's
-causal window) query $t$ sees only keys $t - W \dots t$.  A key that has left the window never comes back, so a cache of
-$C = W + 1$ slots per layer is enough for a sequence of any length: position $p$ lives in slot
+With [sliding-window attention](../attention/sliding_window.md) (`attn_max_attend_past=W`,
+Longformer's causal window) query $t$ sees only keys $t - W \dots t$.  A key that has left the
+window never comes back, so a cache of $C = W + 1$ slots per layer is enough for a sequence of any
+length: position $p$ lives in slot
 
 $$s(p) = p \bmod C,$$
 
-and writing token $t$ overwrites token $t - C$, the one that just left the window: Mistral's "rolling
-buffer cache".  Memory is flat
-in the length of the sequence, and so is the cost of a step.
+and writing token $t$ overwrites token $t - C$, the one that just left the window (Mistral's
+"rolling buffer cache").  Memory is flat in the length of the sequence, and so is the cost of a
+step.  `generate` uses this cache for every stack with `attn_max_attend_past` (and no memory
+tokens).
 
 The slots are not in position order once the buffer has wrapped around, and they need not be:
 attention is a weighted sum over keys, $o = \sum_j \operatorname{softmax}_j(S)\, v_j$, which does not
@@ -23,8 +25,8 @@ and is stored rotated; a bias scheme (ALiBi, T5) gets the position of every slot
 $$p(s) = t - \big((s(t) - s) \bmod C\big)$$
 
 for the slot $s$ seen from the newest token $t$.  So a rolling generation equals one windowed pass
-over the whole sequence, as long as positions are relative; learned absolute positions end at
-`max_seq_len` and are refused.
+over the whole sequence, as long as positions are relative (learned absolute positions end at
+`max_seq_len`: past it the wrapper refuses them and `generate` decodes without a cache).
 
 A step of $n > 1$ tokens (the prompt) sees the last $W$ cached keys in position order followed by its
 own keys; the stack's window mask does the rest, and the last $C$ of them are written to their slots.

@@ -9,8 +9,8 @@ states the previous segment fed into that layer, and lets the current segment at
 extra keys and values. The cached states are not back-propagated through (they are detached),
 so backpropagation stays inside the segment and its memory cost does not grow with the context.
 The forward pass does cost more: each layer scores $n$ queries against $m + n$ keys instead of
-$n$, and keeps those scores for the backward pass. In return the receptive field grows by one
-segment per layer.
+$n$, and the memory's keys and values are projected again in every call. In return the receptive
+field grows by one segment per layer.
 
 For layer $l$ and segment $\tau$, with $\mathrm{SG}$ stopping the gradient:
 
