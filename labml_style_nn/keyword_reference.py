@@ -351,7 +351,7 @@ def markdown() -> str:
 class KeywordDoc:
     """A class's `__doc__` with a keyword reference appended, computed when `help()` first asks for it."""
 
-    def __init__(self, doc: str, make_text):
+    def __init__(self, doc: str | None, make_text):
         self.doc, self.make_text, self.text = doc, make_text, None
 
     def __get__(self, obj, owner=None) -> str:
@@ -383,9 +383,15 @@ class KeywordSignature:
 _DEFAULTS = {keyword: default for keyword, default, _ in _dataclass_keywords()}
 
 
+def attach_doc(cls: type, make_text) -> None:
+    """Append `make_text()` to `help(cls)`, computed on first use."""
+    # typeshed declares `type.__doc__` as `str | None`; a descriptor in its place serves `help()` a `str`.
+    cls.__doc__ = KeywordDoc(cls.__dict__.get("__doc__"), make_text)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def attach(cls: type, skip: tuple[str, ...] = ()) -> type:
     """Make `help(cls)` show every stack keyword (computed on first use, so importing stays fast)."""
-    cls.__doc__ = KeywordDoc(cls.__dict__.get("__doc__") or "", lambda: help_text(skip=skip))
+    attach_doc(cls, lambda: help_text(skip=skip))
     cls.__signature__ = KeywordSignature(skip)
     return cls
 

@@ -36,6 +36,8 @@ NormFormer's four changes are each a separate keyword in x-transformers, and onl
 (`sandwich_norm`), which also adds one to the feed-forward branch.
 """
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -56,7 +58,7 @@ class HeadScale(nn.Module):
 class OutputGates(nn.Module):
     """Applies several output gates in order (e.g. value gating, then head scale)."""
 
-    def __init__(self, gates: list[nn.Module]):
+    def __init__(self, gates: Sequence[nn.Module]):
         super().__init__()
         self.gates = nn.ModuleList(gates)
 

@@ -186,7 +186,7 @@ class FeedbackTransformer(nn.Module):
         """
         self._check(x, memory)
         M = self.mem_len
-        emb = self.token_emb(x)  # (b, n, D): $x^0$ for every token at once
+        emb: Tensor = self.token_emb(x)  # (b, n, D): $x^0$ for every token at once
         if memory is None:
             memory = emb.new_zeros(x.shape[0], 0, self.dim)
         memory_kv = self.memory.keys_values(memory)  # (b, h, m, d) each, once per call

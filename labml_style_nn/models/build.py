@@ -35,12 +35,11 @@ from ..residual.token_shift import ShiftTokens
 
 def make_norm(o: LayerOptions) -> nn.Module:
     """LayerNorm, or ScaleNorm / RMSNorm when asked for; `norm_eps` overrides each one's epsilon."""
-    eps = {} if o.norm_eps is None else {"eps": o.norm_eps}
     if o.use_scalenorm:
-        return ScaleNorm(o.dim, **eps)
+        return ScaleNorm(o.dim) if o.norm_eps is None else ScaleNorm(o.dim, eps=o.norm_eps)
     if o.use_rmsnorm:
-        return RMSNorm(o.dim, **eps)
-    return nn.LayerNorm(o.dim, **eps)
+        return RMSNorm(o.dim) if o.norm_eps is None else RMSNorm(o.dim, eps=o.norm_eps)
+    return nn.LayerNorm(o.dim) if o.norm_eps is None else nn.LayerNorm(o.dim, eps=o.norm_eps)
 
 
 def make_attention(o: LayerOptions, cross: bool) -> Attention:

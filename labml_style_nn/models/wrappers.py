@@ -190,7 +190,7 @@ class TransformerWrapper(_SequenceWrapper):
 
     def logits(self, h: Tensor) -> Tensor:
         """Project final hidden states `(b, n, D)` to logits `(b, n, V)`."""
-        if not self.tie_embedding:
+        if self.to_logits is not None:  # untied (`None` exactly when tie_embedding)
             return self.to_logits(h)
         # $z = (s\, h)\, E^\top$: the tied projection, after T5's rescaling $s = D^{-1/2}$ if set
         if self.tie_embedding_scale is not None:

@@ -68,12 +68,12 @@ class XTransformer(nn.Module):
                     raise TypeError(f"XTransformer() missing required keyword argument '{side}_{required}'")
         dec_layers.setdefault("cross_attend", True)
         self.encoder = TransformerWrapper(**enc_wrap, attn_layers=Encoder(dim=dim, **enc_layers))
-        self.decoder = TransformerWrapper(**dec_wrap, attn_layers=Decoder(dim=dim, **dec_layers))
+        decoder = TransformerWrapper(**dec_wrap, attn_layers=Decoder(dim=dim, **dec_layers))
         if tie_token_emb:
-            if self.encoder.num_tokens != self.decoder.num_tokens:
+            if self.encoder.num_tokens != decoder.num_tokens:
                 raise ValueError("tie_token_emb: enc_num_tokens and dec_num_tokens must be equal to share an embedding")
-            self.decoder.token_emb = self.encoder.token_emb
-        self.decoder = AutoregressiveWrapper(self.decoder, ignore_index=ignore_index, pad_value=pad_value)
+            decoder.token_emb = self.encoder.token_emb
+        self.decoder = AutoregressiveWrapper(decoder, ignore_index=ignore_index, pad_value=pad_value)
 
     def encode(self, src: Tensor, src_mask: Optional[Tensor] = None) -> Tensor:
         """The encoded source `(b, n, dim)`."""
@@ -110,4 +110,4 @@ class XTransformer(nn.Module):
 
 
 # `help(XTransformer)` lists its keywords and those its enc_/dec_ prefixes route (keyword_reference.py).
-XTransformer.__doc__ = keyword_reference.KeywordDoc(XTransformer.__doc__, keyword_reference.xtransformer_text)
+keyword_reference.attach_doc(XTransformer, keyword_reference.xtransformer_text)

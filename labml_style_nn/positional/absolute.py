@@ -59,6 +59,8 @@ class SinusoidalPositionalEmbedding(nn.Module):
     [[0.0, 0.0, 1.0, 1.0]]
     """
 
+    inv_freq: Tensor  # buffer `(D/2,)`
+
     def __init__(self, dim: int, base: float = 10000.0):
         super().__init__()
         if dim % 2:

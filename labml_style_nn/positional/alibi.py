@@ -91,6 +91,8 @@ def alibi_slopes(heads: int) -> list[float]:
 class AlibiPositionalBias(nn.Module):
     """Builds the `(1, heads, i, j)` ALiBi bias for given query and key positions."""
 
+    slopes: Tensor  # buffer `(h, 1, 1)`
+
     def __init__(self, heads: int, alibi_heads: int | None = None):
         super().__init__()
         alibi_heads = heads if alibi_heads is None else alibi_heads

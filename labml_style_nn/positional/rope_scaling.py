@@ -150,6 +150,8 @@ def scaled_frequencies(dim: int, base: float, scaling: RopeScaling) -> tuple[Ten
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     if scaling.yarn_factor is None:
         return inv_freq, 1.0
+    # `RopeScaling` refuses a YaRN factor without the training length
+    assert scaling.yarn_original_max_len is not None
     inv_freq = yarn_inv_freq(inv_freq, scaling.yarn_factor, scaling.yarn_original_max_len,
                              scaling.yarn_beta_slow, scaling.yarn_beta_fast)
     return inv_freq, yarn_attention_factor(scaling.yarn_factor)

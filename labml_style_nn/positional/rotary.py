@@ -116,6 +116,8 @@ class RotaryEmbedding(nn.Module):
     torch.Size([2, 2, 4])
     """
 
+    inv_freq: Tensor  # buffer `(r/2,)`
+
     def __init__(self, dim: int, base: float = 10000.0, *, scaling: Optional[RopeScaling] = None):
         super().__init__()
         if dim < 2 or dim % 2:

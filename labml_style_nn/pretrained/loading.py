@@ -43,12 +43,13 @@ from torch import Tensor, nn
 def _architecture_modules() -> tuple[dict[str, ModuleType], dict[str, str]]:
     """`{model_type: module}` for every architecture file of the package, and import errors by file."""
     found, errors = {}, {}
-    package = importlib.import_module(__package__)
+    package_name = __name__.rpartition(".")[0]  # this file's package, `labml_style_nn.pretrained`
+    package = importlib.import_module(package_name)
     for info in pkgutil.iter_modules(package.__path__):
         if info.name in ("loading", "common") or info.name.startswith("_"):
             continue
         try:
-            module = importlib.import_module(f"{__package__}.{info.name}")
+            module = importlib.import_module(f"{package_name}.{info.name}")
         except ImportError as e:  # an architecture whose optional dependency is missing
             errors[info.name] = str(e)
             continue
