@@ -63,7 +63,7 @@ def suggest_keywords(cls: type) -> type:
         check_keywords(cls.__name__, kwargs, valid)
         init(self, *args, **kwargs)
 
-    __init__._suggests_keywords = True
+    vars(__init__)["_suggests_keywords"] = True  # a function attribute (the wrapper's type does not declare it)
     cls.__init__ = __init__
     return cls
 
@@ -91,7 +91,7 @@ def check_tensor(name: str, value, layout: str, *, ndim: Optional[int] = None, k
     if ok and sizes:
         ok = all(-value.dim() <= axis < value.dim() and value.shape[axis] == size for axis, size in sizes.items())
     if not ok:
-        what = {"float": "a float tensor", "int": "an integer tensor", "bool": "a bool tensor"}.get(kind, "a tensor")
+        what = {"float": "a float tensor", "int": "an integer tensor", "bool": "a bool tensor"}.get(kind or "", "a tensor")
         raise ValueError(f"{name}: expected {what} of shape {layout}, got {_got(value)}{hint}")
 
 
@@ -125,7 +125,8 @@ def check_generate_keywords(generate, forward, kwargs: dict, filter_fn, filter_k
     """`TypeError` naming an unknown keyword of `generate` or of the filter, with the closest valid ones."""
     forward_names = keyword_names(forward)
     if forward_names is not None:
-        valid = [n for n in keyword_names(generate, named_only=True) + forward_names if n not in _SET_BY_GENERATE]
+        generate_names = keyword_names(generate, named_only=True) or []  # never `None` with `named_only`
+        valid = [n for n in generate_names + forward_names if n not in _SET_BY_GENERATE]
         check_keywords("generate", kwargs, valid)
     filter_names = keyword_names(filter_fn) if callable(filter_fn) else None
     if filter_names is not None:

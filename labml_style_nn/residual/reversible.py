@@ -86,13 +86,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, overload
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..attention.extension_points import SharedAttentionInputs
+from .residual import Block
 
 
 def reversible_pairs(layer_types: Sequence[str]) -> list[tuple[tuple[int, ...], int]]:
@@ -151,7 +152,7 @@ class StackInputs:
         return replace(self, shared=shared, context=new.get("context", self.context))
 
 
-def branch(block: nn.Module, x: Tensor, inputs: StackInputs, cache=None, attn_sink=None) -> Tensor:
+def branch(block: Block, x: Tensor, inputs: StackInputs, cache=None, attn_sink=None) -> Tensor:
     """The branch of one block on `x` `(b, n, D)`: what it adds to the stream, without the stream."""
     h = block.branch_input(x, mask=inputs.mask, shift_state=cache.shift if cache is not None else None)
     attn_cache = cache.attn if cache is not None else None
@@ -178,6 +179,7 @@ def attention_half(blocks, indices: tuple[int, ...], x2: Tensor, inputs: StackIn
         total = d if total is None else total + d
         if k + 1 < len(indices):
             h = h + d
+    assert total is not None  # `reversible_pairs` gives every layer at least one attention block
     return total
 
 
@@ -202,7 +204,7 @@ class RngState:
         devices = [self.device] if self.device is not None else []
         with torch.random.fork_rng(devices=devices):
             torch.set_rng_state(self.cpu)
-            if self.device is not None:
+            if self.device is not None and self.cuda is not None:  # set together, for CUDA tensors
                 torch.cuda.set_rng_state(self.cuda, self.device)
             yield
 
@@ -222,7 +224,7 @@ class _Tape:
         self.next, self.halves = index - 1, (x1, x2)
 
     def take(self, index: int) -> tuple[Tensor, Tensor]:
-        if self.next != index:
+        if self.next != index or self.halves is None:
             raise RuntimeError("reversible: the backward pass reached a layer before the layer above it; a "
                                "reversible stack's graph is backpropagated once, from its output")
         halves, self.halves = self.halves, None
@@ -251,6 +253,14 @@ class _Coupling:
 
 def _trainable(modules) -> list[Tensor]:
     return list(dict.fromkeys(p for m in modules for p in m.parameters() if p.requires_grad))
+
+
+@overload
+def _add(total: Tensor, g: Optional[Tensor]) -> Tensor: ...
+
+
+@overload
+def _add(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]: ...
 
 
 def _add(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
@@ -296,6 +306,7 @@ class ReversibleCoupling(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy1: Tensor, dy2: Tensor):
         layer: _Coupling = ctx.layer
+        assert layer.rng_f is not None and layer.rng_g is not None  # saved by `forward`
         saved = ctx.saved_tensors
         if layer.last:
             (y1, y2), extras = saved[:2], saved[2:]
