@@ -9,8 +9,9 @@ that explains it, and the keywords it cannot be combined with or needs.
 Nothing here is typed twice.  The keywords, their types and defaults are read from the option
 dataclasses of [options.py](options.md) (the one place keywords are parsed) and from the wrappers'
 signatures; which keywords exclude or need each other is found by asking `options.validate` about
-every pair.  Only the one-line descriptions below are written by hand, and a test fails when a
-keyword has none (or a description has no keyword).  The same table is the `help()` of the stacks
+every pair.  Only the one-line descriptions are written by hand, in
+[keyword_descriptions.py](keyword_descriptions.md), and a test fails when a keyword has none (or a
+description has no keyword).  The same table is the `help()` of the stacks
 and the *Keyword reference* page of the API reference.
 """
 
@@ -22,131 +23,7 @@ import re
 from dataclasses import MISSING, dataclass, fields
 
 from . import options
-
-# ## The descriptions
-#
-# keyword -> (what it does, the page that explains it).  Stack keywords are spelt as the user spells
-# them; attention and feed-forward ones with their `attn_`/`ff_` prefix.
-STACK = {
-    "dim": ("model width D", "models/layers"),
-    "depth": ("number of layers (an attention and a feed-forward block each)", "models/layers"),
-    "heads": ("attention heads", "attention/attention"),
-    "causal": ("token i sees only tokens j <= i (`Decoder` sets it; `AttentionLayers` only)", "attention/attention"),
-    "cross_attend": ("add a cross-attention block after each self-attention block", "models/layers"),
-    "only_cross": ("cross-attention instead of self-attention (`CrossAttender` sets it)", "models/layers"),
-    "dim_context": ("width of the cross-attention context, when it differs from dim", "attention/attention"),
-    "pre_norm": ("normalise each branch's input (True) or the residual sum (False: post-norm)", "residual/residual"),
-    "use_scalenorm": ("ScaleNorm instead of LayerNorm everywhere", "norms/scale_norm"),
-    "use_rmsnorm": ("RMSNorm instead of LayerNorm everywhere", "norms/rms_norm"),
-    "use_rezero": ("no norms; each branch is scaled by a learned scalar that starts at 0", "residual/rezero"),
-    "sandwich_norm": ("also normalise each branch's output", "residual/residual"),
-    "gate_residual": ("a GRU gate instead of the residual sum", "residual/gated_residual"),
-    "scale_residual": ("a learned per-feature scale on the residual", "residual/scale_residual"),
-    "sandwich_coef": ("sandwich transformer: k attention blocks first, k feed-forward blocks last", "models/layout"),
-    "macaron": ("a half-step feed-forward block before and after each attention block", "models/layout"),
-    "shift_tokens": ("shift feature chunks by 1..s tokens (int s, or one amount per chunk)", "residual/token_shift"),
-    "residual_attn": ("add each layer's attention scores to the next layer's", "attention/residual_attention"),
-    "cross_residual_attn": ("residual attention between the cross-attention layers", "attention/residual_attention"),
-    "rel_pos_bias": ("T5's learned relative position bias on the scores", "positional/t5_bias"),
-    "rel_pos_num_buckets": ("T5 bias: number of distance buckets", "positional/t5_bias"),
-    "rel_pos_max_distance": ("T5 bias: distance beyond which buckets stop growing", "positional/t5_bias"),
-    "rotary_pos_emb": ("rotary position embedding of queries and keys", "positional/rotary"),
-    "rotary_emb_dim": ("features per head that rotate (default: half of dim_head, at least 32)", "positional/rotary"),
-    "rotary_theta": ("rotary base b of the frequencies b^(-2k/r)", "positional/rotary"),
-    "rotary_interpolation_factor": ("position interpolation: divide positions by s >= 1", "positional/rope_scaling"),
-    "rotary_base_rescale_factor": ("NTK-aware scaling: raise the rotary base for s times longer contexts",
-                                   "positional/rope_scaling"),
-    "rotary_yarn_factor": ("YaRN: extend the context s times, per-frequency interpolation and a temperature "
-                           "(needs rotary_yarn_original_max_len)", "positional/rope_scaling"),
-    "rotary_yarn_original_max_len": ("YaRN: the training length it extends", "positional/rope_scaling"),
-    "alibi_pos_emb": ("ALiBi: a linear distance penalty per head on the scores", "positional/alibi"),
-    "alibi_num_heads": ("ALiBi on the first k heads only (the others have no position bias)", "positional/alibi"),
-    "position_infused_attn": ("add sinusoidal positions to the queries' and keys' input, not the values'",
-                              "positional/position_infused"),
-    "norm_eps": ("epsilon of every norm of the stack (None: each norm's own default)", "models/build"),
-    "gradient_checkpointing": ("recompute each block in the backward pass instead of keeping activations",
-                               "models/layers"),
-    "reversible": ("reversible layers: inputs recomputed from outputs, activation memory independent of depth",
-                   "residual/reversible"),
-}
-ATTENTION = {
-    "attn_dim_head": ("width of each head", "attention/attention"),
-    "attn_dropout": ("dropout on the attention weights", "attention/attention"),
-    "attn_num_mem_kv": ("learned key/value slots that every query can attend to", "memory/persistent_memory"),
-    "attn_sparse_topk": ("keep only the k largest scores of each query", "attention/sparse_topk"),
-    "attn_use_entmax15": ("entmax-1.5 instead of softmax (sparse weights)", "attention/entmax15"),
-    "attn_talking_heads": ("mix the heads' scores before and after the softmax", "attention/talking_heads"),
-    "attn_collab_heads": ("collaborative heads: shared query/key projections, mixed per head",
-                          "attention/collaborative"),
-    "attn_collab_compression": ("collaborative heads: shared width as a fraction of dim (default 0.3)",
-                                "attention/collaborative"),
-    "attn_on_attn": ("attention on attention: a gated linear unit on the attended values",
-                     "attention/attention_on_attention"),
-    "attn_gate_values": ("gate each head's output with a sigmoid of the input", "attention/gate_values"),
-    "attn_head_scale": ("a learned scale per head (NormFormer)", "attention/head_scale"),
-    "attn_qk_norm": ("l2-normalise queries and keys; a learned temperature replaces 1/sqrt(d)", "attention/qk_norm"),
-    "attn_qk_norm_seq_len": ("qk-norm: the sequence length its temperature is initialised for", "attention/qk_norm"),
-    "attn_kv_heads": ("grouped-query attention: key/value heads (must divide heads)", "attention/grouped_query"),
-    "attn_one_kv_head": ("multi-query attention: one key/value head shared by all heads", "attention/grouped_query"),
-    "attn_max_attend_past": ("sliding window: query i sees keys j with 0 <= i - j <= W", "attention/sliding_window"),
-    "attn_qkv_bias": ("biases on the query, key and value projections", "attention/attention"),
-    "attn_out_bias": ("a bias on the output projection", "attention/attention"),
-    "attn_scale": ("the logit scale (None: 1/sqrt(dim_head); T5 uses 1.0)", "attention/attention"),
-}
-FEEDFORWARD = {
-    "ff_mult": ("hidden width as a multiple of dim", "feedforward/feedforward"),
-    "ff_glu": ("a gated linear unit as the hidden layer (GEGLU; SwiGLU with ff_swish)", "feedforward/glu"),
-    "ff_relu_squared": ("ReLU squared as the activation (Primer)", "feedforward/relu_squared"),
-    "ff_post_act_ln": ("a LayerNorm after the activation (NormFormer)", "feedforward/feedforward"),
-    "ff_dropout": ("dropout on the hidden layer", "feedforward/feedforward"),
-    "ff_swish": ("SiLU (Swish) as the activation; with ff_glu, SwiGLU", "feedforward/activations"),
-    "ff_activation": ("the activation by name: gelu, gelu_tanh, relu, silu, sigmoid, identity, relu_squared",
-                      "feedforward/activations"),
-    "ff_inner_dim": ("hidden width, overriding ff_mult", "feedforward/feedforward"),
-    "ff_no_bias": ("no biases in the feed-forward projections", "feedforward/feedforward"),
-}
-# Keywords of the wrappers, by name (a name means the same in every wrapper that takes it).
-WRAPPERS = {
-    "num_tokens": ("vocabulary size", "models/wrappers"),
-    "max_seq_len": ("longest sequence the learned absolute positions cover", "models/wrappers"),
-    "attn_layers": ("the stack: an Encoder, Decoder or AttentionLayers", "models/wrappers"),
-    "emb_dim": ("token embedding width, projected to dim if different", "models/wrappers"),
-    "emb_dropout": ("dropout after the embedding", "models/wrappers"),
-    "num_memory_tokens": ("learned memory tokens prepended to every sequence", "memory/memory_tokens"),
-    "max_mem_len": ("Transformer-XL memory length (0: no memory)", "memory/xl_recurrence"),
-    "shift_mem_down": ("enhanced recurrence: layer l reads the memory of layer l + k", "memory/xl_recurrence"),
-    "tie_embedding": ("the token embedding matrix is also the output projection", "models/wrappers"),
-    "tie_embedding_scale": ("with tie_embedding: scale the hidden states before the tied projection (T5: D^-1/2)",
-                            "models/wrappers"),
-    "use_abs_pos_emb": ("absolute positions (None: off when the stack has relative ones)", "positional/absolute"),
-    "sinusoidal_pos_emb": ("fixed sinusoids instead of learned absolute positions", "positional/absolute"),
-    "logits_dim": ("output width (default: num_tokens)", "models/wrappers"),
-    "logits_bias": ("a bias on the untied output projection (LLaMA-style heads have none)", "models/wrappers"),
-    "dim_in": ("input feature width (default: dim)", "models/wrappers"),
-    "dim_out": ("output feature width (default: dim)", "models/wrappers"),
-    "image_size": ("height and width of the (square) images", "models/vit"),
-    "patch_size": ("height and width of each patch (divides image_size)", "models/vit"),
-    "channels": ("image channels", "models/vit"),
-    "num_classes": ("classes of the linear head (None: return the patch embeddings)", "models/vit"),
-    "use_cls_token": ("prepend a learned [class] token and classify from it (the paper's head)", "models/vit"),
-    "patch_norm": ("LayerNorms before and after the patch projection (False: the paper's plain projection)",
-                   "models/vit"),
-    "net": ("the causal TransformerWrapper (or FeedbackTransformer) to train and sample", "generation/autoregressive"),
-    "ignore_index": ("target value the loss skips", "generation/autoregressive"),
-    "pad_value": ("token that fills ended rows and left padding", "generation/autoregressive"),
-    "tie_token_emb": ("XTransformer: one token embedding for encoder and decoder", "models/xtransformer"),
-}
-# Example values for keywords that are not booleans, used to find which keywords exclude or need others.
-EXAMPLES = {
-    "heads": 4, "dim_context": 32, "sandwich_coef": 1, "shift_tokens": 1, "rel_pos_num_buckets": 16,
-    "rel_pos_max_distance": 64, "rotary_emb_dim": 16, "rotary_theta": 500000.0, "rotary_interpolation_factor": 2.0,
-    "rotary_base_rescale_factor": 2.0, "rotary_yarn_factor": 2.0, "alibi_num_heads": 2, "norm_eps": 1e-6,
-    "attn_dim_head": 32, "attn_dropout": 0.1, "attn_num_mem_kv": 4, "attn_sparse_topk": 4,
-    "attn_collab_compression": 0.5, "attn_qk_norm_seq_len": 64, "attn_kv_heads": 2, "attn_max_attend_past": 16,
-    "attn_scale": 1.0, "ff_mult": 2, "ff_dropout": 0.1, "ff_activation": "relu", "ff_inner_dim": 96,
-}
-WRAPPER_CLASSES = ("TransformerWrapper", "ContinuousTransformerWrapper", "ViTransformerWrapper",
-                   "AutoregressiveWrapper", "XTransformer")
+from .keyword_descriptions import ATTENTION, EXAMPLES, FEEDFORWARD, GENERATE, STACK, WRAPPER_CLASSES, WRAPPERS
 
 
 @dataclass
@@ -276,15 +153,33 @@ def wrapper_rows() -> list[Row]:
     return list(rows.values())
 
 
+def generate_rows() -> list[Row]:
+    """The keywords of `generate` (read from its signatures); any other keyword goes to the model's `forward`."""
+    import labml_style_nn as package
+
+    rows: dict[str, Row] = {}
+    for cls_name in ("AutoregressiveWrapper", "XTransformer"):
+        for p in list(inspect.signature(getattr(package, cls_name).generate).parameters.values())[1:]:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in rows:
+                description, page = GENERATE.get(p.name, ("", ""))
+                default = "top_k" if callable(p.default) else _default(p.default)
+                rows[p.name] = Row(p.name, _type_name(p.annotation), default, description, page, where=cls_name)
+    return list(rows.values())
+
+
+def all_rows() -> list[Row]:
+    return stack_rows() + wrapper_rows() + generate_rows()
+
+
 def missing_descriptions() -> list[str]:
     """Keywords the code accepts that have no description here (a test keeps this empty)."""
-    return [r.keyword for r in stack_rows() + wrapper_rows() if not r.description]
+    return [r.keyword for r in all_rows() if not r.description]
 
 
 def unknown_descriptions() -> list[str]:
     """Descriptions of keywords the code does not accept (a test keeps this empty)."""
-    accepted = {r.keyword for r in stack_rows() + wrapper_rows()}
-    return sorted((set(STACK) | set(ATTENTION) | set(FEEDFORWARD) | set(WRAPPERS) | set(EXAMPLES)) - accepted)
+    described = set(STACK) | set(ATTENTION) | set(FEEDFORWARD) | set(WRAPPERS) | set(GENERATE) | set(EXAMPLES)
+    return sorted(described - {r.keyword for r in all_rows()})
 
 
 #
@@ -345,6 +240,8 @@ def markdown() -> str:
     page += table([r for r in rows if r.where == "alias"], False)
     page += ["## Wrappers and `XTransformer`", ""]
     page += table(wrapper_rows(), True)
+    page += ["## `generate`", "", "Other keywords of `generate` (e.g. `context=`) go to the model's `forward`.", ""]
+    page += table(generate_rows(), True)
     return "\n".join(page)
 
 

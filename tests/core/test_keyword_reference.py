@@ -41,8 +41,16 @@ def test_every_wrapper_keyword_is_listed():
                 assert name in rows[p.name].where
 
 
+def test_every_generate_keyword_is_listed():
+    rows = {r.keyword: r for r in keyword_reference.generate_rows()}
+    for cls in (labml_style_nn.AutoregressiveWrapper, XTransformer):
+        for p in list(inspect.signature(cls.generate).parameters.values())[1:]:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                assert rows[p.name].description, (cls.__name__, p.name)
+
+
 def test_every_page_exists():
-    for row in keyword_reference.stack_rows() + keyword_reference.wrapper_rows():
+    for row in keyword_reference.all_rows():
         assert (ROOT / "labml_style_nn" / f"{row.page}.py").is_file(), (row.keyword, row.page)
 
 
@@ -77,6 +85,6 @@ def test_help_and_signature_show_every_keyword():
 
 def test_markdown_page_lists_every_keyword():
     page = keyword_reference.markdown()
-    for row in keyword_reference.stack_rows() + keyword_reference.wrapper_rows():
+    for row in keyword_reference.all_rows():
         assert f"| `{row.keyword}` |" in page, row.keyword
     assert "(../labml_style_nn/positional/rotary.md)" in page
