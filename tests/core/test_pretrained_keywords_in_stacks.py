@@ -32,6 +32,7 @@ FEATURES = {
     "window_t5_talking": dict(attn_max_attend_past=3, rel_pos_bias=True, attn_talking_heads=True),
     "kv_heads_mem_kv_qk_norm": dict(attn_one_kv_head=True, attn_num_mem_kv=2, attn_qk_norm=True),
     "window_mem_kv": dict(attn_max_attend_past=2, attn_num_mem_kv=2, attn_kv_heads=3),
+    "kv_heads_gates_rotary": dict(attn_kv_heads=3, attn_gate_values=True, attn_head_scale=True, rotary_pos_emb=True),
     "kv_heads_gates_residual": dict(attn_kv_heads=2, attn_gate_values=True, attn_head_scale=True,
                                     residual_attn=True, rotary_pos_emb=True),
 }
