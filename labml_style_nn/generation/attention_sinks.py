@@ -81,6 +81,8 @@ class SinkLayout(RollingLayout):
 class SinkAttentionCache(RollingAttentionCache):
     """A rolling cache whose first slots hold the sink keys, re-rotated to follow the window."""
 
+    layout: SinkLayout
+
     def __init__(self, layout: SinkLayout):
         super().__init__(layout)
         self.sink_k: Optional[Tensor] = None  # the sinks as computed, rotated by their own positions $j$
@@ -97,7 +99,7 @@ class SinkAttentionCache(RollingAttentionCache):
     def refresh_pinned(self) -> None:
         lay = self.layout
         c = lay.shift()
-        if c == self._shift or lay.rotation is None or self.sink_k is None:
+        if c == self._shift or lay.rotation is None or self.sink_k is None or self.k is None:
             return
         # $\tilde k_j = R_c (R_j k_j)$: sink $j$ moves to position $c + j$, next to the oldest recent key
         self.k[:, :, :lay.pinned] = apply_rotary(self.sink_k, lay.rotation)
@@ -116,6 +118,7 @@ class AttentionSinksCache(RollingLayersCache):
 
     attention_cache = SinkAttentionCache
     layout_class = SinkLayout
+    layout: SinkLayout
 
     def __init__(self, layers, batch: int, sinks: int = 4, cache_len: int = 256):
         _check_sizes(sinks, cache_len)

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,9 @@ from .rolling_cache import RollingLayersCache
 from .sampling import resolve_filter, top_k
 from .speculative import SpeculativeStats, speculative_decode
 from .static_cache import StaticLayersCache, compile_step, round_up, static_blocker
+
+if TYPE_CHECKING:
+    from ..models.layers import AttentionLayers
 
 _warned: set[str] = set()
 
@@ -104,7 +107,7 @@ class AutoregressiveWrapper(nn.Module):
         super().__init__()
         self.net, self.ignore_index, self.pad_value = net, ignore_index, pad_value
         # The Feedback Transformer has no `max_seq_len`: its memory carries any length.
-        self.max_seq_len = getattr(net, "max_seq_len", None)
+        self.max_seq_len: Optional[int] = getattr(net, "max_seq_len", None)
         self.feedback = hasattr(net, "mem_len") and hasattr(net, "memory") and not hasattr(net, "attn_layers")
         # Counts of the last call with a draft model (speculative decoding).
         self.speculative_stats: Optional[SpeculativeStats] = None
@@ -196,7 +199,9 @@ class AutoregressiveWrapper(nn.Module):
         roll = self._rolls(total)
         cache, memory = None, None
         blocker = None if self.feedback else self._cache_blocker(total)
-        if self.feedback and self.net.seq_len > 1:
+        # The Feedback Transformer's window: how many tokens one call of it processes in parallel.
+        window: int = getattr(self.net, "seq_len", 1) if self.feedback else 1
+        if self.feedback and window > 1:
             _warn_once("generate: a Feedback Transformer with windows (seq_len > 1) reruns the whole "
                        "sequence at each step, since a one-token call would change its windows")
         elif cache_kv and not self.feedback and blocker is None:
@@ -210,7 +215,7 @@ class AutoregressiveWrapper(nn.Module):
         mems, seg = None, 0  # Transformer-XL: memories and the first column of the current segment
         token = seq[:, n - 1]
         for t in range(n, total):
-            if self.feedback and self.net.seq_len == 1:
+            if self.feedback and window == 1:
                 # Token by token, the feedback memory is the whole state: carry it from call to call.
                 inp = seq[:, :n] if t == n else seq[:, t - 1:t]
                 logits, memory = self.net(inp, memory=memory, return_memory=True, **kwargs)
@@ -227,6 +232,7 @@ class AutoregressiveWrapper(nn.Module):
                     inp, cache=cache, mask=mask[:, :n] if first and mask is not None else None,
                     **pos_kwargs, **kwargs)[:, -1]  # (b, V)
             elif roll:
+                assert self.max_seq_len is not None  # `_rolls` checked it
                 # Commit all but the last token of an overfull segment to the memories.
                 while t - seg > self.max_seq_len:
                     end = min(seg + self.max_seq_len, t - 1)
@@ -235,7 +241,7 @@ class AutoregressiveWrapper(nn.Module):
                 logits = self.net(seq[:, seg:t], mems=mems, **kwargs)[:, -1]
             else:
                 # Without a cache, the whole prefix (or the last `max_seq_len` tokens of it).
-                lo = max(0, t - self.max_seq_len) if self._learned_positions() else 0
+                lo = max(0, t - self.max_seq_len) if self._learned_positions() and self.max_seq_len is not None else 0
                 logits = self.net(seq[:, lo:t], mask=None if mask is None else mask[:, lo:t],
                                   **({} if starts is None else {"seq_start_pos": (starts - lo).clamp(min=0)}),
                                   **kwargs)[:, -1]
@@ -274,7 +280,7 @@ class AutoregressiveWrapper(nn.Module):
 
     def _static_step(self, cache, b: int, total: int, options: dict):
         """The static cache and the compiled network, or the eager ones when the stack cannot use them."""
-        layers = self.net.attn_layers
+        layers = self._stack()
         blocker = static_blocker(layers) if type(cache) is LayersCache else "its cache is not the growing one"
         if blocker is not None:
             _warn_once(f"generate: compile=True needs a static cache, and {blocker}; decoding eagerly")
@@ -294,7 +300,7 @@ class AutoregressiveWrapper(nn.Module):
             raise ValueError("compile: speculative decoding (draft=) runs eagerly; pass compile=False")
         for name, wrapper in (("generate", self), ("draft", AutoregressiveWrapper(net))):
             blocker = wrapper._cache_blocker(total) if not wrapper.feedback else "it has no layer stack to cache"
-            if blocker is None and any(block.shift is not None for block in wrapper.net.attn_layers.blocks):
+            if blocker is None and any(block.shift is not None for block in wrapper._stack().blocks):
                 blocker = "token shift keeps inputs that a rejected guess cannot take back"
             if blocker is not None:
                 raise ValueError(f"{name}: speculative decoding needs a key/value cache that can be rewound, "
@@ -320,7 +326,7 @@ class AutoregressiveWrapper(nn.Module):
     def _new_cache(self, cache_kv, b: int, total: int):
         """The cache of one call: `cache_kv(layers, b)` when it is a factory (e.g. `attention_sinks`),
         the rolling window cache of a sliding-window stack, else the growing cache of `total` tokens."""
-        layers = self.net.attn_layers
+        layers = self._stack()
         if callable(cache_kv):
             if self._num_memory_tokens():
                 raise ValueError("cache_kv: a bounded cache would evict the memory tokens; use cache_kv=True")
@@ -329,6 +335,10 @@ class AutoregressiveWrapper(nn.Module):
             # Sliding window: $W + 1$ slots per layer, overwritten in place (rolling_cache.py).
             return RollingLayersCache.for_window(layers, b)
         return LayersCache(layers, b, total + self._num_memory_tokens())
+
+    def _stack(self) -> AttentionLayers:
+        """The network's layer stack, where `_cache_blocker` found one (this package's `AttentionLayers`)."""
+        return cast("AttentionLayers", self.net.attn_layers)
 
     def _num_memory_tokens(self) -> int:
         mt = getattr(self.net, "memory_tokens", None)
@@ -340,7 +350,7 @@ class AutoregressiveWrapper(nn.Module):
     def _rolls(self, total: int) -> bool:
         """Transformer-XL models roll their memories once the sequence outgrows `max_seq_len`."""
         return not self.feedback and getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
-            and total > self.max_seq_len
+            and self.max_seq_len is not None and total > self.max_seq_len
 
     def _cache_blocker(self, total: int) -> Optional[str]:
         layers = getattr(self.net, "attn_layers", None)
@@ -350,7 +360,7 @@ class AutoregressiveWrapper(nn.Module):
             return "its stack is not causal, so earlier tokens would see later ones"
         if self._rolls(total):
             return "Transformer-XL rolling reruns each segment with its memories"
-        if self._learned_positions() and total > self.max_seq_len:
+        if self._learned_positions() and self.max_seq_len is not None and total > self.max_seq_len:
             return "learned absolute positions end at max_seq_len, so the window slides"
         return None
 

@@ -61,7 +61,7 @@ class SelfAttentionCache:
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append `(b, h, n, d)` keys and values; return all of them so far."""
         n = k.shape[-2]
-        if self.k is None:
+        if self.k is None or self.v is None:  # (set together)
             # Allocate once for the whole generation.
             self.k = k.new_empty(*k.shape[:2], self.max_len, k.shape[-1])  # (b, h, L, d)
             self.v = v.new_empty(*v.shape[:2], self.max_len, v.shape[-1])
@@ -87,6 +87,8 @@ class CrossAttentionCache:
         self.kv = (k, v)
 
     def get_kv(self) -> tuple[Tensor, Tensor]:
+        if self.kv is None:
+            raise RuntimeError("cache: the context's keys and values are read before the first step set them")
         return self.kv
 
 
@@ -142,9 +144,9 @@ class LayersCache:
     # ## The growing key mask
     def extend_mask(self, mask: Optional[Tensor], n: int) -> Optional[Tensor]:
         """Record the padding mask of `n` new tokens; return the mask of every cached key."""
-        if mask is None and self.mask is None:
-            return None
         if self.mask is None:
+            if mask is None:
+                return None
             # Every position not marked otherwise is a real token.
             self.mask = torch.ones(self._batch, self.max_len, dtype=torch.bool, device=mask.device)
         if mask is not None:

@@ -137,7 +137,7 @@ class RollingAttentionCache:
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write `(b, g, n, d)` keys and values into their slots; return those the step attends to."""
         lay, n = self.layout, k.shape[-2]
-        if self.k is None:
+        if self.k is None or self.v is None:  # (set together)
             # Allocated once; the cache never grows.
             self.k = k.new_zeros(*k.shape[:2], lay.capacity, k.shape[-1])  # (b, g, C, d)
             self.v = v.new_zeros(*v.shape[:2], lay.capacity, v.shape[-1])
@@ -239,10 +239,10 @@ class RollingLayersCache:
     # ### The key mask, rolled like the keys
     def extend_mask(self, mask: Optional[Tensor], n: int) -> Optional[Tensor]:
         """Record the padding mask of `n` new tokens; return the mask of the keys the step sees."""
-        if mask is None and self.mask is None:
-            return None
         lay = self.layout
         if self.mask is None:
+            if mask is None:
+                return None
             # Every position not marked otherwise is a real token.
             self.mask = torch.ones(self._batch, lay.capacity, dtype=torch.bool, device=mask.device)
         new = mask if mask is not None else self.mask.new_ones(self._batch, n)

@@ -171,6 +171,7 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
         return models[which](inp, cache=caches[which], mask=m, **pos_kwargs, **kwargs)
 
     def distribution(logits: Tensor) -> Tensor:
+        assert probs is not None  # called only when sampling (greedy decoding takes the argmax)
         return probs(logits.flatten(0, -2)).view_as(logits)
 
     cur = n
