@@ -41,13 +41,16 @@ Shapes: `b` batch, `h` heads, `L` positions cached, `d` head dim, `r` rotated di
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch import Tensor
 
 from ..attention.extension_points import SharedAttentionInputs
 from ..residual.token_shift import ShiftState
+
+if TYPE_CHECKING:
+    from .static_cache import StaticSelfAttentionCache
 
 
 class SelfAttentionCache:
@@ -96,7 +99,9 @@ class BlockCache:
     """What one block carries between steps: an attention cache and/or a token-shift state."""
 
     def __init__(self, kind: str, max_len: int, shifts: bool):
-        self.attn = SelfAttentionCache(max_len) if kind == "a" else CrossAttentionCache() if kind == "c" else None
+        # (`StaticLayersCache` swaps in its fixed-buffer self-attention caches)
+        self.attn: Union[SelfAttentionCache, StaticSelfAttentionCache, CrossAttentionCache, None] = (
+            SelfAttentionCache(max_len) if kind == "a" else CrossAttentionCache() if kind == "c" else None)
         self.shift = ShiftState() if shifts else None
 
 

@@ -69,14 +69,17 @@ class StaticSelfAttentionCache:
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write `(b, h, n, d)` keys and values at the current positions; return the whole buffers."""
-        if self.k is None:
-            # Zeros, not garbage: a masked slot still multiplies its (zero) weight with its value.
+        if self.k is None or self.v is None:  # (set together)
+            # Zeros, not garbage: a masked slot still multiplies its zero weight with its value, and
+            # $0 \cdot \text{NaN}$ would be NaN.
             self.k = k.new_zeros(*k.shape[:2], self.owner.max_len, k.shape[-1])  # (b, h, L, d)
             self.v = v.new_zeros(*v.shape[:2], self.owner.max_len, v.shape[-1])
             self.owner.mark_static(self.k, self.v)  # for CUDA graphs
         # $K_{:, t} \leftarrow k_t$ for the new positions $t$
-        self.k.index_copy_(2, self.owner.index, k)
-        self.v.index_copy_(2, self.owner.index, v)
+        index = self.owner.index
+        assert index is not None  # the stack's `shared_inputs` set it before the layers run
+        self.k.index_copy_(2, index, k)
+        self.v.index_copy_(2, index, v)
         return self.k, self.v  # (b, h, L, d)
 
 
@@ -86,6 +89,8 @@ class StaticLayersCache(LayersCache):
     `offset` is the Python int `0` before the first forward pass and a 0-d tensor afterwards, so that
     a compiled step reads the position as data instead of specialising on it.
     """
+
+    _positions: Tensor  # `(L,)`, set at construction (the growing cache makes it at the first step)
 
     def __init__(self, layers, batch: int, max_len: int):
         self.started = False
@@ -110,10 +115,15 @@ class StaticLayersCache(LayersCache):
             raise ValueError("offset: a static cache moves with advance() and rewind()")
 
     def mark_static(self, *buffers: Tensor) -> None:
-        """On CUDA, let a captured graph write into `buffers` (and read the position)."""
+        """On CUDA, let a captured graph write into `buffers` and read the position and tables in place.
+
+        A new cache has new addresses, so each `generate` call records its CUDA graph again (a
+        recording, not a recompilation).
+        """
         if buffers[0].is_cuda:
-            for t in (*buffers, self.position):
-                torch._dynamo.mark_static_address(t)
+            for t in (*buffers, self.position, self._positions, self._rotary, self._qk_pos, self.mask):
+                if t is not None:
+                    torch._dynamo.mark_static_address(t)
 
     #
     # ## Positional inputs, gathered at the position
@@ -125,16 +135,16 @@ class StaticLayersCache(LayersCache):
             self._rotary = layers.rotary(self._positions) if layers.rotary is not None else None  # (2, L, r)
             self._qk_pos = layers.pia(self._positions) if layers.pia is not None else None  # (L, D)
             self._tables = True
-        self._new_positions(n)
+        index = self._new_positions(n)
         bias = None
         if layers.rel_pos is not None:
-            bias = layers.rel_pos(self.index, self._positions)  # (1, h, n, L)
+            bias = layers.rel_pos(index, self._positions)  # (1, h, n, L)
         elif layers.alibi is not None:
-            bias = layers.alibi(self.index, self._positions)
+            bias = layers.alibi(index, self._positions)
         return SharedAttentionInputs(
-            rotary=self._rotary.index_select(1, self.index) if self._rotary is not None else None,  # (2, n, r)
+            rotary=self._rotary.index_select(1, index) if self._rotary is not None else None,  # (2, n, r)
             attn_bias=bias,
-            qk_pos=self._qk_pos.index_select(0, self.index) if self._qk_pos is not None else None,  # (n, D)
+            qk_pos=self._qk_pos.index_select(0, index) if self._qk_pos is not None else None,  # (n, D)
         )
 
     #
@@ -191,16 +201,26 @@ def round_up(length: int, multiple: int = 64) -> int:
 
 
 def compile_step(net, options: dict) -> Callable:
-    """`torch.compile(net, fullgraph=True, dynamic=False, **options)`, marking CUDA graph steps.
+    """`torch.compile(net, fullgraph=True, dynamic=False, **options)`, for the steps of one `generate` call.
 
-    Under `mode="reduce-overhead"` each call replays a CUDA graph whose outputs the next replay
+    Before running a compiled graph, Dynamo checks its guards (the shapes, dtypes and strides of
+    every input, parameters included): a tenth of a step at these sizes.  Every step of one call
+    has the inputs of its first step, so only the first step checks them; the others skip the
+    check (`skip_guard_eval_unsafe`, meant for exactly this steady state).  Under
+    `mode="reduce-overhead"` each call replays a CUDA graph whose outputs the next replay
     overwrites; `cudagraph_mark_step_begin` tells the runtime that the last step's outputs are used up.
     """
     compiled = torch.compile(net, **{"fullgraph": True, "dynamic": False, **options})
-    if options.get("mode") not in ("reduce-overhead", "max-autotune"):
-        return compiled
+    cuda_graphs = options.get("mode") in ("reduce-overhead", "max-autotune")
+    checked = False
 
     def step(*args, **kwargs):
-        torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args, **kwargs)
+        nonlocal checked
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        if not checked:
+            checked = True
+            return compiled(*args, **kwargs)
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+            return compiled(*args, **kwargs)
     return step
