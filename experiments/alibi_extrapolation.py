@@ -47,6 +47,8 @@ from experiments.common import (  # noqa: E402
     RunLog,
     autocast,
     batch_generator,
+    check_choices,
+    check_int_list,
     claim_verdict,
     count_parameters,
     lr_at,
@@ -82,6 +84,10 @@ class Config(RunConfig):
 
     # A short comparison: it does not resume (`--resume` is a usage error).
     RESUME_FILES = ()
+
+    def check(self) -> None:
+        check_choices("positions", self.positions, tuple(POSITIONS))
+        check_int_list("eval_lens", self.eval_lens)
     SMOKE = dict(dim=32, depth=1, heads=2, train_len=16, eval_lens="16,32", batch_size=8, steps=4, warmup=1,
                  eval_windows=2, max_bytes=50_000, log_every=2)
     # `--preset gpu`: a 6-layer, 384-wide model trained on 256 bytes, evaluated up to 1,024.

@@ -76,6 +76,27 @@ class RunConfig:
         """Raise `ValueError` for a value no run can use; the command line reports it as a usage error."""
 
 
+def check_choices(name: str, text: str, allowed, *, many: bool = True) -> list[str]:
+    """The items of a comma-separated option (or the one value), each one of `allowed`; `ValueError` otherwise."""
+    items = text.split(",") if many else [text]
+    bad = [item for item in items if item not in allowed]
+    if bad or not items:
+        what = "comma-separated values from" if many else "one of"
+        raise ValueError(f"argument --{name.replace('_', '-')}: expected {what} {', '.join(allowed)}, got {text!r}")
+    return items
+
+
+def check_int_list(name: str, text: str) -> list[int]:
+    """A comma-separated list of positive integers; `ValueError` naming the option otherwise."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"argument --{name.replace('_', '-')}: expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 # Command-line value types.  argparse names a bad value by the type's `__name__`:
 # "argument --steps: invalid positive integer value: '-5'".
 def _value_type(name: str, convert, accept):

@@ -54,6 +54,12 @@ class Config(char_lm.Config):
 
     # A short comparison: it does not resume (`--resume` is a usage error).
     RESUME_FILES = ()
+
+    def check(self) -> None:
+        for variant in self.variants.split(","):
+            char_lm.variant_kwargs(variant)
+        if not all(s.strip().isdigit() for s in self.seeds.split(",")):
+            raise ValueError(f"argument --seeds: expected comma-separated integers >= 0, got {self.seeds!r}")
     SMOKE = dict(char_lm.Config.SMOKE, variants="absolute,rotary,rotary+glu", seeds="0,1", steps=3, sample_len=0)
     # `--preset gpu`: a 6-layer, 384-wide model, ten times the steps, on longer windows.
     GPU = dict(dim=384, depth=6, heads=6, seq_len=256, batch_size=64, steps=2500, warmup=200, lr=1e-3,

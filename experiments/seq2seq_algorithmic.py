@@ -37,6 +37,7 @@ from experiments.common import (  # noqa: E402
     RunLog,
     autocast,
     batch_generator,
+    check_choices,
     claim_verdict,
     count_parameters,
     lr_at,
@@ -70,6 +71,9 @@ class Config(RunConfig):
 
     # A short comparison: it does not resume (`--resume` is a usage error).
     RESUME_FILES = ()
+
+    def check(self) -> None:
+        check_choices("tasks", self.tasks, ("copy", "reverse", "sort"))
     SMOKE = dict(dim=32, depth=1, heads=2, batch_size=8, steps=4, warmup=1, eval_every=2, eval_size=8, length=4,
                  log_every=2)
     # `--preset gpu`: longer sequences of more symbols, a 4 + 4-layer model 256 wide.

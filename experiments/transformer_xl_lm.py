@@ -47,6 +47,8 @@ from experiments.common import (  # noqa: E402
     RunLog,
     StopOnInterrupt,
     autocast,
+    check_choices,
+    check_int_list,
     claim_verdict,
     count_parameters,
     interrupted,
@@ -97,6 +99,12 @@ class Config(RunConfig):
 
     # `--resume` takes the run folder (or either checkpoint in it).
     RESUME_FILES = ("memory.pt", "no_memory.pt")
+
+    def check(self) -> None:
+        check_choices("pos", self.pos, ("rel_pos_bias", "rotary", "alibi", "xl_relative"), many=False)
+        check_choices("modes", self.modes, ("memory", "no_memory"))
+        if self.eval_mem_lens:
+            check_int_list("eval_mem_lens", self.eval_mem_lens)
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=16, mem_len=16, batch_size=4, steps=4, warmup=1, eval_every=2,
                  eval_segments=3, max_bytes=100_000, log_every=2, eval_mem_lens="32")
     # `--preset gpu`: a 25M-parameter model on longer segments, bf16 on one GPU.

@@ -41,6 +41,7 @@ from experiments.common import (  # noqa: E402
     autocast,
     batch_generator,
     batches,
+    check_choices,
     claim_verdict,
     count_parameters,
     interrupted,
@@ -73,6 +74,9 @@ class Config(RunConfig):
     lr: float = 2e-3
     warmup: int = 40
     eval_every: int = 100
+
+    def check(self) -> None:
+        check_choices("dataset", self.dataset, ("shapes", "mnist", "cifar10"), many=False)
 
     SMOKE = dict(train_size=64, test_size=32, dim=32, depth=1, heads=2, batch_size=16, steps=4, warmup=1,
                  eval_every=2, log_every=2)

@@ -172,3 +172,19 @@ def test_ctrl_c_checkpoints_a_resumable_run(tmp_path, monkeypatch):
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("transformer_xl_lm", ["--pos", "rotory"], "argument --pos: expected one of rel_pos_bias"),
+    ("transformer_xl_lm", ["--modes", "memory,nomem"], "argument --modes: expected comma-separated values"),
+    ("seq2seq_algorithmic", ["--tasks", "copy,srot"], "argument --tasks"),
+    ("alibi_extrapolation", ["--eval-lens", "16,x"], "argument --eval-lens: expected comma-separated positive"),
+    ("vit_classification", ["--dataset", "mnst"], "argument --dataset: expected one of shapes"),
+    ("compare_variants", ["--variants", "rotary,alibii"], "variant: unknown 'alibii'"),
+    ("compare_variants", ["--seeds", "0,a"], "argument --seeds"),
+])
+def test_bad_choices_of_every_experiment_are_usage_errors(script, argv, message, capsys):
+    import importlib
+
+    module = importlib.import_module(f"experiments.{script}")
+    assert message in usage_error(module.Config, argv, capsys)
