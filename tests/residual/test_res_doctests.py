@@ -4,10 +4,12 @@ import doctest
 import importlib
 
 import pytest
+import torch
 
 
 @pytest.mark.parametrize("name", ["residual", "rezero", "gated_residual", "scale_residual", "token_shift"])
 def test_docstring_examples(name):
     module = importlib.import_module(f"labml_style_nn.residual.{name}")
-    result = doctest.testmod(module)
+    # `torch` given to the examples: a module whose code only needs `Tensor` and `nn` does not import it.
+    result = doctest.testmod(module, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0
