@@ -3,7 +3,8 @@ r"""
 
 Everything the experiment scripts share and that is not about a paper: seeding, picking a device,
 mixed precision, `torch.compile`, checkpoints with exact resume, data-parallel training, a progress
-bar, a CSV/JSON log, a loss-curve plot, and turning a config dataclass into a command line.
+bar, a CSV/JSON log, a loss-curve plot; the command line, run folders and Ctrl-C handling are in
+[cli.py](cli.md) and re-exported here.
 
 Each experiment keeps its own training loop written out in full; these helpers are the plumbing
 around it, small enough to read in one sitting.
@@ -26,7 +27,6 @@ $B/N$ rows each take the same step as one process with $B$ rows.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
@@ -34,13 +34,10 @@ import json
 import math
 import os
 import random
-import re
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,224 +73,22 @@ class RunConfig:
         """Raise `ValueError` for a value no run can use; the command line reports it as a usage error."""
 
 
-def check_choices(name: str, text: str, allowed, *, many: bool = True) -> list[str]:
-    """The items of a comma-separated option (or the one value), each one of `allowed`; `ValueError` otherwise."""
-    items = text.split(",") if many else [text]
-    bad = [item for item in items if item not in allowed]
-    if bad or not items:
-        what = "comma-separated values from" if many else "one of"
-        raise ValueError(f"argument --{name.replace('_', '-')}: expected {what} {', '.join(allowed)}, got {text!r}")
-    return items
-
-
-def check_int_list(name: str, text: str) -> list[int]:
-    """A comma-separated list of positive integers; `ValueError` naming the option otherwise."""
-    try:
-        values = [int(item) for item in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"argument --{name.replace('_', '-')}: expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-# Command-line value types.  argparse names a bad value by the type's `__name__`:
-# "argument --steps: invalid positive integer value: '-5'".
-def _value_type(name: str, convert, accept):
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {name} value: {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"invalid {name} value: {text!r}")
-        return value
-
-    parse.__name__ = name
-    parse.metavar = "P" if "probability" in name else "N" if "integer" in name else "X"
-    return parse
-
-
-positive_int = _value_type("positive integer", int, lambda v: v > 0)
-non_negative_int = _value_type("non-negative integer", int, lambda v: v >= 0)
-positive_number = _value_type("positive number", float, lambda v: math.isfinite(v) and v > 0)
-non_negative_number = _value_type("non-negative number", float, lambda v: math.isfinite(v) and v >= 0)
-probability = _value_type("probability in [0, 1)", float, lambda v: 0 <= v < 1)
-
-
-def _field_type(f, default):
-    """The command-line type of a config field: its metadata's `type`, or one chosen from its name and default."""
-    if "type" in f.metadata:
-        return f.metadata["type"]
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, int):
-        # Counts and sizes are positive; 0 is allowed where it means "off" or "none" (a default of 0, "0 = ...").
-        zero_allowed = default == 0 or f.name in ("seed", "warmup") or "0 =" in f.metadata.get("help", "")
-        return non_negative_int if zero_allowed else positive_int
-    if isinstance(default, float):
-        if f.name.endswith("dropout"):
-            return probability
-        return positive_number if f.name == "lr" else non_negative_number
-    return str
-
-
-def _plain(text: str) -> str:
-    """Markdown and TeX to plain words for a terminal: `$\\le$` to <=, `**x**` and `` `x` `` to x, links to their text."""
-    symbols = {r"\le": "<=", r"\ge": ">=", r"\times": "x", r"\cdot": "*", r"\ln": "ln", r"\log": "log",
-               r"\infty": "infinity", r"\sum": "sum", r"\mid": "|", r"\to": "->", r"\approx": "~"}
-    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)  # [text](url)
-    text = re.sub(r"\*\*?([^*]+)\*\*?|`([^`]+)`", lambda m: m.group(1) or m.group(2), text)
-
-    def math(m: re.Match) -> str:
-        tex = m.group(1)
-        for command, word in symbols.items():
-            tex = tex.replace(command, f" {word} ")
-        tex = re.sub(r"\\(mathcal|mathrm|operatorname|text|mathbf)\{([^}]*)\}", r"\2", tex)
-        tex = re.sub(r"\\[a-zA-Z]+", "", tex).replace("{", "").replace("}", "")
-        return " ".join(tex.split())
-
-    return re.sub(r"\$([^$]+)\$", math, text)
-
-
-def _summary(doc: str | None) -> str | None:
-    """A page docstring's title and its first paragraph of prose, in plain words, for `--help`.
-
-    Display equations, code blocks and tables are skipped; a sentence that only announces one
-    ("... is trained on the cross-entropy:") is dropped with it.
-    """
-    if not doc:
-        return None
-    paragraphs = [p.strip() for p in doc.strip().split("\n\n")]
-    title = paragraphs[0].splitlines()[0].lstrip("# ")
-    prose = ""
-    for p in paragraphs[1:]:
-        if p.startswith(("*Paper", "$$", "```", "|", "#", "*Papers")) or not p:
-            continue
-        text = " ".join(_plain(p).split())
-        if not text.endswith((".", "!", "?")):  # the sentence goes on in an equation: keep the ones before
-            text = text[: max(text.rfind(". ", 0, len(text) - 1) + 1, 0)].strip()
-        if text:
-            prose = text
-            break
-    return f"{title}. {prose}" if prose else title
-
-
-def _already_a_run(path: Path) -> list[str]:
-    """The files that show `path` holds an earlier run."""
-    names = ("summary.json", "metrics.jsonl", "metrics.csv", "checkpoint.pt")
-    return sorted({f.name for f in path.glob("*") if f.name in names or f.suffix == ".pt"}) if path.is_dir() else []
-
-
-def _resume_target(config, config_cls) -> str:
-    """`--resume` as the script reads it (its checkpoint file, or the folder for several), or an error message."""
-    files = getattr(config_cls, "RESUME_FILES", ("checkpoint.pt",))
-    if not files:
-        return "error: this experiment does not resume (each run is a short comparison); start it again"
-    path = Path(config.resume)
-    if not path.exists():
-        return f"error: {path} does not exist; pass a run folder (runs/NAME/...) or its checkpoint file"
-    folder = path if path.is_dir() else path.parent
-    found = [f for f in files if (folder / f).is_file()]
-    if not found:
-        return f"error: {folder} holds no checkpoint ({' or '.join(files)}) to resume from"
-    if len(files) == 1:
-        return str(folder / files[0]) if path.is_dir() else str(path)
-    return str(folder)
-
-
-def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | None = None):
-    """Build an `argparse` command line from a config dataclass, and parse it.
-
-    Every field becomes `--field-name` (booleans become `--name/--no-name`); its `help` comes from the
-    field's metadata. `--preset gpu` applies the class's `GPU` overrides (a larger model and budget for
-    one GPU; bf16 comes from `autocast` on CUDA), then `--smoke` its `SMOKE` overrides (a tiny,
-    seconds-long run); options given explicitly on the command line still win over both.
-    """
-    parser = argparse.ArgumentParser(description=_summary(doc))
-    parser.add_argument("--smoke", action="store_true", help="tiny model, a few steps: a CI check that it runs")
-    parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
-                        help="cpu: the defaults (what the results page shows); gpu: a larger model and budget "
-                             "for one GPU, in bf16 (default: cpu)")
-    defaults = config_cls()
-    for f in fields(config_cls):
-        default = getattr(defaults, f.name)
-        kind = _field_type(f, default)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        # The default is shown once: not when the help already says it, nor for an empty string.
-        if "default" not in help_text and default != "":
-            help_text = f"{help_text} (default: {default})".strip()
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        elif f.name == "device":
-            parser.add_argument(flag, choices=("auto", "cpu", "cuda"), default=argparse.SUPPRESS, help=help_text)
-        else:
-            metavar = f.metadata.get("metavar") or getattr(kind, "metavar", None) or \
-                {"resume": "PATH", "out_dir": "DIR", "cache_dir": "DIR"}.get(f.name, f.name.upper())
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text, metavar=metavar)
-    args = vars(parser.parse_args(argv))
-    smoke, preset = args.pop("smoke"), args.pop("preset")
-    config = config_cls()
-    if preset == "gpu":
-        config = dataclasses.replace(config, **getattr(config_cls, "GPU", {}))
-    if smoke:
-        config = dataclasses.replace(config, **getattr(config_cls, "SMOKE", {}))
-    config = dataclasses.replace(config, **args)
-    # Everything that can be checked before any setup is a usage error, not a traceback minutes later.
-    if getattr(config, "device", "auto") == "cuda" and not torch.cuda.is_available():
-        parser.error("argument --device: 'cuda' was asked for, but PyTorch sees no CUDA device here "
-                     "(torch.cuda.is_available() is False); use --device cpu, or auto")
-    if getattr(config, "resume", ""):
-        target = _resume_target(config, config_cls)
-        if target.startswith("error: "):
-            parser.error(f"argument --resume: {target[len('error: '):]}")
-        config = dataclasses.replace(config, resume=target)
-    elif getattr(config, "out_dir", "") and not getattr(config, "overwrite", False):
-        found = _already_a_run(Path(config.out_dir))
-        if found:
-            parser.error(f"argument --out-dir: {config.out_dir} already holds a run ({', '.join(found)}); pass "
-                         "--overwrite to replace it, --resume to continue it, or leave --out-dir out for a new folder")
-    data = getattr(config, "data", None)
-    if data is not None and data not in ("stdlib", "tinyshakespeare", "enwik8") and not Path(data).is_file():
-        parser.error(f"argument --data: {data!r} is neither stdlib, tinyshakespeare, enwik8 nor a text file")
-    try:
-        config.check()
-    except ValueError as e:
-        parser.error(str(e))
-    return config
-
-
-_RUN_FOLDER: list[Path] = []  # the folder of the run in progress, for `run_experiment`'s last line
-
-
-def out_dir_for(config: RunConfig, name: str) -> Path:
-    """The run folder, never an earlier run's by accident; printed when it is chosen.
-
-    `--out-dir` if given (refused if it holds a run, unless `--overwrite`); with `--resume`, the
-    folder of the checkpoint; otherwise a new `runs/NAME/YYYYmmdd-HHMMSS` under the current directory.
-    """
-    if config.out_dir:
-        path = Path(config.out_dir)
-        if not (config.resume or getattr(config, "overwrite", False)) and _already_a_run(path):
-            raise FileExistsError(f"out_dir: {path} already holds a run ({', '.join(_already_a_run(path))}); "
-                                  "set overwrite=True to replace it")
-    elif config.resume:
-        path = Path(config.resume) if Path(config.resume).is_dir() else Path(config.resume).parent
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / name / stamp
-        suffix = 1
-        while path.exists():  # two runs started within the same second
-            suffix += 1
-            path = Path("runs") / name / f"{stamp}-{suffix}"
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the first process writes
-        path.mkdir(parents=True, exist_ok=True)
-        print(f"run folder: {path}", flush=True)
-    if not _RUN_FOLDER:  # the first folder is the run's (a comparison's sub-runs come later)
-        _RUN_FOLDER.append(path)
-    return path
-
+# The command line, run folders and Ctrl-C handling live in cli.py; scripts import them from here.
+from experiments.cli import (  # noqa: E402, F401
+    Interrupted,
+    StopOnInterrupt,
+    check_choices,
+    check_int_list,
+    interrupted,
+    non_negative_int,
+    non_negative_number,
+    out_dir_for,
+    parse_config,
+    positive_int,
+    positive_number,
+    probability,
+    run_experiment,
+)
 
 # ## Seeding, device, precision, compile
 
@@ -591,74 +386,6 @@ def batches(n: int, size: int) -> Iterator[slice]:
     """Slices `[0, size), [size, 2 size), ...` covering `range(n)`."""
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
-
-
-# ## Runs that are never lost
-#
-# `run_experiment` is every script's `__main__`: it parses the command line, runs, and ends with the
-# run folder.  A first Ctrl-C inside `StopOnInterrupt` lets the current step finish; the script then
-# saves a checkpoint and calls `interrupted`, which says how to resume.  A second Ctrl-C stops at once.
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped on Ctrl-C after saving `checkpoint` at `step`."""
-
-    def __init__(self, checkpoint: Path, step: int):
-        super().__init__(f"stopped at step {step}")
-        self.checkpoint, self.step = checkpoint, step
-
-
-class StopOnInterrupt:
-    """`with StopOnInterrupt() as stop:` a loop that checks `stop.requested` after each step."""
-
-    def __init__(self, enabled: bool = True):
-        # Under torchrun every process gets the signal at a different step; they stop as they are.
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested, self.previous = False, None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", flush=True)
-
-    def __enter__(self) -> StopOnInterrupt:
-        if self.enabled:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def interrupted(checkpoint: Path, step: int):
-    """Call after saving the checkpoint of a run stopped by Ctrl-C."""
-    raise Interrupted(Path(checkpoint), step)
-
-
-def run_experiment(main, config_cls: type, doc: str | None = None):
-    """Parse the command line, run `main(config)`, and end with the run folder (also on Ctrl-C or a failed download)."""
-    from experiments.data import DownloadError
-
-    config = parse_config(config_cls, doc=doc)
-    _RUN_FOLDER.clear()
-    script = Path(sys.argv[0]).as_posix() if sys.argv and sys.argv[0] else "the script"
-    try:
-        result = main(config)
-    except Interrupted as stop:
-        print(f"\ninterrupted at step {stop.step}; checkpoint saved to {stop.checkpoint}\n"
-              f"continue with: python {script} --resume {stop.checkpoint.parent}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except KeyboardInterrupt:
-        where = f"; what it wrote so far is in {_RUN_FOLDER[0]}" if _RUN_FOLDER else ""
-        print(f"\ninterrupted{where}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except DownloadError as e:
-        raise SystemExit(f"error: {e}") from None
-    if _RUN_FOLDER:
-        print(f"run folder: {_RUN_FOLDER[0]}")
-    return result
 
 
 # ## The claim's verdict

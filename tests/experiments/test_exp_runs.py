@@ -14,7 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from experiments import char_lm, common, data, feedback_lm, transformer_xl_lm  # noqa: E402
+from experiments import char_lm, cli, common, data, feedback_lm, transformer_xl_lm  # noqa: E402
 
 
 def usage_error(config_cls, argv, capsys) -> str:
@@ -88,7 +88,7 @@ def test_resume_takes_the_run_folder_or_the_checkpoint(tmp_path, capsys):
 
 def test_help_is_plain_words_with_one_default_each():
     for module in (char_lm, transformer_xl_lm, feedback_lm):
-        summary = common._summary(module.__doc__)
+        summary = cli._summary(module.__doc__)
         assert "$" not in summary and "\\" not in summary and not summary.endswith(":"), summary
         assert "**" not in summary and "](" not in summary, summary
     parser_help = _help(char_lm)
@@ -108,7 +108,7 @@ def _help(module) -> str:
 
 def test_summary_skips_equations_and_their_announcement():
     doc = 'r"""\n# Title\n\n*Paper:* x\n\nThe loss of $x_{t+1}$ is small. It is trained on the cross-entropy:\n\n$$L$$\n"""'
-    assert common._summary(doc[4:-3]) == "Title. The loss of x_t+1 is small."
+    assert cli._summary(doc[4:-3]) == "Title. The loss of x_t+1 is small."
 
 
 def test_offline_download_names_the_url_the_cache_and_data_path(tmp_path, monkeypatch):
