@@ -21,14 +21,16 @@ exist and the kernels for these sizes are loaded), then measures a second, ident
 What is measured is thus the memory of a step above what the parameters and their gradients hold:
 the activations kept for the backward pass, and the transient buffers of forward and backward.
 
-The speed cost is the median time of a few further steps at each point: a reversible step runs
-each layer's forward twice (once forward, once to rebuild its graph in the backward pass), about
-$4/3$ of the work of a plain step.
+The speed cost is the median time of a few further steps at each point; `--speed-depth N` measures
+it on its own, with the plain and the reversible stack taking turns in one process so that a
+shared machine's drift hits both alike.  A reversible step runs each layer's forward twice (once
+forward, once to rebuild its graph in the backward pass), about $4/3$ of the work of a plain step.
 
 ```bash
 python experiments/benchmarks/reversible_memory.py              # CPU, depths 2..32, a few minutes
 python experiments/benchmarks/reversible_memory.py --quick      # a smoke run
 python experiments/benchmarks/reversible_memory.py --device cuda --batch 16 --seq-len 1024
+python experiments/benchmarks/reversible_memory.py --speed-depth 8   # the speed cost alone, interleaved
 ```
 
 The plot goes to `docs/results/reversible_memory.png` (`--plot` to change it), the figures to
@@ -123,6 +125,37 @@ def run_point(**kwargs) -> dict:
 
 
 #
+# ## The speed cost, interleaved
+#
+# Timings drift on a shared machine, so both runs live in one process and take turns, step for
+# step; the cost is the median of the per-round ratios.  "Plain" is here the reversible stack's own
+# couplings run with ordinary autograd (`reversible_recompute = False`): the same weights and the
+# same function, the work of a plain stack, so the ratio is the price of the custom backward alone.
+def speed_ratio(*, depth: int, dim: int, heads: int, batch: int, seq_len: int, device: str, rounds: int) -> dict:
+    """Median seconds per training step of each stack, and the median ratio reversible / plain."""
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = Decoder(dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, reversible=True).to(dev)
+    x = torch.randn(batch, seq_len, dim, device=dev)
+
+    def timed(recompute: bool) -> float:
+        model.reversible_recompute = recompute
+        t0 = time.perf_counter()
+        model(x).square().mean().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    timed(False), timed(True)  # warm-up
+    plain, rev = [], []
+    for _ in range(rounds):
+        plain.append(timed(False))
+        rev.append(timed(True))
+    return dict(depth=depth, plain_s=statistics.median(plain), reversible_s=statistics.median(rev),
+                ratio=statistics.median(r / p for p, r in zip(plain, rev, strict=True)))
+
+
+#
 # ## All points, the table and the plot
 def plot(results: list[dict], path: Path, title: str) -> None:
     import matplotlib
@@ -160,11 +193,20 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--quick", action="store_true", help="small sizes, depths 2 and 4, no plot")
     p.add_argument("--plot", default=str(ROOT / "docs/results/reversible_memory.png"))
     p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("--speed-depth", type=int, default=0,
+                   help="only time plain against reversible at this depth, interleaved (no memory, no plot)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved timing")
     p.add_argument("--point", default="", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.point:
         print(json.dumps(measure_point(**json.loads(a.point))))
         return []
+    if a.speed_depth:
+        r = speed_ratio(depth=a.speed_depth, dim=a.dim, heads=a.heads, batch=a.batch, seq_len=a.seq_len,
+                        device=a.device, rounds=a.rounds)
+        print(f"depth {r['depth']}: plain {r['plain_s']:.3f} s/step, reversible {r['reversible_s']:.3f} s/step, "
+              f"ratio {r['ratio']:.2f} (median of {a.rounds} interleaved rounds)")
+        return [r]
     if a.quick:
         a.depths, a.dim, a.batch, a.seq_len, a.time_steps = "2,4", 64, 2, 64, 1
     depths = [int(d) for d in a.depths.split(",")]

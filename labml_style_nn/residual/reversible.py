@@ -77,8 +77,11 @@ python experiments/benchmarks/reversible_memory.py
 The plain stack keeps about 19 MiB per layer (some 19 floats per token and feature); the reversible
 one keeps the two halves of the stream and one layer's graph at a time, 20.5 MiB at every depth, a
 30th of the plain stack's at depth 32.  What it pays is time: every layer runs forward twice, which
-is a third more work in theory; the measured cost here is 1.2 to 1.4 times a plain step at depth 8
-and more (the timings come from a machine shared with other jobs, two steps per point).
+is a third more work in theory.  Timed on its own, the same couplings with the custom backward
+against ordinary autograd taking turns in one process (`--speed-depth 8 --rounds 7` and
+`--speed-depth 32 --rounds 5`), a reversible step takes 1.28 times as long at depth 8 (3.29 s
+against 2.57 s) and 1.30 times at depth 32 (15.0 s against 11.7 s), on one thread of a machine
+shared with other jobs.
 """
 
 from __future__ import annotations
