@@ -24,9 +24,15 @@ The same trained weights are evaluated on windows of $s \cdot$ `train_len` bytes
 factor $s$ (every byte of a window scored), then each scaled model is fine-tuned for
 `finetune_steps` steps at the longer length and evaluated again.
 
+Every training window, stream and evaluation window begins with a fixed start byte (as LLM
+documents begin with a start token), unless `--no-start-token`.
+
 ```
 python experiments/long_context.py
 ```
+
+The measured tables and plots are on the
+[results page](../docs/results.md#long-context-attention-sinks-rope-scaling-the-rolling-cache).
 """
 
 from __future__ import annotations
@@ -166,6 +172,14 @@ def stream_losses(model, text: torch.Tensor, method: str, cfg: Config) -> torch.
 
 
 @torch.no_grad()
+def first_token_attention(model, windows: torch.Tensor) -> list[float]:
+    """Mean attention weight on the first token from the second half of each window, per layer (a sink's mark)."""
+    _, maps = model(windows, return_attn=True)  # each (b, h, i, j)
+    half = windows.shape[1] // 2
+    return [m[:, :, half:, 0].mean().item() for m in maps]
+
+
+@torch.no_grad()
 def window_bpc(model, windows: torch.Tensor, n: int) -> float:
     """Bits per byte over every byte of the first `n + 1` bytes of each window."""
     x = windows[:, :n + 1]
@@ -186,6 +200,7 @@ def main(cfg: Config) -> dict:
           log=log)
     log.write_csv()
     results: dict = {"parameters": count_parameters(base), "train_seconds": round(time.perf_counter() - started, 1)}
+    torch.save({"model": base.state_dict(), "config": vars(cfg)}, out / "checkpoint.pt")
 
     # Streaming far past the training length.
     text = with_start(sample_windows(data.val, cfg.streams, cfg.stream_len + 1 - cfg.start_token,
@@ -202,6 +217,12 @@ def main(cfg: Config) -> dict:
         whole = len(losses) // bucket * bucket
         curves[method] = [(i * bucket + bucket / 2, v) for i, v in enumerate(losses[:whole].view(-1, bucket).mean(1).tolist())]
     results["streaming"] = streaming
+    # How much attention the first token draws, against $1 / (i + 1)$ for uniform attention.
+    base.eval()
+    probe = text[:, :cfg.train_len]
+    results["first_token_attention"] = {"per_layer": first_token_attention(base, probe),
+                                        "uniform": sum(1 / (i + 1) for i in range(cfg.train_len // 2, cfg.train_len))
+                                        / (cfg.train_len - cfg.train_len // 2)}
     plot_curves(curves, out / "streaming_bpc_by_position.png", xlabel="position in stream",
                 ylabel="bits per byte", title=f"trained on {cfg.train_len} bytes, full attention")
 

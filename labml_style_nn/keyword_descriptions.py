@@ -128,7 +128,7 @@ GENERATE = {
     "filter_logits_fn": ("top_k, top_p, min_p (or their names), applied before sampling", "generation/sampling"),
     "filter_kwargs": ("keywords of the filter: k for top_k, p for top_p and min_p", "generation/sampling"),
     "eos_token": ("a row stops at this token; later tokens are pad_value", "generation/autoregressive"),
-    "cache_kv": ("the key/value cache, or a factory (layers, batch) -> cache such as attention_sinks(...)",
+    "cache_kv": ("the key/value cache, or a factory (layers, batch) -> cache such as sink_cache(...)",
                  "generation/kv_cache"),
     "compile": ("steps after the prompt as one torch.compile graph on a static cache (a dict: compile keywords)",
                 "generation/static_cache"),

@@ -34,7 +34,7 @@ replaced by `pad_value`, and the loop ends when every row has ended.
 full segment is committed to the memories and the next steps see memories plus the new window.
 A model with learned absolute positions sees the last `max_seq_len` tokens.  Both rerun their
 window at each step, without the cache.  A sliding-window model (`attn_max_attend_past=W`) keeps a
-[rolling cache](rolling_cache.md) of $W + 1$ keys per layer, and `cache_kv=attention_sinks(...)`
+[rolling cache](rolling_cache.md) of $W + 1$ keys per layer, and `cache_kv=sink_cache(...)`
 streams a full-attention model with a bounded [attention-sink cache](attention_sinks.md).
 
 **The Feedback Transformer** (`feedback/`) is its own cache: with `seq_len=1` (the paper's
@@ -139,7 +139,7 @@ class AutoregressiveWrapper(nn.Module):
         `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
         `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
         `cache_kv` may also be a factory `(layers, batch) -> cache` for a bounded cache, e.g.
-        `attention_sinks(sinks=4, cache_len=256)` to stream past `max_seq_len`.
+        `sink_cache(sinks=4, cache_len=256)` to stream past `max_seq_len`.
         `compile=True` runs the steps after the prompt as one compiled graph on a
         [static cache](static_cache.md) (a dict is passed on to `torch.compile`, e.g.
         `{"backend": "aot_eager"}`; on CUDA the default is `mode="reduce-overhead"`).
@@ -324,7 +324,7 @@ class AutoregressiveWrapper(nn.Module):
     #
     # ### What the network supports
     def _new_cache(self, cache_kv, b: int, total: int):
-        """The cache of one call: `cache_kv(layers, b)` when it is a factory (e.g. `attention_sinks`),
+        """The cache of one call: `cache_kv(layers, b)` when it is a factory (e.g. `sink_cache`),
         the rolling window cache of a sliding-window stack, else the growing cache of `total` tokens."""
         layers = self._stack()
         if callable(cache_kv):

@@ -41,6 +41,17 @@ Shapes: `b` batch, `g` key/value heads, `C` slots, `d` head dim, `n` new tokens.
 
 * Mistral's rolling buffer is written at $p \bmod C$ too; its chunked prefill (a long prompt cut
   into window-sized pieces) is not implemented: a prompt is one step, attending within itself.
+## Evidence
+
+* `tests/generation/test_rolling_cache.py`: a generation through the rolling cache equals one
+  windowed pass over the whole sequence ($W = 5$, 32 tokens, the buffer wrapped five times) for
+  rotary, ALiBi, T5, no positions, grouped-query heads and the explicit attention path, for prompts
+  of 1, 4 and 13 tokens, for steps of 3 tokens and for left-padded rows; the buffers hold $W + 1$
+  slots and are never reallocated; `generate` picks the cache and decodes the same tokens as
+  without a cache.
+* [`experiments/benchmarks/long_context.py`](../../experiments/benchmarks/long_context.md): the peak
+  memory of generating 1, 2, 3 and 4 times `max_seq_len` tokens is 1.24 MiB each time (max / min
+  1.002, goal <= 1.10), against 1.27 to 4.37 MiB with the growing cache.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from labml_style_nn.generation.attention_sinks import (
     AttentionSinksCache,
     SinkAttentionCache,
     SinkLayout,
-    attention_sinks,
+    sink_cache,
 )
 
 K, C = 3, 10
@@ -111,7 +111,7 @@ def test_generate_streams_past_max_seq_len():
     net = full_attention(SCHEMES["rotary"], depth=2)
     wrapper = AutoregressiveWrapper(net)
     prompt = torch.randint(0, 50, (2, 4))
-    out = wrapper.generate(prompt, 60, temperature=0, cache_kv=attention_sinks(sinks=K, cache_len=C))
+    out = wrapper.generate(prompt, 60, temperature=0, cache_kv=sink_cache(sinks=K, cache_len=C))
     # the first C - 4 tokens, before any eviction, are those of the full cache
     torch.testing.assert_close(out[:, :C - 4], wrapper.generate(prompt, C - 4, temperature=0))
     assert out.shape == (2, 60)
@@ -122,7 +122,7 @@ def test_refusals_name_the_argument():
     with pytest.raises(ValueError, match="cache_len"):
         AttentionSinksCache(layers, 1, sinks=4, cache_len=5)
     with pytest.raises(ValueError, match="sinks"):
-        attention_sinks(sinks=-1)
+        sink_cache(sinks=-1)
     window = Decoder(dim=32, depth=1, heads=4, rotary_pos_emb=True, attn_max_attend_past=4)
     with pytest.raises(ValueError, match="attn_max_attend_past"):
         AttentionSinksCache(window, 1)

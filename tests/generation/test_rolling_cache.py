@@ -113,3 +113,12 @@ def test_refusals_name_the_argument():
         RollingLayersCache(full, 1, window=0)
     with pytest.raises(ValueError, match="position infused"):
         RollingLayersCache(Decoder(dim=32, depth=1, heads=4, position_infused_attn=True), 1, window=4)
+
+
+@pytest.mark.parametrize("name", ["rolling_cache", "attention_sinks"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"labml_style_nn.generation.{name}"), verbose=False)
+    assert result.attempted > 0 and result.failed == 0

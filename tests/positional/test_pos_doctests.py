@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["absolute", "alibi", "rotary", "t5_bias"]
+MODULES = ["absolute", "alibi", "rope_scaling", "rotary", "t5_bias"]
 
 
 @pytest.mark.parametrize("name", MODULES)
