@@ -42,6 +42,11 @@ recurrence) its memory is the complete state, so each step feeds the new token a
 returned by the previous call.  With windows ($w > 1$) a one-token call would change the windows,
 so every step reruns the whole sequence.
 
+**Faster decoding**: `compile=True` runs every step after the prompt as one compiled graph on a
+[static cache](static_cache.md) (same tokens as eager decoding); `draft=` a smaller model over the
+same vocabulary decodes [speculatively](speculative.md): the draft guesses `num_speculative`
+tokens, one pass of this model checks them, and the output is distributed exactly as this model's.
+
 Shapes: `b` batch, `n` prompt tokens, `t` tokens so far, `V` vocabulary.
 """
 
