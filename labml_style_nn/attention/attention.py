@@ -9,7 +9,36 @@ query collects the values of the keys that match it best:
 $$\operatorname{Attention}(Q, K, V) = \operatorname{softmax}\left(\frac{Q K^\top}{\sqrt{d}} + B\right) V$$
 
 Multi-head attention runs $h$ of these side by side on $d$-dimensional slices and mixes the results
-with an output projection.
+with an output projection:
+
+$$\operatorname{MultiHead}(x) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O,
+\qquad \text{head}_t = \operatorname{Attention}(x W^Q_t,\ c\, W^K_t,\ c\, W^V_t),$$
+
+with $c = x$ for self-attention and the context for cross-attention.
+
+**Why $1/\sqrt d$.**  If the entries of $q$ and $k$ are independent with mean 0 and variance 1,
+$q^\top k$ is a sum of $d$ such products and has variance $d$ (on random vectors: 3.97 for $d = 4$,
+64.1 for $d = 64$).  Scores that grow with the head width would push the softmax into saturation,
+where one key takes all the weight and the gradients of the others vanish; dividing by $\sqrt d$
+brings the variance back to 1 whatever $d$ is.
+
+**A worked example.**  One query $q = (1, 0)$ and three keys $k_1 = (2, 0)$, $k_2 = (0, 2)$,
+$k_3 = (-2, 0)$, $d = 2$: the scores $q^\top k_j / \sqrt 2$ are $(1.41, 0, -1.41)$, the softmax turns
+them into the weights $(0.77, 0.19, 0.05)$, and with the values $v_1 = (1, 0)$, $v_2 = (0, 1)$,
+$v_3 = (0, 0)$ the output is $(0.77, 0.19)$: mostly the value of the key that points the query's way.
+
+>>> q, k = torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, 0.0]])
+>>> (k @ q / 2 ** 0.5).softmax(-1)
+tensor([0.7679, 0.1867, 0.0454])
+
+![Attention weights under four masks and biases, 24 tokens](../../docs/figures/attention_patterns.png)
+
+*What the masks and biases of this page do to the weights $A_{ij}$ (query $i$ down, key $j$
+across): plain causal attention with equal scores spreads evenly over the past; a sliding window
+(`attn_max_attend_past=3`) keeps the last four keys; ALiBi's bias alone favours recent keys; a
+trained ALiBi model, on rows that repeat every 8 tokens, has a head that looks one period back
+(stripes at $t - 7$, $t - 15$, ...).  Drawn by `python docs/figures/make_figures.py`; the
+[attention notebook](../../notebooks/attention_patterns.ipynb) shows more.*
 
 Almost every technique in this library changes *one* step of this computation, so the module is
 written as that sequence of steps, each one an **extension point** that a technique plugs into
@@ -28,7 +57,11 @@ from its own file (the protocols are on the [extension points](extension_points.
 
 When no step needs the explicit score matrix (no score transform and a softmax normaliser), the
 module calls PyTorch's fused `F.scaled_dot_product_attention`, passing any bias and mask as its
-`attn_mask`. Both paths compute the same function; a test checks that they agree.
+`attn_mask`. Both paths compute the same function; a test checks that they agree.  This page
+spells out the explicit path, the lesson; the fused path, the one-token step of generation and
+the masks shared by all layers are on [making attention fast](fast_attention.md), with what each
+trick gains.  Tests: `tests/core/test_attention_core.py` (fused equals explicit, the explicit path
+against a reference written in the test, a fully masked row gives zeros).
 
 Shapes: `b` batch, `n` query tokens, `h` heads, `d` head dim, `i`/`j` query/key positions,
 `m` memory (or cache) length.
@@ -65,13 +98,14 @@ from .extension_points import (
     masked_fill_value,
     softmax,
 )
-from .grouped_query import fused_attention, group_queries, repeat_kv, split_heads
-from .sliding_window import last_keys, window_mask
+from .fast_attention import FastPaths
+from .grouped_query import repeat_kv, split_heads
+from .sliding_window import window_mask
 
 
 #
 # ## The module
-class Attention(nn.Module):
+class Attention(FastPaths, nn.Module):
     r"""Multi-head self- or cross-attention with the extension points listed above.
 
     Args:
@@ -191,13 +225,6 @@ class Attention(nn.Module):
             k = k + F.linear(qk_pos, w[inner:inner + g * d])
         return to_heads(q), to_heads(k, g), to_heads(v, g)
 
-    def _queries(self, x: Tensor) -> Tensor:
-        """Queries alone, for cross-attention steps whose keys and values are cached."""
-        if self.qk_proj is not None:
-            return self.qk_proj.queries(x)
-        assert self.to_q is not None  # cross-attention without `qk_proj`
-        return rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
-
     #
     # ### Forward
     def forward(
@@ -233,6 +260,7 @@ class Attention(nn.Module):
         check_attention_inputs(self.dim, self.dim_context, x, context, mask, context_mask, mem, cache is not None)
         shared = shared or SharedAttentionInputs()
         n = x.shape[1]
+        # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
                 and attn_sink is None and shared.qk_pos is None and self._plain_self_attention:
             return self._cached_step(x, mask, shared, cache), None
@@ -282,6 +310,9 @@ class Attention(nn.Module):
             k, v = torch.cat((mk.to(k.dtype), k), dim=-2), torch.cat((mv.to(v.dtype), v), dim=-2)
             num_mem = mk.shape[-2]
 
+        # Which keys each query sees, and the bias, shared by the layers of a stack; then score, bias,
+        # mask, normalise and aggregate, explicitly (`_explicit`, below) or in one fused kernel when no
+        # step needs the scores ([making attention fast](fast_attention.md)).
         m = self._masks(q, k, key_mask, offset, num_mem, shared)
         if self.uses_fused_path and prev_scores is None and not return_scores and attn_sink is None:
             out = self._fused(q, k, v, m)
@@ -289,71 +320,13 @@ class Attention(nn.Module):
         else:
             out, scores = self._explicit(q, k, v, m["visible"], m["bias"], m["has_key"], prev_scores, attn_sink)
 
+        # The output gate, per head and token: $o_{hi} \leftarrow g(o_{hi}, x_i)$ (value gating, head scale)
         if self.output_gate is not None:
             out = self.output_gate(out, x)
+        # $\operatorname{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O$: the heads side by side, then
+        # the output projection
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.to_out(out), scores
-
-    @property
-    def _plain_self_attention(self) -> bool:
-        """Self-attention whose only extension points are rotary, `qk_transform`, bias and gates."""
-        return not self.is_cross and self.qk_proj is None and self.memory_kv is None and self.uses_fused_path
-
-    #
-    # ### A cached step of one token
-    #
-    # During generation every step after the first brings one new token, which may see every cached
-    # key: causality holds by construction, so no causal mask is built, only the padding of
-    # left-padded prompts masks keys (and the new token itself is always visible, so no row is
-    # empty).  $q, k, v$ are views of one matrix multiply, and one rotation turns $q$ and $k$.
-    def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
-        b, h, g, d = x.shape[0], self.heads, self.kv_heads, self.dim_head
-        assert self.to_qkv is not None  # `_plain_self_attention` holds
-        qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
-        q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
-        if shared.rotary is not None:
-            q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
-        if self.qk_transform is not None:
-            q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
-        k, v = cache.update(k, v)  # (b, g, m + 1, d)
-        bias = shared.attn_bias
-        if self.max_attend_past is not None:
-            # Sliding window: only the last $W + 1$ keys are visible.
-            k, v, key_mask = last_keys(k, v, key_mask, self.max_attend_past)
-            bias = None if bias is None else bias[..., -k.shape[-2]:]
-        # Grouped heads: the $h/g$ query heads that share a key/value head are $h/g$ queries of it.
-        q = group_queries(q, g)  # (b, g, h/g, d)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # (b, 1, 1, m + 1)
-        if bias is not None:
-            bias = bias.to(q.dtype).reshape(1, g, h // g, -1)  # (1, h, 1, m + 1) grouped as q
-            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, masked_fill_value(q.dtype))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
-        out = out.reshape(b, h, 1, d)
-        if self.output_gate is not None:
-            out = self.output_gate(out, x)
-        return self.to_out(out.transpose(1, 2).reshape(b, 1, h * d))  # (b, 1, dim)
-
-    #
-    # ### Masks, once per forward pass
-    #
-    # Which keys each query sees and the bias padded for persistent slots depend only on the
-    # positions and the padding, so every self-attention layer of a stack would build the same
-    # ones: they are kept on the shared inputs (keyed by everything they depend on) and reused.
-    def _masks(self, q, k, key_mask, offset, num_mem, shared: SharedAttentionInputs) -> dict:
-        key = None if self.is_cross else (self.causal, self.max_attend_past, q.shape[-2], k.shape[-2], offset,
-                                          num_mem, q.dtype, id(key_mask))
-        if key in shared.masks:
-            return shared.masks[key]
-        visible, has_key = self._visibility(q, k, key_mask, offset, num_mem)
-        bias = None if self.is_cross else shared.attn_bias
-        if bias is not None and num_mem:
-            bias = F.pad(bias, (num_mem, 0))
-        # `key_mask` is kept so that its `id` in the key cannot be reused by another tensor.
-        m = dict(visible=visible, has_key=has_key, bias=bias, key_mask=key_mask)
-        if key is not None:
-            shared.masks[key] = m
-        return m
 
     #
     # ### Which keys each query may see
@@ -387,44 +360,20 @@ class Attention(nn.Module):
         return visible, has_key
 
     #
-    # ### The fused path
-    #
-    # Biases and masks are folded into one additive `attn_mask` only when a bias is present.
-    def _fused(self, q, k, v, m: dict):
-        if "fused" not in m:
-            m["fused"] = self._fused_mask(q, k, m["visible"], m["bias"], m["has_key"])
-        attn_mask, is_causal = m["fused"]
-        has_key = m["has_key"]
-        out = fused_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                              dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
-        return out if has_key is None else out * has_key
-
-    def _fused_mask(self, q, k, visible, bias, has_key):
-        """The kernel's `(attn_mask, is_causal)`: built once per forward, on first use."""
-        if bias is not None:
-            attn_mask = bias.to(q.dtype)
-            if visible is not None:
-                attn_mask = attn_mask.masked_fill(~visible, masked_fill_value(q.dtype))
-            return attn_mask, False
-        if visible is not None and self.causal and self.max_attend_past is None and has_key is None \
-                and visible.shape[0] == 1 and q.shape[-2] == k.shape[-2]:
-            # Plain causal attention: let the kernel build the triangle itself.
-            return None, True
-        return visible, False
-
-    #
     # ### The explicit path
     def _explicit(self, q, k, v, visible, bias, has_key, prev_scores, attn_sink=None):
         # Grouped-query attention: each key/value head serves $h / g$ query heads.
         k, v = repeat_kv(k, self.heads // k.shape[1]), repeat_kv(v, self.heads // v.shape[1])  # (b, h, j, d)
-        # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype.  The scale multiplies $q$
-        # ($n d$ values) instead of $S$ ($n^2$), and one batched matmul needs no permuted copies.
+        # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype: $\mathrm{Var}(q^\top k) = d$,
+        # hence $1/\sqrt d$.  The scale multiplies $q$ ($n d$ values) instead of $S$ ($n^2$), and one
+        # batched matmul needs no permuted copies.
         scores = torch.matmul(q * self.scale, k.transpose(-1, -2))  # (b, h, i, j)
         # Residual attention adds the previous layer's raw scores and passes the sum on.
         if prev_scores is not None:
             scores = scores + prev_scores
         raw = scores
-        # $S + B$: relative position biases
+        # $S_{ij} + B_{ij}$: a position bias (T5, ALiBi).  Softmax ignores a constant added to a whole
+        # row, so only how $B$ varies along the keys of a row matters.
         if bias is not None:
             # In the scores' dtype: ALiBi's float32 bias must not promote a bf16 model's scores.
             scores = scores + bias.to(scores.dtype)
@@ -436,7 +385,8 @@ class Attention(nn.Module):
             fill = masked_fill_value(scores.dtype)
             temporary = bias is not None and self.score_transform is None
             scores = scores.masked_fill_(~visible, fill) if temporary else scores.masked_fill(~visible, fill)
-        # $A = \operatorname{softmax}(S)$ over keys (or another normaliser)
+        # $A_{ij} = \operatorname{softmax}_j(S_{ij}) = e^{S_{ij}} / \sum_{j'} e^{S_{ij'}}$ over the keys (or
+        # another normaliser); a hidden key's score is the most negative finite number: weight 0
         weights = (self.normaliser or softmax)(scores)
         if has_key is not None:
             weights = weights * has_key
