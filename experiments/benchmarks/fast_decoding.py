@@ -22,8 +22,8 @@ $$\text{tokens/s} \le \frac{B}{W}, \qquad W = \text{bytes of the weights read pe
 B = \text{memory bandwidth},$$
 
 where $B$ is measured here as the bytes read plus written per second by `copy_` of a 256 MiB
-tensor on the same threads, and $W$ counts every parameter except the token embedding (of which a
-step reads one row).  The fraction of the bound reached says how much of a step is still overhead.
+tensor on the same threads, and $W$ counts every parameter except the embedding tables (of which a
+step reads one row each).  The fraction of the bound reached says how much of a step is still overhead.
 At these sizes the weights (12.3 MiB) fit in the 32 MiB last-level cache of the machine used, so
 the DRAM bound could in principle be exceeded.
 
@@ -91,9 +91,10 @@ def copy_bandwidth(numel: int = 64 * 2 ** 20, iters: int = 5) -> float:
 
 
 def weight_bytes(net: TransformerWrapper) -> int:
-    """Bytes of every weight a batch-1 step reads: all parameters but the token embedding, plus one row of it."""
-    emb = net.token_emb.weight
-    return sum(p.numel() * p.element_size() for p in net.parameters() if p is not emb) + emb[0].numel() * emb.element_size()
+    """Bytes of every weight a batch-1 step reads: every parameter, but one row of each embedding table."""
+    tables = [m.weight for m in net.modules() if isinstance(m, torch.nn.Embedding)]
+    rows = sum(t[0].numel() * t.element_size() for t in tables)
+    return sum(p.numel() * p.element_size() for p in net.parameters() if all(p is not t for t in tables)) + rows
 
 
 def _timed(fn) -> float:
