@@ -31,7 +31,7 @@ $v_3 = (0, 0)$ the output is $(0.77, 0.19)$: mostly the value of the key that po
 >>> (k @ q / 2 ** 0.5).softmax(-1)
 tensor([0.7679, 0.1867, 0.0454])
 
-![Attention weights under four masks and biases, 24 tokens](../../docs/figures/attention_patterns.png)
+![Attention weights under a mask, a window, ALiBi's bias and in a trained head](../../docs/figures/attention_patterns.png)
 
 *What the masks and biases of this page do to the weights $A_{ij}$ (query $i$ down, key $j$
 across): plain causal attention with equal scores spreads evenly over the past; a sliding window
