@@ -66,6 +66,15 @@ The relative position bias is T5's (shared by all layers), the sublayers are pre
 memory is normalised before its keys and values are computed.  The feed-forward layers are the
 library's (GELU; `ff_glu=True` for GEGLU).  Windows larger than one token are an approximation the
 paper does not use.
+
+## Evidence
+
+* Measured: with 5% fewer parameters (328,899 against 347,136) and the same segments, memory and
+  steps, the Feedback Transformer reaches 3.240 bpc against Transformer-XL's 3.312 (2 layers, 600 steps,
+  one seed; [results](../../docs/results.md#feedback-transformer-vs-transformer-xl),
+  `experiments/feedback_lm.py`).
+* Invariant: computing a sequence in windows equals the per-token recurrence of the paper,
+  `test_matches_the_per_token_reference` in `tests/feedback/test_feedback_transformer.py`.
 """
 
 from __future__ import annotations

@@ -107,6 +107,14 @@ default the module takes the fused path instead: the position terms (b) + (d) an
 become an additive bias for `F.scaled_dot_product_attention`, which computes (a) + (c) with
 the query $q + u$. The position matrix is built either way; the fused kernel saves the content
 score matrix and the softmax buffers. A test checks that the two paths agree.
+
+## Evidence
+
+* Measured: as the attention of a Transformer-XL language model it makes the memory pay off
+  (2.609 against 2.837 bpc without memory, segments of 16 bytes, 1,500 steps), where the T5 bias does
+  not yet ([results](../../docs/results.md#transformer-xl-recurrence)).
+* Invariant: the relative shift gives exactly the directly computed relative scores,
+  `test_shift_equals_direct_relative_scores` in `tests/transformer_xl/test_xl_relative_mha.py`.
 """
 
 import math

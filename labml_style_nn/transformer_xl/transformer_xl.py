@@ -46,6 +46,15 @@ Shapes (sequence first): `x` is `[seq_len, batch, d_model]`, each layer's memory
   detached, as `new_mem`, and the caller decides what the next call sees, just that segment or a
   longer window built with `update_memory` (as the paper does, with a memory longer than a
   segment at evaluation).
+
+## Evidence
+
+* Measured: with this module's relative attention, carrying a memory of 64 lowers validation bpc from
+  2.837 to 2.609 on segments of 16 bytes (1,500 steps, `experiments/transformer_xl_lm.py --pos
+  xl_relative`); evaluating with a memory of 128 or 256 leaves it flat (2.613, 2.620)
+  ([results](../../docs/results.md#transformer-xl-recurrence)).
+* Invariant: a segment run with the previous segment as memory gives the outputs of one pass over
+  both, `test_segment_with_memory_equals_joint_pass` in `tests/transformer_xl/test_xl_transformer_xl.py`.
 """
 
 import copy
