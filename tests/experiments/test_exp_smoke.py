@@ -21,6 +21,7 @@ EXPECTED = {
     "vit_classification": ["loss.png", "accuracy.png", "summary.json", "checkpoint.pt"],
     "image_caption": ["accuracy.png", "summary.json", "checkpoint.pt"],
     "alibi_extrapolation": ["loss_by_position.png", "summary.json", "alibi/metrics.csv"],
+    "xtransformers_parity": ["summary.json"],
     "long_context": ["streaming_bpc_by_position.png", "rope_scaling_bpc.png", "summary.json", "metrics.csv"],
 }
 
