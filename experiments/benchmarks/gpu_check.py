@@ -77,7 +77,7 @@ def sync(device: torch.device) -> None:
 def step_cuda_tests(args, device) -> dict:
     if device.type != "cuda":
         return {"status": "skipped", "why": "the CUDA tests need a CUDA device"}
-    cmd = [sys.executable, "-m", "pytest", "tests", "-k", "cuda", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:nbmake"]
+    cmd = [sys.executable, "-m", "pytest", "tests", "-k", "cuda", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts="]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.tests_seconds)
     tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
     return {"status": "ok" if result.returncode == 0 else "FAILED", "pytest": " / ".join(tail)}
