@@ -214,14 +214,14 @@ def help_text(rows: list[Row] | None = None, skip: tuple[str, ...] = ()) -> str:
 def markdown() -> str:
     """The *Keyword reference* page of the site."""
     def table(rows: list[Row], where: bool) -> list[str]:
-        out = ["| keyword | type | default | what it does | page | " + ("taken by |" if where else "excludes / needs |"),
-               "|---|---|---|---|---|---|"]
+        out = ["| keyword | type = default | what it does (page) | " + ("taken by |" if where else "excludes / needs |"),
+               "|---|---|---|---|"]
         for r in rows:
+            # Four columns fit a page; `|` inside a cell would split it, so unions are written with "or".
+            kind = f"{r.type.replace(' | ', ' or ')} = {r.default}" if r.type else ""
             link = f"[{r.page.split('/')[-1]}](../labml_style_nn/{r.page}.md)"
-            last = r.where if where else _relation_text(r)
-            cells = [f"`{r.keyword}`", f"`{r.type}`" if r.type else "", f"`{r.default}`" if r.default else "",
-                     r.description, link, last]
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            cells = [f"`{r.keyword}`", kind, f"{r.description} ({link})", r.where if where else _relation_text(r)]
+            out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         return out + [""]
 
     rows = stack_rows()
