@@ -48,10 +48,10 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width.
 
 ## Evidence
 
-* Measured: `rotary+glu` reaches 2.107 bpc against 2.414 for the plain rotary baseline in
-  [`compare_variants.py`](../../experiments/compare_variants.py) (one seed, 250 steps, with 22% more
-  parameters at the same `ff_mult`; the default run now adds `rotary+glu_eq` at equal parameters and
-  three seeds; [results](../../docs/results.md#comparing-techniques)).
+* Measured: at equal parameters (`ff_mult=8/3`), GEGLU reaches 2.163 ± 0.051 bpc against 2.387 ± 0.025
+  for the plain GELU feed-forward, over three seeds (2-layer rotary decoder, 250 steps,
+  [`compare_variants.py`](../../experiments/compare_variants.py);
+  [results](../../docs/results.md#comparing-techniques)).
 * Invariant: each variant computes its paper's formula,
   `test_each_variant_is_the_papers_formula` in `tests/feedforward/test_ff_glu_family.py`.
 """

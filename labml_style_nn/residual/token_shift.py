@@ -41,8 +41,8 @@ the last $D - (s + 1) w$ features are not shifted.
 ## Evidence
 
 * Measured: `shift_tokens=1` is the largest single gain of
-  [`compare_variants.py`](../../experiments/compare_variants.py): 2.057 bpc against 2.414 for the rotary
-  baseline, at no extra parameters (one seed, 250 steps;
+  [`compare_variants.py`](../../experiments/compare_variants.py): 2.012 ± 0.041 bpc against 2.387 ± 0.025
+  for the rotary baseline over three seeds, at no extra parameters (250 steps;
   [results](../../docs/results.md#comparing-techniques)).
 * Invariant: the shift never lets a position see the future, `test_causal` in
   `tests/residual/test_res_token_shift.py`, and cached generation equals one pass
