@@ -78,7 +78,8 @@ class AttentionLayers(nn.Module):
         steps = branch_steps(self.layer_types, o.macaron)
         shifts = shift_amounts(o, len(self.layer_types))
         self.blocks = nn.ModuleList(
-            make_block(o, kind, step, shift) for kind, step, shift in zip(self.layer_types, steps, shifts))
+            make_block(o, kind, step, shift)
+            for kind, step, shift in zip(self.layer_types, steps, shifts, strict=True))
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
         # Pre-norm stacks end with a norm; post-norm blocks are already normalised; ReZero has none.
@@ -92,7 +93,7 @@ class AttentionLayers(nn.Module):
             rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
-            self.rotary = RotaryEmbedding(rot, scaling=rope_scaling(o))
+            self.rotary = RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))
         self.rel_pos = T5RelativePositionBias(heads, o.causal, o.rel_pos_num_buckets, o.rel_pos_max_distance) \
             if o.rel_pos_bias else None
         self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads) if o.alibi_pos_emb else None
