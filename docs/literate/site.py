@@ -136,7 +136,7 @@ def relative_url(url: str, from_url: str) -> str:
 
 
 def _only_reexports(source: str) -> bool:
-    """True when a file holds nothing but a docstring, imports, `__all__` and `__version__`."""
+    """True when a file holds nothing but a docstring, imports, `__all__`, `__version__` and private set-up."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -145,6 +145,12 @@ def _only_reexports(source: str) -> bool:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        # A private set-up function of the package, and the call that runs it, teach nothing.
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("_"):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
+                and isinstance(node.value.func, ast.Name) and node.value.func.id.startswith("_"):
             continue
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
