@@ -303,10 +303,10 @@ def validate_feedforward(f: FeedForwardOptions) -> None:
 
 
 #
-# ## Validation
+# ## The whole stack
 #
-# Every value is checked here, once, with a message that names the keyword.  Combinations that
-# have no meaning are refused with the reason.
+# The options of each layer are valid on their own; here, the stack's values and the combinations
+# that have no meaning.
 def validate(o: LayerOptions) -> None:
     """Raise `ValueError` for any bad value or meaningless combination in `o`."""
     check_int("dim", o.dim)
