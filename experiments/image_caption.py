@@ -69,10 +69,10 @@ class Config(RunConfig):
     decoder_depth: int = 2
     heads: int = 4
     batch_size: int = 64
-    steps: int = 400
+    steps: int = 2000
     lr: float = 2e-3
     warmup: int = 40
-    eval_every: int = 100
+    eval_every: int = 250
 
     SMOKE = dict(train_size=64, test_size=16, dim=32, encoder_depth=1, decoder_depth=1, heads=2, batch_size=16,
                  steps=4, warmup=1, eval_every=2, log_every=2)
