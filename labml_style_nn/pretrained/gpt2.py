@@ -49,12 +49,12 @@ stack being our blocks $2i$ (attention) and $2i + 1$ (feed-forward):
 |---|---|---|
 | `transformer.wte.weight` | `token_emb.weight` | $E$, also the output projection |
 | `transformer.wpe.weight` | `pos_emb.emb.weight` | $P$ |
-| `h.{i}.ln_1.{weight,bias}` | `attn_layers.blocks.{2i}.pre_norm.{weight,bias}` | |
-| `h.{i}.attn.c_attn.{weight,bias}` | `blocks.{2i}.fn.to_qkv.{weight,bias}` | transposed; $[W_Q, W_K, W_V]$ in both |
-| `h.{i}.attn.c_proj.{weight,bias}` | `blocks.{2i}.fn.to_out.{weight,bias}` | transposed |
-| `h.{i}.ln_2.{weight,bias}` | `blocks.{2i+1}.pre_norm.{weight,bias}` | |
-| `h.{i}.mlp.c_fc.{weight,bias}` | `blocks.{2i+1}.fn.proj_in.0.{weight,bias}` | transposed |
-| `h.{i}.mlp.c_proj.{weight,bias}` | `blocks.{2i+1}.fn.proj_out.{weight,bias}` | transposed |
+| `transformer.h.{i}.ln_1.{weight,bias}` | `attn_layers.blocks.{2i}.pre_norm.{weight,bias}` | |
+| `transformer.h.{i}.attn.c_attn.{weight,bias}` | `attn_layers.blocks.{2i}.fn.to_qkv.{weight,bias}` | transposed; $[W_Q, W_K, W_V]$ in both |
+| `transformer.h.{i}.attn.c_proj.{weight,bias}` | `attn_layers.blocks.{2i}.fn.to_out.{weight,bias}` | transposed |
+| `transformer.h.{i}.ln_2.{weight,bias}` | `attn_layers.blocks.{2i+1}.pre_norm.{weight,bias}` | |
+| `transformer.h.{i}.mlp.c_fc.{weight,bias}` | `attn_layers.blocks.{2i+1}.fn.proj_in.0.{weight,bias}` | transposed |
+| `transformer.h.{i}.mlp.c_proj.{weight,bias}` | `attn_layers.blocks.{2i+1}.fn.proj_out.{weight,bias}` | transposed |
 | `transformer.ln_f.{weight,bias}` | `attn_layers.final_norm.{weight,bias}` | |
 | `lm_head.weight` | (tied: none) | the same tensor as `wte` |
 
