@@ -69,6 +69,30 @@ def suggest_keywords(cls: type) -> type:
 
 
 #
+# ## Values
+def check_int(name: str, value, minimum: int = 1, allow_none: bool = False) -> None:
+    """`ValueError` naming `name` unless `value` is an integer >= `minimum` (or `None` if allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+def check_number(name: str, value) -> bool:
+    """`ValueError` naming `name` unless `value` is an int or a float; `True` otherwise (for `and` chains)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return True
+
+
+def check_probability(name: str, value) -> None:
+    """`ValueError` naming `name` unless `value` is a dropout probability in [0, 1)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a dropout probability in [0, 1), got {value!r}")
+
+
+#
 # ## Tensors
 def _got(value) -> str:
     if torch.is_tensor(value):

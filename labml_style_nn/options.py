@@ -24,6 +24,7 @@ import difflib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional, Union
 
+from .checks import check_int, check_number, check_probability
 from .positional.rope_scaling import RopeScaling
 
 
@@ -218,32 +219,11 @@ def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]
     return opts
 
 
-def check_int(name: str, value, minimum: int = 1, allow_none: bool = False) -> None:
-    """`ValueError` naming `name` unless `value` is an integer >= `minimum` (or `None` if allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-
-
-def check_probability(name: str, value) -> None:
-    """`ValueError` naming `name` unless `value` is a dropout probability in [0, 1)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: expected a dropout probability in [0, 1), got {value!r}")
-
-
 #
 # ## Validation
 #
 # Every value is checked here, once, with a message that names the keyword.  Combinations that
 # have no meaning are refused with the reason.
-def _number(name: str, value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
-    return True
-
-
 def validate_attention(a: AttentionOptions, prefix: str) -> None:
     """Check the options of one kind of attention layer; `prefix` is how the user spelt them."""
     check_int(prefix + "dim_head", a.dim_head)
@@ -253,7 +233,7 @@ def validate_attention(a: AttentionOptions, prefix: str) -> None:
     if a.collab_compression is not None:
         if not a.collab_heads:
             raise ValueError(f"{prefix}collab_compression: only meaningful with {prefix}collab_heads=True")
-        if _number(prefix + "collab_compression", a.collab_compression) and not 0 < a.collab_compression <= 1:
+        if check_number(prefix + "collab_compression", a.collab_compression) and not 0 < a.collab_compression <= 1:
             raise ValueError(f"{prefix}collab_compression: expected a number in (0, 1], got {a.collab_compression!r}")
     if a.qk_norm_seq_len is not None:
         if not a.qk_norm:
@@ -274,7 +254,7 @@ def validate_attention(a: AttentionOptions, prefix: str) -> None:
                          "key projections; choose one")
     check_int(prefix + "max_attend_past", a.max_attend_past, minimum=0, allow_none=True)
     if a.scale is not None:
-        if _number(prefix + "scale", a.scale) and not a.scale > 0:
+        if check_number(prefix + "scale", a.scale) and not a.scale > 0:
             raise ValueError(f"{prefix}scale: expected a positive number, got {a.scale!r}")
         if a.qk_norm:
             raise ValueError(f"{prefix}scale and {prefix}qk_norm both set the logit scale (qk-norm learns it); "
@@ -288,7 +268,7 @@ FF_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "sigmoid", "identity", "r
 def validate_feedforward(f: FeedForwardOptions) -> None:
     """Check the `ff_*` options."""
     check_probability("ff_dropout", f.dropout)
-    if _number("ff_mult", f.mult) and not f.mult > 0:
+    if check_number("ff_mult", f.mult) and not f.mult > 0:
         raise ValueError(f"ff_mult: expected a positive number, got {f.mult!r}")
     check_int("ff_inner_dim", f.inner_dim, allow_none=True)
     for flag in ("glu", "swish", "relu_squared", "no_bias", "post_act_ln"):
@@ -327,9 +307,9 @@ def validate(o: LayerOptions) -> None:
     if o.attn.max_attend_past is not None and not o.causal:
         raise ValueError("attn_max_attend_past: a sliding window looks back from each query; it needs a causal "
                          "stack (Decoder), not causal=False")
-    if o.norm_eps is not None and _number("norm_eps", o.norm_eps) and not o.norm_eps > 0:
+    if o.norm_eps is not None and check_number("norm_eps", o.norm_eps) and not o.norm_eps > 0:
         raise ValueError(f"norm_eps: expected a positive number, got {o.norm_eps!r}")
-    if _number("rotary_theta", o.rotary_theta) and not o.rotary_theta > 0:
+    if check_number("rotary_theta", o.rotary_theta) and not o.rotary_theta > 0:
         raise ValueError(f"rotary_theta: expected a positive number, got {o.rotary_theta!r}")
     if o.rotary_theta != 10000.0 and not o.rotary_pos_emb:
         raise ValueError("rotary_theta: only meaningful with rotary_pos_emb=True")

@@ -59,8 +59,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..checks import check_tensor
-from ..options import check_int, check_probability
+from ..checks import check_int, check_probability, check_tensor
 from .layers import AttentionLayers
 
 

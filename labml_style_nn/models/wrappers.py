@@ -24,10 +24,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_mask
+from ..checks import check_int, check_mask, check_probability
 from ..memory.memory_tokens import MemoryTokens
 from ..memory.xl_recurrence import shift_memories_down, update_memories
-from ..options import check_int, check_probability
 from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 from .layers import AttentionLayers
 
