@@ -45,8 +45,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -117,8 +119,17 @@ def alternate(fns: dict, rounds: int) -> dict:
 #
 # Byte-level language modelling on the standard library's sources; AdamW with a linear warm-up and
 # a cosine decay.  The weights are cached, so the timing can be rerun without training again.
+#
+# The draft is **distilled** from the trained target (DistillSpec, [Zhou et al., 2023](https://arxiv.org/abs/2310.08461)):
+# it starts from the target's embedding, first layer, final norm and output layer, and learns to
+# match the target's next-byte distribution on the training text, the forward KL
+# $\mathrm{KL}(p_{\text{target}} \,\|\, q_{\text{draft}})$ averaged over positions, instead of the
+# text's own next byte.  What speculative decoding needs of a draft is agreement with the target,
+# and the target's whole distribution says more about that than the one byte that followed.
 def train(net: TransformerWrapper, data: torch.Tensor, steps: int, batch: int, length: int, lr: float,
-          seed: int = 0) -> float:
+          seed: int = 0, teacher: Optional[TransformerWrapper] = None) -> float:
+    """Train `net`; with a `teacher`, on the KL to its distributions.  Returns the last batch's
+    bits per byte (of the text; with a teacher, the KL in bits)."""
     model = AutoregressiveWrapper(net).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
@@ -128,37 +139,58 @@ def train(net: TransformerWrapper, data: torch.Tensor, steps: int, batch: int, l
         scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
             group["lr"] = lr * scale
-        loss = model(sample_windows(data, batch, length + 1, gen).long())
+        x = sample_windows(data, batch, length + 1, gen).long()
+        if teacher is None:
+            loss = model(x)
+        else:
+            with torch.no_grad():
+                p_log = teacher(x[:, :-1]).log_softmax(dim=-1)  # (b, n, V)
+            q_log = net(x[:, :-1]).log_softmax(dim=-1)
+            # $\sum_x p(x) (\log p(x) - \log q(x))$, averaged over the positions
+            loss = F.kl_div(q_log.flatten(0, 1), p_log.flatten(0, 1), log_target=True, reduction="batchmean")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if (step + 1) % 50 == 0:
-            print(f"  step {step + 1}: {loss.item() / math.log(2):.2f} bits per byte", flush=True)
+        if (step + 1) % 100 == 0:
+            print(f"  step {step + 1}: {loss.item() / math.log(2):.3f} bits per byte", flush=True)
     net.eval()
-    return loss.item() / math.log(2)  # bits per byte of the last batch
+    return loss.item() / math.log(2)
+
+
+def init_from(draft: TransformerWrapper, target: TransformerWrapper) -> None:
+    """Copy into `draft` every weight of `target` with the same name and shape (embedding, first layers, head)."""
+    theirs = target.state_dict()
+    own = {k: v for k, v in draft.state_dict().items() if k in theirs and theirs[k].shape == v.shape}
+    draft.load_state_dict({**draft.state_dict(), **{k: theirs[k] for k in own}})
 
 
 def trained_models(args, text) -> tuple[TransformerWrapper, TransformerWrapper]:
     model_kw, draft_kw = (QUICK_MODEL, QUICK_DRAFT) if args.quick else (MODEL, DRAFT)
-    path = Path(args.cache) / f"fast_decoding_{'quick' if args.quick else 'full'}_{args.train_steps}x{args.train_batch}.pt"
+    size = "quick" if args.quick else "full"
+    target_path = Path(args.cache) / f"fast_decoding_{size}_target_{args.train_steps}x{args.train_batch}.pt"
+    draft_path = Path(args.cache) / (f"fast_decoding_{size}_draft_{args.draft_steps}x{args.train_batch}_"
+                                     f"{'distilled' if args.distill else 'plain'}_from_{args.train_steps}.pt")
     torch.manual_seed(0)
     target, draft = build(model_kw), build(draft_kw)
-    if path.exists():
-        state = torch.load(path)
-        target.load_state_dict(state["target"])
-        draft.load_state_dict(state["draft"])
-        print(f"loaded the trained target and draft from {path}")
-        return target.eval(), draft.eval()
-    for name, net in (("target", target), ("draft", draft)):
+    for name, net, path in (("target", target, target_path), ("draft", draft, draft_path)):
+        if path.exists():
+            net.load_state_dict(torch.load(path))
+            print(f"loaded the trained {name} from {path}")
+            continue
+        teacher = None
+        if name == "draft" and args.distill:
+            init_from(draft, target)
+            teacher = target.eval()
+        steps = args.train_steps if name == "target" else args.draft_steps
         start = time.perf_counter()
-        bpc = train(net, text.train, args.train_steps, batch=args.train_batch, length=128, lr=2e-3)
+        bpc = train(net, text.train, steps, batch=args.train_batch, length=128, lr=2e-3, teacher=teacher)
+        what = "KL to the target" if teacher is not None else "bits per byte"
         print(f"trained the {name} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters) for "
-              f"{args.train_steps} steps in {time.perf_counter() - start:.0f} s: last batch {bpc:.2f} bits per byte",
-              flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"target": target.state_dict(), "draft": draft.state_dict()}, path)
-    return target, draft
+              f"{steps} steps in {time.perf_counter() - start:.0f} s: last batch {bpc:.3f} {what}", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), path)
+    return target.eval(), draft.eval()
 
 
 #
@@ -244,13 +276,18 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="wall time, or the process's CPU time")
     p.add_argument("--cases", default="compiled,speculative", help="comma-separated: compiled,speculative")
-    p.add_argument("--train-steps", type=int, default=600, help="training steps of the target and of the draft")
+    p.add_argument("--train-steps", type=int, default=600, help="training steps of the target")
+    p.add_argument("--draft-steps", type=int, default=None, help="training steps of the draft (default: --train-steps)")
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the draft on the target's distributions, starting from its first layer")
     p.add_argument("--train-batch", type=int, default=8, help="sequences of 128 bytes per training step")
     p.add_argument("--num-speculative", type=int, nargs="+", default=[2, 3, 4], help="guesses per target pass")
     p.add_argument("--cache", default=str(REPO_ROOT / "runs" / "fast_decoding"), help="where trained weights are kept")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.train_steps = 1, min(args.train_steps, 20)
+    if args.draft_steps is None or args.quick:
+        args.draft_steps = args.train_steps if args.draft_steps is None else min(args.draft_steps, 20)
     torch.set_num_threads(args.threads)
     global clock
     clock = CLOCK[args.clock]

@@ -149,7 +149,8 @@ class AutoregressiveWrapper(nn.Module):
         [static cache](static_cache.md) (a dict is passed on to `torch.compile`, e.g.
         `{"backend": "aot_eager"}`; on CUDA the default is `mode="reduce-overhead"`).
         `draft=` a smaller model over the same vocabulary decodes [speculatively](speculative.md),
-        `num_speculative` guesses per target pass; `self.speculative_stats` then holds its counts.
+        `num_speculative` guesses per target pass; `self.speculative_stats` then holds its counts
+        (with `compile=True` the draft's steps are compiled; the target runs eagerly).
         """
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
             raise ValueError(f"seq_len: expected a non-negative integer, got {seq_len!r}")
@@ -179,7 +180,8 @@ class AutoregressiveWrapper(nn.Module):
                     lambda logits: filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)
 
                 def decode(toks, st):
-                    return self._speculate(draft, toks, st, seq_len, num_speculative, probs, eos_token, kwargs)
+                    return self._speculate(draft, toks, st, seq_len, num_speculative, probs, eos_token, kwargs,
+                                           compile_options)
             else:
                 def decode(toks, st):
                     return self._decode(toks, st, seq_len, sample, eos_token, cache_kv, kwargs, compile_options)
@@ -301,8 +303,6 @@ class AutoregressiveWrapper(nn.Module):
         if getattr(net, "num_tokens", None) != getattr(self.net, "num_tokens", None):
             raise ValueError(f"draft: expected a TransformerWrapper over the target's {self.net.num_tokens}-token "
                              f"vocabulary, got {type(net).__name__} with num_tokens={getattr(net, 'num_tokens', None)}")
-        if compile_options is not None:
-            raise ValueError("compile: speculative decoding (draft=) runs eagerly; pass compile=False")
         for name, wrapper in (("generate", self), ("draft", AutoregressiveWrapper(net))):
             blocker = wrapper._cache_blocker(total) if not wrapper.feedback else "it has no layer stack to cache"
             if blocker is None and any(block.shift is not None for block in wrapper._stack().blocks):
@@ -310,15 +310,19 @@ class AutoregressiveWrapper(nn.Module):
             if blocker is not None:
                 raise ValueError(f"{name}: speculative decoding needs a key/value cache that can be rewound, "
                                  f"and {type(wrapper.net).__name__} {blocker}")
+        blocker = static_blocker(net.attn_layers) if compile_options is not None else None
+        if blocker is not None:
+            raise ValueError(f"compile: the draft's step needs a static cache, and {blocker}")
         return net
 
-    def _speculate(self, draft, tokens, starts, seq_len, num_speculative, probs, eos_token, kwargs) -> Tensor:
+    def _speculate(self, draft, tokens, starts, seq_len, num_speculative, probs, eos_token, kwargs,
+                   compile_options=None) -> Tensor:
         was_training = draft.training
         draft.eval()
         try:
             out, stats = speculative_decode(
                 self.net, draft, tokens, starts, seq_len=seq_len, num_speculative=num_speculative, probs=probs,
-                eos_token=eos_token, pad_value=self.pad_value, kwargs=kwargs,
+                eos_token=eos_token, pad_value=self.pad_value, kwargs=kwargs, compile_options=compile_options,
                 num_memory_tokens=(self._num_memory_tokens(), AutoregressiveWrapper(draft)._num_memory_tokens()))
         finally:
             draft.train(was_training)

@@ -59,15 +59,17 @@ papers' gains assume steps bound by reading the weights, as on a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .kv_cache import LayersCache
+from .static_cache import StaticLayersCache, compile_step, round_up
 
 
 @dataclass
@@ -147,19 +149,57 @@ def accept_draft_greedy(target_logits: Tensor, guesses: Tensor) -> tuple[Tensor,
 
 
 #
+# ## A verification pass that costs about one step
+#
+# On the CPU, `nn.Linear` multiplies a few rows by a weight through the BLAS's general product,
+# which repacks the weight at every call: $k + 1$ rows cost well over one row (1.6-1.7x at 3-4
+# rows of a `256 x 1024` layer here), while the one-row step takes the matrix-vector path.  oneDNN
+# with the weight packed **once**, for a few rows, reads each weight once per call whatever the
+# rows: 3-5 rows then cost about one row (`docs/benchmarks.md`).  During a speculative `generate`
+# the target's linear layers run that way; the products are the same up to rounding.
+PACKED_PASS = True  # (set to False to measure the pass through `nn.Linear`)
+
+
+def _packable() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@contextmanager
+def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
+    """Within the block, the float32 CPU `nn.Linear` layers of `net` multiply by a weight packed for `rows` rows."""
+    layers = [m for m in net.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"
+              and m.weight.dtype == torch.float32] if PACKED_PASS and _packable() else []
+    try:
+        for m in layers:
+            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight, rows)
+
+            def forward(x: Tensor, packed: Tensor = packed, bias: Optional[Tensor] = m.bias) -> Tensor:
+                return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            m.forward = forward  # an attribute of this module, shadowing `nn.Linear.forward`
+        yield
+    finally:
+        for m in layers:
+            del m.forward
+
+
+#
 # ## The decoding loop
 #
-# `seq` holds prompt and output; `cur` tokens of it are final.  Each cache holds the first `fed`
-# tokens (plus memory tokens); a model is fed what it has not seen yet, so a round may start with
-# one or two tokens for the draft.
+# `seq` holds prompt and output; `cur` tokens of it are final.  The draft writes its guesses into
+# `seq` itself, after the final tokens, so that the target's pass reads them in place and an
+# accepted guess is already where it belongs; only the token after the accepted ones is written.
+# Each cache holds the first `fed` tokens (plus memory tokens); a model is fed what it has not seen
+# yet, so a round starts with one or two tokens for the draft.
 def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], *, seq_len: int,
                        num_speculative: int, probs: Optional[Callable[[Tensor], Tensor]],
                        eos_token: Optional[int], pad_value: int, num_memory_tokens: tuple[int, int],
-                       kwargs: dict) -> tuple[Tensor, SpeculativeStats]:
+                       kwargs: dict, compile_options: Optional[dict] = None) -> tuple[Tensor, SpeculativeStats]:
     """Decode `seq_len` tokens after `tokens` `(b, n)` with `target` checking `draft`'s guesses.
 
     `target` and `draft` are `TransformerWrapper`s over one vocabulary; `probs` turns logits into
-    the sampling distribution (temperature and filter), `None` for greedy decoding.
+    the sampling distribution (temperature and filter), `None` for greedy decoding.  With
+    `compile_options` (keywords of `torch.compile`) the draft's one-token steps run compiled on a
+    [static cache](static_cache.md); the target always runs eagerly.
     """
     b, n = tokens.shape
     total = n + seq_len
@@ -169,61 +209,75 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
     pos_kwargs = {} if starts is None else {"seq_start_pos": starts}
     models = (target, draft)
     caches = [LayersCache(m.attn_layers, b, total + mem) for m, mem in zip(models, num_memory_tokens, strict=True)]
+    draft_step = None
+    if compile_options is not None:
+        caches[1] = StaticLayersCache(draft.attn_layers, b, round_up(total + num_memory_tokens[1]))
+        draft_step = compile_step(draft, compile_options)
+        token = seq.new_empty(b, 1)  # the compiled step's input: one buffer, the same strides at every step
     fed = [0, 0]
     ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
     stats = SpeculativeStats()
 
-    def run(which: int, inp: Tensor) -> Tensor:
-        """Feed `inp` `(b, j)` to a model after its `fed` tokens; logits `(b, j, V)`."""
+    def run(which: int, end: int) -> Tensor:
+        """Feed `seq[:, fed:end]` to a model after its `fed` tokens; the last logits `(b, V)`, all
+        `(b, end - fed, V)` for the target."""
         start = fed[which]
-        m = None if mask is None or start else mask[:, :inp.shape[1]]
-        fed[which] = start + inp.shape[1]
-        return models[which](inp, cache=caches[which], mask=m, **pos_kwargs, **kwargs)
+        fed[which] = end
+        if which == 1 and draft_step is not None and start:
+            # One compiled step per token; a round may begin with two unseen tokens.
+            for i in range(start, end):
+                token.copy_(seq[:, i:i + 1])
+                logits = draft_step(token, cache=caches[1], **pos_kwargs, **kwargs)
+            return logits[:, -1]
+        m = None if mask is None or start else mask[:, :end]
+        logits = models[which](seq[:, start:end], cache=caches[which], mask=m, **pos_kwargs, **kwargs)
+        return logits if which == 0 else logits[:, -1]
 
     def distribution(logits: Tensor) -> Tensor:
         assert probs is not None  # called only when sampling (greedy decoding takes the argmax)
         return probs(logits.flatten(0, -2)).view_as(logits)
 
     cur = n
-    while cur < total:
-        k = min(num_speculative, total - cur - 1)
-        # The draft guesses $\tilde x_1 \dots \tilde x_k$ one at a time, $\tilde x_i \sim q_i$.
-        guesses = seq.new_empty(b, k)
-        q = []
-        inp = seq[:, fed[1]:cur]
-        for i in range(k):
-            logits = run(1, inp)[:, -1]  # (b, V)
+    with packed_linears(target, b * (num_speculative + 1)):
+        while cur < total:
+            k = min(num_speculative, total - cur - 1)
+            # The draft guesses $\tilde x_1 \dots \tilde x_k$ one at a time, $\tilde x_i \sim q_i$,
+            # written to `seq[:, cur:cur + k]`.
+            q = []
+            for i in range(k):
+                logits = run(1, cur + i)  # (b, V)
+                if probs is None:
+                    seq[:, cur + i] = logits.argmax(dim=-1)
+                else:
+                    q.append(distribution(logits))
+                    seq[:, cur + i] = race(q[-1])
+            guesses = seq[:, cur:cur + k]
+            # One target pass over the unseen token and all guesses: $p_1 \dots p_{k+1}$.
+            logits = run(0, cur + k)[:, -(k + 1):]  # (b, k + 1, V)
             if probs is None:
-                guesses[:, i] = logits.argmax(dim=-1)
+                a, correction = accept_draft_greedy(logits, guesses)
             else:
-                q.append(distribution(logits))
-                guesses[:, i] = race(q[-1])
-            inp = guesses[:, i:i + 1]
-        # One target pass over the unseen tokens and all guesses: $p_1 \dots p_{k+1}$.
-        logits = run(0, torch.cat((seq[:, fed[0]:cur], guesses), dim=1))[:, -(k + 1):]  # (b, k + 1, V)
-        if probs is None:
-            a, correction = accept_draft_greedy(logits, guesses)
-        else:
-            a, correction = accept_draft(distribution(logits), torch.stack(q, 1) if q else logits[:, :0], guesses)
-        # Lockstep: every row keeps $m + 1$ tokens; a row that accepted more keeps its guess $m + 1$.
-        m = int(a.min())
-        out = torch.cat((guesses[:, :m], torch.where(a > m, guesses[:, m] if m < k else correction,
-                                                      correction)[:, None]), dim=1)  # (b, m + 1)
-        if eos_token is not None:
-            for i in range(m + 1):
-                # Rows that already ended are padded; a row ends at its first eos.
-                out[:, i] = out[:, i].masked_fill(ended, pad_value)
-                ended |= out[:, i] == eos_token
-        seq[:, cur:cur + m + 1] = out
-        stats.rounds += 1
-        stats.proposed += b * k
-        stats.accepted += int(a.sum())
-        stats.emitted += m + 1
-        # Forget what was computed past the kept tokens: the target saw $m$ of its guesses.
-        fed[0], fed[1] = cur + m, min(fed[1], cur + m)
-        for cache, mem, f in zip(caches, num_memory_tokens, fed, strict=True):
-            cache.rewind(mem + f)
-        cur += m + 1
-        if eos_token is not None and bool(ended.all()):
-            break
+                a, correction = accept_draft(distribution(logits), torch.stack(q, 1) if q else logits[:, :0],
+                                             guesses)
+            # Lockstep: every row keeps $m + 1$ tokens; a row that accepted more keeps its guess $m + 1$.
+            m = int(a.min())
+            seq[:, cur + m] = correction if m == k else torch.where(a > m, seq[:, cur + m], correction)
+            if eos_token is not None:
+                for i in range(cur, cur + m + 1):
+                    # Rows that already ended are padded; a row ends at its first eos.
+                    seq[:, i] = seq[:, i].masked_fill(ended, pad_value)
+                    ended |= seq[:, i] == eos_token
+            stats.rounds += 1
+            stats.proposed += b * k
+            stats.accepted += int(a.sum())
+            stats.emitted += m + 1
+            # Forget what was computed past the kept tokens: the target saw $m$ of its guesses.
+            fed[0], fed[1] = cur + m, min(fed[1], cur + m)
+            for cache, mem, f in zip(caches, num_memory_tokens, fed, strict=True):
+                cache.rewind(mem + f)
+            cur += m + 1
+            if eos_token is not None and bool(ended.all()):
+                break
+    # Rejected guesses past the last kept token (after every row ended) are not output.
+    seq[:, cur:] = pad_value
     return seq[:, n:], stats

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from labml_style_nn import Decoder, TransformerWrapper
-from labml_style_nn.generation import AutoregressiveWrapper
+from labml_style_nn.generation import AutoregressiveWrapper, speculative
 from labml_style_nn.generation.kv_cache import LayersCache
-from labml_style_nn.generation.speculative import accept_draft, accept_draft_greedy
+from labml_style_nn.generation.speculative import accept_draft, accept_draft_greedy, packed_linears
 
 V = 8
 
@@ -155,3 +155,41 @@ def test_bad_drafts_are_rejected_by_name():
         model.generate(prompt, 4, draft=other)
     with pytest.raises(ValueError, match="draft: .*token shift"):
         model.generate(prompt, 4, draft=make(shift_tokens=1))
+
+
+def test_compiled_draft_gives_the_target_greedy_output():
+    # compile= runs the draft's one-token steps on a static cache; the eager backend keeps the test fast.
+    target = sharpen(make(seed=0, rotary_pos_emb=True))
+    draft = perturbed(target)
+    model = AutoregressiveWrapper(target)
+    prompts = [torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7])]  # left padded
+    alone = model.generate(prompts, 30, temperature=0)
+    for k in (1, 3):
+        fast = model.generate(prompts, 30, temperature=0, draft=draft, num_speculative=k,
+                              compile={"backend": "eager"})
+        assert torch.equal(fast, alone), k
+        stats = model.speculative_stats
+        assert 0 < stats.accepted < stats.proposed  # rewinds of the static cache were exercised
+    with pytest.raises(ValueError, match="compile: .*static cache"):
+        model.generate(prompts, 4, draft=make(attn_max_attend_past=4), compile={"backend": "eager"})
+
+
+def test_packed_linears_compute_the_same_products_and_are_undone():
+    net = make(seed=0, rotary_pos_emb=True)
+    x = torch.randint(0, V, (2, 5))
+    plain = net(x)
+    with packed_linears(net, 4):
+        layers = [m for m in net.modules() if type(m) is torch.nn.Linear]
+        packed = net(x)
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+    assert all("forward" not in m.__dict__ for m in layers)  # back to nn.Linear.forward
+    # With the packed pass switched off the target runs through nn.Linear: same greedy tokens.
+    target, draft = sharpen(make(seed=0)), perturbed(sharpen(make(seed=0)))
+    model = AutoregressiveWrapper(target)
+    prompt = torch.tensor([[1, 2, 3]])
+    packed_out = model.generate(prompt, 20, temperature=0, draft=draft, num_speculative=3)
+    try:
+        speculative.PACKED_PASS = False
+        assert torch.equal(model.generate(prompt, 20, temperature=0, draft=draft, num_speculative=3), packed_out)
+    finally:
+        speculative.PACKED_PASS = True
