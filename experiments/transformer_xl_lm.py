@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,7 +50,6 @@ from experiments.common import (  # noqa: E402
     StopOnInterrupt,
     autocast,
     check_choices,
-    check_int_list,
     claim_verdict,
     count_parameters,
     interrupted,
@@ -70,6 +71,7 @@ from labml_style_nn.transformer_xl import (  # noqa: E402
     TransformerXL,
     TransformerXLLayer,
     causal_mask_with_memory,
+    relative_mha,
     update_memory,
 )
 
@@ -93,8 +95,12 @@ class Config(RunConfig):
     eval_every: int = 250
     eval_segments: int = 128
     modes: str = field(default="memory,no_memory", metadata={"help": "which runs to train"})
-    eval_mem_lens: str = field(default="128,256", metadata={
-        "help": "also evaluate the memory model with these memory lengths (comma-separated)"})
+    eval_mem_lens: str = field(default="0,8,16,32,128,256", metadata={
+        "help": "also evaluate the memory model with these memory lengths (comma-separated; 0 = no memory): "
+                "shorter ones show how much context it uses, longer ones whether more memory helps"})
+    clamp_distances: bool = field(default=False, metadata={
+        "help": "also evaluate the longer memories with every distance beyond the training ones scored as the "
+                "farthest trained one (xl_relative only): separates unseen distances from the extra context"})
     resume: str = field(default="", metadata={"help": "folder of an earlier run (memory.pt, no_memory.pt) to resume"})
 
     # `--resume` takes the run folder (or either checkpoint in it).
@@ -103,8 +109,14 @@ class Config(RunConfig):
     def check(self) -> None:
         check_choices("pos", self.pos, ("rel_pos_bias", "rotary", "alibi", "xl_relative"), many=False)
         check_choices("modes", self.modes, ("memory", "no_memory"))
+        if self.clamp_distances and self.pos != "xl_relative":
+            raise ValueError(f"argument --clamp-distances: needs --pos xl_relative, got --pos {self.pos}")
         if self.eval_mem_lens:
-            check_int_list("eval_mem_lens", self.eval_mem_lens)
+            # 0 is allowed here: the memory model evaluated without memory
+            items = [m.strip() for m in self.eval_mem_lens.split(",")]
+            if not all(m.isdigit() for m in items):
+                raise ValueError("argument --eval-mem-lens: expected comma-separated integers >= 0 "
+                                 f"(0 = no memory), got {self.eval_mem_lens!r}")
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=16, mem_len=16, batch_size=4, steps=4, warmup=1, eval_every=2,
                  eval_segments=3, max_bytes=100_000, log_every=2, eval_mem_lens="32")
     # `--preset gpu`: a 25M-parameter model on longer segments, bf16 on one GPU.
@@ -159,14 +171,17 @@ def lm_loss(model, x: torch.Tensor, mems, use_memory: bool):
 
 
 @torch.no_grad()
-def evaluate(model, stream: torch.Tensor, cfg: Config, use_memory: bool, device, mem_len: int = 0) -> float:
+def evaluate(model, stream: torch.Tensor, cfg: Config, use_memory: bool, device, mem_len: int | None = None) -> float:
     """Bits per character over the first `eval_segments` consecutive validation segments.
 
-    `mem_len` > 0 evaluates with a memory of that length instead of the training one: the model keeps
-    the last `mem_len` hidden states, and its relative positions cover the longer distances."""
+    `mem_len` evaluates with a memory of that length instead of the training one: the model keeps
+    the last `mem_len` hidden states, and its relative positions cover the other distances; 0 runs
+    it without memory."""
     model.eval()
     trained_len = model.max_mem_len
+    # Memory 0 runs the memory model without memory (the wrapper keeps its own length, unused)
     model.max_mem_len = mem_len or trained_len
+    use_memory = use_memory and mem_len != 0
     mems, losses = None, []
     for i in range(cfg.eval_segments):
         with autocast(device):
@@ -229,15 +244,84 @@ def train(cfg: Config, use_memory: bool, data, out: Path) -> dict:
         # The same trained model, evaluated with longer memories than it was trained with.
         result["val_bpc_by_eval_mem_len"] = {
             m: evaluate(model, val_stream, cfg, True, device, mem_len=m) for m in eval_mem_lens(cfg)}
+        if cfg.clamp_distances:
+            with clamped_distances(cfg.mem_len + cfg.seq_len - 1):
+                result["val_bpc_by_eval_mem_len_clamped"] = {
+                    m: evaluate(model, val_stream, cfg, True, device, mem_len=m)
+                    for m in eval_mem_lens(cfg) if m > cfg.mem_len}
+        longest = max(eval_mem_lens(cfg))
+        if longest > cfg.mem_len:
+            result["attention_beyond_training_memory"] = {
+                "eval_mem_len": longest, "by_layer": attention_beyond(model, val_stream, cfg, device, longest)}
     return result
 
 
+@contextmanager
+def clamped_distances(limit: int):
+    """An evaluation probe for labml.ai's attention: distances beyond `limit` (the farthest key seen in
+    training, $m + n - 1$) get the encoding $r_{limit}$, so that every key has a trained position score."""
+    original = relative_mha.sinusoidal_embeddings
+    relative_mha.sinusoidal_embeddings = lambda distances, d_model: original(distances.clamp(max=limit), d_model)
+    try:
+        yield
+    finally:
+        relative_mha.sinusoidal_embeddings = original
+
+
+@torch.no_grad()
+def attention_beyond(model, stream: torch.Tensor, cfg: Config, device, mem_len: int) -> list[float]:
+    """The share of each layer's attention on the memory slots older than the training memory.
+
+    With an evaluation memory of $M > m$ the keys of a segment are $M$ memory slots and the $n$
+    segment bytes; the first $M - m$ slots are farther back than any key seen in training. This
+    averages, over the queries, heads and rows of the segments after the memory has filled up, the
+    attention weight on those slots. A model that ignores them gains nothing from the longer memory."""
+    model.eval()
+    trained_len, model.max_mem_len = model.max_mem_len, mem_len
+    far = mem_len - trained_len
+    sums, count, mems = [0.0] * cfg.depth, 0, None
+    maps: list[torch.Tensor] = []
+    hooks = []
+    if isinstance(model, RelativeXLLM):
+        # The explicit path of labml.ai's attention passes the weights `(i, j, b, h)` through its dropout
+        for layer in model.xl.layers:
+            layer.self_attn.fused = False
+            hooks.append(layer.self_attn.dropout.register_forward_hook(
+                lambda _m, _i, out: maps.append(rearrange(out, "i j b h -> b h i j"))))
+    for i in range(cfg.eval_segments):
+        x = segment(stream, i, cfg.seq_len).to(device)[:, :-1]
+        maps.clear()
+        if isinstance(model, RelativeXLLM):
+            _, new = model(x, mems=mems, return_mems=True)
+        else:
+            _, new, attn = model(x, mems=mems, return_mems=True, return_attn=True)
+            maps.extend(attn)
+        full = mems is not None and mems[0].shape[1] == mem_len
+        mems = [m.detach() for m in new]
+        if full:
+            for layer, a in enumerate(maps):  # (b, h, i, j): the first `mem_len` keys are the memory
+                sums[layer] += a[..., :far].sum(-1).mean().item()
+            count += 1
+    for h in hooks:
+        h.remove()
+    if isinstance(model, RelativeXLLM):
+        for layer in model.xl.layers:
+            layer.self_attn.fused = True
+    model.max_mem_len = trained_len
+    model.train()
+    return [s / max(count, 1) for s in sums]
+
+
 def eval_mem_lens(cfg: Config) -> list[int]:
+    """The training memory and `--eval-mem-lens`, sorted."""
     return sorted({cfg.mem_len, *(int(m) for m in cfg.eval_mem_lens.split(",") if m)})
 
 
 def verdict(cfg: Config, results: list[dict]) -> dict:
-    """Memory lowers val bpc at a fixed segment length; a longer memory at evaluation lowers it further."""
+    """Memory lowers val bpc at a fixed segment length; a longer memory at evaluation lowers it further.
+
+    The evidence also says how much memory the model uses (the shortest evaluated memory within
+    0.005 bpc of the training one) and how much of its attention goes beyond the training memory."""
     claim = ("carrying memory lowers validation bpc at a fixed segment length, and evaluating with a longer "
              "memory than in training lowers it further")
     runs = {r["run"]: r for r in results}
@@ -245,11 +329,22 @@ def verdict(cfg: Config, results: list[dict]) -> dict:
         return claim_verdict(claim, None, "needs both runs (--modes memory,no_memory)")
     with_mem, without = runs["memory"]["val_bpc"], runs["no_memory"]["val_bpc"]
     by_len = runs["memory"]["val_bpc_by_eval_mem_len"]
-    longest = max(by_len)
-    holds = with_mem < without and by_len[longest] <= by_len[cfg.mem_len]
+    trained = by_len[cfg.mem_len]
+    longer = {m: v for m, v in by_len.items() if m > cfg.mem_len}
     evidence = (f"{cfg.pos}: {with_mem:.3f} bpc with memory {cfg.mem_len} vs {without:.3f} without; evaluated with "
                 + ", ".join(f"memory {m}: {v:.3f}" for m, v in sorted(by_len.items())))
-    return claim_verdict(claim, holds, evidence)
+    used = min(m for m, v in by_len.items() if m <= cfg.mem_len and v - trained <= 0.005)
+    evidence += f"; the bpc stops falling at memory {used} (within 0.005 of memory {cfg.mem_len})"
+    if not longer:
+        return claim_verdict(claim, None, evidence + "; no longer memory evaluated (--eval-mem-lens)")
+    longer_helps = min(longer.values()) < trained
+    evidence += f"; a longer memory {'lowers' if longer_helps else 'does not lower'} it"
+    far = runs["memory"].get("attention_beyond_training_memory")
+    if far:
+        evidence += (f"; with memory {far['eval_mem_len']} the layers put "
+                     + ", ".join(f"{100 * v:.1f}%" for v in far["by_layer"])
+                     + " of their attention on the slots older than the training memory")
+    return claim_verdict(claim, with_mem < without and longer_helps, evidence)
 
 
 def main(cfg: Config) -> list[dict]:
@@ -265,6 +360,13 @@ def main(cfg: Config) -> list[dict]:
     for r in results:
         for m, v in r.get("val_bpc_by_eval_mem_len", {}).items():
             print(f"| {r['run']}, evaluated with memory {m} | {r['parameters']:,} | {v:.3f} |")
+        for m, v in r.get("val_bpc_by_eval_mem_len_clamped", {}).items():
+            print(f"| {r['run']}, evaluated with memory {m}, distances clamped | {r['parameters']:,} | {v:.3f} |")
+        if "attention_beyond_training_memory" in r:
+            far = r["attention_beyond_training_memory"]
+            print(f"\nattention on memory slots older than the training memory ({cfg.mem_len}) when evaluated "
+                  f"with memory {far['eval_mem_len']}, per layer: "
+                  + ", ".join(f"{100 * v:.1f}%" for v in far["by_layer"]))
     outcome = verdict(cfg, results)
     print(f"\n{outcome['verdict']}: {outcome['evidence']}")
     RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results],
