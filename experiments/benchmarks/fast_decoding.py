@@ -40,6 +40,7 @@ python experiments/benchmarks/fast_decoding.py --threads 1 --clock cpu   # stead
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -56,10 +57,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from experiments.data import load_text, sample_windows  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
-from labml_style_nn.generation import AutoregressiveWrapper  # noqa: E402
+from labml_style_nn.generation import AutoregressiveWrapper, speculative  # noqa: E402
+from labml_style_nn.generation.kv_cache import LayersCache  # noqa: E402
 
 MODEL = dict(dim=256, depth=4, heads=4, rotary_pos_emb=True)
 DRAFT = dict(dim=256, depth=1, heads=4, rotary_pos_emb=True)
+LARGE_MODEL = dict(dim=512, depth=8, heads=8, rotary_pos_emb=True)
+LARGE_DRAFT = dict(dim=512, depth=2, heads=8, rotary_pos_emb=True)
 QUICK_MODEL = dict(dim=32, depth=2, heads=2, rotary_pos_emb=True)
 QUICK_DRAFT = dict(dim=32, depth=1, heads=2, rotary_pos_emb=True)
 NUM_TOKENS, MAX_SEQ_LEN = 256, 512
@@ -127,9 +131,11 @@ def alternate(fns: dict, rounds: int) -> dict:
 # text's own next byte.  What speculative decoding needs of a draft is agreement with the target,
 # and the target's whole distribution says more about that than the one byte that followed.
 def train(net: TransformerWrapper, data: torch.Tensor, steps: int, batch: int, length: int, lr: float,
-          seed: int = 0, teacher: Optional[TransformerWrapper] = None) -> float:
-    """Train `net`; with a `teacher`, on the KL to its distributions.  Returns the last batch's
-    bits per byte (of the text; with a teacher, the KL in bits)."""
+          seed: int = 0, teacher: Optional[TransformerWrapper] = None, generated: Optional[torch.Tensor] = None
+          ) -> float:
+    """Train `net`; with a `teacher`, on the KL to its distributions, and with `generated` rows
+    `(N, length + 1)`, half of each batch drawn from them.  Returns the last batch's bits per byte
+    (of the text; with a teacher, the KL in bits)."""
     model = AutoregressiveWrapper(net).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
@@ -140,6 +146,8 @@ def train(net: TransformerWrapper, data: torch.Tensor, steps: int, batch: int, l
         for group in opt.param_groups:
             group["lr"] = lr * scale
         x = sample_windows(data, batch, length + 1, gen).long()
+        if generated is not None:
+            x[batch // 2:] = generated[torch.randint(0, len(generated), (batch - batch // 2,), generator=gen)]
         if teacher is None:
             loss = model(x)
         else:
@@ -158,6 +166,17 @@ def train(net: TransformerWrapper, data: torch.Tensor, steps: int, batch: int, l
     return loss.item() / math.log(2)
 
 
+def continuations(target: TransformerWrapper, data: torch.Tensor, rows: int, length: int, prompt: int = 16,
+                  seed: int = 1) -> torch.Tensor:
+    """`rows` greedy continuations by `target` of `prompt`-byte prompts from `data`, `(rows, length)` with the prompts."""
+    gen, model = torch.Generator().manual_seed(seed), AutoregressiveWrapper(target)
+    out = []
+    for i in range(0, rows, 64):
+        prompts = sample_windows(data, min(64, rows - i), prompt, gen)
+        out.append(torch.cat((prompts, model.generate(prompts, length - prompt, temperature=0)), dim=1))
+    return torch.cat(out)
+
+
 def init_from(draft: TransformerWrapper, target: TransformerWrapper) -> None:
     """Copy into `draft` every weight of `target` with the same name and shape (embedding, first layers, head)."""
     theirs = target.state_dict()
@@ -166,25 +185,39 @@ def init_from(draft: TransformerWrapper, target: TransformerWrapper) -> None:
 
 
 def trained_models(args, text) -> tuple[TransformerWrapper, TransformerWrapper]:
+    """The target, then the draft (distilled from it, or trained on the text), then the draft tuned
+    on the target's own continuations; each stage cached under `args.cache`."""
     model_kw, draft_kw = (QUICK_MODEL, QUICK_DRAFT) if args.quick else (MODEL, DRAFT)
     size = "quick" if args.quick else "full"
-    target_path = Path(args.cache) / f"fast_decoding_{size}_target_{args.train_steps}x{args.train_batch}.pt"
-    draft_path = Path(args.cache) / (f"fast_decoding_{size}_draft_{args.draft_steps}x{args.train_batch}_"
-                                     f"{'distilled' if args.distill else 'plain'}_from_{args.train_steps}.pt")
+    cache = Path(args.cache)
+    target_path = cache / f"fast_decoding_{size}_target_{args.train_steps}x{args.train_batch}.pt"
+    draft_path = cache / (f"fast_decoding_{size}_draft_{args.draft_steps}x{args.train_batch}_"
+                          f"{'distilled' if args.distill else 'plain'}_from_{args.train_steps}.pt")
+    tuned_path = draft_path.with_name(draft_path.stem + f"_then_{args.tune_steps}_on_continuations.pt")
     torch.manual_seed(0)
     target, draft = build(model_kw), build(draft_kw)
-    for name, net, path in (("target", target, target_path), ("draft", draft, draft_path)):
-        if path.exists():
+    stages = [("target", target, target_path, args.train_steps), ("draft", draft, draft_path, args.draft_steps)]
+    if args.distill and args.tune_steps:
+        stages.append(("draft, tuned on the target's continuations", draft, tuned_path, args.tune_steps))
+    for i, (name, net, path, steps) in enumerate(stages):
+        if path.exists() and (i + 1 == len(stages) or not stages[i + 1][2].exists() or stages[i + 1][1] is not net):
             net.load_state_dict(torch.load(path))
             print(f"loaded the trained {name} from {path}")
             continue
-        teacher = None
-        if name == "draft" and args.distill:
-            init_from(draft, target)
+        if path.exists():
+            continue  # the next stage, of the same network, is cached
+        teacher, generated, lr = None, None, 2e-3
+        if net is draft and args.distill:
             teacher = target.eval()
-        steps = args.train_steps if name == "target" else args.draft_steps
+            if path == draft_path:
+                init_from(draft, target)
+            else:
+                # On-policy data (DistillSpec): the target's greedy continuations of training prompts,
+                # the kind of text the draft must predict when the target decodes greedily.
+                generated, lr = continuations(target, text.train, 512 if not args.quick else 16, 129), 1e-3
         start = time.perf_counter()
-        bpc = train(net, text.train, steps, batch=args.train_batch, length=128, lr=2e-3, teacher=teacher)
+        bpc = train(net, text.train, steps, batch=args.train_batch, length=128, lr=lr, teacher=teacher,
+                    generated=generated)
         what = "KL to the target" if teacher is not None else "bits per byte"
         print(f"trained the {name} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters) for "
               f"{steps} steps in {time.perf_counter() - start:.0f} s: last batch {bpc:.3f} {what}", flush=True)
@@ -226,43 +259,132 @@ def case_compiled(args, bandwidth: float) -> None:
         print(f"| {name} | {rate:.0f} | {rate / bound:.2f} | {ratio} | {goals[name]} |", flush=True)
 
 
+#
+# ### Where a speculative round's time goes
+#
+# A round costs $k$ draft steps and one target pass over $k + 1$ tokens, and yields on average
+# $1 + k\alpha$ tokens ($\alpha$ the fraction of guesses accepted), so with costs in units of one
+# cached target step
+#
+# $$\text{speed-up} \approx \frac{1 + k\alpha}{k\, c_{\text{draft}} + c_{\text{pass}}(k + 1)}.$$
+#
+# The costs are measured here directly, through a cache holding the prompt, so that the formula can
+# be checked against the measured speed-up and says what it would take to reach the goal.
+def round_costs(target: TransformerWrapper, draft: TransformerWrapper, prompt: torch.Tensor, ks, rounds: int,
+                reps: int = 20) -> dict:
+    """Seconds of a one-token target step (`"step"`), a one-token draft step (`"draft"`), and target
+    passes over `j` tokens through `nn.Linear` (`("pass", j)`) and packed (`("packed", j)`)."""
+    caches = {}
+
+    def fed(net):
+        if id(net) not in caches:
+            cache = LayersCache(net.attn_layers, 1, prompt.shape[1] + 16)
+            net(prompt, cache=cache)
+            caches[id(net)] = cache
+        return caches[id(net)]
+
+    @torch.no_grad()
+    def calls(net, j, packed=False):
+        cache, x = fed(net), prompt[:, -j:]
+        with speculative.packed_linears(net, j) if packed else contextlib.nullcontext():
+            for _ in range(reps):
+                cache.rewind(prompt.shape[1])
+                net(x, cache=cache)
+
+    fns = {"step": lambda: calls(target, 1), "draft": lambda: calls(draft, 1)}
+    for k in ks:
+        fns[("pass", k + 1)] = lambda j=k + 1: calls(target, j)
+        fns[("packed", k + 1)] = lambda j=k + 1: calls(target, j, packed=True)
+    for fn in fns.values():
+        fn()
+    return {name: seconds / reps for name, seconds in alternate(fns, rounds).items()}
+
+
+def print_costs(costs: dict, stats: dict, measured: Optional[dict] = None) -> None:
+    print("| k | alpha | tokens per pass | draft step | pass of k + 1 tokens (nn.Linear) | (packed, as used) "
+          "| predicted speed-up | measured |\n|---|---|---|---|---|---|---|---|")
+    step = costs["step"]
+    for k, s in stats.items():
+        c_draft, c_pass, c_packed = costs["draft"] / step, costs[("pass", k + 1)] / step, costs[("packed", k + 1)] / step
+        predicted = s.tokens_per_round / (k * c_draft + c_packed)
+        got = f"{measured[k]:.2f}x" if measured else "-"
+        print(f"| {k} | {s.acceptance_rate:.2f} | {s.tokens_per_round:.2f} | {c_draft:.2f} | {c_pass:.2f} | {c_packed:.2f} "
+              f"| {predicted:.2f}x | {got} |", flush=True)
+    print(f"\n(costs in units of one cached target step, {step * 1e3:.2f} ms)")
+
+
 def case_speculative(args) -> None:
     text = load_text("stdlib", max_bytes=400_000 if args.quick else 4_000_000)
     target, draft = trained_models(args, text)
     model = AutoregressiveWrapper(target).eval()
     new_tokens = 32 if args.quick else 256
-    # A prompt from the validation text: the first 64 bytes after a line break.
-    start = int((text.val[:4096] == ord("\n")).nonzero()[0]) + 1
-    prompt = text.val[start:start + 64].long()[None]
-    alone = model.generate(prompt, new_tokens, temperature=0)
-    fns = {"target alone": lambda: model.generate(prompt, new_tokens, temperature=0)}
+    # Prompts from the validation text: the 64 bytes after line breaks spread over its first 200 kB.
+    # The acceptance rate varies from prompt to prompt (0.4-0.7 here), so several are decoded.
+    breaks = (text.val[:200_000] == ord("\n")).nonzero()[:, 0]
+    prompts = [text.val[int(s) + 1:int(s) + 65].long()[None]
+               for s in breaks[torch.linspace(0, len(breaks) - 2, args.prompts).long()]]
+
+    def decode_all(**kw) -> list:
+        return [model.generate(prompt, new_tokens, temperature=0, **kw) for prompt in prompts]
+    alone = decode_all()
+    fns = {"target alone": decode_all}
     stats = {}
-    for k in args.num_speculative:
-        out = model.generate(prompt, new_tokens, temperature=0, draft=draft, num_speculative=k)
-        assert torch.equal(out, alone), "speculative greedy output differs from the target's"
-        stats[k] = model.speculative_stats
-        fns[f"draft, k={k}"] = lambda k=k: model.generate(prompt, new_tokens, temperature=0, draft=draft,
-                                                          num_speculative=k)
+    variants = [(k, False) for k in args.num_speculative] + [(k, True) for k in args.num_speculative
+                                                              if args.compile_draft]
+    for k, compiled in variants:
+        name = f"draft, k={k}" + (", compiled draft" if compiled else "")
+        total = speculative.SpeculativeStats()
+
+        def run(k=k, compiled=compiled, total=total):
+            outs = []
+            for prompt in prompts:
+                outs.append(model.generate(prompt, new_tokens, temperature=0, draft=draft, num_speculative=k,
+                                           compile=compiled))
+                for field in ("rounds", "proposed", "accepted", "emitted"):
+                    setattr(total, field, getattr(total, field) + getattr(model.speculative_stats, field))
+            return outs
+        started = time.perf_counter()
+        same = all(torch.equal(a, b) for a, b in zip(run(), alone, strict=True))
+        assert same, "speculative greedy output differs from the target's"
+        if compiled:
+            print(f"compiling the draft's step took {time.perf_counter() - started:.0f} s", flush=True)
+        stats[name] = total
+        fns[name] = run
     draft_alone = AutoregressiveWrapper(draft).eval()
-    fns["draft alone"] = lambda: draft_alone.generate(prompt, new_tokens, temperature=0)
+    fns["draft alone"] = lambda: [draft_alone.generate(prompt, new_tokens, temperature=0) for prompt in prompts]
     t = alternate(fns, args.rounds)
+    new_tokens *= len(prompts)
+    prompt = prompts[0]
 
     def params(net):
         return sum(p.numel() for n, p in net.named_parameters() if "attn_layers" in n)
-    print(f"\n### Speculative decoding, greedy, {new_tokens} tokens after a 64-byte prompt from the "
-          f"validation text\n")
+    print(f"\n### Speculative decoding, greedy, {new_tokens // len(prompts)} tokens after each of {len(prompts)} "
+          f"64-byte prompts from the validation text\n")
     print(f"target {MODEL if not args.quick else QUICK_MODEL} ({params(target) / 1e6:.2f}M layer weights), "
-          f"draft {DRAFT if not args.quick else QUICK_DRAFT} ({params(draft) / 1e6:.2f}M); output identical to the "
-          f"target alone for every k.  Sample: {text_of(alone[0][:80])!r}\n")
+          f"draft {DRAFT if not args.quick else QUICK_DRAFT} ({params(draft) / 1e6:.2f}M"
+          f"{', distilled' if args.distill else ''}); output identical to the "
+          f"target alone for every k.  Sample: {text_of(alone[0][0, :80])!r}\n")
     print("| decoder | tokens/s | acceptance rate | tokens per target pass | speed-up | goal |\n|---|---|---|---|---|---|")
     for name, seconds in t.items():
-        k = int(name.split("=")[1]) if name.startswith("draft, k=") else None
-        s = stats.get(k)
+        s = stats.get(name)
         acc = f"{s.acceptance_rate:.2f}" if s else "-"
         per = f"{s.tokens_per_round:.2f}" if s else "-"
         goal = ">= 1.5x" if s else ""
         print(f"| {name} | {new_tokens / seconds:.0f} | {acc} | {per} | {t['target alone'] / seconds:.2f}x | {goal} |",
               flush=True)
+    eager = {k: stats[f"draft, k={k}"] for k in args.num_speculative}
+    print("\n#### Where the time goes\n")
+    print_costs(round_costs(target, draft, prompt, args.num_speculative, args.rounds), eager,
+                {k: t["target alone"] / t[f"draft, k={k}"] for k in args.num_speculative})
+    if args.large and not args.quick:
+        # A target whose weights do not fit in the last-level cache, with a draft of a quarter of its
+        # layer weights; untrained, since only the costs are measured.
+        torch.manual_seed(0)
+        big, small = build(LARGE_MODEL).eval(), build(LARGE_DRAFT).eval()
+        print(f"\n#### A larger pair: target {LARGE_MODEL} ({params(big) / 1e6:.1f}M layer weights, "
+              f"{weight_bytes(big) / 2 ** 20:.0f} MiB read per token), draft {LARGE_DRAFT} "
+              f"({params(small) / 1e6:.1f}M); costs measured, speed-up predicted at the acceptance above\n")
+        print_costs(round_costs(big, small, prompt, args.num_speculative, args.rounds), eager)
 
 
 def text_of(ids) -> str:
@@ -278,16 +400,24 @@ def main(argv=None) -> None:
     p.add_argument("--cases", default="compiled,speculative", help="comma-separated: compiled,speculative")
     p.add_argument("--train-steps", type=int, default=600, help="training steps of the target")
     p.add_argument("--draft-steps", type=int, default=None, help="training steps of the draft (default: --train-steps)")
+    p.add_argument("--tune-steps", type=int, default=300,
+                   help="then steps of the distilled draft on the target's greedy continuations (0: none)")
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
                    help="train the draft on the target's distributions, starting from its first layer")
     p.add_argument("--train-batch", type=int, default=8, help="sequences of 128 bytes per training step")
     p.add_argument("--num-speculative", type=int, nargs="+", default=[2, 3, 4], help="guesses per target pass")
+    p.add_argument("--prompts", type=int, default=4, help="prompts decoded one after the other (batch 1)")
+    p.add_argument("--compile-draft", action="store_true", help="also time generate(..., compile=True) with the draft")
+    p.add_argument("--large", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the costs of a larger pair (dim 512, depth 8 and 2)")
     p.add_argument("--cache", default=str(REPO_ROOT / "runs" / "fast_decoding"), help="where trained weights are kept")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.train_steps = 1, min(args.train_steps, 20)
     if args.draft_steps is None or args.quick:
         args.draft_steps = args.train_steps if args.draft_steps is None else min(args.draft_steps, 20)
+    if args.quick:
+        args.tune_steps = min(args.tune_steps, 10)
     torch.set_num_threads(args.threads)
     global clock
     clock = CLOCK[args.clock]

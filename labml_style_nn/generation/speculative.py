@@ -158,6 +158,7 @@ def accept_draft_greedy(target_logits: Tensor, guesses: Tensor) -> tuple[Tensor,
 # rows: 3-5 rows then cost about one row (`docs/benchmarks.md`).  During a speculative `generate`
 # the target's linear layers run that way; the products are the same up to rounding.
 PACKED_PASS = True  # (set to False to measure the pass through `nn.Linear`)
+PACK_MIN_NUMEL = 2 ** 16  # weights of at least 256 KiB (a 256 x 256 layer)
 
 
 def _packable() -> bool:
@@ -167,8 +168,10 @@ def _packable() -> bool:
 @contextmanager
 def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
     """Within the block, the float32 CPU `nn.Linear` layers of `net` multiply by a weight packed for `rows` rows."""
+    # (Small weights are left alone: there the call's own overhead outweighs what packing saves.)
     layers = [m for m in net.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"
-              and m.weight.dtype == torch.float32] if PACKED_PASS and _packable() else []
+              and m.weight.dtype == torch.float32 and m.weight.numel() >= PACK_MIN_NUMEL] \
+        if PACKED_PASS and _packable() else []
     try:
         for m in layers:
             packed = torch.ops.mkldnn._reorder_linear_weight(m.weight, rows)
