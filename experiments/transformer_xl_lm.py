@@ -50,6 +50,7 @@ from experiments.common import (  # noqa: E402
     StopOnInterrupt,
     autocast,
     check_choices,
+    check_int_list,
     claim_verdict,
     count_parameters,
     interrupted,
@@ -98,6 +99,9 @@ class Config(RunConfig):
     eval_mem_lens: str = field(default="0,8,16,32,128,256", metadata={
         "help": "also evaluate the memory model with these memory lengths (comma-separated; 0 = no memory): "
                 "shorter ones show how much context it uses, longer ones whether more memory helps"})
+    track_mem_lens: str = field(default="", metadata={
+        "help": "at every evaluation during training, also evaluate the memory model with these memory lengths "
+                "(comma-separated), to follow how the effect of a longer memory changes with training"})
     clamp_distances: bool = field(default=False, metadata={
         "help": "also evaluate the longer memories with every distance beyond the training ones scored as the "
                 "farthest trained one (xl_relative only): separates unseen distances from the extra context"})
@@ -109,6 +113,8 @@ class Config(RunConfig):
     def check(self) -> None:
         check_choices("pos", self.pos, ("rel_pos_bias", "rotary", "alibi", "xl_relative"), many=False)
         check_choices("modes", self.modes, ("memory", "no_memory"))
+        if self.track_mem_lens:
+            check_int_list("track_mem_lens", self.track_mem_lens)
         if self.clamp_distances and self.pos != "xl_relative":
             raise ValueError(f"argument --clamp-distances: needs --pos xl_relative, got --pos {self.pos}")
         if self.eval_mem_lens:
@@ -228,7 +234,9 @@ def train(cfg: Config, use_memory: bool, data, out: Path) -> dict:
             if step % cfg.log_every == 0:
                 log.log(step, train_bpc=loss.item() / math.log(2))
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                log.log(step, val_bpc=evaluate(model, val_stream, cfg, use_memory, device))
+                tracked = {f"val_bpc_mem{m}": evaluate(model, val_stream, cfg, True, device, mem_len=int(m))
+                           for m in (cfg.track_mem_lens.split(",") if use_memory and cfg.track_mem_lens else [])}
+                log.log(step, val_bpc=evaluate(model, val_stream, cfg, use_memory, device), **tracked)
     if stop.requested:
         bar.close()
         save_checkpoint(out / f"{name}.pt", model=model, optimizer=optimizer, step=step, config=cfg,

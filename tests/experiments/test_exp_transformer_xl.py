@@ -30,6 +30,9 @@ def test_eval_mem_lens_takes_zero_and_rejects_negative(capsys):
             common.parse_config(transformer_xl_lm.Config, ["--eval-mem-lens", bad])
         assert "argument --eval-mem-lens: expected comma-separated integers >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        common.parse_config(transformer_xl_lm.Config, ["--track-mem-lens", "32,0"])
+    assert "argument --track-mem-lens: expected comma-separated positive integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         common.parse_config(transformer_xl_lm.Config, ["--clamp-distances", "--pos", "alibi"])
     assert "argument --clamp-distances: needs --pos xl_relative" in capsys.readouterr().err
 
