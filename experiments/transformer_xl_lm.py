@@ -362,6 +362,10 @@ def main(cfg: Config) -> list[dict]:
     plot_curves({r["run"]: [(row["step"], row["val_bpc"]) for row in r["curve"] if "val_bpc" in row]
                  for r in results}, out / "val_bpc.png", ylabel="validation bits per character",
                 title=f"segments of {cfg.seq_len}, memory {cfg.mem_len} ({cfg.pos})")
+    by_len = {r["run"]: sorted(r["val_bpc_by_eval_mem_len"].items()) for r in results if "val_bpc_by_eval_mem_len" in r}
+    if by_len:
+        plot_curves(by_len, out / "eval_memory.png", xlabel="memory length at evaluation",
+                    ylabel="validation bits per character", title=f"trained with memory {cfg.mem_len} ({cfg.pos})")
     print("\n| run | parameters | val bpc |\n|---|---|---|")
     for r in results:
         print(f"| {r['run']} | {r['parameters']:,} | {r['val_bpc']:.3f} |")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "char_lm": ["metrics.csv", "metrics.jsonl", "summary.json", "loss.png", "checkpoint.pt"],
     "compare_variants": ["results.md", "val_bpc.png", "summary.json", "absolute/seed0/metrics.csv"],
-    "transformer_xl_lm": ["val_bpc.png", "summary.json", "memory/metrics.csv", "no_memory/metrics.csv", "memory.pt"],
+    "transformer_xl_lm": ["val_bpc.png", "eval_memory.png", "summary.json", "memory/metrics.csv", "no_memory/metrics.csv", "memory.pt"],
     "feedback_lm": ["val_bpc.png", "summary.json", "feedback/metrics.csv", "transformer_xl/metrics.csv"],
     "seq2seq_algorithmic": ["exact_match.png", "summary.json", "copy/metrics.csv", "sort/metrics.csv"],
     "vit_classification": ["loss.png", "accuracy.png", "summary.json", "checkpoint.pt"],
