@@ -65,7 +65,7 @@ from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
 from .sampling import resolve_filter, top_k
 from .speculative import SpeculativeStats, speculative_decode
-from .static_cache import StaticLayersCache, compile_step, round_up, static_blocker
+from .static_cache import StaticLayersCache, decode_static, round_up, static_blocker
 
 if TYPE_CHECKING:
     from ..models.layers import AttentionLayers
@@ -163,13 +163,13 @@ class AutoregressiveWrapper(nn.Module):
         if draft is not None:
             draft = self._check_draft(draft, num_speculative, compile_options, tokens.shape[1] + seq_len)
 
-        def sample(logits: Tensor) -> Tensor:  # (b, V) -> (b,)
+        def sample(logits: Tensor, noise: Optional[Tensor] = None) -> Tensor:  # (b, V) -> (b,)
             if temperature == 0:
                 return logits.argmax(dim=-1)
             probs = filter_fn(logits / temperature, **filter_kwargs).softmax(dim=-1)  # (b, V)
             # Exponential race: $\operatorname{argmax}_i\, p_i / E_i$ with $E_i \sim \operatorname{Exp}(1)$ picks $i$
-            # with probability $p_i$, in three kernels.
-            return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
+            # with probability $p_i$, in three kernels (a compiled step draws `noise` before it runs).
+            return (probs / (torch.empty_like(probs).exponential_() if noise is None else noise)).argmax(dim=-1)
 
         was_training = self.net.training
         self.net.eval()
@@ -184,7 +184,8 @@ class AutoregressiveWrapper(nn.Module):
                                            compile_options)
             else:
                 def decode(toks, st):
-                    return self._decode(toks, st, seq_len, sample, eos_token, cache_kv, kwargs, compile_options)
+                    return self._decode(toks, st, seq_len, sample, eos_token, cache_kv, kwargs, compile_options,
+                                        draws=temperature != 0)
             if starts is not None and not self._left_padding_exact(tokens.shape[1] + seq_len):
                 return self._decode_groups(prompts, seq_len, decode)
             return decode(tokens, starts)
@@ -195,7 +196,8 @@ class AutoregressiveWrapper(nn.Module):
     # ### The decoding loop
     #
     # `seq` `(b, n + seq_len)` holds prompt and output; step $i$ writes column $n + i$.
-    def _decode(self, tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs, compile_options=None) -> Tensor:
+    def _decode(self, tokens, starts, seq_len, sample, eos_token, cache_kv, kwargs, compile_options=None,
+                draws: bool = True) -> Tensor:
         b, n = tokens.shape
         total = n + seq_len
         seq = tokens.new_full((b, total), self.pad_value)
@@ -213,9 +215,13 @@ class AutoregressiveWrapper(nn.Module):
                        "sequence at each step, since a one-token call would change its windows")
         elif cache_kv and not self.feedback and blocker is None:
             cache = self._new_cache(cache_kv, b, total)
-            step = self.net
             if compile_options is not None and cache_kv is True:
-                cache, step = self._static_step(cache, b, total, compile_options)
+                cache = self._static_cache(cache, b, total)
+                if isinstance(cache, StaticLayersCache):
+                    # Every step after the prompt compiled, sampling included (static_cache.py).
+                    return decode_static(self.net, seq, n, cache, compile_options, sample, draws, eos_token,
+                                         self.pad_value, {"mask": None if mask is None else mask[:, :n]},
+                                         {**pos_kwargs, **kwargs})
         elif cache_kv and not self.feedback:
             _warn_once(f"generate: {type(self.net).__name__} cannot use the key/value cache here "
                        f"({blocker}); decoding without it")
@@ -232,10 +238,8 @@ class AutoregressiveWrapper(nn.Module):
             elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
-                # The token just sampled, `(b, 1)` with the same strides at every step (a compiled step
-                # checks them).
                 inp = seq[:, :n] if first else token[:, None]
-                logits = (self.net if first else step)(
+                logits = self.net(
                     inp, cache=cache, mask=mask[:, :n] if first and mask is not None else None,
                     **pos_kwargs, **kwargs)[:, -1]  # (b, V)
             elif roll:
@@ -279,21 +283,21 @@ class AutoregressiveWrapper(nn.Module):
         if compile is False:
             return None
         if compile is True:
-            # On CUDA the static step is also captured as a CUDA graph.
-            return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+            # On CUDA the static step is also captured as a CUDA graph; on the CPU Inductor's C++
+            # wrapper calls the kernels without Python in between (static_cache.py).
+            return {"mode": "reduce-overhead"} if device.type == "cuda" else {"options": {"cpp_wrapper": True}}
         if not isinstance(compile, dict):
             raise ValueError(f"compile: expected a bool or a dict of torch.compile keywords, got {compile!r}")
         return compile
 
-    def _static_step(self, cache, b: int, total: int, options: dict):
-        """The static cache and the compiled network, or the eager ones when the stack cannot use them."""
+    def _static_cache(self, cache, b: int, total: int):
+        """The static cache for a compiled decode, or `cache` itself (decoded eagerly) when the stack cannot use it."""
         layers = self._stack()
         blocker = static_blocker(layers) if type(cache) is LayersCache else "its cache is not the growing one"
         if blocker is not None:
             _warn_once(f"generate: compile=True needs a static cache, and {blocker}; decoding eagerly")
-            return cache, self.net
-        cache = StaticLayersCache(layers, b, round_up(total + self._num_memory_tokens()))
-        return cache, compile_step(self.net, options)
+            return cache
+        return StaticLayersCache(layers, b, round_up(total + self._num_memory_tokens()))
 
     def _check_draft(self, draft: nn.Module, num_speculative: int, compile_options, total: int) -> nn.Module:
         """The draft's network, after checking that speculative decoding can run with it."""

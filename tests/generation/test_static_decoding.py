@@ -8,7 +8,7 @@ import torch
 from labml_style_nn import Decoder, TransformerWrapper
 from labml_style_nn.generation import AutoregressiveWrapper
 from labml_style_nn.generation.kv_cache import LayersCache
-from labml_style_nn.generation.static_cache import StaticLayersCache, round_up, static_blocker
+from labml_style_nn.generation.static_cache import StaticLayersCache, round_up, static_blocker, step_recorder
 
 V = 32
 
@@ -56,15 +56,20 @@ def test_static_cache_equals_the_growing_cache(case):
 
 
 class CountingBackend:
-    """Counts the graphs Dynamo hands over: one per (re)compilation."""
+    """Counts the graphs Dynamo hands over (one per (re)compilation) and the calls of the compiled graphs."""
 
     def __init__(self):
-        self.graphs = 0
+        self.graphs, self.calls = 0, 0
 
     def __call__(self, gm, example_inputs):
         self.graphs += 1
         from torch._dynamo.backends.registry import lookup_backend
-        return lookup_backend("aot_eager")(gm, example_inputs)
+        compiled = lookup_backend("aot_eager")(gm, example_inputs)
+
+        def run(*args):
+            self.calls += 1
+            return compiled(*args)
+        return run
 
 
 @pytest.mark.slow
@@ -75,14 +80,50 @@ def test_compiled_generation_equals_eager_and_compiles_once():
     backend = CountingBackend()
     greedy = model.generate(prompt, 20, temperature=0)
     assert torch.equal(model.generate(prompt, 20, temperature=0, compile=dict(backend=backend)), greedy)
-    torch.manual_seed(1)
-    sampled = model.generate(prompt, 20)
-    torch.manual_seed(1)
-    assert torch.equal(model.generate(prompt, 20, compile=dict(backend=backend)), sampled)
-    # Two calls of 19 steps each: a single graph (a new position never recompiles).
-    assert backend.graphs == 1
+    # The prompt and the first token run eagerly; the 19 steps after them all run the compiled graph,
+    # and only the first of them went through Dynamo.
+    assert backend.graphs == 1 and backend.calls == 19
+    assert step_recorder(dict(backend=backend)).dispatched == 1
     with torch._dynamo.config.patch(error_on_recompile=True):
-        model.generate(prompt, 12, temperature=0, compile=dict(backend=backend))  # same buffer length
+        # A new call of another length (same buffer length): no new graph, and the same tokens.
+        assert torch.equal(model.generate(prompt, 12, temperature=0, compile=dict(backend=backend)), greedy[:, :12])
+    # Sampling is part of the step: a second graph, and the eager path's random numbers.
+    torch.manual_seed(1)
+    sampled = model.generate(prompt, 20, filter_kwargs=dict(k=5))
+    torch.manual_seed(1)
+    assert torch.equal(model.generate(prompt, 20, filter_kwargs=dict(k=5), compile=dict(backend=backend)), sampled)
+    assert backend.graphs == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [dict(alibi_pos_emb=True), dict(rel_pos_bias=True),
+                                  dict(rotary_pos_emb=True, wrap=dict(num_memory_tokens=2))],
+                         ids=["alibi", "t5", "memory_tokens"])
+def test_compiled_generation_equals_eager_with_stops_and_padding(case):
+    case = dict(case)
+    model = AutoregressiveWrapper(make(case.pop("wrap", None), **case))
+    backend = CountingBackend()
+    # Prompts of different lengths (left padding), and a stop token that one row reaches early.
+    prompts = [torch.randint(0, V, (7,)), torch.randint(0, V, (4,))]
+    eager = model.generate(prompts, 16, temperature=0)
+    eos = int(eager[0, 3])
+    eager = model.generate(prompts, 16, temperature=0, eos_token=eos)
+    compiled = model.generate(prompts, 16, temperature=0, eos_token=eos, compile=dict(backend=backend))
+    assert torch.equal(compiled, eager)
+    assert (eager[0, 4:] == model.pad_value).all()  # the row did stop
+    torch.manual_seed(2)
+    eager = model.generate(prompts, 16)
+    torch.manual_seed(2)
+    assert torch.equal(model.generate(prompts, 16, compile=dict(backend=backend)), eager)
+
+
+@pytest.mark.slow
+def test_compile_true_with_inductor_equals_eager():
+    """The default: Inductor with its C++ wrapper; same greedy tokens as eager decoding."""
+    model = AutoregressiveWrapper(make(rotary_pos_emb=True))
+    prompt = torch.randint(0, V, (1, 5))
+    assert torch.equal(model.generate(prompt, 12, temperature=0, compile=True),
+                       model.generate(prompt, 12, temperature=0))
 
 
 def test_stacks_the_static_step_cannot_run_decode_eagerly():
