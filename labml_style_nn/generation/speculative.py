@@ -263,8 +263,10 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
                 a, correction = accept_draft(distribution(logits), torch.stack(q, 1) if q else logits[:, :0],
                                              guesses)
             # Lockstep: every row keeps $m + 1$ tokens; a row that accepted more keeps its guess $m + 1$.
-            m = int(a.min())
-            seq[:, cur + m] = correction if m == k else torch.where(a > m, seq[:, cur + m], correction)
+            counts = a.tolist()  # (one transfer; the loop's control needs the numbers)
+            m = min(counts)
+            keep_guess = max(counts) > m and m < k
+            seq[:, cur + m] = torch.where(a > m, seq[:, cur + m], correction) if keep_guess else correction
             if eos_token is not None:
                 for i in range(cur, cur + m + 1):
                     # Rows that already ended are padded; a row ends at its first eos.
@@ -272,7 +274,7 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
                     ended |= seq[:, i] == eos_token
             stats.rounds += 1
             stats.proposed += b * k
-            stats.accepted += int(a.sum())
+            stats.accepted += sum(counts)
             stats.emitted += m + 1
             # Forget what was computed past the kept tokens: the target saw $m$ of its guesses.
             fed[0], fed[1] = cur + m, min(fed[1], cur + m)
