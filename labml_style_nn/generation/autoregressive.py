@@ -216,10 +216,10 @@ class AutoregressiveWrapper(nn.Module):
         elif cache_kv and not self.feedback and blocker is None:
             cache = self._new_cache(cache_kv, b, total)
             if compile_options is not None and cache_kv is True:
-                cache = self._static_cache(cache, b, total)
-                if isinstance(cache, StaticLayersCache):
+                static = self._static_cache(cache, b, total)
+                if static is not None:
                     # Every step after the prompt compiled, sampling included (static_cache.py).
-                    return decode_static(self.net, seq, n, cache, compile_options, sample, draws, eos_token,
+                    return decode_static(self.net, seq, n, static, compile_options, sample, draws, eos_token,
                                          self.pad_value, {"mask": None if mask is None else mask[:, :n]},
                                          {**pos_kwargs, **kwargs})
         elif cache_kv and not self.feedback:
@@ -291,11 +291,15 @@ class AutoregressiveWrapper(nn.Module):
         return compile
 
     def _static_cache(self, cache, b: int, total: int):
-        """The static cache for a compiled decode, or `cache` itself (decoded eagerly) when the stack cannot use it."""
+        """The cache of a compiled decode (a sliding window's rolling cache becomes static after the
+        prompt), or `None` (decoded eagerly) when the stack cannot use one."""
         layers = self._stack()
-        blocker = static_blocker(layers) if type(cache) is LayersCache else "its cache is not the growing one"
+        blocker = static_blocker(layers, window=type(cache) is RollingLayersCache) \
+            if type(cache) in (LayersCache, RollingLayersCache) else "its cache is not the growing one"
         if blocker is not None:
             _warn_once(f"generate: compile=True needs a static cache, and {blocker}; decoding eagerly")
+            return None
+        if type(cache) is RollingLayersCache:
             return cache
         return StaticLayersCache(layers, b, round_up(total + self._num_memory_tokens()))
 

@@ -54,13 +54,14 @@ ordinary forward pass with a different cache object.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import torch
 from torch import Tensor
 
 from ..attention.extension_points import SharedAttentionInputs
-from .kv_cache import LayersCache, SelfAttentionCache
+from .kv_cache import CrossAttentionCache, LayersCache, SelfAttentionCache
+from .rolling_cache import RollingAttentionCache, RollingLayersCache
 
 
 class StaticSelfAttentionCache:
@@ -73,7 +74,7 @@ class StaticSelfAttentionCache:
 
     @property
     def offset(self) -> Union[int, Tensor]:
-        return self.owner.offset
+        return self.owner.key_offset
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write `(b, h, n, d)` keys and values at the current positions; return the whole buffers."""
@@ -115,6 +116,11 @@ class StaticLayersCache(LayersCache):
     @property
     def offset(self) -> Union[int, Tensor]:
         return self.position if self.started else 0
+
+    @property
+    def key_offset(self) -> Union[int, Tensor]:
+        """Where the new queries sit among the keys the attention gets (here: the position itself)."""
+        return self.offset
 
     @offset.setter
     def offset(self, value: int) -> None:
@@ -190,13 +196,67 @@ class StaticLayersCache(LayersCache):
 
 #
 # ## What the static step supports, and compiling it
-def static_blocker(layers) -> Optional[str]:
-    """Why the stack `layers` cannot decode with a static cache, or `None` when it can."""
+def static_blocker(layers, window: bool = False) -> Optional[str]:
+    """Why the stack `layers` cannot decode with a static cache, or `None` when it can.
+
+    A sliding-window stack can with `StaticWindowCache` (`window=True`), not with the full-length one.
+    """
     if any(block.shift is not None for block in layers.blocks):
         return "token shift reads the mask of the current tokens, which a static cache does not keep apart"
-    if layers.options.attn.max_attend_past is not None:
+    if layers.options.attn.max_attend_past is not None and not window:
         return "a sliding window keeps the last keys of a growing cache (the rolling cache does that)"
     return None
+
+
+#
+# ## A sliding window: a ring of $W + 1$ slots
+#
+# With `attn_max_attend_past=W` the [rolling cache](rolling_cache.md) keeps position $p$ in slot
+# $p \bmod C$, $C = W + 1$.  The static version keeps that layout with a tensor position: step $t$
+# writes slot $t \bmod C$, the attention gets all $C$ slots with those written so far marked, and
+# its query sits at $\min(t, W)$ among them, so that the window mask passes every written slot
+# (all of them are within the window).  A bias gets each slot's position
+# $p(s) = t - ((t \bmod C - s) \bmod C)$; rotary angles are computed for $t$ itself.  The prompt runs
+# eagerly through the rolling cache, whose buffers this cache then takes over.
+class StaticWindowCache(StaticLayersCache):
+    """The static cache of a sliding-window stack, continuing `rolling` after the prompt."""
+
+    def __init__(self, layers, rolling: RollingLayersCache):
+        super().__init__(layers, rolling._batch, rolling.layout.capacity)
+        for mine, theirs in zip(self.blocks, rolling.blocks, strict=True):
+            attn = theirs.attn
+            if isinstance(mine.attn, StaticSelfAttentionCache) and isinstance(attn, RollingAttentionCache):
+                mine.attn.k, mine.attn.v = attn.k, attn.v
+            elif isinstance(attn, CrossAttentionCache):
+                mine.attn = attn  # the context's keys, computed at the prompt
+        self.mask = rolling.mask
+        self.position.fill_(rolling.layout.seen)
+        self.started, self._tables = True, True  # (angles are computed per step)
+
+    @property
+    def key_offset(self) -> Tensor:
+        return self.position.clamp(max=self.max_len - 1)
+
+    def _new_positions(self, n: int) -> Tensor:
+        t = self.position + self._positions[:n]  # (n,)
+        self.index = t % self.max_len  # their slots
+        return t
+
+    def shared_inputs(self, layers, n: int, device) -> SharedAttentionInputs:
+        t = self._new_positions(n)
+        scheme = layers.rel_pos if layers.rel_pos is not None else layers.alibi
+        # $p(s) = t - ((t \bmod C - s) \bmod C)$ for every slot $s$
+        k_pos = t[-1] - (t[-1] % self.max_len - self._positions) % self.max_len  # (C,)
+        return SharedAttentionInputs(rotary=layers.rotary(t) if layers.rotary is not None else None,
+                                     attn_bias=scheme(t, k_pos) if scheme is not None else None)
+
+    def extend_mask(self, mask: Optional[Tensor], n: int) -> Tensor:
+        slots = self._new_positions(n) % self.max_len
+        written = (self._positions <= self.position).expand(self._batch, -1)  # (b, C): all, once wrapped
+        if self.mask is None:
+            return written
+        self.mask.index_fill_(1, slots, True)  # a generated token is a real one
+        return self.mask & written
 
 
 def round_up(length: int, multiple: int = 64) -> int:
@@ -249,17 +309,19 @@ def compile_step(net, options: dict) -> Callable:
 # Sampling keeps the eager path's random numbers: the exponential noise of the race
 # $\operatorname{argmax}_i\, p_i / E_i$ is drawn eagerly into a preallocated `(b, V)` tensor before each
 # step (the same draws, in the same order, as eager decoding) and the graph divides by it.
-def decode_static(net, seq: Tensor, n: int, cache: StaticLayersCache, options: dict, sample: Callable,
+def decode_static(net, seq: Tensor, n: int, cache: Union[StaticLayersCache, RollingLayersCache], options: dict, sample: Callable,
                   draws: bool, eos_token: Optional[int], pad_value: int, first_kwargs: dict,
                   kwargs: dict) -> Tensor:
     """Fill `seq[:, n:]` `(b, total)` after the prompt `seq[:, :n]`; return the new tokens.
 
     `sample(logits, noise)` picks `(b,)` tokens from `(b, V)` logits; `draws` says whether it reads
     the noise.  The prompt runs eagerly (with `first_kwargs`, e.g. its padding mask), every later
-    step compiled.
+    step compiled; a sliding window's rolling `cache` becomes a `StaticWindowCache` after the prompt.
     """
     b, total = seq.shape
     logits = net(seq[:, :n], cache=cache, **first_kwargs, **kwargs)[:, -1]  # (b, V)
+    if isinstance(cache, RollingLayersCache):
+        cache = StaticWindowCache(net.attn_layers, cache)
     noise = torch.empty_like(logits) if draws else None  # (b, V)
     ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
     token = seq.new_empty(b, 1)  # the last token, read and written by every step
@@ -275,27 +337,25 @@ def decode_static(net, seq: Tensor, n: int, cache: StaticLayersCache, options: d
     cuda_graphs = recorder.mode in ("reduce-overhead", "max-autotune") or recorder.options.get("triton.cudagraphs")
     cache.mark_static(token, ended, *(() if noise is None else (noise,)))
     graph, inputs, recorder.last = None, (), None
-    try:
-        for t in range(n + 1, total):
-            if noise is not None:
-                noise.exponential_()  # $E_i \sim \operatorname{Exp}(1)$, as the eager step would draw
-            if cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            if graph is None:
-                # The first step goes through Dynamo, which checks the guards (recompiling if the
-                # model, the sizes or the sampling changed) and hands the graph its inputs; the
-                # recorder keeps them.  Each setting is a graph of `decode_step`, hence the limit.
-                with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
-                    compiled(net, cache, token, noise, ended, sample, eos_token, pad_value, kwargs)
-                if recorder.last is not None:
-                    graph, inputs = recorder.last
-            else:
-                graph(*inputs)
-            seq[:, t] = token[:, 0]
-            if eos_token is not None and bool(ended.all()):
-                break
-    finally:
-        recorder.last = None  # (it holds the call's buffers)
+    for t in range(n + 1, total):
+        if noise is not None:
+            noise.exponential_()  # $E_i \sim \operatorname{Exp}(1)$, as the eager step would draw
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        if graph is None:
+            # The first step goes through Dynamo, which checks the guards (recompiling if the
+            # model, the sizes or the sampling changed) and hands the graph its inputs; the
+            # recorder keeps them.  Each setting is a graph of `decode_step`, hence the limit.
+            with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
+                compiled(net, cache, token, noise, ended, sample, eos_token, pad_value, kwargs)
+            last = recorder.take()
+            if last is not None:
+                graph, inputs = last
+        else:
+            graph(*inputs)
+        seq[:, t] = token[:, 0]
+        if eos_token is not None and bool(ended.all()):
+            break
     return seq[:, n:]
 
 
@@ -331,12 +391,17 @@ class StepRecorder:
         else:
             from torch._dynamo.backends.registry import lookup_backend
             compile_fn = lookup_backend(self.backend)
-        graph = compile_fn(gm, example_inputs)
+        graph = cast(Callable, compile_fn(gm, example_inputs))
 
         def run(*args):
             self.last, self.dispatched = (graph, args), self.dispatched + 1
             return graph(*args)
         return run
+
+    def take(self) -> Optional[tuple[Callable, tuple]]:
+        """The graph and inputs of the latest call, forgotten here (they hold the call's buffers)."""
+        last, self.last = self.last, None
+        return last
 
 
 _recorders: dict = {}

@@ -128,6 +128,8 @@ def test_compile_true_with_inductor_equals_eager():
 
 def test_stacks_the_static_step_cannot_run_decode_eagerly():
     assert static_blocker(make(rotary_pos_emb=True).attn_layers) is None
+    window = make(attn_max_attend_past=4).attn_layers
+    assert "sliding window" in static_blocker(window) and static_blocker(window, window=True) is None
     model = AutoregressiveWrapper(make(shift_tokens=1))
     assert "token shift" in static_blocker(model.net.attn_layers)
     prompt = torch.randint(0, V, (1, 4))
@@ -138,3 +140,20 @@ def test_stacks_the_static_step_cannot_run_decode_eagerly():
     assert any("static cache" in str(w.message) for w in caught)
     with pytest.raises(ValueError, match="compile"):
         model.generate(prompt, 5, compile="yes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [dict(rotary_pos_emb=True), dict(alibi_pos_emb=True), dict(rel_pos_bias=True)],
+                         ids=["rotary", "alibi", "t5"])
+def test_compiled_sliding_window_equals_eager_past_the_window(case):
+    # A window of 5: a ring of 6 slots, wrapped about five times by 4 + 30 tokens.
+    model = AutoregressiveWrapper(make(attn_max_attend_past=5, **case))
+    backend = CountingBackend()
+    prompts = [torch.randint(0, V, (4,)), torch.randint(0, V, (2,))]  # left padding in the ring
+    eager = model.generate(prompts, 30, temperature=0)
+    assert torch.equal(model.generate(prompts, 30, temperature=0, compile=dict(backend=backend)), eager)
+    torch.manual_seed(3)
+    eager = model.generate(prompts, 30)
+    torch.manual_seed(3)
+    assert torch.equal(model.generate(prompts, 30, compile=dict(backend=backend)), eager)
+    assert backend.calls == 2 * 29  # every step after the first token compiled, none eager
