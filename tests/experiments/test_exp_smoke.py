@@ -22,7 +22,8 @@ EXPECTED = {
     "image_caption": ["accuracy.png", "summary.json", "checkpoint.pt"],
     "alibi_extrapolation": ["loss_by_position.png", "summary.json", "alibi/metrics.csv"],
     "xtransformers_parity": ["summary.json"],
-    "long_context": ["streaming_bpc_by_position.png", "rope_scaling_bpc.png", "summary.json", "metrics.csv"],
+    "long_context": ["streaming_bpc_by_position.png", "rope_scaling_bpc.png", "backcopy_streaming_excess.png",
+                     "summary.json", "metrics.csv"],
 }
 
 
