@@ -243,8 +243,14 @@ def case_compiled(args, bandwidth: float) -> None:
     if theirs is not None:
         fns["x-transformers"] = lambda: theirs.generate(prompt, new_tokens, **sample)
     start = time.perf_counter()
-    fns["ours, compile=True"]()  # compiles the step (once)
+    fns["ours, compile=True"]()  # compiles the step (once; Inductor's on-disk cache makes later processes faster)
     print(f"compiling the static step took {time.perf_counter() - start:.0f} s", flush=True)
+    # Same tokens as eager decoding: sampled with one seed (the step draws the eager path's noise).
+    outs = []
+    for compile in (False, True):
+        torch.manual_seed(1)
+        outs.append(ours.generate(prompt, new_tokens, compile=compile, **sample))
+    assert torch.equal(*outs), "compiled decoding differs from eager decoding"
     for fn in fns.values():
         fn()
     t = alternate(fns, args.rounds)

@@ -61,11 +61,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_generate_keywords, check_mask, check_tensor
+from .compiled_decoding import decode_static
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
 from .sampling import resolve_filter, top_k
 from .speculative import SpeculativeStats, speculative_decode
-from .static_cache import StaticLayersCache, decode_static, round_up, static_blocker
+from .static_cache import StaticLayersCache, round_up, static_blocker
 
 if TYPE_CHECKING:
     from ..models.layers import AttentionLayers

@@ -32,15 +32,22 @@ On CUDA the fixed shapes also allow capturing the step as a **CUDA graph**
 but has not been measured here (the machine had no GPU).
 
 The first call (the prompt) runs eagerly with ordinary Python positions; only the one-token steps
-after it are compiled.  `AutoregressiveWrapper.generate(..., compile=True)` uses this cache; stacks
-with token shift or a sliding window decode eagerly (with a warning).
+after it are compiled, by the loop of [compiled decoding](compiled_decoding.md), which also puts
+the sampling inside the graph and calls the graph without Dynamo after the first step.
+`AutoregressiveWrapper.generate(..., compile=True)` uses them; stacks with token shift decode
+eagerly (with a warning).  A **sliding-window** stack (`attn_max_attend_past=W`) gets a ring of
+$W + 1$ slots instead of $L$ (`StaticWindowCache`, below), so its memory stays flat as with the
+[rolling cache](rolling_cache.md).
 
 **Evidence.**  Compiled, eager and static decoding give the same tokens (greedy and sampled with one
-seed), and two calls of 19 steps compile a single graph (`tests/generation/test_static_decoding.py`).
-On a shared 2-core CPU, batch 1, `dim=256, depth=4`, the compiled step generates 317 tokens/s
-against 239 eager and 142 for x-transformers' cached `generate` (one thread, CPU time;
-[benchmarks](../../docs/benchmarks.md)): 2.2x, short of the 3x we aimed for, because what remains is
-mostly the matrix-vector products themselves.
+seed, also for a window model far past its window), and calls of 19 and 11 steps compile a single
+graph (`tests/generation/test_static_decoding.py`).  Speed, on a shared 2-core CPU, batch 1,
+`dim=256, depth=4`, 256 tokens, top-$k$ sampling, one thread, CPU time, decoders alternated in one
+process ([benchmarks](../../docs/benchmarks.md)): `compile=True` generates 403 tokens/s against 220
+eager and 127 for x-transformers' cached `generate`, 3.18x (2.89x to 3.38x in five runs), a quarter
+of the bound from reading every weight once per token.  A compiled network alone, with sampling
+and Dynamo's prologue outside the graph, gave 2.2-2.5x; what remains is mostly the matrix-vector
+products themselves.
 
 Shapes: `b` batch, `h` key/value heads, `L` buffer length, `d` head dim, `n` new tokens.
 
@@ -54,7 +61,7 @@ ordinary forward pass with a different cache object.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional, Union, cast
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -292,131 +299,3 @@ def compile_step(net, options: dict) -> Callable:
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
             return compiled(*args, **kwargs)
     return step
-
-
-#
-# ## The whole decoding loop on a static cache
-#
-# A compiled step still pays Python around its kernels: Dynamo's prologue collects the graph's
-# inputs (every parameter, every buffer) through the module tree, and sampling outside the graph
-# is another ten small eager operations.  The loop below removes both.  One step, network *and*
-# sampling, is one compiled function that reads the last token from a `(b, 1)` tensor and writes
-# the next one into it; everything it touches is a tensor the loop owns for the whole call (the
-# cache's buffers and position, the token, the noise, the parameters) and updates in place.  So
-# the second and later calls of a `generate` call have exactly the inputs of the first one, and
-# the loop calls the compiled graph with them directly: Dynamo runs once per call.
-#
-# Sampling keeps the eager path's random numbers: the exponential noise of the race
-# $\operatorname{argmax}_i\, p_i / E_i$ is drawn eagerly into a preallocated `(b, V)` tensor before each
-# step (the same draws, in the same order, as eager decoding) and the graph divides by it.
-def decode_static(net, seq: Tensor, n: int, cache: Union[StaticLayersCache, RollingLayersCache], options: dict, sample: Callable,
-                  draws: bool, eos_token: Optional[int], pad_value: int, first_kwargs: dict,
-                  kwargs: dict) -> Tensor:
-    """Fill `seq[:, n:]` `(b, total)` after the prompt `seq[:, :n]`; return the new tokens.
-
-    `sample(logits, noise)` picks `(b,)` tokens from `(b, V)` logits; `draws` says whether it reads
-    the noise.  The prompt runs eagerly (with `first_kwargs`, e.g. its padding mask), every later
-    step compiled; a sliding window's rolling `cache` becomes a `StaticWindowCache` after the prompt.
-    """
-    b, total = seq.shape
-    logits = net(seq[:, :n], cache=cache, **first_kwargs, **kwargs)[:, -1]  # (b, V)
-    if isinstance(cache, RollingLayersCache):
-        cache = StaticWindowCache(net.attn_layers, cache)
-    noise = torch.empty_like(logits) if draws else None  # (b, V)
-    ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
-    token = seq.new_empty(b, 1)  # the last token, read and written by every step
-    if noise is not None:
-        noise.exponential_()
-    token.copy_(pick(logits, noise, ended, sample, eos_token, pad_value)[:, None])
-    seq[:, n] = token[:, 0]
-    if n + 1 == total or (eos_token is not None and bool(ended.all())):
-        return seq[:, n:]
-    recorder = step_recorder(options)
-    compiled = torch.compile(decode_step, **{"fullgraph": True, "dynamic": False, **_passed_on(options),
-                                             "backend": recorder})
-    cuda_graphs = recorder.mode in ("reduce-overhead", "max-autotune") or recorder.options.get("triton.cudagraphs")
-    cache.mark_static(token, ended, *(() if noise is None else (noise,)))
-    graph, inputs, recorder.last = None, (), None
-    for t in range(n + 1, total):
-        if noise is not None:
-            noise.exponential_()  # $E_i \sim \operatorname{Exp}(1)$, as the eager step would draw
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        if graph is None:
-            # The first step goes through Dynamo, which checks the guards (recompiling if the
-            # model, the sizes or the sampling changed) and hands the graph its inputs; the
-            # recorder keeps them.  Each setting is a graph of `decode_step`, hence the limit.
-            with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
-                compiled(net, cache, token, noise, ended, sample, eos_token, pad_value, kwargs)
-            last = recorder.take()
-            if last is not None:
-                graph, inputs = last
-        else:
-            graph(*inputs)
-        seq[:, t] = token[:, 0]
-        if eos_token is not None and bool(ended.all()):
-            break
-    return seq[:, n:]
-
-
-def pick(logits: Tensor, noise: Optional[Tensor], ended: Tensor, sample: Callable, eos_token: Optional[int],
-         pad_value: int) -> Tensor:
-    """The next tokens `(b,)`: sampled, padded where a row already ended; marks the rows that end now."""
-    token = sample(logits, noise)
-    if eos_token is not None:
-        token = token.masked_fill(ended, pad_value)
-        ended |= token == eos_token
-    return token
-
-
-def decode_step(net, cache, token: Tensor, noise: Optional[Tensor], ended: Tensor, sample: Callable,
-                eos_token: Optional[int], pad_value: int, kwargs: dict) -> None:
-    """One compiled step: the network on `token` `(b, 1)`, then sampling; the next token overwrites `token`."""
-    logits = net(token, cache=cache, **kwargs)[:, -1]  # (b, V)
-    token.copy_(pick(logits, noise, ended, sample, eos_token, pad_value)[:, None])
-
-
-class StepRecorder:
-    """A Dynamo backend that compiles like `torch.compile(backend, mode, options)` would, and keeps
-    the compiled graph with the inputs of its latest call in `last`."""
-
-    def __init__(self, backend, mode: Optional[str], options: dict):
-        self.backend, self.mode, self.options = backend, mode, options
-        self.last: Optional[tuple[Callable, tuple]] = None
-        self.dispatched = 0  # calls that came through Dynamo (one per `generate` call)
-
-    def __call__(self, gm, example_inputs):
-        if self.backend == "inductor":
-            compile_fn = torch._TorchCompileInductorWrapper(self.mode, self.options, False)
-        else:
-            from torch._dynamo.backends.registry import lookup_backend
-            compile_fn = lookup_backend(self.backend)
-        graph = cast(Callable, compile_fn(gm, example_inputs))
-
-        def run(*args):
-            self.last, self.dispatched = (graph, args), self.dispatched + 1
-            return graph(*args)
-        return run
-
-    def take(self) -> Optional[tuple[Callable, tuple]]:
-        """The graph and inputs of the latest call, forgotten here (they hold the call's buffers)."""
-        last, self.last = self.last, None
-        return last
-
-
-_recorders: dict = {}
-
-
-def step_recorder(options: dict) -> StepRecorder:
-    """One recorder per compile setting, so that later `generate` calls find their graph in Dynamo's cache."""
-    backend, mode = options.get("backend", "inductor"), options.get("mode")
-    extra = options.get("options") or {}
-    key = (backend, mode, tuple(sorted(extra.items())))
-    if key not in _recorders:
-        _recorders[key] = StepRecorder(backend, mode, dict(extra))
-    return _recorders[key]
-
-
-def _passed_on(options: dict) -> dict:
-    """The `torch.compile` keywords other than the ones the recorder handles."""
-    return {k: v for k, v in options.items() if k not in ("backend", "mode", "options")}

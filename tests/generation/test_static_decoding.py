@@ -7,8 +7,9 @@ import torch
 
 from labml_style_nn import Decoder, TransformerWrapper
 from labml_style_nn.generation import AutoregressiveWrapper
+from labml_style_nn.generation.compiled_decoding import step_recorder
 from labml_style_nn.generation.kv_cache import LayersCache
-from labml_style_nn.generation.static_cache import StaticLayersCache, round_up, static_blocker, step_recorder
+from labml_style_nn.generation.static_cache import StaticLayersCache, round_up, static_blocker
 
 V = 32
 
