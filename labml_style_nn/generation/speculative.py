@@ -185,6 +185,15 @@ def _packable() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def packed_forward(layer: nn.Linear, rows: int) -> Callable[[Tensor], Tensor]:
+    """`layer`'s product through oneDNN, its weight packed once for `rows` rows."""
+    packed, bias = torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows), layer.bias
+
+    def forward(x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return forward
+
+
 @contextmanager
 def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
     """Within the block, the float32 CPU `nn.Linear` layers of `net` multiply by a weight packed for `rows` rows."""
@@ -194,15 +203,13 @@ def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
         if PACKED_PASS and _packable() else []
     try:
         for m in layers:
-            packed = torch.ops.mkldnn._reorder_linear_weight(m.weight, rows)
-
-            def forward(x: Tensor, packed: Tensor = packed, bias: Optional[Tensor] = m.bias) -> Tensor:
-                return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-            m.forward = forward  # an attribute of this module, shadowing `nn.Linear.forward`
+            # An attribute of this module, shadowing `nn.Linear.forward` (set by name: the type of a
+            # bound method is not that of a plain function).
+            setattr(m, "forward", packed_forward(m, rows))  # noqa: B010
         yield
     finally:
         for m in layers:
-            del m.forward
+            m.__dict__.pop("forward", None)
 
 
 #
