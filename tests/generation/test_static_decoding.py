@@ -158,3 +158,20 @@ def test_compiled_sliding_window_equals_eager_past_the_window(case):
     torch.manual_seed(3)
     assert torch.equal(model.generate(prompts, 30, compile=dict(backend=backend)), eager)
     assert backend.calls == 2 * 29  # every step after the first token compiled, none eager
+
+
+@pytest.mark.slow
+def test_compiled_generation_reads_the_current_weights():
+    # The graph takes the parameters as inputs (no freezing): weights changed in place between two
+    # calls, as training would, are the ones the next call decodes with.
+    model = AutoregressiveWrapper(make(rotary_pos_emb=True))
+    backend = CountingBackend()
+    prompt = torch.randint(0, V, (1, 5))
+    before = model.generate(prompt, 12, temperature=0, compile=dict(backend=backend))
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    after = model.generate(prompt, 12, temperature=0)
+    assert not torch.equal(after, before)
+    assert torch.equal(model.generate(prompt, 12, temperature=0, compile=dict(backend=backend)), after)
+    assert backend.graphs == 1
