@@ -43,7 +43,8 @@ returned by the previous call.  With windows ($w > 1$) a one-token call would ch
 so every step reruns the whole sequence.
 
 **Faster decoding**: `compile=True` runs every step after the prompt as one compiled graph on a
-[static cache](static_cache.md) (same tokens as eager decoding); `draft=` a smaller model over the
+[static cache](static_cache.md), sampling included ([compiled decoding](compiled_decoding.md); same
+tokens as eager decoding); `draft=` a smaller model over the
 same vocabulary decodes [speculatively](speculative.md): the draft guesses `num_speculative`
 tokens, one pass of this model checks them, and the output is distributed exactly as this model's.
 
@@ -146,9 +147,10 @@ class AutoregressiveWrapper(nn.Module):
         `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
         `cache_kv` may also be a factory `(layers, batch) -> cache` for a bounded cache, e.g.
         `sink_cache(sinks=4, cache_len=256)` to stream past `max_seq_len`.
-        `compile=True` runs the steps after the prompt as one compiled graph on a
-        [static cache](static_cache.md) (a dict is passed on to `torch.compile`, e.g.
-        `{"backend": "aot_eager"}`; on CUDA the default is `mode="reduce-overhead"`).
+        `compile=True` runs each step after the prompt, sampling included, as one compiled graph on a
+        [static cache](static_cache.md) ([compiled decoding](compiled_decoding.md); a dict is passed on
+        to `torch.compile`, e.g. `{"backend": "aot_eager"}`; the default is Inductor with
+        `cpp_wrapper` on the CPU, `mode="reduce-overhead"` on CUDA).
         `draft=` a smaller model over the same vocabulary decodes [speculatively](speculative.md),
         `num_speculative` guesses per target pass; `self.speculative_stats` then holds its counts
         (with `compile=True` the draft's steps are compiled; the target runs eagerly).
