@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -289,13 +288,13 @@ def attention_beyond(model, stream: torch.Tensor, cfg: Config, device, mem_len: 
     far = mem_len - trained_len
     sums, count, mems = [0.0] * cfg.depth, 0, None
     maps: list[torch.Tensor] = []
-    hooks = []
-    if isinstance(model, RelativeXLLM):
-        # The explicit path of labml.ai's attention passes the weights `(i, j, b, h)` through its dropout
-        for layer in model.xl.layers:
-            layer.self_attn.fused = False
-            hooks.append(layer.self_attn.dropout.register_forward_hook(
-                lambda _m, _i, out: maps.append(rearrange(out, "i j b h -> b h i j"))))
+    # The explicit path of labml.ai's attention passes the weights `(i, j, b, h)` through its dropout
+    xl_attns = [m for m in model.modules() if isinstance(m, RelativeMultiHeadAttention)]
+    fused = [a.fused for a in xl_attns]
+    hooks = [a.dropout.register_forward_hook(lambda _m, _i, out: maps.append(out.permute(2, 3, 0, 1)))  # (b, h, i, j)
+             for a in xl_attns]
+    for a in xl_attns:
+        a.fused = False
     for i in range(cfg.eval_segments):
         x = segment(stream, i, cfg.seq_len).to(device)[:, :-1]
         maps.clear()
@@ -312,9 +311,8 @@ def attention_beyond(model, stream: torch.Tensor, cfg: Config, device, mem_len: 
             count += 1
     for h in hooks:
         h.remove()
-    if isinstance(model, RelativeXLLM):
-        for layer in model.xl.layers:
-            layer.self_attn.fused = True
+    for a, was_fused in zip(xl_attns, fused, strict=True):
+        a.fused = was_fused
     model.max_mem_len = trained_len
     model.train()
     return [s / max(count, 1) for s in sums]

@@ -70,7 +70,8 @@ def test_attention_beyond_training_memory_is_a_share(pos):
     assert transformer_xl_lm.attention_beyond(model, stream, cfg, CPU, cfg.mem_len) == [0.0] * cfg.depth
     # The attention goes back to its fused path and the model to its memory length
     if pos == "xl_relative":
-        assert all(layer.self_attn.fused for layer in model.xl.layers)
+        attns = [m for m in model.modules() if isinstance(m, transformer_xl_lm.RelativeMultiHeadAttention)]
+        assert len(attns) == cfg.depth and all(a.fused for a in attns)
     assert model.max_mem_len == cfg.mem_len and model.training
 
 
