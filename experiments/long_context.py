@@ -187,10 +187,17 @@ class Backcopy:
         u = torch.rand(length, batch, 1, generator=generator)
         x = torch.zeros(batch, length + 1, dtype=torch.long)
         for t in range(length):
-            # Inverse-CDF sampling from the row of $x_t$
-            drawn = torch.searchsorted(self.cdf[x[:, t]], u[t]).squeeze(1).clamp_max(self.vocab)
+            drawn = self.draw(x[:, t], u[t])
             x[:, t + 1] = torch.where(self.is_trigger[x[:, t]], x[:, t - 1], drawn) if t else drawn
         return x
+
+    def draw(self, prev: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF sampling from the rows of `prev` `(b,)` with uniforms `u` `(b, 1)`: the first token
+        whose cumulative probability reaches $u$, so never one of probability 0 (`u` is kept inside
+        $(0, F_{\text{last}}]$, which rounding could leave)."""
+        cdf = self.cdf[prev]  # (b, vocab + 1)
+        u = torch.minimum(u.clamp_min(1e-12), cdf[:, -1:])
+        return torch.searchsorted(cdf, u).squeeze(1)  # (b,)
 
     def floor_bits(self, x: torch.Tensor) -> torch.Tensor:
         """Entropy in bits of each next token given everything before it, `(b, n)` for `x` `(b, n + 1)`."""

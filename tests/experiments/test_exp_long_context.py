@@ -70,6 +70,15 @@ def test_entropy_floor():
     assert 0.5 < floor.mean().item() < math.log2(10)
 
 
+def test_draw_never_picks_a_token_of_probability_zero():
+    task = Backcopy(vocab=6, triggers=2, alpha=1.0, seed=0)
+    start = torch.zeros(3, dtype=torch.long)
+    # After the start token: never the start token itself (u = 0) nor a trigger (u at or past the top).
+    drawn = task.draw(start, torch.tensor([[0.0], [1.0], [1.5]]))
+    assert drawn.tolist()[0] == 1 and drawn.tolist()[1:] == [4, 4]
+    assert torch.equal(task.draw(start, torch.tensor([[0.5]] * 3)), task.draw(start, torch.tensor([[0.5]] * 3)))
+
+
 def test_bad_trigger_count():
     with pytest.raises(ValueError, match="triggers"):
         Backcopy(vocab=4, triggers=4, alpha=1.0, seed=0)
