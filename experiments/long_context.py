@@ -234,8 +234,9 @@ def train(model, windows, cfg: Config, *, length: int, steps: int, lr: float, wa
 #
 # ## Streaming: the loss at each position under each cache
 @torch.no_grad()
-def stream_losses(model, text: torch.Tensor, method: str, cfg: Config) -> torch.Tensor:
-    """Loss (nats) at each position of `text` `(b, T + 1)`, read one byte at a time; returns `(T,)`."""
+def stream_losses(model, text: torch.Tensor, method: str, cfg: Config, per_sequence: bool = False) -> torch.Tensor:
+    """Loss (nats) at each position of `text` `(b, T + 1)`, read one byte at a time; returns `(T,)`
+    (the mean over the sequences) or, with `per_sequence`, `(b, T)`."""
     b, steps = text.shape[0], text.shape[1] - 1
     losses = torch.zeros(b, steps)
     layers = model.attn_layers
@@ -255,7 +256,7 @@ def stream_losses(model, text: torch.Tensor, method: str, cfg: Config) -> torch.
         else:
             logits = model(text[:, t:t + 1], cache=cache)[:, -1]  # (b, 256)
         losses[:, t] = F.cross_entropy(logits.float(), text[:, t + 1], reduction="none").cpu()
-    return losses.mean(0)
+    return losses if per_sequence else losses.mean(0)
 
 
 @torch.no_grad()
@@ -289,12 +290,12 @@ def uniform_first_weight(n: int) -> float:
     return sum(1 / (i + 1) for i in range(n // 2, n)) / (n - n // 2)
 
 
-def stream_bits(model, text: torch.Tensor, cfg: Config) -> tuple[dict, dict]:
+def stream_bits(model, text: torch.Tensor, cfg: Config, per_sequence: bool = False) -> tuple[dict, dict]:
     """Bits at each position of `text` under each cache of `cfg.methods`, and the seconds each took."""
     losses, seconds = {}, {}
     for method in cfg.methods.split(","):
         started = time.perf_counter()
-        losses[method] = stream_losses(model, text, method, cfg) / math.log(2)  # (T,)
+        losses[method] = stream_losses(model, text, method, cfg, per_sequence) / math.log(2)  # (T,) or (b, T)
         seconds[method] = round(time.perf_counter() - started, 1)
     return losses, seconds
 
@@ -326,13 +327,19 @@ def backcopy_experiment(cfg: Config, device, log: RunLog) -> tuple[dict, dict]:
     results: dict = {"parameters": count_parameters(model), "train_seconds": round(time.perf_counter() - started, 1)}
 
     text = task.sample(cfg.streams, cfg.stream_len, batch_generator(cfg.seed + 1, -1))  # (b, T + 1)
-    floor = task.floor_bits(text).mean(0)  # (T,)
-    losses, seconds = stream_bits(model, text.to(device), bcfg)
+    floors = task.floor_bits(text)  # (b, T)
+    floor = floors.mean(0)  # (T,)
+    per_sequence, seconds = stream_bits(model, text.to(device), bcfg, per_sequence=True)
+    losses = {m: b.mean(0) for m, b in per_sequence.items()}  # each (T,)
     n = cfg.train_len
+    # Past `train_len`, the excess apart on the tokens after a trigger (the copying head active) and the others.
+    on = task.is_trigger[text[:, n:-1]]  # (b, T - n)
     results["floor_bits"] = {"first_train_len": floor[:n].mean().item(), "beyond_train_len": floor[n:].mean().item()}
     results["streaming"] = {m: {"excess_first_train_len": (b - floor)[:n].mean().item(),
                                 "excess_beyond_train_len": (b - floor)[n:].mean().item(),
                                 "excess_last_quarter": (b - floor)[-len(b) // 4:].mean().item(),
+                                "excess_beyond_after_ordinary": (per_sequence[m] - floors)[:, n:][~on].mean().item(),
+                                "excess_beyond_after_triggers": (per_sequence[m] - floors)[:, n:][on].mean().item(),
                                 "seconds": seconds[m]} for m, b in losses.items()}
     windows = task.sample(32 * cfg.streams, n - 1, batch_generator(cfg.seed + 1, -2))  # (b, n)
     results["start_token_attention"] = {
@@ -374,10 +381,12 @@ def main(cfg: Config) -> dict:
                     ylabel="bits per token above the floor",
                     title=f"Bigram-Backcopy, trained on {cfg.train_len} tokens (mean of each {cfg.train_len})")
         print(f"\nBigram-Backcopy, bits per token above the floor ({backcopy['floor_bits']['beyond_train_len']:.3f} "
-              "bits past the training length)\n| cache | first train_len | beyond | last quarter |\n|---|---|---|---|")
+              "bits past the training length)\n| cache | first train_len | beyond | last quarter "
+              "| beyond, after ordinary tokens | beyond, after triggers |\n|---|---|---|---|---|---|")
         for method, r in backcopy["streaming"].items():
             print(f"| {method} | {r['excess_first_train_len']:.3f} | {r['excess_beyond_train_len']:.3f} "
-                  f"| {r['excess_last_quarter']:.3f} |")
+                  f"| {r['excess_last_quarter']:.3f} | {r['excess_beyond_after_ordinary']:.3f} "
+                  f"| {r['excess_beyond_after_triggers']:.3f} |")
         print(f"start-token attention (uniform: {backcopy['start_token_attention']['uniform']:.3f}), per layer "
               "and head, on ordinary tokens / on triggers:")
         for layer, heads in enumerate(backcopy["start_token_attention"]["per_layer"]):
