@@ -155,7 +155,8 @@ def scaling_keywords(name: str, s: float, cfg: Config) -> dict:
 #   x_{t+1} \sim P(\cdot \mid x_t) \text{ otherwise}.$$
 #
 # A head that copies is needed on triggers only; everywhere else it must do nothing, and it learns
-# to do so by putting its weight on the start token (the paper's *dormant* head).  The first token
+# to do so by putting its weight on the start token (the paper's *dormant* head; a one-layer model
+# also parks much of it on the query's own token, which we measure too).  The first token
 # after the start is never a trigger, so a trigger always follows an ordinary token and a copy is
 # never a trigger itself.
 #
