@@ -62,10 +62,11 @@ Shapes: `b` batch, `g` key/value heads, `k` sinks, `C` cached tokens, `d` head d
   uniform attention: 0.021).  Streaming 2,048 tokens with 64 cached keys, the sink cache stays
   0.030 bits per token above the task's exact entropy floor past the training length, equal to
   recomputing a 64-token window for every token, while window eviction rises to 0.212 as soon as
-  the start token leaves the cache, all of it after ordinary tokens, where the head should be
-  dormant (0.259 there, 0.036 after triggers, as with the sinks).  A degradation, not the explosion of LLMs: the same head keeps
-  most of the rest of its weight (0.703) on its own token, a second harmless place in a one-layer
-  model, so only the start token's share is displaced.
+  the start token leaves the cache.  The extra loss is all after ordinary tokens, where the head
+  should be dormant (0.259 there against the sinks' 0.029; after triggers both give 0.036).  A
+  degradation, not the explosion of LLMs: the same head keeps most of the rest of its weight
+  (0.703) on its own token, a second harmless place in a one-layer model, so only the start
+  token's share is displaced.
 
 ![bits per byte by position while streaming 2,048 bytes](../../docs/results/long_context_streaming.png)
 
