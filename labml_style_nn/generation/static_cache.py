@@ -41,11 +41,12 @@ $W + 1$ slots instead of $L$ (`StaticWindowCache`, below), so its memory stays f
 
 **Evidence.**  Compiled, eager and static decoding give the same tokens (greedy and sampled with one
 seed, also for a window model far past its window), and calls of 19 and 11 steps compile a single
-graph (`tests/generation/test_static_decoding.py`).  Speed, on a shared 2-core CPU, batch 1,
-`dim=256, depth=4`, 256 tokens, top-$k$ sampling, one thread, CPU time, decoders alternated in one
-process ([benchmarks](../../docs/benchmarks.md)): `compile=True` generates 403 tokens/s against 220
-eager and 127 for x-transformers' cached `generate`, 3.18x (2.89x to 3.38x in five runs), a quarter
-of the bound from reading every weight once per token.  A compiled network alone, with sampling
+graph (`tests/generation/test_static_decoding.py`).  Speed, on a quiet 2-core CPU, 2 threads,
+wall clock, batch 1, `dim=256, depth=4`, 256 tokens, top-$k$ sampling, decoders alternated in one
+process ([benchmarks](../../docs/benchmarks.md)): `compile=True` generates 774 and 497 tokens/s in
+two runs, against 328 and 289 eager and 170 and 153 for x-transformers' cached `generate`:
+**4.54x and 3.25x** x-transformers (on the shared machine, one thread, CPU time: 2.89x to 3.38x in
+five runs), 0.16-0.34 of the bound from reading every weight once per token.  A compiled network alone, with sampling
 and Dynamo's prologue outside the graph, gave 2.2-2.5x; what remains is mostly the matrix-vector
 products themselves.
 
