@@ -193,7 +193,7 @@ class Backcopy:
         return x
 
     def draw(self, prev: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Inverse-CDF sampling from the rows of `prev` `(b,)` with uniforms `u` `(b, 1)`: the first token
+        r"""Inverse-CDF sampling from the rows of `prev` `(b,)` with uniforms `u` `(b, 1)`: the first token
         whose cumulative probability reaches $u$, so never one of probability 0 (`u` is kept inside
         $(0, F_{\text{last}}]$, which rounding could leave)."""
         cdf = self.cdf[prev]  # (b, vocab + 1)
