@@ -204,9 +204,16 @@ def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
         if PACKED_PASS and _packable() else []
     try:
         for m in layers:
+            try:
+                forward = packed_forward(m, rows)
+            except RuntimeError:  # a oneDNN build that cannot pack this weight: `nn.Linear` for all
+                for done in layers:
+                    done.__dict__.pop("forward", None)
+                layers = []
+                break
             # An attribute of this module, shadowing `nn.Linear.forward` (set by name: the type of a
             # bound method is not that of a plain function).
-            setattr(m, "forward", packed_forward(m, rows))  # noqa: B010
+            setattr(m, "forward", forward)  # noqa: B010
         yield
     finally:
         for m in layers:

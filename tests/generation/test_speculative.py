@@ -194,3 +194,25 @@ def test_packed_linears_compute_the_same_products_and_are_undone(monkeypatch):
     assert 0 < model.speculative_stats.accepted < model.speculative_stats.proposed
     monkeypatch.setattr(speculative, "PACKED_PASS", False)
     assert torch.equal(model.generate(prompt, 20, temperature=0, draft=draft, num_speculative=3), packed_out)
+
+
+def test_packed_linears_fall_back_to_nn_linear_when_packing_fails(monkeypatch):
+    """A oneDNN build that cannot pack a weight leaves every layer on `nn.Linear`, with the same output."""
+    import labml_style_nn.generation.speculative as spec
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Linear(256, 256))
+    calls = []
+
+    def failing_second(layer, rows):
+        calls.append(layer)
+        if len(calls) == 2:
+            raise RuntimeError("cannot pack")
+        return lambda x: torch.full((x.shape[0], layer.out_features), float("nan"))
+    monkeypatch.setattr(spec, "packed_forward", failing_second)
+    monkeypatch.setattr(spec, "_packable", lambda: True)
+    x = torch.randn(3, 256)
+    with torch.no_grad(), packed_linears(net, 3):
+        assert not any("forward" in m.__dict__ for m in net)
+        out = net(x)
+    torch.testing.assert_close(out, net(x).detach())
+    assert len(calls) == 2
