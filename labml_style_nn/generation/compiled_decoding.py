@@ -63,6 +63,9 @@ from torch import Tensor
 from .rolling_cache import RollingLayersCache
 from .static_cache import StaticLayersCache, StaticWindowCache
 
+# Dynamo's recompile limit (named `cache_size_limit` before PyTorch 2.7).
+LIMIT = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+
 
 #
 # ## The loop
@@ -103,7 +106,7 @@ def decode_static(net, seq: Tensor, n: int, cache: Union[StaticLayersCache, Roll
             # The first step goes through Dynamo, which checks the guards (recompiling if the
             # model, the sizes or the sampling changed) and hands the graph its inputs; the
             # recorder keeps them.  Each setting is a graph of `decode_step`, hence the limit.
-            with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
+            with torch._dynamo.config.patch({LIMIT: max(64, getattr(torch._dynamo.config, LIMIT))}):
                 compiled(net, cache, token, noise, ended, sample, eos_token, pad_value, kwargs)
             last = recorder.take()
             if last is not None:
