@@ -189,11 +189,12 @@ def init_from(draft: TransformerWrapper, target: TransformerWrapper) -> None:
 def trained_models(args, text) -> tuple[TransformerWrapper, TransformerWrapper]:
     """The target, then the draft (distilled from it, or trained on the text), then the draft tuned
     on the target's own continuations; each stage cached under `args.cache`."""
-    model_kw, draft_kw = (QUICK_MODEL, QUICK_DRAFT) if args.quick else (MODEL, DRAFT)
+    model_kw, draft_kw = (QUICK_MODEL, draft_config(args)) if args.quick else (MODEL, draft_config(args))
     size = "quick" if args.quick else "full"
     cache = Path(args.cache)
     target_path = cache / f"fast_decoding_{size}_target_{args.train_steps}x{args.train_batch}.pt"
-    draft_path = cache / (f"fast_decoding_{size}_draft_{args.draft_steps}x{args.train_batch}_"
+    shape = "" if draft_kw in (DRAFT, QUICK_DRAFT) else f"{draft_kw['dim']}x{draft_kw['depth']}_"
+    draft_path = cache / (f"fast_decoding_{size}_draft_{shape}{args.draft_steps}x{args.train_batch}_"
                           f"{'distilled' if args.distill else 'plain'}_from_{args.train_steps}.pt")
     tuned_path = draft_path.with_name(draft_path.stem + f"_then_{args.tune_steps}_on_continuations.pt")
     torch.manual_seed(0)
@@ -377,7 +378,7 @@ def case_speculative(args) -> None:
     print(f"\n### Speculative decoding, greedy, {new_tokens // len(prompts)} tokens after each of {len(prompts)} "
           f"64-byte prompts from the validation text\n")
     print(f"target {MODEL if not args.quick else QUICK_MODEL} ({params(target) / 1e6:.2f}M layer weights), "
-          f"draft {DRAFT if not args.quick else QUICK_DRAFT} ({params(draft) / 1e6:.2f}M"
+          f"draft {draft_config(args)} ({params(draft) / 1e6:.2f}M"
           f"{', distilled' if args.distill else ''}); output identical to the "
           f"target alone for every k.  Sample: {text_of(alone[0][0, :80])!r}\n")
     print("| decoder | tokens/s | acceptance rate | tokens per target pass | speed-up | goal |\n|---|---|---|---|---|---|")
@@ -403,6 +404,12 @@ def case_speculative(args) -> None:
         print_costs(round_costs(big, small, prompt, args.num_speculative, args.rounds), eager)
 
 
+def draft_config(args) -> dict:
+    """The draft's keywords: `DRAFT` (or `QUICK_DRAFT`) with `--draft-dim` / `--draft-depth`."""
+    base = QUICK_DRAFT if args.quick else DRAFT
+    return {**base, "dim": args.draft_dim or base["dim"], "depth": args.draft_depth or base["depth"]}
+
+
 def text_of(ids) -> str:
     return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
@@ -420,6 +427,8 @@ def main(argv=None) -> None:
                    help="then steps of the distilled draft on the target's greedy continuations (0: none)")
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
                    help="train the draft on the target's distributions, starting from its first layer")
+    p.add_argument("--draft-dim", type=int, default=None, help=f"the draft's width (default {DRAFT['dim']})")
+    p.add_argument("--draft-depth", type=int, default=None, help=f"the draft's layers (default {DRAFT['depth']})")
     p.add_argument("--train-batch", type=int, default=8, help="sequences of 128 bytes per training step")
     p.add_argument("--num-speculative", type=int, nargs="+", default=[2, 3, 4], help="guesses per target pass")
     p.add_argument("--prompts", type=int, default=4, help="prompts decoded one after the other (batch 1)")

@@ -41,3 +41,12 @@ def test_continuations_are_the_target_greedy_output_after_training_prompts():
     assert rows.shape == (3, 20)
     greedy = fast_decoding.AutoregressiveWrapper(target).generate(rows[:, :5], 15, temperature=0)
     assert torch.equal(rows[:, 5:], greedy)
+
+
+def test_draft_config_takes_the_width_and_depth_options():
+    from types import SimpleNamespace
+    default = fast_decoding.draft_config(SimpleNamespace(quick=False, draft_dim=None, draft_depth=None))
+    assert default == fast_decoding.DRAFT
+    narrow = fast_decoding.draft_config(SimpleNamespace(quick=False, draft_dim=128, draft_depth=2))
+    assert narrow == {**fast_decoding.DRAFT, "dim": 128, "depth": 2}
+    assert fast_decoding.draft_config(SimpleNamespace(quick=True, draft_dim=None, draft_depth=3))["depth"] == 3
