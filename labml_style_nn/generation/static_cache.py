@@ -276,6 +276,11 @@ def round_up(length: int, multiple: int = 64) -> int:
     return -(-length // multiple) * multiple
 
 
+# PyTorch before 2.7 has no way to skip the guards: there every step checks them.
+_CAN_SKIP_GUARDS = "skip_guard_eval_unsafe" in (getattr(getattr(torch.compiler, "set_stance", None),
+                                                         "__kwdefaults__", None) or {})
+
+
 def compile_step(net, options: dict) -> Callable:
     """`torch.compile(net, fullgraph=True, dynamic=False, **options)`, for the steps of one `generate` call.
 
@@ -295,7 +300,7 @@ def compile_step(net, options: dict) -> Callable:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         if not checked:
-            checked = True
+            checked = _CAN_SKIP_GUARDS
             return compiled(*args, **kwargs)
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
             return compiled(*args, **kwargs)

@@ -175,3 +175,19 @@ def test_compiled_generation_reads_the_current_weights():
     assert not torch.equal(after, before)
     assert torch.equal(model.generate(prompt, 12, temperature=0, compile=dict(backend=backend)), after)
     assert backend.graphs == 1
+
+
+def test_compile_step_checks_every_guard_where_pytorch_cannot_skip_them(monkeypatch):
+    """On PyTorch before 2.7 (no `skip_guard_eval_unsafe`) every step goes through the guarded call."""
+    import labml_style_nn.generation.static_cache as static_cache
+
+    def no_stance(*args, **kwargs):
+        raise AssertionError("set_stance used where guards cannot be skipped")
+    monkeypatch.setattr(static_cache, "_CAN_SKIP_GUARDS", False)
+    monkeypatch.setattr(torch.compiler, "set_stance", no_stance)
+    net = torch.nn.Linear(4, 4)
+    step = static_cache.compile_step(net, {"backend": "eager"})
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        outs = [step(x) for _ in range(3)]
+        assert all(torch.allclose(out, net(x)) for out in outs)
