@@ -11,3 +11,26 @@ def _seed_and_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class CountingBackend:
+    """Counts the graphs Dynamo hands over (one per (re)compilation) and the calls of the compiled graphs."""
+
+    def __init__(self):
+        self.graphs, self.calls = 0, 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        from torch._dynamo.backends.registry import lookup_backend
+        compiled = lookup_backend("aot_eager")(gm, example_inputs)
+
+        def run(*args):
+            self.calls += 1
+            return compiled(*args)
+        return run
+
+
+@pytest.fixture
+def counting_backend():
+    """A Dynamo backend (`aot_eager`) that counts the graphs it is handed and the calls of them."""
+    return CountingBackend()

@@ -91,28 +91,12 @@ def decode_static(net, seq: Tensor, n: int, cache: Union[StaticLayersCache, Roll
     seq[:, n] = token[:, 0]
     if n + 1 == total or (eos_token is not None and bool(ended.all())):
         return seq[:, n:]
-    recorder = step_recorder(options)
-    compiled = torch.compile(decode_step, **{"fullgraph": True, "dynamic": False, **_passed_on(options),
-                                             "backend": recorder})
-    cuda_graphs = recorder.mode in ("reduce-overhead", "max-autotune") or recorder.options.get("triton.cudagraphs")
+    step = DirectStep(decode_step, options)
     cache.mark_static(token, ended, *(() if noise is None else (noise,)))
-    graph, inputs, recorder.last = None, (), None
     for t in range(n + 1, total):
         if noise is not None:
             noise.exponential_()  # $E_i \sim \operatorname{Exp}(1)$, as the eager step would draw
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        if graph is None:
-            # The first step goes through Dynamo, which checks the guards (recompiling if the
-            # model, the sizes or the sampling changed) and hands the graph its inputs; the
-            # recorder keeps them.  Each setting is a graph of `decode_step`, hence the limit.
-            with torch._dynamo.config.patch({LIMIT: max(64, getattr(torch._dynamo.config, LIMIT))}):
-                compiled(net, cache, token, noise, ended, sample, eos_token, pad_value, kwargs)
-            last = recorder.take()
-            if last is not None:
-                graph, inputs = last
-        else:
-            graph(*inputs)
+        step(net, cache, token, noise, ended, sample, eos_token, pad_value, kwargs)
         seq[:, t] = token[:, 0]
         if eos_token is not None and bool(ended.all()):
             break
@@ -134,6 +118,39 @@ def decode_step(net, cache, token: Tensor, noise: Optional[Tensor], ended: Tenso
     """One compiled step: the network on `token` `(b, 1)`, then sampling; the next token overwrites `token`."""
     logits = net(token, cache=cache, **kwargs)[:, -1]  # (b, V)
     token.copy_(pick(logits, noise, ended, sample, eos_token, pad_value)[:, None])
+
+
+class DirectStep:
+    """`fn` compiled with `torch.compile(fullgraph=True, dynamic=False, **options)`, for calls that
+    all pass the same objects (tensors updated in place between calls).
+
+    The first call goes through Dynamo, which checks the guards (recompiling if the model, the
+    sizes or the sampling changed) and hands the graph its inputs; the recorder keeps them, and
+    every later call runs that graph directly on them: the arguments of later calls are not read.
+    Each setting is a graph of the same `fn`, hence the raised recompile limit.
+    """
+
+    def __init__(self, fn: Callable, options: dict):
+        self.recorder = step_recorder(options)
+        self.compiled = torch.compile(fn, **{"fullgraph": True, "dynamic": False, **_passed_on(options),
+                                             "backend": self.recorder})
+        self.cuda_graphs = self.recorder.mode in ("reduce-overhead", "max-autotune") \
+            or bool(self.recorder.options.get("triton.cudagraphs"))
+        self.graph: Optional[Callable] = None
+        self.inputs: tuple = ()
+        self.recorder.last = None
+
+    def __call__(self, *args) -> None:
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.graph is not None:
+            self.graph(*self.inputs)
+            return
+        with torch._dynamo.config.patch({LIMIT: max(64, getattr(torch._dynamo.config, LIMIT))}):
+            self.compiled(*args)
+        last = self.recorder.take()
+        if last is not None:
+            self.graph, self.inputs = last
 
 
 class StepRecorder:

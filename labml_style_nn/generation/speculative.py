@@ -89,8 +89,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compiled_decoding import DirectStep
 from .kv_cache import LayersCache
-from .static_cache import StaticLayersCache, compile_step, round_up
+from .static_cache import StaticLayersCache, round_up
 
 
 @dataclass
@@ -182,6 +183,11 @@ PACKED_PASS = True  # (set to False to measure the pass through `nn.Linear`)
 PACK_MIN_NUMEL = 2 ** 16  # weights of at least 256 KiB (a 256 x 256 layer)
 
 
+def draft_logits(net, cache, token: Tensor, out: Tensor, kwargs: dict) -> None:
+    """The draft's compiled step: the network on `token` `(b, 1)`; its last logits overwrite `out` `(b, V)`."""
+    out.copy_(net(token, cache=cache, **kwargs)[:, -1])
+
+
 def _packable() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -236,8 +242,9 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
 
     `target` and `draft` are `TransformerWrapper`s over one vocabulary; `probs` turns logits into
     the sampling distribution (temperature and filter), `None` for greedy decoding.  With
-    `compile_options` (keywords of `torch.compile`) the draft's one-token steps run compiled on a
-    [static cache](static_cache.md); the target always runs eagerly.
+    `compile_options` (keywords of `torch.compile`) the draft's one-token steps run as one compiled
+    graph on a [static cache](static_cache.md), called directly ([compiled decoding](compiled_decoding.md));
+    the target runs eagerly, its weights packed (below).
     """
     b, n = tokens.shape
     total = n + seq_len
@@ -249,9 +256,12 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
     caches = [LayersCache(m.attn_layers, b, total + mem) for m, mem in zip(models, num_memory_tokens, strict=True)]
     draft_step = None
     if compile_options is not None:
-        caches[1] = StaticLayersCache(draft.attn_layers, b, round_up(total + num_memory_tokens[1]))
-        draft_step = compile_step(draft, compile_options)
-        token = seq.new_empty(b, 1)  # the compiled step's input: one buffer, the same strides at every step
+        static = StaticLayersCache(draft.attn_layers, b, round_up(total + num_memory_tokens[1]))
+        draft_step, caches[1] = DirectStep(draft_logits, compile_options), static
+        # The step's input and output: buffers that every step reads and overwrites.
+        token, out = seq.new_empty(b, 1), torch.empty(b, draft.num_tokens, device=seq.device)
+        static.mark_static(token, out)
+        step_kwargs = {**pos_kwargs, **kwargs}  # (read by the first step only: later ones reuse its inputs)
     fed = [0, 0]
     ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
     stats = SpeculativeStats()
@@ -265,8 +275,8 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
             # One compiled step per token; a round may begin with two unseen tokens.
             for i in range(start, end):
                 token.copy_(seq[:, i:i + 1])
-                logits = draft_step(token, cache=caches[1], **pos_kwargs, **kwargs)
-            return logits[:, -1]
+                draft_step(draft, caches[1], token, out, step_kwargs)
+            return out
         m = None if mask is None or start else mask[:, :end]
         logits = models[which](seq[:, start:end], cache=caches[which], mask=m, **pos_kwargs, **kwargs)
         return logits if which == 0 else logits[:, -1]

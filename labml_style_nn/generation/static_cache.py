@@ -61,7 +61,6 @@ ordinary forward pass with a different cache object.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Optional, Union
 
 import torch
@@ -274,34 +273,3 @@ def round_up(length: int, multiple: int = 64) -> int:
     320
     """
     return -(-length // multiple) * multiple
-
-
-# PyTorch before 2.7 has no way to skip the guards: there every step checks them.
-_CAN_SKIP_GUARDS = "skip_guard_eval_unsafe" in (getattr(getattr(torch.compiler, "set_stance", None),
-                                                         "__kwdefaults__", None) or {})
-
-
-def compile_step(net, options: dict) -> Callable:
-    """`torch.compile(net, fullgraph=True, dynamic=False, **options)`, for the steps of one `generate` call.
-
-    Before running a compiled graph, Dynamo checks its guards (the shapes, dtypes and strides of
-    every input, parameters included): a tenth of a step at these sizes.  Every step of one call
-    has the inputs of its first step, so only the first step checks them; the others skip the
-    check (`skip_guard_eval_unsafe`, meant for exactly this steady state).  Under
-    `mode="reduce-overhead"` each call replays a CUDA graph whose outputs the next replay
-    overwrites; `cudagraph_mark_step_begin` tells the runtime that the last step's outputs are used up.
-    """
-    compiled = torch.compile(net, **{"fullgraph": True, "dynamic": False, **options})
-    cuda_graphs = options.get("mode") in ("reduce-overhead", "max-autotune")
-    checked = False
-
-    def step(*args, **kwargs):
-        nonlocal checked
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        if not checked:
-            checked = _CAN_SKIP_GUARDS
-            return compiled(*args, **kwargs)
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-            return compiled(*args, **kwargs)
-    return step

@@ -7,6 +7,7 @@ import torch
 
 from labml_style_nn import Decoder, TransformerWrapper
 from labml_style_nn.generation import AutoregressiveWrapper, speculative
+from labml_style_nn.generation.compiled_decoding import step_recorder
 from labml_style_nn.generation.kv_cache import LayersCache
 from labml_style_nn.generation.speculative import accept_draft, accept_draft_greedy, packed_linears
 
@@ -157,19 +158,25 @@ def test_bad_drafts_are_rejected_by_name():
         model.generate(prompt, 4, draft=make(shift_tokens=1))
 
 
-def test_compiled_draft_gives_the_target_greedy_output():
-    # compile= runs the draft's one-token steps on a static cache; the eager backend keeps the test fast.
+def test_compiled_draft_gives_the_target_greedy_output(counting_backend):
+    # compile= runs the draft's one-token steps as one graph on a static cache (aot_eager keeps the test fast).
     target = sharpen(make(seed=0, rotary_pos_emb=True))
     draft = perturbed(target)
     model = AutoregressiveWrapper(target)
     prompts = [torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7])]  # left padded
     alone = model.generate(prompts, 30, temperature=0)
-    for k in (1, 3):
+    torch._dynamo.reset()
+    for calls, k in enumerate((1, 3), 1):
+        before = counting_backend.calls
         fast = model.generate(prompts, 30, temperature=0, draft=draft, num_speculative=k,
-                              compile={"backend": "eager"})
+                              compile={"backend": counting_backend})
         assert torch.equal(fast, alone), k
         stats = model.speculative_stats
         assert 0 < stats.accepted < stats.proposed  # rewinds of the static cache were exercised
+        # Every draft step after the prompt ran the graph, and only the first went through Dynamo.
+        assert step_recorder({"backend": counting_backend}).dispatched == calls
+        assert counting_backend.calls - before >= stats.proposed // len(prompts) - 1  # (the prompt: eager)
+    assert counting_backend.graphs == 1  # one graph for both calls
     with pytest.raises(ValueError, match="compile: .*static cache"):
         model.generate(prompts, 4, draft=make(attn_max_attend_past=4), compile={"backend": "eager"})
 

@@ -56,29 +56,12 @@ def test_static_cache_equals_the_growing_cache(case):
     assert all(b.attn.k.shape[2] == 64 for b in static.blocks if b.attn is not None)
 
 
-class CountingBackend:
-    """Counts the graphs Dynamo hands over (one per (re)compilation) and the calls of the compiled graphs."""
-
-    def __init__(self):
-        self.graphs, self.calls = 0, 0
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        from torch._dynamo.backends.registry import lookup_backend
-        compiled = lookup_backend("aot_eager")(gm, example_inputs)
-
-        def run(*args):
-            self.calls += 1
-            return compiled(*args)
-        return run
-
-
 @pytest.mark.slow
-def test_compiled_generation_equals_eager_and_compiles_once():
+def test_compiled_generation_equals_eager_and_compiles_once(counting_backend):
     model = AutoregressiveWrapper(make(rotary_pos_emb=True))
     prompt = torch.randint(0, V, (2, 6))
     torch._dynamo.reset()
-    backend = CountingBackend()
+    backend = counting_backend
     greedy = model.generate(prompt, 20, temperature=0)
     assert torch.equal(model.generate(prompt, 20, temperature=0, compile=dict(backend=backend)), greedy)
     # The prompt and the first token run eagerly; the 19 steps after them all run the compiled graph,
@@ -100,10 +83,10 @@ def test_compiled_generation_equals_eager_and_compiles_once():
 @pytest.mark.parametrize("case", [dict(alibi_pos_emb=True), dict(rel_pos_bias=True),
                                   dict(rotary_pos_emb=True, wrap=dict(num_memory_tokens=2))],
                          ids=["alibi", "t5", "memory_tokens"])
-def test_compiled_generation_equals_eager_with_stops_and_padding(case):
+def test_compiled_generation_equals_eager_with_stops_and_padding(case, counting_backend):
     case = dict(case)
     model = AutoregressiveWrapper(make(case.pop("wrap", None), **case))
-    backend = CountingBackend()
+    backend = counting_backend
     # Prompts of different lengths (left padding), and a stop token that one row reaches early.
     prompts = [torch.randint(0, V, (7,)), torch.randint(0, V, (4,))]
     eager = model.generate(prompts, 16, temperature=0)
@@ -146,10 +129,10 @@ def test_stacks_the_static_step_cannot_run_decode_eagerly():
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [dict(rotary_pos_emb=True), dict(alibi_pos_emb=True), dict(rel_pos_bias=True)],
                          ids=["rotary", "alibi", "t5"])
-def test_compiled_sliding_window_equals_eager_past_the_window(case):
+def test_compiled_sliding_window_equals_eager_past_the_window(case, counting_backend):
     # A window of 5: a ring of 6 slots, wrapped about five times by 4 + 30 tokens.
     model = AutoregressiveWrapper(make(attn_max_attend_past=5, **case))
-    backend = CountingBackend()
+    backend = counting_backend
     prompts = [torch.randint(0, V, (4,)), torch.randint(0, V, (2,))]  # left padding in the ring
     eager = model.generate(prompts, 30, temperature=0)
     assert torch.equal(model.generate(prompts, 30, temperature=0, compile=dict(backend=backend)), eager)
@@ -161,11 +144,11 @@ def test_compiled_sliding_window_equals_eager_past_the_window(case):
 
 
 @pytest.mark.slow
-def test_compiled_generation_reads_the_current_weights():
+def test_compiled_generation_reads_the_current_weights(counting_backend):
     # The graph takes the parameters as inputs (no freezing): weights changed in place between two
     # calls, as training would, are the ones the next call decodes with.
     model = AutoregressiveWrapper(make(rotary_pos_emb=True))
-    backend = CountingBackend()
+    backend = counting_backend
     prompt = torch.randint(0, V, (1, 5))
     before = model.generate(prompt, 12, temperature=0, compile=dict(backend=backend))
     with torch.no_grad():
@@ -175,19 +158,3 @@ def test_compiled_generation_reads_the_current_weights():
     assert not torch.equal(after, before)
     assert torch.equal(model.generate(prompt, 12, temperature=0, compile=dict(backend=backend)), after)
     assert backend.graphs == 1
-
-
-def test_compile_step_checks_every_guard_where_pytorch_cannot_skip_them(monkeypatch):
-    """On PyTorch before 2.7 (no `skip_guard_eval_unsafe`) every step goes through the guarded call."""
-    import labml_style_nn.generation.static_cache as static_cache
-
-    def no_stance(*args, **kwargs):
-        raise AssertionError("set_stance used where guards cannot be skipped")
-    monkeypatch.setattr(static_cache, "_CAN_SKIP_GUARDS", False)
-    monkeypatch.setattr(torch.compiler, "set_stance", no_stance)
-    net = torch.nn.Linear(4, 4)
-    step = static_cache.compile_step(net, {"backend": "eager"})
-    x = torch.randn(2, 4)
-    with torch.no_grad():
-        outs = [step(x) for _ in range(3)]
-        assert all(torch.allclose(out, net(x)) for out in outs)
