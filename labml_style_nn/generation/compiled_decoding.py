@@ -34,6 +34,11 @@ sampling setting (greedy and top-$k$ are two graphs); a later `generate` call wi
 finds its graph again.  Because every setting is a graph of the same function, the loop raises
 Dynamo's recompile limit for that function to 64.
 
+**The same mechanism for other steps.**  `DirectStep` is the part that compiles a function once and
+then calls its graph directly; [speculative decoding](speculative.md) runs its draft's one-token
+steps through it (`compile=True`), where a draft step costs 0.26 ms compiled against 1.2 ms eager
+for the two-layer draft of the benchmark.
+
 **Evidence.**  `tests/generation/test_static_decoding.py`: compiled tokens equal eager ones, greedy
 and sampled with one seed, for rotary, ALiBi, T5, memory tokens, left-padded prompts, a stop token
 reached early by one row, and sliding windows past the window; 19 steps make 19 calls of the

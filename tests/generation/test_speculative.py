@@ -181,6 +181,21 @@ def test_compiled_draft_gives_the_target_greedy_output(counting_backend):
         model.generate(prompts, 4, draft=make(attn_max_attend_past=4), compile={"backend": "eager"})
 
 
+
+def test_compiled_draft_samples_the_eager_tokens():
+    # The guesses are drawn outside the graph from the draft's logits, which the next step
+    # overwrites: the sampled tokens of a seed are those of the eager draft.
+    target, draft = sharpen(make(seed=0, rotary_pos_emb=True), 2.0), make(dim=8, depth=1, seed=1, rotary_pos_emb=True)
+    model = AutoregressiveWrapper(target)
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    torch.manual_seed(3)
+    eager = model.generate(prompt, 24, draft=draft, num_speculative=3, filter_kwargs=dict(k=5))
+    accepted = model.speculative_stats.accepted
+    torch.manual_seed(3)
+    compiled = model.generate(prompt, 24, draft=draft, num_speculative=3, filter_kwargs=dict(k=5),
+                              compile={"backend": "aot_eager"})
+    assert torch.equal(compiled, eager) and model.speculative_stats.accepted == accepted > 0
+
 def test_packed_linears_compute_the_same_products_and_are_undone(monkeypatch):
     monkeypatch.setattr(speculative, "PACK_MIN_NUMEL", 0)  # pack even these small layers
     net = make(seed=0, rotary_pos_emb=True)
