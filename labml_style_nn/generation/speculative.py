@@ -91,7 +91,7 @@ from torch import Tensor, nn
 
 from .compiled_decoding import DirectStep
 from .kv_cache import LayersCache
-from .static_cache import StaticLayersCache, round_up
+from .static_cache import StaticLayersCache, round_up, static_blocker
 
 
 @dataclass
@@ -188,6 +188,11 @@ def draft_logits(net, cache, token: Tensor, out: Tensor, kwargs: dict) -> None:
     out.copy_(net(token, cache=cache, **kwargs)[:, -1])
 
 
+def logits_into(net, cache, tokens: Tensor, out: Tensor, kwargs: dict) -> None:
+    """The target's compiled pass: the network on `tokens` `(b, k + 1)`; its logits overwrite `out` `(b, k + 1, V)`."""
+    out.copy_(net(tokens, cache=cache, **kwargs))
+
+
 def _packable() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -201,9 +206,39 @@ def packed_forward(layer: nn.Linear, rows: int) -> Callable[[Tensor], Tensor]:
     return forward
 
 
+# A compiled pass cannot hold a packed weight (a oneDNN tensor has no strides for the compiler to
+# follow), so there the product is an operator of its own: the graph passes the layer's weight (for
+# the shape of the result) and a key, and at run time the operator multiplies by the weight packed
+# under that key for the current `generate` call.
+_PACKED: dict[int, Tensor] = {}
+
+
+@torch.library.custom_op("labml_style_nn::packed_linear", mutates_args=(),
+                         schema="(Tensor x, Tensor weight, Tensor? bias, int key) -> Tensor")
+def packed_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], key: int) -> Tensor:
+    """`F.linear(x, weight, bias)` through the weight packed under `key` by `packed_linears(..., traceable=True)`."""
+    return torch.ops.mkldnn._linear_pointwise(x, _PACKED[key], bias, "none", [], "")
+
+
+@packed_linear.register_fake
+def _(x: Tensor, weight: Tensor, bias: Optional[Tensor], key: int) -> Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def traceable_forward(layer: nn.Linear, rows: int) -> Callable[[Tensor], Tensor]:
+    """`layer`'s product through the `packed_linear` operator, its weight packed once for `rows` rows."""
+    key = id(layer)
+    _PACKED[key] = torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows)
+
+    def forward(x: Tensor) -> Tensor:
+        return packed_linear(x, layer.weight, layer.bias, key)
+    return forward
+
+
 @contextmanager
-def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
-    """Within the block, the float32 CPU `nn.Linear` layers of `net` multiply by a weight packed for `rows` rows."""
+def packed_linears(net: nn.Module, rows: int, traceable: bool = False) -> Iterator[None]:
+    """Within the block, the float32 CPU `nn.Linear` layers of `net` multiply by a weight packed for `rows` rows
+    (`traceable`: through an operator that `torch.compile` can put in a graph)."""
     # (Small weights are left alone: there the call's own overhead outweighs what packing saves.)
     layers = [m for m in net.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"
               and m.weight.dtype == torch.float32 and m.weight.numel() >= PACK_MIN_NUMEL] \
@@ -211,10 +246,11 @@ def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
     try:
         for m in layers:
             try:
-                forward = packed_forward(m, rows)
+                forward = traceable_forward(m, rows) if traceable else packed_forward(m, rows)
             except RuntimeError:  # a oneDNN build that cannot pack this weight: `nn.Linear` for all
                 for done in layers:
                     done.__dict__.pop("forward", None)
+                    _PACKED.pop(id(done), None)
                 layers = []
                 break
             # An attribute of this module, shadowing `nn.Linear.forward` (set by name: the type of a
@@ -224,6 +260,7 @@ def packed_linears(net: nn.Module, rows: int) -> Iterator[None]:
     finally:
         for m in layers:
             m.__dict__.pop("forward", None)
+            _PACKED.pop(id(m), None)
 
 
 #
@@ -254,14 +291,21 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
     pos_kwargs = {} if starts is None else {"seq_start_pos": starts}
     models = (target, draft)
     caches = [LayersCache(m.attn_layers, b, total + mem) for m, mem in zip(models, num_memory_tokens, strict=True)]
-    draft_step = None
+    draft_step = target_step = None
     if compile_options is not None:
+        step_kwargs = {**pos_kwargs, **kwargs}  # (read by a step's first call only: later ones reuse its inputs)
         static = StaticLayersCache(draft.attn_layers, b, round_up(total + num_memory_tokens[1]))
         draft_step, caches[1] = DirectStep(draft_logits, compile_options), static
         # The step's input and output: buffers that every step reads and overwrites.
         token, out = seq.new_empty(b, 1), torch.empty(b, draft.num_tokens, device=seq.device)
         static.mark_static(token, out)
-        step_kwargs = {**pos_kwargs, **kwargs}  # (read by the first step only: later ones reuse its inputs)
+        if static_blocker(target.attn_layers) is None:
+            # The target's passes over $k + 1$ tokens: a graph of their own, on buffers of their own.
+            static = StaticLayersCache(target.attn_layers, b, round_up(total + num_memory_tokens[0]))
+            target_step, caches[0] = DirectStep(logits_into, compile_options), static
+            window = seq.new_empty(b, num_speculative + 1)
+            passed = torch.empty(b, num_speculative + 1, target.num_tokens, device=seq.device)
+            static.mark_static(window, passed)
     fed = [0, 0]
     ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
     stats = SpeculativeStats()
@@ -277,6 +321,11 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
                 token.copy_(seq[:, i:i + 1])
                 draft_step(draft, caches[1], token, out, step_kwargs)
             return out
+        if which == 0 and target_step is not None and start and end - start == window.shape[1]:
+            # (The prompt, and the last rounds with fewer guesses, run eagerly.)
+            window.copy_(seq[:, start:end])
+            target_step(target, caches[0], window, passed, step_kwargs)
+            return passed
         m = None if mask is None or start else mask[:, :end]
         logits = models[which](seq[:, start:end], cache=caches[which], mask=m, **pos_kwargs, **kwargs)
         return logits if which == 0 else logits[:, -1]
@@ -286,7 +335,7 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
         return probs(logits.flatten(0, -2)).view_as(logits)
 
     cur = n
-    with packed_linears(target, b * (num_speculative + 1)):
+    with packed_linears(target, b * (num_speculative + 1), traceable=target_step is not None):
         while cur < total:
             k = min(num_speculative, total - cur - 1)
             # The draft guesses $\tilde x_1 \dots \tilde x_k$ one at a time, $\tilde x_i \sim q_i$,

@@ -158,8 +158,10 @@ def test_bad_drafts_are_rejected_by_name():
         model.generate(prompt, 4, draft=make(shift_tokens=1))
 
 
-def test_compiled_draft_gives_the_target_greedy_output(counting_backend):
-    # compile= runs the draft's one-token steps as one graph on a static cache (aot_eager keeps the test fast).
+def test_compiled_decoding_gives_the_target_greedy_output(counting_backend, monkeypatch):
+    # compile= runs the draft's one-token steps and the target's passes over k + 1 tokens as graphs on
+    # static caches, the target's products through the packed operator (aot_eager keeps the test fast).
+    monkeypatch.setattr(speculative, "PACK_MIN_NUMEL", 0)  # pack even these small layers
     target = sharpen(make(seed=0, rotary_pos_emb=True))
     draft = perturbed(target)
     model = AutoregressiveWrapper(target)
@@ -172,14 +174,32 @@ def test_compiled_draft_gives_the_target_greedy_output(counting_backend):
                               compile={"backend": counting_backend})
         assert torch.equal(fast, alone), k
         stats = model.speculative_stats
-        assert 0 < stats.accepted < stats.proposed  # rewinds of the static cache were exercised
-        # Every draft step after the prompt ran the graph, and only the first went through Dynamo.
-        assert step_recorder({"backend": counting_backend}).dispatched == calls
-        assert counting_backend.calls - before >= stats.proposed // len(prompts) - 1  # (the prompt: eager)
-    assert counting_backend.graphs == 1  # one graph for both calls
+        assert 0 < stats.accepted < stats.proposed  # rewinds of the static caches were exercised
+        # Every draft step and target pass after the prompt ran a graph, and only the first of each
+        # went through Dynamo.
+        assert step_recorder({"backend": counting_backend}).dispatched == 2 * calls
+        # (Eager: each model's prompt, and the target's last rounds, with fewer guesses.)
+        assert counting_backend.calls - before >= stats.proposed // len(prompts) - 1 + stats.rounds - 1 - k
+    # One graph of the draft's step for both calls; one of the target's pass per k.
+    assert counting_backend.graphs == 3
+    assert not speculative._PACKED  # the packed weights are released after the call
     with pytest.raises(ValueError, match="compile: .*static cache"):
         model.generate(prompts, 4, draft=make(attn_max_attend_past=4), compile={"backend": "eager"})
 
+
+
+
+@pytest.mark.slow
+def test_compile_true_with_inductor_gives_the_target_greedy_output(monkeypatch):
+    # The default compile=True: Inductor with its C++ wrapper calling the packed operator.
+    monkeypatch.setattr(speculative, "PACK_MIN_NUMEL", 0)
+    target = sharpen(make(seed=0, rotary_pos_emb=True))
+    model = AutoregressiveWrapper(target)
+    prompt = torch.tensor([[1, 2, 3, 4, 5]])
+    fast = model.generate(prompt, 20, temperature=0, draft=perturbed(target, noise=0.1), num_speculative=3,
+                          compile=True)
+    assert torch.equal(fast, model.generate(prompt, 20, temperature=0))
+    assert model.speculative_stats.accepted > 0
 
 
 def test_compiled_draft_samples_the_eager_tokens():
