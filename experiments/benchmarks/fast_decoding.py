@@ -319,19 +319,20 @@ def round_costs(target: TransformerWrapper, draft: TransformerWrapper, prompt: t
             step(draft, static, token, out, {})
 
     @torch.no_grad()
-    def compiled_pass(j):
-        # The target's pass as `compile=True` runs it: one graph, products through the packed operator.
+    def compiled_pass(j, packed=True):
+        # The target's pass as `compile=True` runs it: one graph, products through the packed operator
+        # (`packed=False`, one token: the step of the target's own `compile=True` decoding, less sampling).
         cache = StaticLayersCache(target.attn_layers, 1, round_up(prompt.shape[1] + 16))
         window, out = prompt[:, -j:].clone(), torch.empty(1, j, target.num_tokens)
         step = DirectStep(speculative.logits_into, AutoregressiveWrapper._compile_options(True, prompt.device))
-        with speculative.packed_linears(target, j, traceable=True):
+        with speculative.packed_linears(target, j, traceable=True) if packed else contextlib.nullcontext():
             target(prompt, cache=cache)
             for _ in range(reps):
                 cache.rewind(prompt.shape[1])
                 step(target, cache, window, out, {})
 
     fns = {"step": lambda: calls(target, 1), "draft": lambda: calls(draft, 1), "compiled draft": compiled_draft,
-           ("packed", 1): lambda: calls(target, 1, packed=True)}
+           ("packed", 1): lambda: calls(target, 1, packed=True), "compiled step": lambda: compiled_pass(1, False)}
     for k in ks:
         fns[("pass", k + 1)] = lambda j=k + 1: calls(target, j)
         fns[("packed", k + 1)] = lambda j=k + 1: calls(target, j, packed=True)
@@ -345,18 +346,20 @@ def print_costs(costs: dict, stats: dict, measured: Optional[dict] = None) -> No
     """The cost terms of a round and the speed-up they predict: eager (eager draft, packed eager pass)
     and compiled (both compiled, as `compile=True` runs them)."""
     print("| k | alpha | tokens per pass | draft step, eager / compiled | pass of k + 1 tokens: nn.Linear / packed "
-          "/ compiled | predicted speed-up, eager / compiled | measured |\n|---|---|---|---|---|---|---|")
+          "/ compiled | predicted speed-up, eager / compiled | measured | predicted over the compiled target "
+          "|\n|---|---|---|---|---|---|---|---|")
     step = costs["step"]
     c_draft, c_compiled = costs["draft"] / step, costs["compiled draft"] / step
     for k, s in stats.items():
         c_pass, c_packed, c_graph = (costs[(kind, k + 1)] / step for kind in ("pass", "packed", "compiled"))
         predicted = [s.tokens_per_round / (k * c + p) for c, p in ((c_draft, c_packed), (c_compiled, c_graph))]
         got = " / ".join("-" if m is None else f"{m:.2f}x" for m in measured[k]) if measured else "-"
+        over = predicted[1] * costs["compiled step"] / step
         print(f"| {k} | {s.acceptance_rate:.2f} | {s.tokens_per_round:.2f} | {c_draft:.2f} / {c_compiled:.2f} "
-              f"| {c_pass:.2f} / {c_packed:.2f} / {c_graph:.2f} | {predicted[0]:.2f}x / {predicted[1]:.2f}x | {got} |",
-              flush=True)
+              f"| {c_pass:.2f} / {c_packed:.2f} / {c_graph:.2f} | {predicted[0]:.2f}x / {predicted[1]:.2f}x | {got} "
+              f"| {over:.2f}x |", flush=True)
     print(f"\n(costs in units of one cached target step, {step * 1e3:.2f} ms; the same step with its weights "
-          f"packed: {costs[('packed', 1)] / step:.2f})")
+          f"packed: {costs[('packed', 1)] / step:.2f}; compiled: {costs['compiled step'] / step:.2f})")
 
 
 def case_speculative(args) -> None:
