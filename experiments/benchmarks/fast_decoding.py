@@ -133,7 +133,8 @@ def alternate(fns: dict, rounds: int) -> dict:
 # a cosine decay.  The weights are cached, so the timing can be rerun without training again.
 #
 # The draft is **distilled** from the trained target (DistillSpec, [Zhou et al., 2023](https://arxiv.org/abs/2310.08461)):
-# it starts from the target's embedding, first layer, final norm and output layer, and learns to
+# a draft of the target's width starts from its embedding, first layer, final norm and output layer
+# (a narrower one, the default, from scratch), and it learns to
 # match the target's next-byte distribution on the training text, the forward KL
 # $\mathrm{KL}(p_{\text{target}} \,\|\, q_{\text{draft}})$ averaged over positions, instead of the
 # text's own next byte.  What speculative decoding needs of a draft is agreement with the target,
