@@ -47,11 +47,11 @@ the whole cost.  On a CPU `nn.Linear` breaks it: a few rows go through the BLAS'
 product, which repacks the weight at each call, and a pass over 3-5 tokens costs 1.3-1.6 steps.
 So the target's linear layers run here through oneDNN with each weight packed **once** per call
 (`packed_linears`): the pass then costs 1.0-1.3 steps (the products are equal up to rounding).
-Eagerly, a draft with a sixth of the target's layer weights still costs 0.2-0.3 of a step: at
+Eagerly, a draft with a sixth of the target's layer weights still costs 0.2-0.4 of a step: at
 these sizes a step's time goes kernel by kernel, in Python and dispatch as much as in arithmetic.
-Compiled, that overhead goes, and what is left is close to the papers' picture: a draft step
-costs 0.05-0.1 of an eager target step and the compiled pass over $k + 1$ tokens, with the packed
-weights, about 0.7.  The guesses are written straight into the output buffer, where the target's
+Compiled, most of that overhead goes: a draft step costs 0.05-0.1 of an eager target step, and
+the compiled pass over $k + 1$ tokens, with the packed weights, 0.45-0.7 (1.05-1.5 of the
+target's own compiled one-token step).  The guesses are written straight into the output buffer, where the target's
 pass reads them and where an accepted guess already sits; the loop's own Python work is 0.3-0.5 ms
 per round.
 
