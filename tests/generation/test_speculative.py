@@ -216,18 +216,24 @@ def test_compiled_draft_samples_the_eager_tokens():
                               compile={"backend": "aot_eager"})
     assert torch.equal(compiled, eager) and model.speculative_stats.accepted == accepted > 0
 
-def test_packed_linears_compute_the_same_products_and_are_undone(monkeypatch):
+@pytest.mark.parametrize("traceable", [False, True])
+def test_packed_linears_compute_the_same_products_and_are_undone(monkeypatch, traceable):
+    # (`traceable`: through the `labml_style_nn::packed_linear` operator that a compiled pass calls.)
     monkeypatch.setattr(speculative, "PACK_MIN_NUMEL", 0)  # pack even these small layers
     net = make(seed=0, rotary_pos_emb=True)
     x = torch.randint(0, V, (2, 5))
     plain = net(x)
     layers = [m for m in net.modules() if type(m) is torch.nn.Linear]
-    with packed_linears(net, 4):
+    with packed_linears(net, 4, traceable=traceable):
         if speculative._packable():
             assert all("forward" in m.__dict__ for m in layers)  # each layer runs the packed product
+            assert len(speculative._PACKED) == (len(layers) if traceable else 0)
         packed = net(x)
     torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
     assert all("forward" not in m.__dict__ for m in layers)  # back to nn.Linear.forward
+    assert not speculative._PACKED
+    if traceable:
+        return
     # With the packed pass switched off the target runs through nn.Linear: same greedy tokens.
     target, draft = sharpen(make(seed=0)), perturbed(sharpen(make(seed=0)))
     model = AutoregressiveWrapper(target)
@@ -238,7 +244,8 @@ def test_packed_linears_compute_the_same_products_and_are_undone(monkeypatch):
     assert torch.equal(model.generate(prompt, 20, temperature=0, draft=draft, num_speculative=3), packed_out)
 
 
-def test_packed_linears_fall_back_to_nn_linear_when_packing_fails(monkeypatch):
+@pytest.mark.parametrize("traceable", [False, True])
+def test_packed_linears_fall_back_to_nn_linear_when_packing_fails(monkeypatch, traceable):
     """A oneDNN build that cannot pack a weight leaves every layer on `nn.Linear`, with the same output."""
     import labml_style_nn.generation.speculative as spec
     torch.manual_seed(0)
@@ -250,10 +257,10 @@ def test_packed_linears_fall_back_to_nn_linear_when_packing_fails(monkeypatch):
         if len(calls) == 2:
             raise RuntimeError("cannot pack")
         return lambda x: torch.full((x.shape[0], layer.out_features), float("nan"))
-    monkeypatch.setattr(spec, "packed_forward", failing_second)
+    monkeypatch.setattr(spec, "traceable_forward" if traceable else "packed_forward", failing_second)
     monkeypatch.setattr(spec, "_packable", lambda: True)
     x = torch.randn(3, 256)
-    with torch.no_grad(), packed_linears(net, 3):
+    with torch.no_grad(), packed_linears(net, 3, traceable=traceable):
         assert not any("forward" in m.__dict__ for m in net)
         out = net(x)
     torch.testing.assert_close(out, net(x).detach())
