@@ -202,6 +202,25 @@ def test_compile_true_with_inductor_gives_the_target_greedy_output(monkeypatch):
     assert model.speculative_stats.accepted > 0
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["alibi", "t5", "memory tokens"])
+def test_compiled_speculative_decoding_equals_the_target_with_other_positions(case):
+    # The static caches' positions, biases and memory slots, rewound after rejected guesses.
+    torch.manual_seed(0)
+    layers = {"alibi": dict(alibi_pos_emb=True), "t5": dict(rel_pos_bias=True),
+              "memory tokens": dict(rotary_pos_emb=True)}[case]
+    target = sharpen(TransformerWrapper(num_tokens=V, max_seq_len=64, num_memory_tokens=2 if case == "memory tokens" else 0,
+                                        attn_layers=Decoder(dim=16, depth=2, heads=2, **layers)).eval())
+    draft = perturbed(target)
+    model = AutoregressiveWrapper(target)
+    prompts = [torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7])]  # left padded
+    alone = model.generate(prompts, 24, temperature=0)
+    fast = model.generate(prompts, 24, temperature=0, draft=draft, num_speculative=3, compile={"backend": "aot_eager"})
+    assert torch.equal(fast, alone)
+    assert 0 < model.speculative_stats.accepted < model.speculative_stats.proposed
+
+
 def test_compiled_draft_samples_the_eager_tokens():
     # The guesses are drawn outside the graph from the draft's logits, which the next step
     # overwrites: the sampled tokens of a seed are those of the eager draft.
