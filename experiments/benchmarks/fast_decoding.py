@@ -289,7 +289,8 @@ def case_compiled(args, bandwidth: float) -> None:
 def round_costs(target: TransformerWrapper, draft: TransformerWrapper, prompt: torch.Tensor, ks, rounds: int,
                 reps: int = 20) -> dict:
     """Seconds of a one-token target step (`"step"`), a one-token draft step (`"draft"`), and target
-    passes over `j` tokens through `nn.Linear` (`("pass", j)`) and packed (`("packed", j)`)."""
+    passes over `j` tokens through `nn.Linear` (`("pass", j)`) and packed (`("packed", j)`); compiled:
+    the draft's step, the target's one-token step and its packed passes (`("compiled", j)`)."""
     caches = {}
 
     def fed(net):
@@ -309,41 +310,30 @@ def round_costs(target: TransformerWrapper, draft: TransformerWrapper, prompt: t
                 net(x, cache=cache)
             return clock() - start
 
-    static = StaticLayersCache(draft.attn_layers, 1, round_up(prompt.shape[1] + 16))
-    token, out = prompt[:, -1:].clone(), torch.empty(1, draft.num_tokens)
-    step = DirectStep(speculative.draft_logits, AutoregressiveWrapper._compile_options(True, prompt.device))
-
     @torch.no_grad()
-    def compiled_draft():
-        # The draft's step as `generate(..., draft=, compile=True)` runs it: one graph, called directly.
-        if not static.started:
-            draft(prompt, cache=static)
-        for _ in range(reps):
-            static.rewind(prompt.shape[1])
-            step(draft, static, token, out, {})
-
-    @torch.no_grad()
-    def compiled_pass(j, packed=True):
-        # The target's pass as `compile=True` runs it: one graph, products through the packed operator
-        # (`packed=False`, one token: the step of the target's own `compile=True` decoding, less sampling).
-        cache = StaticLayersCache(target.attn_layers, 1, round_up(prompt.shape[1] + 16))
-        window, out = prompt[:, -j:].clone(), torch.empty(1, j, target.num_tokens)
+    def compiled_calls(net, j, packed=False):
+        # A call as `generate(..., compile=True)` makes it: one graph, called directly; the target's
+        # passes with `packed` weights (the packed operator), the draft's steps and the target's own
+        # compiled one-token step (less sampling) without.
+        cache = StaticLayersCache(net.attn_layers, 1, round_up(prompt.shape[1] + 16))
+        window, out = prompt[:, -j:].clone(), torch.empty(1, j, net.num_tokens)
         step = DirectStep(speculative.logits_into, AutoregressiveWrapper._compile_options(True, prompt.device))
-        with speculative.packed_linears(target, j, traceable=True) if packed else contextlib.nullcontext():
-            target(prompt, cache=cache)
-            step(target, cache, window, out, {})  # (through Dynamo; the timed calls run the graph directly)
+        with speculative.packed_linears(net, j, traceable=True) if packed else contextlib.nullcontext():
+            net(prompt, cache=cache)
+            step(net, cache, window, out, {})  # (through Dynamo; the timed calls run the graph directly)
             start = clock()  # (packing the weights and the prompt are not timed)
             for _ in range(reps):
                 cache.rewind(prompt.shape[1])
-                step(target, cache, window, out, {})
+                step(net, cache, window, out, {})
             return clock() - start
 
-    fns = {"step": lambda: calls(target, 1), "draft": lambda: calls(draft, 1), "compiled draft": compiled_draft,
-           ("packed", 1): lambda: calls(target, 1, packed=True), "compiled step": lambda: compiled_pass(1, False)}
+    fns = {"step": lambda: calls(target, 1), "draft": lambda: calls(draft, 1),
+           "compiled draft": lambda: compiled_calls(draft, 1), ("packed", 1): lambda: calls(target, 1, packed=True),
+           "compiled step": lambda: compiled_calls(target, 1)}
     for k in ks:
         fns[("pass", k + 1)] = lambda j=k + 1: calls(target, j)
         fns[("packed", k + 1)] = lambda j=k + 1: calls(target, j, packed=True)
-        fns[("compiled", k + 1)] = lambda j=k + 1: compiled_pass(j)
+        fns[("compiled", k + 1)] = lambda j=k + 1: compiled_calls(target, j, packed=True)
     for fn in fns.values():
         fn()
     return {name: seconds / reps for name, seconds in alternate(fns, rounds).items()}

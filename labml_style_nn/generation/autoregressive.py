@@ -153,7 +153,7 @@ class AutoregressiveWrapper(nn.Module):
         `cpp_wrapper` on the CPU, `mode="reduce-overhead"` on CUDA).
         `draft=` a smaller model over the same vocabulary decodes [speculatively](speculative.md),
         `num_speculative` guesses per target pass; `self.speculative_stats` then holds its counts
-        (with `compile=True` the draft's steps are compiled; the target runs eagerly).
+        (with `compile=True` the draft's steps and the target's passes are compiled).
         """
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
             raise ValueError(f"seq_len: expected a non-negative integer, got {seq_len!r}")

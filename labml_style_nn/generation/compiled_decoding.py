@@ -36,8 +36,8 @@ Dynamo's recompile limit for that function to 64.
 
 **The same mechanism for other steps.**  `DirectStep` is the part that compiles a function once and
 then calls its graph directly; [speculative decoding](speculative.md) runs its draft's one-token
-steps through it (`compile=True`), where a draft step costs 0.26 ms compiled against 1.2 ms eager
-for the two-layer draft of the benchmark.
+steps and its target's passes over $k + 1$ tokens through it (`compile=True`), where a draft step
+costs 0.26 ms compiled against 1.2 ms eager for the two-layer draft of the benchmark.
 
 **Evidence.**  `tests/generation/test_static_decoding.py`: compiled tokens equal eager ones, greedy
 and sampled with one seed, for rotary, ALiBi, T5, memory tokens, left-padded prompts, a stop token

@@ -51,9 +51,9 @@ Eagerly, a draft with a sixth of the target's layer weights still costs 0.2-0.4 
 these sizes a step's time goes kernel by kernel, in Python and dispatch as much as in arithmetic.
 Compiled, most of that overhead goes: a draft step costs 0.05-0.1 of an eager target step, and
 the compiled pass over $k + 1$ tokens, with the packed weights, 0.45-0.7 (1.05-1.5 of the
-target's own compiled one-token step).  The guesses are written straight into the output buffer, where the target's
-pass reads them and where an accepted guess already sits; the loop's own Python work is 0.3-0.5 ms
-per round.
+target's own compiled one-token step).  The guesses are written straight into the output buffer,
+where the target's pass reads them and where an accepted guess already sits; the loop's own Python
+work is 0.3-0.5 ms per round.
 
 Shapes: `b` batch, `k` guesses per round, `V` vocabulary.
 
@@ -189,13 +189,9 @@ PACKED_PASS = True  # (set to False to measure the pass through `nn.Linear`)
 PACK_MIN_NUMEL = 2 ** 16  # weights of at least 256 KiB (a 256 x 256 layer)
 
 
-def draft_logits(net, cache, token: Tensor, out: Tensor, kwargs: dict) -> None:
-    """The draft's compiled step: the network on `token` `(b, 1)`; its last logits overwrite `out` `(b, V)`."""
-    out.copy_(net(token, cache=cache, **kwargs)[:, -1])
-
-
 def logits_into(net, cache, tokens: Tensor, out: Tensor, kwargs: dict) -> None:
-    """The target's compiled pass: the network on `tokens` `(b, k + 1)`; its logits overwrite `out` `(b, k + 1, V)`."""
+    """A compiled call: the network on `tokens` `(b, j)` after its cache; the logits overwrite `out` `(b, j, V)`
+    (the draft's steps: $j = 1$; the target's passes: $j = k + 1$)."""
     out.copy_(net(tokens, cache=cache, **kwargs))
 
 
@@ -285,9 +281,10 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
 
     `target` and `draft` are `TransformerWrapper`s over one vocabulary; `probs` turns logits into
     the sampling distribution (temperature and filter), `None` for greedy decoding.  With
-    `compile_options` (keywords of `torch.compile`) the draft's one-token steps run as one compiled
-    graph on a [static cache](static_cache.md), called directly ([compiled decoding](compiled_decoding.md));
-    the target runs eagerly, its weights packed (below).
+    `compile_options` (keywords of `torch.compile`) the draft's one-token steps and the target's
+    passes over $k + 1$ tokens run as compiled graphs on [static caches](static_cache.md), called
+    directly ([compiled decoding](compiled_decoding.md)); a target whose stack cannot use a static
+    cache runs eagerly.
     """
     b, n = tokens.shape
     total = n + seq_len
@@ -301,9 +298,9 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
     if compile_options is not None:
         step_kwargs = {**pos_kwargs, **kwargs}  # (read by a step's first call only: later ones reuse its inputs)
         static = StaticLayersCache(draft.attn_layers, b, round_up(total + num_memory_tokens[1]))
-        draft_step, caches[1] = DirectStep(draft_logits, compile_options), static
+        draft_step, caches[1] = DirectStep(logits_into, compile_options), static
         # The step's input and output: buffers that every step reads and overwrites.
-        token, out = seq.new_empty(b, 1), torch.empty(b, draft.num_tokens, device=seq.device)
+        token, out = seq.new_empty(b, 1), torch.empty(b, 1, draft.num_tokens, device=seq.device)
         static.mark_static(token, out)
         if static_blocker(target.attn_layers) is None:
             # The target's passes over $k + 1$ tokens: a graph of their own, on buffers of their own.
@@ -326,7 +323,7 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
             for i in range(start, end):
                 token.copy_(seq[:, i:i + 1])
                 draft_step(draft, caches[1], token, out, step_kwargs)
-            return out
+            return out[:, -1]
         if which == 0 and target_step is not None and start and end - start == window.shape[1]:
             # (The prompt, and the last rounds with fewer guesses, run eagerly.)
             window.copy_(seq[:, start:end])
