@@ -22,6 +22,7 @@ Shapes are written as the modules document them: `b` batch, `n` tokens, `D` mode
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import Iterable, Sequence
@@ -34,11 +35,18 @@ import torch
 # ## Keywords
 def check_keywords(owner: str, given: Iterable[str], valid: Sequence[str]) -> None:
     """`TypeError` for the first keyword of `given` that is not in `valid`, with the closest valid ones."""
-    from .options import unknown_keyword_error  # options imports modules that import this file
-
     for name in given:
         if name not in valid:
             raise unknown_keyword_error(owner, name, sorted(valid))
+
+
+def unknown_keyword_error(owner: str, name: str, valid: list[str]) -> TypeError:
+    """A `TypeError` that names the unknown keyword and the closest valid ones."""
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    # Nothing close: a short list of valid keywords is shown whole (`top_p` takes only `p`).
+    hint = f"; did you mean {' or '.join(close)}?" if close else \
+        f"; it takes {', '.join(valid)}" if 0 < len(valid) <= 8 else ""
+    return TypeError(f"{owner}() got an unexpected keyword argument '{name}'{hint}")
 
 
 def keyword_names(fn, named_only: bool = False) -> Optional[list[str]]:

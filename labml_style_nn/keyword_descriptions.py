@@ -1,93 +1,14 @@
 r"""
 # Keyword descriptions
 
-The one hand-written part of the [keyword reference](keyword_reference.md): a line per keyword
-saying what it does and which page explains it.  Types, defaults and which keywords exclude each
-other are not written here; the reference reads them from [options.py](options.md) and the
-signatures.  A keyword the code accepts without a line here, or a line for a keyword the code does
-not accept, fails `tests/core/test_keyword_reference.py`.
+The hand-written part of the [keyword reference](keyword_reference.md) for the wrappers and
+`generate`: a line per keyword saying what it does and which page explains it.  (The stacks'
+keywords are declared beside their techniques instead, see [keywords](keywords.md).)  Types and
+defaults are not written here; the reference reads them from the signatures.  A keyword the code
+accepts without a line here, or a line for a keyword the code does not accept, fails
+`tests/core/test_keyword_reference.py`.
 """
 
-# keyword -> (what it does, the page that explains it).  Stack keywords are spelt as the user spells
-# them; attention and feed-forward ones with their `attn_`/`ff_` prefix.
-STACK = {
-    "dim": ("model width D", "models/layers"),
-    "depth": ("number of layers (an attention and a feed-forward block each)", "models/layers"),
-    "heads": ("attention heads", "attention/attention"),
-    "causal": ("token i sees only tokens j <= i (`Decoder` sets it; `AttentionLayers` only)", "attention/attention"),
-    "cross_attend": ("add a cross-attention block after each self-attention block", "models/layers"),
-    "only_cross": ("cross-attention instead of self-attention (`CrossAttender` sets it)", "models/layers"),
-    "dim_context": ("width of the cross-attention context, when it differs from dim", "attention/attention"),
-    "pre_norm": ("normalise each branch's input (True) or the residual sum (False: post-norm)", "residual/residual"),
-    "use_scalenorm": ("ScaleNorm instead of LayerNorm everywhere", "norms/scale_norm"),
-    "use_rmsnorm": ("RMSNorm instead of LayerNorm everywhere", "norms/rms_norm"),
-    "use_rezero": ("no norms; each branch is scaled by a learned scalar that starts at 0", "residual/rezero"),
-    "sandwich_norm": ("also normalise each branch's output", "residual/residual"),
-    "gate_residual": ("a GRU gate instead of the residual sum", "residual/gated_residual"),
-    "scale_residual": ("a learned per-feature scale on the residual", "residual/scale_residual"),
-    "sandwich_coef": ("sandwich transformer: k attention blocks first, k feed-forward blocks last", "models/layout"),
-    "macaron": ("a half-step feed-forward block before and after each attention block", "models/layout"),
-    "shift_tokens": ("shift feature chunks by 1..s tokens (int s, or one amount per chunk)", "residual/token_shift"),
-    "residual_attn": ("add each layer's attention scores to the next layer's", "attention/residual_attention"),
-    "cross_residual_attn": ("residual attention between the cross-attention layers", "attention/residual_attention"),
-    "rel_pos_bias": ("T5's learned relative position bias on the scores", "positional/t5_bias"),
-    "rel_pos_num_buckets": ("T5 bias: number of distance buckets", "positional/t5_bias"),
-    "rel_pos_max_distance": ("T5 bias: distance beyond which buckets stop growing", "positional/t5_bias"),
-    "rotary_pos_emb": ("rotary position embedding of queries and keys", "positional/rotary"),
-    "rotary_emb_dim": ("features per head that rotate (default: half of dim_head, at least 32)", "positional/rotary"),
-    "rotary_theta": ("rotary base b of the frequencies b^(-2k/r)", "positional/rotary"),
-    "rotary_interpolation_factor": ("position interpolation: divide positions by s >= 1", "positional/rope_scaling"),
-    "rotary_base_rescale_factor": ("NTK-aware scaling: raise the rotary base for s times longer contexts",
-                                   "positional/rope_scaling"),
-    "rotary_yarn_factor": ("YaRN: extend the context s times, per-frequency interpolation and a temperature "
-                           "(needs rotary_yarn_original_max_len)", "positional/rope_scaling"),
-    "rotary_yarn_original_max_len": ("YaRN: the training length it extends", "positional/rope_scaling"),
-    "alibi_pos_emb": ("ALiBi: a linear distance penalty per head on the scores", "positional/alibi"),
-    "alibi_num_heads": ("ALiBi on the first k heads only (the others have no position bias)", "positional/alibi"),
-    "position_infused_attn": ("add sinusoidal positions to the queries' and keys' input, not the values'",
-                              "positional/position_infused"),
-    "norm_eps": ("epsilon of every norm of the stack (None: each norm's own default)", "models/build"),
-    "gradient_checkpointing": ("recompute each block in the backward pass instead of keeping activations",
-                               "models/layers"),
-    "reversible": ("reversible layers: inputs recomputed from outputs, activation memory independent of depth",
-                   "residual/reversible"),
-}
-ATTENTION = {
-    "attn_dim_head": ("width of each head", "attention/attention"),
-    "attn_dropout": ("dropout on the attention weights", "attention/attention"),
-    "attn_num_mem_kv": ("learned key/value slots that every query can attend to", "memory/persistent_memory"),
-    "attn_sparse_topk": ("keep only the k largest scores of each query", "attention/sparse_topk"),
-    "attn_use_entmax15": ("entmax-1.5 instead of softmax (sparse weights)", "attention/entmax15"),
-    "attn_talking_heads": ("mix the heads' scores before and after the softmax", "attention/talking_heads"),
-    "attn_collab_heads": ("collaborative heads: shared query/key projections, mixed per head",
-                          "attention/collaborative"),
-    "attn_collab_compression": ("collaborative heads: shared width as a fraction of dim (default 0.3)",
-                                "attention/collaborative"),
-    "attn_on_attn": ("attention on attention: a gated linear unit on the attended values",
-                     "attention/attention_on_attention"),
-    "attn_gate_values": ("gate each head's output with a sigmoid of the input", "attention/gate_values"),
-    "attn_head_scale": ("a learned scale per head (NormFormer)", "attention/head_scale"),
-    "attn_qk_norm": ("l2-normalise queries and keys; a learned temperature replaces 1/sqrt(d)", "attention/qk_norm"),
-    "attn_qk_norm_seq_len": ("qk-norm: the sequence length its temperature is initialised for", "attention/qk_norm"),
-    "attn_kv_heads": ("grouped-query attention: key/value heads (must divide heads)", "attention/grouped_query"),
-    "attn_one_kv_head": ("multi-query attention: one key/value head shared by all heads", "attention/grouped_query"),
-    "attn_max_attend_past": ("sliding window: query i sees keys j with 0 <= i - j <= W", "attention/sliding_window"),
-    "attn_qkv_bias": ("biases on the query, key and value projections", "attention/attention"),
-    "attn_out_bias": ("a bias on the output projection", "attention/attention"),
-    "attn_scale": ("the logit scale (None: 1/sqrt(dim_head); T5 uses 1.0)", "attention/attention"),
-}
-FEEDFORWARD = {
-    "ff_mult": ("hidden width as a multiple of dim", "feedforward/feedforward"),
-    "ff_glu": ("a gated linear unit as the hidden layer (GEGLU; SwiGLU with ff_swish)", "feedforward/glu"),
-    "ff_relu_squared": ("ReLU squared as the activation (Primer)", "feedforward/relu_squared"),
-    "ff_post_act_ln": ("a LayerNorm after the activation (NormFormer)", "feedforward/feedforward"),
-    "ff_dropout": ("dropout on the hidden layer", "feedforward/feedforward"),
-    "ff_swish": ("SiLU (Swish) as the activation; with ff_glu, SwiGLU", "feedforward/activations"),
-    "ff_activation": ("the activation by name: gelu, gelu_tanh, relu, silu, sigmoid, identity, relu_squared",
-                      "feedforward/activations"),
-    "ff_inner_dim": ("hidden width, overriding ff_mult", "feedforward/feedforward"),
-    "ff_no_bias": ("no biases in the feed-forward projections", "feedforward/feedforward"),
-}
 # Keywords of the wrappers, by name (a name means the same in every wrapper that takes it).
 WRAPPERS = {
     "num_tokens": ("vocabulary size", "models/wrappers"),
@@ -139,14 +60,66 @@ GENERATE = {
                      "models/xtransformer"),
     "src_mask": ("XTransformer: (b, n) bool, true for real source tokens", "models/xtransformer"),
 }
-# Example values for keywords that are not booleans, used to find which keywords exclude or need others.
-EXAMPLES = {
-    "heads": 4, "dim_context": 32, "sandwich_coef": 1, "shift_tokens": 1, "rel_pos_num_buckets": 16,
-    "rel_pos_max_distance": 64, "rotary_emb_dim": 16, "rotary_theta": 500000.0, "rotary_interpolation_factor": 2.0,
-    "rotary_base_rescale_factor": 2.0, "rotary_yarn_factor": 2.0, "alibi_num_heads": 2, "norm_eps": 1e-6,
-    "attn_dim_head": 32, "attn_dropout": 0.1, "attn_num_mem_kv": 4, "attn_sparse_topk": 4,
-    "attn_collab_compression": 0.5, "attn_qk_norm_seq_len": 64, "attn_kv_heads": 2, "attn_max_attend_past": 16,
-    "attn_scale": 1.0, "ff_mult": 2, "ff_dropout": 0.1, "ff_activation": "relu", "ff_inner_dim": 96,
-}
 WRAPPER_CLASSES = ("TransformerWrapper", "ContinuousTransformerWrapper", "ViTransformerWrapper",
                    "AutoregressiveWrapper", "XTransformer")
+
+# The constructor keywords of x-transformers 2.31.10, by class, as its source spells them: the target of
+# the drop-in API (`keyword_reference.xtransformers_coverage` says which are accepted here; a test checks
+# this list against the installed package when it is there).  `Attention`'s keywords are `attn_<name>`
+# on the stacks, `FeedForward`'s `ff_<name>`.
+XTRANSFORMERS_2_31 = {
+    "Attention": (
+        "dim", "dim_head", "dim_context", "heads", "causal", "flash", "pre_talking_heads", "post_talking_heads",
+        "pre_scale_post_talking_heads", "head_scale", "sparse_topk", "sparse_topk_straight_through", "num_mem_kv",
+        "dropout", "sublayer_dropout", "on_attn", "gate_value_heads", "swiglu_values", "gate_values",
+        "gate_values_rank", "gate_values_headwise", "output_gate", "output_gate_rank", "output_gate_headwise",
+        "low_rank_silu_gates", "zero_init_output", "output_proj_depth", "hard", "max_attend_past", "qk_norm",
+        "qk_norm_groups", "qk_norm_scale", "qk_norm_dim_scale", "qk_rmsnorm", "k_rmsnorm", "value_rmsnorm",
+        "l2_distance", "sigmoid", "gumbel_softmax", "gumbel_softmax_temp", "gumbel_softmax_hard", "selective",
+        "cog_signed", "custom_attn_fn", "hybrid_module", "hybrid_mask_kwarg", "hybrid_fold_axial_dim",
+        "hybrid_learned_mix", "one_kv_head", "kv_heads", "value_dim_head", "dim_out", "add_zero_kv",
+        "head_learned_sink", "rotate_num_heads", "data_dependent_alibi", "data_dependent_alibi_per_row",
+        "data_dependent_alibi_per_row_dim_head", "data_dependent_alibi_kwargs", "use_rel_proj_pos_bias",
+        "rel_proj_num_distance_basis", "rel_proj_max_dist", "use_cope", "cope_max_pos", "cope_soft_onehot_pos",
+        "cope_talking_heads", "softclamp_logits", "logit_softclamp_value", "learned_value_residual_mix",
+        "orthog_projected_values", "orthog_projected_values_per_head", "laser", "laser_softclamp_value",
+        "qkv_receive_diff_residuals", "project_out", "use_latent_q", "dim_latent_q", "use_latent_kv",
+        "dim_latent_kv", "latent_rope_subheads", "onnxable", "inverted_attention", "attend_sdp_kwargs",
+        "flash_pack_seq"
+    ),
+    "FeedForward": (
+        "dim", "dim_out", "mult", "glu", "glu_mult_bias", "swish", "relu_squared", "solu", "custom_activation",
+        "post_act_ln", "dropout", "sublayer_dropout", "no_bias", "zero_init_output", "output_proj_depth",
+        "softclamp_value", "glu_softclamp", "glu_gate_softclamp_value", "glu_up_softclamp_value"
+    ),
+    "AttentionLayers": (
+        "dim", "depth", "heads", "causal", "cross_attend", "only_cross", "only_attn", "use_scalenorm",
+        "use_rmsnorm", "use_dynamic_tanh", "use_derf", "dynamic_tanh_init_alpha", "use_simple_rmsnorm",
+        "use_adaptive_layernorm", "use_adaptive_rmsnorm", "use_adaptive_layerscale", "norm_add_unit_offset",
+        "dim_condition", "adaptive_condition_mlp", "adaptive_condition_mlp_expansion", "alibi_pos_bias",
+        "alibi_num_heads", "rel_pos_bias", "rel_pos_num_buckets", "rel_pos_max_distance", "dynamic_pos_bias",
+        "dynamic_pos_bias_log_distance", "dynamic_pos_bias_mlp_depth", "dynamic_pos_bias_norm", "rotary_pos_emb",
+        "rotary_emb_dim", "rotary_xpos", "rotary_interpolation_factor", "rotary_xpos_scale_base",
+        "rotary_base_rescale_factor", "rotate_num_heads", "polar_pos_emb", "polar_bias_uniform_init",
+        "weight_tie_layers", "custom_layers", "layers_execute_order", "sandwich_coef", "par_ratio", "residual_attn",
+        "cross_residual_attn", "macaron", "pre_norm", "pre_norm_has_final_norm", "pre_and_post_norm",
+        "attn_aggregated_residuals", "attn_aggregated_residual_kwargs", "gate_residual", "orthog_residual",
+        "mv_split_residual", "gated_multi_residual", "scale_residual", "scale_residual_constant",
+        "depth_scale_residual", "shift_tokens", "sandwich_norm", "softclamp_output", "softclamp_output_value",
+        "zero_init_branch_output", "layer_dropout", "cross_attn_tokens_dropout", "disable_abs_pos_emb",
+        "use_layerscale", "layerscale_init_value", "unet_skips", "integrate_layers", "layer_integrate_use_softmax",
+        "num_residual_streams", "qkv_receive_diff_residuals", "reinject_input", "learned_reinject_input_gate",
+        "add_value_residual", "learned_value_residual_mix", "rel_pos_kwargs", "residual_fn_kwargs",
+        "hyper_conn_sinkhorn_iters", "verbose"
+    ),
+    "TransformerWrapper": (
+        "num_tokens", "max_seq_len", "attn_layers", "embed_num_tokens", "emb_dim", "max_mem_len", "shift_mem_down",
+        "emb_dropout", "post_emb_norm", "num_memory_tokens", "memory_tokens_interspersed_every", "tie_embedding",
+        "tie_embedding_scale", "logits_dim", "return_only_embed", "num_output_heads", "use_abs_pos_emb",
+        "scaled_sinu_pos_emb", "l2norm_embed", "recycling", "train_max_recycle_steps", "looped", "max_looped_steps",
+        "emb_frac_gradient", "attn_z_loss_weight", "average_pool_embed", "use_cls_token", "num_cls_tokens",
+        "attn_pool", "num_pooled_tokens", "attn_pool_depth", "dim_pooled_tokens", "squeeze_out_last_dim",
+        "token_emb", "mixture_of_softmax", "mixture_of_softmax_k", "sigsoftmax_logits", "ff_deep_embed",
+        "to_logits", "add_continuous_pred_head", "input_not_include_cache"
+    ),
+}

@@ -6,13 +6,13 @@ Every keyword of the API in one table: the layer stacks (`Encoder`, `Decoder`, `
 `enc_*`/`dec_*` prefixes of `XTransformer`.  For each: its type and default, what it does, the page
 that explains it, and the keywords it cannot be combined with or needs.
 
-Nothing here is typed twice.  The keywords, their types and defaults are read from the option
-dataclasses of [options.py](options.md) (the one place keywords are parsed) and from the wrappers'
-signatures; which keywords exclude or need each other is found by asking `options.validate` about
-every pair.  Only the one-line descriptions are written by hand, in
-[keyword_descriptions.py](keyword_descriptions.md), and a test fails when a keyword has none (or a
-description has no keyword).  The same table is the `help()` of the stacks
-and the *Keyword reference* page of the API reference.
+Nothing here is typed twice.  The keywords of the stacks, their types, defaults, descriptions and
+pages are read from the declarations each technique makes beside its code ([keywords](keywords.md));
+the wrappers' keywords from their signatures, with the one-line descriptions of
+[keyword_descriptions.py](keyword_descriptions.md) (a test fails when a keyword has none, or a
+description has no keyword).  Which keywords exclude or need each other is found by asking
+[options.py](options.md), the one place keywords are parsed, about every pair.  The same table is
+the `help()` of the stacks and the *Keyword reference* page of the API reference.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass
 
 from . import options
-from .keyword_descriptions import ATTENTION, EXAMPLES, FEEDFORWARD, GENERATE, STACK, WRAPPER_CLASSES, WRAPPERS
+from .keyword_descriptions import GENERATE, WRAPPER_CLASSES, WRAPPERS, XTRANSFORMERS_2_31
+from .keywords import GROUPS, Keyword, declared
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Row:
     excludes: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     where: str = ""
+    # x-transformers 2.31 has this keyword (stack keywords; wrappers are not marked).
+    xtransformers: bool = True
 
 
 def _type_name(annotation) -> str:
@@ -59,16 +62,14 @@ def _default(value) -> str:
     return "required" if value is MISSING or value is inspect.Parameter.empty else repr(value)
 
 
-def _dataclass_keywords() -> list[tuple[str, object, str]]:
-    """`(keyword, default, type)` of every stack, `attn_*` and `ff_*` keyword, from options.py."""
-    out = []
-    for f in fields(options.LayerOptions):
-        if f.name in ("attn", "cross_attn", "ff"):
-            continue
-        out.append((f.name, f.default, _type_name(f.type)))
-    for prefix, cls in (("attn_", options.AttentionOptions), ("ff_", options.FeedForwardOptions)):
-        out += [(prefix + f.name, f.default, _type_name(f.type)) for f in fields(cls)]
-    return out
+def declared_keywords() -> list[tuple[str, Keyword]]:
+    """`(spelt keyword, declaration)` of every stack, `attn_*` and `ff_*` keyword."""
+    return [(k.spelt(), k) for group in GROUPS for k in declared(group).values()]
+
+
+def _examples() -> dict[str, object]:
+    """The example value each declaration gives (used to switch a keyword on when probing)."""
+    return {spelt: k.example for spelt, k in declared_keywords() if k.example is not None}
 
 
 #
@@ -89,10 +90,10 @@ def _accepted(kwargs: dict) -> bool:
 def relations() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """keyword -> (the keywords it excludes, the keywords one of which it needs)."""
     probes = {}
-    for keyword, default, _ in _dataclass_keywords():
-        if keyword in ("dim", "depth"):
+    for keyword, k in declared_keywords():
+        if k.required:
             continue
-        value = EXAMPLES.get(keyword, (not default) if isinstance(default, bool) else None)
+        value = k.example if k.example is not None else (not k.default) if isinstance(k.default, bool) else None
         if value is not None:
             probes[keyword] = value
     alone = {k: _accepted({k: v}) for k, v in probes.items()}
@@ -112,13 +113,12 @@ def relations() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
 # ## The table
 def stack_rows() -> list[Row]:
     """Every keyword of the layer stacks, with the aliases that spell them differently."""
-    described = {**STACK, **ATTENTION, **FEEDFORWARD}
     rel = relations()
     rows = []
-    for keyword, default, kind in _dataclass_keywords():
-        description, page = described.get(keyword, ("", ""))
+    for keyword, k in declared_keywords():
         excludes, needs = rel.get(keyword, ((), ()))
-        rows.append(Row(keyword, kind, _default(default), description, page, excludes, needs, "stack"))
+        rows.append(Row(keyword, k.type_name(), "required" if k.required else repr(k.default), k.doc, k.page,
+                        excludes, needs, "stack", k.xtransformers))
     by_name = {r.keyword: r for r in rows}
     for alias, target in options.ALIASES.items():
         t = by_name[target]
@@ -178,7 +178,7 @@ def missing_descriptions() -> list[str]:
 
 def unknown_descriptions() -> list[str]:
     """Descriptions of keywords the code does not accept (a test keeps this empty)."""
-    described = set(STACK) | set(ATTENTION) | set(FEEDFORWARD) | set(WRAPPERS) | set(GENERATE) | set(EXAMPLES)
+    described = set(WRAPPERS) | set(GENERATE)
     return sorted(described - {r.keyword for r in all_rows()})
 
 
@@ -198,7 +198,8 @@ def _relation_text(r: Row) -> str:
 
 def help_text(rows: list[Row] | None = None, skip: tuple[str, ...] = ()) -> str:
     """The reference as plain text, one keyword per entry (the `help()` of the stacks)."""
-    lines = ["Keywords (generated from labml_style_nn/options.py; the site's API reference has the same table):", ""]
+    lines = ["Keywords (generated from the declarations beside each technique; the site's API reference has the "
+             "same table):", ""]
     for r in rows if rows is not None else stack_rows():
         if r.keyword in skip:
             continue
@@ -226,8 +227,9 @@ def markdown() -> str:
 
     rows = stack_rows()
     page = ["# Keyword reference", "",
-            "Every keyword of the API, generated from `labml_style_nn/options.py` (the one place keywords are "
-            "parsed) and the wrappers' signatures, so it cannot drift from the code.  *Excludes* lists the "
+            "Every keyword of the API, generated from the declarations each technique makes beside its code "
+            "(see [keywords](../labml_style_nn/keywords.md)) and the wrappers' signatures, so it cannot drift from "
+            "the code.  *Excludes* lists the "
             "keywords a stack refuses together with this one; *needs* the keywords one of which it requires.  "
             "`help(Decoder)` prints the same table.", "",
             "## Layer stacks: `Encoder`, `Decoder`, `CrossAttender`, `AttentionLayers`", ""]
@@ -242,7 +244,45 @@ def markdown() -> str:
     page += table(wrapper_rows(), True)
     page += ["## `generate`", "", "Other keywords of `generate` (e.g. `context=`) go to the model's `forward`.", ""]
     page += table(generate_rows(), True)
+    page += coverage_markdown()
     return "\n".join(page)
+
+
+#
+# ## How much of x-transformers 2.31 is accepted
+#
+# `Attention`'s `dim`, `heads` and `causal`, and `FeedForward`'s `dim`, are set by the stack, not by a
+# keyword; every other constructor keyword counts, under the name a stack or wrapper user writes.
+_SET_BY_THE_STACK = {"Attention": {"dim", "heads", "causal"}, "FeedForward": {"dim"}}
+
+
+def xtransformers_coverage() -> dict[str, tuple[list[str], list[str]]]:
+    """class -> (keywords of x-transformers 2.31 accepted here, those not yet), as users spell them."""
+    import labml_style_nn as package
+
+    stack = set(options.valid_layer_keywords())
+    wrapper = set(inspect.signature(package.TransformerWrapper.__init__).parameters)
+    spelling = {"Attention": "attn_", "FeedForward": "ff_", "AttentionLayers": "", "TransformerWrapper": ""}
+    out = {}
+    for cls, names in XTRANSFORMERS_2_31.items():
+        spelt = [spelling[cls] + n for n in names if n not in _SET_BY_THE_STACK.get(cls, ())]
+        accepted_here = wrapper if cls == "TransformerWrapper" else stack
+        out[cls] = ([k for k in spelt if k in accepted_here], [k for k in spelt if k not in accepted_here])
+    return out
+
+
+def coverage_markdown() -> list[str]:
+    """The coverage section of the reference page."""
+    cov = xtransformers_coverage()
+    total = sum(len(a) + len(m) for a, m in cov.values())
+    accepted = sum(len(a) for a, _ in cov.values())
+    out = ["## x-transformers 2.31 compatibility", "",
+           f"Of the {total} constructor keywords of x-transformers 2.31.10 (`Attention` as `attn_*`, `FeedForward` "
+           f"as `ff_*`, `AttentionLayers`, `TransformerWrapper`), {accepted} are accepted here with its meaning.  "
+           "Not yet accepted:", ""]
+    for cls, (_, missing) in cov.items():
+        out.append(f"- `{cls}` ({len(missing)}): " + (", ".join(f"`{k}`" for k in missing) or "none"))
+    return out + [""]
 
 
 class KeywordDoc:
@@ -277,7 +317,7 @@ class KeywordSignature:
         return self.signature
 
 
-_DEFAULTS = {keyword: default for keyword, default, _ in _dataclass_keywords()}
+_DEFAULTS = {keyword: k.default for keyword, k in declared_keywords()}
 
 
 def attach_doc(cls: type, make_text) -> None:
@@ -300,3 +340,7 @@ def xtransformer_text() -> str:
     return (help_text(own) + "\n\nWith enc_ or dec_ in front, every TransformerWrapper keyword:\n\n"
             + help_text(wrappers).split("\n", 2)[2] + "\n\nand every stack keyword:\n\n"
             + help_text(skip=("dim", "causal", "only_cross")).split("\n", 2)[2])
+
+
+# Example values for probing, read from the declarations (tests use them to switch keywords on).
+EXAMPLES = _examples()

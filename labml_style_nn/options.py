@@ -3,8 +3,9 @@ r"""
 
 x-transformers configures a whole stack with flat keywords:
 `Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True, attn_num_mem_kv=16, ff_glu=True)`.
-This file turns that keyword soup into typed, validated option objects, so that no technique module
-ever sees it.
+This file turns that keyword soup into validated option objects, so that no technique module ever
+sees it.  The keywords themselves are not listed here: each technique declares its own beside its
+code ([keywords](keywords.md) explains how), and this file reads those declarations.
 
 * `attn_*` keywords configure every attention layer (`attn_num_mem_kv` is `AttentionOptions.num_mem_kv`),
   `cross_attn_*` override them for cross-attention layers only.
@@ -13,47 +14,108 @@ ever sees it.
 * `XTransformer` routes `enc_*` and `dec_*` keywords to its encoder and decoder (see
   `models/xtransformer.py`).
 
-An unknown keyword is a `TypeError` that names the closest valid ones; a bad value is a
-`ValueError` that names the argument and what was expected.  A few older or newer spellings are
-accepted as aliases.
+An unknown keyword is a `TypeError` that names the closest valid ones; a value of the wrong type or
+range is a `ValueError` that names the argument and what was expected.  A few older or newer
+spellings are accepted as aliases.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Optional, Union
+import copy
+import importlib
+from typing import Any, ClassVar, Optional
 
-from .checks import check_int, check_number, check_probability
+from .checks import check_int, check_number, check_probability, unknown_keyword_error
+from .keywords import RULES, Keyword, declare, declared
 from .positional.rope_scaling import RopeScaling
 
+# The stack's own keywords; every other keyword is declared by the file of its technique.
+declare(__name__, "stack",
+        Keyword("dim", None, "model width D", type=int, required=True, page="models/layers"),
+        Keyword("depth", None, "number of layers (an attention and a feed-forward block each)", type=int,
+                required=True, page="models/layers"),
+        Keyword("heads", 8, "attention heads", example=4, page="attention/attention"),
+        Keyword("causal", False, "token i sees only tokens j <= i (`Decoder` sets it; `AttentionLayers` only)",
+                page="attention/attention"),
+        Keyword("cross_attend", False, "add a cross-attention block after each self-attention block",
+                page="models/layers"),
+        Keyword("only_cross", False, "cross-attention instead of self-attention (`CrossAttender` sets it)",
+                page="models/layers"),
+        Keyword("dim_context", None, "width of the cross-attention context, when it differs from dim", type=int,
+                example=32, xtransformers=False, page="attention/attention"),
+        Keyword("norm_eps", None, "epsilon of every norm of the stack (None: each norm's own default)", type=float,
+                example=1e-6, xtransformers=False, page="models/build"),
+        Keyword("gradient_checkpointing", False,
+                "recompute each block in the backward pass instead of keeping activations", xtransformers=False,
+                page="models/layers"))
 
-@dataclass
-class AttentionOptions:
+#
+# ## Where the keywords are declared
+#
+# Each module below declares its technique's keywords when it is imported; adding a technique adds
+# its line here.  (A technique module never imports this file, so there is no import circle.)
+KEYWORD_MODULES = (
+    "attention.attention", "attention.grouped_query", "attention.sliding_window", "attention.sparse_topk",
+    "attention.entmax15", "attention.talking_heads", "attention.collaborative", "attention.attention_on_attention",
+    "attention.gate_values", "attention.head_scale", "attention.qk_norm", "attention.residual_attention",
+    "memory.persistent_memory",
+    "positional.rotary", "positional.rope_scaling", "positional.alibi", "positional.t5_bias",
+    "positional.position_infused",
+    "feedforward.feedforward", "feedforward.glu", "feedforward.relu_squared", "feedforward.activations",
+    "norms.scale_norm", "norms.rms_norm",
+    "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
+    "residual.token_shift", "residual.reversible",
+    "models.layout",
+)
+for _module in KEYWORD_MODULES:
+    importlib.import_module(f"{__package__}.{_module}")
+
+
+#
+# ## Option objects
+#
+# One object per group holds a value for every declared keyword of the group: the user's, or the
+# declared default.  Reading an undeclared name is an `AttributeError`.
+class Options:
+    """The values of one group of keywords (`stack`, `attn` or `ff`), defaults filled in."""
+
+    group: ClassVar[str] = ""
+
+    def __init__(self, **values: Any):
+        keywords = declared(self.group)
+        for name in values:
+            if name not in keywords:
+                raise TypeError(f"{type(self).__name__}() got an unexpected option {name!r}")
+        # A mutable default (a dict) is copied, so no two stacks share it.
+        self.__dict__.update({name: copy.copy(k.default) for name, k in keywords.items()})
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not set: every declared keyword is.
+        raise AttributeError(f"{type(self).__name__} has no option {name!r}")
+
+    def replace(self, **changes: Any):
+        """A copy with `changes` applied."""
+        new = copy.copy(self)
+        new.__dict__.update(changes)
+        return new
+
+    def changed(self) -> dict[str, Any]:
+        """The options whose values differ from the declared defaults."""
+        keywords = declared(self.group)
+        return {n: v for n, v in self.__dict__.items() if n in keywords and v != keywords[n].default}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.changed().items())})"
+
+
+class AttentionOptions(Options):
     """Options of every attention layer (keywords `attn_*`)."""
 
-    dim_head: int = 64
-    dropout: float = 0.0
-    num_mem_kv: int = 0
-    sparse_topk: Optional[int] = None
-    use_entmax15: bool = False
-    talking_heads: bool = False
-    collab_heads: bool = False
-    collab_compression: Optional[float] = None  # 0.3 when collab_heads is on
-    on_attn: bool = False
-    gate_values: bool = False
-    head_scale: bool = False
-    qk_norm: bool = False
-    qk_norm_seq_len: Optional[int] = None
-    # grouped-query / multi-query attention (attention/grouped_query.py)
-    kv_heads: Optional[int] = None
-    one_kv_head: bool = False
-    # sliding-window attention (attention/sliding_window.py)
-    max_attend_past: Optional[int] = None
-    # biases of the projections, and the logit scale (None: $1/\sqrt{d}$)
-    qkv_bias: bool = False
-    out_bias: bool = False
-    scale: Optional[float] = None
+    group = "attn"
 
     def num_kv_heads(self, heads: int) -> int:
         """Key/value heads: `kv_heads`, 1 for multi-query, else one per query head."""
@@ -66,19 +128,10 @@ class AttentionOptions:
         return self.dim_head
 
 
-@dataclass
-class FeedForwardOptions:
+class FeedForwardOptions(Options):
     """Options of every feed-forward layer (keywords `ff_*`)."""
 
-    mult: float = 4
-    glu: bool = False
-    relu_squared: bool = False
-    post_act_ln: bool = False
-    dropout: float = 0.0
-    swish: bool = False
-    activation: Optional[str] = None
-    inner_dim: Optional[int] = None
-    no_bias: bool = False
+    group = "ff"
 
     def activation_name(self) -> str:
         """The activation of the hidden layer: `activation`, or the one the older flags choose."""
@@ -87,55 +140,21 @@ class FeedForwardOptions:
         return "relu_squared" if self.relu_squared else "silu" if self.swish else "gelu"
 
 
-@dataclass
-class LayerOptions:
+class LayerOptions(Options):
     """Options of a stack of attention and feed-forward blocks."""
 
-    dim: int
-    depth: int
-    heads: int = 8
-    causal: bool = False
-    cross_attend: bool = False
-    only_cross: bool = False
-    dim_context: Optional[int] = None
-    # normalisation and residual
-    pre_norm: bool = True
-    use_scalenorm: bool = False
-    use_rmsnorm: bool = False
-    use_rezero: bool = False
-    sandwich_norm: bool = False
-    gate_residual: bool = False
-    scale_residual: bool = False
-    # layout
-    sandwich_coef: Optional[int] = None
-    macaron: bool = False
-    shift_tokens: Union[int, tuple] = 0
-    # scores across layers
-    residual_attn: bool = False
-    cross_residual_attn: bool = False
-    # positions
-    rel_pos_bias: bool = False
-    rel_pos_num_buckets: int = 32
-    rel_pos_max_distance: int = 128
-    rotary_pos_emb: bool = False
-    rotary_emb_dim: Optional[int] = None
-    # RoPE scaling for contexts beyond the training length (positional/rope_scaling.py)
-    rotary_interpolation_factor: float = 1.0
-    rotary_base_rescale_factor: float = 1.0
-    rotary_yarn_factor: Optional[float] = None
-    rotary_yarn_original_max_len: Optional[int] = None
-    alibi_pos_emb: bool = False
-    alibi_num_heads: Optional[int] = None
-    position_infused_attn: bool = False
-    rotary_theta: float = 10000.0
-    # epsilon of every norm of the stack (None: each norm's own default)
-    norm_eps: Optional[float] = None
-    # memory efficiency
-    gradient_checkpointing: bool = False
-    reversible: bool = False
-    attn: AttentionOptions = field(default_factory=AttentionOptions)
-    cross_attn: Optional[AttentionOptions] = None
-    ff: FeedForwardOptions = field(default_factory=FeedForwardOptions)
+    group = "stack"
+    attn: AttentionOptions
+    cross_attn: Optional[AttentionOptions]
+    ff: FeedForwardOptions
+
+    def __init__(self, dim: int, depth: int, attn: Optional[AttentionOptions] = None,
+                 cross_attn: Optional[AttentionOptions] = None, ff: Optional[FeedForwardOptions] = None,
+                 **values: Any):
+        super().__init__(dim=dim, depth=depth, **values)
+        self.attn = attn if attn is not None else AttentionOptions()
+        self.cross_attn = cross_attn
+        self.ff = ff if ff is not None else FeedForwardOptions()
 
     @property
     def has_relative_positions(self) -> bool:
@@ -163,46 +182,42 @@ ALIASES = {
     "attn_qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
 }
 
-_LAYER_KEYS = {f.name for f in fields(LayerOptions)} - {"attn", "cross_attn", "ff", "dim", "depth"}
-_ATTN_KEYS = {f.name for f in fields(AttentionOptions)}
-_FF_KEYS = {f.name for f in fields(FeedForwardOptions)}
-
 
 def valid_layer_keywords() -> list[str]:
     """Every keyword `AttentionLayers` accepts, as a user would spell it."""
+    attn = declared("attn")
     return sorted(
-        {"dim", "depth"} | _LAYER_KEYS | {"attn_" + k for k in _ATTN_KEYS}
-        | {"cross_attn_" + k for k in _ATTN_KEYS} | {"ff_" + k for k in _FF_KEYS} | set(ALIASES)
+        set(declared("stack")) | {"attn_" + k for k in attn} | {"cross_attn_" + k for k in attn}
+        | {"ff_" + k for k in declared("ff")} | set(ALIASES)
     )
-
-
-def unknown_keyword_error(owner: str, name: str, valid: list[str]) -> TypeError:
-    """A `TypeError` that names the unknown keyword and the closest valid ones."""
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-    # Nothing close: a short list of valid keywords is shown whole (`top_p` takes only `p`).
-    hint = f"; did you mean {' or '.join(close)}?" if close else \
-        f"; it takes {', '.join(valid)}" if 0 < len(valid) <= 8 else ""
-    return TypeError(f"{owner}() got an unexpected keyword argument '{name}'{hint}")
 
 
 #
 # ## Parsing
 def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]) -> LayerOptions:
     """Turn the flat keywords of `Encoder`/`Decoder`/... into a validated `LayerOptions`."""
-    layer, attn, cross, ff = {}, {}, {}, {}
-    valid = valid_layer_keywords()
+    stack_keys, attn_keys, ff_keys = declared("stack"), declared("attn"), declared("ff")
+    layer: dict[str, Any] = {}
+    attn: dict[str, Any] = {}
+    cross: dict[str, Any] = {}
+    ff: dict[str, Any] = {}
     for name, value in kwargs.items():
         key = ALIASES.get(name, name)
-        if key.startswith("cross_attn_") and key[len("cross_attn_"):] in _ATTN_KEYS:
-            cross[key[len("cross_attn_"):]] = value
-        elif key.startswith("attn_") and key[len("attn_"):] in _ATTN_KEYS:
-            attn[key[len("attn_"):]] = value
-        elif key.startswith("ff_") and key[len("ff_"):] in _FF_KEYS:
-            ff[key[len("ff_"):]] = value
-        elif key in _LAYER_KEYS:
+        # A stack keyword may itself start with `attn_` (`attn_aggregated_residuals`): it is matched first.
+        if key in stack_keys and key not in ("dim", "depth"):
+            stack_keys[key].validate(value)
             layer[key] = value
+        elif key.startswith("cross_attn_") and key[len("cross_attn_"):] in attn_keys:
+            attn_keys[key[len("cross_attn_"):]].validate(value, "cross_attn_")
+            cross[key[len("cross_attn_"):]] = value
+        elif key.startswith("attn_") and key[len("attn_"):] in attn_keys:
+            attn_keys[key[len("attn_"):]].validate(value)
+            attn[key[len("attn_"):]] = value
+        elif key.startswith("ff_") and key[len("ff_"):] in ff_keys:
+            ff_keys[key[len("ff_"):]].validate(value)
+            ff[key[len("ff_"):]] = value
         else:
-            raise unknown_keyword_error(owner, name, valid)
+            raise unknown_keyword_error(owner, name, valid_layer_keywords())
     if "max_attend_past" in cross:
         raise ValueError("cross_attn_max_attend_past: cross-attention keys have no position relative to the "
                          "queries; a sliding window (attn_max_attend_past) applies to self-attention only")
@@ -212,7 +227,7 @@ def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]
     if "kv_heads" in cross:
         cross.setdefault("one_kv_head", False)
     attn_opts = AttentionOptions(**attn)
-    cross_opts = replace(attn_opts, **cross) if cross else None
+    cross_opts = attn_opts.replace(**cross) if cross else None
     opts = LayerOptions(dim=dim, depth=depth, attn=attn_opts, cross_attn=cross_opts,
                         ff=FeedForwardOptions(**ff), **layer)
     validate(opts)
@@ -368,6 +383,15 @@ def validate(o: LayerOptions) -> None:
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shifts):
         raise ValueError(f"shift_tokens: expected integers >= 0, got {o.shift_tokens!r}")
     validate_reversible(o)
+    # The rules each technique declares beside its code (keywords.py).
+    for check in RULES["attn"]:
+        check(o.attn, "attn_", o)
+        if o.cross_attn is not None:
+            check(o.cross_attn, "cross_attn_", o)
+    for check in RULES["ff"]:
+        check(o.ff, o)
+    for check in RULES["stack"]:
+        check(o)
 
 
 # A reversible stack pairs an attention half $F$ with a feed-forward half $G$ and adds each to one

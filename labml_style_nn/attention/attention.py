@@ -89,6 +89,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..checks import check_attention_inputs
+from ..keywords import Keyword, declare
 from ..positional.rotary import apply_rotary
 from .extension_points import (
     QKProjection,
@@ -101,6 +102,14 @@ from .extension_points import (
 from .fast_attention import FastPaths
 from .grouped_query import repeat_kv, split_heads
 from .sliding_window import window_mask
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("dim_head", 64, "width of each head", example=32),
+    Keyword("dropout", 0.0, "dropout on the attention weights", example=0.1),
+    Keyword("qkv_bias", False, "biases on the query, key and value projections", xtransformers=False),
+    Keyword("out_bias", False, "a bias on the output projection", xtransformers=False),
+    Keyword("scale", None, "the logit scale (None: 1/sqrt(dim_head); T5 uses 1.0)", type=float, example=1.0,
+            xtransformers=False))
 
 
 #

@@ -58,6 +58,11 @@ tensor([[1.0000, 0.0360]])
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("on_attn", False, "attention on attention: a gated linear unit on the attended values"))
+
 
 class AttentionOnAttention(nn.Module):
     r"""Output projection replaced by a GLU: $(W_i \hat v + b_i) \odot \sigma(W_g \hat v + b_g)$.

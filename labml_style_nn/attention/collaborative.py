@@ -45,6 +45,14 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("collab_heads", False, "collaborative heads: shared query/key projections, mixed per head",
+            xtransformers=False),
+    Keyword("collab_compression", None, "collaborative heads: shared width as a fraction of dim (default 0.3)",
+            type=float, example=0.5, xtransformers=False))
+
 
 class CollaborativeQK(nn.Module):
     r"""Shared query/key projections with per-head mixing vectors, plugged in as `qk_proj`.

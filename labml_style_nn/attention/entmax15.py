@@ -46,6 +46,11 @@ Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 from entmax import entmax15
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("use_entmax15", False, "entmax-1.5 instead of softmax (sparse weights)", xtransformers=False))
+
 
 class Entmax15(nn.Module):
     r"""Normaliser: entmax-1.5 over the keys, plugged in as the attention's `normaliser`.

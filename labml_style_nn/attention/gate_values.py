@@ -36,6 +36,11 @@ $\sigma(-4) = 0.018$ of that head's output.
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("gate_values", False, "gate each head's output with a sigmoid of the input"))
+
 
 class ValueGate(nn.Module):
     r"""Per-head, per-feature sigmoid gate on the aggregated values, computed from the input.

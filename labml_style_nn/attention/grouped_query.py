@@ -44,6 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("kv_heads", None, "grouped-query attention: key/value heads (must divide heads)", type=int, example=2),
+    Keyword("one_kv_head", False, "multi-query attention: one key/value head shared by all heads"))
+
 # `scaled_dot_product_attention(..., enable_gqa=True)` shares key/value heads itself (PyTorch 2.5).
 FUSED_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
 

@@ -41,6 +41,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("head_scale", False, "a learned scale per head (NormFormer)"))
+
 
 class HeadScale(nn.Module):
     r"""A learned scale $\gamma_h$ per head on the aggregated values (an output gate)."""

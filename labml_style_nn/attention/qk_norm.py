@@ -46,6 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("qk_norm", False, "l2-normalise queries and keys; a learned temperature replaces 1/sqrt(d)"),
+    Keyword("qk_norm_seq_len", None, "qk-norm: the sequence length its temperature is initialised for", type=int,
+            example=64, xtransformers=False))
+
 
 def initial_temperature(seq_len: int) -> float:
     r"""The paper's initial temperature $\log_2(L^2 - L)$, for sequences of length $L \ge 2$.

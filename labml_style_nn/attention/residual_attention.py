@@ -55,6 +55,12 @@ from typing import Optional
 
 from torch import Tensor
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("residual_attn", False, "add each layer's attention scores to the next layer's"),
+    Keyword("cross_residual_attn", False, "residual attention between the cross-attention layers"))
+
 
 class ResidualScores:
     """Carries the raw scores `(b, h, i, j)` of the last attention layer of one kind to the next.

@@ -35,6 +35,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("max_attend_past", None, "sliding window: query i sees keys j with 0 <= i - j <= W", type=int,
+            example=16))
+
 
 def window_mask(i_pos: Tensor, j_pos: Tensor, max_attend_past: int) -> Tensor:
     r"""True where key position $j$ lies in the window of query position $i$: $i - j \le W$.

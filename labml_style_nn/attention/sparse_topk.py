@@ -43,7 +43,11 @@ from typing import Optional
 
 from torch import Tensor
 
+from ..keywords import Keyword, declare
 from .extension_points import ScoreTransform, masked_fill_value
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("sparse_topk", None, "keep only the k largest scores of each query", type=int, example=4))
 
 
 class SparseTopK(ScoreTransform):

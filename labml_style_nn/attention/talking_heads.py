@@ -42,7 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
 from .extension_points import ScoreTransform
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("talking_heads", False, "mix the heads' scores before and after the softmax", xtransformers=False))
 
 
 def mix_heads(t: Tensor, mixing: Tensor) -> Tensor:

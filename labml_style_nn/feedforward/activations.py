@@ -34,7 +34,13 @@ Shapes: any; applied element-wise.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
 from .relu_squared import ReLUSquared
+
+KEYWORDS = declare(__name__, "ff",
+    Keyword("swish", False, "SiLU (Swish) as the activation; with ff_glu, SwiGLU"),
+    Keyword("activation", None, "the activation by name: gelu, gelu_tanh, relu, silu, sigmoid, identity, "
+            "relu_squared", type=str, example="relu", xtransformers=False))
 
 
 class GELUTanh(nn.Module):

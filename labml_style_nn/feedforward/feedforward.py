@@ -35,8 +35,16 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width ($H$ = `int(ff_
 from torch import Tensor, nn
 
 from ..checks import check_tensor
+from ..keywords import Keyword, declare
 from .activations import activation as make_activation
 from .glu import GatedLinearUnit
+
+KEYWORDS = declare(__name__, "ff",
+    Keyword("mult", 4, "hidden width as a multiple of dim", type=(int, float), example=2),
+    Keyword("dropout", 0.0, "dropout on the hidden layer", example=0.1),
+    Keyword("inner_dim", None, "hidden width, overriding ff_mult", type=int, example=96, xtransformers=False),
+    Keyword("no_bias", False, "no biases in the feed-forward projections"),
+    Keyword("post_act_ln", False, "a LayerNorm after the activation (NormFormer)"))
 
 
 class FeedForward(nn.Module):

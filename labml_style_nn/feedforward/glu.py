@@ -58,7 +58,11 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width.
 
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
 from .activations import activation as make_activation
+
+KEYWORDS = declare(__name__, "ff",
+    Keyword("glu", False, "a gated linear unit as the hidden layer (GEGLU; SwiGLU with ff_swish)"))
 
 # Shazeer's names for the gate activations (keys of `activations.ACTIVATIONS`).
 VARIANTS = {"glu": "sigmoid", "bilinear": "identity", "reglu": "relu", "geglu": "gelu", "swiglu": "silu"}

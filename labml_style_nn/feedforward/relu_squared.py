@@ -29,6 +29,11 @@ is not part of this option.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "ff",
+    Keyword("relu_squared", False, "ReLU squared as the activation (Primer)"))
+
 
 class ReLUSquared(nn.Module):
     r"""$\max(0, x)^2$

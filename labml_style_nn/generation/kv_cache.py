@@ -41,16 +41,13 @@ Shapes: `b` batch, `h` heads, `L` positions cached, `d` head dim, `r` rotated di
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Union
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from ..attention.extension_points import SharedAttentionInputs
 from ..residual.token_shift import ShiftState
-
-if TYPE_CHECKING:
-    from .static_cache import StaticSelfAttentionCache
 
 
 class SelfAttentionCache:
@@ -99,8 +96,9 @@ class BlockCache:
     """What one block carries between steps: an attention cache and/or a token-shift state."""
 
     def __init__(self, kind: str, max_len: int, shifts: bool):
-        # (`StaticLayersCache` swaps in its fixed-buffer self-attention caches)
-        self.attn: Union[SelfAttentionCache, StaticSelfAttentionCache, CrossAttentionCache, None] = (
+        # `StaticLayersCache` (generation/static_cache.py, which builds on this file) swaps in its
+        # fixed-buffer self-attention caches: any object with `offset` and `update(k, v)` serves.
+        self.attn: Any = (
             SelfAttentionCache(max_len) if kind == "a" else CrossAttentionCache() if kind == "c" else None)
         self.shift = ShiftState() if shifts else None
 

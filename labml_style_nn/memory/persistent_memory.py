@@ -49,6 +49,11 @@ Shapes: `b` batch, `h` heads, `N` slots, `d` head dim (`d_k` for keys when it di
 import torch
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("num_mem_kv", 0, "learned key/value slots that every query can attend to", example=4))
+
 
 class PersistentMemory(nn.Module):
     r"""`num_mem` learned key/value pairs per head, shared by every sequence of the batch.

@@ -40,7 +40,19 @@ over `a`, `c`, `f`.
   `ff_mult` width, so a macaron stack has more parameters than a standard one of the same depth.
 """
 
-from ..options import LayerOptions
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..keywords import Keyword, declare
+
+if TYPE_CHECKING:  # options.py imports this file to read its keywords
+    from ..options import LayerOptions
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("sandwich_coef", None, "sandwich transformer: k attention blocks first, k feed-forward blocks last",
+            type=int, example=1),
+    Keyword("macaron", False, "a half-step feed-forward block before and after each attention block"))
 
 
 def layer_types(o: LayerOptions) -> tuple[str, ...]:

@@ -35,6 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_tensor
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("use_rmsnorm", False, "RMSNorm instead of LayerNorm everywhere"))
 
 
 class RMSNorm(nn.Module):

@@ -29,6 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_tensor
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("use_scalenorm", False, "ScaleNorm instead of LayerNorm everywhere"))
 
 
 class ScaleNorm(nn.Module):

@@ -77,6 +77,12 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_positions
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("alibi_pos_emb", False, "ALiBi: a linear distance penalty per head on the scores", xtransformers=False),
+    Keyword("alibi_num_heads", None, "ALiBi on the first k heads only (the others have no position bias)", type=int,
+            example=2))
 
 
 def alibi_slopes(heads: int) -> list[float]:

@@ -34,7 +34,12 @@ Shapes: `n` tokens, `D` model width.
 from torch import Tensor, nn
 
 from ..checks import check_positions
+from ..keywords import Keyword, declare
 from .absolute import SinusoidalPositionalEmbedding
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("position_infused_attn", False, "add sinusoidal positions to the queries' and keys' input, not the "
+            "values'", xtransformers=False))
 
 
 class PositionInfusedAttention(nn.Module):

@@ -80,6 +80,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("rotary_interpolation_factor", 1.0, "position interpolation: divide positions by s >= 1", example=2.0),
+    Keyword("rotary_base_rescale_factor", 1.0, "NTK-aware scaling: raise the rotary base for s times longer contexts",
+            example=2.0),
+    Keyword("rotary_yarn_factor", None, "YaRN: extend the context s times, per-frequency interpolation and a "
+            "temperature (needs rotary_yarn_original_max_len)", type=float, example=2.0, xtransformers=False),
+    Keyword("rotary_yarn_original_max_len", None, "YaRN: the training length it extends", type=int,
+            xtransformers=False))
+
 
 @dataclass(frozen=True)
 class RopeScaling:

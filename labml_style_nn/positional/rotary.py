@@ -113,7 +113,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
 from .rope_scaling import RopeScaling, scaled_frequencies
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("rotary_pos_emb", False, "rotary position embedding of queries and keys"),
+    Keyword("rotary_emb_dim", None, "features per head that rotate (default: half of dim_head, at least 32)",
+            type=int, example=16),
+    Keyword("rotary_theta", 10000.0, "rotary base b of the frequencies b^(-2k/r)", example=500000.0,
+            xtransformers=False))
 
 
 class RotaryEmbedding(nn.Module):

@@ -91,6 +91,12 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_positions
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("rel_pos_bias", False, "T5's learned relative position bias on the scores"),
+    Keyword("rel_pos_num_buckets", 32, "T5 bias: number of distance buckets", example=16),
+    Keyword("rel_pos_max_distance", 128, "T5 bias: distance beyond which buckets stop growing", example=64))
 
 
 def relative_position_bucket(relative_position: Tensor, causal: bool, num_buckets: int = 32,

@@ -36,6 +36,11 @@ Shapes: `b` batch, `n` tokens, `D` model width.
 import torch
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("gate_residual", False, "a GRU gate instead of the residual sum"))
+
 
 class GatedResidual(nn.Module):
     r"""A GRU gate in place of the residual sum; starts close to the identity.

@@ -45,6 +45,12 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("pre_norm", True, "normalise each branch's input (True) or the residual sum (False: post-norm)"),
+    Keyword("sandwich_norm", False, "also normalise each branch's output"))
+
 
 class Residual(nn.Module):
     r"""The plain residual sum $x + F(x)$.

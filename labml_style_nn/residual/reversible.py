@@ -96,7 +96,12 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..attention.extension_points import SharedAttentionInputs
+from ..keywords import Keyword, declare
 from .residual import Block
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("reversible", False, "reversible layers: inputs recomputed from outputs, activation memory "
+            "independent of depth", xtransformers=False))
 
 
 def reversible_pairs(layer_types: Sequence[str]) -> list[tuple[tuple[int, ...], int]]:

@@ -29,6 +29,12 @@ fallback.
 import torch
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("use_rezero", False, "no norms; each branch is scaled by a learned scalar that starts at 0",
+            xtransformers=False))
+
 
 class ReZero(nn.Module):
     r"""Scales a branch output by a learned scalar that starts at zero.

@@ -27,6 +27,11 @@ the fourth.
 import torch
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("scale_residual", False, "a learned per-feature scale on the residual"))
+
 
 class ScaledResidual(nn.Module):
     r"""$\lambda \odot x + F(x)$ with a learned per-feature $\lambda$.

@@ -55,6 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..keywords import Keyword, declare
+
+KEYWORDS = declare(__name__, "stack",
+    Keyword("shift_tokens", 0, "shift feature chunks by 1..s tokens (int s, or one amount per chunk)",
+            type=(int, tuple, list), example=1))
+
 
 class ShiftState:
     """The last `amount` (masked) branch inputs of one block, carried between cached steps."""
