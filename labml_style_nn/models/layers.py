@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import keyword_reference
+from ..checks import check_cache
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..options import LayerOptions, parse_layer_options, rope_scaling
@@ -187,6 +188,8 @@ class AttentionLayers(nn.Module):
             `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
         """
         self._check_inputs(x, mask, context, context_mask, mems)
+        if not torch.compiler.is_compiling():
+            check_cache("cache", cache)
         n = x.shape[1]
         # $m$ tokens came before: the memory, or what the cache holds.
         offset = mems[0].shape[1] if mems else (cache.offset if cache is not None else 0)
