@@ -397,6 +397,9 @@ def run_experiment(main, config_cls: type, doc: str | None = None):
         print(f"\ninterrupted{where}", file=sys.stderr)
         raise SystemExit(130) from None
     except DownloadError as e:
+        # Nothing was trained: a run folder that the failed download left empty is removed.
+        if _RUN_FOLDER and _RUN_FOLDER[0].is_dir() and not any(_RUN_FOLDER[0].iterdir()):
+            _RUN_FOLDER[0].rmdir()
         raise SystemExit(f"error: {e}") from None
     if _RUN_FOLDER:
         print(f"run folder: {_RUN_FOLDER[0]}")

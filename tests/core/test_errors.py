@@ -155,3 +155,15 @@ def test_a_wrong_cache_is_a_type_error_naming_it(lm, cache):
         lm(torch.randint(0, 10, (1, 3)), cache=cache)
     with pytest.raises(TypeError, match=expected):
         lm.attn_layers(torch.randn(1, 3, 32), cache=cache)
+
+
+def test_an_unknown_checkpoint_family_names_the_ones_the_readme_names():
+    from pathlib import Path
+
+    from labml_style_nn.pretrained.loading import architecture, supported_model_types
+
+    with pytest.raises(ValueError, match="model_type: no converter for 'bert'") as info:
+        architecture({"model_type": "bert"})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for model_type in supported_model_types():
+        assert model_type in str(info.value) and f"`{model_type}`" in readme, model_type

@@ -124,14 +124,20 @@ def test_offline_download_names_the_url_the_cache_and_data_path(tmp_path, monkey
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_run_experiment_reports_a_failed_download_without_a_traceback(monkeypatch):
+def test_run_experiment_reports_a_failed_download_without_a_traceback(monkeypatch, tmp_path):
+    """A failed download ends with one line, and leaves no empty run folder behind."""
+    folders = []
+
     def main(cfg):
+        folders.append(common.out_dir_for(cfg, "char_lm/rotary"))
         raise data.DownloadError("could not download X")
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["char_lm.py"])
     with pytest.raises(SystemExit) as info:
         common.run_experiment(main, char_lm.Config)
     assert info.value.code == "error: could not download X"
+    assert not folders[0].exists() and folders[0].parent.is_dir()
 
 
 def test_ctrl_c_lets_the_step_finish_then_stops():
