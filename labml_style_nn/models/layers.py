@@ -42,9 +42,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import keyword_reference
-from ..checks import check_cache
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
+from ..checks import check_cache
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.position_infused import PositionInfusedAttention
