@@ -9,9 +9,11 @@
 Run it inside a virtual environment (`python -m venv .venv && . .venv/bin/activate`).  In order:
 
 1. **PyTorch.**  On Linux, `pip install torch` from PyPI pulls the CUDA build (about 5 GB with its
-   libraries) even on a machine without a GPU.  Without an NVIDIA driver (`nvidia-smi` absent) the
-   CPU build comes from PyTorch's CPU index; that try is quiet and gives up fast (no retries, a
-   10-second timeout), and if the index cannot be reached pip's default source is used.  One line
+   libraries) even on a machine without a GPU.  Without an NVIDIA driver (`nvidia-smi` absent) it
+   installs the newest CPU build (a version labelled `+cpu`) that PyTorch's CPU index or pip's own
+   sources (a mirror, a wheel folder) offer, pinned by that version so that pip cannot take a newer
+   CUDA build from another source; asking the CPU index is quiet and gives up fast (no retries, a
+   10-second timeout).  Only when no CPU build can be found is pip's default source used.  One line
    says which build was installed and why.  An installed PyTorch is kept.
 2. **The package** with its development tools: `pip install -e ".[dev]"`.
 3. **System packages** for the site's tests: Node.js and npm (KaTeX renders the site's math) and
@@ -87,11 +89,25 @@ def install_torch(args: argparse.Namespace) -> str:
         must(pip("torch"), "installing PyTorch")
         return f"installed {torch_build()} from PyPI: {why}"
     why = "--cpu was given" if args.cpu else "no NVIDIA GPU was found"
-    if run(pip("torch", "--index-url", CPU_INDEX, *FAST)).returncode == 0:
-        return f"installed {torch_build()}, asked for from PyTorch's CPU index: {why}"
+    # The newest CPU build any configured source offers (PyTorch's CPU index, or a local mirror or wheel
+    # folder in pip's configuration), pinned by its `+cpu` version: a plain `torch` would let pip take
+    # a newer CUDA build from another source.
+    cpu = newest_cpu_build()
+    if cpu is not None and run(pip(f"torch=={cpu}", "--extra-index-url", CPU_INDEX, *FAST)).returncode == 0:
+        return f"installed {torch_build()}, the newest CPU build pip can reach: {why}"
     must(pip("torch"), "installing PyTorch")
-    return (f"installed {torch_build()} from pip's default source: {why}, but PyTorch's CPU index "
-            f"({CPU_INDEX}) could not be reached")
+    return (f"installed {torch_build()} from pip's default source: {why}, but no CPU build of PyTorch could be "
+            f"found (PyTorch's CPU index, {CPU_INDEX}, could not be reached)")
+
+
+def newest_cpu_build() -> str | None:
+    """The newest `torch` version labelled `+cpu` that pip's sources and PyTorch's CPU index offer, if any."""
+    result = run([sys.executable, "-m", "pip", "index", "versions", "torch", "--extra-index-url", CPU_INDEX, *FAST])
+    for line in result.stdout.splitlines():
+        if line.strip().startswith("Available versions:"):
+            versions = [v.strip() for v in line.split(":", 1)[1].split(",")]
+            return next((v for v in versions if v.endswith("+cpu")), None)  # newest first
+    return None
 
 
 # ## System packages and KaTeX

@@ -126,7 +126,6 @@ def test_image_of_the_wrong_size():
         vit(torch.randn(1, 3, 28, 28))
 
 
-@pytest.mark.xfail(strict=False, reason="lead's keyword refactor")
 def test_a_keyword_of_the_wrong_type_names_it():
     with pytest.raises(ValueError, match="rotary_pos_emb"):
         Decoder(dim=8, depth=1, rotary_pos_emb="yes")

@@ -47,18 +47,30 @@ def commands(monkeypatch):
     return recorded
 
 
-def test_no_gpu_installs_the_cpu_build_quietly_and_fast(commands):
+def test_no_gpu_installs_the_newest_cpu_build_pinned_quietly_and_fast(commands, monkeypatch):
+    monkeypatch.setattr(install, "newest_cpu_build", lambda: "2.13.0+cpu")
     line = install.install_torch(options())
-    assert commands == [install.pip("torch", "--index-url", install.CPU_INDEX, "--retries", "0", "--timeout", "10")]
+    # Pinned by its `+cpu` version: a plain `torch` lets pip take a newer CUDA build from another source.
+    assert commands == [install.pip("torch==2.13.0+cpu", "--extra-index-url", install.CPU_INDEX,
+                                    "--retries", "0", "--timeout", "10")]
     assert "-q" in commands[0]
-    assert line == "installed PyTorch 2.13.0+cpu (the CPU build), asked for from PyTorch's CPU index: no NVIDIA GPU was found"
+    assert line == "installed PyTorch 2.13.0+cpu (the CPU build), the newest CPU build pip can reach: " \
+                   "no NVIDIA GPU was found"
 
 
-def test_an_unreachable_cpu_index_falls_back_and_says_so(commands):
-    commands.failing.add(install.CPU_INDEX)
+def test_the_newest_cpu_build_is_read_from_pip(monkeypatch):
+    listing = "torch (2.15.0)\nAvailable versions: 2.15.0, 2.14.1, 2.13.0+cpu, 2.13.0, 2.12.0+cpu\n"
+    monkeypatch.setattr(install, "run", lambda command, quiet=True: subprocess.CompletedProcess(command, 0, listing, ""))
+    assert install.newest_cpu_build() == "2.13.0+cpu"
+    monkeypatch.setattr(install, "run", lambda command, quiet=True: subprocess.CompletedProcess(command, 1, "", "x"))
+    assert install.newest_cpu_build() is None
+
+
+def test_no_cpu_build_anywhere_falls_back_and_says_so(commands, monkeypatch):
+    monkeypatch.setattr(install, "newest_cpu_build", lambda: None)
     line = install.install_torch(options())
-    assert commands[1][-1] == "torch" and install.CPU_INDEX not in commands[1]
-    assert "no NVIDIA GPU was found, but PyTorch's CPU index" in line and "could not be reached" in line
+    assert commands == [install.pip("torch")]
+    assert "no NVIDIA GPU was found, but no CPU build of PyTorch could be found" in line and "could not be reached" in line
 
 
 def test_a_gpu_gets_the_default_build(commands, monkeypatch):
@@ -70,6 +82,7 @@ def test_a_gpu_gets_the_default_build(commands, monkeypatch):
 def test_an_installed_torch_is_kept_and_flags_force_the_choice(commands, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     assert install.install_torch(options()).startswith("kept the installed PyTorch") and not commands
+    monkeypatch.setattr(install, "newest_cpu_build", lambda: "2.13.0+cpu")
     assert "--cpu was given" in install.install_torch(options("--cpu"))
     assert install.CPU_INDEX in commands[0]
 
