@@ -139,3 +139,16 @@ def test_no_import_circle_in_the_package():
                if not m.startswith(d + ".") and "." in m.removeprefix("labml_style_nn")
                and reaches(d, m) and not d.startswith(m + ".")]
     assert circles == [], circles
+
+
+def test_the_readme_states_the_coverage_the_code_has():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"Of the (\d+) constructor keywords of x-transformers 2\.31\.10 .*?labml_style_nn accepts (\d+)",
+                  text, re.S)
+    assert m, "the README's sentence on x-transformers compatibility is missing"
+    cov = keyword_reference.xtransformers_coverage()
+    total = sum(len(a) + len(m_) for a, m_ in cov.values())
+    accepted = sum(len(a) for a, _ in cov.values())
+    assert (int(m.group(1)), int(m.group(2))) == (total, accepted)
