@@ -24,8 +24,10 @@ model can track state that a deep Transformer cannot.
 
 ![Information flow in a Transformer and in the Feedback Transformer](../../docs/figures/feedback_flow.png)
 
-*The arrows into token 3's first layer: in a Transformer (left) it reads only layer 0 of tokens 1-2;
-in the Feedback Transformer (right) it reads $m_1, m_2$, which mix every layer of those tokens.
+*The arrows into token 3's first layer: in a Transformer (left) it attends to layer 0 of tokens 1-3,
+itself included, and to no upper layer; in the Feedback Transformer (right) it attends to
+$m_1, m_2$, which mix every layer of those tokens, and not to itself: its own $x^0_3$ enters as the
+query and through the residual.
 `python docs/figures/make_figures.py` draws it.*
 
 ## Windows
