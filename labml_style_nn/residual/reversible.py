@@ -4,10 +4,10 @@ r"""
 *Paper:* [The Reversible Residual Network: Backpropagation Without Storing Activations](https://arxiv.org/abs/1707.04585) (Gomez et al., 2017); [Reformer: The Efficient Transformer](https://arxiv.org/abs/2001.04451) (Kitaev et al., 2020)
 
 Backpropagation through a residual stack keeps every layer's activations until the backward pass
-reaches it: not only the input of each sublayer but everything autograd saves inside it (the
-normalised inputs, the queries, keys and values, the attention weights, the feed-forward's hidden
-units), about 19 floats per token and feature per layer in the [measurement](#memory-against-depth)
-below.  So the memory of a training step grows with depth.  A reversible stack keeps none of
+reaches it, so the memory of a training step grows with depth.  These are not only the input of each
+sublayer but everything autograd saves inside it (the normalised inputs, the queries, keys and
+values, the attention weights, the feed-forward's hidden units): about 19 floats per token and
+feature per layer in the [measurement](#memory-against-depth) below.  A reversible stack keeps none of
 them: every layer's input can be computed from its output, so the backward pass rebuilds the
 activations of one layer at a time, from the top down.
 
