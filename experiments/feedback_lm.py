@@ -78,7 +78,8 @@ class Config(RunConfig):
     mem_len: int = field(default=64, metadata={"help": "memory length m (both models)"})
     xl_depth: int = field(default=2, metadata={"help": "Transformer-XL depth (tune for a similar parameter count)"})
     xl_ff: int = field(default=480, metadata={
-        "help": "hidden width of the xl_relative feed-forward (480 = 5 x 96 matches the feedback model's parameters)"})
+        "help": "hidden width of the xl_relative feed-forward (5 x 96, the default, matches the feedback model's "
+                "parameter count)"})
     baselines: str = field(default="xl_relative,xl_t5", metadata={
         "help": "the Transformer-XL baselines: xl_relative (the paper's attention) | xl_t5 (the T5 bias)"})
     seeds: str = field(default="0,1,2", metadata={"help": "comma-separated seeds; the table shows mean ± std"})
@@ -89,7 +90,7 @@ class Config(RunConfig):
     eval_every: int = 100
     eval_segments: int = 16
     timing_steps: int = field(default=20, metadata={"help": "training steps per model in each block of the timing"})
-    timing_rounds: int = field(default=5, metadata={"help": "blocks per model in the timing (0: no timing)"})
+    timing_rounds: int = field(default=5, metadata={"help": "blocks per model in the timing (0 = no timing)"})
 
     def check(self) -> None:
         check_choices("baselines", self.baselines, ("xl_relative", "xl_t5"))
