@@ -151,8 +151,8 @@ def scaling_keywords(name: str, s: float, cfg: Config) -> dict:
 # a model of a few layers: after the start token, most tokens follow a fixed random bigram table,
 # but right after one of a few *trigger* tokens the next token repeats the token before the trigger,
 #
-# $$x_{t+1} = x_{t-1} \text{ if } x_t \text{ is a trigger}, \qquad
-#   x_{t+1} \sim P(\cdot \mid x_t) \text{ otherwise}.$$
+# $$x_{t+1} = \begin{cases} x_{t-1} & \text{if } x_t \text{ is a trigger,} \\
+#   \sim P(\cdot \mid x_t) & \text{otherwise.} \end{cases}$$
 #
 # A head that copies is needed on triggers only; everywhere else it must do nothing, and it learns
 # to do so by putting its weight on the start token (the paper's *dormant* head; a one-layer model

@@ -283,8 +283,8 @@ def _add(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
 # \hat y_1 &= \bar y_1 + \Big(\tfrac{\partial G}{\partial y_1}\Big)^{\!\top} \bar y_2, &
 # \bar\theta_G &= \Big(\tfrac{\partial G}{\partial \theta_G}\Big)^{\!\top} \bar y_2, \\
 # \bar x_2 &= \bar y_2 + \Big(\tfrac{\partial F}{\partial x_2}\Big)^{\!\top} \hat y_1, &
-# \bar\theta_F &= \Big(\tfrac{\partial F}{\partial \theta_F}\Big)^{\!\top} \hat y_1, \qquad
-# \bar x_1 = \hat y_1.
+# \bar\theta_F &= \Big(\tfrac{\partial F}{\partial \theta_F}\Big)^{\!\top} \hat y_1, \\
+# \bar x_1 &= \hat y_1.
 # \end{aligned}$$
 #
 # Each vector-Jacobian product needs the graph of one half, rebuilt by recomputing that half on the
