@@ -143,8 +143,8 @@ def accept_draft(p: Tensor, q: Tensor, guesses: Tensor, uniform: Optional[Tensor
     `q` `(b, k, V)` the draft's, `guesses` `(b, k)` the draft's tokens; `uniform` `(b, k)` the
     draws in $[0, 1)$ (random when `None`).  Returns `(a, x)`: `a` `(b,)` the number of guesses
     accepted before the first rejection, `x` `(b,)` the token at position $a + 1$: drawn from the
-    corrected distribution $\max(0, p_{a+1} - q_{a+1})$ after a rejection, from $p_{k+1}$ when all
-    were accepted.
+    corrected distribution, $\max(0, p_{a+1} - q_{a+1})$ normalised, after a rejection, from $p_{k+1}$
+    when all were accepted.
 
     >>> p = torch.tensor([[[0.5, 0.3, 0.2], [1.0, 0.0, 0.0]]])   # target at guess 1, and after it
     >>> q = torch.tensor([[[0.2, 0.6, 0.2]]])                    # the draft preferred token 1
