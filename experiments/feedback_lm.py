@@ -94,6 +94,8 @@ class Config(RunConfig):
 
     def check(self) -> None:
         check_choices("baselines", self.baselines, ("xl_relative", "xl_t5"))
+        if self.seed != 0:
+            raise ValueError(f"argument --seed: this script runs every seed of --seeds; use --seeds {self.seed}")
         if not all(s.strip().isdigit() for s in self.seeds.split(",")):
             raise ValueError(f"argument --seeds: expected comma-separated integers >= 0, got {self.seeds!r}")
 

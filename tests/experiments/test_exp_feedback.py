@@ -41,3 +41,9 @@ def test_xl_relative_baseline_matches_the_feedback_parameters():
     models = feedback_lm.build_models(feedback_lm.Config())
     ratio = common.count_parameters(models["feedback"]) / common.count_parameters(models["xl_relative"])
     assert 0.99 < ratio < 1.01, ratio
+
+
+def test_a_single_seed_is_asked_for_with_seeds():
+    with pytest.raises(ValueError, match="--seeds 3"):
+        feedback_lm.Config(seed=3).check()
+    feedback_lm.Config(seeds="3").check()
