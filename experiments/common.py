@@ -398,8 +398,11 @@ def batches(n: int, size: int) -> Iterator[slice]:
 # `verdict`, so that the results page and the tests read the same record.
 
 
-def claim_verdict(claim: str, holds: bool | None, evidence: str) -> dict[str, Any]:
-    """`{"claim", "holds", "verdict", "evidence"}`: `holds` is None when this run cannot decide (e.g. a
-    mode was left out); `evidence` gives the numbers the decision rests on."""
-    verdict = "not tested" if holds is None else ("holds" if holds else "does not hold")
+def claim_verdict(claim: str, holds: bool | None, evidence: str, *, undecided: str = "not tested") -> dict[str, Any]:
+    """`{"claim", "holds", "verdict", "evidence"}`: `holds` is None when this run cannot decide, and the
+    verdict is then `undecided`: "not tested" (e.g. a mode was left out) or "not shown" (the runs were
+    made but the difference is within the noise); `evidence` gives the numbers the decision rests on."""
+    if undecided not in ("not tested", "not shown"):
+        raise ValueError(f"undecided must be 'not tested' or 'not shown', got {undecided!r}")
+    verdict = undecided if holds is None else ("holds" if holds else "does not hold")
     return {"claim": claim, "holds": holds, "verdict": verdict, "evidence": evidence}

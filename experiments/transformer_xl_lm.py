@@ -132,16 +132,17 @@ class Config(RunConfig):
 
 class RelativeXLLM(nn.Module):
     """A byte LM on labml.ai's Transformer-XL (`transformer_xl/`): the paper's relative attention with
-    its sinusoidal $R_{i-j}$ and global biases $u, v$, called like the wrapper (`mems=`, `return_mems=`)."""
+    its sinusoidal $R_{i-j}$ and global biases $u, v$, called like the wrapper (`mems=`, `return_mems=`).
+    The feed-forward is GELU with a hidden width `d_ff` (default $4D$); `feedback_lm.py` reuses it."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, *, dim: int, depth: int, heads: int, mem_len: int, d_ff: int | None = None):
         super().__init__()
-        self.max_mem_len = cfg.mem_len
-        self.token_emb = nn.Embedding(256, cfg.dim)
-        layer = TransformerXLLayer(d_model=cfg.dim, self_attn=RelativeMultiHeadAttention(cfg.heads, cfg.dim, 0.0),
-                                   feed_forward=XLFeedForward(cfg.dim, 4 * cfg.dim, 0.0, nn.GELU()), dropout_prob=0.0)
-        self.xl = TransformerXL(layer, cfg.depth)
-        self.to_logits = nn.Linear(cfg.dim, 256)
+        self.max_mem_len = mem_len
+        self.token_emb = nn.Embedding(256, dim)
+        layer = TransformerXLLayer(d_model=dim, self_attn=RelativeMultiHeadAttention(heads, dim, 0.0),
+                                   feed_forward=XLFeedForward(dim, d_ff or 4 * dim, 0.0, nn.GELU()), dropout_prob=0.0)
+        self.xl = TransformerXL(layer, depth)
+        self.to_logits = nn.Linear(dim, 256)
 
     def forward(self, x: torch.Tensor, *, mems=None, return_mems: bool = False):
         h = self.token_emb(x).transpose(0, 1)  # (n, b, D): sequence first
@@ -155,7 +156,7 @@ class RelativeXLLM(nn.Module):
 
 def build_model(cfg: Config) -> nn.Module:
     if cfg.pos == "xl_relative":
-        return RelativeXLLM(cfg)
+        return RelativeXLLM(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, mem_len=cfg.mem_len)
     positions = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True),
                  "alibi": dict(alibi_pos_emb=True)}[cfg.pos]
     return TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, max_mem_len=cfg.mem_len,

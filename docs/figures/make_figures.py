@@ -136,7 +136,9 @@ def feedback_flow(out: Path) -> None:
         else:
             for t in (1, 2):
                 ax.add_patch(FancyArrowPatch((t + 0.3, 0), (3 - 0.3, 1), arrowstyle="-|>", mutation_scale=10, color="#d94801", lw=1.4, connectionstyle="arc3,rad=-0.2"))
-            ax.set_title("Transformer: layer 1 of token 3 reads layer 0\nof tokens 1 and 2, never their upper layers")
+            # Causal self-attention also reads the token's own input
+            ax.add_patch(FancyArrowPatch((3.2, 0.2), (3.2, 0.8), arrowstyle="-|>", mutation_scale=10, color="#d94801", lw=1.4, zorder=3))
+            ax.set_title("Transformer: layer 1 of token 3 attends to layer 0\nof tokens 1-3 (itself too), never to upper layers")
         ax.set_xlim(0.4, tokens + 0.6)
         ax.set_ylim(-0.6, layers + 1.2)
         ax.set_xticks(range(1, tokens + 1), [f"token {t}" for t in range(1, tokens + 1)])

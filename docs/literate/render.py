@@ -217,12 +217,19 @@ def render_prose(
 
 
 def _code_cell(section: Section, highlighted: list[str]) -> str:
+    """The code of a section, one `lit-line` per source line.
+
+    A line too long for the column wraps; its continuation is indented past the line's own
+    indentation, which the line carries as `--ind` (in characters) for the stylesheet."""
     rows = []
     for line in section.code:
         n = line.number
         code = highlighted[n - 1] if n - 1 < len(highlighted) else _html.escape(line.text)
+        text = line.text.expandtabs(4)
+        indent = len(text) - len(text.lstrip(" "))
+        style = f' style="--ind:{indent}ch"' if indent and text.strip() else ""
         rows.append(
-            f'<span class="lit-line" id="L{n}"><a class="lit-ln" href="#L{n}" data-ln="{n}" '
+            f'<span class="lit-line" id="L{n}"{style}><a class="lit-ln" href="#L{n}" data-ln="{n}" '
             f'aria-label="Line {n}"></a>{code}</span>'
         )
     return "\n".join(rows)

@@ -36,8 +36,9 @@ tensor([0.7679, 0.1867, 0.0454])
 *What the masks and biases of this page do to the weights $A_{ij}$ (query $i$ down, key $j$
 across): plain causal attention with equal scores spreads evenly over the past; a sliding window
 (`attn_max_attend_past=3`) keeps the last four keys; ALiBi's bias alone favours recent keys; a
-trained ALiBi model, on rows that repeat every 8 tokens, has a head that looks one period back
-(stripes at $t - 7$, $t - 15$, ...).  Drawn by `python docs/figures/make_figures.py`; the
+trained ALiBi model, on rows that repeat every 8 tokens, has a head that reads the token it must
+copy (stripes at $t - 7$, $t - 15$, ...): query $t$ predicts token $t + 1$, which repeats token
+$t + 1 - 8 = t - 7$, one period before the *next* token rather than before $t$ itself.  Drawn by `python docs/figures/make_figures.py`; the
 [attention notebook](../../notebooks/attention_patterns.ipynb) shows more.*
 
 Almost every technique in this library changes *one* step of this computation, so the module is

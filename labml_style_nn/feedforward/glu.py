@@ -15,16 +15,16 @@ $\phi(xW)$ decides, per feature and per token, how much of it passes.  Dauphin e
 with a sigmoid gate for convolutional language models; Shazeer tried other gates in the
 transformer's feed-forward layer:
 
-| variant | $\phi$ | `ff_glu=True` with | log-perplexity, 65k steps | 524k steps |
+| variant | $\phi$ | keywords | log-perplexity, 65k steps | 524k steps |
 |---|---|---|---|---|
 | $\operatorname{FFN}_{\text{ReLU}}$ (no gate) | | `ff_glu=False, ff_activation="relu"` | 1.997 | 1.677 |
 | $\operatorname{FFN}_{\text{GELU}}$ (no gate) | | `ff_glu=False` | 1.983 | 1.679 |
 | $\operatorname{FFN}_{\text{Swish}}$ (no gate) | | `ff_glu=False, ff_swish=True` | 1.994 | 1.683 |
-| GLU | $\sigma$ | `ff_activation="sigmoid"` | 1.982 | 1.663 |
-| Bilinear | identity | `ff_activation="identity"` | 1.960 | 1.648 |
-| ReGLU | ReLU | `ff_activation="relu"` | 1.953 | 1.645 |
-| GEGLU | GELU | (the default) | 1.942 | 1.633 |
-| SwiGLU | Swish | `ff_swish=True` | 1.944 | 1.636 |
+| GLU | $\sigma$ | `ff_glu=True, ff_activation="sigmoid"` | 1.982 | 1.663 |
+| Bilinear | identity | `ff_glu=True, ff_activation="identity"` | 1.960 | 1.648 |
+| ReGLU | ReLU | `ff_glu=True, ff_activation="relu"` | 1.953 | 1.645 |
+| GEGLU | GELU | `ff_glu=True` (GELU is the default gate) | 1.942 | 1.633 |
+| SwiGLU | Swish | `ff_glu=True, ff_swish=True` | 1.944 | 1.636 |
 
 The numbers are the paper's Table 1: held-out log-perplexity of T5-base-sized models on C4's
 span-filling task, at equal parameters and compute (lower is better; the 65k-step figures are the

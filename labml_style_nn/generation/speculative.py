@@ -22,8 +22,17 @@ $$\tilde x_i \text{ with probability } \min\!\left(1, \frac{p_i(\tilde x_i)}{q_i
 
 The probability of emitting $x$ is then $q_i(x) \min(1, p_i(x)/q_i(x)) = \min(q_i(x), p_i(x))$ from
 acceptance plus the rejection mass $\sum_y \max(0, q_i(y) - p_i(y)) = \sum_y \max(0, p_i(y) - q_i(y))$
-times the corrected distribution, $\max(0, p_i(x) - q_i(x))$: together $p_i(x)$.  The expected
-number of tokens per round is $(1 - \alpha^{k+1}) / (1 - \alpha)$ for an acceptance rate $\alpha$.
+times the corrected distribution above.  The rejection mass is that distribution's normaliser, so
+the product is $\max(0, p_i(x) - q_i(x))$, and the two parts add up to $p_i(x)$.
+
+**Two acceptance numbers.**  If every guess is accepted with the same probability $\beta$ (the
+papers' $\alpha$), independently, a round yields on average $(1 - \beta^{k+1}) / (1 - \beta)$
+tokens.  What the code counts is $\alpha$, the *fraction of guesses accepted* (accepted over
+proposed, `SpeculativeStats.acceptance_rate`): a round accepts $k\alpha$ guesses on average and
+then emits one token of the target's, so it yields exactly $1 + k\alpha$ tokens, with no assumption.
+The two differ because the guesses after the first rejection count as proposed and not accepted:
+at $k = 3$, $\alpha = 0.53$ gives $1 + 3 \cdot 0.53 = 2.59$ tokens per round, which the first formula
+gives for $\beta \approx 0.71$ (at $\beta = 0.53$ it gives 1.96).
 **Greedy** decoding ($T = 0$) is the special case where both distributions are one-hot: a guess is
 accepted when it is the target's argmax, and the correction is the target's argmax, so the output
 is the target's own greedy output.
@@ -38,7 +47,7 @@ $k + 1$ tokens each run as one graph on a [static cache](static_cache.md), calle
 
 **What a round costs.**  In units of one cached target step, let $c_d$ be a draft step and
 $c_p(k + 1)$ the target's pass over $k + 1$ tokens.  A round yields $1 + k\alpha$ tokens on
-average ($\alpha$ the fraction of guesses accepted), so
+average ($\alpha$ the fraction of guesses accepted, as above), so
 
 $$\text{speed-up} \approx \frac{1 + k\alpha}{k\, c_d + c_p(k + 1)}.$$
 
@@ -63,8 +72,8 @@ distribution whichever guesses were accepted, and checks that greedy output equa
 with left padding and end-of-sequence tokens, eager and compiled (with `aot_eager`, and with
 Inductor calling the packed operator).  The speed on a CPU ([benchmarks](../../docs/benchmarks.md)),
 with a target (`dim=256, depth=4`) trained for a few minutes on the standard library's sources and
-a two-layer, 128-wide draft distilled from it (a sixth of its layer weights): $\alpha$ is 0.53 at
-$k = 3$ on the benchmark's prompts, and greedy decoding with `compile=True` runs **1.54-2.12x** the
+a two-layer, 128-wide draft distilled from it (a sixth of its layer weights): $\alpha$, the fraction
+of guesses accepted, is 0.53 at $k = 3$ on the benchmark's prompts (2.57 tokens per target pass), and greedy decoding with `compile=True` runs **1.54-2.12x** the
 target alone over three runs on a quiet machine (2 threads, wall clock; the goal was 1.5x), where the
 eager loop stays at 0.93-1.15x.  Against the target's own `compile=True` decoding it is 0.64-1.14x:
 at this size, on a CPU, compiling the target alone is about as fast.  A pass over $k + 1$ tokens
@@ -134,8 +143,8 @@ def accept_draft(p: Tensor, q: Tensor, guesses: Tensor, uniform: Optional[Tensor
     `q` `(b, k, V)` the draft's, `guesses` `(b, k)` the draft's tokens; `uniform` `(b, k)` the
     draws in $[0, 1)$ (random when `None`).  Returns `(a, x)`: `a` `(b,)` the number of guesses
     accepted before the first rejection, `x` `(b,)` the token at position $a + 1$: drawn from the
-    corrected distribution $\max(0, p_{a+1} - q_{a+1})$ after a rejection, from $p_{k+1}$ when all
-    were accepted.
+    corrected distribution, $\max(0, p_{a+1} - q_{a+1})$ normalised, after a rejection, from $p_{k+1}$
+    when all were accepted.
 
     >>> p = torch.tensor([[[0.5, 0.3, 0.2], [1.0, 0.0, 0.0]]])   # target at guess 1, and after it
     >>> q = torch.tensor([[[0.2, 0.6, 0.2]]])                    # the draft preferred token 1

@@ -3,8 +3,8 @@ r"""
 
 *Paper:* [Root Mean Square Layer Normalization](https://arxiv.org/abs/1910.07467) (Zhang & Sennrich, 2019)
 
-RMSNorm drops LayerNorm's mean subtraction: it only rescales each vector by its root mean square
-and applies a learned gain per feature,
+RMSNorm is LayerNorm without the mean subtraction and the bias.  It only rescales each vector by
+its root mean square and applies a learned gain per feature:
 
 $$\operatorname{RMSNorm}(x) = \frac{x}{\sqrt{\frac{1}{D} \sum_k x_k^2 + \epsilon}} \odot \gamma.$$
 

@@ -3,8 +3,9 @@ r"""
 
 *Paper:* [Transformers without Tears: Improving the Normalization of Self-Attention](https://arxiv.org/abs/1910.05895) (Nguyen & Salazar, 2019)
 
-LayerNorm centres and rescales every feature with $2D$ learned parameters.  ScaleNorm keeps only
-what seems to matter: project each vector onto a sphere and give it one learned length $g$,
+ScaleNorm puts each vector on a sphere and gives it one learned length $g$, where LayerNorm
+centres and rescales every feature with $2D$ learned parameters.  It keeps only what seems to matter
+of LayerNorm, the scale of the whole vector:
 
 $$\operatorname{ScaleNorm}(x) = g \frac{x}{\max(\lVert x \rVert, \epsilon)}.$$
 

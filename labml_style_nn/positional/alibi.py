@@ -14,8 +14,12 @@ The slopes $m_h$ are fixed, a geometric sequence: with 8 heads, $m = \tfrac{1}{2
 A model trained on short sequences keeps working on longer ones, the paper's main result.  Being
 *defined* at any distance is not what buys this: rotary angles are defined at any distance too, and
 a rotary model degrades past its training length.  The reason is the shape of the penalty: it
-grows monotonically with distance, so every key farther away than those seen in training gets
-*less* weight than all of them, and a longer context changes little what a query attends to.  Our
+grows monotonically with distance, so every key farther away than those seen in training gets a
+*lower bias* than all of them.  Its weight still depends on $q_i^\top k_j$ too, and how much the bias
+holds it down depends on the head: at slope $\tfrac12$ a key 64 tokens further back loses 32 in
+score, while at slope $\tfrac{1}{256}$ a key 256 tokens back loses only 1, less than content scores
+commonly differ.  The steep heads thus see nothing new in a longer context, and only the gentle
+ones can be changed by it: the likely reason a longer context changes the model's output little.  Our
 [measurement](../../docs/results.md#alibi-extrapolation) (two layers, trained on 64-byte windows):
 ALiBi scores 3.043, 3.032 and 3.045 bits per byte on windows of 64, 128 and 256 bytes; rotary,
 better at the training length, 2.835, 2.933 and 3.363 (`experiments/alibi_extrapolation.py`).

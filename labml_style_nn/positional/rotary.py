@@ -57,8 +57,10 @@ With $r = 64$ the fastest pair ($k = 0$) turns by $\theta_0 = 1$ radian per toke
 | 100 | 100 | 0.862 | 0.0133 | 0.999911 |
 | 1000 | 1000 | 0.562 | 0.133 | 0.991122 |
 
-The fast pair tells neighbours apart (its cosine changes sign within three tokens) but repeats
-itself every $2\pi$ tokens; the slow pair hardly moves over a thousand tokens, so it carries the
+The fast pair tells neighbours apart (its cosine changes sign within three tokens) but comes back
+near the same angle every $2\pi \approx 6.28$ tokens, never exactly, since positions are integers
+($p = 44$ lands 0.018 rad from $p = 0$, $p = 710$ only 0.00006 rad), so far-apart positions can look
+almost alike to it; the slow pair hardly moves over a thousand tokens, so it carries the
 coarse position.  Together they are a positional code, read relatively.
 
 ![Where three pairs land at nine positions](../../docs/figures/rotary_angles.png)

@@ -3,8 +3,11 @@ r"""
 
 *Paper:* [The Reversible Residual Network: Backpropagation Without Storing Activations](https://arxiv.org/abs/1707.04585) (Gomez et al., 2017); [Reformer: The Efficient Transformer](https://arxiv.org/abs/2001.04451) (Kitaev et al., 2020)
 
-Backpropagation through a residual stack keeps the input of every sublayer until the backward pass
-reaches it, so the memory of a training step grows with depth.  A reversible stack keeps none of
+Backpropagation through a residual stack keeps every layer's activations until the backward pass
+reaches it, so the memory of a training step grows with depth.  These are not only the input of each
+sublayer but everything autograd saves inside it (the normalised inputs, the queries, keys and
+values, the attention weights, the feed-forward's hidden units): about 19 floats per token and
+feature per layer in the [measurement](#memory-against-depth) below.  A reversible stack keeps none of
 them: every layer's input can be computed from its output, so the backward pass rebuilds the
 activations of one layer at a time, from the top down.
 
@@ -321,8 +324,8 @@ def _add(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
 # \hat y_1 &= \bar y_1 + \Big(\tfrac{\partial G}{\partial y_1}\Big)^{\!\top} \bar y_2, &
 # \bar\theta_G &= \Big(\tfrac{\partial G}{\partial \theta_G}\Big)^{\!\top} \bar y_2, \\
 # \bar x_2 &= \bar y_2 + \Big(\tfrac{\partial F}{\partial x_2}\Big)^{\!\top} \hat y_1, &
-# \bar\theta_F &= \Big(\tfrac{\partial F}{\partial \theta_F}\Big)^{\!\top} \hat y_1, \qquad
-# \bar x_1 = \hat y_1.
+# \bar\theta_F &= \Big(\tfrac{\partial F}{\partial \theta_F}\Big)^{\!\top} \hat y_1, \\
+# \bar x_1 &= \hat y_1.
 # \end{aligned}$$
 #
 # Each vector-Jacobian product needs the graph of one half, rebuilt by recomputing that half on the

@@ -4,8 +4,8 @@ r"""
 *Paper:* [RWKV-LM](https://doi.org/10.5281/zenodo.5196578) (Peng, 2021)
 
 Token shift ("time-mixing") lets every token see a little of its predecessors *before* the sublayer
-runs: split the features of the branch input into $s + 1$ chunks and shift chunk $c$ by $c$
-positions along the sequence,
+runs.  It splits the features of the branch input into $s + 1$ chunks and shifts chunk $c$ by $c$
+positions along the sequence:
 
 $$\tilde x_{t} = \big[\, x^{(0)}_{t};\ x^{(1)}_{t-1};\ \dots;\ x^{(s)}_{t-s} \,\big],$$
 

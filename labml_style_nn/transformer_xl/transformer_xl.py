@@ -7,8 +7,10 @@ A transformer trained on fixed-length segments can only attend within the segmen
 tokens of every segment see almost no context. Transformer-XL keeps, for every layer, the hidden
 states the previous segment fed into that layer, and lets the current segment attend to them as
 extra keys and values. The cached states are not back-propagated through (they are detached),
-so backpropagation stays inside the segment and its memory cost does not grow with the context.
-The forward pass does cost more: each layer scores $n$ queries against $m + n$ keys instead of
+so backpropagation stays inside the segment: no activation of an earlier segment is kept, however
+many segments the memory has carried information across. Its memory cost still grows with the
+memory length $m$: the backward pass stores each layer's $n \times (m + n)$ scores and the keys
+and values of the $m$ memory slots. The forward pass costs more too: each layer scores $n$ queries against $m + n$ keys instead of
 $n$, and the memory's keys and values are projected again in every call. In return the receptive
 field grows by one segment per layer.
 
@@ -31,7 +33,7 @@ segment as memory gives exactly the outputs of one pass over both.  The library'
 same recurrence through the keyword API (`max_mem_len`, [XL recurrence](../memory/xl_recurrence.md)),
 and [`experiments/transformer_xl_lm.py`](../../experiments/transformer_xl_lm.py) measures the
 recurrence (`--pos xl_relative` runs this module): on segments of 16 bytes the memory helps this
-module (2.837 to 2.609 bits per byte) and the stack with ALiBi (3.062 to 3.000), but not the
+module (2.837 to 2.609 bits per byte) and the stack with ALiBi (3.062 to 3.000), and hurts the
 stack with T5's bias at this budget (2.965 to 3.340; the measured reason is on the
 [results](../../docs/results.md#transformer-xl-recurrence) page).
 

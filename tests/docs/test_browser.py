@@ -5,7 +5,9 @@ KaTeX, at build time), with no TeX left in the visible text, and rendered right:
 (`\cos`, `\log`) upright and spaced from their arguments, `\operatorname{...}` upright, no display
 equation cut off by its column, no copy button over the text of a doctest. Mobile (390px): the
 page never scrolls sideways. Everywhere: no console errors, and no request leaves 127.0.0.1 (the
-site works offline).
+site works offline). On every page of the site, at 1280 and 1600px: no code row, code block, table
+or equation is clipped (wider than the box that shows it, so that part of it is only seen by
+scrolling inside the box).
 
 Needs Chromium (`apt-get install -y chromium`) and the `playwright` Python package; browsers are not
 downloaded. With `CI` set, a missing browser is a failure, not a skip.
@@ -263,6 +265,9 @@ def test_library_pages_in_chromium(built_site, tmp_path):
 
                 page.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"))
 
+                # No code row, table or equation clipped, at 1600 and at 1280px.
+                _check_clipped(page, where, failures)
+
                 # Mobile: one column, no sideways scrolling.
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.wait_for_timeout(50)
@@ -279,4 +284,64 @@ def test_library_pages_in_chromium(built_site, tmp_path):
         finally:
             context.close()
 
+    assert not failures, "\n".join(failures)
+
+
+# Runs in the page: every box that would hide part of a code line, a table or an equation behind a
+# sideways scroll (its content wider than itself), and every table that sticks out of the text column.
+_CLIPPED = """() => {
+  const out = [];
+  const root = document.querySelector('.md-content__inner') || document.body;
+  const right = root.getBoundingClientRect().right;
+  const describe = (el) => el.tagName.toLowerCase() + '.' + (el.classList[0] || '') + ' "' +
+    (el.textContent || '').trim().replace(/\\s+/g, ' ').slice(0, 60) + '"';
+  const boxes = 'pre, pre > code, table, .lit-code, .md-typeset__scrollwrap, .md-typeset__table, .lit-math-display';
+  for (const el of root.querySelectorAll(boxes)) {
+    const cs = getComputedStyle(el);
+    if (cs.display === 'none' || cs.overflowX === 'visible') continue;
+    if (el.scrollWidth > el.clientWidth + 1) out.push(describe(el) + ' ' + el.scrollWidth + ' > ' + el.clientWidth + 'px');
+  }
+  for (const t of root.querySelectorAll('table')) {
+    const r = t.getBoundingClientRect();
+    if (r.width && r.right > right + 1) out.push(describe(t) + ' ends at ' + Math.round(r.right) + ' > ' + Math.round(right) + 'px');
+  }
+  return out;
+}"""
+
+
+def _check_clipped(page, where: str, failures: list[str]) -> None:
+    for width in (1600, 1280):
+        page.set_viewport_size({"width": width, "height": 1000})
+        clipped = page.evaluate(_CLIPPED)
+        if clipped:
+            failures.append(f"{where} at {width}px: {len(clipped)} clipped: {clipped[:3]}")
+
+
+def test_nothing_is_clipped_on_the_other_pages(built_site):
+    """Every other HTML page of the built site (landing page, indexes, experiments, API, results,
+    benchmarks, notebooks), in one browser, at both desktop widths; the library pages get the same
+    check in `test_library_pages_in_chromium`, so each page is loaded once."""
+    _require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "the `playwright` Python package is not installed")
+    library = {page_info.url + "index.html" for page_info in _library_pages()}
+    every = sorted(p.relative_to(built_site).as_posix() for p in built_site.rglob("*.html") if p.name != "404.html")
+    pages = [rel for rel in every if rel not in library]
+    assert len(library & set(every)) == len(library), "a library page is missing from the built site"
+    assert {"index.html", "results/index.html", "benchmarks/index.html"} <= set(pages), pages[:10]
+    failures: list[str] = []
+    with _serve(built_site) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000}, service_workers="block")
+            page.set_default_timeout(120_000)
+            # Pictures do not change what is clipped; not loading them keeps the test quick.
+            page.route("**/*.{png,jpg,jpeg,gif,svg}", lambda route: route.abort())
+            for rel in pages:
+                page.goto(base + rel, wait_until="load")
+                _check_clipped(page, rel, failures)
+        finally:
+            browser.close()
     assert not failures, "\n".join(failures)

@@ -63,3 +63,17 @@ def test_module_docstring_reads_the_source():
     meta = parse_metadata(module_docstring(src))
     assert meta.title == "T" and meta.summary == r"Sum $\frac{a}{b}$."
     assert module_docstring("import os\n") is None
+
+
+def test_every_summary_of_the_project_is_a_finished_sentence_without_links():
+    """The landing page and the section indexes list each page with its summary: a sentence that ends
+    like one (not in the "," before an equation), and no in-page link, which would point nowhere there."""
+    from pathlib import Path
+
+    from literate import site
+
+    pages = [p for p in site.discover(Path(__file__).resolve().parents[2]) if p.meta.summary]
+    assert len(pages) > 40
+    bad = [(p.path, p.meta.summary[-60:]) for p in pages
+           if not p.meta.summary.rstrip("*_)").endswith((".", "?", "!")) or "](#" in p.meta.summary]
+    assert not bad, bad

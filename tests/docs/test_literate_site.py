@@ -75,6 +75,15 @@ def test_rendered_page_has_rows_anchors_and_links():
     assert "<math" in html
 
 
+def test_code_lines_carry_their_indentation_for_the_hanging_indent():
+    src = "def f(x):\n    if x:\n\treturn x\n\n    return 0\n"
+    html, _ = render_page(parse(src), src)
+    assert '<span class="lit-line" id="L1"><a' in html  # no indentation, no style
+    assert 'id="L2" style="--ind:4ch"' in html
+    assert 'id="L3" style="--ind:4ch"' in html  # a tab counts as 4 columns
+    assert '<span class="lit-line" id="L4"><a' in html  # a blank line has no indentation to hang from
+
+
 def test_highlighting_keeps_line_structure():
     src = 'x = """a\nb"""\n\n# c\ny = 1'
     lines = highlight_lines(src)
