@@ -26,7 +26,7 @@ FEATURES = {
     "dropout": (dict(attn_dropout=0.2, ff_dropout=0.2), []),
     "all_compatible": (dict(attn_num_mem_kv=2, attn_sparse_topk=4, attn_talking_heads=True,
                             attn_collab_heads=True, attn_on_attn=True, attn_gate_values=True,
-                            attn_head_scale=True, use_qk_norm_attn=True, residual_attn=True,
+                            attn_head_scale=True, use_qk_norm_attn=True, qk_norm_attn_seq_len=16, residual_attn=True,
                             attn_dropout=0.1), ["memory_kv.keys", "score_transform.transforms.0.pre", "qk_proj.mixing",
                                                 "to_out.proj", "output_gate.gates.0", "output_gate.gates.1",
                                                 "qk_transform.temperature"]),
