@@ -102,6 +102,9 @@ def copy_attention(put: _Writer, mine: nn.Module, theirs: nn.Module, rot: int = 
     else:
         put(mine.to_q.weight, q)
         put(mine.to_kv.weight, torch.cat([k, v]))
+    if isinstance(theirs.to_out, nn.Identity):  # no output projection (one head, or project_out=False)
+        assert isinstance(mine.to_out, nn.Identity), "x-transformers has no output projection here, ours has one"
+        return
     put(mine.to_out.weight, theirs.to_out.weight)
     if mine.to_out.bias is not None:
         put.zero(mine.to_out.bias)

@@ -7,8 +7,9 @@ from attn_features import DIM, make_stack, run
 
 # Features that leave the scores alone keep the fused kernel; the others need the score matrix.
 FUSED = ["mem_kv", "head_scale", "gate_values", "gate_values_old_keyword", "on_attn", "collab_heads",
-         "qk_norm", "dropout"]
-EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm"]
+         "qk_norm", "gated_attention", "qk_norm_xt", "qk_rmsnorm", "value_dim_head", "dropout"]
+EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm", "xt_talking_heads",
+            "custom_attn_fn"]
 
 
 @pytest.fixture
