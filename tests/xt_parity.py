@@ -111,7 +111,7 @@ def copy_attention(put: _Writer, mine: nn.Module, theirs: nn.Module, rot: int = 
 
 
 def copy_feedforward(put: _Writer, mine: nn.Module, theirs: nn.Module) -> None:
-    first, last = theirs.ff[0], theirs.ff[-1]
+    first, last = theirs.ff[0], [m for m in theirs.ff if isinstance(m, nn.Linear)][-1]
     proj = first.proj if hasattr(first, "proj") else first[0]
     mine_in = mine.proj_in.proj if hasattr(mine.proj_in, "proj") else mine.proj_in[0]
     put(mine_in.weight, proj.weight)
