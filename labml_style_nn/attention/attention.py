@@ -47,13 +47,13 @@ from its own file (the protocols are on the [extension points](extension_points.
 | step | extension point | techniques |
 |---|---|---|
 | project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
-| transform $q, k$ | `qk_transform`, `rotary` | qk-norm, rotary embeddings |
+| transform $q, k$ (then rotate them), and $v$ | `qk_transform`, `rotary`, `value_transform` | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md), rotary embeddings |
 | extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
 | additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
 | which keys are visible | `max_attend_past` | [sliding window](sliding_window.md) |
-| transform the scores | `score_transform` | talking heads, top-$k$, residual attention |
-| normalise | `normaliser` | softmax, entmax-1.5 |
-| gate the output | `output_gate`, `to_out` | value gating, head scale, attention on attention |
+| transform the scores | `score_transform` | [talking heads](talking_heads.md) (x-transformers' act before the bias), top-$k$, residual attention |
+| normalise | `normaliser` | softmax, entmax-1.5, `attn_custom_attn_fn` |
+| gate the output | `output_gate`, `to_out` | [gated attention](gate_values.md), [head gate](head_gate.md), head scale, attention on attention |
 
 When no step needs the explicit score matrix (no score transform and a softmax normaliser), the
 module calls PyTorch's fused `F.scaled_dot_product_attention`, passing any bias and mask as its
@@ -65,6 +65,30 @@ against a reference written in the test, a fully masked row gives zeros).
 
 Shapes: `b` batch, `n` query tokens, `h` heads, `d` head dim, `i`/`j` query/key positions,
 `m` memory (or cache) length.
+
+## Shapes of the projections
+
+x-transformers' keywords for the widths, each tested in `tests/attention/test_attn_execution.py`
+(shapes, refusals, and logits equal to x-transformers' with its weights copied):
+
+* `cross_attn_dim_context=C`: cross-attention reads a context of width $C$ (its key/value
+  projection is $C \to$ keys and values).  Self-attention reads its own input, so `attn_dim_context`
+  is refused; the stack keyword `dim_context` says the same as `cross_attn_dim_context`, and giving
+  both with different widths is refused.
+* `attn_value_dim_head=d_v`: values of width $d_v$ per head instead of $d$.  The score matrix
+  does not change shape; the heads' outputs are $h d_v$ wide and the output projection starts
+  there.  Queries and keys keep $d$, so the number of parameters of $W_V$ and $W_O$ scales with
+  $d_v$ alone (with $D = 512$, $h = 8$: $d_v = 32$ halves them against $d = 64$).
+* `attn_dim_out`: the module's output width ($D$ by default).  The `Attention` module takes any;
+  in a stack the output is added to the residual stream, so only $D$ is accepted there
+  (x-transformers fails later, at the residual sum).
+* `attn_project_out`: whether there is an output projection $W^O$.  `None` (the default) follows
+  x-transformers: a projection unless there is one head whose output already has the output
+  width (x-transformers also skips it for one head of another width, then fails at the residual
+  sum; we project).  `False` is refused unless $h d_v = D$.
+* `attn_custom_attn_fn=f`: any function from scores to weights over the last axis replaces the
+  softmax (the `normaliser` point), e.g. `torch.sigmoid`; hidden keys get the most negative score,
+  which $f$ should map to zero.  It needs the explicit path.
 
 ## Masks
 

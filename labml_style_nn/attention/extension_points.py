@@ -13,7 +13,7 @@ per-forward inputs that the layer stack shares with every attention layer.
 | `memory_kv` | `forward(batch) -> (k, v)`, each `(b, h, N, d)` | [persistent memory](../memory/persistent_memory.md) |
 | `score_transform` | a `ScoreTransform` below | [talking heads](talking_heads.md), [top-k](sparse_topk.md) |
 | `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md), `attn_custom_attn_fn` |
-| `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [value gating](gate_values.md), [head scale](head_scale.md) |
+| `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [gated attention](gate_values.md), [head gate](head_gate.md), [head scale](head_scale.md) |
 | `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)` | [attention on attention](attention_on_attention.md) |
 | shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
 

@@ -95,7 +95,6 @@ from .extension_points import SharedAttentionInputs, masked_fill_value
 from .grouped_query import fused_attention, group_queries
 from .sliding_window import last_keys
 
-
 # x-transformers' names for PyTorch's SDPA backends, and its default: the first three allowed.
 SDP_BACKENDS = {"enable_flash": SDPBackend.FLASH_ATTENTION, "enable_math": SDPBackend.MATH,
                 "enable_mem_efficient": SDPBackend.EFFICIENT_ATTENTION, "enable_cudnn": SDPBackend.CUDNN_ATTENTION}
@@ -156,7 +155,7 @@ class FusedKernel:
     onnxable: bool = False
 
     @classmethod
-    def from_keywords(cls, flash: bool, attend_sdp_kwargs: dict, onnxable: bool) -> "FusedKernel":
+    def from_keywords(cls, flash: bool, attend_sdp_kwargs: dict, onnxable: bool) -> FusedKernel:
         """The settings of x-transformers' `flash`, `attend_sdp_kwargs` and `onnxable`."""
         allowed = None if attend_sdp_kwargs == DEFAULT_SDP_KWARGS else \
             tuple(SDP_BACKENDS[k] for k, on in attend_sdp_kwargs.items() if on)

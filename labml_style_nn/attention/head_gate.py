@@ -30,7 +30,6 @@ The paper initialises the gate as a plain linear layer (and also tries a small M
 bias of 10 is x-transformers' choice, kept here so that the keyword means what it means there.
 """
 
-import torch
 from torch import Tensor, nn
 
 from ..keywords import Keyword, declare
@@ -42,6 +41,7 @@ KEYWORDS = declare(__name__, "attn",
 class HeadGate(nn.Module):
     r"""$o_{hi} \leftarrow \sigma(x_i^\top w_h + b_h)\, o_{hi}$, one gate per head (an output gate).
 
+    >>> import torch
     >>> gate = HeadGate(4, heads=2)
     >>> round(gate(torch.ones(1, 2, 3, 5), torch.randn(1, 3, 4)).min().item(), 5)   # sigma(10)
     0.99995

@@ -28,7 +28,6 @@ The LayerNorm here is x-transformers' form, a gain and no bias (the paper's has 
 at gain 1, so the two agree at initialisation.
 """
 
-import torch
 from torch import Tensor, nn
 
 from ..keywords import Keyword, declare, rule
@@ -49,6 +48,7 @@ def _one_activation(f, o) -> None:
 class SoLU(nn.Module):
     r"""$\operatorname{LN}(h \odot \operatorname{softmax}(h))$ over the hidden features.
 
+    >>> import torch
     >>> solu = SoLU(3)
     >>> [round(v, 2) for v in (torch.tensor([4.0, 1.0, 0.0]) * torch.tensor([4.0, 1.0, 0.0]).softmax(-1)).tolist()]
     [3.76, 0.05, 0.0]
