@@ -10,7 +10,7 @@ pre-activation is multiplied by the softmax of the whole hidden vector,
 $$\operatorname{SoLU}(h) = h \odot \operatorname{softmax}(h), \qquad \phi(h) = \operatorname{LN}\big(\operatorname{SoLU}(h)\big).$$
 
 A large pre-activation takes most of the softmax and passes almost unchanged, small ones are
-suppressed: with $h = (4, 1, 0)$ the softmax is $(0.94, 0.05, 0.02)$ and $\operatorname{SoLU}(h) = (3.76, 0.05, 0)$.
+suppressed: with $h = (4, 1, 0)$ the softmax is $(0.94, 0.05, 0.02)$ and $\operatorname{SoLU}(h) = (3.74, 0.05, 0)$.
 So few neurons are active at once, which the paper links to fewer superposed features per neuron.
 The suppression also shrinks the output by a factor that depends on how peaked $h$ is; the
 LayerNorm after it (the paper's "SoLU + LN") restores the scale, and the paper reports that without it
@@ -49,9 +49,11 @@ class SoLU(nn.Module):
     r"""$\operatorname{LN}(h \odot \operatorname{softmax}(h))$ over the hidden features.
 
     >>> import torch
-    >>> solu = SoLU(3)
-    >>> [round(v, 2) for v in (torch.tensor([4.0, 1.0, 0.0]) * torch.tensor([4.0, 1.0, 0.0]).softmax(-1)).tolist()]
-    [3.76, 0.05, 0.0]
+    >>> h = torch.tensor([4.0, 1.0, 0.0])
+    >>> [round(v, 2) for v in (h * h.softmax(-1)).tolist()]   # before the LayerNorm
+    [3.74, 0.05, 0.0]
+    >>> SoLU(3)(h).mean().abs().item() < 1e-6   # after it: zero mean
+    True
 
     Args:
         hidden: hidden width $H$, the LayerNorm's.

@@ -36,6 +36,11 @@ FEATURES = {
     "value_dim_head": (dict(attn_value_dim_head=12), []),
     "custom_attn_fn": (dict(attn_custom_attn_fn=torch.sigmoid), []),
     "sublayer_dropout": (dict(attn_sublayer_dropout=0.2, ff_sublayer_dropout=0.2), []),
+    # x-transformers 2.31's FeedForward keywords (feedforward/glu.py, solu.py, softclamp.py): per token, so
+    # causality and padding must hold through them too.
+    "ff_xt": (dict(ff_glu=True, ff_glu_mult_bias=True, ff_solu=True), ["proj_in.mult_bias", "proj_in.act.norm"]),
+    "ff_xt_softclamp": (dict(ff_glu=True, ff_swish=True, ff_glu_softclamp=True, ff_glu_gate_softclamp_value=0.5),
+                        []),
     "residual_attn_post_norm": (dict(residual_attn=True, pre_norm=False), []),
     "cross_residual_attn": (dict(cross_residual_attn=True), []),
     "dropout": (dict(attn_dropout=0.2, ff_dropout=0.2), []),

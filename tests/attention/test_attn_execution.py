@@ -3,7 +3,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from xt_parity import assert_same_logits, build_pair
 
@@ -12,19 +11,6 @@ from labml_style_nn.attention.attention import Attention
 
 DIM, H, D = 32, 4, 8
 WRAP = dict(num_tokens=64, max_seq_len=32)
-
-
-@pytest.fixture
-def sdpa_calls(monkeypatch):
-    """Spy on `F.scaled_dot_product_attention`: the keyword arguments of each call."""
-    calls, real = [], F.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return calls
 
 
 def _pair(**kwargs):
