@@ -102,13 +102,16 @@ def copy_attention(put: _Writer, mine: nn.Module, theirs: nn.Module, rot: int = 
     else:
         put(mine.to_q.weight, q)
         put(mine.to_kv.weight, torch.cat([k, v]))
+    if isinstance(theirs.to_out, nn.Identity):  # no output projection (one head, or project_out=False)
+        assert isinstance(mine.to_out, nn.Identity), "x-transformers has no output projection here, ours has one"
+        return
     put(mine.to_out.weight, theirs.to_out.weight)
     if mine.to_out.bias is not None:
         put.zero(mine.to_out.bias)
 
 
 def copy_feedforward(put: _Writer, mine: nn.Module, theirs: nn.Module) -> None:
-    first, last = theirs.ff[0], theirs.ff[-1]
+    first, last = theirs.ff[0], [m for m in theirs.ff if isinstance(m, nn.Linear)][-1]
     proj = first.proj if hasattr(first, "proj") else first[0]
     mine_in = mine.proj_in.proj if hasattr(mine.proj_in, "proj") else mine.proj_in[0]
     put(mine_in.weight, proj.weight)

@@ -48,13 +48,13 @@ from its own file (the protocols are on the [extension points](extension_points.
 | step | extension point | techniques |
 |---|---|---|
 | project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
-| transform $q, k$ | `qk_transform`, `rotary` | qk-norm, rotary embeddings |
+| transform $q, k$ (then rotate them), and $v$ | `qk_transform`, `rotary`, `value_transform` | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md), rotary embeddings |
 | extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
 | additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
 | which keys are visible | `max_attend_past` | [sliding window](sliding_window.md) |
-| transform the scores | `score_transform` | talking heads, top-$k$, residual attention |
-| normalise | `normaliser` | softmax, entmax-1.5 |
-| gate the output | `output_gate`, `to_out` | value gating, head scale, attention on attention |
+| transform the scores | `score_transform` | [talking heads](talking_heads.md) (x-transformers' act before the bias), top-$k$, residual attention |
+| normalise | `normaliser` | softmax, entmax-1.5, `attn_custom_attn_fn` |
+| gate the output | `output_gate`, `to_out` | [gated attention](gate_values.md), [head gate](head_gate.md), head scale, attention on attention |
 
 When no step needs the explicit score matrix (no score transform and a softmax normaliser), the
 module calls PyTorch's fused `F.scaled_dot_product_attention`, passing any bias and mask as its
@@ -66,6 +66,30 @@ against a reference written in the test, a fully masked row gives zeros).
 
 Shapes: `b` batch, `n` query tokens, `h` heads, `d` head dim, `i`/`j` query/key positions,
 `m` memory (or cache) length.
+
+## Shapes of the projections
+
+x-transformers' keywords for the widths, each tested in `tests/attention/test_attn_execution.py`
+(shapes, refusals, and logits equal to x-transformers' with its weights copied):
+
+* `cross_attn_dim_context=C`: cross-attention reads a context of width $C$ (its key/value
+  projection is $C \to$ keys and values).  Self-attention reads its own input, so `attn_dim_context`
+  is refused; the stack keyword `dim_context` says the same as `cross_attn_dim_context`, and giving
+  both with different widths is refused.
+* `attn_value_dim_head=d_v`: values of width $d_v$ per head instead of $d$.  The score matrix
+  does not change shape; the heads' outputs are $h d_v$ wide and the output projection starts
+  there.  Queries and keys keep $d$, so the number of parameters of $W_V$ and $W_O$ scales with
+  $d_v$ alone (with $D = 512$, $h = 8$: $d_v = 32$ halves them against $d = 64$).
+* `attn_dim_out`: the module's output width ($D$ by default).  The `Attention` module takes any;
+  in a stack the output is added to the residual stream, so only $D$ is accepted there
+  (x-transformers fails later, at the residual sum).
+* `attn_project_out`: whether there is an output projection $W^O$.  `None` (the default) follows
+  x-transformers: a projection unless there is one head whose output already has the output
+  width (x-transformers also skips it for one head of another width, then fails at the residual
+  sum; we project).  `False` is refused unless $h d_v = D$.
+* `attn_custom_attn_fn=f`: any function from scores to weights over the last axis replaces the
+  softmax (the `normaliser` point), e.g. `torch.sigmoid`; hidden keys get the most negative score,
+  which $f$ should map to zero.  It needs the explicit path.
 
 ## Masks
 
@@ -90,7 +114,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..checks import check_attention_inputs
-from ..keywords import Keyword, declare
+from ..keywords import Keyword, declare, rule
 from ..positional.rotary import apply_rotary
 from .extension_points import (
     QKProjection,
@@ -100,7 +124,7 @@ from .extension_points import (
     masked_fill_value,
     softmax,
 )
-from .fast_attention import FastPaths
+from .fast_attention import FastPaths, FusedKernel
 from .grouped_query import repeat_kv, split_heads
 from .sliding_window import window_mask
 
@@ -110,7 +134,57 @@ KEYWORDS = declare(__name__, "attn",
     Keyword("qkv_bias", False, "biases on the query, key and value projections", xtransformers=False),
     Keyword("out_bias", False, "a bias on the output projection", xtransformers=False),
     Keyword("scale", None, "the logit scale (None: 1/sqrt(dim_head); T5 uses 1.0)", type=float, example=1.0,
-            xtransformers=False))
+            xtransformers=False),
+    Keyword("dim_context", None, "width of the context that cross-attention reads (cross_attn_dim_context)",
+            type=int, minimum=1, example=24),
+    Keyword("value_dim_head", None, "width of each head's values (None: dim_head)", type=int, minimum=1,
+            example=12),
+    Keyword("dim_out", None, "width of the layer's output (None: dim; a stack needs dim)", type=int, minimum=1,
+            example=32),
+    Keyword("project_out", None, "an output projection (None: unless one head already has the output's width)",
+            type=bool, example=False),
+    Keyword("custom_attn_fn", None, "a function from scores to weights over the last axis, replacing softmax",
+            type="callable", example=F.sigmoid))
+
+
+@rule("attn")
+def _shapes_fit_the_stack(a, prefix: str, o) -> None:
+    """The shape keywords must leave the residual stream and the context widths consistent."""
+    if a.dim_context is not None:
+        if prefix == "attn_":
+            raise ValueError("attn_dim_context: self-attention reads its own input; give the context's width as "
+                             "cross_attn_dim_context")
+        if o.dim_context is not None and o.dim_context != a.dim_context:
+            raise ValueError(f"dim_context ({o.dim_context}) and cross_attn_dim_context ({a.dim_context}) both give "
+                             "the context's width; choose one")
+    if a.dim_out is not None and a.dim_out != o.dim:
+        raise ValueError(f"{prefix}dim_out: the output is added to the residual stream of width dim ({o.dim}); "
+                         f"expected {o.dim} or None, got {a.dim_out}")
+    if a.value_dim_head is not None and a.collab_heads:
+        raise ValueError(f"{prefix}value_dim_head and {prefix}collab_heads: collaborative heads project values "
+                         "of width dim_head")
+    if a.project_out is False:
+        width = o.heads * (a.value_dim_head or a.dim_head)
+        if a.on_attn:
+            raise ValueError(f"{prefix}project_out=False and {prefix}on_attn: attention on attention is an output "
+                             "projection")
+        if width != o.dim:
+            raise ValueError(f"{prefix}project_out=False: without a projection the heads' output, heads x "
+                             f"value_dim_head = {width} wide, must already have the width dim ({o.dim})")
+    if a.custom_attn_fn is not None and a.use_entmax15:
+        raise ValueError(f"{prefix}custom_attn_fn and {prefix}use_entmax15 both replace the softmax; choose one")
+
+
+def needs_output_projection(project_out: Optional[bool], heads: int, value_dim_head: int, dim_out: int,
+                            on_attn: bool) -> bool:
+    """x-transformers' rule: project unless told not to, or one head already gives the output.
+
+    >>> needs_output_projection(None, 1, 32, 32, False), needs_output_projection(None, 4, 8, 32, False)
+    (False, True)
+    """
+    if project_out is not None:
+        return project_out
+    return heads > 1 or value_dim_head != dim_out or on_attn
 
 
 #
@@ -136,7 +210,13 @@ class Attention(FastPaths, nn.Module):
         score_transform: a `ScoreTransform` (talking heads, top-$k$, residual attention).
         normaliser: maps scores to weights over the last axis (softmax, entmax-1.5).
         output_gate: gates the aggregated values per head, `gate(out, x)`.
-        to_out: the output projection from `heads * dim_head` to `dim`.
+        to_out: the output projection from `heads * value_dim_head` to `dim_out`.
+        value_dim_head: width of each head's values (`None`: `dim_head`).
+        value_transform: transforms the values `(b, g, j, d_v)` after their projection (value RMSNorm).
+        dim_out: width of the output (`None`: `dim`).
+        sublayer_dropout: dropout on the layer's output, after the output projection.
+        fused: how the fused kernel runs ([making attention fast](fast_attention.md)): forced, on
+            which backends, with an exportable causal mask.
     """
 
     def __init__(
@@ -160,6 +240,11 @@ class Attention(FastPaths, nn.Module):
         normaliser: Optional[Callable[[Tensor], Tensor]] = None,
         output_gate: Optional[nn.Module] = None,
         to_out: Optional[nn.Module] = None,
+        value_dim_head: Optional[int] = None,
+        value_transform: Optional[nn.Module] = None,
+        dim_out: Optional[int] = None,
+        sublayer_dropout: float = 0.0,
+        fused: Optional[FusedKernel] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
@@ -170,27 +255,39 @@ class Attention(FastPaths, nn.Module):
             raise ValueError("max_attend_past: a sliding window needs causal self-attention")
         self.max_attend_past = max_attend_past
         self.is_cross, self.dim, self.dim_context = dim_context is not None, dim, dim_context
+        self.value_dim_head = dim_head if value_dim_head is None else value_dim_head
+        if value_dim_head is not None and qk_proj is not None:
+            raise ValueError("value_dim_head: collaborative heads (qk_proj) project values of width dim_head")
         inner, kv_inner = heads * dim_head, self.kv_heads * dim_head
+        v_inner = self.kv_heads * self.value_dim_head
         self.scale = dim_head ** -0.5 if scale is None else scale
         # One fused projection for queries, keys and values: a single matrix multiply in
         # self-attention.  Cross-attention and memories slice it into its query and key/value
         # parts.  With `qk_proj` the queries and keys come from that module instead.
-        # With $g$ key/value heads the projection is $h + 2g$ heads wide.
-        width = inner if qk_proj is not None else inner + 2 * kv_inner
+        # With $g$ key/value heads the projection is $h d + g d + g d_v$ wide.
+        width = v_inner if qk_proj is not None else inner + kv_inner + v_inner
         self.to_q: Optional[nn.Linear] = (
             nn.Linear(dim, inner, bias=qkv_bias) if self.is_cross and qk_proj is None else None)
         self.to_qkv: Optional[nn.Linear] = None if self.is_cross else nn.Linear(dim, width, bias=qkv_bias)
-        n_kv = 1 if qk_proj is not None else 2
+        kv_width = v_inner if qk_proj is not None else kv_inner + v_inner
         self.to_kv: Optional[nn.Linear] = (
-            None if dim_context is None else nn.Linear(dim_context, n_kv * kv_inner, bias=qkv_bias))
+            None if dim_context is None else nn.Linear(dim_context, kv_width, bias=qkv_bias))
         self.qk_proj = qk_proj
         self.qk_transform = qk_transform
         self.memory_kv = memory_kv
         self.score_transform = score_transform
         self.normaliser = normaliser
         self.output_gate = output_gate
-        self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=out_bias)
+        self.value_transform = value_transform
+        self.to_out = to_out if to_out is not None else nn.Linear(
+            heads * self.value_dim_head, dim if dim_out is None else dim_out, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
+        self.sublayer_dropout = nn.Dropout(sublayer_dropout)
+        self.fused = fused or FusedKernel()
+        if self.fused.force and not self.uses_fused_path:
+            needs = type(self.score_transform if self.normaliser is None else self.normaliser).__name__
+            raise ValueError(f"flash: the fused kernel never shows the scores, and {needs} needs them; "
+                             "drop flash=True (the fused path is taken automatically when it can be)")
 
     @property
     def uses_fused_path(self) -> bool:
@@ -203,7 +300,7 @@ class Attention(FastPaths, nn.Module):
     # $q = x W_Q$, $[k, v] = c\, [W_K, W_V]$ with $c$ the keys' input: the tokens themselves, the XL
     # memory followed by the tokens, or the cross-attention context.
     def _project(self, x: Tensor, kv_input: Tensor, qk_pos: Optional[Tensor]):
-        h, g, d = self.heads, self.kv_heads, self.dim_head
+        h, g, d, dv = self.heads, self.kv_heads, self.dim_head, self.value_dim_head
         inner = h * d
 
         def to_heads(t: Tensor, heads: int = h) -> Tensor:
@@ -219,14 +316,17 @@ class Attention(FastPaths, nn.Module):
             return q, k, to_heads(proj(kv_input))
         if self.is_cross:
             assert self.to_q is not None and self.to_kv is not None  # cross-attention without `qk_proj`
-            k, v = self.to_kv(kv_input).chunk(2, dim=-1)
+            k, v = self.to_kv(kv_input).split((g * d, g * dv), dim=-1)
             return to_heads(self.to_q(x)), to_heads(k, g), to_heads(v, g)
         assert self.to_qkv is not None  # self-attention
         if kv_input is x and qk_pos is None:
-            return split_heads(self.to_qkv(x), h, g, d)  # (b, h, n, d), (b, g, n, d) twice
+            if dv == d:
+                return split_heads(self.to_qkv(x), h, g, d)  # (b, h, n, d), (b, g, n, d) twice
+            q, k, v = self.to_qkv(x).split((inner, g * d, g * dv), dim=-1)
+            return to_heads(q), to_heads(k, g), to_heads(v, g)  # values (b, g, n, d_v)
         w, bias = self.to_qkv.weight, self.to_qkv.bias
         q = F.linear(x, w[:inner], None if bias is None else bias[:inner])
-        k, v = F.linear(kv_input, w[inner:], None if bias is None else bias[inner:]).chunk(2, dim=-1)
+        k, v = F.linear(kv_input, w[inner:], None if bias is None else bias[inner:]).split((g * d, g * dv), dim=-1)
         # Position infused attention: positions enter the query and key projections only,
         # $q = (x + p) W_Q$, $k = (c + p) W_K$, so values stay free of position.
         if qk_pos is not None:
@@ -291,15 +391,18 @@ class Attention(FastPaths, nn.Module):
             q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
             new_keys = True
 
-        # Transforms of queries and keys: rotary positions, then e.g. qk-norm.  Keys that come
-        # from a cache were transformed when they were computed.
-        if shared.rotary is not None and not self.is_cross:
-            q = apply_rotary(q, shared.rotary[:, -n:])
-            k = apply_rotary(k, shared.rotary)
+        # Transforms of queries and keys (e.g. qk-norm), then rotary positions, and of the values
+        # (value RMSNorm).  Keys and values that come from a cache were transformed when they were
+        # computed.
         if self.qk_transform is not None:
             q = self.qk_transform.queries(q)
             if new_keys:
                 k = self.qk_transform.keys(k)
+        if self.value_transform is not None and new_keys:
+            v = self.value_transform(v)
+        if shared.rotary is not None and not self.is_cross:
+            q = apply_rotary(q, shared.rotary[:, -n:])
+            k = apply_rotary(k, shared.rotary)
 
         # A cache stores keys/values once computed and returns all of them so far.
         offset = 0 if self.is_cross else k.shape[-2] - n
@@ -327,6 +430,9 @@ class Attention(FastPaths, nn.Module):
         if self.uses_fused_path and prev_scores is None and not return_scores and attn_sink is None:
             out = self._fused(q, k, v, m)
             scores = None
+        elif self.fused.force:
+            raise ValueError("flash: this layer runs the fused kernel only, which keeps no scores or weights; "
+                             "residual attention, return_scores and attn_sink need flash=False")
         else:
             out, scores = self._explicit(q, k, v, m["visible"], m["bias"], m["has_key"], prev_scores, attn_sink)
 
@@ -336,7 +442,8 @@ class Attention(FastPaths, nn.Module):
         # $\operatorname{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O$: the heads side by side, then
         # the output projection
         out = rearrange(out, "b h n d -> b n (h d)")
-        return self.to_out(out), scores
+        # Dropout on the layer's output (`attn_sublayer_dropout`)
+        return self.sublayer_dropout(self.to_out(out)), scores
 
     #
     # ### Which keys each query may see
@@ -382,6 +489,9 @@ class Attention(FastPaths, nn.Module):
         if prev_scores is not None:
             scores = scores + prev_scores
         raw = scores
+        # A score transform may act before the bias too (x-transformers' talking heads do).
+        if self.score_transform is not None:
+            scores = self.score_transform.pre_bias(scores)
         # $S_{ij} + B_{ij}$: a position bias (T5, ALiBi).  Softmax ignores a constant added to a whole
         # row, so only how $B$ varies along the keys of a row matters.
         if bias is not None:

@@ -8,11 +8,12 @@ per-forward inputs that the layer stack shares with every attention layer.
 | extension point | protocol | implemented by |
 |---|---|---|
 | `qk_proj` | `forward(x, kv_input) -> (q, k)` and `queries(x) -> q`, each `(b, h, n, e)` | [collaborative heads](collaborative.md) |
-| `qk_transform` | `queries(q) -> q` and `keys(k) -> k` | [qk-norm](qk_norm.md) |
+| `qk_transform` | `queries(q) -> q` and `keys(k) -> k`, before rotary | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md) |
+| `value_transform` | `forward(v) -> v`, `(b, g, j, d_v)` | [value RMSNorm](qk_rmsnorm.md) |
 | `memory_kv` | `forward(batch) -> (k, v)`, each `(b, h, N, d)` | [persistent memory](../memory/persistent_memory.md) |
 | `score_transform` | a `ScoreTransform` below | [talking heads](talking_heads.md), [top-k](sparse_topk.md) |
-| `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md) |
-| `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [value gating](gate_values.md), [head scale](head_scale.md) |
+| `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md), `attn_custom_attn_fn` |
+| `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [gated attention](gate_values.md), [head gate](head_gate.md), [head scale](head_scale.md) |
 | `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)` | [attention on attention](attention_on_attention.md) |
 | shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
 
@@ -93,11 +94,15 @@ def softmax(scores: Tensor) -> Tensor:
 #
 # ## Score transforms
 #
-# A score transform sees the scores before the normaliser (`pre_softmax`) and the weights after it
-# (`post_softmax`).  Subclasses override what they need; any score transform makes the attention
+# A score transform sees the scores before the position bias is added (`pre_bias`), the biased
+# scores before the normaliser (`pre_softmax`) and the weights after it (`post_softmax`).  Subclasses override what they need; any score transform makes the attention
 # module take the explicit path, since the fused kernel never shows the scores.
 class ScoreTransform(nn.Module):
     """Base class of techniques that change the attention scores or weights."""
+
+    def pre_bias(self, scores: Tensor) -> Tensor:
+        """Transform the scaled scores `(b, h, i, j)` before any position bias is added."""
+        return scores
 
     def pre_softmax(self, scores: Tensor, visible: Optional[Tensor]) -> Tensor:
         """Transform scores `(b, h, i, j)`; `visible` is the boolean mask, true where allowed."""
@@ -118,6 +123,11 @@ class ScoreTransforms(ScoreTransform):
     def _each(self) -> Iterator[ScoreTransform]:
         # The list holds exactly the constructor's `ScoreTransform`s; `nn.ModuleList` types its items as `nn.Module`.
         return cast(Iterator[ScoreTransform], iter(self.transforms))
+
+    def pre_bias(self, scores):
+        for t in self._each():
+            scores = t.pre_bias(scores)
+        return scores
 
     def pre_softmax(self, scores, visible):
         for t in self._each():

@@ -44,6 +44,33 @@ The explicit path has its own economies, on the lesson's page: one batched `matm
 `einsum`, the scale applied to $q$ ($n d$ values) instead of the scores ($n^2$), the mask applied in
 place to the biased scores.
 
+## Options of the fused path
+
+These keywords change *how* attention runs, never what it computes; each is tested by checking that
+the output is unchanged and that the path taken differs (`tests/attention/test_attn_execution.py`).
+
+* `attn_flash` (default `False`).  In x-transformers, `flash=True` sends every layer to
+  `F.scaled_dot_product_attention` and `flash=False` to its explicit path, refusing (with an
+  assertion) the features that need the scores.  Here the fused kernel is already taken
+  automatically whenever no step needs the scores, so `flash=False` keeps that automatic choice,
+  and `flash=True` *forces* the fused kernel: a feature that needs the scores (talking heads,
+  top-$k$, entmax, a custom normaliser, residual attention, returning the weights) is a
+  `ValueError` naming `flash` and the feature, never a silent fall-back to the explicit path.
+  Unlike x-transformers, a T5 bias stays allowed: it is an additive mask the kernel accepts.
+* `attn_attend_sdp_kwargs`, a dict of `enable_flash`, `enable_math`, `enable_mem_efficient` (and
+  `enable_cudnn`), chooses which of PyTorch's SDPA backends may run, as x-transformers' `flash=True`
+  layers do with `torch.nn.attention.sdpa_kernel`.  Only the backends set to `True` are allowed; the
+  default (the first three on) leaves PyTorch's own choice untouched, and any other value restricts
+  every fused call, whether `flash` is set or chosen automatically.  On a CPU only the math and
+  flash backends exist; allowing none that can run is PyTorch's "No available kernel" error.
+* `attn_onnxable` (default `False`): the kernel is never told `is_causal=True`, which an ONNX
+  export turns into a `Trilu` operator that some runtimes lack; it gets the causal mask built by
+  comparing positions instead (x-transformers builds its causal mask the same way with this flag).
+* `attn_flash_pack_seq` (default `False`): x-transformers packs variable-length sequences into one
+  row and calls the `flash-attn` package's variable-length CUDA kernel.  Neither that package nor a
+  GPU is part of this library, and its SDPA path has no packed form, so `True` is refused with a
+  `ValueError`; pad the sequences and pass `mask` instead.
+
 Tests: `tests/core/test_attention_core.py` (fused equals explicit for self- and cross-attention,
 masked and biased; no heads axis for padding and causality; masks built once per forward, not per
 layer), `tests/attention/test_attn_paths.py` (which path each feature takes; fused equals explicit
@@ -52,17 +79,91 @@ per feature), `tests/generation/test_cache.py` (the one-token step equals a full
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..keywords import Keyword, declare, rule
 from ..positional.rotary import apply_rotary
 from .extension_points import SharedAttentionInputs, masked_fill_value
 from .grouped_query import fused_attention, group_queries
 from .sliding_window import last_keys
+
+# x-transformers' names for PyTorch's SDPA backends, and its default: the first three allowed.
+SDP_BACKENDS = {"enable_flash": SDPBackend.FLASH_ATTENTION, "enable_math": SDPBackend.MATH,
+                "enable_mem_efficient": SDPBackend.EFFICIENT_ATTENTION, "enable_cudnn": SDPBackend.CUDNN_ATTENTION}
+DEFAULT_SDP_KWARGS = dict(enable_flash=True, enable_math=True, enable_mem_efficient=True)
+
+
+def _check_sdp_kwargs(name: str, value: dict) -> None:
+    unknown = [k for k in value if k not in SDP_BACKENDS]
+    if unknown or not all(isinstance(v, bool) for v in value.values()):
+        raise ValueError(f"{name}: expected a dict of {', '.join(SDP_BACKENDS)} to True or False, got {value!r}")
+    if not any(value.values()):
+        raise ValueError(f"{name}: expected at least one backend set to True, got {value!r}")
+
+
+def _refuse_pack_seq(name: str, value: bool) -> None:
+    if value:
+        raise ValueError(f"{name}: packed variable-length sequences need the flash-attn package's CUDA kernel, "
+                         "which this library does not use; pad the sequences and pass mask instead")
+
+
+KEYWORDS = declare(__name__, "attn",
+    Keyword("flash", False, "force the fused SDPA kernel; a feature that needs the scores is refused"),
+    Keyword("attend_sdp_kwargs", DEFAULT_SDP_KWARGS, "which SDPA backends the fused kernel may use "
+            "(enable_flash, enable_math, enable_mem_efficient, enable_cudnn)", example=dict(enable_math=True),
+            check=_check_sdp_kwargs),
+    Keyword("onnxable", False, "build the causal mask by comparing positions, never is_causal (ONNX export)"),
+    Keyword("flash_pack_seq", False, "packed sequences through flash-attn's CUDA kernel (refused here)",
+            check=_refuse_pack_seq))
+
+# Keywords whose technique needs the explicit scores, so `flash=True` refuses them.
+NEEDS_SCORES = ("talking_heads", "pre_talking_heads", "post_talking_heads", "pre_scale_post_talking_heads",
+                "sparse_topk", "use_entmax15", "custom_attn_fn")
+
+
+@rule("attn")
+def _flash_needs_no_scores(a, prefix: str, o) -> None:
+    if not a.flash:
+        return
+    for name in NEEDS_SCORES:
+        if getattr(a, name, None) not in (None, False):
+            raise ValueError(f"{prefix}flash and {prefix}{name}: the fused kernel never shows the scores that "
+                             f"{name} needs; drop {prefix}flash (the fused kernel is used whenever it can be)")
+    for name in ("residual_attn", "cross_residual_attn"):
+        if getattr(o, name, False):
+            raise ValueError(f"{prefix}flash and {name}: residual attention passes the scores from layer to layer, "
+                             "and the fused kernel keeps none")
+
+
+@dataclass(frozen=True)
+class FusedKernel:
+    """How the fused kernel runs: forced (`flash`), on which SDPA backends, with an exportable mask."""
+
+    # `flash=True`: never fall back to the explicit path.
+    force: bool = False
+    # The SDPA backends allowed, or `None` for PyTorch's own choice among all of them.
+    allowed: Optional[tuple] = None
+    # Never pass `is_causal=True` to the kernel (`onnxable`).
+    onnxable: bool = False
+
+    @classmethod
+    def from_keywords(cls, flash: bool, attend_sdp_kwargs: dict, onnxable: bool) -> FusedKernel:
+        """The settings of x-transformers' `flash`, `attend_sdp_kwargs` and `onnxable`."""
+        allowed = None if attend_sdp_kwargs == DEFAULT_SDP_KWARGS else \
+            tuple(SDP_BACKENDS[k] for k, on in attend_sdp_kwargs.items() if on)
+        return cls(force=flash, allowed=allowed, onnxable=onnxable)
+
+    def backends(self):
+        """A context in which SDPA may use only the allowed backends (a no-op when all are)."""
+        return contextlib.nullcontext() if self.allowed is None else sdpa_kernel(list(self.allowed))
 
 
 class FastPaths:
@@ -91,6 +192,10 @@ class FastPaths:
     output_gate: Any
     dropout: Any
     _visibility: Callable[..., Any]
+    value_dim_head: int
+    value_transform: Any
+    sublayer_dropout: Any
+    fused: FusedKernel
 
     #
     # ### A cached cross-attention step: queries only
@@ -108,7 +213,8 @@ class FastPaths:
     @property
     def _plain_self_attention(self) -> bool:
         """Self-attention whose only extension points are rotary, `qk_transform`, bias and gates."""
-        return not self.is_cross and self.qk_proj is None and self.memory_kv is None and self.uses_fused_path
+        return not self.is_cross and self.qk_proj is None and self.memory_kv is None and self.uses_fused_path \
+            and self.value_dim_head == self.dim_head
 
     #
     # ### A cached step of one token
@@ -122,10 +228,14 @@ class FastPaths:
         assert self.to_qkv is not None  # `_plain_self_attention` holds
         qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
         q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
-        if shared.rotary is not None:
-            q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
+        if self.value_transform is not None:
+            v = self.value_transform(v)
         if self.qk_transform is not None:
             q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
+            if shared.rotary is not None:
+                q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
+        elif shared.rotary is not None:
+            q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
         k, v = cache.update(k, v)  # (b, g, m + 1, d)
         bias = shared.attn_bias
         if self.max_attend_past is not None:
@@ -138,12 +248,13 @@ class FastPaths:
         if bias is not None:
             bias = bias.to(q.dtype).reshape(1, g, h // g, -1)  # (1, h, 1, m + 1) grouped as q
             attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, masked_fill_value(q.dtype))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
+        with self.fused.backends():
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
         out = out.reshape(b, h, 1, d)
         if self.output_gate is not None:
             out = self.output_gate(out, x)
-        return self.to_out(out.transpose(1, 2).reshape(b, 1, h * d))  # (b, 1, dim)
+        return self.sublayer_dropout(self.to_out(out.transpose(1, 2).reshape(b, 1, h * d)))  # (b, 1, dim)
 
     #
     # ### Masks, once per forward pass
@@ -175,8 +286,9 @@ class FastPaths:
             m["fused"] = self._fused_mask(q, k, m["visible"], m["bias"], m["has_key"])
         attn_mask, is_causal = m["fused"]
         has_key = m["has_key"]
-        out = fused_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                              dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
+        with self.fused.backends():
+            out = fused_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                  dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
         return out if has_key is None else out * has_key
 
     def _fused_mask(self, q, k, visible, bias, has_key):
@@ -187,7 +299,9 @@ class FastPaths:
                 attn_mask = attn_mask.masked_fill(~visible, masked_fill_value(q.dtype))
             return attn_mask, False
         if visible is not None and self.causal and self.max_attend_past is None and has_key is None \
-                and visible.shape[0] == 1 and q.shape[-2] == k.shape[-2]:
-            # Plain causal attention: let the kernel build the triangle itself.
+                and visible.shape[0] == 1 and q.shape[-2] == k.shape[-2] and not self.fused.onnxable:
+            # Plain causal attention: let the kernel build the triangle itself (not with `onnxable`:
+            # exported, `is_causal` becomes a `Trilu` operator; the mask made by comparing positions
+            # exports to plain comparisons).
             return None, True
         return visible, False

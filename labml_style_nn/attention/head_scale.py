@@ -20,7 +20,8 @@ $\gamma$ starts at one, so the layer starts as exactly plain attention (a test c
 scores are untouched and the fused kernel stays in use.
 
 This file also holds `OutputGates`, which chains several output gates when more than one technique
-plugs into that extension point (value gating, then head scale).
+plugs into that extension point, in x-transformers' order: head scale, the [head gate](head_gate.md),
+then [gated attention](gate_values.md).
 
 It plugs into the `output_gate` point of [attention](attention.md) (the protocols are on the
 [extension points](extension_points.md) page).  Tested by `test_head_scale_at_init_is_plain_attention_and_scales_heads` in `tests/attention/test_attn_properties.py`.
@@ -61,7 +62,7 @@ class HeadScale(nn.Module):
 
 
 class OutputGates(nn.Module):
-    """Applies several output gates in order (e.g. value gating, then head scale)."""
+    """Applies several output gates in order (e.g. head scale, then gated attention)."""
 
     def __init__(self, gates: Sequence[nn.Module]):
         super().__init__()

@@ -37,6 +37,27 @@ Shapes: `b` batch, `h`/`g` heads before/after mixing, `i` queries, `j` keys.
 * Both matrices start from the identity (a choice of this library), so that turning the feature on
   does not change an initialised model; training moves them away from it.
 * Attention dropout is applied to the mixed weights $A'$.
+
+## x-transformers' three keywords
+
+x-transformers 2.31 spells talking heads as three separate switches, each a $1 \times 1$ convolution
+across heads that starts as the identity, and `TalkingHeadsXT` below computes exactly what they do:
+
+* `attn_pre_talking_heads=True` mixes the scaled scores *residually*, before the position bias:
+  $S' = S + P^{\text{pre}} S$, then $S' + B$.  Starting from $P^{\text{pre}} = I$, the layer begins
+  with doubled scores, a softmax at half the temperature of plain attention.
+* `attn_post_talking_heads=True` mixes the weights after the softmax (and after attention dropout),
+  $A' = P^{\text{post}} A$, as the paper does.
+* `attn_pre_scale_post_talking_heads=True`, an x-transformers improvisation with no paper: a mix of
+  the scaled scores, taken before the pre-softmax mixing and the bias, multiplies the weights,
+  $A'' = A' \odot (P^{\text{scale}} S)$.  From the identity, each weight starts multiplied by its own
+  score, so a row's weights no longer sum to one and can be negative.
+
+Each keyword can be used alone or with the others; `attn_talking_heads=True` (this library's
+keyword, above) is kept as it was: the paper's form, mixing after the bias.  A test copies
+x-transformers' convolutions into these matrices and gets its logits
+(`tests/attention/test_attn_talking_heads_xt.py`).  The one difference: x-transformers applies
+attention dropout before its post-softmax mixing, we after.
 """
 
 from typing import Optional
@@ -49,7 +70,10 @@ from ..keywords import Keyword, declare
 from .extension_points import ScoreTransform
 
 KEYWORDS = declare(__name__, "attn",
-    Keyword("talking_heads", False, "mix the heads' scores before and after the softmax", xtransformers=False))
+    Keyword("talking_heads", False, "mix the heads' scores before and after the softmax", xtransformers=False),
+    Keyword("pre_talking_heads", False, "add a mix across heads of the scores to the scores, before the bias"),
+    Keyword("post_talking_heads", False, "mix the attention weights across heads after the softmax"),
+    Keyword("pre_scale_post_talking_heads", False, "multiply the weights by a mix across heads of the scores"))
 
 
 def mix_heads(t: Tensor, mixing: Tensor) -> Tensor:
@@ -88,3 +112,45 @@ class TalkingHeads(ScoreTransform):
         """Mix the weights `(b, h, i, j)` across heads."""
         # $A'_{gij} = \sum_h P^{\text{post}}_{hg} A_{hij}$
         return mix_heads(weights, self.post)  # (b, g, i, j)
+
+
+class TalkingHeadsXT(ScoreTransform):
+    r"""x-transformers' talking heads: any of a residual pre-bias mix, a post-softmax mix, a score-made scale.
+
+    Args:
+        heads: number of heads $h$.
+        pre: $S' = S + P^{\text{pre}} S$ before the bias (`attn_pre_talking_heads`).
+        post: $A' = P^{\text{post}} A$ after the softmax (`attn_post_talking_heads`).
+        pre_scale_post: $A'' = A' \odot P^{\text{scale}} S$ (`attn_pre_scale_post_talking_heads`).
+    """
+
+    def __init__(self, heads: int, *, pre: bool = False, post: bool = False, pre_scale_post: bool = False):
+        super().__init__()
+        eye = torch.eye(heads)
+        self.pre = nn.Parameter(eye.clone()) if pre else None  # $P^{\text{pre}}$, (h, g)
+        self.post = nn.Parameter(eye.clone()) if post else None  # $P^{\text{post}}$, (h, g)
+        self.scale = nn.Parameter(eye.clone()) if pre_scale_post else None  # $P^{\text{scale}}$, (h, g)
+        # The weights' multiplier, made from this forward's scores and used on its weights.
+        self._post_scale: Optional[Tensor] = None
+
+    def pre_bias(self, scores: Tensor) -> Tensor:
+        """The scaled scores `(b, h, i, j)`, before the position bias."""
+        if self.scale is not None:
+            # $P^{\text{scale}} S$, kept for the weights of this same forward pass
+            self._post_scale = mix_heads(scores, self.scale)  # (b, g, i, j)
+        if self.pre is not None:
+            # $S' = S + P^{\text{pre}} S$
+            scores = scores + mix_heads(scores, self.pre)  # (b, g, i, j)
+        return scores
+
+    def post_softmax(self, weights: Tensor) -> Tensor:
+        """The weights `(b, h, i, j)` after the softmax."""
+        if self.post is not None:
+            # $A' = P^{\text{post}} A$
+            weights = mix_heads(weights, self.post)  # (b, g, i, j)
+        if self.scale is not None:
+            post_scale, self._post_scale = self._post_scale, None
+            assert post_scale is not None  # set by `pre_bias` of the same forward pass
+            # $A'' = A' \odot P^{\text{scale}} S$
+            weights = weights * post_scale
+        return weights

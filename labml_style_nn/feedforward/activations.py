@@ -28,6 +28,11 @@ With `ff_glu=True` the activation becomes the gate of a [gated linear unit](glu.
 flags still choose it when `ff_activation` is not given: `ff_swish=True` is `silu`,
 `ff_relu_squared=True` is `relu_squared`.
 
+`ff_custom_activation=module` takes any `nn.Module` instead (`nn.Tanh()`, `nn.Mish()`, one of
+your own): each layer gets its own deep copy, so a module with parameters (a learned slope) is
+learned per layer, as in x-transformers.  [SoLU](solu.md) (`ff_solu=True`) has its own page.  A test
+checks that each layer holds a copy and that the copy computes the module's function.
+
 Shapes: any; applied element-wise.
 """
 
@@ -39,6 +44,8 @@ from .relu_squared import ReLUSquared
 
 KEYWORDS = declare(__name__, "ff",
     Keyword("swish", False, "SiLU (Swish) as the activation; with ff_glu, SwiGLU"),
+    Keyword("custom_activation", None, "any activation module, copied into each layer (overrides the others)",
+            type="module", example=nn.Tanh()),
     Keyword("activation", None, "the activation by name: gelu, gelu_tanh, relu, silu, sigmoid, identity, "
             "relu_squared", type=str, example="relu", xtransformers=False))
 

@@ -46,6 +46,14 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width.
   parameters of a plain one unless you shrink it yourself (LLaMA's $H$ is about $\tfrac{8}{3} D$).
 * The projections have biases unless `ff_no_bias=True`; the paper has none.
 
+## A learned multiplier: `ff_glu_mult_bias`
+
+x-transformers can multiply the unit's output by a learned vector $m \in \mathbb{R}^H$, starting at
+ones: $\phi(x W) \odot x V \odot m$.  At initialisation it changes nothing; it lets each hidden
+feature learn its own overall scale independently of the two projections (which could also
+express it, but only through every weight of a row).  With [soft clamping](softclamp.md) it scales
+the clamped product.  A test copies x-transformers' vector and gets its logits.
+
 ## Evidence
 
 * Measured: at equal parameters (`ff_mult=8/3`), GEGLU reaches 2.163 ± 0.051 bpc against 2.387 ± 0.025
@@ -56,13 +64,22 @@ Shapes: `b` batch, `n` tokens, `D` model width, `H` hidden width.
   `test_each_variant_is_the_papers_formula` in `tests/feedforward/test_ff_glu_family.py`.
 """
 
+import torch
 from torch import Tensor, nn
 
-from ..keywords import Keyword, declare
+from ..keywords import Keyword, declare, rule
 from .activations import activation as make_activation
+from .softclamp import softclamp
 
 KEYWORDS = declare(__name__, "ff",
-    Keyword("glu", False, "a gated linear unit as the hidden layer (GEGLU; SwiGLU with ff_swish)"))
+    Keyword("glu", False, "a gated linear unit as the hidden layer (GEGLU; SwiGLU with ff_swish)"),
+    Keyword("glu_mult_bias", False, "a learned per-feature multiplier on the GLU's output, starting at one"))
+
+
+@rule("ff")
+def _mult_bias_needs_glu(f, o) -> None:
+    if f.glu_mult_bias and not f.glu:
+        raise ValueError("ff_glu_mult_bias: only meaningful with ff_glu=True")
 
 # Shazeer's names for the gate activations (keys of `activations.ACTIVATIONS`).
 VARIANTS = {"glu": "sigmoid", "bilinear": "identity", "reglu": "relu", "geglu": "gelu", "swiglu": "silu"}
@@ -82,20 +99,29 @@ class GatedLinearUnit(nn.Module):
     Args:
         dim: input width $D$.
         hidden: hidden width $H$.
-        activation: the gate's $\phi$, a name of `ff_activation` (`"gelu"`: GEGLU).
+        activation: the gate's $\phi$, a name of `ff_activation` (`"gelu"`: GEGLU) or a module.
         bias: biases on both projections.
+        mult_bias: a learned multiplier $m$ on the output, starting at ones (`ff_glu_mult_bias`).
+        up_softclamp: soft-clamp the value $x V$ to this bound ([soft clamping](softclamp.md)).
     """
 
-    def __init__(self, dim: int, hidden: int, *, activation: str = "gelu", bias: bool = True):
+    def __init__(self, dim: int, hidden: int, *, activation: str | nn.Module = "gelu", bias: bool = True,
+                 mult_bias: bool = False, up_softclamp: float | None = None):
         super().__init__()
         self.proj = nn.Linear(dim, 2 * hidden, bias=bias)
-        self.act = make_activation(activation)
+        self.act = make_activation(activation) if isinstance(activation, str) else activation
+        self.mult_bias = nn.Parameter(torch.ones(hidden)) if mult_bias else None  # $m$, (H,)
+        self.up_softclamp = up_softclamp
 
     def forward(self, x: Tensor) -> Tensor:
         # $x V$ and $x W$ from one matrix multiply
         value, gate = self.proj(x).chunk(2, dim=-1)  # (b, n, H) each
+        if self.up_softclamp is not None:
+            value = softclamp(value, self.up_softclamp)
         # $\phi(x W) \odot x V$
-        return self.act(gate) * value
+        out = self.act(gate) * value
+        # $\odot\, m$
+        return out if self.mult_bias is None else out * self.mult_bias
 
 
 # The name this class had before the family was written out.

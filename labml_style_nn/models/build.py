@@ -9,23 +9,31 @@ keyword handling, and adding a technique means one line here.
 
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
-from ..attention.attention import Attention
+from ..attention.attention import Attention, needs_output_projection
 from ..attention.attention_on_attention import AttentionOnAttention
 from ..attention.collaborative import CollaborativeQK
 from ..attention.entmax15 import Entmax15
 from ..attention.extension_points import ScoreTransforms
+from ..attention.fast_attention import FusedKernel
 from ..attention.gate_values import ValueGate
+from ..attention.head_gate import HeadGate
 from ..attention.head_scale import HeadScale, OutputGates
 from ..attention.qk_norm import QKNorm
+from ..attention.qk_rmsnorm import MultiheadRMSNorm, QKRMSNorm
 from ..attention.sparse_topk import SparseTopK
-from ..attention.talking_heads import TalkingHeads
+from ..attention.talking_heads import TalkingHeads, TalkingHeadsXT
 from ..feedforward.feedforward import FeedForward
+from ..feedforward.softclamp import SoftClampedGate
+from ..feedforward.solu import SoLU
 from ..memory.persistent_memory import PersistentMemory
 from ..norms.rms_norm import RMSNorm
 from ..norms.scale_norm import ScaleNorm
 from ..options import LayerOptions
+from ..residual.branch_output import init_branch_output, output_linear
 from ..residual.gated_residual import GatedResidual
 from ..residual.residual import Block, Residual
 from ..residual.rezero import ReZero
@@ -45,24 +53,54 @@ def make_norm(o: LayerOptions) -> nn.Module:
 def make_attention(o: LayerOptions, cross: bool) -> Attention:
     """An attention layer with every technique of `o.attn` (or `o.cross_attn`) plugged in."""
     a = (o.cross_attn or o.attn) if cross else o.attn
-    dim_context = (o.dim_context or o.dim) if cross else None
-    # Score transforms: talking heads mixes the raw scores, then top-$k$ selects among them.
+    dim_context = (a.dim_context or o.dim_context or o.dim) if cross else None
+    dim_value = a.value_dim_head or a.dim_head
+    # Score transforms: x-transformers' talking heads act on the raw scores, this library's talking heads
+    # mix the biased scores, then top-$k$ selects among them.
     transforms = []
+    if a.pre_talking_heads or a.post_talking_heads or a.pre_scale_post_talking_heads:
+        transforms.append(TalkingHeadsXT(o.heads, pre=a.pre_talking_heads, post=a.post_talking_heads,
+                                         pre_scale_post=a.pre_scale_post_talking_heads))
     if a.talking_heads:
         transforms.append(TalkingHeads(o.heads))
     if a.sparse_topk:
         transforms.append(SparseTopK(a.sparse_topk))
     score_transform = transforms[0] if len(transforms) == 1 else ScoreTransforms(transforms) if transforms else None
     dim_key = a.key_width(o.dim)
+    kv_heads = None if cross and a.collab_heads else a.num_kv_heads(o.heads)
     qk_proj = CollaborativeQK(o.dim, o.heads, a.collab_compression or 0.3, dim_context) if a.collab_heads else None
-    scale = 1.0 if a.qk_norm else a.scale if a.scale is not None else dim_key ** -0.5
-    gates = ([ValueGate(o.dim, o.heads, a.dim_head)] if a.gate_values else []) + \
-            ([HeadScale(o.heads)] if a.head_scale else [])
-    return Attention(
+    # The score scale: a learned qk-norm temperature (scale 1), qk-norm's fixed scale, or $1/\sqrt d$.
+    learned_qk_temperature = a.qk_norm and a.qk_norm_seq_len is not None
+    if learned_qk_temperature:
+        scale = 1.0
+    elif a.qk_norm and not a.qk_norm_dim_scale:
+        scale = float(a.qk_norm_scale)
+    else:
+        scale = a.scale if a.scale is not None else dim_key ** -0.5
+    qk_transform = None
+    if a.qk_norm:
+        qk_transform = QKNorm(a.qk_norm_seq_len, groups=a.qk_norm_groups,
+                              dim_scale=(o.heads, kv_heads or o.heads, dim_key) if a.qk_norm_dim_scale else None)
+    elif a.qk_rmsnorm or a.k_rmsnorm:
+        qk_transform = QKRMSNorm(o.heads if a.qk_rmsnorm else None, kv_heads or o.heads, dim_key)
+    # Output gates, in x-transformers' order: head scale, the head gate, then gated attention.
+    gates = ([HeadScale(o.heads)] if a.head_scale else []) + \
+            ([HeadGate(o.dim, o.heads)] if a.gate_value_heads else []) + \
+            ([ValueGate(o.dim, o.heads, dim_value, from_input=a.gate_values, input_rank=a.gate_values_rank,
+                        input_headwise=a.gate_values_headwise, from_output=a.output_gate,
+                        output_rank=a.output_gate_rank, output_headwise=a.output_gate_headwise,
+                        low_rank_silu=a.low_rank_silu_gates, silu=a.swiglu_values, input_bias=a.gate_values_bias)]
+             if a.gate_values or a.output_gate else [])
+    to_out = None
+    if a.on_attn:
+        to_out = AttentionOnAttention(o.heads * dim_value, o.dim)
+    elif not needs_output_projection(a.project_out, o.heads, dim_value, o.dim, a.on_attn):
+        to_out = nn.Identity()
+    attention = Attention(
         o.dim,
         heads=o.heads,
         dim_head=a.dim_head,
-        kv_heads=None if cross and a.collab_heads else a.num_kv_heads(o.heads),
+        kv_heads=kv_heads,
         causal=o.causal and not cross,
         max_attend_past=None if cross else a.max_attend_past,
         qkv_bias=a.qkv_bias,
@@ -71,19 +109,45 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
         dropout=a.dropout,
         scale=scale,
         qk_proj=qk_proj,
-        qk_transform=QKNorm(a.qk_norm_seq_len) if a.qk_norm else None,
-        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, a.dim_head, a.num_mem_kv) if a.num_mem_kv else None,
+        qk_transform=qk_transform,
+        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, dim_value, a.num_mem_kv) if a.num_mem_kv else None,
         score_transform=score_transform,
-        normaliser=Entmax15() if a.use_entmax15 else None,
+        normaliser=Entmax15() if a.use_entmax15 else a.custom_attn_fn,
         output_gate=OutputGates(gates) if len(gates) > 1 else (gates[0] if gates else None),
-        to_out=AttentionOnAttention(o.heads * a.dim_head, o.dim) if a.on_attn else None,
+        to_out=to_out,
+        value_dim_head=a.value_dim_head,
+        value_transform=MultiheadRMSNorm(kv_heads or o.heads, dim_value) if a.value_rmsnorm else None,
+        dim_out=a.dim_out,
+        sublayer_dropout=a.sublayer_dropout,
+        fused=FusedKernel.from_keywords(a.flash, a.attend_sdp_kwargs, a.onnxable),
     )
+    if a.zero_init_output or a.output_proj_depth is not None:
+        init_branch_output(output_linear(attention.to_out), zero=a.zero_init_output, depth=a.output_proj_depth)
+    return attention
+
+
+def ff_activation(o: LayerOptions) -> str | nn.Module:
+    """The hidden layer's activation (or a GLU's gate): a name, or a module built for this layer."""
+    f = o.ff
+    if f.custom_activation is not None:
+        return copy.deepcopy(f.custom_activation)  # each layer its own copy (and its own parameters)
+    if f.solu:
+        return SoLU(f.inner_dim if f.inner_dim is not None else int(o.dim * f.mult))
+    if f.glu_softclamp:
+        return SoftClampedGate(f.activation_name(), f.glu_gate_softclamp_value)
+    return f.activation_name()
 
 
 def make_feedforward(o: LayerOptions) -> FeedForward:
     f = o.ff
-    return FeedForward(o.dim, mult=f.mult, inner_dim=f.inner_dim, glu=f.glu, activation=f.activation_name(),
-                       bias=not f.no_bias, post_act_ln=f.post_act_ln, dropout=f.dropout)
+    ff = FeedForward(o.dim, mult=f.mult, inner_dim=f.inner_dim, glu=f.glu, activation=ff_activation(o),
+                     bias=not f.no_bias, post_act_ln=f.post_act_ln, dropout=f.dropout, dim_out=f.dim_out,
+                     softclamp=f.softclamp_value, glu_mult_bias=f.glu_mult_bias,
+                     glu_up_softclamp=f.glu_up_softclamp_value if f.glu_softclamp else None,
+                     sublayer_dropout=f.sublayer_dropout)
+    if f.zero_init_output or f.output_proj_depth is not None:
+        init_branch_output(ff.proj_out, zero=f.zero_init_output, depth=f.output_proj_depth)
+    return ff
 
 
 def make_block(o: LayerOptions, kind: str, step: float, shift: int) -> Block:

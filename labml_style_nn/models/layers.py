@@ -122,7 +122,8 @@ class AttentionLayers(nn.Module):
             raise ValueError(f"mask: expected a bool tensor of shape ({b}, {n}), "
                              f"got {mask.dtype} {tuple(mask.shape)}")
         if self.has_cross:
-            dim_context = self.options.dim_context or self.dim
+            cross = self.options.cross_attn
+            dim_context = (cross.dim_context if cross is not None else None) or self.options.dim_context or self.dim
             if context is None:
                 raise ValueError("context: this stack has cross-attention layers and needs "
                                  f"context of shape (batch, context_len, {dim_context})")

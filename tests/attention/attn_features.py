@@ -21,12 +21,32 @@ FEATURES = {
     "head_scale": (dict(attn_head_scale=True), ["output_gate.scale"]),
     "qk_norm": (dict(use_qk_norm_attn=True, qk_norm_attn_seq_len=16), ["qk_transform.temperature"]),
     "residual_attn": (dict(residual_attn=True), []),
+    # x-transformers 2.31's Attention keywords (attention/talking_heads.py, gate_values.py, head_gate.py,
+    # qk_norm.py, qk_rmsnorm.py, attention.py, residual/branch_output.py).
+    "xt_talking_heads": (dict(attn_pre_talking_heads=True, attn_post_talking_heads=True,
+                              attn_pre_scale_post_talking_heads=True),
+                         ["score_transform.pre", "score_transform.post", "score_transform.scale"]),
+    "gated_attention": (dict(attn_gate_values=True, attn_gate_values_rank=4, attn_output_gate=True,
+                             attn_output_gate_headwise=True, attn_gate_value_heads=True),
+                        ["gates.0.to_gate", "gates.1.to_gate.proj", "gates.1.to_output_gate.proj"]),
+    "qk_norm_xt": (dict(attn_qk_norm=True, attn_qk_norm_groups=2, attn_qk_norm_dim_scale=True),
+                   ["qk_transform.q_scale", "qk_transform.k_scale"]),
+    "qk_rmsnorm": (dict(attn_qk_rmsnorm=True, attn_value_rmsnorm=True),
+                   ["qk_transform.q_norm.gain", "qk_transform.k_norm.gain", "value_transform.gain"]),
+    "value_dim_head": (dict(attn_value_dim_head=12), []),
+    "custom_attn_fn": (dict(attn_custom_attn_fn=torch.sigmoid), []),
+    "sublayer_dropout": (dict(attn_sublayer_dropout=0.2, ff_sublayer_dropout=0.2), []),
+    # x-transformers 2.31's FeedForward keywords (feedforward/glu.py, solu.py, softclamp.py): per token, so
+    # causality and padding must hold through them too.
+    "ff_xt": (dict(ff_glu=True, ff_glu_mult_bias=True, ff_solu=True), ["proj_in.mult_bias", "proj_in.act.norm"]),
+    "ff_xt_softclamp": (dict(ff_glu=True, ff_swish=True, ff_glu_softclamp=True, ff_glu_gate_softclamp_value=0.5),
+                        []),
     "residual_attn_post_norm": (dict(residual_attn=True, pre_norm=False), []),
     "cross_residual_attn": (dict(cross_residual_attn=True), []),
     "dropout": (dict(attn_dropout=0.2, ff_dropout=0.2), []),
     "all_compatible": (dict(attn_num_mem_kv=2, attn_sparse_topk=4, attn_talking_heads=True,
                             attn_collab_heads=True, attn_on_attn=True, attn_gate_values=True,
-                            attn_head_scale=True, use_qk_norm_attn=True, residual_attn=True,
+                            attn_head_scale=True, use_qk_norm_attn=True, qk_norm_attn_seq_len=16, residual_attn=True,
                             attn_dropout=0.1), ["memory_kv.keys", "score_transform.transforms.0.pre", "qk_proj.mixing",
                                                 "to_out.proj", "output_gate.gates.0", "output_gate.gates.1",
                                                 "qk_transform.temperature"]),
@@ -35,7 +55,7 @@ FEATURES = {
 # Keywords that only make sense on a stack with cross-attention layers.
 NEEDS_CROSS = {"cross_residual_attn"}
 # Features whose randomness is part of the forward: tests run them in training mode, reseeded.
-STOCHASTIC = {"dropout", "all_compatible"}
+STOCHASTIC = {"dropout", "all_compatible", "sublayer_dropout"}
 
 DIM, HEADS, DIM_HEAD, DEPTH = 32, 4, 8, 2
 

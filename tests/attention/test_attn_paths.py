@@ -2,26 +2,13 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from attn_features import DIM, make_stack, run
 
 # Features that leave the scores alone keep the fused kernel; the others need the score matrix.
 FUSED = ["mem_kv", "head_scale", "gate_values", "gate_values_old_keyword", "on_attn", "collab_heads",
-         "qk_norm", "dropout"]
-EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm"]
-
-
-@pytest.fixture
-def sdpa_calls(monkeypatch):
-    """Spy on `F.scaled_dot_product_attention`: a list of the keyword arguments of each call."""
-    calls, real = [], F.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return calls
+         "qk_norm", "gated_attention", "qk_norm_xt", "qk_rmsnorm", "value_dim_head", "dropout"]
+EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm", "xt_talking_heads",
+            "custom_attn_fn"]
 
 
 def _inputs():

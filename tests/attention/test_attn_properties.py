@@ -133,22 +133,30 @@ def test_talking_heads_matches_reference():
 #
 # Value gating and head scale at initialisation.
 def test_value_gate_at_init_scales_by_sigmoid_of_its_bias():
-    plain, gated = _plain_and(dict(output_gate=ValueGate(DIM, H, D)))
     x, mask = torch.randn(2, 10, DIM), _mask()
-    # Zero weights and bias 10: the gate is $\sigma(10)$ everywhere, a near pass-through.
+    # AlphaFold's form: zero weights and bias 10, the gate is $\sigma(10)$ everywhere, a near pass-through.
+    plain, gated = _plain_and(dict(output_gate=ValueGate(DIM, H, D, input_bias=10.0)))
     torch.testing.assert_close(gated(x, mask=mask)[0], torch.sigmoid(torch.tensor(10.0)) * plain(x, mask=mask)[0])
-    torch.testing.assert_close(gated(x, mask=mask)[0], plain(x, mask=mask)[0], atol=1e-4, rtol=1e-4)
+    # x-transformers 2.31's form: no bias, zero weights, the gate is $\sigma(0) = 1/2$.
+    plain, gated = _plain_and(dict(output_gate=ValueGate(DIM, H, D)))
+    torch.testing.assert_close(gated(x, mask=mask)[0], 0.5 * plain(x, mask=mask)[0])
 
 
 @pytest.mark.parametrize("keyword", ["attn_gate_values", "gate_values"])
-def test_value_gate_from_keywords_starts_as_pass_through(keyword):
+def test_value_gate_from_keywords(keyword):
     plain = Encoder(dim=DIM, depth=2, heads=H, attn_dim_head=D)
-    gated = Encoder(dim=DIM, depth=2, heads=H, attn_dim_head=D, **{keyword: True})
-    gated.load_state_dict(plain.state_dict(), strict=False)
     x = torch.randn(2, 10, DIM)
-    torch.testing.assert_close(gated(x), plain(x), atol=1e-3, rtol=1e-3)
-    gate = gated.blocks[0].fn.output_gate
-    assert isinstance(gate, ValueGate) and (gate.to_gate.weight == 0).all() and (gate.to_gate.bias == 10).all()
+    for extra, bias in (({}, None), (dict(attn_gate_values_bias=10.0), 10.0)):
+        gated = Encoder(dim=DIM, depth=2, heads=H, attn_dim_head=D, **{keyword: True}, **extra)
+        gated.load_state_dict(plain.state_dict(), strict=False)
+        gate = gated.blocks[0].fn.output_gate
+        assert isinstance(gate, ValueGate) and (gate.to_gate.proj.weight == 0).all()
+        if bias is None:
+            assert gate.to_gate.proj.bias is None
+            assert (gated(x) - plain(x)).abs().max() > 1e-2  # every gate at one half
+        else:
+            assert (gate.to_gate.proj.bias == bias).all()
+            torch.testing.assert_close(gated(x), plain(x), atol=1e-3, rtol=1e-3)
 
 
 def test_head_scale_at_init_is_plain_attention_and_scales_heads():
@@ -203,12 +211,15 @@ def test_qk_norm_scores_bounded_by_temperature(with_memory):
 def test_qk_norm_temperature_initialised_from_sequence_length():
     assert initial_temperature(16) == pytest.approx(math.log2(240))
     model = Decoder(dim=DIM, depth=2, heads=H, use_qk_norm_attn=True, qk_norm_attn_seq_len=1024)
+    for block in model.blocks:
+        if block.kind == "a":
+            assert block.fn.scale == 1.0
+            assert block.fn.qk_transform.temperature.item() == pytest.approx(math.log2(1024 ** 2 - 1024))
+    # Without a sequence length, x-transformers' meaning: a fixed scale of 10 and nothing learned.
     default = Decoder(dim=DIM, depth=1, heads=H, use_qk_norm_attn=True)
-    for m in (model, default):
-        for block in m.blocks:
-            if block.kind == "a":
-                assert block.fn.scale == 1.0
-                assert block.fn.qk_transform.temperature.item() == pytest.approx(math.log2(1024 ** 2 - 1024))
+    attn = default.blocks[0].fn
+    assert attn.scale == 10.0 and attn.qk_transform.temperature is None
+    assert not list(attn.qk_transform.parameters())
 
 
 def test_qk_norm_is_cosine_similarity_times_temperature():
