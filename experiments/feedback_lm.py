@@ -21,7 +21,7 @@ Transformer-XL of the [results](../docs/results.md#transformer-xl-recurrence)), 
 feed-forward of width $5D$ so that its parameter count matches the feedback model's within 0.1%,
 and `xl_t5`, the library's `Decoder` with the T5 bias and GLU feed-forwards (the baseline of
 earlier versions of this comparison, which that page shows is hurt by memory at this budget). It
-reports validation bits per character as mean ± std over the seeds, and then, in the same process,
+reports validation bits per character as mean ± std over the random seeds, and then, in the same process,
 the time per training step of each model as a ratio: the models take turns, a block of steps
 each, so that a change in the machine's load falls on both.
 
