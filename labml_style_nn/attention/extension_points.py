@@ -107,6 +107,11 @@ class ScoreTransform(nn.Module):
         """Transform attention weights `(b, h, i, j)`."""
         return weights
 
+    def bind(self, **inputs) -> None:
+        """Receive, before `pre_softmax`, what some transforms need besides the scores: `q` `(b, h, i, d)`,
+        `query_mask` `(b, i)` or `None`, `num_mem` persistent slots, `offset` (position of the first
+        query) and the cache's `state` dict (or `None`).  Most transforms need none of it."""
+
 
 class ScoreTransforms(ScoreTransform):
     """Applies several score transforms in order."""
@@ -128,3 +133,7 @@ class ScoreTransforms(ScoreTransform):
         for t in self._each():
             weights = t.post_softmax(weights)
         return weights
+
+    def bind(self, **inputs):
+        for t in self._each():
+            t.bind(**inputs)

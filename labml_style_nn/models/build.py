@@ -21,6 +21,7 @@ from ..attention.head_scale import HeadScale, OutputGates
 from ..attention.qk_norm import QKNorm
 from ..attention.sparse_topk import SparseTopK
 from ..attention.talking_heads import TalkingHeads
+from .build_attention_extras import attention_extras, extra_score_transforms
 from ..feedforward.feedforward import FeedForward
 from ..memory.persistent_memory import PersistentMemory
 from ..norms.rms_norm import RMSNorm
@@ -50,7 +51,9 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     transforms = []
     if a.talking_heads:
         transforms.append(TalkingHeads(o.heads))
-    if a.sparse_topk:
+    # Soft-capping, cog attention, CoPE and selective attention (build_attention_extras.py).
+    transforms += extra_score_transforms(o, a, cross)
+    if a.sparse_topk and not a.sparse_topk_straight_through:
         transforms.append(SparseTopK(a.sparse_topk))
     score_transform = transforms[0] if len(transforms) == 1 else ScoreTransforms(transforms) if transforms else None
     dim_key = a.key_width(o.dim)
@@ -58,6 +61,12 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     scale = 1.0 if a.qk_norm else a.scale if a.scale is not None else dim_key ** -0.5
     gates = ([ValueGate(o.dim, o.heads, a.dim_head)] if a.gate_values else []) + \
             ([HeadScale(o.heads)] if a.head_scale else [])
+    parts = dict(
+        qk_transform=QKNorm(a.qk_norm_seq_len) if a.qk_norm else None,
+        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, a.dim_head, a.num_mem_kv) if a.num_mem_kv else None,
+        normaliser=Entmax15() if a.use_entmax15 else None,
+        to_out=AttentionOnAttention(o.heads * a.dim_head, o.dim) if a.on_attn else None,
+    )
     return Attention(
         o.dim,
         heads=o.heads,
@@ -71,12 +80,10 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
         dropout=a.dropout,
         scale=scale,
         qk_proj=qk_proj,
-        qk_transform=QKNorm(a.qk_norm_seq_len) if a.qk_norm else None,
-        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, a.dim_head, a.num_mem_kv) if a.num_mem_kv else None,
         score_transform=score_transform,
-        normaliser=Entmax15() if a.use_entmax15 else None,
         output_gate=OutputGates(gates) if len(gates) > 1 else (gates[0] if gates else None),
-        to_out=AttentionOnAttention(o.heads * a.dim_head, o.dim) if a.on_attn else None,
+        # Normalisers, extra key/value slots, value transforms, biases, hybrid heads (build_attention_extras.py).
+        **attention_extras(o, a, cross, parts),
     )
 
 
