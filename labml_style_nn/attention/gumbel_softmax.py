@@ -56,7 +56,9 @@ class GumbelSoftmax(nn.Module):
         self.temperature, self.hard = temperature, hard
 
     def forward(self, scores: Tensor) -> Tensor:
-        return F.gumbel_softmax(scores, tau=self.temperature, hard=self.hard, dim=-1)
+        weights = F.gumbel_softmax(scores, tau=self.temperature, hard=self.hard, dim=-1)
+        # A row with no visible key divides $-\infty$ by $-\infty$ (its weights are zeroed afterwards).
+        return weights.nan_to_num(0.0)
 
 
 @rule("attn")
