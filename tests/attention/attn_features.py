@@ -24,6 +24,13 @@ FEATURES = {
     "residual_attn_post_norm": (dict(residual_attn=True, pre_norm=False), []),
     "cross_residual_attn": (dict(cross_residual_attn=True), []),
     "dropout": (dict(attn_dropout=0.2, ff_dropout=0.2), []),
+    # x-transformers' other scoring functions (their pages: attention/sigmoid_attention.py, ...).
+    "sigmoid": (dict(attn_sigmoid=True), []),
+    "hard": (dict(attn_hard=True), []),
+    "cog_softclamp": (dict(attn_cog_signed=True, attn_softclamp_logits=True, attn_logit_softclamp_value=2.0), []),
+    "l2_laser_zero_kv": (dict(attn_l2_distance=True, attn_laser=True, attn_add_zero_kv=True), []),
+    "topk_straight_through_sink": (dict(attn_sparse_topk=2, attn_sparse_topk_straight_through=True,
+                                        attn_head_learned_sink=True), ["normaliser.sink"]),
     "all_compatible": (dict(attn_num_mem_kv=2, attn_sparse_topk=4, attn_talking_heads=True,
                             attn_collab_heads=True, attn_on_attn=True, attn_gate_values=True,
                             attn_head_scale=True, use_qk_norm_attn=True, residual_attn=True,
