@@ -47,13 +47,19 @@ from its own file (the protocols are on the [extension points](extension_points.
 | step | extension point | techniques |
 |---|---|---|
 | project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
-| transform $q, k$ | `qk_transform`, `rotary` | qk-norm, rotary embeddings |
-| extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
-| additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
+| transform $q, k$ | `qk_transform`, `rotary`, `rotate_num_heads` | qk-norm, rotary embeddings (on [some heads](../positional/partial_rotary_heads.md)), [L2 distance](l2_distance.md) |
+| extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, [zero slot](zero_kv.md), XL memory, key/value cache |
+| additive bias $B$ | `attn_bias`, `score_bias` | T5 relative bias, ALiBi; per layer: [forget gates](../positional/forgetting.md), [relative projection](../positional/relative_projection.md) |
 | which keys are visible | `max_attend_past` | [sliding window](sliding_window.md) |
-| transform the scores | `score_transform` | talking heads, top-$k$, residual attention |
-| normalise | `normaliser` | softmax, entmax-1.5 |
-| gate the output | `output_gate`, `to_out` | value gating, head scale, attention on attention |
+| transform the scores | `score_transform` | talking heads, top-$k$, residual attention, [soft-capping](softclamp.md), [cog](cog_attention.md), [CoPE](../positional/cope.md), [selective](selective.md) |
+| normalise | `normaliser` | softmax, entmax-1.5, [sigmoid](sigmoid_attention.md), [Gumbel](gumbel_softmax.md), [hard](hard_attention.md), [inverted](inverted_attention.md), [learned sink](learned_sink.md) |
+| transform the values | `value_transform` | [LASER](laser.md) |
+| a branch beside attention | `hybrid` | [hybrid heads](hybrid.md) |
+| gate the output | `output_gate`, `to_out` | value gating, head scale, attention on attention, [orthogonal values](orthogonal_values.md) |
+
+A score transform that needs more than the scores (CoPE reads the queries, selective attention the
+position of the first query) receives them through `bind` before `pre_softmax`; techniques that
+carry a running state between cached steps keep it in the cache's `state` dict.
 
 When no step needs the explicit score matrix (no score transform and a softmax normaliser), the
 module calls PyTorch's fused `F.scaled_dot_product_attention`, passing any bias and mask as its
@@ -81,7 +87,7 @@ build a mask with a heads axis unless a bias has one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +207,10 @@ class Attention(FastPaths, nn.Module):
         self.output_gate = output_gate
         self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
-        self.value_transform, self.score_bias, self.hybrid = value_transform, score_bias, hybrid
+        # Modules with their own protocols (see the extension points page), typed loosely here.
+        self.value_transform: Any = value_transform
+        self.score_bias: Any = score_bias
+        self.hybrid: Any = hybrid
         if rotate_num_heads is not None and not (0 < rotate_num_heads <= heads and self.kv_heads == heads):
             raise ValueError(f"rotate_num_heads: expected 1..heads ({heads}) without grouped key/value heads, "
                              f"got {rotate_num_heads}")
@@ -461,7 +470,7 @@ class Attention(FastPaths, nn.Module):
             scores = scores.masked_fill_(~visible, fill) if temporary else scores.masked_fill(~visible, fill)
         # $A_{ij} = \operatorname{softmax}_j(S_{ij}) = e^{S_{ij}} / \sum_{j'} e^{S_{ij'}}$ over the keys (or
         # another normaliser); a hidden key's score is the most negative finite number: weight 0
-        normalise = self.normaliser or softmax
+        normalise: Any = self.normaliser or softmax
         # A normaliser that needs the masks (inverted attention normalises over the queries) reads them.
         weights = normalise(scores, visible, query_mask) if getattr(normalise, "takes_masks", False) \
             else normalise(scores)

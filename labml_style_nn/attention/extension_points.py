@@ -11,9 +11,12 @@ per-forward inputs that the layer stack shares with every attention layer.
 | `qk_transform` | `queries(q) -> q` and `keys(k) -> k` | [qk-norm](qk_norm.md) |
 | `memory_kv` | `forward(batch) -> (k, v)`, each `(b, h, N, d)` | [persistent memory](../memory/persistent_memory.md) |
 | `score_transform` | a `ScoreTransform` below | [talking heads](talking_heads.md), [top-k](sparse_topk.md) |
-| `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md) |
+| `normaliser` | `forward(scores) -> weights` over the last axis; with `takes_masks`, `forward(scores, visible, query_mask)` | [entmax-1.5](entmax15.md), [inverted attention](inverted_attention.md) |
 | `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [value gating](gate_values.md), [head scale](head_scale.md) |
-| `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)` | [attention on attention](attention_on_attention.md) |
+| `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)`; with `takes_values`, `forward(values, v)` | [attention on attention](attention_on_attention.md), [orthogonal values](orthogonal_values.md) |
+| `value_transform` | `values(v) -> v` before aggregation, `output(o) -> o` after it | [LASER](laser.md) |
+| `score_bias` | `forward(x, keys_input, offset, state) -> (b, h, n, j)`, the layer's own bias | [forget gates](../positional/forgetting.md), [relative projection](../positional/relative_projection.md) |
+| `hybrid` | `forward(out, x, mask, state) -> out`, `out` `(b, h, n, d)` | [hybrid heads](hybrid.md) |
 | shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
 
 Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head dim.

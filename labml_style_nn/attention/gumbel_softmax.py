@@ -31,7 +31,6 @@ Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -40,7 +40,6 @@ Shapes: `b` batch, `h` heads, `j` keys, `d` head dim.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..keywords import Keyword, declare, rule
@@ -55,7 +54,7 @@ KEYWORDS = declare(__name__, "attn",
 class Laser(nn.Module):
     r"""`value_transform`: $v \leftarrow e^{c \tanh(v / c)}$ before aggregation, $o \leftarrow \log o$ after.
 
-    >>> laser = Laser(15.0)
+    >>> laser = Laser(1000.0)  # a cap far above the values: the plain formula
     >>> v = torch.tensor([[0.0], [2.0]])
     >>> round(float(laser.output(torch.tensor([0.5, 0.5]) @ laser.values(v))), 2)
     1.43

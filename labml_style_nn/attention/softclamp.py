@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..keywords import Keyword, declare, rule

@@ -56,7 +56,6 @@ Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..keywords import Keyword, declare, rule

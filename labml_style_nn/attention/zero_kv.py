@@ -54,6 +54,8 @@ class ZeroKeyValue(nn.Module):
     ((1, 2, 1, 4), 0.0)
     """
 
+    zero: Tensor
+
     def __init__(self, kv_heads: int, dim_key: int, dim_value: int, memory: Optional[nn.Module] = None):
         super().__init__()
         self.kv_heads, self.dim_key, self.dim_value = kv_heads, dim_key, dim_value

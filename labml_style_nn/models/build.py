@@ -21,7 +21,6 @@ from ..attention.head_scale import HeadScale, OutputGates
 from ..attention.qk_norm import QKNorm
 from ..attention.sparse_topk import SparseTopK
 from ..attention.talking_heads import TalkingHeads
-from .build_attention_extras import attention_extras, extra_score_transforms
 from ..feedforward.feedforward import FeedForward
 from ..memory.persistent_memory import PersistentMemory
 from ..norms.rms_norm import RMSNorm
@@ -32,6 +31,7 @@ from ..residual.residual import Block, Residual
 from ..residual.rezero import ReZero
 from ..residual.scale_residual import ScaledResidual
 from ..residual.token_shift import ShiftTokens
+from .build_attention_extras import attention_extras, extra_score_transforms
 
 
 def make_norm(o: LayerOptions) -> nn.Module:

@@ -43,7 +43,7 @@ STACK_KEYWORDS = declare(__name__, "stack",
             type=int, minimum=1, example=2))
 
 
-def rotated_heads(layers) -> "int | None":
+def rotated_heads(layers) -> int | None:
     """The number of rotated heads of the stack's self-attention, from either spelling."""
     return layers.attn.rotate_num_heads if layers.attn.rotate_num_heads is not None else layers.rotate_num_heads
 
