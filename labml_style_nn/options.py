@@ -68,6 +68,12 @@ KEYWORD_MODULES = (
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
     "models.layout",
+    # Scoring functions, positions inside attention, hybrid heads and values (x-transformers' `Attention`).
+    "attention.sigmoid_attention", "attention.gumbel_softmax", "attention.hard_attention", "attention.l2_distance",
+    "attention.selective", "attention.cog_attention", "attention.inverted_attention", "attention.softclamp",
+    "attention.laser", "attention.zero_kv", "attention.learned_sink", "attention.hybrid",
+    "attention.orthogonal_values", "positional.cope", "positional.forgetting", "positional.relative_projection",
+    "positional.partial_rotary_heads",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")
@@ -194,6 +200,11 @@ def valid_layer_keywords() -> list[str]:
     )
 
 
+# Techniques of self-attention only: the `attn_` keyword leaves cross-attention layers alone.
+SELF_ATTENTION_ONLY = ("selective", "use_cope", "data_dependent_alibi", "use_rel_proj_pos_bias", "hybrid_module",
+                       "orthog_projected_values", "orthog_projected_values_per_head", "rotate_num_heads")
+
+
 #
 # ## Parsing
 def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]) -> LayerOptions:
@@ -223,6 +234,10 @@ def parse_layer_options(owner: str, dim: int, depth: int, kwargs: dict[str, Any]
     if "max_attend_past" in cross:
         raise ValueError("cross_attn_max_attend_past: cross-attention keys have no position relative to the "
                          "queries; a sliding window (attn_max_attend_past) applies to self-attention only")
+    for name in SELF_ATTENTION_ONLY:
+        if cross.get(name) not in (None, False):
+            raise ValueError(f"cross_attn_{name}: it reads positions, the layer's own tokens or their values, "
+                             f"so it applies to self-attention only (attn_{name})")
     # One way of giving the key/value heads of cross-attention overrides the other way inherited from `attn_*`.
     if "one_kv_head" in cross:
         cross.setdefault("kv_heads", None)
@@ -321,9 +336,6 @@ def validate(o: LayerOptions) -> None:
         raise ValueError(f"attn_kv_heads: expected a divisor of heads ({o.heads}), got {o.attn.kv_heads}")
     if o.cross_attn is not None and o.cross_attn.kv_heads is not None and o.heads % o.cross_attn.kv_heads:
         raise ValueError(f"cross_attn_kv_heads: expected a divisor of heads ({o.heads}), got {o.cross_attn.kv_heads}")
-    if o.attn.max_attend_past is not None and not o.causal:
-        raise ValueError("attn_max_attend_past: a sliding window looks back from each query; it needs a causal "
-                         "stack (Decoder), not causal=False")
     if o.norm_eps is not None and check_number("norm_eps", o.norm_eps) and not o.norm_eps > 0:
         raise ValueError(f"norm_eps: expected a positive number, got {o.norm_eps!r}")
     if check_number("rotary_theta", o.rotary_theta) and not o.rotary_theta > 0:

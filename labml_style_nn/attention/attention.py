@@ -48,13 +48,19 @@ from its own file (the protocols are on the [extension points](extension_points.
 | step | extension point | techniques |
 |---|---|---|
 | project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
-| transform $q, k$ (then rotate them), and $v$ | `qk_transform`, `rotary`, `value_transform` | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md), rotary embeddings |
-| extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
-| additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
+| transform $q, k$ (then rotate them), and $v$ | `qk_transform`, `rotary`, `rotate_num_heads`, `value_norm` | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md), rotary embeddings (on [some heads](../positional/partial_rotary_heads.md)), [L2 distance](l2_distance.md) |
+| extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, [zero slot](zero_kv.md), XL memory, key/value cache |
+| additive bias $B$ | `attn_bias`, `score_bias` | T5 relative bias, ALiBi; per layer: [forget gates](../positional/forgetting.md), [relative projection](../positional/relative_projection.md) |
 | which keys are visible | `max_attend_past` | [sliding window](sliding_window.md) |
-| transform the scores | `score_transform` | [talking heads](talking_heads.md) (x-transformers' act before the bias), top-$k$, residual attention |
-| normalise | `normaliser` | softmax, entmax-1.5, `attn_custom_attn_fn` |
-| gate the output | `output_gate`, `to_out` | [gated attention](gate_values.md), [head gate](head_gate.md), head scale, attention on attention |
+| transform the scores | `score_transform` | [talking heads](talking_heads.md) (x-transformers' act before the bias), top-$k$, residual attention, [soft-capping](softclamp.md), [cog](cog_attention.md), [CoPE](../positional/cope.md), [selective](selective.md) |
+| normalise | `normaliser` | softmax, entmax-1.5, `attn_custom_attn_fn`, [sigmoid](sigmoid_attention.md), [Gumbel](gumbel_softmax.md), [hard](hard_attention.md), [inverted](inverted_attention.md), [learned sink](learned_sink.md) |
+| transform the values around the aggregation | `value_transform` | [LASER](laser.md) |
+| a branch beside attention | `hybrid` | [hybrid heads](hybrid.md) |
+| gate the output | `output_gate`, `to_out` | [gated attention](gate_values.md), [head gate](head_gate.md), head scale, attention on attention, [orthogonal values](orthogonal_values.md) |
+
+A score transform that needs more than the scores (CoPE reads the queries, selective attention the
+position of the first query) receives them through `bind` before `pre_softmax`; techniques that
+carry a running state between cached steps keep it in the cache's `state` dict.
 
 When no step needs the explicit score matrix (no score transform and a softmax normaliser), the
 module calls PyTorch's fused `F.scaled_dot_product_attention`, passing any bias and mask as its
@@ -106,7 +112,7 @@ build a mask with a heads axis unless a bias has one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +204,8 @@ class Attention(FastPaths, nn.Module):
         dim_head: width $d$ of each head.
         kv_heads: key/value heads $g$ shared by groups of $h / g$ query heads (`None`: $h$).
         causal: queries see only keys at or before their own position.
-        max_attend_past: sliding window $W$, query $i$ sees keys $j$ with $i - j \le W$ (causal only).
+        max_attend_past: sliding window $W$, query $i$ sees keys $j$ with $i - j \le W$ (and, without
+            `causal`, every later key).
         qkv_bias: biases on the query, key and value projections.
         out_bias: a bias on the output projection.
         dim_context: width of the cross-attention context (`None` for self-attention).
@@ -210,13 +217,20 @@ class Attention(FastPaths, nn.Module):
         score_transform: a `ScoreTransform` (talking heads, top-$k$, residual attention).
         normaliser: maps scores to weights over the last axis (softmax, entmax-1.5).
         output_gate: gates the aggregated values per head, `gate(out, x)`.
-        to_out: the output projection from `heads * value_dim_head` to `dim_out`.
+        to_out: the output projection from `heads * value_dim_head` to `dim_out` (with `takes_values`,
+            called as `to_out(out, v)` with the tokens' own values `(b, h, n, d)`: orthogonal values).
         value_dim_head: width of each head's values (`None`: `dim_head`).
-        value_transform: transforms the values `(b, g, j, d_v)` after their projection (value RMSNorm).
+        value_norm: normalises the new values `(b, g, j, d_v)` after their projection, before they are
+            cached (value RMSNorm).
         dim_out: width of the output (`None`: `dim`).
         sublayer_dropout: dropout on the layer's output, after the output projection.
         fused: how the fused kernel runs ([making attention fast](fast_attention.md)): forced, on
             which backends, with an exportable causal mask.
+        value_transform: `values(v) -> v` before the aggregation and `output(o) -> o` after it (LASER).
+        score_bias: a bias computed from the layer's own input, `score_bias(x, keys_input, offset,
+            state) -> (b, h, n, j)` (the Forgetting Transformer, the relative projection bias).
+        hybrid: a recurrent branch run beside attention, `hybrid(out, x, mask, state) -> out` (Hymba).
+        rotate_num_heads: rotate only the last this-many heads with rotary positions (`None`: all).
     """
 
     def __init__(
@@ -241,18 +255,22 @@ class Attention(FastPaths, nn.Module):
         output_gate: Optional[nn.Module] = None,
         to_out: Optional[nn.Module] = None,
         value_dim_head: Optional[int] = None,
-        value_transform: Optional[nn.Module] = None,
+        value_norm: Optional[nn.Module] = None,
         dim_out: Optional[int] = None,
         sublayer_dropout: float = 0.0,
         fused: Optional[FusedKernel] = None,
+        value_transform: Optional[nn.Module] = None,
+        score_bias: Optional[nn.Module] = None,
+        hybrid: Optional[nn.Module] = None,
+        rotate_num_heads: Optional[int] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
         self.kv_heads = heads if kv_heads is None else kv_heads
         if self.kv_heads < 1 or heads % self.kv_heads:
             raise ValueError(f"kv_heads: expected a divisor of heads ({heads}), got {kv_heads}")
-        if max_attend_past is not None and (not causal or dim_context is not None):
-            raise ValueError("max_attend_past: a sliding window needs causal self-attention")
+        if max_attend_past is not None and dim_context is not None:
+            raise ValueError("max_attend_past: a sliding window needs self-attention")
         self.max_attend_past = max_attend_past
         self.is_cross, self.dim, self.dim_context = dim_context is not None, dim, dim_context
         self.value_dim_head = dim_head if value_dim_head is None else value_dim_head
@@ -278,7 +296,7 @@ class Attention(FastPaths, nn.Module):
         self.score_transform = score_transform
         self.normaliser = normaliser
         self.output_gate = output_gate
-        self.value_transform = value_transform
+        self.value_norm = value_norm
         self.to_out = to_out if to_out is not None else nn.Linear(
             heads * self.value_dim_head, dim if dim_out is None else dim_out, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
@@ -288,6 +306,26 @@ class Attention(FastPaths, nn.Module):
             needs = type(self.score_transform if self.normaliser is None else self.normaliser).__name__
             raise ValueError(f"flash: the fused kernel never shows the scores, and {needs} needs them; "
                              "drop flash=True (the fused path is taken automatically when it can be)")
+        # Modules with their own protocols (see the extension points page), typed loosely here.
+        self.value_transform: Any = value_transform
+        self.score_bias: Any = score_bias
+        self.hybrid: Any = hybrid
+        if rotate_num_heads is not None and not (0 < rotate_num_heads <= heads and self.kv_heads == heads):
+            raise ValueError(f"rotate_num_heads: expected 1..heads ({heads}) without grouped key/value heads, "
+                             f"got {rotate_num_heads}")
+        self.rotate_num_heads = rotate_num_heads
+        # Techniques that carry a running state between cached steps (they mark themselves `stateful`),
+        # and a reason this layer cannot decode with a cache at all (`cache_blocker`), or `None`.
+        self.stateful = any(getattr(mod, "stateful", False) for mod in self.modules() if mod is not self)
+        self.cache_blocker = next((mod.cache_blocker for mod in self.modules()
+                                   if mod is not self and getattr(mod, "cache_blocker", None)), None)
+
+    @property
+    def _per_layer_steps(self) -> bool:
+        """A step that the one-token shortcut does not run: a value transform, a bias from the layer's
+        input, a hybrid branch, partly rotated heads or an output projection that reads the values."""
+        return self.value_transform is not None or self.score_bias is not None or self.hybrid is not None \
+            or self.rotate_num_heads is not None or getattr(self.to_out, "takes_values", False)
 
     @property
     def uses_fused_path(self) -> bool:
@@ -372,7 +410,8 @@ class Attention(FastPaths, nn.Module):
         n = x.shape[1]
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention:
+                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention \
+                and not self._per_layer_steps:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -391,21 +430,28 @@ class Attention(FastPaths, nn.Module):
             q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
             new_keys = True
 
-        # Transforms of queries and keys (e.g. qk-norm), then rotary positions, and of the values
+        # Transforms of queries and keys (e.g. qk-norm), then rotary positions, and of the new values
         # (value RMSNorm).  Keys and values that come from a cache were transformed when they were
         # computed.
         if self.qk_transform is not None:
             q = self.qk_transform.queries(q)
             if new_keys:
                 k = self.qk_transform.keys(k)
-        if self.value_transform is not None and new_keys:
-            v = self.value_transform(v)
+        if self.value_norm is not None and new_keys:
+            v = self.value_norm(v)
         if shared.rotary is not None and not self.is_cross:
-            q = apply_rotary(q, shared.rotary[:, -n:])
-            k = apply_rotary(k, shared.rotary)
+            q = self._rotate(q, shared.rotary[:, -n:])
+            k = self._rotate(k, shared.rotary)
 
-        # A cache stores keys/values once computed and returns all of them so far.
+        # A cache stores keys/values once computed and returns all of them so far.  Techniques that
+        # carry state from step to step (a forget gate's running sum, a recurrent branch) keep it in
+        # the cache's `state`.
         offset = 0 if self.is_cross else k.shape[-2] - n
+        state = getattr(cache, "state", None)
+        if cache is not None and not self.is_cross and (self.cache_blocker or (self.stateful and state is None)):
+            raise ValueError(f"cache: {self.cache_blocker or 'a technique of this layer carries a running state, '}"
+                             f"{'' if self.cache_blocker else 'which only the growing LayersCache keeps'}; "
+                             "decode without a cache")
         if cache is not None:
             if self.is_cross:
                 if not cache.has_kv():
@@ -427,6 +473,20 @@ class Attention(FastPaths, nn.Module):
         # mask, normalise and aggregate, explicitly (`_explicit`, below) or in one fused kernel when no
         # step needs the scores ([making attention fast](fast_attention.md)).
         m = self._masks(q, k, key_mask, offset, num_mem, shared)
+        if self.score_bias is not None:
+            # A bias from this layer's own input: added to the shared one, so this layer's masks are its own.
+            extra = F.pad(self.score_bias(x, kv_input, offset, state), (num_mem, 0))  # (b, h, n, m + j)
+            m = dict(m, bias=extra if m["bias"] is None else m["bias"] + extra)
+            m.pop("fused", None)
+        # The tokens' own values (before any value transform), for an output projection that reads them.
+        own_values = v[..., -n:, :]
+        if self.value_transform is not None:
+            v = self.value_transform.values(v)
+        if self.score_transform is not None:
+            # Score transforms that need more than the scores (the queries, which queries are real, the
+            # number of persistent slots, the position of the first query, the cache's state) read them here.
+            self.score_transform.bind(q=q, query_mask=_query_mask(mask, n), num_mem=num_mem,
+                                      offset=offset, state=state)
         if self.uses_fused_path and prev_scores is None and not return_scores and attn_sink is None:
             out = self._fused(q, k, v, m)
             scores = None
@@ -434,7 +494,13 @@ class Attention(FastPaths, nn.Module):
             raise ValueError("flash: this layer runs the fused kernel only, which keeps no scores or weights; "
                              "residual attention, return_scores and attn_sink need flash=False")
         else:
-            out, scores = self._explicit(q, k, v, m["visible"], m["bias"], m["has_key"], prev_scores, attn_sink)
+            out, scores = self._explicit(q, k, v, m["visible"], m["bias"], m["has_key"], prev_scores, attn_sink,
+                                         _query_mask(mask, n))
+        if self.value_transform is not None:
+            out = self.value_transform.output(out)
+        # A recurrent branch beside attention (Hymba): both outputs normalised and mixed per head.
+        if self.hybrid is not None:
+            out = self.hybrid(out, x, None if mask is None else mask[:, -n:], state)
 
         # The output gate, per head and token: $o_{hi} \leftarrow g(o_{hi}, x_i)$ (value gating, head scale)
         if self.output_gate is not None:
@@ -443,7 +509,17 @@ class Attention(FastPaths, nn.Module):
         # the output projection
         out = rearrange(out, "b h n d -> b n (h d)")
         # Dropout on the layer's output (`attn_sublayer_dropout`)
+        if getattr(self.to_out, "takes_values", False):
+            return self.sublayer_dropout(self.to_out(out, repeat_kv(own_values, self.heads // own_values.shape[1]))), \
+                scores
         return self.sublayer_dropout(self.to_out(out)), scores
+
+    def _rotate(self, t: Tensor, rotary: Tensor) -> Tensor:
+        """Rotary positions on every head, or on the last `rotate_num_heads` of them only."""
+        r = self.rotate_num_heads
+        if r is None or r == t.shape[1]:
+            return apply_rotary(t, rotary)
+        return torch.cat((t[:, :-r], apply_rotary(t[:, -r:], rotary)), dim=1)
 
     #
     # ### Which keys each query may see
@@ -457,10 +533,10 @@ class Attention(FastPaths, nn.Module):
         if (self.causal and n > 1) or self.max_attend_past is not None:
             i_pos = torch.arange(n, device=q.device)[:, None] + offset + num_mem
             j_pos = torch.arange(j, device=q.device)[None, :]
-            # Key $j$ is visible from query $i$ when $j \le i + m$; persistent slots always.
-            seen = j_pos <= i_pos
+            # Key $j$ is visible from query $i$ when $j \le i + m$ (causal); persistent slots always.
+            seen = j_pos <= i_pos if self.causal else torch.ones_like(j_pos <= i_pos)
             if self.max_attend_past is not None:
-                # ... and, with a sliding window, when $i - j \le W$.
+                # ... and, with a sliding window, when $i - j \le W$ (an encoder sees every later key).
                 seen = seen & window_mask(i_pos, j_pos, self.max_attend_past)
             visible = (seen | (j_pos < num_mem))[None, None]  # (1, 1, i, j)
         has_key = None
@@ -478,7 +554,7 @@ class Attention(FastPaths, nn.Module):
 
     #
     # ### The explicit path
-    def _explicit(self, q, k, v, visible, bias, has_key, prev_scores, attn_sink=None):
+    def _explicit(self, q, k, v, visible, bias, has_key, prev_scores, attn_sink=None, query_mask=None):
         # Grouped-query attention: each key/value head serves $h / g$ query heads.
         k, v = repeat_kv(k, self.heads // k.shape[1]), repeat_kv(v, self.heads // v.shape[1])  # (b, h, j, d)
         # $S_{ij} = \frac{q_i^\top k_j}{\sqrt{d}}$, in the queries' dtype: $\mathrm{Var}(q^\top k) = d$,
@@ -507,7 +583,10 @@ class Attention(FastPaths, nn.Module):
             scores = scores.masked_fill_(~visible, fill) if temporary else scores.masked_fill(~visible, fill)
         # $A_{ij} = \operatorname{softmax}_j(S_{ij}) = e^{S_{ij}} / \sum_{j'} e^{S_{ij'}}$ over the keys (or
         # another normaliser); a hidden key's score is the most negative finite number: weight 0
-        weights = (self.normaliser or softmax)(scores)
+        normalise: Any = self.normaliser or softmax
+        # A normaliser that needs the masks (inverted attention normalises over the queries) reads them.
+        weights = normalise(scores, visible, query_mask) if getattr(normalise, "takes_masks", False) \
+            else normalise(scores)
         if has_key is not None:
             weights = weights * has_key
         if self.score_transform is not None:
@@ -518,3 +597,8 @@ class Attention(FastPaths, nn.Module):
         # $o_i = \sum_j A_{ij} v_j$
         out = torch.matmul(weights, v)  # (b, h, i, d)
         return out, raw
+
+
+def _query_mask(mask: Optional[Tensor], n: int) -> Optional[Tensor]:
+    """`(b, n)`: which queries are real tokens (the last `n` positions of `mask`), or `None`."""
+    return None if mask is None else mask[:, -n:]

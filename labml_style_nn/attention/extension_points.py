@@ -9,12 +9,15 @@ per-forward inputs that the layer stack shares with every attention layer.
 |---|---|---|
 | `qk_proj` | `forward(x, kv_input) -> (q, k)` and `queries(x) -> q`, each `(b, h, n, e)` | [collaborative heads](collaborative.md) |
 | `qk_transform` | `queries(q) -> q` and `keys(k) -> k`, before rotary | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md) |
-| `value_transform` | `forward(v) -> v`, `(b, g, j, d_v)` | [value RMSNorm](qk_rmsnorm.md) |
+| `value_norm` | `forward(v) -> v`, `(b, g, j, d_v)`, on new values before they are cached | [value RMSNorm](qk_rmsnorm.md) |
 | `memory_kv` | `forward(batch) -> (k, v)`, each `(b, h, N, d)` | [persistent memory](../memory/persistent_memory.md) |
 | `score_transform` | a `ScoreTransform` below | [talking heads](talking_heads.md), [top-k](sparse_topk.md) |
-| `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md), `attn_custom_attn_fn` |
+| `normaliser` | `forward(scores) -> weights` over the last axis; with `takes_masks`, `forward(scores, visible, query_mask)` | [entmax-1.5](entmax15.md), [inverted attention](inverted_attention.md), `attn_custom_attn_fn` |
 | `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [gated attention](gate_values.md), [head gate](head_gate.md), [head scale](head_scale.md) |
-| `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)` | [attention on attention](attention_on_attention.md) |
+| `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)`; with `takes_values`, `forward(values, v)` | [attention on attention](attention_on_attention.md), [orthogonal values](orthogonal_values.md) |
+| `value_transform` | `values(v) -> v` before aggregation, `output(o) -> o` after it | [LASER](laser.md) |
+| `score_bias` | `forward(x, keys_input, offset, state) -> (b, h, n, j)`, the layer's own bias | [forget gates](../positional/forgetting.md), [relative projection](../positional/relative_projection.md) |
+| `hybrid` | `forward(out, x, mask, state) -> out`, `out` `(b, h, n, d)` | [hybrid heads](hybrid.md) |
 | shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
 
 Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head dim.
@@ -112,6 +115,11 @@ class ScoreTransform(nn.Module):
         """Transform attention weights `(b, h, i, j)`."""
         return weights
 
+    def bind(self, **inputs) -> None:
+        """Receive, before `pre_softmax`, what some transforms need besides the scores: `q` `(b, h, i, d)`,
+        `query_mask` `(b, i)` or `None`, `num_mem` persistent slots, `offset` (position of the first
+        query) and the cache's `state` dict (or `None`).  Most transforms need none of it."""
+
 
 class ScoreTransforms(ScoreTransform):
     """Applies several score transforms in order."""
@@ -138,3 +146,7 @@ class ScoreTransforms(ScoreTransform):
         for t in self._each():
             weights = t.post_softmax(weights)
         return weights
+
+    def bind(self, **inputs):
+        for t in self._each():
+            t.bind(**inputs)

@@ -193,7 +193,7 @@ class FastPaths:
     dropout: Any
     _visibility: Callable[..., Any]
     value_dim_head: int
-    value_transform: Any
+    value_norm: Any
     sublayer_dropout: Any
     fused: FusedKernel
 
@@ -228,8 +228,8 @@ class FastPaths:
         assert self.to_qkv is not None  # `_plain_self_attention` holds
         qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
         q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
-        if self.value_transform is not None:
-            v = self.value_transform(v)
+        if self.value_norm is not None:
+            v = self.value_norm(v)
         if self.qk_transform is not None:
             q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
             if shared.rotary is not None:

@@ -27,7 +27,7 @@ residual stream; x-transformers adds it citing AlphaGenome and ByteDance's GR3, 
 | `attn_value_rmsnorm=True` | values | $\gamma^v_g$ per key/value head |
 
 The queries and keys plug into the `qk_transform` point of [attention](attention.md), applied
-before rotary embeddings as in x-transformers; the values into `value_transform`.  Keys and values
+before rotary embeddings as in x-transformers; the values into `value_norm`.  Keys and values
 are normalised once, when computed, so a cache holds normalised ones.  The fused kernel stays in
 use.  Tests: `tests/attention/test_attn_qk_rmsnorm.py` (the closed form, the bound on the scores,
 parity with x-transformers' weights).

@@ -23,12 +23,18 @@ Transformer-XL memory all agree with one joint pass (tests check each).
 
 Hugging Face's `sliding_window=S` (Mistral, Qwen2) counts the query itself: it is $W = S - 1$.
 
+**In an encoder** (`Encoder(..., attn_max_attend_past=W)`) the window bounds the past only, as in
+x-transformers: query $i$ sees the keys $j$ with $i - j \le W$, that is the $W$ keys before it,
+itself, and *every* key after it.  (A symmetric Longformer band would also bound the future;
+x-transformers' keyword does not.)  An encoder has no cache, so the rolling cache does not apply.
+
 Shapes: `i`/`j` query/key positions.
 
 ## Differences from the papers
 
 * Longformer's windows are symmetric (for encoders) and dilated in some heads, with global tokens;
-  this is the causal, undilated window of Mistral, with no global tokens.
+  this is the causal, undilated window of Mistral, with no global tokens; in an encoder it bounds
+  the past only (x-transformers' meaning).
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ from torch import Tensor
 from ..keywords import Keyword, declare
 
 KEYWORDS = declare(__name__, "attn",
-    Keyword("max_attend_past", None, "sliding window: query i sees keys j with 0 <= i - j <= W", type=int,
-            example=16))
+    Keyword("max_attend_past", None, "sliding window: query i sees keys j with i - j <= W (and j <= i when causal)",
+            type=int, example=16))
 
 
 def window_mask(i_pos: Tensor, j_pos: Tensor, max_attend_past: int) -> Tensor:

@@ -29,6 +29,21 @@ $(0.61, 0.22, 0.14, 0.03)$; keeping the top two gives $(0.73, 0.27, 0, 0)$, the 
 It plugs into the `score_transform` point of [attention](attention.md) (the protocols are on the
 [extension points](extension_points.md) page).  Tested by `test_top_k_keeps_exactly_k_weights_per_row` in `tests/attention/test_attn_properties.py`.
 
+## A straight-through gradient
+
+The gradient reaches only the $k$ selected scores, so a key outside the top $k$ never learns that
+it should have been chosen.  `attn_sparse_topk_straight_through=True` (after
+[Sparse attention with a straight-through gradient](https://arxiv.org/abs/2505.22074), cited by
+x-transformers) keeps the top-$k$ weights in the forward pass and takes the gradient of the full
+softmax in the backward pass:
+
+$$A_{ij} = \operatorname{sg}\big[A^{(k)}_{ij}\big] + \operatorname{softmax}_j(S_{ij}) -
+\operatorname{sg}\big[\operatorname{softmax}_j(S_{ij})\big].$$
+
+Its value is the top-$k$ weights; its gradient is that of softmax attention over every visible key.
+With it the selection runs as the `normaliser` (`SparseTopKSoftmax`), since the full softmax is
+needed too.
+
 Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 ## Differences from the paper
@@ -41,13 +56,15 @@ Shapes: `b` batch, `h` heads, `i` queries, `j` keys.
 
 from typing import Optional
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..keywords import Keyword, declare
+from ..keywords import Keyword, declare, rule
 from .extension_points import ScoreTransform, masked_fill_value
 
 KEYWORDS = declare(__name__, "attn",
-    Keyword("sparse_topk", None, "keep only the k largest scores of each query", type=int, example=4))
+    Keyword("sparse_topk", None, "keep only the k largest scores of each query", type=int, example=4),
+    Keyword("sparse_topk_straight_through", False,
+            "sparse_topk: top-k weights forward, the full softmax's gradient backward"))
 
 
 class SparseTopK(ScoreTransform):
@@ -77,3 +94,31 @@ class SparseTopK(ScoreTransform):
         threshold = scores.topk(self.k, dim=-1).values[..., -1:]  # (b, h, i, 1)
         # $\mathcal{M}(S)_{ij}$: keep $S_{ij} \ge t_i$
         return scores.masked_fill(scores < threshold, fill)  # (b, h, i, j)
+
+
+class SparseTopKSoftmax(nn.Module):
+    r"""Top-$k$ softmax weights forward, the full softmax's gradient backward (straight through).
+
+    The scores arrive masked (hidden keys hold the most negative finite value).
+
+    >>> w = SparseTopKSoftmax(2)(torch.tensor([[2.0, 1.0, 0.5, -1.0]]))
+    >>> [round(x, 2) for x in w.flatten().tolist()]
+    [0.73, 0.27, 0.0, 0.0]
+    """
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, scores: Tensor) -> Tensor:
+        scores = scores.float()
+        top_k = SparseTopK(self.k).pre_softmax(scores, None).softmax(dim=-1)
+        soft = scores.softmax(dim=-1)
+        # $\operatorname{sg}[A^{(k)}] + \operatorname{softmax}(S) - \operatorname{sg}[\operatorname{softmax}(S)]$
+        return top_k.detach() + soft - soft.detach()
+
+
+@rule("attn")
+def _straight_through_needs_top_k(a, prefix: str, layers) -> None:
+    if a.sparse_topk_straight_through and not a.sparse_topk:
+        raise ValueError(f"{prefix}sparse_topk_straight_through: only meaningful with {prefix}sparse_topk=k")

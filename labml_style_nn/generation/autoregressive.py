@@ -381,6 +381,12 @@ class AutoregressiveWrapper(nn.Module):
             return "its stack is not causal, so earlier tokens would see later ones"
         if self._rolls(total):
             return "Transformer-XL rolling reruns each segment with its memories"
+        blocked = next((b.fn.cache_blocker for b in layers.blocks if getattr(b.fn, "cache_blocker", None)), None)
+        if blocked is not None:
+            return blocked
+        if layers.options.attn.max_attend_past is not None and any(getattr(b.fn, "stateful", False)
+                                                                  for b in layers.blocks):
+            return "a rolling cache keeps no running state for the layers that carry one"
         if self._learned_positions() and self.max_seq_len is not None and total > self.max_seq_len:
             return "learned absolute positions end at max_seq_len, so the window slides"
         return None

@@ -57,6 +57,8 @@ class SelfAttentionCache:
         self.max_len, self.offset = max_len, 0
         self.k: Optional[Tensor] = None
         self.v: Optional[Tensor] = None
+        # What a technique carries from step to step besides keys and values (a recurrent state).
+        self.state: dict = {}
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append `(b, h, n, d)` keys and values; return all of them so far."""
@@ -173,6 +175,9 @@ class LayersCache:
             raise ValueError(f"offset: expected an integer in [0, {self.offset}], got {offset!r}")
         if any(block.shift is not None for block in self.blocks):
             raise ValueError("rewind: token shift keeps the last inputs of each block, which cannot be rewound")
+        if any(getattr(block.attn, "state", None) for block in self.blocks):
+            raise ValueError("rewind: a layer carries a running state (a forget gate's sum, a recurrent branch), "
+                             "which cannot be rewound")
         self.offset = offset
         for block in self.blocks:
             if isinstance(block.attn, SelfAttentionCache):

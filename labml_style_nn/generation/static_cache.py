@@ -210,6 +210,8 @@ def static_blocker(layers, window: bool = False) -> Optional[str]:
     """
     if any(block.shift is not None for block in layers.blocks):
         return "token shift reads the mask of the current tokens, which a static cache does not keep apart"
+    if any(getattr(block.fn, "stateful", False) for block in layers.blocks):
+        return "a layer carries a running state (a forget gate's sum, a recurrent branch) that a static cache does not"
     if layers.options.attn.max_attend_past is not None and not window:
         return "a sliding window keeps the last keys of a growing cache (the rolling cache does that)"
     return None

@@ -39,6 +39,7 @@ from ..residual.residual import Block, Residual
 from ..residual.rezero import ReZero
 from ..residual.scale_residual import ScaledResidual
 from ..residual.token_shift import ShiftTokens
+from .build_attention_extras import attention_extras, extra_score_transforms
 
 
 def make_norm(o: LayerOptions) -> nn.Module:
@@ -63,7 +64,9 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
                                          pre_scale_post=a.pre_scale_post_talking_heads))
     if a.talking_heads:
         transforms.append(TalkingHeads(o.heads))
-    if a.sparse_topk:
+    # Soft-capping, cog attention, CoPE and selective attention (build_attention_extras.py).
+    transforms += extra_score_transforms(o, a, cross)
+    if a.sparse_topk and not a.sparse_topk_straight_through:
         transforms.append(SparseTopK(a.sparse_topk))
     score_transform = transforms[0] if len(transforms) == 1 else ScoreTransforms(transforms) if transforms else None
     dim_key = a.key_width(o.dim)
@@ -96,6 +99,12 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
         to_out = AttentionOnAttention(o.heads * dim_value, o.dim)
     elif not needs_output_projection(a.project_out, o.heads, dim_value, o.dim, a.on_attn):
         to_out = nn.Identity()
+    parts = dict(
+        qk_transform=qk_transform,
+        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, dim_value, a.num_mem_kv) if a.num_mem_kv else None,
+        normaliser=Entmax15() if a.use_entmax15 else a.custom_attn_fn,
+        to_out=to_out,
+    )
     attention = Attention(
         o.dim,
         heads=o.heads,
@@ -109,17 +118,15 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
         dropout=a.dropout,
         scale=scale,
         qk_proj=qk_proj,
-        qk_transform=qk_transform,
-        memory_kv=PersistentMemory(a.num_kv_heads(o.heads), dim_key, dim_value, a.num_mem_kv) if a.num_mem_kv else None,
         score_transform=score_transform,
-        normaliser=Entmax15() if a.use_entmax15 else a.custom_attn_fn,
         output_gate=OutputGates(gates) if len(gates) > 1 else (gates[0] if gates else None),
-        to_out=to_out,
         value_dim_head=a.value_dim_head,
-        value_transform=MultiheadRMSNorm(kv_heads or o.heads, dim_value) if a.value_rmsnorm else None,
+        value_norm=MultiheadRMSNorm(kv_heads or o.heads, dim_value) if a.value_rmsnorm else None,
         dim_out=a.dim_out,
         sublayer_dropout=a.sublayer_dropout,
         fused=FusedKernel.from_keywords(a.flash, a.attend_sdp_kwargs, a.onnxable),
+        # Normalisers, extra key/value slots, value transforms, biases, hybrid heads (build_attention_extras.py).
+        **attention_extras(o, a, cross, parts),
     )
     if a.zero_init_output or a.output_proj_depth is not None:
         init_branch_output(output_linear(attention.to_out), zero=a.zero_init_output, depth=a.output_proj_depth)

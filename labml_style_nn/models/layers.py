@@ -257,7 +257,9 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
             out, scores = block.fn(h, mask=mask, shared=shared, mem=mem, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
         else:
-            out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
+            # The queries' own padding too (inverted attention lets the queries compete for each key).
+            query_mask = None if mask is None else mask[:, -h.shape[1]:]
+            out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache, mask=query_mask,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
     return block.join(out, x), scores, h
 

@@ -6,9 +6,9 @@ from attn_features import DIM, make_stack, run
 
 # Features that leave the scores alone keep the fused kernel; the others need the score matrix.
 FUSED = ["mem_kv", "head_scale", "gate_values", "gate_values_old_keyword", "on_attn", "collab_heads",
-         "qk_norm", "gated_attention", "qk_norm_xt", "qk_rmsnorm", "value_dim_head", "dropout"]
+         "qk_norm", "gated_attention", "qk_norm_xt", "qk_rmsnorm", "value_dim_head", "l2_laser_zero_kv", "dropout"]
 EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm", "xt_talking_heads",
-            "custom_attn_fn"]
+            "custom_attn_fn", "sigmoid", "hard", "cog_softclamp", "topk_straight_through_sink"]
 
 
 def _inputs():
@@ -41,7 +41,7 @@ def test_explicit_path_runs_for_features_that_change_scores(feature, sdpa_calls)
     # Residual attention chains only self-attention scores; cross-attention stays fused.
     n_cross = sum(b.kind == "c" for b in model.blocks)
     assert len(sdpa_calls) == (n_cross if feature.startswith("residual_attn") else 0)
-    if feature in ("sparse_topk", "entmax15", "talking_heads"):
+    if feature not in ("residual_attn", "residual_attn_post_norm"):
         assert not any(b.fn.uses_fused_path for b in _attention_blocks(model))
 
 

@@ -29,7 +29,7 @@ def test_k_rmsnorm_leaves_queries_and_value_rmsnorm_bounds_values():
                    attn_value_rmsnorm=True).blocks[0].fn
     q = torch.randn(1, H, 3, D)
     assert attn.qk_transform.queries(q) is q and attn.qk_transform.k_norm.gain.shape == (2, 1, D)
-    assert attn.value_transform.gain.shape == (2, 1, D)  # one gain per key/value head
+    assert attn.value_norm.gain.shape == (2, 1, D)  # one gain per key/value head
     with pytest.raises(ValueError, match="attn_qk_rmsnorm and attn_k_rmsnorm"):
         Decoder(dim=DIM, depth=1, attn_qk_rmsnorm=True, attn_k_rmsnorm=True)
     with pytest.raises(ValueError, match="attn_qk_rmsnorm and attn_qk_norm"):
@@ -48,8 +48,8 @@ def copy_gains(ours, theirs, put):
         put(t.k_norm.gain, (fn.k_rmsnorm.gamma + 1)[..., order])
         if t.q_norm is not None:
             put(t.q_norm.gain, (fn.q_rmsnorm.gamma + 1)[..., order])
-        if block.fn.value_transform is not None:
-            put(block.fn.value_transform.gain, fn.value_rmsnorm.gamma + 1)
+        if block.fn.value_norm is not None:
+            put(block.fn.value_norm.gain, fn.value_rmsnorm.gamma + 1)
 
 
 @pytest.mark.parametrize("kwargs", [

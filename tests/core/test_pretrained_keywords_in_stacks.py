@@ -138,10 +138,9 @@ def test_bad_values_are_refused_naming_the_keyword(kwargs, match):
         Decoder(dim=DIM, depth=1, heads=HEADS, **kwargs)
 
 
-def test_window_needs_a_causal_stack():
-    from labml_style_nn import Encoder
-    with pytest.raises(ValueError, match="attn_max_attend_past"):
-        Encoder(dim=DIM, depth=1, heads=HEADS, attn_max_attend_past=3)
+def test_window_applies_to_self_attention_only():
+    # An encoder's window is x-transformers': W tokens back and every later one
+    # (tests/positional/test_pos_in_attention.py); cross-attention has none.
     with pytest.raises(ValueError, match="cross_attn_max_attend_past"):
         Decoder(dim=DIM, depth=1, heads=HEADS, cross_attend=True, cross_attn_max_attend_past=3)
 

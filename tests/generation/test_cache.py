@@ -32,6 +32,9 @@ FEATURES = {
     "collab_heads": ({}, {"attn_collab_heads": True}),
     "sparse_topk_entmax": ({}, {"attn_sparse_topk": 3, "alibi_pos_emb": True}),
     "entmax": ({}, {"attn_use_entmax15": True}),
+    # Running states in the cache (selective attention's sums, the forget gates' sums) and per-query positions.
+    "selective_forget_cope": ({}, {"attn_selective": True, "attn_data_dependent_alibi": True, "attn_use_cope": True,
+                                   "attn_use_rel_proj_pos_bias": True, "attn_add_zero_kv": True, "attn_laser": True}),
     "rotary_qk_norm": ({}, {"rotary_pos_emb": True, "attn_qk_norm": True}),
     "t5_value_gates": ({}, {"rel_pos_bias": True, "attn_gate_values": True}),
     "xt_attention": ({}, {"rotary_pos_emb": True, "attn_pre_talking_heads": True, "attn_post_talking_heads": True,
