@@ -58,6 +58,7 @@ KEYWORD_MODULES = (
     "attention.attention", "attention.grouped_query", "attention.sliding_window", "attention.sparse_topk",
     "attention.entmax15", "attention.talking_heads", "attention.collaborative", "attention.attention_on_attention",
     "attention.gate_values", "attention.head_scale", "attention.qk_norm", "attention.residual_attention",
+    "attention.latent_attention",
     "memory.persistent_memory",
     "positional.rotary", "positional.rope_scaling", "positional.alibi", "positional.t5_bias",
     "positional.position_infused",

@@ -47,6 +47,7 @@ from its own file (the protocols are on the [extension points](extension_points.
 | step | extension point | techniques |
 |---|---|---|
 | project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
+| project, rotate and cache through latents | `latent_qkv` | [multi-head latent attention](latent_attention.md) |
 | transform $q, k$ | `qk_transform`, `rotary` | qk-norm, rotary embeddings |
 | extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, XL memory, key/value cache |
 | additive bias $B$ | `attn_bias` | T5 relative bias, ALiBi |
@@ -136,6 +137,7 @@ class Attention(FastPaths, nn.Module):
         normaliser: maps scores to weights over the last axis (softmax, entmax-1.5).
         output_gate: gates the aggregated values per head, `gate(out, x)`.
         to_out: the output projection from `heads * dim_head` to `dim`.
+        latent_qkv: replaces the projections, the rotation of $q, k$ and the cache update (latent attention).
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class Attention(FastPaths, nn.Module):
         normaliser: Optional[Callable[[Tensor], Tensor]] = None,
         output_gate: Optional[nn.Module] = None,
         to_out: Optional[nn.Module] = None,
+        latent_qkv: Optional[nn.Module] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
@@ -175,20 +178,25 @@ class Attention(FastPaths, nn.Module):
         # self-attention.  Cross-attention and memories slice it into its query and key/value
         # parts.  With `qk_proj` the queries and keys come from that module instead.
         # With $g$ key/value heads the projection is $h + 2g$ heads wide.
+        # With `latent_qkv` all three come from that module instead.
         width = inner if qk_proj is not None else inner + 2 * kv_inner
+        own = latent_qkv is None
         self.to_q: Optional[nn.Linear] = (
-            nn.Linear(dim, inner, bias=qkv_bias) if self.is_cross and qk_proj is None else None)
-        self.to_qkv: Optional[nn.Linear] = None if self.is_cross else nn.Linear(dim, width, bias=qkv_bias)
+            nn.Linear(dim, inner, bias=qkv_bias) if own and self.is_cross and qk_proj is None else None)
+        self.to_qkv: Optional[nn.Linear] = (
+            nn.Linear(dim, width, bias=qkv_bias) if own and not self.is_cross else None)
         n_kv = 1 if qk_proj is not None else 2
         self.to_kv: Optional[nn.Linear] = (
-            None if dim_context is None else nn.Linear(dim_context, n_kv * kv_inner, bias=qkv_bias))
+            nn.Linear(dim_context, n_kv * kv_inner, bias=qkv_bias) if own and dim_context is not None else None)
+        self.latent_qkv = latent_qkv
         self.qk_proj = qk_proj
         self.qk_transform = qk_transform
         self.memory_kv = memory_kv
         self.score_transform = score_transform
         self.normaliser = normaliser
         self.output_gate = output_gate
-        self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=out_bias)
+        inner_v = inner if latent_qkv is None else heads * latent_qkv.dim_value_head
+        self.to_out = to_out if to_out is not None else nn.Linear(inner_v, dim, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -283,32 +291,14 @@ class Attention(FastPaths, nn.Module):
             kv_input = x if mem is None else torch.cat((mem, x), dim=1)
             key_mask = mask
 
-        if cache is not None and self.is_cross and cache.has_kv():
-            # The context's keys and values were computed at the first step; only project $q$.
-            q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
+        if self.latent_qkv is not None:
+            # Latent attention projects, rotates and caches in its own way ([its page](latent_attention.md)):
+            # the cache holds latents, and every key and value is expanded from them at every step.
+            q, k, v, offset = self.latent_qkv(x, kv_input, shared, cache, self.is_cross)
+            if self.qk_transform is not None:
+                q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
         else:
-            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
-            new_keys = True
-
-        # Transforms of queries and keys: rotary positions, then e.g. qk-norm.  Keys that come
-        # from a cache were transformed when they were computed.
-        if shared.rotary is not None and not self.is_cross:
-            q = apply_rotary(q, shared.rotary[:, -n:])
-            k = apply_rotary(k, shared.rotary)
-        if self.qk_transform is not None:
-            q = self.qk_transform.queries(q)
-            if new_keys:
-                k = self.qk_transform.keys(k)
-
-        # A cache stores keys/values once computed and returns all of them so far.
-        offset = 0 if self.is_cross else k.shape[-2] - n
-        if cache is not None:
-            if self.is_cross:
-                if not cache.has_kv():
-                    cache.set_kv(k, v)
-            else:
-                offset = cache.offset
-                k, v = cache.update(k, v)
+            q, k, v, offset = self._project_and_cache(x, kv_input, shared, cache)
 
         # Persistent memory: learned slots, prepended, always visible.
         num_mem = 0
@@ -336,6 +326,37 @@ class Attention(FastPaths, nn.Module):
         # the output projection
         out = rearrange(out, "b h n d -> b n (h d)")
         return self.to_out(out), scores
+
+    #
+    # ### Rotary positions and the cache
+    #
+    # Transforms of queries and keys: rotary positions, then e.g. qk-norm.  Keys that come from a
+    # cache were transformed when they were computed.  A cache stores keys/values once computed and
+    # returns all of them so far; `offset` counts the keys that come before the current tokens.
+    def _project_and_cache(self, x: Tensor, kv_input: Tensor, shared: SharedAttentionInputs, cache):
+        n = x.shape[1]
+        if cache is not None and self.is_cross and cache.has_kv():
+            # The context's keys and values were computed at the first step; only project $q$.
+            q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
+        else:
+            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
+            new_keys = True
+        if shared.rotary is not None and not self.is_cross:
+            q = apply_rotary(q, shared.rotary[:, -n:])
+            k = apply_rotary(k, shared.rotary)
+        if self.qk_transform is not None:
+            q = self.qk_transform.queries(q)
+            if new_keys:
+                k = self.qk_transform.keys(k)
+        offset = 0 if self.is_cross else k.shape[-2] - n
+        if cache is not None:
+            if self.is_cross:
+                if not cache.has_kv():
+                    cache.set_kv(k, v)
+            else:
+                offset = cache.offset
+                k, v = cache.update(k, v)
+        return q, k, v, offset
 
     #
     # ### Which keys each query may see

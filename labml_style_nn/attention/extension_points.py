@@ -14,6 +14,7 @@ per-forward inputs that the layer stack shares with every attention layer.
 | `normaliser` | `forward(scores) -> weights` over the last axis | [entmax-1.5](entmax15.md) |
 | `output_gate` | `forward(out, x) -> out`, `out` `(b, h, n, d)` | [value gating](gate_values.md), [head scale](head_scale.md) |
 | `to_out` | `forward(values) -> y`, `(b, n, h d) -> (b, n, D)` | [attention on attention](attention_on_attention.md) |
+| `latent_qkv` | `forward(x, kv_input, shared, cache, is_cross) -> (q, k, v, offset)` | [latent attention](latent_attention.md) |
 | shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
 
 Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head dim.
@@ -42,6 +43,10 @@ class SharedAttentionInputs:
 
     # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
     rotary: Optional[Tensor] = None
+    # Rotary angles of every key the attention sees, the cached ones too, `(2, j, d_rot)`: set by a
+    # cache for keys recomputed from cached latents ([latent attention](latent_attention.md)); `None`:
+    # the keys are the new ones, `rotary`.
+    key_rotary: Optional[Tensor] = None
     # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
     attn_bias: Optional[Tensor] = None
     # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.

@@ -18,6 +18,7 @@ from ..attention.entmax15 import Entmax15
 from ..attention.extension_points import ScoreTransforms
 from ..attention.gate_values import ValueGate
 from ..attention.head_scale import HeadScale, OutputGates
+from ..attention.latent_attention import make_latent_qkv
 from ..attention.qk_norm import QKNorm
 from ..attention.sparse_topk import SparseTopK
 from ..attention.talking_heads import TalkingHeads
@@ -55,7 +56,8 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     score_transform = transforms[0] if len(transforms) == 1 else ScoreTransforms(transforms) if transforms else None
     dim_key = a.key_width(o.dim)
     qk_proj = CollaborativeQK(o.dim, o.heads, a.collab_compression or 0.3, dim_context) if a.collab_heads else None
-    scale = 1.0 if a.qk_norm else a.scale if a.scale is not None else dim_key ** -0.5
+    # DeepSeek's decoupled rotary features widen each query and key (latent attention).
+    scale = 1.0 if a.qk_norm else a.scale if a.scale is not None else (dim_key + (a.latent_rope_dim or 0)) ** -0.5
     gates = ([ValueGate(o.dim, o.heads, a.dim_head)] if a.gate_values else []) + \
             ([HeadScale(o.heads)] if a.head_scale else [])
     return Attention(
@@ -77,6 +79,7 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
         normaliser=Entmax15() if a.use_entmax15 else None,
         output_gate=OutputGates(gates) if len(gates) > 1 else (gates[0] if gates else None),
         to_out=AttentionOnAttention(o.heads * a.dim_head, o.dim) if a.on_attn else None,
+        latent_qkv=make_latent_qkv(a, o, dim_context),
     )
 
 

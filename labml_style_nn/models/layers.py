@@ -91,6 +91,8 @@ class AttentionLayers(nn.Module):
             # By default half of each key is rotated (at least 32 features, at most all of them).
             dim_key = o.attn.key_width(dim)
             rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
+            if o.attn.latent_rope_dim is not None:
+                rot = o.rotary_emb_dim or o.attn.latent_rope_dim  # DeepSeek's rotated features, all of them
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
             self.rotary = RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))

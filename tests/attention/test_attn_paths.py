@@ -7,7 +7,7 @@ from attn_features import DIM, make_stack, run
 
 # Features that leave the scores alone keep the fused kernel; the others need the score matrix.
 FUSED = ["mem_kv", "head_scale", "gate_values", "gate_values_old_keyword", "on_attn", "collab_heads",
-         "qk_norm", "dropout"]
+         "qk_norm", "latent_qkv", "latent_deepseek", "dropout"]
 EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm"]
 
 
