@@ -1,0 +1,159 @@
+r"""
+# DeepSeek-V3
+
+*Papers:* [DeepSeek-V3 Technical Report](https://arxiv.org/abs/2412.19437) (DeepSeek-AI, 2024),
+[DeepSeek-V2](https://arxiv.org/abs/2405.04434) (DeepSeek-AI, 2024)
+
+DeepSeek-V3 is a LLaMA-style decoder (RMSNorm, SwiGLU, rotary positions, no biases) with two
+changes: its attention is [multi-head latent attention](../attention/latent_attention.md), which
+caches one compressed latent per token instead of every head's keys and values, and most of its
+feed-forward layers are mixtures of experts.  This page converts the Hugging Face
+`DeepseekV3ForCausalLM`; in the keyword API its attention is
+
+```python
+Decoder(
+    dim=7168, depth=61, heads=128,
+    attn_dim_head=128,              # qk_nope_head_dim: query/key features from the latents
+    attn_use_latent_q=True,         # queries through a latent ...
+    attn_dim_latent_q=1536,         # ... of q_lora_rank features
+    attn_use_latent_kv=True,        # keys and values from one cached latent ...
+    attn_dim_latent_kv=512,         # ... of kv_lora_rank features
+    attn_latent_rope_dim=64,        # qk_rope_head_dim: the decoupled rotary key, shared by all heads
+    attn_latent_norm=True,          # RMSNorm on both latents
+    attn_latent_value_dim_head=128, # v_head_dim
+    rotary_pos_emb=True,            # rotates the 64 decoupled features only
+    use_rmsnorm=True, ff_glu=True, ff_activation="silu", ff_no_bias=True,
+)
+```
+
+The cache of generation then holds $512 + 64 = 576$ numbers per token and layer, against
+$2 \times 128 \times 128 = 32{,}768$ for the same heads in plain multi-head attention (57 times
+fewer); the test `test_generation_caches_the_latent` checks the width on a small model.
+
+## The weights
+
+| Hugging Face `layers.{i}.self_attn.` | ours `attn_layers.blocks.{2i}.fn.` | |
+|---|---|---|
+| `q_a_proj`, `q_a_layernorm`, `q_b_proj` | `latent_qkv.to_latent_q`, `.norm_q.gamma`, `.to_q` | `q_proj` alone without a query latent |
+| `kv_a_proj_with_mqa` | `latent_qkv.to_latent_kv` | rows: the latent $c^{KV}$, then $k^R$ |
+| `kv_a_layernorm` | `latent_qkv.norm_kv.gamma` | |
+| `kv_b_proj` | `latent_qkv.up_kv` | per head $[k^C; v]$ regrouped: every head's $k^C$, then every head's $v$ |
+| `o_proj` | `to_out` | |
+
+The rest is [LLaMA's table](llama.md).  With `rope_interleave=True` (the default) DeepSeek pairs
+rotary features $(2p, 2p + 1)$; ours pairs $(p, p + d_R/2)$, so the rows of $q^R$ and $k^R$ are
+permuted (scores are unchanged by permuting the features of both queries and keys alike).
+
+## Differences from the original
+
+* Only dense layers for now: a config with mixture-of-experts layers (`first_k_dense_replace`
+  below `num_hidden_layers`) is refused with an error naming it.
+* RoPE scaling other than `linear` (DeepSeek-V3's checkpoints use `yarn`) is refused: this
+  library's YaRN ramps over the number of turns of each pair, DeepSeek's over the pair index
+  between rounded bounds, and the two give different frequencies (see [RoPE scaling](../positional/rope_scaling.md)).
+* Biases (`attention_bias=True`) and fewer key/value heads than query heads are refused.
+* The multi-token-prediction module of the checkpoints (`num_nextn_predict_layers`) is not part of
+  `DeepseekV3ForCausalLM` and is not converted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..models.layers import Decoder
+from ..models.wrappers import TransformerWrapper
+from .common import WeightMap, config_value, refuse
+from .gpt2 import activation
+from .llama import rotary_keywords
+
+MODEL_TYPES = ("deepseek_v3",)
+
+
+#
+# ## The model, from the config
+def build(config: dict[str, Any]) -> TransformerWrapper:
+    """DeepSeek-V3 as a `TransformerWrapper` with a latent-attention `Decoder`, from a Hugging Face config dict."""
+    depth, heads = config["num_hidden_layers"], config["num_attention_heads"]
+    dense = config_value(config, "first_k_dense_replace", default=0)
+    if dense < depth:
+        raise ValueError(f"config: first_k_dense_replace={dense} with num_hidden_layers={depth} asks for "
+                         "mixture-of-experts layers, which this converter does not build yet; expected every "
+                         "layer dense")
+    refuse(config, "attention_bias", False, "biases on the latent projections")
+    refuse(config, "num_key_value_heads", heads, "the up-projection gives every query head its own key")
+    q_rank = config.get("q_lora_rank")
+    return TransformerWrapper(
+        num_tokens=config["vocab_size"],
+        max_seq_len=config_value(config, "max_position_embeddings", default=4096),
+        attn_layers=Decoder(
+            dim=config["hidden_size"], depth=depth, heads=heads,
+            attn_dim_head=config["qk_nope_head_dim"],
+            attn_use_latent_q=q_rank is not None, attn_dim_latent_q=q_rank,
+            attn_use_latent_kv=True, attn_dim_latent_kv=config["kv_lora_rank"],
+            attn_latent_rope_dim=config["qk_rope_head_dim"], attn_latent_norm=True,
+            attn_latent_value_dim_head=config["v_head_dim"],
+            rotary_pos_emb=True, rotary_emb_dim=config["qk_rope_head_dim"], **rotary_keywords(config),
+            use_rmsnorm=True, norm_eps=config_value(config, "rms_norm_eps", default=1e-6),
+            ff_glu=True, ff_activation=activation(config_value(config, "hidden_act", default="silu")),
+            ff_inner_dim=config["intermediate_size"], ff_no_bias=True,
+        ),
+        tie_embedding=bool(config.get("tie_word_embeddings", False)),
+        logits_bias=False,
+    )
+
+
+def interleaved_to_halves(r: int) -> Tensor:
+    r"""Row order taking DeepSeek's interleaved rotary pairs $(2p, 2p + 1)$ to our halves $(p, p + r/2)$.
+
+    >>> interleaved_to_halves(6).tolist()
+    [0, 2, 4, 1, 3, 5]
+    """
+    return torch.cat((torch.arange(0, r, 2), torch.arange(1, r, 2)))
+
+
+#
+# ## The weights
+def convert(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Hugging Face DeepSeek-V3 weights under our names."""
+    w = WeightMap(state, prefix="model.", skip=[r".*\.rotary_emb\.(original_)?inv_freq"])
+    h, dn, dr, dv = (config["num_attention_heads"], config["qk_nope_head_dim"], config["qk_rope_head_dim"],
+                     config["v_head_dim"])
+    rank = config["kv_lora_rank"]
+    # Per head, the query's features are $[q^C; q^R]$; only the $d_R$ rotary rows are reordered.
+    order = interleaved_to_halves(dr) if config.get("rope_interleave", True) else torch.arange(dr)
+    q_rows = torch.cat([torch.arange(dn), dn + order])
+    q_rows = torch.cat([i * (dn + dr) + q_rows for i in range(h)])
+    kv_rows = torch.cat([torch.arange(rank), rank + order])
+    out = {"token_emb.weight": w["embed_tokens.weight"]}
+    for i in range(config["num_hidden_layers"]):
+        attn, ff, layer = f"attn_layers.blocks.{2 * i}", f"attn_layers.blocks.{2 * i + 1}", f"layers.{i}"
+        a, mla = f"{layer}.self_attn", f"{attn}.fn.latent_qkv"
+        out[f"{attn}.pre_norm.gamma"] = w[f"{layer}.input_layernorm.weight"]
+        out[f"{ff}.pre_norm.gamma"] = w[f"{layer}.post_attention_layernorm.weight"]
+        if config.get("q_lora_rank") is None:
+            out[f"{mla}.to_q.weight"] = w[f"{a}.q_proj.weight"][q_rows]
+        else:
+            out[f"{mla}.to_latent_q.weight"] = w[f"{a}.q_a_proj.weight"]
+            out[f"{mla}.norm_q.gamma"] = w[f"{a}.q_a_layernorm.weight"]
+            out[f"{mla}.to_q.weight"] = w[f"{a}.q_b_proj.weight"][q_rows]
+        # $[W^{DKV}; W^{KR}]$: the latent's rows, then the decoupled key's
+        out[f"{mla}.to_latent_kv.weight"] = w[f"{a}.kv_a_proj_with_mqa.weight"][kv_rows]
+        out[f"{mla}.norm_kv.gamma"] = w[f"{a}.kv_a_layernorm.weight"]
+        # $[W^{UK}; W^{UV}]$: theirs is per head $[k^C_i; v_i]$, ours every $k^C$ then every $v$
+        up = w[f"{a}.kv_b_proj.weight"].view(h, dn + dv, rank)
+        out[f"{mla}.up_kv.weight"] = torch.cat([up[:, :dn].reshape(h * dn, rank), up[:, dn:].reshape(h * dv, rank)])
+        out[f"{attn}.fn.to_out.weight"] = w[f"{a}.o_proj.weight"]
+        # The SwiGLU feed-forward, as LLaMA's: $[W_u; W_g]$, then $W_d$
+        out[f"{ff}.fn.proj_in.proj.weight"] = torch.cat([w[f"{layer}.mlp.up_proj.weight"],
+                                                         w[f"{layer}.mlp.gate_proj.weight"]])
+        out[f"{ff}.fn.proj_out.weight"] = w[f"{layer}.mlp.down_proj.weight"]
+    out["attn_layers.final_norm.gamma"] = w["norm.weight"]
+    if config.get("tie_word_embeddings", False):
+        w.skip("lm_head.weight", top=True)
+    else:
+        out["to_logits.weight"] = w.get("lm_head.weight", top=True)
+    w.check_all_used(config["model_type"])
+    return out
