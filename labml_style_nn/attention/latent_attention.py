@@ -3,7 +3,122 @@ r"""
 
 *Paper:* [DeepSeek-V2: A Strong, Economical, and Efficient Mixture-of-Experts Language Model](https://arxiv.org/abs/2405.04434) (DeepSeek-AI, 2024), section 2.1
 
-PAGE
+At generation time a transformer keeps the keys and values of every earlier token, in every layer:
+$2 n_h d_h$ numbers per token and layer for $n_h$ heads of width $d_h$.  That cache, not the
+arithmetic, bounds the batch and the context a decoder can serve.  [Grouped-query
+attention](grouped_query.md) shrinks it by sharing key/value heads between query heads.  Multi-head
+latent attention (MLA) keeps a key and a value per head but **compresses them jointly**: each token
+is projected down to one small latent vector $c^{KV}_t$ of $d_c \ll n_h d_h$ features, the cache
+stores only that, and every head's key and value are projected back up from it when needed.
+
+## Low-rank joint compression
+
+With $h_t$ the input of token $t$ (eqs. 9-11 of the paper):
+
+$$c^{KV}_t = W^{DKV} h_t, \qquad k^C_t = W^{UK} c^{KV}_t, \qquad v^C_t = W^{UV} c^{KV}_t,$$
+
+$W^{DKV} \in \mathbb{R}^{d_c \times D}$ the down-projection, $W^{UK}, W^{UV} \in \mathbb{R}^{n_h d_h
+\times d_c}$ the up-projections.  The queries get the same treatment, which saves activations in
+training but nothing in the cache (eqs. 12-13):
+
+$$c^Q_t = W^{DQ} h_t, \qquad q^C_t = W^{UQ} c^Q_t .$$
+
+## The decoupled rotary key
+
+Without positions, the up-projection of the keys could be folded into the queries: for head $i$
+
+$$q^{C\top}_{t,i}\, k^C_{j,i} = \left(W^{UQ}_i c^Q_t\right)^\top W^{UK}_i c^{KV}_j
+= c^{Q\top}_t \underbrace{\left(W^{UQ\top}_i W^{UK}_i\right)}_{\text{one } d'_c \times d_c \text{ matrix}} c^{KV}_j ,$$
+
+so attention could score the query against the cached latents directly and never build a key
+(the **weight absorption** of the paper, and $W^{UV}$ folds into $W^O$ the same way).  Rotary
+embeddings break this: rotating the key by its position puts $R_j$ between the two matrices,
+$c^{Q\top}_t W^{UQ\top}_i R_{j - t} W^{UK}_i c^{KV}_j$, and the product now depends on the
+distance $j - t$, so no single matrix can be precomputed.  DeepSeek therefore carries position in
+a few extra features outside the latent (eqs. 14-19): a rotated query part per head and **one
+rotated key shared by all heads**, computed from $h_t$ directly and cached beside the latent,
+
+$$q^R_t = \operatorname{RoPE}\!\left(W^{QR} c^Q_t\right), \qquad k^R_t = \operatorname{RoPE}\!\left(W^{KR} h_t\right),
+\qquad q_{t,i} = [q^C_{t,i};\, q^R_{t,i}], \quad k_{t,i} = [k^C_{t,i};\, k^R_t],$$
+
+$$o_{t,i} = \sum_{j \le t} \operatorname{softmax}_j\!\left(\frac{q_{t,i}^\top k_{j,i}}{\sqrt{d_h + d_R}}\right) v^C_{j,i},
+\qquad u_t = W^O [o_{t,1}; \dots; o_{t,n_h}] .$$
+
+The position-free part $q^{C\top} k^C$ stays absorbable; the $d_R$ rotated features are cheap to
+keep as they are.
+
+## What the cache holds
+
+Per token and layer: $2 n_h d_h$ numbers for multi-head attention, $2 n_g d_h$ with $n_g$ key/value
+groups, $d_c + d_R$ with MLA.  DeepSeek-V2 has $n_h = 128$ heads of $d_h = 128$, $d_c = 512$ and
+$d_R = 64$: **576 numbers instead of 32,768**, 57 times fewer (the paper: as little as
+grouped-query attention with 2.25 groups).  Over its 60 layers, in bf16, a token costs 67.5 KiB of
+cache instead of 3.75 MiB, so a 128K-token context needs 8.4 GiB instead of 480 GiB.
+
+Here the cache stores exactly that: `update(c, k_R)` on the ordinary key/value caches (the growing,
+[static](../generation/static_cache.md) and [rolling](../generation/rolling_cache.md) ones, which
+keep any two tensors per token), with $c$ as one $d_c$-wide "head" and $k^R$ rotated at its own
+position before it is stored.  Every step then up-projects **all** cached latents to keys and
+values.  **This code does not absorb the weights**: it spends $O(j\, d_c\, n_h (d_h + d_v))$ per
+step re-expanding the cache, where absorption would score in the latent space at
+$O(j\, n_h\, d_c)$.  Absorption changes only the cost, not the function, and is not implemented.
+
+## Two layouts of the decoupled key
+
+* **DeepSeek's** (`attn_latent_rope_dim=d_R`, with `attn_latent_norm=True` for the RMSNorms on
+  both latents and `attn_latent_value_dim_head` for a value width of its own): every head has $d_h$
+  latent features and $d_R$ rotated ones, the rotated key is shared.  This is what
+  [DeepSeek-V3](../pretrained/deepseek_v3.md) loads.
+* **x-transformers'** (`attn_latent_rope_subheads=s`): whole heads instead of features.  The
+  last $s$ key heads come from $h_t$ directly (each its own, not shared) and only those heads,
+  queries and keys, are rotated; the other heads carry no position and their keys come from the
+  latent.  The cache holds $d_c + s\, d_h$ numbers per token.
+* **Neither** (`attn_use_latent_kv=True` with rotary embeddings): x-transformers rotates every
+  key after its up-projection.  The cache still holds only $c_t$, but each step must rotate the
+  keys of every cached position again, and nothing could be absorbed: the case that motivates the
+  decoupled key.  The caches hand these keys their angles (`SharedAttentionInputs.key_rotary`).
+
+Shapes: `b` batch, `n` new tokens, `j` keys (cached and new), `h` query heads, `g` key/value
+heads, `d` $= d_h$, `d_c` the latent, `d_R` the rotated features, `s` decoupled heads,
+`e` $= d_h + d_R$ the query/key width, `dv` the value width.
+
+## Differences from the paper
+
+* No weight absorption (above): keys and values are re-expanded from the latents at every step.
+* $W^{DKV}$ and $W^{KR}$ are one matrix, as are $W^{UK}$ and $W^{UV}$ (one matrix multiply each;
+  Hugging Face's `kv_a_proj_with_mqa` is the first).
+* The latents' RMSNorms (in DeepSeek's released code, not in the paper's equations) have
+  DeepSeek's fixed $\epsilon = 10^{-6}$.
+* A key's features are $[k^C; k^R]$ and rotary pairs are $(p, p + d_R/2)$; DeepSeek's checkpoints
+  pair $(2p, 2p + 1)$, which the [converter](../pretrained/deepseek_v3.md) reorders.
+
+## Differences from x-transformers
+
+* x-transformers caches its decoupled sub-head keys unrotated and rotates the whole key sequence
+  at every step; here they are stored rotated at their own positions (the same function).
+* `attn_dim_latent_q`/`attn_dim_latent_kv` without their `attn_use_latent_*` switch are ignored
+  there and refused here; `attn_latent_rope_subheads` without `attn_use_latent_kv` fails there on
+  a shape and is refused here, as are combinations with collaborative heads, biased projections and
+  position-infused attention.
+* Cross-attention: its latent is computed from the context of `dim_context` features
+  (x-transformers projects from `dim`, which fails when the two differ).
+* Grouped key/value heads: x-transformers gives query head $m g + a$ key head $a$, this library
+  query head $a r + m$; the parity test reorders the query heads.
+* Attention sinks (which re-rotate cached keys) refuse a latent cache.
+
+## Evidence
+
+* `tests/attention/test_latent_attention.py`: logits within $10^{-5}$ of x-transformers 2.31.10
+  with its weights copied (padded, causal and bidirectional; latent queries, latent keys with all
+  heads rotated, decoupled sub-heads, grouped heads; gradients for one case); the cache holds
+  $d_c$, $d_c + s d_h$ or $d_c + d_R$ numbers per token and cached decoding equals the full pass;
+  each keyword changes the output; the refusals.
+* The invariant sweeps: causality, padding, context padding, gradients and fused equals explicit
+  (`tests/attention/attn_features.py`), cached equals uncached generation
+  (`tests/generation/test_cache.py`), the static and rolling caches
+  (`test_static_decoding.py`, `test_rolling_cache.py`).
+* `tests/pretrained/test_deepseek_v3.py`: DeepSeek-V3's logits and greedy generation equal
+  Hugging Face's, with a cache of `kv_lora_rank + qk_rope_head_dim` numbers per token.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ import torch
 from xt_parity import assert_same_logits, build_pair, rotary_rows
 
 from labml_style_nn import Decoder, TransformerWrapper
+from labml_style_nn.attention.extension_points import SharedAttentionInputs
 from labml_style_nn.attention.latent_attention import LatentQKV
+from labml_style_nn.generation.attention_sinks import AttentionSinksCache
 from labml_style_nn.generation.kv_cache import LayersCache
 
 LATENT_Q = dict(attn_use_latent_q=True, attn_dim_latent_q=12)
@@ -84,12 +86,11 @@ def test_the_cache_holds_the_latent_not_the_heads():
 
 
 def test_latent_projection_shapes_and_parameter_count():
-    # DeepSeek-V2's sizes per layer: D = 5120, h = 128, d = 128, d_R = 64, d_c = 512, d'_c = 1536.
+    # D = 64, h = 4 heads of d = 8, d'_c = 12, d_c = 10, DeepSeek's d_R = 4.
     m = LatentQKV(64, heads=4, dim_head=8, dim_latent_q=12, dim_latent_kv=10, rope_dim=4, latent_norm=True)
     assert (m.to_latent_kv.out_features, m.up_kv.out_features, m.to_q.out_features) == (10 + 4, 4 * 8 * 2, 4 * 12)
     x = torch.randn(2, 5, 64)
     rotary = torch.stack((torch.ones(5, 4), torch.zeros(5, 4)))  # angle 0: no rotation
-    from labml_style_nn.attention.extension_points import SharedAttentionInputs
     q, k, v, offset = m(x, x, SharedAttentionInputs(rotary=rotary), None, False)
     assert q.shape == (2, 4, 5, 12) and k.shape == (2, 4, 5, 12) and v.shape == (2, 4, 5, 8) and offset == 0
     # The decoupled key is one key shared by all heads: the last d_R features are equal across heads.
@@ -141,7 +142,6 @@ def test_meaningless_combinations_are_refused(kwargs, message):
 
 
 def test_attention_sinks_refuse_a_latent_cache():
-    from labml_style_nn.generation.attention_sinks import AttentionSinksCache
     dec = Decoder(dim=32, depth=1, heads=4, attn_dim_head=8, rotary_pos_emb=True, **LATENT_KV)
     with pytest.raises(ValueError, match="attn_use_latent_kv"):
         AttentionSinksCache(dec, 1, sinks=2, cache_len=8)

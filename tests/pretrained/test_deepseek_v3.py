@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
 import torch
 from pretrained_parity import (
@@ -118,3 +120,7 @@ def test_unknown_weights_are_refused():
     state = dict(hf.state_dict(), **{"model.layers.0.self_attn.q_norm.weight": torch.ones(8)})
     with pytest.raises(ValueError, match="q_norm"):
         deepseek_v3.convert(hf.config.to_dict(), state)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(deepseek_v3).failed == 0
