@@ -93,6 +93,7 @@ from ..checks import check_attention_inputs
 from ..keywords import Keyword, declare
 from ..positional.rotary import apply_rotary
 from .extension_points import (
+    LatentProjection,
     QKProjection,
     QKTransform,
     ScoreTransform,
@@ -161,7 +162,7 @@ class Attention(FastPaths, nn.Module):
         normaliser: Optional[Callable[[Tensor], Tensor]] = None,
         output_gate: Optional[nn.Module] = None,
         to_out: Optional[nn.Module] = None,
-        latent_qkv: Optional[nn.Module] = None,
+        latent_qkv: Optional[LatentProjection] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal

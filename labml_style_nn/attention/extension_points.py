@@ -85,6 +85,18 @@ class QKTransform(Protocol):
         ...
 
 
+class LatentProjection(Protocol):
+    """`latent_qkv`: replaces the projections, the rotation of queries and keys, and the cache update."""
+
+    # Width of each value head (what the output projection receives per head).
+    dim_value_head: int
+
+    def __call__(self, x: Tensor, kv_input: Tensor, shared: SharedAttentionInputs, cache,
+                 is_cross: bool) -> tuple[Tensor, Tensor, Tensor, int | Tensor]:
+        """Queries `(b, h, n, e)`, every key `(b, g, j, e)` and value `(b, g, j, dv)`, and the keys before `x`."""
+        ...
+
+
 def masked_fill_value(dtype: torch.dtype) -> float:
     """The most negative finite value of `dtype`: a masked score that can never become NaN."""
     return -torch.finfo(dtype).max
