@@ -48,9 +48,13 @@ permuted (scores are unchanged by permuting the features of both queries and key
 
 * Only dense layers for now: a config with mixture-of-experts layers (`first_k_dense_replace`
   below `num_hidden_layers`) is refused with an error naming it.
-* RoPE scaling other than `linear` (DeepSeek-V3's checkpoints use `yarn`) is refused: this
-  library's YaRN ramps over the number of turns of each pair, DeepSeek's over the pair index
-  between rounded bounds, and the two give different frequencies (see [RoPE scaling](../positional/rope_scaling.md)).
+* YaRN (`rope_type="yarn"`, what DeepSeek-V3's checkpoints use) is DeepSeek's variant, not the
+  `rotary_yarn_*` keywords of this library: its ramp runs over the pair index between rounded
+  bounds instead of over each pair's number of turns (see [RoPE scaling](../positional/rope_scaling.md)),
+  and it scales every logit, not only the rotated part, by $m^2$.  `build` therefore writes
+  DeepSeek's frequencies into the rotary module (`yarn_rotary`, below) and passes the logit scale
+  as `attn_scale`; a model rebuilt from keywords alone would not have them.  Other scalings than
+  `linear` and `yarn` are refused.
 * Biases (`attention_bias=True`) and fewer key/value heads than query heads are refused.
 * The multi-token-prediction module of the checkpoints (`num_nextn_predict_layers`) is not part of
   `DeepseekV3ForCausalLM` and is not converted.
@@ -58,6 +62,7 @@ permuted (scores are unchanged by permuting the features of both queries and key
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -85,7 +90,17 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
     refuse(config, "attention_bias", False, "biases on the latent projections")
     refuse(config, "num_key_value_heads", heads, "the up-projection gives every query head its own key")
     q_rank = config.get("q_lora_rank")
-    return TransformerWrapper(
+    rope = dict(config.get("rope_scaling") or {})
+    rope.update(config.get("rope_parameters") or {})
+    yarn = config_value(rope, "rope_type", "type", default="default") == "yarn"
+    rotary = dict(rotary_theta=float(config_value(rope, "rope_theta", default=10000.0))) if yarn \
+        else rotary_keywords(config)
+    scale = None
+    if yarn:
+        # $\frac{1}{\sqrt{d_h + d_R}}\, m^2$ with $m = 0.1\, \mu \ln s + 1$ for $\mu$ = `mscale_all_dim`
+        scale = (config["qk_nope_head_dim"] + config["qk_rope_head_dim"]) ** -0.5 \
+            * yarn_mscale(_yarn_factor(config, rope), rope.get("mscale_all_dim") or 0.0) ** 2
+    model = TransformerWrapper(
         num_tokens=config["vocab_size"],
         max_seq_len=config_value(config, "max_position_embeddings", default=4096),
         attn_layers=Decoder(
@@ -95,7 +110,8 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             attn_use_latent_kv=True, attn_dim_latent_kv=config["kv_lora_rank"],
             attn_latent_rope_dim=config["qk_rope_head_dim"], attn_latent_norm=True,
             attn_latent_value_dim_head=config["v_head_dim"],
-            rotary_pos_emb=True, rotary_emb_dim=config["qk_rope_head_dim"], **rotary_keywords(config),
+            attn_scale=scale,
+            rotary_pos_emb=True, rotary_emb_dim=config["qk_rope_head_dim"], **rotary,
             use_rmsnorm=True, norm_eps=config_value(config, "rms_norm_eps", default=1e-6),
             ff_glu=True, ff_activation=activation(config_value(config, "hidden_act", default="silu")),
             ff_inner_dim=config["intermediate_size"], ff_no_bias=True,
@@ -103,6 +119,67 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
         tie_embedding=bool(config.get("tie_word_embeddings", False)),
         logits_bias=False,
     )
+    embedding = model.attn_layers.rotary
+    if yarn and embedding is not None:  # (rotary_pos_emb=True above: always a module)
+        inv_freq, magnitude = yarn_rotary(config["qk_rope_head_dim"], rotary["rotary_theta"],
+                                          _yarn_factor(config, rope), rope)
+        embedding.inv_freq.copy_(inv_freq)
+        embedding.magnitude = magnitude
+    return model
+
+
+#
+# ## DeepSeek's YaRN
+#
+# YaRN ([RoPE scaling](../positional/rope_scaling.md)) interpolates the slow pairs by $s$ and leaves
+# the fast ones alone.  DeepSeek chooses by pair index: pair $k$ makes $\rho$ turns within the
+# training length $L$ when $k = \frac{r \ln(L / 2\pi\rho)}{2 \ln b}$, so the pairs below
+# $\lfloor k(\beta) \rfloor$ ($\beta = 32$ turns or more) keep $\theta_k$, those above
+# $\lceil k(\alpha) \rceil$ ($\alpha = 1$) get $\theta_k / s$, and a ramp over $k$ blends between.
+# The cosines and sines are multiplied by $m(\mu)/m(\mu_{\text{all}})$ and every logit by
+# $m(\mu_{\text{all}})^2$, with $m(\mu) = 0.1\,\mu \ln s + 1$.
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    r"""$m = 0.1\, \mu \ln s + 1$ (1 for $s \le 1$).
+
+    >>> round(yarn_mscale(40.0, 1.0), 4)
+    1.3689
+    """
+    return 0.1 * mscale * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+
+def _yarn_factor(config: dict[str, Any], rope: dict[str, Any]) -> float:
+    factor = rope.get("factor")
+    if factor is None:
+        factor = config["max_position_embeddings"] / rope["original_max_position_embeddings"]
+    return float(factor)
+
+
+def yarn_rotary(dim: int, base: float, factor: float, rope: dict[str, Any]) -> tuple[Tensor, float]:
+    r"""DeepSeek's YaRN frequencies $\theta'_k$ `(r/2,)` and the magnitude of $\cos, \sin$."""
+    original = rope.get("original_max_position_embeddings")
+    if original is None:
+        raise ValueError("config: rope_type='yarn' needs original_max_position_embeddings")
+    fast, slow = rope.get("beta_fast") or 32.0, rope.get("beta_slow") or 1.0
+
+    def pair_index(turns: float) -> float:  # the pair that turns `turns` times within the training length
+        return dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = pair_index(fast), pair_index(slow)
+    if rope.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    # $\gamma_k$: 0 for the fast pairs, 1 for the slow, linear over the index between
+    gamma = ((torch.arange(dim // 2, dtype=torch.float32) - low) / max(high - low, 0.001)).clamp(0, 1)
+    theta = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    inv_freq = theta / factor * gamma + theta * (1 - gamma)
+    mscale, mscale_all = rope.get("mscale"), rope.get("mscale_all_dim")
+    if rope.get("attention_factor") is not None:
+        magnitude = float(rope["attention_factor"])
+    elif mscale and mscale_all:
+        magnitude = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all)
+    else:
+        magnitude = yarn_mscale(factor)
+    return inv_freq, magnitude
 
 
 def interleaved_to_halves(r: int) -> Tensor:

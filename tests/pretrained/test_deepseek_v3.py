@@ -31,6 +31,12 @@ CONFIGS = {
     "no-q-latent-halves-tied-theta": dict(q_lora_rank=None, num_hidden_layers=1, first_k_dense_replace=1,
                                           rope_interleave=False, tie_word_embeddings=True,
                                           rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+    # DeepSeek-V3's own scaling (its checkpoints: factor 40 over 4096 tokens, mscale = mscale_all_dim = 1),
+    # here over a training length of 16 (64 / 4) so that the 20-token inputs reach past it
+    "yarn": dict(q_lora_rank=12, num_hidden_layers=1, first_k_dense_replace=1,
+                 rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                  "original_max_position_embeddings": 16, "beta_fast": 32, "beta_slow": 1,
+                                  "mscale": 1.0, "mscale_all_dim": 0.7}),
 }
 
 
@@ -108,7 +114,7 @@ def test_unsupported_configs_are_refused():
     with pytest.raises(ValueError, match="first_k_dense_replace"):
         deepseek_v3.build(dict(config, first_k_dense_replace=1))
     with pytest.raises(ValueError, match="rope_type"):
-        deepseek_v3.build(dict(config, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}))
+        deepseek_v3.build(dict(config, rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 1e4}))
     with pytest.raises(ValueError, match="attention_bias"):
         deepseek_v3.build(dict(config, attention_bias=True))
     with pytest.raises(ValueError, match="num_key_value_heads"):
