@@ -85,10 +85,11 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
     r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e].T` `(E, O, I)`.
 
     With `grouped_mm=None` PyTorch's grouped multiply is used where it runs (CPU in float32 or
-    bfloat16, CUDA in bfloat16); otherwise one `matmul` per expert.
+    bfloat16, CUDA in bfloat16, rows a multiple of 16 bytes long); otherwise one `matmul` per expert.
     """
     if grouped_mm is None:
-        grouped_mm = _GROUPED_MM is not None and (
+        aligned = all(size * x.element_size() % 16 == 0 for size in weight.shape[1:])
+        grouped_mm = _GROUPED_MM is not None and aligned and (
             x.dtype == torch.bfloat16 or (x.device.type == "cpu" and x.dtype == torch.float32))
     if grouped_mm:
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$

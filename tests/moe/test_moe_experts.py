@@ -76,3 +76,12 @@ def test_grouped_mm_matches_per_expert_matmul_in_bfloat16():
     a = experts(x, token, expert, gate)
     experts.grouped_mm = False
     torch.testing.assert_close(a, experts(x, token, expert, gate), rtol=2e-2, atol=2e-2)
+
+
+def test_unaligned_widths_fall_back_to_one_matmul_per_expert():
+    # Rows of 10 and 6 floats are not multiples of 16 bytes, which the grouped multiply needs.
+    experts = Experts(3, 10, 6)
+    x = torch.randn(4, 10)
+    token, expert, gate = torch.arange(4), torch.tensor([0, 2, 2, 1]), torch.rand(4)
+    torch.testing.assert_close(experts(x, token, expert, gate), naive(experts, x, token, expert, gate),
+                               rtol=1e-5, atol=1e-5)
