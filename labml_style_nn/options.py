@@ -67,6 +67,7 @@ KEYWORD_MODULES = (
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
     "models.layout",
+    "moe.mixture", "moe.mixtral", "moe.switch", "moe.deepseek",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

@@ -24,6 +24,7 @@ from ..attention.sparse_topk import SparseTopK
 from ..attention.talking_heads import TalkingHeads
 from ..feedforward.feedforward import FeedForward
 from ..memory.persistent_memory import PersistentMemory
+from ..moe.mixture import mixture_from_options
 from ..norms.rms_norm import RMSNorm
 from ..norms.scale_norm import ScaleNorm
 from ..options import LayerOptions
@@ -83,15 +84,18 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     )
 
 
-def make_feedforward(o: LayerOptions) -> FeedForward:
+def make_feedforward(o: LayerOptions, ff_index: int = 0) -> nn.Module:
+    """The feed-forward layer: a mixture of experts with `ff_num_experts` (past the first `ff_first_dense`)."""
     f = o.ff
+    if f.num_experts and ff_index >= f.first_dense:
+        return mixture_from_options(o)
     return FeedForward(o.dim, mult=f.mult, inner_dim=f.inner_dim, glu=f.glu, activation=f.activation_name(),
                        bias=not f.no_bias, post_act_ln=f.post_act_ln, dropout=f.dropout)
 
 
-def make_block(o: LayerOptions, kind: str, step: float, shift: int) -> Block:
-    """One block: the sublayer, its norms and its residual connection."""
-    fn = make_feedforward(o) if kind == "f" else make_attention(o, cross=kind == "c")
+def make_block(o: LayerOptions, kind: str, step: float, shift: int, ff_index: int = 0) -> Block:
+    """One block: the sublayer, its norms and its residual connection (`ff_index`: feed-forward blocks before it)."""
+    fn = make_feedforward(o, ff_index) if kind == "f" else make_attention(o, cross=kind == "c")
     normed = not o.use_rezero
     if o.gate_residual:
         residual = GatedResidual(o.dim)

@@ -78,8 +78,8 @@ class AttentionLayers(nn.Module):
         steps = branch_steps(self.layer_types, o.macaron)
         shifts = shift_amounts(o, len(self.layer_types))
         self.blocks = nn.ModuleList(
-            make_block(o, kind, step, shift)
-            for kind, step, shift in zip(self.layer_types, steps, shifts, strict=True))
+            make_block(o, kind, step, shift, ff_index=self.layer_types[:i].count("f"))
+            for i, (kind, step, shift) in enumerate(zip(self.layer_types, steps, shifts, strict=True)))
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
         # Pre-norm stacks end with a norm; post-norm blocks are already normalised; ReZero has none.
