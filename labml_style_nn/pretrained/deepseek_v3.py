@@ -6,9 +6,10 @@ r"""
 
 DeepSeek-V3 is a LLaMA-style decoder (RMSNorm, SwiGLU, rotary positions, no biases) with two
 changes: its attention is [multi-head latent attention](../attention/latent_attention.md), which
-caches one compressed latent per token instead of every head's keys and values, and most of its
-feed-forward layers are mixtures of experts.  This page converts the Hugging Face
-`DeepseekV3ForCausalLM`; in the keyword API its attention is
+caches one compressed latent per token instead of every head's keys and values, and its
+feed-forward layers after the first `first_k_dense_replace` are [DeepSeekMoE](../moe/deepseek.md)
+mixtures of experts, whose keywords and weights are on [their own page](deepseek_moe.md).  This
+page converts the Hugging Face `DeepseekV3ForCausalLM`; in the keyword API its attention is
 
 ```python
 Decoder(
@@ -40,14 +41,13 @@ fewer); the test `test_generation_caches_the_latent` checks the width on a small
 | `kv_b_proj` | `latent_qkv.up_kv` | per head $[k^C; v]$ regrouped: every head's $k^C$, then every head's $v$ |
 | `o_proj` | `to_out` | |
 
-The rest is [LLaMA's table](llama.md).  With `rope_interleave=True` (the default) DeepSeek pairs
+The norms and the dense feed-forward layers follow [LLaMA's table](llama.md), the expert layers
+[DeepSeekMoE's](deepseek_moe.md).  With `rope_interleave=True` (the default) DeepSeek pairs
 rotary features $(2p, 2p + 1)$; ours pairs $(p, p + d_R/2)$, so the rows of $q^R$ and $k^R$ are
 permuted (scores are unchanged by permuting the features of both queries and keys alike).
 
 ## Differences from the original
 
-* Only dense layers for now: a config with mixture-of-experts layers (`first_k_dense_replace`
-  below `num_hidden_layers`) is refused with an error naming it.
 * YaRN (`rope_type="yarn"`, what DeepSeek-V3's checkpoints use) is DeepSeek's variant, not the
   `rotary_yarn_*` keywords of this library: its ramp runs over the pair index between rounded
   bounds instead of over each pair's number of turns (see [RoPE scaling](../positional/rope_scaling.md)),
@@ -71,6 +71,7 @@ from torch import Tensor
 from ..models.layers import Decoder
 from ..models.wrappers import TransformerWrapper
 from .common import WeightMap, config_value, refuse
+from .deepseek_moe import convert_mlp, moe_keywords
 from .gpt2 import activation
 from .llama import rotary_keywords
 
@@ -82,11 +83,12 @@ MODEL_TYPES = ("deepseek_v3",)
 def build(config: dict[str, Any]) -> TransformerWrapper:
     """DeepSeek-V3 as a `TransformerWrapper` with a latent-attention `Decoder`, from a Hugging Face config dict."""
     depth, heads = config["num_hidden_layers"], config["num_attention_heads"]
-    dense = config_value(config, "first_k_dense_replace", default=0)
-    if dense < depth:
-        raise ValueError(f"config: first_k_dense_replace={dense} with num_hidden_layers={depth} asks for "
-                         "mixture-of-experts layers, which this converter does not build yet; expected every "
-                         "layer dense")
+    # Dense SwiGLU layers first, mixtures of experts after them (none when every layer is dense).
+    if config_value(config, "first_k_dense_replace", default=0) < depth:
+        ff = moe_keywords(config)
+    else:
+        ff = dict(ff_glu=True, ff_activation=activation(config_value(config, "hidden_act", default="silu")),
+                  ff_inner_dim=config["intermediate_size"], ff_no_bias=True)
     refuse(config, "attention_bias", False, "biases on the latent projections")
     refuse(config, "num_key_value_heads", heads, "the up-projection gives every query head its own key")
     q_rank = config.get("q_lora_rank")
@@ -113,8 +115,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             attn_scale=scale,
             rotary_pos_emb=True, rotary_emb_dim=config["qk_rope_head_dim"], **rotary,
             use_rmsnorm=True, norm_eps=config_value(config, "rms_norm_eps", default=1e-6),
-            ff_glu=True, ff_activation=activation(config_value(config, "hidden_act", default="silu")),
-            ff_inner_dim=config["intermediate_size"], ff_no_bias=True,
+            **ff,
         ),
         tie_embedding=bool(config.get("tie_word_embeddings", False)),
         logits_bias=False,
@@ -223,10 +224,8 @@ def convert(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tenso
         up = w[f"{a}.kv_b_proj.weight"].view(h, dn + dv, rank)
         out[f"{mla}.up_kv.weight"] = torch.cat([up[:, :dn].reshape(h * dn, rank), up[:, dn:].reshape(h * dv, rank)])
         out[f"{attn}.fn.to_out.weight"] = w[f"{a}.o_proj.weight"]
-        # The SwiGLU feed-forward, as LLaMA's: $[W_u; W_g]$, then $W_d$
-        out[f"{ff}.fn.proj_in.proj.weight"] = torch.cat([w[f"{layer}.mlp.up_proj.weight"],
-                                                         w[f"{layer}.mlp.gate_proj.weight"]])
-        out[f"{ff}.fn.proj_out.weight"] = w[f"{layer}.mlp.down_proj.weight"]
+        # A dense SwiGLU layer, or the router, the routed and the shared experts
+        convert_mlp(config, w, out, i, f"{ff}.fn")
     out["attn_layers.final_norm.gamma"] = w["norm.weight"]
     if config.get("tie_word_embeddings", False):
         w.skip("lm_head.weight", top=True)

@@ -1,4 +1,4 @@
-"""DeepSeek-V3 (dense layers): the converted model equals Hugging Face's, and generation caches the latent."""
+"""DeepSeek-V3: the converted model equals Hugging Face's (dense and expert layers), and generation caches the latent."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from labml_style_nn.pretrained import deepseek_v3
 transformers = pytest.importorskip("transformers")
 
 V = 61
-# Every layer dense (first_k_dense_replace = num_hidden_layers); the expert sizes are required by the
-# config but unused.  Head widths all differ, so that a width mapped to the wrong place shows.
+# Head widths all differ, so that a width mapped to the wrong place shows.  The expert sizes only act in
+# the layers from first_k_dense_replace on (widths of multiples of 4 floats: Hugging Face's grouped
+# multiply of the experts on the CPU needs 16-byte rows).
 BASE = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=10, qk_nope_head_dim=8,
-            qk_rope_head_dim=4, v_head_dim=6, intermediate_size=48, n_routed_experts=4, n_group=1, topk_group=1,
-            num_experts_per_tok=2, moe_intermediate_size=8)
+            qk_rope_head_dim=4, v_head_dim=6, intermediate_size=48, n_routed_experts=8, n_group=4, topk_group=2,
+            num_experts_per_tok=2, moe_intermediate_size=8, n_shared_experts=1, routed_scaling_factor=2.5)
 CONFIGS = {
     "q-latent-interleaved": dict(q_lora_rank=12, num_hidden_layers=2, first_k_dense_replace=2),
     "no-q-latent-halves-tied-theta": dict(q_lora_rank=None, num_hidden_layers=1, first_k_dense_replace=1,
@@ -33,6 +34,8 @@ CONFIGS = {
                                           rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
     # DeepSeek-V3's own scaling (its checkpoints: factor 40 over 4096 tokens, mscale = mscale_all_dim = 1),
     # here over a training length of 16 (64 / 4) so that the 20-token inputs reach past it
+    # One dense layer, then two mixtures of experts: sigmoid gates, a balancing bias, 2 of 4 groups.
+    "moe": dict(q_lora_rank=12, num_hidden_layers=3, first_k_dense_replace=1),
     "yarn": dict(q_lora_rank=12, num_hidden_layers=1, first_k_dense_replace=1,
                  rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                   "original_max_position_embeddings": 16, "beta_fast": 32, "beta_slow": 1,
@@ -46,11 +49,17 @@ def make_hf(name: str, seed: int = 0):
                                            bos_token_id=1, eos_token_id=2, pad_token_id=0,
                                            **BASE, **CONFIGS[name])
     hf = transformers.DeepseekV3ForCausalLM(config).eval()
-    # Norm gains away from 1, so that a gain mapped to the wrong norm shows.
+    # Norm gains away from 1, so that a gain mapped to the wrong norm shows; router weights and a
+    # balancing bias large enough to change which experts are chosen.
     with torch.no_grad():
         for n, p in hf.named_parameters():
             if "norm" in n:
                 p.normal_(1.0, 0.2)
+            elif n.endswith("mlp.gate.weight"):
+                p.normal_(0.0, 0.5)
+        for n, b in hf.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.normal_(0.0, 0.3)
     return hf
 
 
@@ -79,6 +88,12 @@ def test_left_padded_generation_matches(pair):
     hf, ours = pair
     prompts = [torch.randint(0, V, (n,)) for n in (7, 3)]
     assert_left_padded_generation_matches(hf, ours, prompts, n=8)
+
+
+def test_expert_layers_follow_first_k_dense_replace():
+    ours = deepseek_v3.build(make_hf("moe").config.to_dict())
+    ffs = [b.fn for b in ours.attn_layers.blocks if b.kind == "f"]
+    assert [type(f).__name__ for f in ffs] == ["FeedForward", "MixtureOfExperts", "MixtureOfExperts"]
 
 
 @torch.no_grad()
@@ -111,8 +126,6 @@ def test_from_pretrained_reads_a_saved_folder(tmp_path, name):
 
 def test_unsupported_configs_are_refused():
     config = make_hf("q-latent-interleaved").config.to_dict()
-    with pytest.raises(ValueError, match="first_k_dense_replace"):
-        deepseek_v3.build(dict(config, first_k_dense_replace=1))
     with pytest.raises(ValueError, match="rope_type"):
         deepseek_v3.build(dict(config, rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 1e4}))
     with pytest.raises(ValueError, match="attention_bias"):
