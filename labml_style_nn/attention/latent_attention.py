@@ -259,7 +259,9 @@ class LatentQKV(nn.Module):
                     first, second = cache.update(first, second)
         if self.dim_latent_kv is None:
             return q, first, second, offset  # keys and values, cached as heads
-        k, v = self._expand(first, second, rotary if shared.key_rotary is None else shared.key_rotary)
+        # Keys recomputed from cached latents need the angles of every cached position.
+        key_rotary = rotary if rotary is None or shared.key_rotary is None else shared.key_rotary
+        k, v = self._expand(first, second, key_rotary)
         return q, k, v, offset
 
     def _compress(self, kv_input: Tensor, rotary: Optional[Tensor]) -> tuple[Tensor, Tensor]:
