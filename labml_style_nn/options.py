@@ -60,6 +60,7 @@ KEYWORD_MODULES = (
     "attention.gate_values", "attention.head_scale", "attention.qk_norm", "attention.residual_attention",
     "attention.fast_attention", "attention.head_gate", "attention.qk_rmsnorm", "residual.branch_output",
     "feedforward.solu", "feedforward.softclamp",
+    "attention.latent_attention",
     "memory.persistent_memory",
     "positional.rotary", "positional.rope_scaling", "positional.alibi", "positional.t5_bias",
     "positional.position_infused",
@@ -74,6 +75,7 @@ KEYWORD_MODULES = (
     "attention.laser", "attention.zero_kv", "attention.learned_sink", "attention.hybrid",
     "attention.orthogonal_values", "positional.cope", "positional.forgetting", "positional.relative_projection",
     "positional.partial_rotary_heads",
+    "moe.mixture", "moe.mixtral", "moe.switch", "moe.deepseek",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

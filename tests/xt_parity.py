@@ -93,15 +93,17 @@ def rotary_rows(heads: int, dim_head: int, rot: int) -> torch.Tensor:
 
 
 def copy_attention(put: _Writer, mine: nn.Module, theirs: nn.Module, rot: int = 0) -> None:
-    q, k, v = theirs.to_q.weight, theirs.to_k.weight, theirs.to_v.weight
-    if rot:
-        q = q[rotary_rows(mine.heads, mine.dim_head, rot)]
-        k = k[rotary_rows(mine.kv_heads, mine.dim_head, rot)]
-    if mine.to_qkv is not None:
-        put(mine.to_qkv.weight, torch.cat([q, k, v]))
-    else:
-        put(mine.to_q.weight, q)
-        put(mine.to_kv.weight, torch.cat([k, v]))
+    # Latent attention's projections are copied by its own test (`extra`).
+    if getattr(mine, "latent_qkv", None) is None:
+        q, k, v = theirs.to_q.weight, theirs.to_k.weight, theirs.to_v.weight
+        if rot:
+            q = q[rotary_rows(mine.heads, mine.dim_head, rot)]
+            k = k[rotary_rows(mine.kv_heads, mine.dim_head, rot)]
+        if mine.to_qkv is not None:
+            put(mine.to_qkv.weight, torch.cat([q, k, v]))
+        else:
+            put(mine.to_q.weight, q)
+            put(mine.to_kv.weight, torch.cat([k, v]))
     if isinstance(theirs.to_out, nn.Identity):  # no output projection (one head, or project_out=False)
         assert isinstance(mine.to_out, nn.Identity), "x-transformers has no output projection here, ours has one"
         return

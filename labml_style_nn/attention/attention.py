@@ -48,6 +48,7 @@ from its own file (the protocols are on the [extension points](extension_points.
 | step | extension point | techniques |
 |---|---|---|
 | project $x$ to $q, k, v$ | `qk_proj`, `kv_heads` | collaborative heads, [grouped-query](grouped_query.md) |
+| project, rotate and cache through latents | `latent_qkv` | [multi-head latent attention](latent_attention.md) |
 | transform $q, k$ (then rotate them), and $v$ | `qk_transform`, `rotary`, `rotate_num_heads`, `value_norm` | [qk-norm](qk_norm.md), [qk RMSNorm](qk_rmsnorm.md), rotary embeddings (on [some heads](../positional/partial_rotary_heads.md)), [L2 distance](l2_distance.md) |
 | extra key/value slots | `memory_kv`, `mem`, `cache` | persistent memory, [zero slot](zero_kv.md), XL memory, key/value cache |
 | additive bias $B$ | `attn_bias`, `score_bias` | T5 relative bias, ALiBi; per layer: [forget gates](../positional/forgetting.md), [relative projection](../positional/relative_projection.md) |
@@ -123,6 +124,7 @@ from ..checks import check_attention_inputs
 from ..keywords import Keyword, declare, rule
 from ..positional.rotary import apply_rotary
 from .extension_points import (
+    LatentProjection,
     QKProjection,
     QKTransform,
     ScoreTransform,
@@ -231,6 +233,7 @@ class Attention(FastPaths, nn.Module):
             state) -> (b, h, n, j)` (the Forgetting Transformer, the relative projection bias).
         hybrid: a recurrent branch run beside attention, `hybrid(out, x, mask, state) -> out` (Hymba).
         rotate_num_heads: rotate only the last this-many heads with rotary positions (`None`: all).
+        latent_qkv: replaces the projections, the rotation of $q, k$ and the cache update (latent attention).
     """
 
     def __init__(
@@ -263,6 +266,7 @@ class Attention(FastPaths, nn.Module):
         score_bias: Optional[nn.Module] = None,
         hybrid: Optional[nn.Module] = None,
         rotate_num_heads: Optional[int] = None,
+        latent_qkv: Optional[LatentProjection] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
@@ -283,13 +287,17 @@ class Attention(FastPaths, nn.Module):
         # self-attention.  Cross-attention and memories slice it into its query and key/value
         # parts.  With `qk_proj` the queries and keys come from that module instead.
         # With $g$ key/value heads the projection is $h d + g d + g d_v$ wide.
+        # With `latent_qkv` all three come from that module instead.
         width = v_inner if qk_proj is not None else inner + kv_inner + v_inner
+        own = latent_qkv is None
         self.to_q: Optional[nn.Linear] = (
-            nn.Linear(dim, inner, bias=qkv_bias) if self.is_cross and qk_proj is None else None)
-        self.to_qkv: Optional[nn.Linear] = None if self.is_cross else nn.Linear(dim, width, bias=qkv_bias)
+            nn.Linear(dim, inner, bias=qkv_bias) if own and self.is_cross and qk_proj is None else None)
+        self.to_qkv: Optional[nn.Linear] = (
+            nn.Linear(dim, width, bias=qkv_bias) if own and not self.is_cross else None)
         kv_width = v_inner if qk_proj is not None else kv_inner + v_inner
         self.to_kv: Optional[nn.Linear] = (
-            None if dim_context is None else nn.Linear(dim_context, kv_width, bias=qkv_bias))
+            nn.Linear(dim_context, kv_width, bias=qkv_bias) if own and dim_context is not None else None)
+        self.latent_qkv = latent_qkv
         self.qk_proj = qk_proj
         self.qk_transform = qk_transform
         self.memory_kv = memory_kv
@@ -297,8 +305,9 @@ class Attention(FastPaths, nn.Module):
         self.normaliser = normaliser
         self.output_gate = output_gate
         self.value_norm = value_norm
+        inner_v = heads * (self.value_dim_head if latent_qkv is None else latent_qkv.dim_value_head)
         self.to_out = to_out if to_out is not None else nn.Linear(
-            heads * self.value_dim_head, dim if dim_out is None else dim_out, bias=out_bias)
+            inner_v, dim if dim_out is None else dim_out, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
         self.sublayer_dropout = nn.Dropout(sublayer_dropout)
         self.fused = fused or FusedKernel()
@@ -423,42 +432,21 @@ class Attention(FastPaths, nn.Module):
             kv_input = x if mem is None else torch.cat((mem, x), dim=1)
             key_mask = mask
 
-        if cache is not None and self.is_cross and cache.has_kv():
-            # The context's keys and values were computed at the first step; only project $q$.
-            q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
-        else:
-            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
-            new_keys = True
-
-        # Transforms of queries and keys (e.g. qk-norm), then rotary positions, and of the new values
-        # (value RMSNorm).  Keys and values that come from a cache were transformed when they were
-        # computed.
-        if self.qk_transform is not None:
-            q = self.qk_transform.queries(q)
-            if new_keys:
-                k = self.qk_transform.keys(k)
-        if self.value_norm is not None and new_keys:
-            v = self.value_norm(v)
-        if shared.rotary is not None and not self.is_cross:
-            q = self._rotate(q, shared.rotary[:, -n:])
-            k = self._rotate(k, shared.rotary)
-
-        # A cache stores keys/values once computed and returns all of them so far.  Techniques that
-        # carry state from step to step (a forget gate's running sum, a recurrent branch) keep it in
-        # the cache's `state`.
-        offset = 0 if self.is_cross else k.shape[-2] - n
+        # Techniques that carry state from step to step (a forget gate's running sum, a recurrent branch)
+        # keep it in the cache's `state`.
         state = getattr(cache, "state", None)
         if cache is not None and not self.is_cross and (self.cache_blocker or (self.stateful and state is None)):
             raise ValueError(f"cache: {self.cache_blocker or 'a technique of this layer carries a running state, '}"
                              f"{'' if self.cache_blocker else 'which only the growing LayersCache keeps'}; "
                              "decode without a cache")
-        if cache is not None:
-            if self.is_cross:
-                if not cache.has_kv():
-                    cache.set_kv(k, v)
-            else:
-                offset = cache.offset
-                k, v = cache.update(k, v)
+        if self.latent_qkv is not None:
+            # Latent attention projects, rotates and caches in its own way ([its page](latent_attention.md)):
+            # the cache holds latents, and every key and value is expanded from them at every step.
+            q, k, v, offset = self.latent_qkv(x, kv_input, shared, cache, self.is_cross)
+            if self.qk_transform is not None:
+                q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
+        else:
+            q, k, v, offset = self._project_and_cache(x, kv_input, shared, cache)
 
         # Persistent memory: learned slots, prepended, always visible.
         num_mem = 0
@@ -520,6 +508,42 @@ class Attention(FastPaths, nn.Module):
         if r is None or r == t.shape[1]:
             return apply_rotary(t, rotary)
         return torch.cat((t[:, :-r], apply_rotary(t[:, -r:], rotary)), dim=1)
+
+    #
+    # ### Rotary positions and the cache
+    #
+    # Transforms of queries and keys (e.g. qk-norm), then rotary positions.  Keys that come from a
+    # cache were transformed when they were computed.  A cache stores keys/values once computed and
+    # returns all of them so far; `offset` counts the keys that come before the current tokens.
+    def _project_and_cache(self, x: Tensor, kv_input: Tensor, shared: SharedAttentionInputs, cache):
+        n = x.shape[1]
+        if cache is not None and self.is_cross and cache.has_kv():
+            # The context's keys and values were computed at the first step; only project $q$.
+            q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
+        else:
+            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
+            new_keys = True
+        # Transforms of queries and keys (e.g. qk-norm), then rotary positions, and of the new values
+        # (value RMSNorm).  Keys and values that come from a cache were transformed when they were
+        # computed.
+        if self.qk_transform is not None:
+            q = self.qk_transform.queries(q)
+            if new_keys:
+                k = self.qk_transform.keys(k)
+        if self.value_norm is not None and new_keys:
+            v = self.value_norm(v)
+        if shared.rotary is not None and not self.is_cross:
+            q = self._rotate(q, shared.rotary[:, -n:])
+            k = self._rotate(k, shared.rotary)
+        offset = 0 if self.is_cross else k.shape[-2] - n
+        if cache is not None:
+            if self.is_cross:
+                if not cache.has_kv():
+                    cache.set_kv(k, v)
+            else:
+                offset = cache.offset
+                k, v = cache.update(k, v)
+        return q, k, v, offset
 
     #
     # ### Which keys each query may see

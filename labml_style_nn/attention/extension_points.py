@@ -18,6 +18,7 @@ per-forward inputs that the layer stack shares with every attention layer.
 | `value_transform` | `values(v) -> v` before aggregation, `output(o) -> o` after it | [LASER](laser.md) |
 | `score_bias` | `forward(x, keys_input, offset, state) -> (b, h, n, j)`, the layer's own bias | [forget gates](../positional/forgetting.md), [relative projection](../positional/relative_projection.md) |
 | `hybrid` | `forward(out, x, mask, state) -> out`, `out` `(b, h, n, d)` | [hybrid heads](hybrid.md) |
+| `latent_qkv` | `forward(x, kv_input, shared, cache, is_cross) -> (q, k, v, offset)` | [latent attention](latent_attention.md) |
 | shared inputs | `SharedAttentionInputs` below | [rotary](../positional/rotary.md), [ALiBi](../positional/alibi.md), [T5](../positional/t5_bias.md), [position infused](../positional/position_infused.md) |
 
 Shapes: `b` batch, `h` heads, `n` tokens, `i`/`j` query/key positions, `d` head dim.
@@ -46,6 +47,10 @@ class SharedAttentionInputs:
 
     # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
     rotary: Optional[Tensor] = None
+    # Rotary angles of every key the attention sees, the cached ones too, `(2, j, d_rot)`: set by a
+    # cache for keys recomputed from cached latents ([latent attention](latent_attention.md)); `None`:
+    # the keys are the new ones, `rotary`.
+    key_rotary: Optional[Tensor] = None
     # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
     attn_bias: Optional[Tensor] = None
     # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
@@ -81,6 +86,18 @@ class QKTransform(Protocol):
 
     def keys(self, k: Tensor) -> Tensor:
         """Keys `(b, h, j, d)` to transformed keys of the same shape."""
+        ...
+
+
+class LatentProjection(Protocol):
+    """`latent_qkv`: replaces the projections, the rotation of queries and keys, and the cache update."""
+
+    # Width of each value head (what the output projection receives per head).
+    dim_value_head: int
+
+    def __call__(self, x: Tensor, kv_input: Tensor, shared: SharedAttentionInputs, cache,
+                 is_cross: bool) -> tuple[Tensor, Tensor, Tensor, int | Tensor]:
+        """Queries `(b, h, n, e)`, every key `(b, g, j, e)` and value `(b, g, j, dv)`, and the keys before `x`."""
         ...
 
 

@@ -213,8 +213,8 @@ class FastPaths:
     @property
     def _plain_self_attention(self) -> bool:
         """Self-attention whose only extension points are rotary, `qk_transform`, bias and gates."""
-        return not self.is_cross and self.qk_proj is None and self.memory_kv is None and self.uses_fused_path \
-            and self.value_dim_head == self.dim_head
+        return not self.is_cross and self.to_qkv is not None and self.qk_proj is None and self.memory_kv is None \
+            and self.uses_fused_path and self.value_dim_head == self.dim_head
 
     #
     # ### A cached step of one token

@@ -156,6 +156,9 @@ class AttentionSinksCache(RollingLayersCache):
         if layers.options.attn.max_attend_past is not None:
             raise ValueError("layers: attention sinks are for full-attention models; a sliding-window stack "
                              "(attn_max_attend_past) uses RollingLayersCache.for_window")
+        if layers.options.attn.use_latent_kv:
+            raise ValueError("layers: attention sinks re-rotate cached keys, and attn_use_latent_kv caches "
+                             "latents instead (latent attention); use the growing or rolling cache")
         super().__init__(layers, batch, window=cache_len - sinks, pinned=sinks)
 
     def shared_inputs(self, layers, n: int, device):

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_cache_kv, check_generate_keywords, check_mask, check_tensor
+from ..moe.mixture import moe_aux_loss
 from .compiled_decoding import decode_static
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
@@ -120,7 +121,8 @@ class AutoregressiveWrapper(nn.Module):
         self.speculative_stats: Optional[SpeculativeStats] = None
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, **kwargs) -> Tensor:
-        """The mean next-token cross-entropy of `x` `(b, n)`; `mask` `(b, n)` is true for real tokens."""
+        """The mean next-token cross-entropy of `x` `(b, n)` (plus any mixture-of-experts auxiliary losses);
+        `mask` `(b, n)` is true for real tokens."""
         check_tensor("x", x, "(batch, n) of token ids, n >= 2", ndim=2, kind="int")
         if x.shape[1] < 2:
             raise ValueError(f"x: expected token ids (batch, n) with n >= 2, got shape {tuple(x.shape)}")
@@ -131,7 +133,10 @@ class AutoregressiveWrapper(nn.Module):
             target = target.masked_fill(~mask[:, 1:], self.ignore_index)
             kwargs["mask"] = mask[:, :-1]
         logits = self.net(inp, **kwargs)  # (b, n - 1, V)
-        return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
+        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
+        # Mixture-of-experts layers add their balance and z-losses of this pass (moe/mixture.py)
+        aux = moe_aux_loss(self.net)
+        return loss if aux is None else loss + aux
 
     #
     # ## Generation

@@ -141,6 +141,7 @@ class LayersCache:
             bias = layers.alibi(q_pos, k_pos)
         return SharedAttentionInputs(
             rotary=self._rotary[:, start:end] if self._rotary is not None else None,  # (2, n, r)
+            key_rotary=self._rotary[:, :end] if self._rotary is not None else None,  # (2, m + n, r)
             attn_bias=bias,
             qk_pos=self._qk_pos[start:end] if self._qk_pos is not None else None,  # (n, D)
         )

@@ -62,6 +62,7 @@ import torch
 from torch import Tensor
 
 from ..attention.extension_points import SharedAttentionInputs
+from ..attention.latent_attention import needs_key_angles
 from ..residual.token_shift import ShiftState
 from .kv_cache import CrossAttentionCache
 
@@ -128,6 +129,13 @@ class RollingLayout:
         # $p(s) = t - ((s(t) - s) \bmod W)$ for the rolling slots, $s + \text{shift}$ for the pinned ones
         rolling = t0 - (self.slot(t0) - s) % self.window
         return torch.where(s < self.pinned, s + shift, rolling)
+
+
+def key_angles(layers, k_pos: Tensor) -> Optional[Tensor]:
+    """Rotary angles of the keys at `k_pos`, when some layer rotates keys recomputed from cached latents."""
+    if layers.rotary is None or not needs_key_angles(layers.options):
+        return None
+    return layers.rotary(k_pos)  # (2, keys, r)
 
 
 #
@@ -238,13 +246,13 @@ class RollingLayersCache:
         """Positional inputs of the next `n` tokens for the stack `layers`."""
         t0 = self.layout.seen
         q_pos = torch.arange(t0, t0 + n, device=device)
+        k_pos = self.layout.slot_positions(n, device)
         bias = None
         if layers.rel_pos is not None or layers.alibi is not None:
-            k_pos = self.layout.slot_positions(n, device)
             scheme = layers.rel_pos if layers.rel_pos is not None else layers.alibi
             bias = scheme(q_pos, k_pos)  # (1, h, n, keys)
         return SharedAttentionInputs(rotary=layers.rotary(q_pos) if layers.rotary is not None else None,
-                                     attn_bias=bias)
+                                     attn_bias=bias, key_rotary=key_angles(layers, k_pos))
 
     #
     # ### The key mask, rolled like the keys

@@ -68,7 +68,7 @@ from torch import Tensor
 
 from ..attention.extension_points import SharedAttentionInputs
 from .kv_cache import CrossAttentionCache, LayersCache, SelfAttentionCache
-from .rolling_cache import RollingAttentionCache, RollingLayersCache
+from .rolling_cache import RollingAttentionCache, RollingLayersCache, key_angles
 
 
 class StaticSelfAttentionCache:
@@ -164,6 +164,7 @@ class StaticLayersCache(LayersCache):
             bias = layers.alibi(index, self._positions)
         return SharedAttentionInputs(
             rotary=self._rotary.index_select(1, index) if self._rotary is not None else None,  # (2, n, r)
+            key_rotary=self._rotary,  # (2, L, r): every slot's position
             attn_bias=bias,
             qk_pos=self._qk_pos.index_select(0, index) if self._qk_pos is not None else None,  # (n, D)
         )
@@ -257,7 +258,8 @@ class StaticWindowCache(StaticLayersCache):
         # $p(s) = t - ((t \bmod C - s) \bmod C)$ for every slot $s$
         k_pos = t[-1] - (t[-1] % self.max_len - self._positions) % self.max_len  # (C,)
         return SharedAttentionInputs(rotary=layers.rotary(t) if layers.rotary is not None else None,
-                                     attn_bias=scheme(t, k_pos) if scheme is not None else None)
+                                     attn_bias=scheme(t, k_pos) if scheme is not None else None,
+                                     key_rotary=key_angles(layers, k_pos))
 
     def extend_mask(self, mask: Optional[Tensor], n: int) -> Tensor:
         slots = self._new_positions(n) % self.max_len

@@ -22,6 +22,7 @@ from ..attention.fast_attention import FusedKernel
 from ..attention.gate_values import ValueGate
 from ..attention.head_gate import HeadGate
 from ..attention.head_scale import HeadScale, OutputGates
+from ..attention.latent_attention import make_latent_qkv
 from ..attention.qk_norm import QKNorm
 from ..attention.qk_rmsnorm import MultiheadRMSNorm, QKRMSNorm
 from ..attention.sparse_topk import SparseTopK
@@ -30,6 +31,7 @@ from ..feedforward.feedforward import FeedForward
 from ..feedforward.softclamp import SoftClampedGate
 from ..feedforward.solu import SoLU
 from ..memory.persistent_memory import PersistentMemory
+from ..moe.mixture import mixture_from_options
 from ..norms.rms_norm import RMSNorm
 from ..norms.scale_norm import ScaleNorm
 from ..options import LayerOptions
@@ -79,7 +81,8 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
     elif a.qk_norm and not a.qk_norm_dim_scale:
         scale = float(a.qk_norm_scale)
     else:
-        scale = a.scale if a.scale is not None else dim_key ** -0.5
+        # DeepSeek's decoupled rotary features widen each query and key (latent attention).
+        scale = a.scale if a.scale is not None else (dim_key + (a.latent_rope_dim or 0)) ** -0.5
     qk_transform = None
     if a.qk_norm:
         qk_transform = QKNorm(a.qk_norm_seq_len, groups=a.qk_norm_groups,
@@ -127,6 +130,7 @@ def make_attention(o: LayerOptions, cross: bool) -> Attention:
         fused=FusedKernel.from_keywords(a.flash, a.attend_sdp_kwargs, a.onnxable),
         # Normalisers, extra key/value slots, value transforms, biases, hybrid heads (build_attention_extras.py).
         **attention_extras(o, a, cross, parts),
+        latent_qkv=make_latent_qkv(a, o, dim_context),
     )
     if a.zero_init_output or a.output_proj_depth is not None:
         init_branch_output(output_linear(attention.to_out), zero=a.zero_init_output, depth=a.output_proj_depth)
@@ -145,8 +149,11 @@ def ff_activation(o: LayerOptions) -> str | nn.Module:
     return f.activation_name()
 
 
-def make_feedforward(o: LayerOptions) -> FeedForward:
+def make_feedforward(o: LayerOptions, ff_index: int = 0) -> nn.Module:
+    """The feed-forward layer: a mixture of experts with `ff_num_experts` (past the first `ff_first_dense`)."""
     f = o.ff
+    if f.num_experts and ff_index >= f.first_dense:
+        return mixture_from_options(o)
     ff = FeedForward(o.dim, mult=f.mult, inner_dim=f.inner_dim, glu=f.glu, activation=ff_activation(o),
                      bias=not f.no_bias, post_act_ln=f.post_act_ln, dropout=f.dropout, dim_out=f.dim_out,
                      softclamp=f.softclamp_value, glu_mult_bias=f.glu_mult_bias,
@@ -157,9 +164,9 @@ def make_feedforward(o: LayerOptions) -> FeedForward:
     return ff
 
 
-def make_block(o: LayerOptions, kind: str, step: float, shift: int) -> Block:
-    """One block: the sublayer, its norms and its residual connection."""
-    fn = make_feedforward(o) if kind == "f" else make_attention(o, cross=kind == "c")
+def make_block(o: LayerOptions, kind: str, step: float, shift: int, ff_index: int = 0) -> Block:
+    """One block: the sublayer, its norms and its residual connection (`ff_index`: feed-forward blocks before it)."""
+    fn = make_feedforward(o, ff_index) if kind == "f" else make_attention(o, cross=kind == "c")
     normed = not o.use_rezero
     if o.gate_residual:
         residual = GatedResidual(o.dim)

@@ -80,8 +80,8 @@ class AttentionLayers(nn.Module):
         steps = branch_steps(self.layer_types, o.macaron)
         shifts = shift_amounts(o, len(self.layer_types))
         self.blocks = nn.ModuleList(
-            make_block(o, kind, step, shift)
-            for kind, step, shift in zip(self.layer_types, steps, shifts, strict=True))
+            make_block(o, kind, step, shift, ff_index=self.layer_types[:i].count("f"))
+            for i, (kind, step, shift) in enumerate(zip(self.layer_types, steps, shifts, strict=True)))
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
         # Pre-norm stacks end with a norm; post-norm blocks are already normalised; ReZero has none.
@@ -93,6 +93,8 @@ class AttentionLayers(nn.Module):
             # By default half of each key is rotated (at least 32 features, at most all of them).
             dim_key = o.attn.key_width(dim)
             rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
+            if o.attn.latent_rope_dim is not None:
+                rot = o.rotary_emb_dim or o.attn.latent_rope_dim  # DeepSeek's rotated features, all of them
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
             self.rotary = RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))

@@ -81,7 +81,8 @@ Shapes: `D` width, `h` query heads, `g` key/value heads, `d` head width, `H` hid
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -116,7 +117,7 @@ def rotary_keywords(config: dict[str, Any]) -> dict[str, Any]:
 def window_keywords(config: dict[str, Any]) -> dict[str, Any]:
     """`attn_max_attend_past` for Mistral's (and Qwen2's) `sliding_window`, or nothing."""
     window = config.get("sliding_window")
-    if window is None or (config["model_type"] == "qwen2" and not config.get("use_sliding_window")):
+    if not window or (config["model_type"].startswith("qwen2") and not config.get("use_sliding_window")):
         return {}
     layer_types = config.get("layer_types") or ["sliding_attention"] * config["num_hidden_layers"]
     if all(t == "full_attention" for t in layer_types):
@@ -130,12 +131,18 @@ def window_keywords(config: dict[str, Any]) -> dict[str, Any]:
 
 #
 # ## The model, from the config
-def build(config: dict[str, Any]) -> TransformerWrapper:
-    """LLaMA, Qwen2 or Mistral as a `TransformerWrapper` with a `Decoder`, from a Hugging Face config dict."""
+def build(config: dict[str, Any], **ff_keywords: Any) -> TransformerWrapper:
+    """LLaMA, Qwen2 or Mistral as a `TransformerWrapper` with a `Decoder`, from a Hugging Face config dict.
+
+    `ff_keywords` replace the dense feed-forward keywords (the mixtures of experts of
+    [mixtral.py](mixtral.md) are these models with other feed-forward layers).
+    """
     dim, heads = config["hidden_size"], config["num_attention_heads"]
     dim_head = config.get("head_dim") or dim // heads
-    qwen2 = config["model_type"] == "qwen2"
+    qwen2 = config["model_type"] in ("qwen2", "qwen2_moe") and config.get("qkv_bias", True)
     attention_bias = bool(config.get("attention_bias", False))
+    ff = dict(ff_glu=True, ff_activation=activation(config_value(config, "hidden_act", default="silu")),
+              ff_inner_dim=config["intermediate_size"], ff_no_bias=not config.get("mlp_bias", False))
     return TransformerWrapper(
         num_tokens=config["vocab_size"],
         max_seq_len=config_value(config, "max_position_embeddings", default=2048),
@@ -147,9 +154,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             attn_out_bias=attention_bias,
             rotary_pos_emb=True, rotary_emb_dim=dim_head, **rotary_keywords(config),
             use_rmsnorm=True, norm_eps=config_value(config, "rms_norm_eps", default=1e-6),
-            ff_glu=True, ff_activation=activation(config_value(config, "hidden_act", default="silu")),
-            ff_inner_dim=config["intermediate_size"],
-            ff_no_bias=not config.get("mlp_bias", False),
+            **{**ff, **ff_keywords},
             **window_keywords(config),
         ),
         tie_embedding=bool(config.get("tie_word_embeddings", False)),
@@ -159,8 +164,12 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
 
 #
 # ## The weights
-def convert(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Hugging Face LLaMA / Qwen2 / Mistral weights under our names."""
+def convert(config: dict[str, Any], state: dict[str, Tensor], mlp: Optional[MlpConverter] = None) -> dict[str, Tensor]:
+    """Hugging Face LLaMA / Qwen2 / Mistral weights under our names.
+
+    `mlp(w, out, theirs, ours)` converts one layer's feed-forward weights (`theirs` is
+    `layers.{i}.mlp`, `ours` the block's `fn`); by default the dense SwiGLU layer.
+    """
     w = WeightMap(state, prefix="model.", skip=[r".*\.rotary_emb\.inv_freq"])
     out = {"token_emb.weight": w["embed_tokens.weight"]}
     for i in range(config["num_hidden_layers"]):
@@ -173,12 +182,7 @@ def convert(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tenso
         if w.has(f"{qkv[0]}.bias"):
             out[f"{attn}.fn.to_qkv.bias"] = torch.cat([w[f"{p}.bias"] for p in qkv])
         _linear(w, out, f"{layer}.self_attn.o_proj", f"{attn}.fn.to_out")
-        # $[W_u; W_g]$: the value half first, then the gate (see the GLU page).
-        up_gate = [f"{layer}.mlp.up_proj", f"{layer}.mlp.gate_proj"]
-        out[f"{ff}.fn.proj_in.proj.weight"] = torch.cat([w[f"{p}.weight"] for p in up_gate])
-        if w.has(f"{up_gate[0]}.bias"):
-            out[f"{ff}.fn.proj_in.proj.bias"] = torch.cat([w[f"{p}.bias"] for p in up_gate])
-        _linear(w, out, f"{layer}.mlp.down_proj", f"{ff}.fn.proj_out")
+        (mlp or dense_mlp)(w, out, f"{layer}.mlp", f"{ff}.fn")
     out["attn_layers.final_norm.gamma"] = w["norm.weight"]
     if config.get("tie_word_embeddings", False):
         w.skip("lm_head.weight", top=True)  # the same tensor as `embed_tokens`
@@ -186,6 +190,20 @@ def convert(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Tenso
         out["to_logits.weight"] = w.get("lm_head.weight", top=True)
     w.check_all_used(config["model_type"])
     return out
+
+
+# A converter of one layer's feed-forward weights: `(w, out, theirs, ours) -> None`.
+MlpConverter = Callable[[WeightMap, dict[str, Tensor], str, str], None]
+
+
+def dense_mlp(w: WeightMap, out: dict[str, Tensor], theirs: str, ours: str) -> None:
+    """A SwiGLU layer `theirs.{gate,up,down}_proj` into our `FeedForward` `ours`."""
+    # $[W_u; W_g]$: the value half first, then the gate (see the GLU page).
+    up_gate = [f"{theirs}.up_proj", f"{theirs}.gate_proj"]
+    out[f"{ours}.proj_in.proj.weight"] = torch.cat([w[f"{p}.weight"] for p in up_gate])
+    if w.has(f"{up_gate[0]}.bias"):
+        out[f"{ours}.proj_in.proj.bias"] = torch.cat([w[f"{p}.bias"] for p in up_gate])
+    _linear(w, out, f"{theirs}.down_proj", f"{ours}.proj_out")
 
 
 def _linear(w: WeightMap, out: dict[str, Tensor], theirs: str, ours: str) -> None:

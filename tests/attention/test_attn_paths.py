@@ -6,7 +6,8 @@ from attn_features import DIM, make_stack, run
 
 # Features that leave the scores alone keep the fused kernel; the others need the score matrix.
 FUSED = ["mem_kv", "head_scale", "gate_values", "gate_values_old_keyword", "on_attn", "collab_heads",
-         "qk_norm", "gated_attention", "qk_norm_xt", "qk_rmsnorm", "value_dim_head", "l2_laser_zero_kv", "dropout"]
+         "qk_norm", "gated_attention", "qk_norm_xt", "qk_rmsnorm", "value_dim_head", "l2_laser_zero_kv", "latent_qkv",
+         "latent_deepseek", "dropout"]
 EXPLICIT = ["sparse_topk", "entmax15", "talking_heads", "residual_attn", "residual_attn_post_norm", "xt_talking_heads",
             "custom_attn_fn", "sigmoid", "hard", "cog_softclamp", "topk_straight_through_sink"]
 

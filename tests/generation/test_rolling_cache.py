@@ -15,6 +15,9 @@ SCHEMES = {
     "none": {},
     "rotary_gqa": dict(rotary_pos_emb=True, attn_kv_heads=2),
     "explicit_path": dict(rotary_pos_emb=True, attn_talking_heads=True),
+    "rotary_latent": dict(rotary_pos_emb=True, attn_use_latent_kv=True, attn_dim_latent_kv=12),
+    "alibi_latent_deepseek": dict(alibi_pos_emb=True, attn_use_latent_kv=True, attn_dim_latent_kv=12,
+                                  attn_latent_rope_dim=4),
 }
 
 

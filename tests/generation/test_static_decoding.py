@@ -28,6 +28,8 @@ CASES = [
     dict(rotary_pos_emb=True, attn_kv_heads=2, attn_num_mem_kv=2),
     dict(position_infused_attn=True, attn_talking_heads=True),
     dict(rotary_pos_emb=True, wrap=dict(num_memory_tokens=2)),
+    dict(rotary_pos_emb=True, attn_use_latent_kv=True, attn_dim_latent_kv=12),
+    dict(rotary_pos_emb=True, attn_use_latent_kv=True, attn_dim_latent_kv=12, attn_latent_rope_dim=4),
 ]
 
 

@@ -1,0 +1,165 @@
+r"""
+# Computing the experts: tokens grouped by expert
+
+*Papers:* [Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer](https://arxiv.org/abs/1701.06538) (Shazeer et al., 2017),
+[GShard](https://arxiv.org/abs/2006.16668) (Lepikhin et al., 2020)
+
+A mixture-of-experts layer has $E$ feed-forward networks, the *experts*, and sends each token to
+only $k$ of them.  After routing (the [Switch](switch.md), [Mixtral](mixtral.md) and
+[DeepSeek](deepseek.md) pages) the layer holds a list of $S$ *assignments*
+$(t_s, e_s, g_s)$: token $t_s$ goes to expert $e_s$ with gate $g_s$.  The output of token $t$ is
+
+$$y_t = \sum_{s : t_s = t} g_s \, \operatorname{FFN}_{e_s}(x_t).$$
+
+Computed one assignment at a time this is $S$ small matrix-vector products; computed densely
+(every expert on every token) it is $E / k$ times the work.  Instead the assignments are **sorted
+by expert**, so that each expert's tokens lie in one contiguous block of rows, and every expert
+multiplies its whole block at once:
+
+1. `order = argsort(e)`: the assignments grouped by expert, $c_e$ rows for expert $e$;
+2. gather the rows $X_s = x_{t_s}$ in that order, `(S, D)`;
+3. one matrix product per expert block, $H = \phi(X W^{(e)}_1)$ then $Y = H W^{(e)}_2$: PyTorch's
+   grouped matrix multiply `torch.nn.functional.grouped_mm` does all blocks in one call, given
+   the block ends $\operatorname{cumsum}(c)$; where it is missing, a loop over the $E$ experts
+   (never over tokens) calls `matmul` once per block;
+4. scale each row by its gate and add it back to its token with `index_add_`.
+
+The experts' weights are stored as three-dimensional tensors, expert first, so that the grouped
+multiply reads them directly: `w_in` `(E, H, D)` (or `(E, 2H, D)` for gated experts, value half
+first as on the [GLU page](../feedforward/glu.md)) and `w_out` `(E, D, H)`.
+
+## Expert parallelism
+
+When the experts outgrow one device they are split across $P$ devices, $E / P$ experts each,
+while attention and the rest of the layer stay data-parallel (GShard).  Each process routes its own
+tokens, then the grouped layout above is exactly what the exchange needs:
+
+1. sort the local assignments by expert; since the experts of device $p$ are the contiguous range
+   $[pE/P, (p+1)E/P)$, the sorted rows are already grouped by destination device;
+2. `torch.distributed.all_to_all_single(recv, send, output_split_sizes, input_split_sizes)` sends
+   every device its rows (the split sizes are the row counts per device, exchanged first with a
+   small `all_to_all_single` of the counts per expert);
+3. each device runs the grouped multiply above over the rows it received (re-sorted by its local
+   experts);
+4. a second `all_to_all_single`, with the split sizes swapped, returns the results to the devices
+   the tokens came from, where the gates and `index_add_` combine them.
+
+Two exchanges per layer per direction (the backward of an all-to-all is the reverse all-to-all);
+with a capacity factor the row counts are bounded, which is why Switch and GShard drop tokens
+beyond it: fixed-size buffers.  This library runs every expert on every process (the
+[experiment](../../experiments/moe_lm.md) is data-parallel under `torchrun`); the steps above are
+how the same layer would place its experts across devices.
+
+Shapes: `t` tokens, `S` assignments ($t k$, fewer after dropping), `E` experts, `D` width,
+`H` hidden width of one expert.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..feedforward.activations import activation as make_activation
+
+# `grouped_mm` (torch 2.10+) or its older private name; `None` on older versions.
+_GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+def group_by_expert(experts: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
+    """`(order, counts)`: the assignments sorted by expert (stable) and the rows of each expert.
+
+    >>> order, counts = group_by_expert(torch.tensor([2, 0, 2, 1]), 4)
+    >>> order.tolist(), counts.tolist()
+    ([1, 3, 0, 2], [1, 1, 2, 0])
+    """
+    order = torch.argsort(experts, stable=True)  # (S,)
+    counts = torch.bincount(experts, minlength=num_experts)  # (E,)
+    return order, counts
+
+
+def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None) -> Tensor:
+    r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e].T` `(E, O, I)`.
+
+    With `grouped_mm=None` PyTorch's grouped multiply is used where it runs (CPU in float32 or
+    bfloat16, CUDA in bfloat16, rows a multiple of 16 bytes long); otherwise one `matmul` per expert.
+    """
+    if grouped_mm is None:
+        aligned = all(size * x.element_size() % 16 == 0 for size in weight.shape[1:])
+        grouped_mm = _GROUPED_MM is not None and aligned and (
+            x.dtype == torch.bfloat16 or (x.device.type == "cpu" and x.dtype == torch.float32))
+    if grouped_mm:
+        # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
+        ends = counts.cumsum(0).to(torch.int32)  # (E,)
+        return _GROUPED_MM(x, weight.transpose(1, 2), offs=ends)  # (S, O)
+    # One product per expert block (the split sizes are read once, on the host)
+    blocks = x.split(counts.tolist())
+    return torch.cat([xe @ weight[e].t() for e, xe in enumerate(blocks)]) if len(x) else x.new_zeros(0, weight.shape[1])
+
+
+class Experts(nn.Module):
+    r"""$E$ feed-forward networks with weights stored expert-first, run on grouped assignments.
+
+    >>> experts = Experts(4, 8, 16)
+    >>> x = torch.randn(3, 8)                                  # 3 tokens
+    >>> token, expert = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 3, 1, 0])
+    >>> experts(x, token, expert, torch.ones(4)).shape          # 4 assignments
+    torch.Size([3, 8])
+
+    Args:
+        num_experts: $E$.
+        dim: model width $D$.
+        hidden: hidden width $H$ of each expert.
+        glu: gated experts, $\phi(x W_g) \odot x W_u$ (SwiGLU with `activation="silu"`).
+        activation: a name of `ff_activation`.
+        bias: biases on both projections.
+        dropout: dropout on the hidden layer.
+    """
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, *, glu: bool = True, activation: str = "silu",
+                 bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if num_experts < 1 or hidden < 1:
+            raise ValueError(f"ff_num_experts: expected at least one expert of width >= 1, got {num_experts} "
+                             f"of width {hidden}")
+        self.num_experts, self.dim, self.hidden, self.glu = num_experts, dim, hidden, glu
+        width = 2 * hidden if glu else hidden
+        self.w_in = nn.Parameter(torch.empty(num_experts, width, dim))
+        self.w_out = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        self.b_in = nn.Parameter(torch.zeros(num_experts, width)) if bias else None
+        self.b_out = nn.Parameter(torch.zeros(num_experts, dim)) if bias else None
+        self.act = make_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+        # `None`: the grouped multiply where it runs; `False`: one matmul per expert.
+        self.grouped_mm: Optional[bool] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Each expert initialised as `nn.Linear` would be: uniform in $\pm 1/\sqrt{\text{fan-in}}$
+        for w, fan_in in ((self.w_in, self.dim), (self.w_out, self.hidden)):
+            nn.init.uniform_(w, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    def forward(self, x: Tensor, token: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
+        r"""$y_t = \sum_{s: t_s = t} g_s \operatorname{FFN}_{e_s}(x_t)$ for `x` `(t, D)` and assignments `(S,)`."""
+        order, counts = group_by_expert(expert, self.num_experts)
+        token, expert = token[order], expert[order]  # (S,) grouped by expert
+        # $X_s = x_{t_s}$, expert by expert
+        xs = x[token]  # (S, D)
+        h = grouped_linear(xs, self.w_in, counts, grouped_mm=self.grouped_mm)  # (S, H) or (S, 2H)
+        if self.b_in is not None:
+            h = h + self.b_in[expert]
+        if self.glu:
+            # $\phi(x W_g) \odot x W_u$
+            value, g = h.chunk(2, dim=-1)
+            h = self.act(g) * value  # (S, H)
+        else:
+            h = self.act(h)
+        y = grouped_linear(self.dropout(h), self.w_out, counts, grouped_mm=self.grouped_mm)  # (S, D)
+        if self.b_out is not None:
+            y = y + self.b_out[expert]
+        # $g_s \operatorname{FFN}_{e_s}(x_{t_s})$, summed into token $t_s$
+        y = y * gate[order, None].to(y.dtype)
+        return torch.zeros_like(x).index_add_(0, token, y)  # (t, D)

@@ -1,0 +1,87 @@
+"""The grouped expert computation equals a naive loop over assignments, with the grouped multiply and without."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labml_style_nn.moe import Experts, group_by_expert
+
+
+def naive(experts: Experts, x, token, expert, gate):
+    """One assignment at a time: $y_{t_s} \\mathrel{+}= g_s \\operatorname{FFN}_{e_s}(x_{t_s})$."""
+    out = torch.zeros_like(x)
+    for t, e, g in zip(token.tolist(), expert.tolist(), gate):
+        h = experts.w_in[e] @ x[t] + (experts.b_in[e] if experts.b_in is not None else 0)
+        if experts.glu:
+            value, gate_half = h.chunk(2)
+            h = experts.act(gate_half) * value
+        else:
+            h = experts.act(h)
+        y = experts.w_out[e] @ h + (experts.b_out[e] if experts.b_out is not None else 0)
+        out[t] = out[t] + g * y
+    return out
+
+
+@pytest.mark.parametrize("grouped_mm", [None, False])
+@pytest.mark.parametrize("glu,activation,bias", [(True, "silu", False), (False, "gelu", True)])
+def test_grouped_equals_a_loop_over_assignments(grouped_mm, glu, activation, bias):
+    experts = Experts(5, 12, 20, glu=glu, activation=activation, bias=bias)
+    if bias:
+        torch.nn.init.normal_(experts.b_in)
+        torch.nn.init.normal_(experts.b_out)
+    experts.grouped_mm = grouped_mm
+    x = torch.randn(9, 12, requires_grad=True)
+    # Expert 3 gets nobody; token 4 goes twice to expert 1; token 8 gets nothing.
+    token = torch.tensor([0, 0, 1, 2, 3, 4, 4, 5, 6, 7])
+    expert = torch.tensor([1, 4, 0, 0, 2, 1, 1, 4, 0, 2])
+    gate = torch.rand(10, requires_grad=True)
+    ours = experts(x, token, expert, gate)
+    ref = naive(experts, x, token, expert, gate)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert ours[8].abs().max() == 0
+    # The gradients agree too (the grouped multiply has its own backward).
+    w = torch.randn_like(ours)
+    g_ours = torch.autograd.grad((ours * w).sum(), [x, gate, experts.w_in, experts.w_out])
+    g_ref = torch.autograd.grad((ref * w).sum(), [x, gate, experts.w_in, experts.w_out])
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_group_by_expert_is_stable_and_counts():
+    expert = torch.tensor([2, 0, 2, 1, 0])
+    order, counts = group_by_expert(expert, 4)
+    assert order.tolist() == [1, 4, 3, 0, 2] and counts.tolist() == [2, 1, 2, 0]
+
+
+def test_no_assignments_gives_zeros():
+    experts = Experts(3, 4, 8)
+    experts.grouped_mm = False
+    x = torch.randn(2, 4)
+    empty = torch.zeros(0, dtype=torch.long)
+    assert experts(x, empty, empty, torch.zeros(0)).abs().max() == 0
+
+
+def test_bad_sizes_are_value_errors():
+    with pytest.raises(ValueError, match="ff_num_experts"):
+        Experts(0, 4, 8)
+
+
+def test_grouped_mm_matches_per_expert_matmul_in_bfloat16():
+    if not hasattr(F, "grouped_mm"):
+        pytest.skip("no grouped_mm in this torch")
+    experts = Experts(4, 16, 32).to(torch.bfloat16)
+    x = torch.randn(6, 16, dtype=torch.bfloat16)
+    token, expert = torch.arange(6).repeat_interleave(2), torch.randint(0, 4, (12,))
+    gate = torch.rand(12)
+    a = experts(x, token, expert, gate)
+    experts.grouped_mm = False
+    torch.testing.assert_close(a, experts(x, token, expert, gate), rtol=2e-2, atol=2e-2)
+
+
+def test_unaligned_widths_fall_back_to_one_matmul_per_expert():
+    # Rows of 10 and 6 floats are not multiples of 16 bytes, which the grouped multiply needs.
+    experts = Experts(3, 10, 6)
+    x = torch.randn(4, 10)
+    token, expert, gate = torch.arange(4), torch.tensor([0, 2, 2, 1]), torch.rand(4)
+    torch.testing.assert_close(experts(x, token, expert, gate), naive(experts, x, token, expert, gate),
+                               rtol=1e-5, atol=1e-5)
