@@ -63,6 +63,8 @@ KEYWORD_MODULES = (
     "positional.position_infused",
     "feedforward.feedforward", "feedforward.glu", "feedforward.relu_squared", "feedforward.activations",
     "norms.scale_norm", "norms.rms_norm",
+    # layers-a: the stack's norms, LayerScale, layouts, regularisation and positions
+    "norms.layer_norm", "norms.dynamic_tanh", "norms.derf", "norms.adaptive_norm", "residual.layer_scale",
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
     "models.layout",

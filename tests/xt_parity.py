@@ -13,7 +13,8 @@ technique with parameters of its own passes `extra=[fn]`, where `fn(ours, theirs
 Where the two libraries differ only in how a parameter is stored, the copy converts the value, so the
 functions are equal (gradients with respect to the inputs too; a gradient with respect to a converted
 parameter is the same because the conversions are shifts):
-* x-transformers' norms store the gain minus 1 and have no bias: ours gets gain = gamma + 1, bias = 0;
+* x-transformers' norms store the gain minus 1 and have no bias: ours gets the same gain, stored as ours stores
+  it (minus its own offset with `norm_add_unit_offset`), and bias = 0 (`copy_norm` handles every norm kind);
 * its output projection has no bias: ours gets 0;
 * its learned absolute positions are multiplied by dim**-0.5 in the forward pass: ours gets the product;
 * its T5 bias is multiplied by sqrt(dim_head) (its `scale`): ours gets the product.
@@ -72,16 +73,40 @@ def _norm_gain(norm: nn.Module) -> torch.Tensor:
     return gain + float(getattr(norm, "unit_offset", False))
 
 
+def _put_offset(put: _Writer, mine: torch.Tensor, value: torch.Tensor, offset: float) -> None:
+    """Write the plain value `value` into our parameter `mine`, stored as `value - offset`."""
+    put(mine, (value - offset).reshape_as(mine))
+
+
 def copy_norm(put: _Writer, mine: nn.Module | None, theirs: nn.Module | None) -> None:
+    """Copy one norm, whatever its kind: each side's stored values are converted through the plain ones."""
     if mine is None or theirs is None:
         assert (mine is None or isinstance(mine, nn.Identity)) and theirs is None, (mine, theirs)
         return
+    kind = type(theirs).__name__
+    if kind == "SimpleRMSNorm":
+        return
+    if kind in ("AdaptiveLayerNorm", "AdaptiveRMSNorm"):
+        put(mine.to_gamma.weight, theirs.to_gamma.weight)
+        return
+    if kind == "DynamicTanh":
+        _put_offset(put, mine.alpha, theirs.pre_tanh_scale + theirs.pre_tanh_scale_offset, mine.alpha_offset)
+        _put_offset(put, mine.gamma, theirs.gamma + theirs.gamma_offset, mine.gamma_offset)
+        put(mine.beta, theirs.beta)
+        return
+    if kind == "Derf":
+        _put_offset(put, mine.alpha, theirs.alpha + theirs.scale_offset, mine.alpha_offset)
+        _put_offset(put, mine.gamma, theirs.gamma + theirs.scale_offset, mine.gamma_offset)
+        put(mine.shift, theirs.s)
+        put(mine.beta, theirs.beta)
+        return
     gain = _norm_gain(theirs)
-    if type(theirs).__name__ == "ScaleNorm":
-        put(mine.g, (gain * theirs.scale).reshape_as(mine.g))  # ours folds sqrt(dim) into its one scale
+    offset = float(getattr(mine, "unit_offset", 0.0))
+    if kind == "ScaleNorm":
+        _put_offset(put, mine.g, gain * theirs.scale, offset)  # ours folds sqrt(dim) into its one scale
         return
     mine_gain = mine.weight if hasattr(mine, "weight") else mine.gamma
-    put(mine_gain, gain.expand_as(mine_gain))
+    _put_offset(put, mine_gain, gain.expand_as(mine_gain), offset)
     put.zero(getattr(mine, "bias", None))
 
 

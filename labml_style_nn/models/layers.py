@@ -43,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
+from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.position_infused import PositionInfusedAttention
@@ -82,8 +83,14 @@ class AttentionLayers(nn.Module):
             for kind, step, shift in zip(self.layer_types, steps, shifts, strict=True))
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
-        # Pre-norm stacks end with a norm; post-norm blocks are already normalised; ReZero has none.
-        self.final_norm = make_norm(o) if o.pre_norm and not o.use_rezero else nn.Identity()
+        # Pre-norm stacks end with a norm (unless `pre_norm_has_final_norm=False`); post-norm and
+        # pre-and-post-norm blocks are already normalised; ReZero has none.
+        self.final_norm = make_norm(o) if o.pre_norm and o.pre_norm_has_final_norm and not o.pre_and_post_norm \
+            and not o.use_rezero else nn.Identity()
+        # Adaptive norms and scales read a condition vector passed at call time (`norms/adaptive_norm.py`).
+        self.needs_condition, self.dim_condition = needs_condition(o), o.dim_condition or dim
+        self.condition_mlp = ConditionMLP(self.dim_condition, o.adaptive_condition_mlp_expansion) \
+            if self.needs_condition and o.adaptive_condition_mlp else None
 
         # Positional modules, shared by every self-attention layer.
         self.rotary = None
@@ -170,7 +177,8 @@ class AttentionLayers(nn.Module):
     # ## Forward
     def forward(self, x: Tensor, *, context: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None):
+                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None,
+                condition: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -182,12 +190,16 @@ class AttentionLayers(nn.Module):
             return_hiddens: also return each self-attention layer's input (the next memories).
             attn_sink: a list that receives every attention layer's weights `(b, h, i, j)`, in
                 order (the explicit path runs, so inspection costs speed).
+            condition: `(b, dim_condition)` or `(b, n, dim_condition)`, the vector adaptive norms and
+                scales read (`use_adaptive_layernorm`, ...); required by such a stack, refused otherwise.
 
         Returns:
             `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
         """
         self._check_inputs(x, mask, context, context_mask, mems)
         n = x.shape[1]
+        condition = prepare_condition(condition, self.needs_condition, self.dim_condition, x.shape[0], n,
+                                      self.condition_mlp)
         # $m$ tokens came before: the memory, or what the cache holds.
         offset = mems[0].shape[1] if mems else (cache.offset if cache is not None else 0)
         self_mask = mask
@@ -220,7 +232,7 @@ class AttentionLayers(nn.Module):
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink)
+                    attn_sink, condition)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -231,18 +243,24 @@ class AttentionLayers(nn.Module):
                 res_self.update(scores)
             elif block.kind == "c":
                 res_cross.update(scores)
-        x = self.final_norm(x)
+        x = self.final_norm(x, condition=condition) if self.needs_condition and self.final_norm_reads_condition \
+            else self.final_norm(x)
         if cache is not None:
             cache.advance(n)
         return (x, hiddens) if return_hiddens else x
 
+    @property
+    def final_norm_reads_condition(self) -> bool:
+        return getattr(self.final_norm, "needs_condition", False)
+
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None, fresh_masks=False):
+               attn_sink=None, condition=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
     if fresh_masks:
         shared = replace(shared, masks={})
-    h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None)
+    h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None,
+                           condition=condition)
     scores = None
     if block.kind == "f":
         out = block.fn(h)
@@ -254,7 +272,7 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         else:
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
-    return block.join(out, x), scores, h
+    return block.join(out, x, condition), scores, h
 
 
 class Encoder(AttentionLayers):
