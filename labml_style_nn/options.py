@@ -67,7 +67,7 @@ KEYWORD_MODULES = (
     "norms.layer_norm", "norms.dynamic_tanh", "norms.derf", "norms.adaptive_norm", "residual.layer_scale",
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
-    "models.layout",
+    "models.layout", "models.layer_sharing",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

@@ -110,6 +110,20 @@ def copy_norm(put: _Writer, mine: nn.Module | None, theirs: nn.Module | None) ->
     put.zero(getattr(mine, "bias", None))
 
 
+def copy_layer_scale(put: _Writer, mine: nn.Module | None, theirs: nn.Module) -> nn.Module:
+    """Copy x-transformers' LayerScale (or adaptive gate) wrapped around a branch; return the branch inside."""
+    kind = type(theirs).__name__
+    if kind == "LayerScale":
+        _put_offset(put, mine.gamma, theirs.gamma + float(theirs.unit_offset), mine.unit_offset)
+        return theirs.fn
+    if kind == "AdaptiveLayerScale":
+        put(mine.to_gate.weight, theirs.to_gamma.weight)
+        put(mine.to_gate.bias, theirs.to_gamma.bias)
+        return theirs.fn
+    assert mine is None, "ours scales the branch, x-transformers does not"
+    return theirs
+
+
 def rotary_rows(heads: int, dim_head: int, rot: int) -> torch.Tensor:
     """Row order taking x-transformers' interleaved rotary pairs (2p, 2p+1) to our halves (p, p + rot/2)."""
     half = rot // 2
@@ -155,17 +169,23 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
         put(ours.to_logits.weight, theirs.to_logits.weight)
         put.zero(ours.to_logits.bias)
     layers, their_layers = ours.attn_layers, theirs.attn_layers
-    assert len(layers.blocks) == len(their_layers.layers), "the two stacks have different layouts"
-    for block, (norms, fn, _residual) in zip(layers.blocks, their_layers.layers, strict=True):
+    # x-transformers runs its layers in `layers_execute_order` (weight tying repeats them); ours holds the
+    # module of each run, so a tied layer is written once per run, with the same values.
+    their_runs = [their_layers.layers[i] for i in their_layers.layers_execute_order]
+    assert len(layers.blocks) == len(their_runs), "the two stacks have different layouts"
+    for block, (norms, fn, _residual) in zip(layers.blocks, their_runs, strict=True):
         pre, post_branch, post_main = norms
         copy_norm(put, block.pre_norm, pre)
         copy_norm(put, block.branch_norm, post_branch)
         copy_norm(put, block.post_norm, post_main)
+        fn = copy_layer_scale(put, block.layer_scale, fn)
         if block.kind == "f":
             copy_feedforward(put, block.fn, fn)
         else:
             rot = layers.rotary.dim if layers.rotary is not None and block.kind == "a" else 0
             copy_attention(put, block.fn, fn, rot)
+    if getattr(layers, "condition_mlp", None) is not None:
+        put(layers.condition_mlp.proj.weight, their_layers.adaptive_mlp[0].weight)
     if not isinstance(layers.final_norm, nn.Identity):
         copy_norm(put, layers.final_norm, their_layers.final_norm)
     if layers.rel_pos is not None:

@@ -51,6 +51,7 @@ from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from .build import make_block, make_norm
+from .layer_sharing import built_depth, execution_order
 from .layout import branch_steps, layer_types, shift_amounts
 
 
@@ -68,19 +69,25 @@ class AttentionLayers(nn.Module):
             `labml_style_nn/options.py`.  Unknown keywords raise `TypeError`.
     """
 
-    def __init__(self, dim: int, depth: int, heads: int = 8, causal: bool = False,
+    def __init__(self, dim: int, depth: Optional[int] = None, heads: int = 8, causal: bool = False,
                  cross_attend: bool = False, only_cross: bool = False, **kwargs):
         super().__init__()
-        o = parse_layer_options(type(self).__name__, dim, depth, dict(
+        if depth is None and kwargs.get("custom_layers") is not None:
+            # A custom sequence gives the depth itself (`models/layout.py`).
+            depth = len(kwargs.get("layers_execute_order") or kwargs["custom_layers"])
+        o = parse_layer_options(type(self).__name__, dim, depth, dict(  # type: ignore[arg-type]
             heads=heads, causal=causal, cross_attend=cross_attend, only_cross=only_cross, **kwargs))
         self.options: LayerOptions = o
         self.dim, self.causal = dim, o.causal
-        self.layer_types = layer_types(o)
-        steps = branch_steps(self.layer_types, o.macaron)
-        shifts = shift_amounts(o, len(self.layer_types))
-        self.blocks = nn.ModuleList(
-            make_block(o, kind, step, shift)
-            for kind, step, shift in zip(self.layer_types, steps, shifts, strict=True))
+        # The blocks the layout builds, then the order they run in: a block that runs twice shares its
+        # weights (`weight_tie_layers`, `layers_execute_order`: `models/layer_sharing.py`).
+        built_types = layer_types(o.replace(depth=built_depth(o)))
+        steps = branch_steps(built_types, o.macaron)
+        shifts = shift_amounts(o, len(built_types))
+        built = [make_block(o, kind, step, shift) for kind, step, shift in zip(built_types, steps, shifts, strict=True)]
+        self.execute_order = execution_order(o, len(built))
+        self.layer_types = tuple(built_types[i] for i in self.execute_order)
+        self.blocks = nn.ModuleList(built[i] for i in self.execute_order)
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
         # Pre-norm stacks end with a norm (unless `pre_norm_has_final_norm=False`); post-norm and
