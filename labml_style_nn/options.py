@@ -67,7 +67,8 @@ KEYWORD_MODULES = (
     "norms.layer_norm", "norms.dynamic_tanh", "norms.derf", "norms.adaptive_norm", "residual.layer_scale",
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
-    "models.layout", "models.layer_sharing",
+    "models.layout", "models.layer_sharing", "models.layer_dropout", "models.context_dropout",
+    "models.softclamp_output",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")
@@ -407,6 +408,16 @@ _NOT_REVERSIBLE = {
     "residual_attn": "the scores passed from layer to layer would have to be kept for the backward pass",
     "cross_residual_attn": "the scores passed from layer to layer would have to be kept for the backward pass",
     "gradient_checkpointing": "reversible layers already recompute activations; use one or the other",
+    # layers-a: the stack keywords a reversible stack cannot run (the others compose with it: every norm
+    # kind, norm_add_unit_offset, norm_bias, pre_norm_has_final_norm, LayerScale, weight tying and any
+    # layout that pairs attention with feed-forward blocks, softclamp_output and the position keywords).
+    "pre_and_post_norm": "it normalises the residual sum, so the block input cannot be subtracted back out",
+    "use_adaptive_layernorm": "the coupling functions take no condition vector",
+    "use_adaptive_rmsnorm": "the coupling functions take no condition vector",
+    "use_adaptive_layerscale": "the coupling functions take no condition vector",
+    "layer_dropout": "a block skipped at random would have to be skipped again, identically, in the backward pass",
+    "cross_attn_tokens_dropout": "the recomputed backward pass would draw other context tokens",
+    "only_attn": "a reversible layer pairs an attention block with a feed-forward block",
 }
 
 

@@ -51,7 +51,10 @@ from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from .build import make_block, make_norm
+from .context_dropout import drop_context_tokens
+from .layer_dropout import drop_probabilities, skip_block
 from .layer_sharing import built_depth, execution_order
+from .softclamp_output import softclamp
 from .layout import branch_steps, layer_types, shift_amounts
 
 
@@ -88,6 +91,9 @@ class AttentionLayers(nn.Module):
         self.execute_order = execution_order(o, len(built))
         self.layer_types = tuple(built_types[i] for i in self.execute_order)
         self.blocks = nn.ModuleList(built[i] for i in self.execute_order)
+        # Stochastic depth: the skip probability of each run (`models/layer_dropout.py`).
+        probs = drop_probabilities(o, len(built))
+        self.layer_dropouts = [probs[i] for i in self.execute_order]
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
         # Pre-norm stacks end with a norm (unless `pre_norm_has_final_norm=False`); post-norm and
@@ -220,13 +226,20 @@ class AttentionLayers(nn.Module):
 
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
-            x = self.final_norm(run_reversible(
+            x = run_reversible(
                 self.blocks, self.reversible_pairs, x, StackInputs(self_mask, shared, context, context_mask),
                 recompute=self.reversible_recompute, caches=cache.blocks if cache is not None else None,
-                attn_sink=attn_sink))
+                attn_sink=attn_sink)
+            if self.options.softclamp_output:
+                x = softclamp(x, self.options.softclamp_output_value)
+            x = self.final_norm(x)
             if cache is not None:
                 cache.advance(n)
             return (x, []) if return_hiddens else x
+
+        if self.training and self.options.cross_attn_tokens_dropout and context is not None:
+            # One subset of the context per forward pass (`models/context_dropout.py`).
+            context, context_mask = drop_context_tokens(context, context_mask, self.options.cross_attn_tokens_dropout)
 
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
@@ -238,6 +251,11 @@ class AttentionLayers(nn.Module):
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
+            if cache is None and skip_block(self.layer_dropouts[i], self.training):
+                # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
+                if block.kind == "a":
+                    hiddens.append(block.branch_input(x, mask=self_mask, condition=condition))
+                continue
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
                     attn_sink, condition)
             if checkpointing:
@@ -250,6 +268,9 @@ class AttentionLayers(nn.Module):
                 res_self.update(scores)
             elif block.kind == "c":
                 res_cross.update(scores)
+        if self.options.softclamp_output:
+            # $v \tanh(x / v)$ before the final norm (`models/softclamp_output.py`)
+            x = softclamp(x, self.options.softclamp_output_value)
         x = self.final_norm(x, condition=condition) if self.needs_condition and self.final_norm_reads_condition \
             else self.final_norm(x)
         if cache is not None:
