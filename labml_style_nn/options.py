@@ -47,7 +47,9 @@ declare(__name__, "stack",
                 example=1e-6, xtransformers=False, page="models/build"),
         Keyword("gradient_checkpointing", False,
                 "recompute each block in the backward pass instead of keeping activations", xtransformers=False,
-                page="models/layers"))
+                page="models/layers"),
+        Keyword("verbose", True, "warn (warnings.warn, never print) where x-transformers logs a diagnostic: "
+                "rotary embeddings on fewer than 32 features", page="models/layers"))
 
 #
 # ## Where the keywords are declared
@@ -68,7 +70,7 @@ KEYWORD_MODULES = (
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
     "models.layout", "models.layer_sharing", "models.layer_dropout", "models.context_dropout",
-    "models.softclamp_output",
+    "models.softclamp_output", "positional.xpos", "positional.dynamic_position_bias", "positional.absolute",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")
@@ -162,7 +164,7 @@ class LayerOptions(Options):
     @property
     def has_relative_positions(self) -> bool:
         """True when a scheme gives positions inside attention (the absolute embedding can go)."""
-        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb
+        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb or self.dynamic_pos_bias
 
 
 _ROPE_SCALING_DEFAULTS = dict(rotary_interpolation_factor=1.0, rotary_base_rescale_factor=1.0,

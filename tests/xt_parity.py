@@ -188,7 +188,7 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
         put(layers.condition_mlp.proj.weight, their_layers.adaptive_mlp[0].weight)
     if not isinstance(layers.final_norm, nn.Identity):
         copy_norm(put, layers.final_norm, their_layers.final_norm)
-    if layers.rel_pos is not None:
+    if layers.rel_pos is not None and hasattr(their_layers.rel_pos, "relative_attention_bias"):
         t5 = their_layers.rel_pos
         put(layers.rel_pos.bias.weight, t5.relative_attention_bias.weight * t5.scale)
     for fn in extra:

@@ -293,8 +293,9 @@ class Attention(FastPaths, nn.Module):
         # Transforms of queries and keys: rotary positions, then e.g. qk-norm.  Keys that come
         # from a cache were transformed when they were computed.
         if shared.rotary is not None and not self.is_cross:
-            q = apply_rotary(q, shared.rotary[:, -n:])
-            k = apply_rotary(k, shared.rotary)
+            # Rows 0-1 turn queries, the last two keys (the same rows, except with xPos' scales).
+            q = apply_rotary(q, shared.rotary[:2, -n:])
+            k = apply_rotary(k, shared.rotary[-2:])
         if self.qk_transform is not None:
             q = self.qk_transform.queries(q)
             if new_keys:

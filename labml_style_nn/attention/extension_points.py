@@ -40,7 +40,7 @@ from torch import Tensor, nn
 class SharedAttentionInputs:
     """Per-forward inputs that every self-attention layer of a stack shares."""
 
-    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
+    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`; xPos gives `(4, j_new, d_rot)`, query rows then key rows.
     rotary: Optional[Tensor] = None
     # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
     attn_bias: Optional[Tensor] = None

@@ -122,8 +122,11 @@ class FastPaths:
         assert self.to_qkv is not None  # `_plain_self_attention` holds
         qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
         q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
-        if shared.rotary is not None:
+        if shared.rotary is not None and shared.rotary.shape[0] == 2:
             q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
+        elif shared.rotary is not None:
+            # xPos: queries and keys have their own rows (`positional/xpos.py`)
+            q, k = apply_rotary(q, shared.rotary[:2]), apply_rotary(k, shared.rotary[2:])
         if self.qk_transform is not None:
             q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
         k, v = cache.update(k, v)  # (b, g, m + 1, d)

@@ -26,12 +26,19 @@ feed-forward blocks.  `cross_attend=True` adds cross-attention to an encoder or 
 work on embeddings directly: `Encoder(dim=512, depth=6)(x, mask=mask)` with `x` of shape
 `(b, n, 512)`.
 
+`verbose` (default `True`, as in x-transformers) is where x-transformers prints its diagnostics.
+This library prints nothing; with `verbose=True` the one diagnostic x-transformers' stack logs,
+rotary embeddings on fewer than 32 features per head, is a `UserWarning` instead, and
+`verbose=False` silences it.  Everything else x-transformers would print about its choices is in
+the keyword reference (`help(Decoder)`).
+
 Shapes: `b` batch, `n` tokens, `D` model width, `m` earlier tokens (memory or cache), `j` context
 tokens.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Optional
 
@@ -46,9 +53,11 @@ from ..attention.residual_attention import ResidualScores
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
+from ..positional.dynamic_position_bias import DynamicPositionBias
 from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
+from ..positional.xpos import XPosEmbedding
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
@@ -75,6 +84,9 @@ class AttentionLayers(nn.Module):
     def __init__(self, dim: int, depth: Optional[int] = None, heads: int = 8, causal: bool = False,
                  cross_attend: bool = False, only_cross: bool = False, **kwargs):
         super().__init__()
+        if kwargs.get("rotary_xpos"):
+            # xPos is rotary embeddings with a decay (`positional/xpos.py`), as in x-transformers.
+            kwargs["rotary_pos_emb"] = True
         if depth is None and kwargs.get("custom_layers") is not None:
             # A custom sequence gives the depth itself (`models/layout.py`).
             depth = len(kwargs.get("layers_execute_order") or kwargs["custom_layers"])
@@ -113,10 +125,21 @@ class AttentionLayers(nn.Module):
             rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
-            self.rotary = RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))
+            if o.verbose and rot < 32:
+                # x-transformers logs this with `verbose=True`; the library never prints, so it is a warning.
+                warnings.warn(f"rotary_pos_emb: {rot} rotated features per head; language models train better "
+                              "with at least 32 (verbose=False silences this)", stacklevel=2)
+            self.rotary = XPosEmbedding(rot, base=o.rotary_theta, scale_base=o.rotary_xpos_scale_base,
+                                        scaling=rope_scaling(o)) if o.rotary_xpos \
+                else RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))
+        # One relative bias of the scores: T5's buckets or the dynamic (MLP) bias; ALiBi below.
         self.rel_pos = T5RelativePositionBias(heads, o.causal, o.rel_pos_num_buckets, o.rel_pos_max_distance) \
             if o.rel_pos_bias else None
-        self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads) if o.alibi_pos_emb else None
+        if o.dynamic_pos_bias:
+            self.rel_pos = DynamicPositionBias(dim // 4, heads=heads, depth=o.dynamic_pos_bias_mlp_depth,
+                                               log_distance=o.dynamic_pos_bias_log_distance,
+                                               norm=o.dynamic_pos_bias_norm)
+        self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads, **o.rel_pos_kwargs) if o.alibi_pos_emb else None
         self.pia = PositionInfusedAttention(dim) if o.position_infused_attn else None
         # `reversible=True`: the blocks run as couplings $y_1 = x_1 + F(x_2)$, $y_2 = x_2 + G(y_1)$
         # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
@@ -126,6 +149,14 @@ class AttentionLayers(nn.Module):
     @property
     def has_relative_positions(self) -> bool:
         return self.options.has_relative_positions
+
+    @property
+    def disables_abs_pos_emb(self) -> bool:
+        """Whether a wrapper leaves out absolute positions (`disable_abs_pos_emb`, `positional/absolute.py`)."""
+        o = self.options
+        if o.disable_abs_pos_emb is not None:
+            return o.disable_abs_pos_emb
+        return self.has_relative_positions or o.position_infused_attn
 
     #
     # ## Checking the inputs

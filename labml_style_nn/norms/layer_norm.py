@@ -52,7 +52,7 @@ KEYWORDS = declare(__name__, "stack",
     Keyword("norm_add_unit_offset", True,
             "store norm gains (and LayerScale) as offsets from their initial values, so weight decay "
             "pulls them to the identity", example=False),
-    Keyword("norm_bias", True, "LayerNorm with a bias (False: nanoGPT's bias-free LayerNorm)",
+    Keyword("norm_bias", True, "LayerNorm with a bias (False: nanoGPT's bias-free LayerNorm)", example=False,
             xtransformers=False))
 
 

@@ -62,7 +62,8 @@ from ..keywords import Keyword, declare, rule
 KEYWORDS = declare(__name__, "stack",
     Keyword("pre_norm", True, "normalise each branch's input (True) or the residual sum (False: post-norm)"),
     Keyword("sandwich_norm", False, "also normalise each branch's output"),
-    Keyword("pre_norm_has_final_norm", True, "a pre-norm stack ends with a norm (False: the last sum is returned as is)"),
+    Keyword("pre_norm_has_final_norm", True, "a pre-norm stack ends with a norm (False: the last sum is returned as is)",
+            example=False),
     Keyword("pre_and_post_norm", False, "normalise both each branch's input and each residual sum (no final norm)"))
 
 
