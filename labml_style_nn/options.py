@@ -71,6 +71,7 @@ KEYWORD_MODULES = (
     "residual.token_shift", "residual.reversible",
     "models.layout", "models.layer_sharing", "models.layer_dropout", "models.context_dropout",
     "models.softclamp_output", "positional.xpos", "positional.dynamic_position_bias", "positional.absolute",
+    "positional.polar",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")
@@ -164,7 +165,8 @@ class LayerOptions(Options):
     @property
     def has_relative_positions(self) -> bool:
         """True when a scheme gives positions inside attention (the absolute embedding can go)."""
-        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb or self.dynamic_pos_bias
+        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb or self.dynamic_pos_bias \
+            or self.polar_pos_emb
 
 
 _ROPE_SCALING_DEFAULTS = dict(rotary_interpolation_factor=1.0, rotary_base_rescale_factor=1.0,

@@ -90,6 +90,7 @@ from torch import Tensor, nn
 
 from ..checks import check_attention_inputs
 from ..keywords import Keyword, declare
+from ..positional.polar import apply_polar
 from ..positional.rotary import apply_rotary
 from .extension_points import (
     QKProjection,
@@ -271,7 +272,7 @@ class Attention(FastPaths, nn.Module):
         n = x.shape[1]
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention:
+                and attn_sink is None and shared.qk_pos is None and shared.polar is None and self._plain_self_attention:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -300,6 +301,10 @@ class Attention(FastPaths, nn.Module):
             q = self.qk_transform.queries(q)
             if new_keys:
                 k = self.qk_transform.keys(k)
+        if shared.polar is not None and not self.is_cross:
+            # PoPE: magnitudes from content, phases from position, `d` -> `2d` (`positional/polar.py`)
+            phases, key_phase = shared.polar
+            q, k = apply_polar(q, phases[-n:]), apply_polar(k, phases + key_phase)
 
         # A cache stores keys/values once computed and returns all of them so far.
         offset = 0 if self.is_cross else k.shape[-2] - n

@@ -44,6 +44,9 @@ class SharedAttentionInputs:
     rotary: Optional[Tensor] = None
     # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
     attn_bias: Optional[Tensor] = None
+    # PoPE: the phases of the new keys' positions `(j_new, d)` and the learned key phases `(h, 1, d)`
+    # (`positional/polar.py`), or `None`.
+    polar: Optional[tuple] = None
     # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
     qk_pos: Optional[Tensor] = None
     # Masks derived from these inputs and the padding mask (which keys each query sees, the padded

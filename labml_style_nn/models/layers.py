@@ -54,17 +54,19 @@ from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_conditi
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.dynamic_position_bias import DynamicPositionBias
+from ..positional.polar import PolarEmbedding
 from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
 from ..positional.xpos import XPosEmbedding
+from ..residual.residual import Block
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
 from .layer_dropout import drop_probabilities, skip_block
 from .layer_sharing import built_depth, execution_order
-from .softclamp_output import softclamp
 from .layout import branch_steps, layer_types, shift_amounts
+from .softclamp_output import softclamp
 
 
 class AttentionLayers(nn.Module):
@@ -141,6 +143,8 @@ class AttentionLayers(nn.Module):
                                                norm=o.dynamic_pos_bias_norm)
         self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads, **o.rel_pos_kwargs) if o.alibi_pos_emb else None
         self.pia = PositionInfusedAttention(dim) if o.position_infused_attn else None
+        # PoPE: phases from positions, shared by every self-attention layer (`positional/polar.py`).
+        self.polar = PolarEmbedding(o.attn.dim_head, heads, o.polar_bias_uniform_init) if o.polar_pos_emb else None
         # `reversible=True`: the blocks run as couplings $y_1 = x_1 + F(x_2)$, $y_2 = x_2 + G(y_1)$
         # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
         self.reversible_pairs = reversible_pairs(self.layer_types) if o.reversible else None
@@ -215,6 +219,7 @@ class AttentionLayers(nn.Module):
             rotary=self.rotary(new_k) if self.rotary is not None else None,
             attn_bias=bias,
             qk_pos=self.pia(new_k) if self.pia is not None else None,
+            polar=(self.polar(new_k), self.polar.key_phase()) if self.polar is not None else None,
         )
 
     #
@@ -254,6 +259,9 @@ class AttentionLayers(nn.Module):
         # A cache slices positional tables it computed once, instead of recomputing them per step.
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
             else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+        if self.polar is not None and shared.polar is None:
+            raise ValueError(f"cache: a {type(cache).__name__} does not carry PoPE's phases (polar_pos_emb); "
+                             "decode with a LayersCache")
 
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
@@ -285,7 +293,8 @@ class AttentionLayers(nn.Module):
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    hiddens.append(block.branch_input(x, mask=self_mask, condition=condition))
+                    skipped: Block = block  # type: ignore[assignment]
+                    hiddens.append(skipped.branch_input(x, mask=self_mask, condition=condition))
                 continue
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
                     attn_sink, condition)

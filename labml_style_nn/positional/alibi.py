@@ -124,8 +124,8 @@ class AlibiPositionalBias(nn.Module):
                              f"got {len(slopes)}")
         # Slopes for the first `alibi_heads` heads (the paper's, or the given ones), zero for the rest.
         given = alibi_slopes(alibi_heads) if slopes is None else [float(m) for m in slopes]
-        slopes = torch.tensor(given + [0.0] * (heads - alibi_heads))
-        self.register_buffer("slopes", slopes[:, None, None], persistent=False)  # (h, 1, 1)
+        table = torch.tensor(given + [0.0] * (heads - alibi_heads))
+        self.register_buffer("slopes", table[:, None, None], persistent=False)  # (h, 1, 1)
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's."""

@@ -85,7 +85,8 @@ class DynamicPositionBias(nn.Module):
         if self.log_distance:
             # $\operatorname{sign}(d) \log(1 + |d|)$
             d = torch.sign(d) * torch.log1p(d.abs())
-        table = self.mlp(d.to(self.mlp[0].weight.dtype))  # (u, h): one row per distinct distance
+        first: nn.Linear = self.mlp[0]  # type: ignore[assignment]
+        table = self.mlp(d.to(first.weight.dtype))  # (u, h): one row per distinct distance
         return table[rel - low].permute(2, 0, 1)[None]  # (1, h, i, j)
 
 

@@ -43,6 +43,7 @@ FEATURES = {
     "tied_pre_and_post_derf": ({}, {"weight_tie_layers": True, "pre_and_post_norm": True, "use_derf": True}),
     "par_alibi_slopes_simple_rms": ({}, {"par_ratio": 2, "alibi_pos_emb": True, "use_simple_rmsnorm": True,
                                          "rel_pos_kwargs": {"slopes": [0.2, 0.6]}}),
+    "polar": ({}, {"polar_pos_emb": True, "polar_bias_uniform_init": True}),
     "everything": ({"num_memory_tokens": 2}, {"rotary_pos_emb": True, "attn_num_mem_kv": 2, "macaron": True,
                                              "attn_qk_norm": True, "shift_tokens": 1, "residual_attn": True,
                                              "gate_residual": True, "attn_talking_heads": True}),

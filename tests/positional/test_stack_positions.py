@@ -10,8 +10,8 @@ from torch import nn
 
 from labml_style_nn import Decoder, Encoder, TransformerWrapper
 from labml_style_nn.positional import dynamic_position_bias, xpos
-from labml_style_nn.positional.xpos import XPosEmbedding
 from labml_style_nn.positional.rotary import apply_rotary
+from labml_style_nn.positional.xpos import XPosEmbedding
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xt_parity import assert_same_logits, build_pair  # noqa: E402

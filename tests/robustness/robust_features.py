@@ -55,6 +55,7 @@ SEED_FEATURES = {
     "par_ratio": dict(par_ratio=2),
     "only_attn": dict(only_attn=True),
     "softclamp_output": dict(softclamp_output=True, softclamp_output_value=2.0),
+    "polar": dict(polar_pos_emb=True),
 }
 
 
