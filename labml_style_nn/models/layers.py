@@ -260,7 +260,7 @@ class AttentionLayers(nn.Module):
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
             else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
         if self.polar is not None and shared.polar is None:
-            raise ValueError(f"cache: a {type(cache).__name__} does not carry PoPE's phases (polar_pos_emb); "
+            raise ValueError(f"cache: {type(cache).__name__} does not carry PoPE's phases (polar_pos_emb); "
                              "decode with a LayersCache")
 
         if self.reversible_pairs is not None:

@@ -39,7 +39,7 @@ A block also carries a constant `step`: macaron layers add half of each feed-for
 fixed: shift the normalised input, run the sublayer, normalise its output (sandwich), scale it
 (ReZero, step), add it to the residual, normalise the sum (post-norm).
 
-Tests: `test_pre_post_and_sandwich_norm_formulas` and `test_final_norm_only_for_pre_norm` in `tests/residual/test_res_residual.py`; the norms themselves are [RMSNorm](../norms/rms_norm.md) and [ScaleNorm](../norms/scale_norm.md) (or LayerNorm).
+Tests: `test_pre_post_and_sandwich_norm_formulas` and `test_final_norm_only_for_pre_norm` in `tests/residual/test_res_residual.py`, `pre_and_post_norm` and `pre_norm_has_final_norm` in `tests/residual/test_layer_scale_and_norm_placement.py`; the norms themselves are [RMSNorm](../norms/rms_norm.md) and [ScaleNorm](../norms/scale_norm.md) (or LayerNorm).
 
 Shapes: `b` batch, `n` tokens, `D` model width.
 
