@@ -91,6 +91,8 @@ def _one_norm(o) -> None:
     chosen = [name for name in NORM_CHOICES if getattr(o, name)]
     if len(chosen) > 1:
         raise ValueError(f"{' and '.join(chosen)}: choose one normalisation, not several")
+    if o.norm_eps is not None and chosen and chosen[0] in ("use_dynamic_tanh", "use_derf"):
+        raise ValueError(f"norm_eps and {chosen[0]}: a point-wise norm divides by nothing, so it has no epsilon")
     if chosen and not o.norm_bias:
         raise ValueError(f"norm_bias=False and {chosen[0]}: norm_bias removes LayerNorm's bias; the other norms "
                          "choose their own parameters")

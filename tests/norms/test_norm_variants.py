@@ -95,6 +95,7 @@ def test_stack_keywords_choose_the_norm_and_change_the_output():
     (dict(dynamic_tanh_init_alpha=0.5), "dynamic_tanh_init_alpha"),
     (dict(norm_bias=False, use_rmsnorm=True), "norm_bias=False and use_rmsnorm"),
     (dict(use_rezero=True, use_derf=True), "use_rezero and use_derf"),
+    (dict(use_derf=True, norm_eps=1e-6), "norm_eps and use_derf"),
 ])
 def test_meaningless_combinations_are_refused_by_name(kw, message):
     with pytest.raises(ValueError, match=message):

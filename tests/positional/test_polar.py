@@ -44,6 +44,8 @@ def test_stack_is_causal_padding_invariant_and_cached_decoding_equals_the_full_p
     x2 = x.clone()
     x2[:, 4:] = torch.randn(2, 3, D)
     torch.testing.assert_close(model(x2)[:, :4], out[:, :4])
+    # The fused kernel (queries and keys 2d wide, values d wide) equals the explicit path.
+    torch.testing.assert_close(model(x, attn_sink=[]), out)
     cache = LayersCache(model, 2, 7)
     with torch.no_grad():
         steps = [model(x[:, :3], cache=cache)] + [model(x[:, t:t + 1], cache=cache) for t in range(3, 7)]
