@@ -18,7 +18,7 @@ dense layer of hidden width $4D$ (the routers add $E \cdot D$ per layer):
 | `mixtral` | 8 experts of $2D$, softmax top-2 renormalised, balance loss $10^{-2}$ | $2 \times 2D$ | $16D$ |
 | `deepseek` | 1 shared + 16 routed experts of $D$, sigmoid top-3, bias balancing ($\gamma = 10^{-3}$), no loss | $D + 3D$ | $17D$ |
 
-The runs share the data, the batches (a function of seed and step), the schedule and the seeds;
+The runs share the data, the batches (a function of seed and step), the schedule and the random seeds;
 the table reports validation bits per character as mean ± std over seeds.  The balance of the
 experts is logged over training as the load of the busiest expert over the mean load
 (`max_load`: 1 is perfectly even, $E$ is one expert taking every token, averaged over layers),

@@ -15,8 +15,10 @@ Options change one ingredient at a time on this library's side, so that a gap ca
   (the table's entries then move $\sqrt d$ times faster under Adam);
 * `--t5-init-std`: the T5 table initialised with this std instead of 1;
 * `--unit-offset-norms`: norm gains stored as $\gamma - 1$ (x-transformers' `unit_offset`), so weight
-  decay pulls a gain towards 1, not 0;
-* `--no-norm-bias`, `--no-logit-bias`: x-transformers' LayerNorm and output projection have no bias.
+  decay pulls a gain towards 1, not 0: the keyword `norm_add_unit_offset` (this script passes it
+  explicitly, so without the flag the gains are stored plain, as before the keyword existed);
+* `--no-norm-bias`, `--no-logit-bias`: x-transformers' LayerNorm and output projection have no bias
+  (the keywords `norm_bias=False` and the wrapper's `logits_bias=False`).
 
 ```
 python experiments/xtransformers_parity.py --lib xtransformers --seed 0
@@ -85,19 +87,6 @@ class Config(RunConfig):
                max_bytes=4_000_000)
 
 
-class _UnitOffsetLayerNorm(nn.Module):
-    r"""LayerNorm whose parameter is $\gamma - 1$ (starts at 0)."""
-
-    def __init__(self, norm: nn.LayerNorm):
-        super().__init__()
-        self.shape, self.eps = norm.normalized_shape, norm.eps
-        self.weight = nn.Parameter(torch.zeros_like(norm.weight))
-        self.bias = norm.bias
-
-    def forward(self, x):
-        return F.layer_norm(x, self.shape, self.weight + 1, self.bias, self.eps)
-
-
 def build(cfg: Config) -> nn.Module:
     dim_head = 64
     if cfg.lib == "xtransformers":
@@ -107,8 +96,10 @@ def build(cfg: Config) -> nn.Module:
         xkw = {"rel_pos_bias": True} if cfg.pos == "t5" else POSITIONS[cfg.pos]
         return XWrapper(num_tokens=256, max_seq_len=cfg.seq_len,
                         attn_layers=XDecoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, **xkw))
-    model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, attn_layers=Decoder(
-        dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, attn_dim_head=dim_head, **POSITIONS[cfg.pos]))
+    model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, logits_bias=not cfg.no_logit_bias,
+                               attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
+                                                   attn_dim_head=dim_head, norm_add_unit_offset=cfg.unit_offset_norms,
+                                                   norm_bias=not cfg.no_norm_bias, **POSITIONS[cfg.pos]))
     if cfg.emb_init:
         nn.init.kaiming_normal_(model.token_emb.weight)
     rel_pos = model.attn_layers.rel_pos
@@ -117,16 +108,6 @@ def build(cfg: Config) -> nn.Module:
             nn.init.normal_(rel_pos.bias.weight, std=cfg.t5_init_std)
         if cfg.t5_scale:
             rel_pos.register_forward_hook(lambda module, args, out: out * dim_head ** 0.5)
-    if cfg.no_logit_bias:
-        model.to_logits.bias = None
-    # Swap every LayerNorm of the stack (the blocks' and the final one) for the variants asked for.
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.LayerNorm):
-                if cfg.no_norm_bias:
-                    child.bias = None
-                if cfg.unit_offset_norms:
-                    setattr(parent, name, _UnitOffsetLayerNorm(child))
     if cfg.xt_init:
         copy_xtransformers_init(model, cfg)
     return model

@@ -24,6 +24,7 @@ from .models import (
                      ViTransformerWrapper,
                      XTransformer,
 )
+from .models.layout import layer_schedule
 from .norms import RMSNorm, ScaleNorm
 from .pretrained import from_hf, from_pretrained
 from .transformer_xl import (
@@ -39,7 +40,7 @@ __all__ = [
     "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
     "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
-    "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",
+    "XTransformer", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained", "update_memory",
 ]
 
 

@@ -47,7 +47,9 @@ declare(__name__, "stack",
                 example=1e-6, xtransformers=False, page="models/build"),
         Keyword("gradient_checkpointing", False,
                 "recompute each block in the backward pass instead of keeping activations", xtransformers=False,
-                page="models/layers"))
+                page="models/layers"),
+        Keyword("verbose", True, "warn (warnings.warn, never print) where x-transformers logs a diagnostic: "
+                "rotary embeddings on fewer than 32 features", page="models/layers"))
 
 #
 # ## Where the keywords are declared
@@ -66,9 +68,13 @@ KEYWORD_MODULES = (
     "positional.position_infused",
     "feedforward.feedforward", "feedforward.glu", "feedforward.relu_squared", "feedforward.activations",
     "norms.scale_norm", "norms.rms_norm",
+    # layers-a: the stack's norms, LayerScale, layouts, regularisation and positions
+    "norms.layer_norm", "norms.dynamic_tanh", "norms.derf", "norms.adaptive_norm", "residual.layer_scale",
     "residual.residual", "residual.rezero", "residual.gated_residual", "residual.scale_residual",
     "residual.token_shift", "residual.reversible",
-    "models.layout",
+    "models.layout", "models.layer_sharing", "models.layer_dropout", "models.context_dropout",
+    "models.softclamp_output", "positional.xpos", "positional.dynamic_position_bias", "positional.absolute",
+    "positional.polar",
     # Scoring functions, positions inside attention, hybrid heads and values (x-transformers' `Attention`).
     "attention.sigmoid_attention", "attention.gumbel_softmax", "attention.hard_attention", "attention.l2_distance",
     "attention.selective", "attention.cog_attention", "attention.inverted_attention", "attention.softclamp",
@@ -169,7 +175,8 @@ class LayerOptions(Options):
     @property
     def has_relative_positions(self) -> bool:
         """True when a scheme gives positions inside attention (the absolute embedding can go)."""
-        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb
+        return self.rel_pos_bias or self.rotary_pos_emb or self.alibi_pos_emb or self.dynamic_pos_bias \
+            or self.polar_pos_emb
 
 
 _ROPE_SCALING_DEFAULTS = dict(rotary_interpolation_factor=1.0, rotary_base_rescale_factor=1.0,
@@ -421,6 +428,16 @@ _NOT_REVERSIBLE = {
     "residual_attn": "the scores passed from layer to layer would have to be kept for the backward pass",
     "cross_residual_attn": "the scores passed from layer to layer would have to be kept for the backward pass",
     "gradient_checkpointing": "reversible layers already recompute activations; use one or the other",
+    # layers-a: the stack keywords a reversible stack cannot run (the others compose with it: every norm
+    # kind, norm_add_unit_offset, norm_bias, pre_norm_has_final_norm, LayerScale, weight tying and any
+    # layout that pairs attention with feed-forward blocks, softclamp_output and the position keywords).
+    "pre_and_post_norm": "it normalises the residual sum, so the block input cannot be subtracted back out",
+    "use_adaptive_layernorm": "the coupling functions take no condition vector",
+    "use_adaptive_rmsnorm": "the coupling functions take no condition vector",
+    "use_adaptive_layerscale": "the coupling functions take no condition vector",
+    "layer_dropout": "a block skipped at random would have to be skipped again, identically, in the backward pass",
+    "cross_attn_tokens_dropout": "the recomputed backward pass would draw other context tokens",
+    "only_attn": "a reversible layer pairs an attention block with a feed-forward block",
 }
 
 

@@ -13,7 +13,8 @@ technique with parameters of its own passes `extra=[fn]`, where `fn(ours, theirs
 Where the two libraries differ only in how a parameter is stored, the copy converts the value, so the
 functions are equal (gradients with respect to the inputs too; a gradient with respect to a converted
 parameter is the same because the conversions are shifts):
-* x-transformers' norms store the gain minus 1 and have no bias: ours gets gain = gamma + 1, bias = 0;
+* x-transformers' norms store the gain minus 1 and have no bias: ours gets the same gain, stored as ours stores
+  it (minus its own offset with `norm_add_unit_offset`), and bias = 0 (`copy_norm` handles every norm kind);
 * its output projection has no bias: ours gets 0;
 * its learned absolute positions are multiplied by dim**-0.5 in the forward pass: ours gets the product;
 * its T5 bias is multiplied by sqrt(dim_head) (its `scale`): ours gets the product.
@@ -72,17 +73,55 @@ def _norm_gain(norm: nn.Module) -> torch.Tensor:
     return gain + float(getattr(norm, "unit_offset", False))
 
 
+def _put_offset(put: _Writer, mine: torch.Tensor, value: torch.Tensor, offset: float) -> None:
+    """Write the plain value `value` into our parameter `mine`, stored as `value - offset`."""
+    put(mine, (value - offset).reshape_as(mine))
+
+
 def copy_norm(put: _Writer, mine: nn.Module | None, theirs: nn.Module | None) -> None:
+    """Copy one norm, whatever its kind: each side's stored values are converted through the plain ones."""
     if mine is None or theirs is None:
         assert (mine is None or isinstance(mine, nn.Identity)) and theirs is None, (mine, theirs)
         return
+    kind = type(theirs).__name__
+    if kind == "SimpleRMSNorm":
+        return
+    if kind in ("AdaptiveLayerNorm", "AdaptiveRMSNorm"):
+        put(mine.to_gamma.weight, theirs.to_gamma.weight)
+        return
+    if kind == "DynamicTanh":
+        _put_offset(put, mine.alpha, theirs.pre_tanh_scale + theirs.pre_tanh_scale_offset, mine.alpha_offset)
+        _put_offset(put, mine.gamma, theirs.gamma + theirs.gamma_offset, mine.gamma_offset)
+        put(mine.beta, theirs.beta)
+        return
+    if kind == "Derf":
+        _put_offset(put, mine.alpha, theirs.alpha + theirs.scale_offset, mine.alpha_offset)
+        _put_offset(put, mine.gamma, theirs.gamma + theirs.scale_offset, mine.gamma_offset)
+        put(mine.shift, theirs.s)
+        put(mine.beta, theirs.beta)
+        return
     gain = _norm_gain(theirs)
-    if type(theirs).__name__ == "ScaleNorm":
-        put(mine.g, (gain * theirs.scale).reshape_as(mine.g))  # ours folds sqrt(dim) into its one scale
+    offset = float(getattr(mine, "unit_offset", 0.0))
+    if kind == "ScaleNorm":
+        _put_offset(put, mine.g, gain * theirs.scale, offset)  # ours folds sqrt(dim) into its one scale
         return
     mine_gain = mine.weight if hasattr(mine, "weight") else mine.gamma
-    put(mine_gain, gain.expand_as(mine_gain))
+    _put_offset(put, mine_gain, gain.expand_as(mine_gain), offset)
     put.zero(getattr(mine, "bias", None))
+
+
+def copy_layer_scale(put: _Writer, mine: nn.Module | None, theirs: nn.Module) -> nn.Module:
+    """Copy x-transformers' LayerScale (or adaptive gate) wrapped around a branch; return the branch inside."""
+    kind = type(theirs).__name__
+    if kind == "LayerScale":
+        _put_offset(put, mine.gamma, theirs.gamma + float(theirs.unit_offset), mine.unit_offset)
+        return theirs.fn
+    if kind == "AdaptiveLayerScale":
+        put(mine.to_gate.weight, theirs.to_gamma.weight)
+        put(mine.to_gate.bias, theirs.to_gamma.bias)
+        return theirs.fn
+    assert mine is None, "ours scales the branch, x-transformers does not"
+    return theirs
 
 
 def rotary_rows(heads: int, dim_head: int, rot: int) -> torch.Tensor:
@@ -135,20 +174,26 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
         put(ours.to_logits.weight, theirs.to_logits.weight)
         put.zero(ours.to_logits.bias)
     layers, their_layers = ours.attn_layers, theirs.attn_layers
-    assert len(layers.blocks) == len(their_layers.layers), "the two stacks have different layouts"
-    for block, (norms, fn, _residual) in zip(layers.blocks, their_layers.layers, strict=True):
+    # x-transformers runs its layers in `layers_execute_order` (weight tying repeats them); ours holds the
+    # module of each run, so a tied layer is written once per run, with the same values.
+    their_runs = [their_layers.layers[i] for i in their_layers.layers_execute_order]
+    assert len(layers.blocks) == len(their_runs), "the two stacks have different layouts"
+    for block, (norms, fn, _residual) in zip(layers.blocks, their_runs, strict=True):
         pre, post_branch, post_main = norms
         copy_norm(put, block.pre_norm, pre)
         copy_norm(put, block.branch_norm, post_branch)
         copy_norm(put, block.post_norm, post_main)
+        fn = copy_layer_scale(put, block.layer_scale, fn)
         if block.kind == "f":
             copy_feedforward(put, block.fn, fn)
         else:
             rot = layers.rotary.dim if layers.rotary is not None and block.kind == "a" else 0
             copy_attention(put, block.fn, fn, rot)
+    if getattr(layers, "condition_mlp", None) is not None:
+        put(layers.condition_mlp.proj.weight, their_layers.adaptive_mlp[0].weight)
     if not isinstance(layers.final_norm, nn.Identity):
         copy_norm(put, layers.final_norm, their_layers.final_norm)
-    if layers.rel_pos is not None:
+    if layers.rel_pos is not None and hasattr(their_layers.rel_pos, "relative_attention_bias"):
         t5 = their_layers.rel_pos
         put(layers.rel_pos.bias.weight, t5.relative_attention_bias.weight * t5.scale)
     for fn in extra:

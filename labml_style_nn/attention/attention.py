@@ -122,6 +122,7 @@ from torch import Tensor, nn
 
 from ..checks import check_attention_inputs
 from ..keywords import Keyword, declare, rule
+from ..positional.polar import apply_polar
 from ..positional.rotary import apply_rotary
 from .extension_points import (
     LatentProjection,
@@ -419,7 +420,7 @@ class Attention(FastPaths, nn.Module):
         n = x.shape[1]
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention \
+                and attn_sink is None and shared.qk_pos is None and shared.polar is None and self._plain_self_attention \
                 and not self._per_layer_steps:
             return self._cached_step(x, mask, shared, cache), None
 
@@ -533,8 +534,13 @@ class Attention(FastPaths, nn.Module):
         if self.value_norm is not None and new_keys:
             v = self.value_norm(v)
         if shared.rotary is not None and not self.is_cross:
-            q = self._rotate(q, shared.rotary[:, -n:])
-            k = self._rotate(k, shared.rotary)
+            # Rows 0-1 turn queries, the last two keys (the same rows, except with xPos' scales).
+            q = self._rotate(q, shared.rotary[:2, -n:])
+            k = self._rotate(k, shared.rotary[-2:])
+        if shared.polar is not None and not self.is_cross:
+            # PoPE: magnitudes from content, phases from position, `d` -> `2d` (`positional/polar.py`)
+            phases, key_phase = shared.polar
+            q, k = apply_polar(q, phases[-n:]), apply_polar(k, phases + key_phase)
         offset = 0 if self.is_cross else k.shape[-2] - n
         if cache is not None:
             if self.is_cross:

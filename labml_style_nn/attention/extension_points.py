@@ -45,7 +45,7 @@ from torch import Tensor, nn
 class SharedAttentionInputs:
     """Per-forward inputs that every self-attention layer of a stack shares."""
 
-    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`.
+    # Rotary (cos, sin) `(2, j_new, d_rot)`, or `None`; xPos gives `(4, j_new, d_rot)`, query rows then key rows.
     rotary: Optional[Tensor] = None
     # Rotary angles of every key the attention sees, the cached ones too, `(2, j, d_rot)`: set by a
     # cache for keys recomputed from cached latents ([latent attention](latent_attention.md)); `None`:
@@ -53,6 +53,9 @@ class SharedAttentionInputs:
     key_rotary: Optional[Tensor] = None
     # Additive score bias `(1|b, h, i, j)` over all non-persistent keys, or `None`.
     attn_bias: Optional[Tensor] = None
+    # PoPE: the phases of the new keys' positions `(j_new, d)` and the learned key phases `(h, 1, d)`
+    # (`positional/polar.py`), or `None`.
+    polar: Optional[tuple] = None
     # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
     qk_pos: Optional[Tensor] = None
     # Masks derived from these inputs and the padding mask (which keys each query sees, the padded

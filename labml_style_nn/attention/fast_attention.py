@@ -232,8 +232,11 @@ class FastPaths:
             v = self.value_norm(v)
         if self.qk_transform is not None:
             q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
-            if shared.rotary is not None:
-                q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
+        if shared.rotary is not None and shared.rotary.shape[0] == 4:
+            # xPos: queries and keys have their own rows (`positional/xpos.py`)
+            q, k = apply_rotary(q, shared.rotary[:2]), apply_rotary(k, shared.rotary[2:])
+        elif shared.rotary is not None and self.qk_transform is not None:
+            q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
         elif shared.rotary is not None:
             q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
         k, v = cache.update(k, v)  # (b, g, m + 1, d)

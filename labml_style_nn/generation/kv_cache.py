@@ -117,6 +117,7 @@ class LayersCache:
         self._positions: Optional[Tensor] = None
         self._rotary: Optional[Tensor] = None
         self._qk_pos: Optional[Tensor] = None
+        self._polar: Optional[Tensor] = None
 
     #
     # ## Positions of the next tokens
@@ -130,6 +131,8 @@ class LayersCache:
             self._positions = torch.arange(self.max_len, device=device)
             self._rotary = layers.rotary(self._positions) if layers.rotary is not None else None  # (2, L, r)
             self._qk_pos = layers.pia(self._positions) if layers.pia is not None else None  # (L, D)
+            polar = getattr(layers, "polar", None)
+            self._polar = polar(self._positions) if polar is not None else None  # PoPE's phases (L, d)
         start, end = self.offset, self.offset + n
         if end > self.max_len:
             raise ValueError(f"cache: {end} positions exceed the cache's max_len={self.max_len}")
@@ -144,6 +147,7 @@ class LayersCache:
             key_rotary=self._rotary[:, :end] if self._rotary is not None else None,  # (2, m + n, r)
             attn_bias=bias,
             qk_pos=self._qk_pos[start:end] if self._qk_pos is not None else None,  # (n, D)
+            polar=(self._polar[start:end], layers.polar.key_phase()) if self._polar is not None else None,
         )
 
     #

@@ -10,6 +10,7 @@ keyword handling, and adding a technique means one line here.
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 from torch import nn
 
@@ -32,11 +33,16 @@ from ..feedforward.softclamp import SoftClampedGate
 from ..feedforward.solu import SoLU
 from ..memory.persistent_memory import PersistentMemory
 from ..moe.mixture import mixture_from_options
-from ..norms.rms_norm import RMSNorm
+from ..norms.adaptive_norm import AdaptiveLayerScale, AdaptiveNorm, condition_width
+from ..norms.derf import Derf
+from ..norms.dynamic_tanh import DynamicTanh
+from ..norms.layer_norm import LayerNorm
+from ..norms.rms_norm import RMSNorm, SimpleRMSNorm
 from ..norms.scale_norm import ScaleNorm
 from ..options import LayerOptions
 from ..residual.branch_output import init_branch_output, output_linear
 from ..residual.gated_residual import GatedResidual
+from ..residual.layer_scale import LayerScale
 from ..residual.residual import Block, Residual
 from ..residual.rezero import ReZero
 from ..residual.scale_residual import ScaledResidual
@@ -45,12 +51,32 @@ from .build_attention_extras import attention_extras, extra_score_transforms
 
 
 def make_norm(o: LayerOptions) -> nn.Module:
-    """LayerNorm, or ScaleNorm / RMSNorm when asked for; `norm_eps` overrides each one's epsilon."""
+    """LayerNorm, or the norm the options ask for; `norm_eps` overrides each one's epsilon, and
+    `norm_add_unit_offset` stores the gains as offsets from their initial values."""
+    eps = {} if o.norm_eps is None else dict(eps=o.norm_eps)
+    offset = o.norm_add_unit_offset
     if o.use_scalenorm:
-        return ScaleNorm(o.dim) if o.norm_eps is None else ScaleNorm(o.dim, eps=o.norm_eps)
+        return ScaleNorm(o.dim, unit_offset=offset, **eps)
     if o.use_rmsnorm:
-        return RMSNorm(o.dim) if o.norm_eps is None else RMSNorm(o.dim, eps=o.norm_eps)
-    return nn.LayerNorm(o.dim) if o.norm_eps is None else nn.LayerNorm(o.dim, eps=o.norm_eps)
+        return RMSNorm(o.dim, unit_offset=offset, **eps)
+    if o.use_simple_rmsnorm:
+        return SimpleRMSNorm(o.dim, **eps)
+    if o.use_dynamic_tanh:
+        return DynamicTanh(o.dim, o.dynamic_tanh_init_alpha, unit_offset=offset)
+    if o.use_derf:
+        return Derf(o.dim, unit_offset=offset)
+    if o.use_adaptive_layernorm or o.use_adaptive_rmsnorm:
+        return AdaptiveNorm(o.dim, condition_width(o), rms=o.use_adaptive_rmsnorm, eps=o.norm_eps)
+    return LayerNorm(o.dim, bias=o.norm_bias, unit_offset=offset, **eps)
+
+
+def make_layer_scale(o: LayerOptions) -> Optional[nn.Module]:
+    """CaiT's LayerScale or the adaptive (condition-gated) scale on each branch output, if asked for."""
+    if o.use_layerscale:
+        return LayerScale(o.dim, o.layerscale_init_value, unit_offset=o.norm_add_unit_offset)
+    if o.use_adaptive_layerscale:
+        return AdaptiveLayerScale(o.dim, condition_width(o))
+    return None
 
 
 def make_attention(o: LayerOptions, cross: bool) -> Attention:
@@ -176,11 +202,12 @@ def make_block(o: LayerOptions, kind: str, step: float, shift: int, ff_index: in
         residual = Residual()
     return Block(
         kind, fn,
-        pre_norm=make_norm(o) if normed and o.pre_norm else None,
-        post_norm=make_norm(o) if normed and not o.pre_norm else None,
+        pre_norm=make_norm(o) if normed and (o.pre_norm or o.pre_and_post_norm) else None,
+        post_norm=make_norm(o) if normed and (not o.pre_norm or o.pre_and_post_norm) else None,
         branch_norm=make_norm(o) if o.sandwich_norm else None,
         residual=residual,
         branch_scale=ReZero() if o.use_rezero else None,
         step=step,
         shift=ShiftTokens(shift) if shift else None,
+        layer_scale=make_layer_scale(o),
     )

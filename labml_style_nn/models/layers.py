@@ -26,6 +26,12 @@ feed-forward blocks.  `cross_attend=True` adds cross-attention to an encoder or 
 work on embeddings directly: `Encoder(dim=512, depth=6)(x, mask=mask)` with `x` of shape
 `(b, n, 512)`.
 
+`verbose` (default `True`, as in x-transformers) is where x-transformers prints its diagnostics.
+This library prints nothing; with `verbose=True` the one diagnostic x-transformers' stack logs,
+rotary embeddings on fewer than 32 features per head, is a `UserWarning` instead, and
+`verbose=False` silences it.  Everything else x-transformers would print about its choices is in
+the keyword reference (`help(Decoder)`).
+
 Shapes: `b` batch, `n` tokens, `D` model width, `m` earlier tokens (memory or cache), `j` context
 tokens.
 """
@@ -33,6 +39,7 @@ tokens.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import replace
 from typing import Optional
 
@@ -45,14 +52,23 @@ from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..checks import check_cache
+from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
+from ..positional.dynamic_position_bias import DynamicPositionBias
+from ..positional.polar import PolarEmbedding
 from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
+from ..positional.xpos import XPosEmbedding
+from ..residual.residual import Block
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from .build import make_block, make_norm
+from .context_dropout import drop_context_tokens
+from .layer_dropout import drop_probabilities, skip_block
+from .layer_sharing import built_depth, execution_order
 from .layout import branch_steps, layer_types, shift_amounts
+from .softclamp_output import softclamp
 
 
 class AttentionLayers(nn.Module):
@@ -69,23 +85,43 @@ class AttentionLayers(nn.Module):
             `labml_style_nn/options.py`.  Unknown keywords raise `TypeError`.
     """
 
-    def __init__(self, dim: int, depth: int, heads: int = 8, causal: bool = False,
+    def __init__(self, dim: int, depth: Optional[int] = None, heads: int = 8, causal: bool = False,
                  cross_attend: bool = False, only_cross: bool = False, **kwargs):
         super().__init__()
-        o = parse_layer_options(type(self).__name__, dim, depth, dict(
+        if kwargs.get("rotary_xpos"):
+            # xPos is rotary embeddings with a decay (`positional/xpos.py`), as in x-transformers.
+            kwargs["rotary_pos_emb"] = True
+        if depth is None and kwargs.get("custom_layers") is not None:
+            # A custom sequence gives the depth itself (`models/layout.py`).
+            depth = len(kwargs.get("layers_execute_order") or kwargs["custom_layers"])
+        o = parse_layer_options(type(self).__name__, dim, depth, dict(  # type: ignore[arg-type]
             heads=heads, causal=causal, cross_attend=cross_attend, only_cross=only_cross, **kwargs))
         self.options: LayerOptions = o
         self.dim, self.causal = dim, o.causal
-        self.layer_types = layer_types(o)
-        steps = branch_steps(self.layer_types, o.macaron)
-        shifts = shift_amounts(o, len(self.layer_types))
-        self.blocks = nn.ModuleList(
-            make_block(o, kind, step, shift, ff_index=self.layer_types[:i].count("f"))
-            for i, (kind, step, shift) in enumerate(zip(self.layer_types, steps, shifts, strict=True)))
+        # The blocks the layout builds, then the order they run in: a block that runs twice shares its
+        # weights (`weight_tie_layers`, `layers_execute_order`: `models/layer_sharing.py`).
+        built_types = layer_types(o.replace(depth=built_depth(o)))
+        steps = branch_steps(built_types, o.macaron)
+        shifts = shift_amounts(o, len(built_types))
+        # `ff_index` counts the feed-forward blocks before this one (mixtures of experts may start later).
+        built = [make_block(o, kind, step, shift, ff_index=built_types[:i].count("f"))
+                 for i, (kind, step, shift) in enumerate(zip(built_types, steps, shifts, strict=True))]
+        self.execute_order = execution_order(o, len(built))
+        self.layer_types = tuple(built_types[i] for i in self.execute_order)
+        self.blocks = nn.ModuleList(built[i] for i in self.execute_order)
+        # Stochastic depth: the skip probability of each run (`models/layer_dropout.py`).
+        probs = drop_probabilities(o, len(built))
+        self.layer_dropouts = [probs[i] for i in self.execute_order]
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
-        # Pre-norm stacks end with a norm; post-norm blocks are already normalised; ReZero has none.
-        self.final_norm = make_norm(o) if o.pre_norm and not o.use_rezero else nn.Identity()
+        # Pre-norm stacks end with a norm (unless `pre_norm_has_final_norm=False`); post-norm and
+        # pre-and-post-norm blocks are already normalised; ReZero has none.
+        self.final_norm = make_norm(o) if o.pre_norm and o.pre_norm_has_final_norm and not o.pre_and_post_norm \
+            and not o.use_rezero else nn.Identity()
+        # Adaptive norms and scales read a condition vector passed at call time (`norms/adaptive_norm.py`).
+        self.needs_condition, self.dim_condition = needs_condition(o), o.dim_condition or dim
+        self.condition_mlp = ConditionMLP(self.dim_condition, o.adaptive_condition_mlp_expansion) \
+            if self.needs_condition and o.adaptive_condition_mlp else None
 
         # Positional modules, shared by every self-attention layer.
         self.rotary = None
@@ -97,11 +133,24 @@ class AttentionLayers(nn.Module):
                 rot = o.rotary_emb_dim or o.attn.latent_rope_dim  # DeepSeek's rotated features, all of them
             if rot < 2:
                 raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
-            self.rotary = RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))
+            if o.verbose and rot < 32:
+                # x-transformers logs this with `verbose=True`; the library never prints, so it is a warning.
+                warnings.warn(f"rotary_pos_emb: {rot} rotated features per head; language models train better "
+                              "with at least 32 (verbose=False silences this)", stacklevel=2)
+            self.rotary = XPosEmbedding(rot, base=o.rotary_theta, scale_base=o.rotary_xpos_scale_base,
+                                        scaling=rope_scaling(o)) if o.rotary_xpos \
+                else RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))
+        # One relative bias of the scores: T5's buckets or the dynamic (MLP) bias; ALiBi below.
         self.rel_pos = T5RelativePositionBias(heads, o.causal, o.rel_pos_num_buckets, o.rel_pos_max_distance) \
             if o.rel_pos_bias else None
-        self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads) if o.alibi_pos_emb else None
+        if o.dynamic_pos_bias:
+            self.rel_pos = DynamicPositionBias(dim // 4, heads=heads, depth=o.dynamic_pos_bias_mlp_depth,
+                                               log_distance=o.dynamic_pos_bias_log_distance,
+                                               norm=o.dynamic_pos_bias_norm)
+        self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads, **o.rel_pos_kwargs) if o.alibi_pos_emb else None
         self.pia = PositionInfusedAttention(dim) if o.position_infused_attn else None
+        # PoPE: phases from positions, shared by every self-attention layer (`positional/polar.py`).
+        self.polar = PolarEmbedding(o.attn.dim_head, heads, o.polar_bias_uniform_init) if o.polar_pos_emb else None
         # `reversible=True`: the blocks run as couplings $y_1 = x_1 + F(x_2)$, $y_2 = x_2 + G(y_1)$
         # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
         self.reversible_pairs = reversible_pairs(self.layer_types) if o.reversible else None
@@ -110,6 +159,14 @@ class AttentionLayers(nn.Module):
     @property
     def has_relative_positions(self) -> bool:
         return self.options.has_relative_positions
+
+    @property
+    def disables_abs_pos_emb(self) -> bool:
+        """Whether a wrapper leaves out absolute positions (`disable_abs_pos_emb`, `positional/absolute.py`)."""
+        o = self.options
+        if o.disable_abs_pos_emb is not None:
+            return o.disable_abs_pos_emb
+        return self.has_relative_positions or o.position_infused_attn
 
     #
     # ## Checking the inputs
@@ -169,13 +226,15 @@ class AttentionLayers(nn.Module):
             rotary=self.rotary(new_k) if self.rotary is not None else None,
             attn_bias=bias,
             qk_pos=self.pia(new_k) if self.pia is not None else None,
+            polar=(self.polar(new_k), self.polar.key_phase()) if self.polar is not None else None,
         )
 
     #
     # ## Forward
     def forward(self, x: Tensor, *, context: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None):
+                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None,
+                condition: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -187,6 +246,8 @@ class AttentionLayers(nn.Module):
             return_hiddens: also return each self-attention layer's input (the next memories).
             attn_sink: a list that receives every attention layer's weights `(b, h, i, j)`, in
                 order (the explicit path runs, so inspection costs speed).
+            condition: `(b, dim_condition)` or `(b, n, dim_condition)`, the vector adaptive norms and
+                scales read (`use_adaptive_layernorm`, ...); required by such a stack, refused otherwise.
 
         Returns:
             `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
@@ -195,6 +256,8 @@ class AttentionLayers(nn.Module):
         if not torch.compiler.is_compiling():
             check_cache("cache", cache)
         n = x.shape[1]
+        condition = prepare_condition(condition, self.needs_condition, self.dim_condition, x.shape[0], n,
+                                      self.condition_mlp)
         # $m$ tokens came before: the memory, or what the cache holds.
         offset = mems[0].shape[1] if mems else (cache.offset if cache is not None else 0)
         self_mask = mask
@@ -205,16 +268,26 @@ class AttentionLayers(nn.Module):
         # A cache slices positional tables it computed once, instead of recomputing them per step.
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
             else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+        if self.polar is not None and shared.polar is None:
+            raise ValueError(f"cache: {type(cache).__name__} does not carry PoPE's phases (polar_pos_emb); "
+                             "decode with a LayersCache")
 
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
-            x = self.final_norm(run_reversible(
+            x = run_reversible(
                 self.blocks, self.reversible_pairs, x, StackInputs(self_mask, shared, context, context_mask),
                 recompute=self.reversible_recompute, caches=cache.blocks if cache is not None else None,
-                attn_sink=attn_sink))
+                attn_sink=attn_sink)
+            if self.options.softclamp_output:
+                x = softclamp(x, self.options.softclamp_output_value)
+            x = self.final_norm(x)
             if cache is not None:
                 cache.advance(n)
             return (x, []) if return_hiddens else x
+
+        if self.training and self.options.cross_attn_tokens_dropout and context is not None:
+            # One subset of the context per forward pass (`models/context_dropout.py`).
+            context, context_mask = drop_context_tokens(context, context_mask, self.options.cross_attn_tokens_dropout)
 
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
@@ -226,8 +299,14 @@ class AttentionLayers(nn.Module):
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
+            if cache is None and skip_block(self.layer_dropouts[i], self.training):
+                # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
+                if block.kind == "a":
+                    skipped: Block = block  # type: ignore[assignment]
+                    hiddens.append(skipped.branch_input(x, mask=self_mask, condition=condition))
+                continue
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink)
+                    attn_sink, condition)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -238,18 +317,27 @@ class AttentionLayers(nn.Module):
                 res_self.update(scores)
             elif block.kind == "c":
                 res_cross.update(scores)
-        x = self.final_norm(x)
+        if self.options.softclamp_output:
+            # $v \tanh(x / v)$ before the final norm (`models/softclamp_output.py`)
+            x = softclamp(x, self.options.softclamp_output_value)
+        x = self.final_norm(x, condition=condition) if self.needs_condition and self.final_norm_reads_condition \
+            else self.final_norm(x)
         if cache is not None:
             cache.advance(n)
         return (x, hiddens) if return_hiddens else x
 
+    @property
+    def final_norm_reads_condition(self) -> bool:
+        return getattr(self.final_norm, "needs_condition", False)
+
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None, fresh_masks=False):
+               attn_sink=None, condition=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
     if fresh_masks:
         shared = replace(shared, masks={})
-    h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None)
+    h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None,
+                           condition=condition)
     scores = None
     if block.kind == "f":
         out = block.fn(h)
@@ -263,7 +351,7 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
             query_mask = None if mask is None else mask[:, -h.shape[1]:]
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache, mask=query_mask,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
-    return block.join(out, x), scores, h
+    return block.join(out, x, condition), scores, h
 
 
 class Encoder(AttentionLayers):

@@ -64,8 +64,9 @@ class _SequenceWrapper(nn.Module):
         self.max_mem_len, self.shift_mem_down = max_mem_len, shift_mem_down
         # Absolute positions: off by default when the stack has its own scheme (a relative one, or
         # position infused attention, whose values must stay free of position).
-        if use_abs_pos_emb is None:
-            use_abs_pos_emb = not (attn_layers.has_relative_positions or attn_layers.options.position_infused_attn)
+        # `disable_abs_pos_emb` on the stack decides the default, and an explicit True wins over the wrapper.
+        if use_abs_pos_emb is None or attn_layers.options.disable_abs_pos_emb:
+            use_abs_pos_emb = not attn_layers.disables_abs_pos_emb
         self.pos_emb = None
         if use_abs_pos_emb:
             self.pos_emb = SinusoidalPositionalEmbedding(dim) if sinusoidal_pos_emb \

@@ -14,7 +14,10 @@ GPUs of 2019; the saving is in the norm, so its share of the total depends on th
 
 `use_rmsnorm=True` puts it everywhere a stack has a norm, like `use_scalenorm`; the two differ in
 their gain: one scalar for ScaleNorm, one per feature here.  `norm_eps` sets $\epsilon$
-($10^{-6}$ by default).
+($10^{-6}$ by default).  `use_simple_rmsnorm=True` drops the gain altogether,
+$\operatorname{SimpleRMSNorm}(x) = x / \sqrt{\frac1D \sum_k x_k^2 + \epsilon}$: no parameters at all,
+the gains left to the projections that follow.  With `norm_add_unit_offset` (the default) the stored
+gain is $\gamma - 1$ ([LayerNorm](layer_norm.md) explains why).
 
 This is exactly the norm T5 calls its LayerNorm, and LLaMA's RMSNorm: $\epsilon$ inside the square
 root, no mean, no bias, no extra factor (a test compares it with T5's in Hugging Face
@@ -28,6 +31,8 @@ Shapes: `D` model width; any leading axes.
 ## Differences from the paper
 
 * No bias term (the paper's optional $\beta$), and $\epsilon$ sits inside the square root.
+* x-transformers' `SimpleRMSNorm` is $\sqrt D\, x / \max(\lVert x \rVert_2, 10^{-12})$, ours puts
+  $\epsilon$ inside the root; the two agree within $10^{-5}$ for vectors that are not tiny.
 * The partial variant (pRMSNorm, the RMS estimated from the first $p\%$ of features) is not implemented.
 """
 
@@ -38,7 +43,8 @@ from ..checks import check_tensor
 from ..keywords import Keyword, declare
 
 KEYWORDS = declare(__name__, "stack",
-    Keyword("use_rmsnorm", False, "RMSNorm instead of LayerNorm everywhere"))
+    Keyword("use_rmsnorm", False, "RMSNorm instead of LayerNorm everywhere"),
+    Keyword("use_simple_rmsnorm", False, "RMSNorm without a gain everywhere"))
 
 
 class RMSNorm(nn.Module):
@@ -49,10 +55,12 @@ class RMSNorm(nn.Module):
     [0.8485, 1.1314]
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, *, unit_offset: bool = False):
         super().__init__()
         self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(dim))
+        # `unit_offset`: $\gamma = 1 + \gamma'$ with $\gamma'$ stored ([LayerNorm](layer_norm.md) explains why)
+        self.unit_offset = float(unit_offset)
+        self.gamma = nn.Parameter(torch.full((dim,), 1.0 - self.unit_offset))
 
     def forward(self, x: Tensor) -> Tensor:
         check_tensor("x", x, f"(..., {self.gamma.shape[0]})", kind="float", sizes={-1: self.gamma.shape[0]})
@@ -60,4 +68,23 @@ class RMSNorm(nn.Module):
         # $x / \mathrm{RMS}(x)$, in float32
         xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D)
         # $\odot\, \gamma$
-        return xf.to(x.dtype) * self.gamma.to(x.dtype)
+        gamma = self.gamma + self.unit_offset if self.unit_offset else self.gamma
+        return xf.to(x.dtype) * gamma.to(x.dtype)
+
+
+class SimpleRMSNorm(nn.Module):
+    r"""RMSNorm without a gain: $x / \mathrm{RMS}(x)$, every vector on the sphere of radius $\sqrt D$.
+
+    >>> [round(v, 4) for v in SimpleRMSNorm(2)(torch.tensor([3.0, 4.0])).tolist()]
+    [0.8485, 1.1314]
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
+        xf = x.float()
+        # $x / \mathrm{RMS}(x)$, in float32
+        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)

@@ -23,6 +23,8 @@ Shapes: `D` model width; any leading axes.
 
 * The paper pairs ScaleNorm with FixNorm (unit-length word embeddings); only ScaleNorm is
   implemented here.
+* With `norm_add_unit_offset` (the default) the stored scalar is $g - \sqrt D$, the offset from
+  its initial value ([LayerNorm](layer_norm.md) explains why); x-transformers stores $g / \sqrt D - 1$.
 * The norm is computed in float32 whatever the input dtype, so half precision cannot overflow.
 """
 
@@ -44,10 +46,12 @@ class ScaleNorm(nn.Module):
     [1.2, 0.0, 1.6, 0.0]
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, *, unit_offset: bool = False):
         super().__init__()
         self.eps = eps
-        self.g = nn.Parameter(torch.tensor(dim ** 0.5))
+        # `unit_offset`: $g = \sqrt D + g'$ with $g'$ stored, so weight decay pulls $g$ to its initial value
+        self.unit_offset = dim ** 0.5 if unit_offset else 0.0
+        self.g = nn.Parameter(torch.tensor(dim ** 0.5 - self.unit_offset))
 
     def forward(self, x: Tensor) -> Tensor:
         check_tensor("x", x, "(..., dim)", kind="float")
@@ -56,4 +60,5 @@ class ScaleNorm(nn.Module):
         # $\max(\lVert x \rVert, \epsilon)$
         norm = xf.norm(dim=-1, keepdim=True).clamp(min=self.eps)  # (..., 1)
         # $g\, x / \lVert x \rVert$
-        return (xf / norm * self.g).to(x.dtype)
+        g = self.g + self.unit_offset if self.unit_offset else self.g
+        return (xf / norm * g).to(x.dtype)

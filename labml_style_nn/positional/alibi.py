@@ -61,6 +61,9 @@ up with every other slope of the next power of two.
 * The paper is about causal language models, where $j \le i$ and the distance is $i - j$.  For
   encoders we use the symmetric distance $|i - j|$, so a key ahead is penalised as much as a key
   behind.
+* `rel_pos_kwargs=dict(slopes=[...])` replaces the paper's slopes by your own, one per ALiBi head (as
+  x-transformers' keyword does; for the T5 and dynamic biases it takes no options, since every
+  option x-transformers would forward there is already a keyword of its own).
 * `alibi_num_heads = k` gives the bias only to the first $k$ heads (with the slopes of a $k$-head
   model); the other heads carry no positional bias and can attend to any distance.
 
@@ -76,17 +79,21 @@ up with every other slope of the next power of two.
 """
 
 import math
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..checks import check_positions
-from ..keywords import Keyword, declare
+from ..keywords import Keyword, declare, rule
 
 KEYWORDS = declare(__name__, "stack",
     Keyword("alibi_pos_emb", False, "ALiBi: a linear distance penalty per head on the scores", xtransformers=False),
     Keyword("alibi_num_heads", None, "ALiBi on the first k heads only (the others have no position bias)", type=int,
-            example=2))
+            example=2),
+    Keyword("rel_pos_kwargs", {}, "options of the position bias: for ALiBi, slopes=[m_1, ...] (one per ALiBi "
+            "head); the T5 and dynamic biases take none", example={"slopes": [0.5, 0.25, 0.125, 0.0625]}))
 
 
 def alibi_slopes(heads: int) -> list[float]:
@@ -113,12 +120,16 @@ class AlibiPositionalBias(nn.Module):
 
     slopes: Tensor  # buffer `(h, 1, 1)`
 
-    def __init__(self, heads: int, alibi_heads: int | None = None):
+    def __init__(self, heads: int, alibi_heads: int | None = None, slopes: Optional[Sequence[float]] = None):
         super().__init__()
         alibi_heads = heads if alibi_heads is None else alibi_heads
-        # Slopes for the first `alibi_heads` heads, zero for the rest.
-        slopes = torch.tensor(alibi_slopes(alibi_heads) + [0.0] * (heads - alibi_heads))
-        self.register_buffer("slopes", slopes[:, None, None], persistent=False)  # (h, 1, 1)
+        if slopes is not None and len(slopes) != alibi_heads:
+            raise ValueError(f"rel_pos_kwargs: slopes must give one slope per ALiBi head ({alibi_heads}), "
+                             f"got {len(slopes)}")
+        # Slopes for the first `alibi_heads` heads (the paper's, or the given ones), zero for the rest.
+        given = alibi_slopes(alibi_heads) if slopes is None else [float(m) for m in slopes]
+        table = torch.tensor(given + [0.0] * (heads - alibi_heads))
+        self.register_buffer("slopes", table[:, None, None], persistent=False)  # (h, 1, 1)
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's."""
@@ -129,3 +140,24 @@ class AlibiPositionalBias(nn.Module):
         # same for every key of row $i$, and softmax ignores a per-row constant, so the weights agree.
         dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (i, j)
         return (-self.slopes * dist)[None]  # (1, h, i, j)
+
+
+@rule("stack")
+def _rel_pos_kwargs(o) -> None:
+    kw = o.rel_pos_kwargs
+    if not isinstance(kw, dict) or not kw:
+        return
+    accepted = ("slopes",) if o.alibi_pos_emb else ()
+    scheme = "alibi_pos_emb" if o.alibi_pos_emb else "rel_pos_bias" if o.rel_pos_bias \
+        else "dynamic_pos_bias" if o.dynamic_pos_bias else None
+    if scheme is None:
+        raise ValueError("rel_pos_kwargs: options of a position bias, but this stack has none (set alibi_pos_emb, "
+                         "rel_pos_bias or dynamic_pos_bias)")
+    extra = sorted(set(kw) - set(accepted))
+    if extra:
+        raise ValueError(f"rel_pos_kwargs: {scheme} takes {', '.join(accepted) or 'no options'} here, got "
+                         f"{', '.join(map(repr, extra))}")
+    slopes = kw.get("slopes")
+    if slopes is not None and (not isinstance(slopes, (list, tuple))
+                               or any(isinstance(m, bool) or not isinstance(m, (int, float)) for m in slopes)):
+        raise ValueError(f"rel_pos_kwargs: slopes must be a list of numbers, got {slopes!r}")

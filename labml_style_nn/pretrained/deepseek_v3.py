@@ -115,6 +115,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             attn_scale=scale,
             rotary_pos_emb=True, rotary_emb_dim=config["qk_rope_head_dim"], **rotary,
             use_rmsnorm=True, norm_eps=config_value(config, "rms_norm_eps", default=1e-6),
+            norm_add_unit_offset=False,  # gains stored as the checkpoint stores them
             **ff,
         ),
         tie_embedding=bool(config.get("tie_word_embeddings", False)),

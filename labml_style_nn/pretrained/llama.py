@@ -22,6 +22,7 @@ TransformerWrapper(
         rotary_theta=10000.0,       # ... with this base (LLaMA 3: 500000)
         use_rmsnorm=True,           # RMSNorm instead of LayerNorm ...
         norm_eps=1e-5,              # ... with epsilon inside the square root
+        norm_add_unit_offset=False, # gains stored as the checkpoint stores them
         ff_glu=True, ff_swish=True, # SwiGLU feed-forward ...
         ff_inner_dim=11008,         # ... about 8/3 * dim, rounded
         ff_no_bias=True,            # no biases anywhere
@@ -154,6 +155,7 @@ def build(config: dict[str, Any], **ff_keywords: Any) -> TransformerWrapper:
             attn_out_bias=attention_bias,
             rotary_pos_emb=True, rotary_emb_dim=dim_head, **rotary_keywords(config),
             use_rmsnorm=True, norm_eps=config_value(config, "rms_norm_eps", default=1e-6),
+            norm_add_unit_offset=False,
             **{**ff, **ff_keywords},
             **window_keywords(config),
         ),

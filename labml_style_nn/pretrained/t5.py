@@ -120,6 +120,7 @@ def keywords(config: dict[str, Any]) -> dict[str, Any]:
         rel_pos_max_distance=config.get("relative_attention_max_distance", 128),
         use_rmsnorm=True,                         # no mean, no bias
         norm_eps=config.get("layer_norm_epsilon", 1e-6),
+        norm_add_unit_offset=False,               # gains stored as the checkpoint stores them
         ff_inner_dim=config["d_ff"],
         ff_glu=gated,                             # v1.1: gated GELU
         ff_activation=activation,                 # v1.0: ReLU; v1.1: GELU (tanh)

@@ -58,6 +58,9 @@ CASES = {
         ("float 0/1 mask", lambda m: m(x3, mask=float_mask(2, 5)), "mask"),
         ("x of the wrong width", lambda m: m(torch.randn(2, 5, D + 1)), "x"),
         ("misspelt keyword", lambda m: lsn.AttentionLayers(dim=D, depth=1, rotary_pos_embb=True), "rotary_pos_embb"),
+        ("condition without an adaptive norm", lambda m: m(x3, condition=torch.randn(2, D)), "condition"),
+        ("condition of the wrong width", lambda m: lsn.AttentionLayers(dim=D, depth=1, heads=2,
+         use_adaptive_layernorm=True)(x3, condition=torch.randn(2, D + 1)), "condition"),
     ]),
     "Encoder": (lambda: lsn.Encoder(dim=D, depth=1, heads=2), [
         ("float 0/1 mask", lambda m: m(x3, mask=float_mask(2, 5)), "mask"),
@@ -143,6 +146,10 @@ CASES = {
     ]),
     "update_memory": (lambda: lsn.update_memory, [
         ("negative length", lambda f: f([], [torch.zeros(2, 1, 1)], -1), "max_len"),
+    ]),
+    "layer_schedule": (lambda: lsn.layer_schedule, [
+        ("one layer", lambda f: f(1.0, 2.0, 1), "depth"),
+        ("unknown schedule", lambda f: f(1.0, 2.0, 3, "exponential"), "schedule"),
     ]),
 }
 

@@ -76,6 +76,11 @@ FEATURES = {
     "shift_sandwich_rezero": dict(shift_tokens=1, sandwich_norm=True),
     "rezero": dict(use_rezero=True),
     "cross": dict(cross_attend=True, rotary_pos_emb=True),
+    # layers-a keywords that compose with reversible layers (the others are refused by name)
+    "layerscale_dyt_dynamic_bias": dict(use_layerscale=True, layerscale_init_value=0.5, use_dynamic_tanh=True,
+                                        dynamic_pos_bias=True),
+    "tied_xpos_softclamp": dict(weight_tie_layers=True, rotary_xpos=True, softclamp_output=True,
+                                softclamp_output_value=2.0, use_derf=True, norm_bias=True),
 }
 
 

@@ -44,6 +44,18 @@ SEED_FEATURES = {
     "sandwich_coef": dict(sandwich_coef=1),
     "macaron": dict(macaron=True),
     "shift_tokens": dict(shift_tokens=1),
+    # layers-a: norms, layouts, regularisation and positions of the stack
+    "dynamic_tanh": dict(use_dynamic_tanh=True),
+    "derf": dict(use_derf=True),
+    "simple_rmsnorm": dict(use_simple_rmsnorm=True),
+    "layerscale": dict(use_layerscale=True, layerscale_init_value=0.1),
+    "pre_and_post_norm": dict(pre_and_post_norm=True),
+    "dynamic_pos_bias": dict(dynamic_pos_bias=True, dynamic_pos_bias_log_distance=True),
+    "weight_tied": dict(weight_tie_layers=True),
+    "par_ratio": dict(par_ratio=2),
+    "only_attn": dict(only_attn=True),
+    "softclamp_output": dict(softclamp_output=True, softclamp_output_value=2.0),
+    "polar": dict(polar_pos_emb=True),
 }
 
 
