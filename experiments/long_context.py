@@ -316,7 +316,9 @@ def plot_streaming(curves: dict[str, list[tuple[float, float]]], path: Path, *, 
     styles = [dict(lw=3.2, ls="-"), dict(lw=2.2, ls="--"), dict(lw=1.6, ls=":"), dict(lw=1.0, ls="-.")]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.2), dpi=100, sharex=True, height_ratios=(3, 2))
     base = dict(curves.get(baseline, []))
-    for (name, points), style in zip(curves.items(), styles * 2, strict=False):
+    for index, (name, points) in enumerate(curves.items()):
+        # The same colour and line style for a cache in both panels
+        style = dict(styles[index % len(styles)], color=f"C{index}")
         xs, ys = zip(*points, strict=True)
         top.plot(xs, ys, label=name, **style)
         gaps = [(x, y - base[x]) for x, y in points if x in base]
