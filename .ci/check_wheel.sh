@@ -24,9 +24,8 @@ PY
 
 python -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q --upgrade pip
-# The CPU build of PyTorch first, as the README says; then the wheel with its [hf] extra.
-"$work/venv/bin/python" -m pip install -q "torch==2.13.0" || \
-  "$work/venv/bin/python" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+# PyTorch for this machine first, chosen as install.py chooses it; then the wheel with its [hf] extra.
+"$work/venv/bin/python" install.py --torch-only
 "$work/venv/bin/python" -m pip install -q "$wheel[hf]"
 
 cd "$work"   # away from the source tree, so only the installed wheel can be imported

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.common import (  # noqa: E402
+    PeriodicCheckpoint,
     Progress,
     RunConfig,
     RunLog,
@@ -131,7 +132,7 @@ class Config(RunConfig):
     dropout: float = 0.0
     eval_every: int = 100
     eval_batches: int = 8
-    checkpoint_every: int = 0
+    checkpoint_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0 = by time only, see --checkpoint-minutes)"})
     stop_at: int = field(default=0, metadata={"help": "stop (and checkpoint) at this step, as if pre-empted; 0 = run to the end"})
     sample_len: int = field(default=300, metadata={"help": "bytes to sample after training (0 = none)"})
 
@@ -200,7 +201,8 @@ def train(cfg: Config) -> dict:
               f"{dist.world_size} process(es) on {device}, {cfg.batch_size // dist.world_size} rows each")
     end = cfg.stop_at or cfg.steps
     bar = Progress(cfg.steps, initial=step, enabled=dist.is_main)
-    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    periodic = PeriodicCheckpoint(cfg.checkpoint_minutes, cfg.checkpoint_every)
+    # A first Ctrl-C or SIGTERM lets the step finish, then the run is checkpointed and can be resumed.
     with StopOnInterrupt(enabled=not dist.enabled) as stop:
         while step < end and not stop.requested:
             # Every process draws the same global batch (a function of seed and step) and keeps its rows.
@@ -225,7 +227,7 @@ def train(cfg: Config) -> dict:
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val_loss = evaluate(model, data.val, cfg, device)
                 log.log(step, val_loss=val_loss, val_bpc=val_loss / math.log(2))
-            if dist.is_main and (step == end or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+            if dist.is_main and (periodic.due(step) or step == end):
                 save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
     if stop.requested:
         bar.close()

@@ -11,8 +11,12 @@ What makes an experiment script pleasant to run, shared by all of them:
   first paragraph in plain words.
 * **Runs that are never lost.**  Each run gets a new folder `runs/NAME/DATE-TIME` (an explicit
   `--out-dir` that holds a run is refused without `--overwrite`), printed at the start and at the
-  end.  `--resume` takes that folder or its checkpoint.  A first Ctrl-C lets the current step finish;
-  the script saves a checkpoint and prints the command that continues it.
+  end.  `--resume` takes that folder or its checkpoint, and continues the run that was saved: its
+  settings come from the checkpoint, and an option given again must agree with them (or it is a
+  usage error that names the difference).  A first Ctrl-C, or a SIGTERM (what `timeout` and job
+  schedulers send), lets the current step finish; the script saves a checkpoint and prints the
+  command that continues it.  A checkpoint is also written every few minutes of training
+  (`--checkpoint-minutes`), so even a run killed outright loses only the last few minutes.
 
 `experiments/common.py` re-exports everything here, so scripts import from one place.
 """
@@ -160,6 +164,39 @@ def _resume_target(config, config_cls) -> str:
     return str(folder)
 
 
+# Options that may differ when a run is resumed: where and how it runs, not what it computes.
+RESUME_MAY_CHANGE = ("resume", "device", "compile", "out_dir", "overwrite", "cache_dir", "log_every", "stop_at",
+                     "checkpoint_every", "checkpoint_minutes")
+
+
+def _saved_config(target: str, config_cls) -> dict | None:
+    """The config a checkpoint was saved with (the first of `RESUME_FILES` for a folder), or None if it has none."""
+    path = Path(target)
+    if path.is_dir():
+        path = next(path / f for f in getattr(config_cls, "RESUME_FILES", ("checkpoint.pt",)) if (path / f).is_file())
+    saved = torch.load(path, map_location="cpu", weights_only=False).get("config")
+    if not isinstance(saved, dict) or not saved:
+        return None
+    names = {f.name for f in fields(config_cls)}
+    return {name: value for name, value in saved.items() if name in names}
+
+
+def _resumed_config(config, config_cls, given: set[str], target: str) -> tuple[object, list[str]]:
+    """The saved run's config, with the options in `given` that may change applied; and the options of
+    `given` that contradict the saved run, as `--name VALUE (saved: VALUE)`."""
+    saved = _saved_config(target, config_cls)
+    if saved is None:  # a checkpoint without its config: the command line is all there is
+        return dataclasses.replace(config, resume=target), []
+    differ = [f"--{name.replace('_', '-')} {getattr(config, name)} (the run has {saved[name]})"
+              for name in sorted(given) if name not in RESUME_MAY_CHANGE and name in saved
+              and getattr(config, name) != saved[name]]
+    changes = {name: getattr(config, name) for name in given if name in RESUME_MAY_CHANGE}
+    # The run goes on in the checkpoint's folder unless --out-dir is given again.
+    resumed = dataclasses.replace(config_cls(**saved), **{"out_dir": "", "overwrite": False, **changes,
+                                                           "resume": target})
+    return resumed, differ
+
+
 def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | None = None):
     """Build an `argparse` command line from a config dataclass, and parse it.
 
@@ -167,6 +204,9 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
     field's metadata. `--preset gpu` applies the class's `GPU` overrides (a larger model and budget for
     one GPU; bf16 comes from `autocast` on CUDA), then `--smoke` its `SMOKE` overrides (a tiny,
     seconds-long run); options given explicitly on the command line still win over both.
+
+    With `--resume`, the config is the one saved in the checkpoint; options given again (`--smoke`
+    and `--preset` included) must match it, except those of `RESUME_MAY_CHANGE`.
     """
     parser = argparse.ArgumentParser(description=_summary(doc))
     parser.add_argument("--smoke", action="store_true", help="tiny model, a few steps: a CI check that it runs")
@@ -174,7 +214,10 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
                         help="cpu: the defaults (what the results page shows); gpu: a larger model and budget "
                              "for one GPU, in bf16 (default: cpu)")
     defaults = config_cls()
+    resumes = bool(getattr(config_cls, "RESUME_FILES", ("checkpoint.pt",)))
     for f in fields(config_cls):
+        if f.name == "checkpoint_minutes" and not resumes:
+            continue  # a short comparison has no checkpoints to write
         default = getattr(defaults, f.name)
         kind = _field_type(f, default)
         flag = "--" + f.name.replace("_", "-")
@@ -193,10 +236,13 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
     args = vars(parser.parse_args(argv))
     smoke, preset = args.pop("smoke"), args.pop("preset")
     config = config_cls()
+    given = set(args)  # the options this command line sets, through --preset and --smoke too
     if preset == "gpu":
         config = dataclasses.replace(config, **getattr(config_cls, "GPU", {}))
+        given |= set(getattr(config_cls, "GPU", {}))
     if smoke:
         config = dataclasses.replace(config, **getattr(config_cls, "SMOKE", {}))
+        given |= set(getattr(config_cls, "SMOKE", {}))
     config = dataclasses.replace(config, **args)
     # Everything that can be checked before any setup is a usage error, not a traceback minutes later.
     if getattr(config, "device", "auto") == "cuda" and not torch.cuda.is_available():
@@ -206,7 +252,12 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
         target = _resume_target(config, config_cls)
         if target.startswith("error: "):
             parser.error(f"argument --resume: {target[len('error: '):]}")
-        config = dataclasses.replace(config, resume=target)
+        config, differ = _resumed_config(config, config_cls, given, target)
+        if differ:
+            it = "it" if len(differ) == 1 else "them"
+            parser.error(f"argument --resume: a resumed run keeps the settings it was saved with, and this "
+                         f"command line changes {it}: {'; '.join(differ)}. Leave {it} out to continue the run, "
+                         f"or start a new run (without --resume) to change {it}")
     elif getattr(config, "out_dir", "") and not getattr(config, "overwrite", False):
         found = _already_a_run(Path(config.out_dir))
         if found:
@@ -256,44 +307,74 @@ def out_dir_for(config, name: str) -> Path:
 # ## Runs that are never lost
 #
 # `run_experiment` is every script's `__main__`: it parses the command line, runs, and ends with the
-# run folder.  A first Ctrl-C inside `StopOnInterrupt` lets the current step finish; the script then
-# saves a checkpoint and calls `interrupted`, which says how to resume.  A second Ctrl-C stops at once.
+# run folder.  A first Ctrl-C or SIGTERM inside `StopOnInterrupt` lets the current step finish; the
+# script then saves a checkpoint and calls `interrupted`, which says how to resume.  A second one
+# stops at once.
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training stopped on Ctrl-C after saving `checkpoint` at `step`."""
+    """Training stopped on Ctrl-C or SIGTERM after saving `checkpoint` at `step`."""
 
     def __init__(self, checkpoint: Path, step: int):
         super().__init__(f"stopped at step {step}")
         self.checkpoint, self.step = checkpoint, step
 
 
+# The signal that stopped the run last, for the exit status (128 + its number, as a shell reports it).
+_STOPPED_BY: list[signal.Signals] = []
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
 class StopOnInterrupt:
-    """`with StopOnInterrupt() as stop:` a loop that checks `stop.requested` after each step."""
+    """`with StopOnInterrupt() as stop:` a loop that checks `stop.requested` after each step.
+
+    Ctrl-C (SIGINT) and SIGTERM are handled alike: the first asks the loop to stop after its step,
+    a second one stops at once."""
 
     def __init__(self, enabled: bool = True):
         # Under torchrun every process gets the signal at a different step; they stop as they are.
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested, self.previous = False, None
+        self.requested, self.previous = False, {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", flush=True)
+        _STOPPED_BY[:] = [signal.Signals(signum)]
+        print(f"\n{_SIGNAL_NAMES[signum]}: stopping after this step and saving a checkpoint "
+              "(send it again to stop at once)", flush=True)
 
     def __enter__(self) -> StopOnInterrupt:
         if self.enabled:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in _SIGNAL_NAMES}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+        self.previous = {}
+
+
+class PeriodicCheckpoint:
+    """`due(step)` says when to save a checkpoint during training: every `minutes` of training
+    (0 = never), and every `every_steps` steps if that is set.  A run killed outright then loses at
+    most that much work; `save_checkpoint` writes a temporary file and renames it, so a kill during
+    the write leaves the last good checkpoint."""
+
+    def __init__(self, minutes: float, every_steps: int = 0):
+        self.seconds, self.every_steps = minutes * 60, every_steps
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        now = time.monotonic()
+        if (self.every_steps and step % self.every_steps == 0) or (self.seconds and now - self.last >= self.seconds):
+            self.last = now
+            return True
+        return False
 
 
 def interrupted(checkpoint: Path, step: int):
-    """Call after saving the checkpoint of a run stopped by Ctrl-C."""
+    """Call after saving the checkpoint of a run stopped by Ctrl-C or SIGTERM."""
     raise Interrupted(Path(checkpoint), step)
 
 
@@ -303,18 +384,22 @@ def run_experiment(main, config_cls: type, doc: str | None = None):
 
     config = parse_config(config_cls, doc=doc)
     _RUN_FOLDER.clear()
+    _STOPPED_BY.clear()
     script = Path(sys.argv[0]).as_posix() if sys.argv and sys.argv[0] else "the script"
     try:
         result = main(config)
     except Interrupted as stop:
         print(f"\ninterrupted at step {stop.step}; checkpoint saved to {stop.checkpoint}\n"
               f"continue with: python {script} --resume {stop.checkpoint.parent}", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + (_STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT)) from None
     except KeyboardInterrupt:
         where = f"; what it wrote so far is in {_RUN_FOLDER[0]}" if _RUN_FOLDER else ""
         print(f"\ninterrupted{where}", file=sys.stderr)
         raise SystemExit(130) from None
     except DownloadError as e:
+        # Nothing was trained: a run folder that the failed download left empty is removed.
+        if _RUN_FOLDER and _RUN_FOLDER[0].is_dir() and not any(_RUN_FOLDER[0].iterdir()):
+            _RUN_FOLDER[0].rmdir()
         raise SystemExit(f"error: {e}") from None
     if _RUN_FOLDER:
         print(f"run folder: {_RUN_FOLDER[0]}")

@@ -3,7 +3,7 @@ r"""
 
 Everything the experiment scripts share and that is not about a paper: seeding, picking a device,
 mixed precision, `torch.compile`, checkpoints with exact resume, data-parallel training, a progress
-bar, a CSV/JSON log, a loss-curve plot; the command line, run folders and Ctrl-C handling are in
+bar, a CSV/JSON log, a loss-curve plot; the command line, run folders, periodic checkpoints and the handling of Ctrl-C and SIGTERM are in
 [cli.py](cli.md) and re-exported here.
 
 Each experiment keeps its own training loop written out in full; these helpers are the plumbing
@@ -68,14 +68,18 @@ class RunConfig:
     resume: str = field(default="", metadata={
         "help": "continue a run: its folder or its checkpoint file (the run goes on in that folder)", "metavar": "PATH"})
     log_every: int = field(default=10, metadata={"help": "log the training loss every N steps"})
+    checkpoint_minutes: float = field(default=3.0, metadata={
+        "help": "also save a checkpoint after every N minutes of training, so that a run killed outright loses at "
+                "most that much (0 = only at the end, on Ctrl-C and on SIGTERM)", "metavar": "N"})
 
     def check(self) -> None:
         """Raise `ValueError` for a value no run can use; the command line reports it as a usage error."""
 
 
-# The command line, run folders and Ctrl-C handling live in cli.py; scripts import them from here.
+# The command line, run folders, checkpoint timing and signals live in cli.py; scripts import them from here.
 from experiments.cli import (  # noqa: E402, F401
     Interrupted,
+    PeriodicCheckpoint,
     StopOnInterrupt,
     check_choices,
     check_int_list,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.common import (  # noqa: E402
+    PeriodicCheckpoint,
     Progress,
     RunConfig,
     RunLog,
@@ -133,7 +134,8 @@ def main(cfg: Config) -> dict:
     net = maybe_compile(model, cfg.compile)
     log, bar = RunLog(out, append=bool(cfg.resume)), Progress(cfg.steps, initial=step, unit="img")
     print(f"captioner: {count_parameters(model):,} parameters")
-    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    periodic = PeriodicCheckpoint(cfg.checkpoint_minutes)
+    # A first Ctrl-C or SIGTERM lets the step finish, then the run is checkpointed and can be resumed.
     with StopOnInterrupt() as stop:
         while step < cfg.steps and not stop.requested:
             index = torch.randint(0, cfg.train_size, (cfg.batch_size,), generator=batch_generator(cfg.seed, step))
@@ -155,6 +157,8 @@ def main(cfg: Config) -> dict:
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 scores = evaluate(model, test.images, test_words, device)
                 log.log(step, **{k: v for k, v in scores.items() if k != "examples"})
+            if periodic.due(step):
+                save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
     if stop.requested:
         bar.close()
         save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)

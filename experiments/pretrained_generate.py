@@ -23,6 +23,7 @@ folder back through `from_pretrained` and generates token ids, which shows the w
 downloading anything.
 
 ```bash
+python experiments/pretrained_generate.py --smoke                # offline, tiny random model, 8 tokens: a check that it runs
 python experiments/pretrained_generate.py                        # offline, random GPT-2-shaped model
 python experiments/pretrained_generate.py --arch llama           # offline, random LLaMA-shaped model
 python experiments/pretrained_generate.py --model gpt2 --prompt "The meaning of life is"
@@ -41,6 +42,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from experiments.cli import _summary  # noqa: E402
 from labml_style_nn import AutoregressiveWrapper, from_pretrained  # noqa: E402
 
 # Small random checkpoints for the offline run: the configs as `config.json` would hold them.
@@ -51,6 +53,9 @@ OFFLINE_CONFIGS = {
                   intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", tie_word_embeddings=False),
 }
+
+
+SMOKE_TOKENS = 8
 
 
 def write_random_checkpoint(arch: str, folder: Path, seed: int) -> Path:
@@ -115,8 +120,10 @@ def tokenizer_for(folder_or_name: str):
 
 
 def main(argv=None) -> torch.Tensor:
-    summary = __doc__.strip().split("\n\n")
-    parser = argparse.ArgumentParser(description=f"{summary[0].lstrip('# ')}. {' '.join(summary[1].split())}")
+    # The page's title and first paragraph, in plain words, cut before the sentence that announces the code.
+    parser = argparse.ArgumentParser(description=_summary(__doc__))
+    parser.add_argument("--smoke", action="store_true", help="the offline run on the tiny random model, "
+                        f"{SMOKE_TOKENS} new tokens: a check that it runs (no --model)")
     parser.add_argument("--model", default="", help="a checkpoint folder or a hub name such as gpt2 "
                         "(default: none, a small random model built offline)")
     parser.add_argument("--arch", choices=sorted(OFFLINE_CONFIGS), default="gpt2",
@@ -127,6 +134,10 @@ def main(argv=None) -> torch.Tensor:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.smoke and args.model:
+        parser.error("argument --smoke: runs the offline tiny model; leave --model out (or --smoke)")
+    if args.smoke:
+        args.new_tokens = SMOKE_TOKENS
     torch.manual_seed(args.seed)
 
     tokenizer = None

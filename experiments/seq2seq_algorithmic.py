@@ -156,7 +156,10 @@ def main(cfg: Config) -> list[dict]:
     outcome = claim_verdict("an encoder-decoder learns copy, reverse and sort exactly (at least 95% exact match)",
                             all(r["exact_match"] >= 0.95 for r in results),
                             ", ".join(f"{r['task']} {r['exact_match']:.1%}" for r in results))
-    print(f"\n{outcome['verdict']}: {outcome['evidence']}")
+    print(f"\nclaim: {outcome['claim']}\n{outcome['verdict']} in this run: {outcome['evidence']}")
+    if cfg.steps < Config.steps:
+        print(f"(this run trained {cfg.steps} steps of the default {Config.steps}: a --smoke or shortened run checks "
+              "that the script works, and is too short to show the claim)")
     RunLog(out).summary(config=vars(cfg), results=[{k: v for k, v in r.items() if k != "curve"} for r in results],
                         verdict=outcome)
     return results

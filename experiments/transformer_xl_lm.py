@@ -43,6 +43,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.common import (  # noqa: E402
+    PeriodicCheckpoint,
     Progress,
     RunConfig,
     RunLog,
@@ -213,7 +214,8 @@ def train(cfg: Config, use_memory: bool, data, out: Path) -> dict:
     net = maybe_compile(model, cfg.compile)
     log = RunLog(out / name, append=bool(cfg.resume))
     bar = Progress(cfg.steps, initial=step)
-    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    periodic = PeriodicCheckpoint(cfg.checkpoint_minutes)
+    # A first Ctrl-C or SIGTERM lets the step finish, then the run is checkpointed and can be resumed.
     with StopOnInterrupt() as stop:
         while step < cfg.steps and not stop.requested:
             x = segment(train_stream, step, cfg.seq_len).to(device)
@@ -236,6 +238,9 @@ def train(cfg: Config, use_memory: bool, data, out: Path) -> dict:
                 tracked = {f"val_bpc_mem{m}": evaluate(model, val_stream, cfg, True, device, mem_len=int(m))
                            for m in (cfg.track_mem_lens.split(",") if use_memory and cfg.track_mem_lens else [])}
                 log.log(step, val_bpc=evaluate(model, val_stream, cfg, use_memory, device), **tracked)
+            if periodic.due(step):
+                save_checkpoint(out / f"{name}.pt", model=model, optimizer=optimizer, step=step, config=cfg,
+                                extra={"mems": mems})
     if stop.requested:
         bar.close()
         save_checkpoint(out / f"{name}.pt", model=model, optimizer=optimizer, step=step, config=cfg,

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.common import (  # noqa: E402
+    PeriodicCheckpoint,
     Progress,
     RunConfig,
     RunLog,
@@ -121,7 +122,8 @@ def main(cfg: Config) -> dict:
     log, bar = RunLog(out, append=bool(cfg.resume)), Progress(cfg.steps, initial=step, unit="img")
     print(f"ViT: {count_parameters(model):,} parameters, {(cfg.image_size // cfg.patch_size) ** 2} patches, "
           f"{len(train_y):,} training images, chance {1 / len(names):.0%}")
-    # A first Ctrl-C lets the step finish, then the run is checkpointed and can be resumed.
+    periodic = PeriodicCheckpoint(cfg.checkpoint_minutes)
+    # A first Ctrl-C or SIGTERM lets the step finish, then the run is checkpointed and can be resumed.
     with StopOnInterrupt() as stop:
         while step < cfg.steps and not stop.requested:
             index = torch.randint(0, len(train_y), (cfg.batch_size,), generator=batch_generator(cfg.seed, step))
@@ -141,6 +143,8 @@ def main(cfg: Config) -> dict:
                 log.log(step, train_loss=loss.item())
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 log.log(step, test_accuracy=accuracy(model, test_x, test_y, cfg, device))
+            if periodic.due(step):
+                save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)
     if stop.requested:
         bar.close()
         save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, step=step, config=cfg)

@@ -154,16 +154,62 @@ _SET_BY_GENERATE = {"x", "mask", "cache", "seq_start_pos", "mems", "return_mems"
 
 
 def check_generate_keywords(generate, forward, kwargs: dict, filter_fn, filter_kwargs: dict) -> None:
-    """`TypeError` naming an unknown keyword of `generate` or of the filter, with the closest valid ones."""
+    """`TypeError` naming an unknown keyword of `generate` or of the filter, with the closest valid ones.
+
+    A filter's name (`top_p=0.9`) or its setting (`p=0.9`) passed as a keyword of `generate` gets
+    the call that means it: `filter_logits_fn="top_p", filter_kwargs={"p": 0.9}`.
+    """
+    from .generation.sampling import FILTERS  # generation imports this file
+
+    filter_names = keyword_names(filter_fn) if callable(filter_fn) else None
+    for name, value in kwargs.items():
+        fn = FILTERS.get(name)
+        setting = (keyword_names(fn) or [None, None])[1] if fn is not None else \
+            name if filter_names is not None and name in filter_names[1:] else None
+        if setting is not None:
+            chosen = name if fn is not None else getattr(filter_fn, "__name__", "")
+            how = f"filter_logits_fn={chosen!r}, " if chosen in FILTERS else ""
+            raise TypeError(f"generate() got an unexpected keyword argument '{name}'; a sampling filter is chosen by "
+                            f"filter_logits_fn and set by filter_kwargs: generate(..., {how}"
+                            f"filter_kwargs={{{setting!r}: {value!r}}})")
+    if name_of_cache := next((n for n in ("cache", "kv_cache") if n in kwargs), None):
+        raise TypeError(f"generate() got an unexpected keyword argument '{name_of_cache}'; generate makes its own "
+                        "key/value cache, chosen by cache_kv: True (the default), False, or a factory such as "
+                        "generation.sink_cache(4, 256)")
     forward_names = keyword_names(forward)
     if forward_names is not None:
         generate_names = keyword_names(generate, named_only=True) or []  # never `None` with `named_only`
         valid = [n for n in generate_names + forward_names if n not in _SET_BY_GENERATE]
         check_keywords("generate", kwargs, valid)
-    filter_names = keyword_names(filter_fn) if callable(filter_fn) else None
     if filter_names is not None:
         name = getattr(filter_fn, "__name__", "filter_logits_fn")
         check_keywords(f"filter_kwargs: {name}", filter_kwargs, filter_names[1:])  # the first is the logits
+
+
+#
+# ## The key/value cache
+#
+# A cache is passed to `forward` by `generate`, or by a user who decodes step by step.  Anything
+# else (a list of past keys, `True`) would fail deep inside a layer; it is named here instead.
+_CACHE_PARTS = ("blocks", "offset", "extend_mask", "advance", "shared_inputs")
+
+
+def check_cache(name: str, cache) -> None:
+    """`TypeError` naming `name` unless `cache` is `None` or a cache of `generation/` (anything with
+    the parts a stack calls: `blocks`, `offset`, `extend_mask`, `advance`, `shared_inputs`)."""
+    if cache is None or all(hasattr(cache, part) for part in _CACHE_PARTS):
+        return
+    raise TypeError(f"{name}: expected a LayersCache from labml_style_nn.generation.kv_cache (or another cache "
+                    f"of labml_style_nn.generation: rolling, attention sinks, static), or None; got "
+                    f"{type(cache).__name__}. AutoregressiveWrapper.generate makes and passes one itself "
+                    "(choose it there with cache_kv=)")
+
+
+def check_cache_kv(value) -> None:
+    """`generate`'s `cache_kv`: `True`, `False`, or a factory `(layers, batch) -> cache`."""
+    if not (isinstance(value, bool) or callable(value)):
+        raise TypeError(f"cache_kv: expected True, False or a factory (layers, batch) -> cache such as "
+                        f"generation.sink_cache(4, 256); got {type(value).__name__}")
 
 
 #

@@ -71,9 +71,11 @@ class _Katex:
     def _start(self) -> subprocess.Popen:
         node = shutil.which("node") or shutil.which("nodejs")
         if node is None:
-            raise MathError("Node.js is needed to render the math (Debian: apt-get install nodejs npm)")
+            raise MathError("Node.js is needed to render the math (Debian: apt-get install nodejs npm, "
+                            "then python install.py)")
         if not (KATEX_DIST / "katex.js").exists():
-            raise MathError(f"KaTeX is not installed ({KATEX_DIST} is missing): run `npm ci` in {ROOT}")
+            raise MathError(f"KaTeX is not installed ({KATEX_DIST} is missing): run `python install.py` "
+                            f"(it runs `npm ci`) in {ROOT}")
         proc = subprocess.Popen(
             [node, str(_WORKER), str(KATEX_DIST / "katex.js")],
             stdin=subprocess.PIPE,

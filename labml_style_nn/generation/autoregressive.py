@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checks import check_generate_keywords, check_mask, check_tensor
+from ..checks import check_cache_kv, check_generate_keywords, check_mask, check_tensor
 from .compiled_decoding import decode_static
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
@@ -162,6 +162,7 @@ class AutoregressiveWrapper(nn.Module):
         tokens, starts = left_pad(prompts, self.pad_value)
         filter_fn, filter_kwargs = resolve_filter(filter_logits_fn), dict(filter_kwargs or {})
         check_generate_keywords(self.generate, self.net.forward, kwargs, filter_fn, filter_kwargs)
+        check_cache_kv(cache_kv)
         compile_options = self._compile_options(compile, tokens.device)
         if draft is not None:
             draft = self._check_draft(draft, num_speculative, compile_options, tokens.shape[1] + seq_len)

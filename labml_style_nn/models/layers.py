@@ -32,6 +32,7 @@ tokens.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from typing import Optional
 
@@ -43,6 +44,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
+from ..checks import check_cache
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
@@ -210,6 +212,8 @@ class AttentionLayers(nn.Module):
             `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
         """
         self._check_inputs(x, mask, context, context_mask, mems)
+        if not torch.compiler.is_compiling():
+            check_cache("cache", cache)
         n = x.shape[1]
         condition = prepare_condition(condition, self.needs_condition, self.dim_condition, x.shape[0], n,
                                       self.condition_mlp)
@@ -304,7 +308,12 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
 
 
 class Encoder(AttentionLayers):
-    """A bidirectional stack: every token sees every other real token."""
+    """A bidirectional stack: every token sees every other real token.
+
+    Example: `Encoder(dim=512, depth=6, heads=8)` maps embeddings `(b, n, 512)` to `(b, n, 512)`;
+    `TransformerWrapper(num_tokens=..., max_seq_len=..., attn_layers=Encoder(...))` adds the token
+    embeddings and the output projection.
+    """
 
     def __init__(self, **kwargs):
         if "causal" in kwargs:
@@ -313,7 +322,12 @@ class Encoder(AttentionLayers):
 
 
 class Decoder(AttentionLayers):
-    r"""A causal stack: token $i$ sees only tokens $j \le i$."""
+    r"""A causal stack: token $i$ sees only tokens $j \le i$.
+
+    Example: `Decoder(dim=512, depth=6, heads=8, rotary_pos_emb=True)` maps embeddings
+    `(b, n, 512)` to `(b, n, 512)`; `TransformerWrapper(num_tokens=..., max_seq_len=...,
+    attn_layers=Decoder(...))` makes it a language model.
+    """
 
     def __init__(self, **kwargs):
         if "causal" in kwargs:
@@ -330,8 +344,24 @@ class CrossAttender(AttentionLayers):
         super().__init__(only_cross=True, **kwargs)
 
 
-# `help(Decoder)` lists every keyword with its type, default, page and conflicts, generated from
-# options.py by keyword_reference.py (on first use, so importing stays fast).
+# `help(Decoder)` opens with the class's summary and the keywords most used, then lists every
+# keyword with its type, default, page and conflicts, generated from options.py by
+# keyword_reference.py (on first use, so importing stays fast).
+_MOST_USED = """
+
+Most used keywords (every keyword, with its page and conflicts, is listed after these):
+
+    dim, depth, heads          model width, number of layers, attention heads
+    attn_dim_head              width of each head (default 64)
+    rotary_pos_emb=True        rotary positions; or alibi_pos_emb=True (ALiBi), rel_pos_bias=True (T5 bias)
+    ff_glu=True, ff_mult       gated feed-forward (GLU); feed-forward width as a multiple of dim
+    attn_kv_heads              fewer key/value heads than query heads (grouped-query attention)
+    use_rmsnorm=True           RMSNorm instead of LayerNorm (use_scalenorm=True: ScaleNorm)
+    attn_dropout, ff_dropout   dropout probabilities
+    cross_attend=True          a cross-attention block after each self-attention block (context=...)
+"""
+for _cls in (AttentionLayers, Encoder, Decoder):
+    _cls.__doc__ = inspect.cleandoc(_cls.__doc__ or "") + _MOST_USED
 keyword_reference.attach(AttentionLayers)
 keyword_reference.attach(Encoder, skip=("causal",))
 keyword_reference.attach(Decoder, skip=("causal",))

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_int, check_mask, check_probability
+from ..checks import check_cache, check_int, check_mask, check_probability
 from ..memory.memory_tokens import MemoryTokens
 from ..memory.xl_recurrence import shift_memories_down, update_memories
 from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
@@ -212,6 +212,8 @@ class TransformerWrapper(_SequenceWrapper):
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
+        if not torch.compiler.is_compiling():
+            check_cache("cache", cache)
         # The range check synchronises (and is a branch a compiler cannot trace); a cached step feeds
         # back tokens the model itself sampled.
         cached_step = cache_started(cache)
@@ -257,6 +259,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
         self._check_mask(mask, x)
+        check_cache("cache", cache)
         attn_maps = [] if return_attn else None
         h, new_mems = self._run(self.project_in(x), mask=mask, context=context, context_mask=context_mask,
                                 mems=mems, return_mems=return_mems, cache=cache, attn_sink=attn_maps)

@@ -71,7 +71,9 @@ def architecture(config: dict[str, Any]) -> ModuleType:
     model_type = config["model_type"]
     if model_type not in found:
         failed = f" (could not import: {errors})" if errors else ""
-        raise ValueError(f"model_type: no converter for {model_type!r}; supported: {sorted(found)}{failed}")
+        raise ValueError(f"model_type: no converter for {model_type!r}; the converters are for "
+                         f"{', '.join(sorted(found))} (GPT-2, LLaMA, Qwen2, Mistral, T5, mT5 and ViT checkpoints of "
+                         f"Hugging Face transformers){failed}")
     return found[model_type]
 
 

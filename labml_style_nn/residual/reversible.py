@@ -52,6 +52,9 @@ Shapes: `b` batch, `n` tokens, `D` model width, `j` context tokens.
   compare them to plain autograd in float64, exactly, and in float32, closely).
 * Decoding with a key/value cache (and `return_attn`) runs the same couplings without the custom
   backward: there is nothing to save in inference, and a cache is state that cannot be rebuilt.
+* Parameters passed in by `torch.func.functional_call` (ensembles, meta-learning) get their
+  gradients: the backward pass recomputes with the tensors that filled the parameters during the
+  forward pass, not with the module's own (see *Parameters passed in from outside* below).
 
 ## Memory against depth
 
@@ -92,7 +95,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, overload
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..attention.extension_points import SharedAttentionInputs
@@ -246,9 +249,10 @@ class _Coupling:
                  tape: _Tape, index: int, last: bool):
         self.blocks, self.f_idx, self.g_idx = blocks, f, g
         self.inputs, self.names, self.tape, self.index, self.last = inputs, names, tape, index, last
-        modules = [blocks[i] for i in f]
-        self.params_f = _trainable(modules)
-        self.params_g = _trainable([blocks[g]])
+        self.slots_f = _parameter_slots([blocks[i] for i in f])
+        self.slots_g = _parameter_slots([blocks[g]])
+        self.params_f = _unique(self.slots_f)
+        self.params_g = _unique(self.slots_g)
         self.rng_f: Optional[RngState] = None
         self.rng_g: Optional[RngState] = None
 
@@ -259,8 +263,40 @@ class _Coupling:
         return branch(self.blocks[self.g_idx], y1, inputs)
 
 
-def _trainable(modules) -> list[Tensor]:
-    return list(dict.fromkeys(p for m in modules for p in m.parameters() if p.requires_grad))
+#
+# ## Parameters passed in from outside
+#
+# `torch.func.functional_call(model, params, x)` runs the model with `params` in place of its own
+# parameters, only while the call lasts; the backward pass comes after.  A recomputation that read
+# the module's parameters then would differentiate the module's own tensors, and the tensors passed
+# in would silently get no gradient.  So each layer records, at forward time, which tensor fills
+# each parameter slot of its blocks, and the backward pass recomputes with detached copies of those
+# same tensors put back into the slots: their gradients go to whatever was passed in.
+def _parameter_slots(modules) -> list[tuple[nn.Module, str, Tensor]]:
+    """`(module, name, tensor)` for every trainable parameter slot of `modules` and their children."""
+    slots = []
+    for m in modules:
+        for sub in m.modules():
+            slots += [(sub, name, p) for name, p in sub._parameters.items() if p is not None and p.requires_grad]
+    return slots
+
+
+def _unique(slots) -> list[Tensor]:
+    """The distinct tensors of `slots`, in order (a tied weight fills several slots)."""
+    return list({id(p): p for _, _, p in slots}.values())
+
+
+@contextmanager
+def _parameters_as(slots, leaves: dict[int, Tensor]):
+    """Fill each slot with the leaf made from the tensor it held at forward time; restore afterwards."""
+    held = [(sub, name, sub._parameters[name]) for sub, name, _ in slots]
+    try:
+        for sub, name, p in slots:
+            sub._parameters[name] = leaves[id(p)]
+        yield
+    finally:
+        for sub, name, p in held:
+            sub._parameters[name] = p
 
 
 @overload
@@ -321,15 +357,19 @@ class ReversibleCoupling(torch.autograd.Function):
         else:
             (y1, y2), extras = layer.tape.take(layer.index), saved
         leaves = [t.detach().requires_grad_() for t in extras]
+        # The parameters as they were at forward time (see above), as leaves of the recomputation.
+        param_leaves = {id(p): p.detach().requires_grad_() for p in layer.params_f + layer.params_g}
+        leaves_f = [param_leaves[id(p)] for p in layer.params_f]
+        leaves_g = [param_leaves[id(p)] for p in layer.params_g]
         device, enabled, dtype = ctx.autocast
         d_extras = [None] * len(leaves)
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
             # $G$ on $y_1$: $\hat y_1$, $\bar\theta_G$, and $x_2 = y_2 - G(y_1)$.
             y1 = y1.detach().requires_grad_()
             inputs = layer.inputs.with_tensors(layer.names, leaves)
-            with layer.rng_g.restored():
+            with layer.rng_g.restored(), _parameters_as(layer.slots_g, param_leaves):
                 g = layer.g(y1, inputs)
-            grads = torch.autograd.grad(g, [y1, *leaves, *layer.params_g], dy2, allow_unused=True)
+            grads = torch.autograd.grad(g, [y1, *leaves, *leaves_g], dy2, allow_unused=True)
             dy1 = _add(dy1, grads[0])
             d_extras = [_add(a, b) for a, b in zip(d_extras, grads[1:1 + len(leaves)], strict=True)]
             d_g = grads[1 + len(leaves):]
@@ -337,9 +377,9 @@ class ReversibleCoupling(torch.autograd.Function):
             del g, grads
             # $F$ on $x_2$: $\bar x_2$, $\bar\theta_F$, and $x_1 = y_1 - F(x_2)$.
             inputs = layer.inputs.with_tensors(layer.names, leaves)
-            with layer.rng_f.restored():
+            with layer.rng_f.restored(), _parameters_as(layer.slots_f, param_leaves):
                 f = layer.f(x2, inputs)
-            grads = torch.autograd.grad(f, [x2, *leaves, *layer.params_f], dy1, allow_unused=True)
+            grads = torch.autograd.grad(f, [x2, *leaves, *leaves_f], dy1, allow_unused=True)
             dx2 = _add(dy2, grads[0])
             d_extras = [_add(a, b) for a, b in zip(d_extras, grads[1:1 + len(leaves)], strict=True)]
             d_f = grads[1 + len(leaves):]

@@ -124,3 +124,45 @@ def test_image_of_the_wrong_size():
     vit = ViTransformerWrapper(image_size=32, patch_size=8, num_classes=3, attn_layers=Encoder(dim=32, depth=1))
     with pytest.raises(ValueError, match=r"img: expected a float tensor of shape \(batch, 3, 32, 32\)"):
         vit(torch.randn(1, 3, 28, 28))
+
+
+def test_a_keyword_of_the_wrong_type_names_it():
+    with pytest.raises(ValueError, match="rotary_pos_emb"):
+        Decoder(dim=8, depth=1, rotary_pos_emb="yes")
+
+
+@pytest.mark.parametrize("kwargs, hint", [
+    (dict(top_p=0.9), "filter_logits_fn='top_p', filter_kwargs={'p': 0.9}"),
+    (dict(top_k=5), "filter_logits_fn='top_k', filter_kwargs={'k': 5}"),
+    (dict(min_p=0.2), "filter_logits_fn='min_p', filter_kwargs={'p': 0.2}"),
+    (dict(filter_logits_fn="top_p", p=0.5), "filter_logits_fn='top_p', filter_kwargs={'p': 0.5}"),
+    (dict(cache=True), "chosen by cache_kv"),
+    (dict(cache_kv=[1]), "cache_kv: expected True, False or a factory"),
+])
+def test_generate_points_a_misplaced_keyword_to_the_right_one(lm, kwargs, hint):
+    from labml_style_nn import AutoregressiveWrapper
+
+    with pytest.raises(TypeError) as info:
+        AutoregressiveWrapper(lm).generate(torch.randint(0, 10, (1, 3)), 2, **kwargs)
+    assert hint in str(info.value)
+
+
+@pytest.mark.parametrize("cache", [[], True, {}, (torch.zeros(1),)])
+def test_a_wrong_cache_is_a_type_error_naming_it(lm, cache):
+    expected = r"^cache: expected a LayersCache from labml_style_nn\.generation\.kv_cache .*or None; got"
+    with pytest.raises(TypeError, match=expected):
+        lm(torch.randint(0, 10, (1, 3)), cache=cache)
+    with pytest.raises(TypeError, match=expected):
+        lm.attn_layers(torch.randn(1, 3, 32), cache=cache)
+
+
+def test_an_unknown_checkpoint_family_names_the_ones_the_readme_names():
+    from pathlib import Path
+
+    from labml_style_nn.pretrained.loading import architecture, supported_model_types
+
+    with pytest.raises(ValueError, match="model_type: no converter for 'bert'") as info:
+        architecture({"model_type": "bert"})
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for model_type in supported_model_types():
+        assert model_type in str(info.value) and f"`{model_type}`" in readme, model_type

@@ -16,6 +16,7 @@ def visible(html: str) -> str:
     return re.sub(r"<annotation[^>]*>.*?</annotation>", "", html, flags=re.S)
 
 
+@pytest.mark.katex
 @pytest.mark.parametrize(
     "tex",
     [
@@ -46,12 +47,14 @@ def test_renders_display_math(tex):
         assert leftover not in body
 
 
+@pytest.mark.katex
 def test_aligned_has_two_rows_and_no_equation_numbers():
     out = tex_to_html(r"\begin{align} a &= b \\ c &= d \end{align}", display=True)
     assert out.count("<mtr>") == 2
     assert "(1)" not in visible(out) and "&amp;" not in visible(out)
 
 
+@pytest.mark.katex
 def test_function_names_are_operators_and_operatorname_is_upright():
     """`\\cos x` is an operator (upright, spaced from `x`); `\\operatorname{rotate\\_half}` too."""
     out = tex_to_html(r"x\cos p\theta")
@@ -60,11 +63,13 @@ def test_function_names_are_operators_and_operatorname_is_upright():
     assert 'class="mop"' in out and "mathnormal" not in out.split('class="mop"', 1)[1].split("(", 1)[0]
 
 
+@pytest.mark.katex
 def test_inline_math_is_a_span_with_its_tex():
     out = tex_to_html(r"x_i < 1")
     assert out.startswith('<span class="lit-math" data-tex="x_i &lt; 1">') and 'class="katex"' in out
 
 
+@pytest.mark.katex
 def test_unknown_command_is_an_error():
     with pytest.raises(MathError, match="notacommand"):
         tex_to_html(r"\notacommand{x}")
@@ -81,6 +86,7 @@ def test_extract_math_skips_fenced_code():
     assert stash == [("b", False)] and "$a$" in text
 
 
+@pytest.mark.katex
 def test_math_survives_markdown():
     html = render_prose(r"Scores $s_{ij} = q_i^\top k_j$ and $x_*$ *emph* then $a_1 * b_2$." "\n\n" r"$$\frac{a}{b}$$")
     html = visible(html)
@@ -91,12 +97,14 @@ def test_math_survives_markdown():
     assert '</p>\n<span class="lit-math-display">' in html  # display math alone replaces its paragraph
 
 
+@pytest.mark.katex
 def test_bad_math_is_reported_not_hidden():
     errors: list[str] = []
     html = render_prose(r"see $\nosuchcommand$", errors)
     assert errors and 'class="math-error"' in html
 
 
+@pytest.mark.katex
 def test_arithmatex_output_is_converted():
     html = (
         '<p>a <span class="arithmatex">\\(x_i &lt; 1\\)</span></p>'
@@ -107,12 +115,14 @@ def test_arithmatex_output_is_converted():
     assert "&lt;" in out.split("<math", 1)[1]  # `<` stays escaped inside the MathML
 
 
+@pytest.mark.katex
 def test_percent_and_escapes_survive():
     out = visible(tex_to_html(r"p\%"))
     assert "%" in out and "\\" not in out
     assert "<mtable" in tex_to_html(r"\begin{alignat}{2} a &= b \end{alignat}")
 
 
+@pytest.mark.katex
 def test_math_in_trailing_comments_of_the_code_is_rendered():
     from literate.render import highlight_lines
 

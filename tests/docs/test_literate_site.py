@@ -57,6 +57,7 @@ def test_discover_and_exports_on_a_small_tree(tmp_path):
     assert "## Getting started" in landing
 
 
+@pytest.mark.katex
 def test_rendered_page_has_rows_anchors_and_links():
     src = 'r"""\n# T\n\nSee [other](other.py#L2), $x$.\n"""\n\nimport os\n\n\nclass A:\n    """Doc."""\n\n    x = 1\n'
     html, errors = render_page(

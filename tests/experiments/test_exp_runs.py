@@ -124,14 +124,20 @@ def test_offline_download_names_the_url_the_cache_and_data_path(tmp_path, monkey
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_run_experiment_reports_a_failed_download_without_a_traceback(monkeypatch):
+def test_run_experiment_reports_a_failed_download_without_a_traceback(monkeypatch, tmp_path):
+    """A failed download ends with one line, and leaves no empty run folder behind."""
+    folders = []
+
     def main(cfg):
+        folders.append(common.out_dir_for(cfg, "char_lm/rotary"))
         raise data.DownloadError("could not download X")
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["char_lm.py"])
     with pytest.raises(SystemExit) as info:
         common.run_experiment(main, char_lm.Config)
     assert info.value.code == "error: could not download X"
+    assert not folders[0].exists() and folders[0].parent.is_dir()
 
 
 def test_ctrl_c_lets_the_step_finish_then_stops():
@@ -188,3 +194,87 @@ def test_bad_choices_of_every_experiment_are_usage_errors(script, argv, message,
 
     module = importlib.import_module(f"experiments.{script}")
     assert message in usage_error(module.Config, argv, capsys)
+
+
+def _saved_run(folder: Path, **settings) -> Path:
+    """A checkpoint of a char_lm run with `settings`, as the script saves it."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    cfg = dataclasses.replace(char_lm.Config(), out_dir=str(folder), **settings)
+    return common.save_checkpoint(folder / "checkpoint.pt", model=model, optimizer=optimizer, step=6, config=cfg)
+
+
+def test_resume_continues_with_the_saved_settings(tmp_path, capsys):
+    _saved_run(tmp_path, steps=60, eval_every=30)
+    cfg = common.parse_config(char_lm.Config, ["--resume", str(tmp_path)])
+    assert (cfg.steps, cfg.eval_every, cfg.out_dir) == (60, 30, "")
+    assert common.out_dir_for(cfg, "x") == tmp_path
+    # Given again with the same value, or an option about where it runs: accepted.
+    cfg = common.parse_config(char_lm.Config, ["--resume", str(tmp_path), "--steps", "60", "--device", "cpu",
+                                               "--stop-at", "10"])
+    assert (cfg.steps, cfg.device, cfg.stop_at) == (60, "cpu", 10)
+    # A different value is a usage error that names the option, the value given and the run's.
+    message = usage_error(char_lm.Config, ["--resume", str(tmp_path), "--steps", "300", "--lr", "0.002"], capsys)
+    error = message[message.index("error:"):]
+    assert "--steps 300 (the run has 60)" in error and "--lr" not in error  # 0.002 is the run's lr
+    assert "start a new run" in error
+    # --smoke sets options too: a full run is not resumed as a smoke run.
+    assert "--steps 6 (the run has 60)" in usage_error(char_lm.Config, ["--resume", str(tmp_path), "--smoke"], capsys)
+
+
+def test_periodic_checkpoints_every_few_minutes_of_training(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    periodic = common.PeriodicCheckpoint(minutes=3)
+    due = []
+    for step in range(1, 11):
+        now[0] += 50  # a step takes 50 s: 3 minutes is every fourth step (200 s >= 180 s)
+        due.append(periodic.due(step))
+    assert [step for step, d in enumerate(due, 1) if d] == [4, 8]
+    assert char_lm.Config().checkpoint_minutes > 0  # on by default
+    by_steps = common.PeriodicCheckpoint(minutes=0, every_steps=3)
+    assert [step for step in range(1, 10) if by_steps.due(step)] == [3, 6, 9]
+
+
+def test_a_kill_during_the_write_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = _saved_run(tmp_path)
+    good = path.read_bytes()
+
+    def killed_midway(state, file):
+        Path(file).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common.torch, "save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        _saved_run(tmp_path)
+    assert path.read_bytes() == good
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_goes_on_with_the_run(tmp_path):
+    """A scheduler's SIGTERM mid-run: the step finishes, a checkpoint is saved, the printed command continues."""
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "experiments" / "char_lm.py"), "--smoke", "--device", "cpu",
+               "--steps", "100000", "--eval-every", "50000", "--out-dir", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first loss is logged from inside the training loop
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "SIGTERM: stopping after this step" in stdout
+    assert f"--resume {out}" in stderr
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["step"] >= 2 and saved["config"]["steps"] == 100000
+    # The printed command, with only a stop for this test: it goes on from the saved step with the run's settings.
+    stop = saved["step"] + 2
+    done = subprocess.run([*command[:2], "--resume", str(out), "--stop-at", str(stop)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    resumed = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert resumed["step"] == stop and resumed["config"]["steps"] == 100000
+    assert resumed["config"]["eval_every"] == 50000

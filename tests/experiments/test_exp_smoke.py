@@ -44,6 +44,8 @@ def test_smoke_run_writes_outputs(name, tmp_path):
     assert all((out / f).stat().st_size > 0 for f in EXPECTED[name])
     if name in CLAIMS:
         assert_summary_has_verdict(out / "summary.json", name)
+    if name == "seq2seq_algorithmic":  # says what is claimed, and that a smoke run is too short to show it
+        assert "claim: an encoder-decoder learns" in result.stdout and "too short to show the claim" in result.stdout
 
 
 # Scripts that test a paper's claim write its verdict into summary.json.

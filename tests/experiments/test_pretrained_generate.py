@@ -28,3 +28,20 @@ def test_offline_checkpoint_loads_in_transformers_with_the_same_logits(arch, tmp
     x = torch.randint(0, 512, (2, 9))
     with torch.no_grad():
         assert (ours(x) - theirs(x).logits).abs().max() < 1e-4
+
+
+def test_smoke_runs_the_tiny_offline_model(capsys):
+    out = pretrained_generate.main(["--smoke"])
+    assert out.shape == (1, pretrained_generate.SMOKE_TOKENS)
+    assert "offline: a random gpt2-shaped model" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        pretrained_generate.main(["--smoke", "--model", "gpt2"])
+    assert info.value.code == 2 and "argument --smoke" in capsys.readouterr().err
+
+
+def test_help_says_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        pretrained_generate.main(["--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert description.startswith("Generating with a converted pretrained model.")
+    assert description.rstrip().endswith(".") and "one call:" not in description
