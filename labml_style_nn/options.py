@@ -69,6 +69,9 @@ KEYWORD_MODULES = (
     "residual.token_shift", "residual.reversible",
     "models.layout", "models.layer_sharing", "models.layer_dropout", "models.context_dropout",
     "models.softclamp_output",
+    # layers-b: the residual stream
+    "residual.value_residual", "residual.residual_constant", "residual.zero_init_branch",
+    "residual.depth_scale_residual", "residual.input_injection", "models.unet_skips",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

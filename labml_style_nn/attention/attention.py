@@ -136,6 +136,8 @@ class Attention(FastPaths, nn.Module):
         normaliser: maps scores to weights over the last axis (softmax, entmax-1.5).
         output_gate: gates the aggregated values per head, `gate(out, x)`.
         to_out: the output projection from `heads * dim_head` to `dim`.
+        value_mix: the learned mix of value residuals, `(b, j, dim) -> (b, g, j, 1)`
+            ([value residual](../residual/value_residual.md)); `None`: a fixed 1/2.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class Attention(FastPaths, nn.Module):
         normaliser: Optional[Callable[[Tensor], Tensor]] = None,
         output_gate: Optional[nn.Module] = None,
         to_out: Optional[nn.Module] = None,
+        value_mix: Optional[nn.Module] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
@@ -190,6 +193,7 @@ class Attention(FastPaths, nn.Module):
         self.output_gate = output_gate
         self.to_out = to_out if to_out is not None else nn.Linear(inner, dim, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
+        self.value_mix = value_mix
 
     @property
     def uses_fused_path(self) -> bool:
@@ -249,6 +253,7 @@ class Attention(FastPaths, nn.Module):
         prev_scores: Optional[Tensor] = None,
         return_scores: bool = False,
         attn_sink: Optional[list] = None,
+        value_residual=None,
     ):
         r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
 
@@ -262,6 +267,8 @@ class Attention(FastPaths, nn.Module):
             return_scores: also return the pre-softmax scores `(b, h, i, j)`.
             attn_sink: a list that receives the attention weights `(b, h, i, j)` (takes the
                 explicit path; for inspecting what the model attends to).
+            value_residual: a `ValueResidual` carrying the first layer's values
+                ([value residual](../residual/value_residual.md)), or `None`.
 
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
@@ -271,7 +278,7 @@ class Attention(FastPaths, nn.Module):
         n = x.shape[1]
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention:
+                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention and value_residual is None:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -289,6 +296,9 @@ class Attention(FastPaths, nn.Module):
         else:
             q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
             new_keys = True
+            if value_residual is not None:
+                # $V_1 + \lambda (V_l - V_1)$, row by row, before the cache stores the values
+                v = value_residual(v, kv_input, self.value_mix)
 
         # Transforms of queries and keys: rotary positions, then e.g. qk-norm.  Keys that come
         # from a cache were transformed when they were computed.

@@ -24,6 +24,8 @@ FEATURES = {
     "residual_attn_post_norm": (dict(residual_attn=True, pre_norm=False), []),
     "cross_residual_attn": (dict(cross_residual_attn=True), []),
     "dropout": (dict(attn_dropout=0.2, ff_dropout=0.2), []),
+    # Value residual learning (residual/value_residual.py): the learned mix of every layer after the first of its kind.
+    "value_residual": (dict(add_value_residual=True, attn_learned_value_residual_mix=True), ["value_mix.proj"]),
     "all_compatible": (dict(attn_num_mem_kv=2, attn_sparse_topk=4, attn_talking_heads=True,
                             attn_collab_heads=True, attn_on_attn=True, attn_gate_values=True,
                             attn_head_scale=True, use_qk_norm_attn=True, residual_attn=True,
