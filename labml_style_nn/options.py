@@ -71,7 +71,7 @@ KEYWORD_MODULES = (
     "models.softclamp_output",
     # layers-b: the residual stream
     "residual.value_residual", "residual.residual_constant", "residual.zero_init_branch",
-    "residual.depth_scale_residual", "residual.input_injection", "models.unet_skips",
+    "residual.depth_scale_residual", "residual.input_injection", "models.unet_skips", "residual.hyper_connections",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

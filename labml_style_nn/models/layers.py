@@ -52,6 +52,7 @@ from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
 from ..residual.depth_scale_residual import depth_scaled_init
+from ..residual.hyper_connections import attach_hyper_connections, stream_input
 from ..residual.input_injection import InputInjection
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from ..residual.value_residual import ValueResidual, attach_value_mixes
@@ -97,6 +98,8 @@ class AttentionLayers(nn.Module):
         built = [make_block(o, kind, step, shift) for kind, step, shift in zip(built_types, steps, shifts, strict=True)]
         # The residual stream (layers-b): value residual mixes, branch output initialisation.
         attach_value_mixes(o, built_types, built)
+        # Hyper-connections: several residual streams, each block's residual sum a learned mixing.
+        self.streams = attach_hyper_connections(o, built)
         if o.zero_init_branch_output:
             zero_init_branches(built)
         elif o.depth_scale_residual is True:
@@ -265,9 +268,12 @@ class AttentionLayers(nn.Module):
         mems_iter = iter(mems) if mems else None
         hiddens = []
         # The first self- and cross-attention layer's values, for value residual learning.
-        first_values = {"a": None, "c": None} if self.options.add_value_residual else None
+        first_values: Optional[dict[str, Optional[Tensor]]] = \
+            {"a": None, "c": None} if self.options.add_value_residual else None
         inject = self.input_injection(x) if self.input_injection is not None else None
         kept: list[Tensor] = []
+        if self.streams is not None:
+            x = self.streams.expand(x)  # (b, n, s, D)
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
             and torch.is_grad_enabled() and attn_sink is None
         for i, block in enumerate(self.blocks):
@@ -279,10 +285,10 @@ class AttentionLayers(nn.Module):
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    hiddens.append(block.branch_input(x if inject is None else x + inject, mask=self_mask,
-                                                      condition=condition))
+                    hiddens.append(_branch_input(block, stream_input(block, x)[0], inject, self_mask, None, condition))
                 continue
-            values = first_values[block.kind] if first_values is not None and block.kind != "f" else None
+            kind = self.layer_types[i]
+            values = first_values[kind] if first_values is not None and kind != "f" else None
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
                     attn_sink, condition, inject, first_values is not None, values)
             if checkpointing:
@@ -290,8 +296,8 @@ class AttentionLayers(nn.Module):
                 x, scores, h, values = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
             else:
                 x, scores, h, values = _run_block(*args)
-            if first_values is not None and block.kind != "f":
-                first_values[block.kind] = values
+            if first_values is not None and kind != "f":
+                first_values[kind] = values
             if block.kind == "a":
                 hiddens.append(h)
                 res_self.update(scores)
@@ -300,6 +306,8 @@ class AttentionLayers(nn.Module):
         if self.options.softclamp_output:
             # $v \tanh(x / v)$ before the final norm (`models/softclamp_output.py`)
             x = softclamp(x, self.options.softclamp_output_value)
+        if self.streams is not None:
+            x = self.streams.reduce(x)  # $\sum_t h_t$
         x = self.final_norm(x, condition=condition) if self.needs_condition and self.final_norm_reads_condition \
             else self.final_norm(x)
         if cache is not None:
@@ -309,6 +317,12 @@ class AttentionLayers(nn.Module):
     @property
     def final_norm_reads_condition(self) -> bool:
         return getattr(self.final_norm, "needs_condition", False)
+
+
+def _branch_input(block, x, inject, mask, block_cache, condition):
+    """What the sublayer of `block` sees, with the reinjected input added (`residual/input_injection.py`)."""
+    return block.branch_input(x if inject is None else x + inject, mask=mask,
+                              shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
 
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
@@ -321,8 +335,9 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
     returned ones are those after this block."""
     if fresh_masks:
         shared = replace(shared, masks={})
-    h = block.branch_input(x if inject is None else x + inject, mask=mask,
-                           shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
+    # With hyper-connections the branch reads a mix of the streams (`residual/hyper_connections.py`).
+    x_in, residual = stream_input(block, x)
+    h = _branch_input(block, x_in, inject, mask, block_cache, condition)
     scores = None
     # A fresh carrier per call, so that a block recomputed for gradient checkpointing mixes the same values.
     carrier = ValueResidual(first_values) if value_residual and block.kind != "f" else None
@@ -338,7 +353,7 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
                                    value_residual=carrier)
-    return block.join(out, x, condition), scores, h, carrier.first if carrier is not None else None
+    return block.join(out, residual, condition), scores, h, carrier.first if carrier is not None else None
 
 
 class Encoder(AttentionLayers):

@@ -40,6 +40,8 @@ Shapes: `b` batch, `n` tokens, `D` model width.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -83,7 +85,7 @@ class UNetSkips(nn.Module):
         return self.combine[str(i)](torch.cat((kept[self.sources[i]], x), dim=-1))  # (b, n, D)
 
 
-def make_unet_skips(o, kinds: tuple[str, ...]):
+def make_unet_skips(o, kinds: tuple[str, ...]) -> Optional[UNetSkips]:
     """The skips of a stack with `unet_skips=True`, or `None`."""
     if not o.unet_skips:
         return None

@@ -18,15 +18,13 @@ DIM, HEADS, V = 16, 2, 29
 # name -> the stack keywords that turn the technique on (depth 2 unless given).
 FEATURES = {
     "value_residual": dict(add_value_residual=True),
-    "value_residual_fixed_mix": dict(add_value_residual=True, learned_value_residual_mix=False),
-    "residual_constant": dict(scale_residual_constant=1.7),
     "residual_constant_post_norm": dict(scale_residual_constant=1.7, pre_norm=False, scale_residual=True),
     "depth_scale_runtime": dict(depth_scale_residual=0.4, macaron=True),
-    "reinject_input": dict(reinject_input=True),
     "reinject_input_gated": dict(reinject_input=True, learned_reinject_input_gate=True),
     "unet_skips": dict(unet_skips=True, depth=3),
-    "together": dict(add_value_residual=True, scale_residual_constant=1.3, reinject_input=True,
-                     learned_reinject_input_gate=True, unet_skips=True, depth=3, rotary_pos_emb=True),
+    "hyper_connections": dict(num_residual_streams=3, hyper_conn_sinkhorn_iters=3),
+    "together": dict(add_value_residual=True, reinject_input=True, learned_reinject_input_gate=True, unet_skips=True,
+                     depth=3, rotary_pos_emb=True, num_residual_streams=2, attn_num_mem_kv=2),
 }
 
 
@@ -245,6 +243,14 @@ def _copy_stream(ours, theirs, put):
         put(layers.input_injection.proj.weight, their.reinject_input_proj.weight)
         if layers.input_injection.gate is not None:
             put(layers.input_injection.gate.weight, their.learned_reinject_input_gate.weight)
+    if layers.streams is not None:
+        put(layers.streams.stream_emb, their.stream_emb)
+        for block, (_, _, hc) in zip(layers.blocks, [their.layers[i] for i in their.layers_execute_order], strict=True):
+            mine = block.residual
+            put(mine.norm.weight, hc.norm.weight)
+            for name in ("static_alpha", "dynamic_alpha_fn", "dynamic_alpha_scale", "static_beta", "dynamic_beta_fn",
+                         "dynamic_beta_scale"):
+                put(getattr(mine, name), getattr(hc, name))
     if layers.unet_skips is not None:
         for i, combine in enumerate(their.skip_combines):
             if combine is not None:
@@ -287,3 +293,34 @@ def test_initialisations_match_xtransformers():
         theirs_w = fn.to_out.weight if block.kind == "a" else fn.ff[-1].weight
         ratio = output_projection(block).weight.std() / theirs_w.std()
         assert abs(ratio.item() - 1) < 0.1
+
+
+#
+# ## Hyper-connections against x-transformers: the same up to its stream mixing
+def test_hyper_connections_differ_from_xtransformers_only_by_its_all_ones_stream_mixing(monkeypatch):
+    from labml_style_nn.residual import hyper_connections
+
+    kwargs = dict(dim=32, depth=2, heads=4, attn_dim_head=8, num_residual_streams=3, add_value_residual=True)
+    ours, theirs = build_pair(dict(num_tokens=V, max_seq_len=16), "Decoder", kwargs)
+    hc_ours, hc_theirs = ours.attn_layers.blocks[1].residual, theirs.attn_layers.layers[1][2]
+    # x-transformers' Sinkhorn sees logits of shape (..., 1, s): every entry of its mixing comes out 1.
+    with torch.no_grad():
+        hc_theirs.static_alpha.normal_()
+        hc_theirs.dynamic_alpha_fn.normal_()
+    h = torch.randn(2, 5, 3, 32)
+    b_theirs, mixed_theirs, kw = hc_theirs.prepare(h.permute(0, 2, 1, 3).reshape(6, 5, 32))
+    torch.testing.assert_close(mixed_theirs, h.sum(2, keepdim=True).expand_as(h))
+    # Ours, with the same parameters, reads the same branch input and writes with the same weights,
+    # but mixes the streams with a doubly stochastic matrix.
+    from xt_parity import copy_weights
+    copy_weights(ours, theirs, [_copy_stream])
+    b_ours, (mixed_ours, write) = hc_ours.prepare(h)
+    torch.testing.assert_close(b_ours, b_theirs)
+    torch.testing.assert_close(write, kw["beta"])
+    m = hyper_connections.sinkhorn(torch.randn(4, 3, 3) * 3, 5)
+    torch.testing.assert_close(m.sum(-2), torch.ones(4, 3))  # each target's weights over the sources sum to 1
+    torch.testing.assert_close(m.sum(-1), torch.ones(4, 3), atol=0.15, rtol=0)  # and nearly so each source's
+    assert (mixed_ours - mixed_theirs).abs().max() > 0.5
+    # With x-transformers' all-ones mixing put in, the whole models agree.
+    monkeypatch.setattr(hyper_connections, "sinkhorn", lambda logits, iters: torch.ones_like(logits))
+    assert_same_logits(ours, theirs, V, extra=[_copy_stream], grads=True)
