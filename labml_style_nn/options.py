@@ -186,6 +186,8 @@ ALIASES = {
     "use_qk_norm_attn": "attn_qk_norm",
     "qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
     "attn_qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
+    # x-transformers' `Attention` keyword; in a stack the three inputs come from hyper-connections.
+    "attn_qkv_receive_diff_residuals": "qkv_receive_diff_residuals",
 }
 
 

@@ -238,6 +238,26 @@ class Attention(FastPaths, nn.Module):
             k = k + F.linear(qk_pos, w[inner:inner + g * d])
         return to_heads(q), to_heads(k, g), to_heads(v, g)
 
+    def _project_views(self, x: Tensor, kv_views: tuple[Tensor, Tensor], mem: Optional[Tensor],
+                       qk_pos: Optional[Tensor]):
+        """$q = x W_Q$, $k = x_K W_K$, $v = x_V W_V$ from three inputs (hyper-connections' views)."""
+        if mem is not None:
+            raise ValueError("mems and qkv_receive_diff_residuals cannot be combined: a Transformer-XL memory holds "
+                             "one input per earlier token, and the keys and values would need one each")
+        if self.to_qkv is None or self.qk_proj is not None:
+            raise ValueError("qkv_receive_diff_residuals: separate key and value inputs need self-attention's own "
+                             "query, key and value projections")
+        h, g, d = self.heads, self.kv_heads, self.dim_head
+        w, bias = self.to_qkv.weight, self.to_qkv.bias
+        parts = (x, *kv_views)
+        if qk_pos is not None:
+            parts = (x + qk_pos[-x.shape[1]:], kv_views[0] + qk_pos, kv_views[1])  # positions: queries and keys only
+        sizes = (h * d, g * d, g * d)
+        ws, bs = w.split(sizes), bias.split(sizes) if bias is not None else (None,) * 3
+        q, k, v = (F.linear(t, wi, bi) for t, wi, bi in zip(parts, ws, bs, strict=True))
+        return (rearrange(q, "b n (h d) -> b h n d", h=h), rearrange(k, "b n (h d) -> b h n d", h=g),
+                rearrange(v, "b n (h d) -> b h n d", h=g))
+
     #
     # ### Forward
     def forward(
@@ -254,6 +274,7 @@ class Attention(FastPaths, nn.Module):
         return_scores: bool = False,
         attn_sink: Optional[list] = None,
         value_residual=None,
+        kv_views: Optional[tuple[Tensor, Tensor]] = None,
     ):
         r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
 
@@ -269,6 +290,9 @@ class Attention(FastPaths, nn.Module):
                 explicit path; for inspecting what the model attends to).
             value_residual: a `ValueResidual` carrying the first layer's values
                 ([value residual](../residual/value_residual.md)), or `None`.
+            kv_views: separate inputs `(b, n, dim)` of the keys and of the values, when they are not `x`
+                (hyper-connections with `qkv_receive_diff_residuals`,
+                [hyper-connections](../residual/hyper_connections.md)).
 
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
@@ -278,7 +302,8 @@ class Attention(FastPaths, nn.Module):
         n = x.shape[1]
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention and value_residual is None:
+                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention and value_residual is None \
+                and kv_views is None:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -294,7 +319,11 @@ class Attention(FastPaths, nn.Module):
             # The context's keys and values were computed at the first step; only project $q$.
             q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
         else:
-            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
+            if kv_views is not None:
+                q, k, v = self._project_views(x, kv_views, mem, shared.qk_pos)
+                kv_input = kv_views[1]  # the input of the values
+            else:
+                q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
             new_keys = True
             if value_residual is not None:
                 # $V_1 + \lambda (V_l - V_1)$, row by row, before the cache stores the values

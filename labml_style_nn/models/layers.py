@@ -285,7 +285,8 @@ class AttentionLayers(nn.Module):
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    hiddens.append(_branch_input(block, stream_input(block, x)[0], inject, self_mask, None, condition))
+                    h = _branch_input(block, stream_input(block, x)[0], inject, self_mask, None, condition)
+                    hiddens.append(h[0] if h.dim() == 4 else h)  # the queries' input of three views
                 continue
             kind = self.layer_types[i]
             values = first_values[kind] if first_values is not None and kind != "f" else None
@@ -346,9 +347,12 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
     else:
         attn_cache = block_cache.attn if block_cache is not None else None
         if block.kind == "a":
-            out, scores = block.fn(h, mask=mask, shared=shared, mem=mem, cache=attn_cache,
+            # Three inputs, for queries, keys and values (hyper-connections' `qkv_receive_diff_residuals`)
+            q_in, views = (h[0], (h[1], h[2])) if h.dim() == 4 else (h, None)
+            out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
-                                   value_residual=carrier)
+                                   value_residual=carrier, kv_views=views)
+            h = q_in
         else:
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,

@@ -27,6 +27,14 @@ $\bar M$ is the identity.  The stack starts from $s$ copies of its input (plus a
 embedding, zero at first) and sums the streams at the end, before the final norm.
 
 `num_residual_streams=s` ($s > 1$) turns it on; `hyper_conn_sinkhorn_iters` is $k$ (default 5).
+
+**Three inputs for attention.**  With `qkv_receive_diff_residuals=True` (or its `Attention`-level
+spelling `attn_qkv_receive_diff_residuals`) each self-attention block reads three mixes of the
+streams, $x_Q, x_K, x_V$, each with its own read weights $a^{Q}, a^{K}, a^{V}$, and projects its
+queries, keys and values from them: $q = \operatorname{Norm}(x_Q) W_Q$, $k = \operatorname{Norm}(x_K)
+W_K$, $v = \operatorname{Norm}(x_V) W_V$.  Queries, keys and values can then come from what
+different earlier layers wrote.  A key/value cache keeps the keys and values as computed; a
+Transformer-XL memory, one input per earlier token, cannot serve two inputs and is refused.
 Every quantity above is computed token by token, so a cached step computes it for its new tokens,
 and a Transformer-XL memory, which holds each attention layer's branch input (after the mixing), is
 what the full pass computes for those tokens.
@@ -50,6 +58,8 @@ Shapes: `b` batch, `n` tokens, `s` streams, `D` model width.
   stochastic matrix the mHC paper describes, so the outputs differ; the read weights $a$, the write
   weights $b$ and the branch inputs agree with x-transformers' given the same parameters, and a test
   shows both.
+* `attn_qkv_receive_diff_residuals=True` on x-transformers' `AttentionLayers` is a `TypeError` (the
+  stack passes the argument itself); here it is another spelling of `qkv_receive_diff_residuals`.
 * x-transformers keeps Transformer-XL memories as the multi-stream state, which fails against the
   single-stream branch input; here memories are branch inputs, as for every other stack.
 """
@@ -69,7 +79,9 @@ KEYWORDS = declare(__name__, "stack",
     Keyword("num_residual_streams", 1, "hyper-connections: the number of residual streams (1: a plain residual)",
             minimum=1, example=3),
     Keyword("hyper_conn_sinkhorn_iters", 5, "Sinkhorn iterations that keep the stream mixing doubly stochastic",
-            minimum=0, example=3))
+            minimum=0, example=3),
+    Keyword("qkv_receive_diff_residuals", False,
+            "hyper-connections read three inputs for self-attention: one each for queries, keys and values"))
 
 
 def sinkhorn(logits: Tensor, iters: int) -> Tensor:
@@ -93,32 +105,35 @@ class HyperConnection(nn.Module):
     output `F` back with.
     """
 
-    def __init__(self, dim: int, streams: int, layer_index: int, sinkhorn_iters: int):
+    def __init__(self, dim: int, streams: int, layer_index: int, sinkhorn_iters: int, views: int = 1):
         super().__init__()
-        self.streams, self.sinkhorn_iters = streams, sinkhorn_iters
+        self.streams, self.sinkhorn_iters, self.views = streams, sinkhorn_iters, views
         self.norm = nn.LayerNorm(dim, bias=False)
-        # $\bar a$: layer $l$ reads stream $l \bmod s$; $\bar M = I$
-        read = torch.zeros(streams, 1)
+        # $\bar a$: layer $l$ reads stream $l \bmod s$ (into each of its `views` inputs); $\bar M = I$
+        read = torch.zeros(streams, views)
         read[layer_index % streams] = 1.0
-        self.static_alpha = nn.Parameter(torch.cat((read, torch.eye(streams)), dim=1))  # (s, 1 + s)
-        self.dynamic_alpha_fn = nn.Parameter(torch.zeros(dim, 1 + streams))
+        self.static_alpha = nn.Parameter(torch.cat((read, torch.eye(streams)), dim=1))  # (s, v + s)
+        self.dynamic_alpha_fn = nn.Parameter(torch.zeros(dim, views + streams))
         self.dynamic_alpha_scale = nn.Parameter(torch.tensor(1e-2))
         self.static_beta = nn.Parameter(torch.ones(streams))
         self.dynamic_beta_fn = nn.Parameter(torch.zeros(dim))
         self.dynamic_beta_scale = nn.Parameter(torch.tensor(1e-2))
 
     def prepare(self, h: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Streams `h` `(b, n, s, D)` to the branch input `(b, n, D)` and `(mixed streams, write weights)`."""
+        """Streams `h` `(b, n, s, D)` to the branch input `(b, n, D)` (`(3, b, n, D)` with three views) and
+        `(mixed streams, write weights)`."""
+        v = self.views
         normed = self.norm(h)
         # $\bar a + \epsilon_a \hat H W$: the read logits and the logits of $M$, per token and source stream
-        alpha = normed @ self.dynamic_alpha_fn * self.dynamic_alpha_scale + self.static_alpha  # (b, n, s, 1 + s)
-        read = torch.sigmoid(alpha[..., 0])  # (b, n, s)
-        mix = sinkhorn(alpha[..., 1:], self.sinkhorn_iters)  # (b, n, s, s): source t, target u
+        alpha = normed @ self.dynamic_alpha_fn * self.dynamic_alpha_scale + self.static_alpha  # (b, n, s, v + s)
+        read = torch.sigmoid(alpha[..., :v])  # (b, n, s, v)
+        mix = sinkhorn(alpha[..., v:], self.sinkhorn_iters)  # (b, n, s, s): source t, target u
         # $b = 2 \sigma(\bar b + 2 \epsilon_b \sigma(\hat H w_b))$
         write = 2 * torch.sigmoid(self.static_beta + 2 * torch.sigmoid(normed @ self.dynamic_beta_fn)
                                   * self.dynamic_beta_scale)  # (b, n, s)
         # $x_{\text{in}} = \sum_t a_t h_t$ and $\sum_t M_{tu} h_t$
-        branch_input = einsum(read, h, "b n s, b n s d -> b n d")
+        branch_input = einsum(read, h, "b n s v, b n s d -> v b n d")
+        branch_input = branch_input[0] if v == 1 else branch_input  # (b, n, D) or (v, b, n, D)
         mixed = einsum(mix, h, "b n t u, b n t d -> b n u d")
         return branch_input, (mixed, write)
 
@@ -154,7 +169,8 @@ def attach_hyper_connections(o, blocks: list) -> Optional[ResidualStreams]:
     if o.num_residual_streams == 1:
         return None
     for i, block in enumerate(blocks):
-        block.residual = HyperConnection(o.dim, o.num_residual_streams, i, o.hyper_conn_sinkhorn_iters)
+        views = 3 if o.qkv_receive_diff_residuals and block.kind == "a" else 1
+        block.residual = HyperConnection(o.dim, o.num_residual_streams, i, o.hyper_conn_sinkhorn_iters, views)
     return ResidualStreams(o.dim, o.num_residual_streams)
 
 
@@ -170,7 +186,17 @@ def _hyper_connection_keywords(o) -> None:
     if o.num_residual_streams == 1:
         if o.hyper_conn_sinkhorn_iters != 5:
             raise ValueError("hyper_conn_sinkhorn_iters: only meaningful with num_residual_streams > 1")
+        if o.qkv_receive_diff_residuals:
+            raise ValueError("qkv_receive_diff_residuals: needs num_residual_streams > 1 (the three inputs are "
+                             "three mixes of the residual streams)")
         return
+    if o.qkv_receive_diff_residuals:
+        if o.shift_tokens:
+            raise ValueError("qkv_receive_diff_residuals and shift_tokens cannot be combined: token shift acts on one "
+                             "branch input")
+        if o.attn.collab_heads:
+            raise ValueError("qkv_receive_diff_residuals and attn_collab_heads cannot be combined: collaborative "
+                             "heads project queries and keys from one input")
     for name in ("gate_residual", "scale_residual", "reversible"):
         if getattr(o, name):
             raise ValueError(f"num_residual_streams and {name} cannot be combined: hyper-connections replace the "

@@ -52,6 +52,8 @@ Shapes: `b` batch, `g` key/value heads, `j` value positions (memory and tokens, 
   value: the same in plain self-attention, but with a Transformer-XL memory the memory rows get
   their own mix (x-transformers' shapes do not broadcast there) and a learned cross-attention mix
   reads the context (x-transformers' reads the queries, whose number differs from the keys').
+* With hyper-connections' three inputs (`qkv_receive_diff_residuals`) the mix reads the values'
+  input, x-transformers' the queries'.
 * `attn_learned_value_residual_mix=True` on x-transformers' `AttentionLayers` is a `TypeError` (it
   passes the argument twice); here it sets the self-attention mix, and the cross-attention one too
   unless `cross_attn_learned_value_residual_mix` says otherwise.

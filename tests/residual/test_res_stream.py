@@ -23,6 +23,7 @@ FEATURES = {
     "reinject_input_gated": dict(reinject_input=True, learned_reinject_input_gate=True),
     "unet_skips": dict(unet_skips=True, depth=3),
     "hyper_connections": dict(num_residual_streams=3, hyper_conn_sinkhorn_iters=3),
+    "hyper_connections_qkv_views": dict(num_residual_streams=2, qkv_receive_diff_residuals=True, add_value_residual=True),
     "together": dict(add_value_residual=True, reinject_input=True, learned_reinject_input_gate=True, unet_skips=True,
                      depth=3, rotary_pos_emb=True, num_residual_streams=2, attn_num_mem_kv=2),
 }
@@ -106,6 +107,10 @@ def test_segment_with_xl_memory_equals_the_full_pass(name):
     with torch.no_grad():
         full = net(x)
         _, mems = net(x[:, :8], return_mems=True)
+        if FEATURES[name].get("qkv_receive_diff_residuals"):
+            with pytest.raises(ValueError, match="mems and qkv_receive_diff_residuals"):
+                net(x[:, 8:], mems=mems)
+            return
         torch.testing.assert_close(net(x[:, 8:], mems=mems), full[:, 8:], atol=1e-4, rtol=1e-4)
 
 
@@ -209,6 +214,11 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     (dict(depth_scale_residual=0.5, sandwich_norm=True), ("depth_scale_residual", "sandwich_norm")),
     (dict(depth_scale_residual=True, zero_init_branch_output=True), ("depth_scale_residual", "zero_init_branch_output")),
     (dict(depth_scale_residual=-1.0), ("depth_scale_residual",)),
+    (dict(num_residual_streams=2, reversible=True), ("num_residual_streams", "reversible")),
+    (dict(num_residual_streams=2, gate_residual=True), ("num_residual_streams", "gate_residual")),
+    (dict(qkv_receive_diff_residuals=True), ("qkv_receive_diff_residuals", "num_residual_streams")),
+    (dict(num_residual_streams=2, qkv_receive_diff_residuals=True, shift_tokens=1),
+     ("qkv_receive_diff_residuals", "shift_tokens")),
 ])
 def test_refusals_name_the_keywords(kwargs, names):
     with pytest.raises(ValueError) as err:
@@ -247,6 +257,8 @@ def _copy_stream(ours, theirs, put):
         put(layers.streams.stream_emb, their.stream_emb)
         for block, (_, _, hc) in zip(layers.blocks, [their.layers[i] for i in their.layers_execute_order], strict=True):
             mine = block.residual
+            if hasattr(hc, "fn"):
+                hc = hc.fn
             put(mine.norm.weight, hc.norm.weight)
             for name in ("static_alpha", "dynamic_alpha_fn", "dynamic_alpha_scale", "static_beta", "dynamic_beta_fn",
                          "dynamic_beta_scale"):
@@ -324,3 +336,17 @@ def test_hyper_connections_differ_from_xtransformers_only_by_its_all_ones_stream
     # With x-transformers' all-ones mixing put in, the whole models agree.
     monkeypatch.setattr(hyper_connections, "sinkhorn", lambda logits, iters: torch.ones_like(logits))
     assert_same_logits(ours, theirs, V, extra=[_copy_stream], grads=True)
+
+
+def test_qkv_views_agree_with_xtransformers_given_its_stream_mixing(monkeypatch):
+    """Three inputs for queries, keys and values: x-transformers' layout, once its all-ones mixing is put in."""
+    from labml_style_nn.residual import hyper_connections
+
+    kwargs = dict(dim=32, depth=2, heads=4, attn_dim_head=8, num_residual_streams=2, qkv_receive_diff_residuals=True)
+    ours, theirs = build_pair(dict(num_tokens=V, max_seq_len=16), "Decoder", kwargs)
+    for _, _, hc in theirs.attn_layers.layers:
+        with torch.no_grad():
+            hc.dynamic_alpha_fn.normal_()  # the three views differ
+    monkeypatch.setattr(hyper_connections, "sinkhorn", lambda logits, iters: torch.ones_like(logits))
+    assert_same_logits(ours, theirs, V, extra=[_copy_stream])
+    assert ours.attn_layers.blocks[0].residual.static_alpha.shape == (2, 3 + 2)
