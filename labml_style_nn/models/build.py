@@ -35,6 +35,7 @@ from ..options import LayerOptions
 from ..residual.depth_scale_residual import branch_multiplier
 from ..residual.gated_residual import GatedResidual
 from ..residual.layer_scale import LayerScale
+from ..residual.orthogonal_residual import OrthogonalResidual
 from ..residual.residual import Block, Residual
 from ..residual.residual_constant import scaled_residual
 from ..residual.rezero import ReZero
@@ -121,6 +122,8 @@ def make_block(o: LayerOptions, kind: str, step: float, shift: int) -> Block:
     normed = not o.use_rezero
     if o.gate_residual:
         residual = GatedResidual(o.dim)
+    elif o.orthog_residual:
+        residual = OrthogonalResidual(o.dim, o.scale_residual)
     elif o.scale_residual:
         residual = ScaledResidual(o.dim)
     else:

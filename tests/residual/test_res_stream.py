@@ -22,6 +22,7 @@ FEATURES = {
     "depth_scale_runtime": dict(depth_scale_residual=0.4, macaron=True),
     "reinject_input_gated": dict(reinject_input=True, learned_reinject_input_gate=True),
     "unet_skips": dict(unet_skips=True, depth=3),
+    "orthog_residual": dict(orthog_residual=True, scale_residual=True),
     "hyper_connections": dict(num_residual_streams=3, hyper_conn_sinkhorn_iters=3),
     "hyper_connections_qkv_views": dict(num_residual_streams=2, qkv_receive_diff_residuals=True, add_value_residual=True),
     "together": dict(add_value_residual=True, reinject_input=True, learned_reinject_input_gate=True, unet_skips=True,
@@ -215,6 +216,8 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     (dict(depth_scale_residual=True, zero_init_branch_output=True), ("depth_scale_residual", "zero_init_branch_output")),
     (dict(depth_scale_residual=-1.0), ("depth_scale_residual",)),
     (dict(num_residual_streams=2, reversible=True), ("num_residual_streams", "reversible")),
+    (dict(orthog_residual=True, gate_residual=True), ("orthog_residual", "gate_residual")),
+    (dict(orthog_residual=True, reversible=True), ("orthog_residual", "reversible")),
     (dict(num_residual_streams=2, gate_residual=True), ("num_residual_streams", "gate_residual")),
     (dict(qkv_receive_diff_residuals=True), ("qkv_receive_diff_residuals", "num_residual_streams")),
     (dict(num_residual_streams=2, qkv_receive_diff_residuals=True, shift_tokens=1),
@@ -253,6 +256,9 @@ def _copy_stream(ours, theirs, put):
         put(layers.input_injection.proj.weight, their.reinject_input_proj.weight)
         if layers.input_injection.gate is not None:
             put(layers.input_injection.gate.weight, their.learned_reinject_input_gate.weight)
+    for block, residual in zip(layers.blocks, [their.layers[i][2] for i in their.layers_execute_order], strict=True):
+        if type(block.residual).__name__ == "OrthogonalResidual" and block.residual.scale is not None:
+            put(block.residual.scale, residual.residual_scale)
     if layers.streams is not None:
         put(layers.streams.stream_emb, their.stream_emb)
         for block, (_, _, hc) in zip(layers.blocks, [their.layers[i] for i in their.layers_execute_order], strict=True):
@@ -350,3 +356,22 @@ def test_qkv_views_agree_with_xtransformers_given_its_stream_mixing(monkeypatch)
     monkeypatch.setattr(hyper_connections, "sinkhorn", lambda logits, iters: torch.ones_like(logits))
     assert_same_logits(ours, theirs, V, extra=[_copy_stream])
     assert ours.attn_layers.blocks[0].residual.static_alpha.shape == (2, 3 + 2)
+
+
+def test_orthogonal_update_per_token_agrees_with_xtransformers_only_on_single_tokens():
+    from labml_style_nn.residual.orthogonal_residual import OrthogonalResidual
+
+    r = OrthogonalResidual(DIM)
+    x, f = torch.randn(2, 5, DIM), torch.randn(2, 5, DIM)
+    out = r(f, x)
+    assert ((out - x) * x).sum(-1).abs().max() < 1e-4  # the update is orthogonal to each token's stream
+    # Weight-copied parity holds on one token, where x-transformers' whole-sequence projection is per token.
+    kwargs = dict(dim=32, depth=2, heads=4, attn_dim_head=8, orthog_residual=True, scale_residual=True)
+    ours, theirs = build_pair(dict(num_tokens=V, max_seq_len=16), "Decoder", kwargs)
+    assert_same_logits(ours, theirs, V, seq_len=1, batch=3, pad=False, extra=[_copy_stream], grads=True)
+    # On sequences x-transformers' decoder sees the future: changing the last token changes the first's output.
+    ids = torch.randint(0, V, (1, 6))
+    later = ids.clone()
+    later[0, -1] = (later[0, -1] + 1) % V
+    assert (theirs(ids)[0, 0] - theirs(later)[0, 0]).abs().max() > 1e-4
+    torch.testing.assert_close(ours(ids)[0, :5], ours(later)[0, :5])
