@@ -242,8 +242,9 @@ class Attention(FastPaths, nn.Module):
                        qk_pos: Optional[Tensor]):
         """$q = x W_Q$, $k = x_K W_K$, $v = x_V W_V$ from three inputs (hyper-connections' views)."""
         if mem is not None:
-            raise ValueError("mems and qkv_receive_diff_residuals cannot be combined: a Transformer-XL memory holds "
-                             "one input per earlier token, and the keys and values would need one each")
+            raise ValueError("mems and qkv_receive_diff_residuals (or integrate_layers, which implies it) cannot be "
+                             "combined: a Transformer-XL memory holds one input per earlier token, and the keys and "
+                             "values would need one each")
         if self.to_qkv is None or self.qk_proj is not None:
             raise ValueError("qkv_receive_diff_residuals: separate key and value inputs need self-attention's own "
                              "query, key and value projections")

@@ -60,6 +60,7 @@ from ..residual.zero_init_branch import zero_init_branches
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
 from .layer_dropout import drop_probabilities, skip_block
+from .layer_integration import make_layer_integrations
 from .layer_sharing import built_depth, execution_order
 from .layout import branch_steps, layer_types, shift_amounts
 from .softclamp_output import softclamp
@@ -142,6 +143,8 @@ class AttentionLayers(nn.Module):
         # U-ViT long skips (`models/unet_skips.py`).
         self.input_injection = InputInjection(dim, o.learned_reinject_input_gate) if o.reinject_input else None
         self.unet_skips = make_unet_skips(o, self.layer_types)
+        # LIMe: each sublayer reads a per-token mix of every earlier sublayer's input (`models/layer_integration.py`).
+        self.integrations = make_layer_integrations(o, self.layer_types)
 
     @property
     def has_relative_positions(self) -> bool:
@@ -272,6 +275,7 @@ class AttentionLayers(nn.Module):
             {"a": None, "c": None} if self.options.add_value_residual else None
         inject = self.input_injection(x) if self.input_injection is not None else None
         kept: list[Tensor] = []
+        layer_inputs: list[Tensor] = []
         if self.streams is not None:
             x = self.streams.expand(x)  # (b, n, s, D)
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
@@ -290,8 +294,12 @@ class AttentionLayers(nn.Module):
                 continue
             kind = self.layer_types[i]
             values = first_values[kind] if first_values is not None and kind != "f" else None
+            integrate = None
+            if self.integrations is not None:
+                layer_inputs.append(x)
+                integrate = (self.integrations[i], tuple(layer_inputs))
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink, condition, inject, first_values is not None, values)
+                    attn_sink, condition, inject, first_values is not None, values, integrate)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h, values = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -328,7 +336,7 @@ def _branch_input(block, x, inject, mask, block_cache, condition):
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
                attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
-               fresh_masks=False):
+               integrate=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input, first_values)`.
 
     `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
@@ -338,6 +346,10 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         shared = replace(shared, masks={})
     # With hyper-connections the branch reads a mix of the streams (`residual/hyper_connections.py`).
     x_in, residual = stream_input(block, x)
+    if integrate is not None:
+        # LIMe: $\sum_k w_k x^{(k)}$ over the earlier sublayers' inputs (three mixes for self-attention)
+        integration, earlier = integrate
+        x_in = integration(x_in, earlier)
     h = _branch_input(block, x_in, inject, mask, block_cache, condition)
     scores = None
     # A fresh carrier per call, so that a block recomputed for gradient checkpointing mixes the same values.

@@ -4,7 +4,7 @@ depth-scaled and zero-initialised branches, input injection, U-ViT skips): formu
 
 import pytest
 import torch
-from xt_parity import assert_same_logits, build_pair
+from xt_parity import assert_same_logits, build_pair, copy_norm
 
 from labml_style_nn import Decoder, Encoder, TransformerWrapper
 from labml_style_nn.generation import LayersCache
@@ -23,6 +23,7 @@ FEATURES = {
     "reinject_input_gated": dict(reinject_input=True, learned_reinject_input_gate=True),
     "unet_skips": dict(unet_skips=True, depth=3),
     "orthog_residual": dict(orthog_residual=True, scale_residual=True),
+    "integrate_layers": dict(integrate_layers=True, add_value_residual=True),
     "hyper_connections": dict(num_residual_streams=3, hyper_conn_sinkhorn_iters=3),
     "hyper_connections_qkv_views": dict(num_residual_streams=2, qkv_receive_diff_residuals=True, add_value_residual=True),
     "together": dict(add_value_residual=True, reinject_input=True, learned_reinject_input_gate=True, unet_skips=True,
@@ -108,7 +109,7 @@ def test_segment_with_xl_memory_equals_the_full_pass(name):
     with torch.no_grad():
         full = net(x)
         _, mems = net(x[:, :8], return_mems=True)
-        if FEATURES[name].get("qkv_receive_diff_residuals"):
+        if FEATURES[name].get("qkv_receive_diff_residuals") or FEATURES[name].get("integrate_layers"):
             with pytest.raises(ValueError, match="mems and qkv_receive_diff_residuals"):
                 net(x[:, 8:], mems=mems)
             return
@@ -218,6 +219,10 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     (dict(num_residual_streams=2, reversible=True), ("num_residual_streams", "reversible")),
     (dict(orthog_residual=True, gate_residual=True), ("orthog_residual", "gate_residual")),
     (dict(orthog_residual=True, reversible=True), ("orthog_residual", "reversible")),
+    (dict(integrate_layers=True, layer_dropout=0.1), ("integrate_layers", "layer_dropout")),
+    (dict(integrate_layers=True, weight_tie_layers=True), ("integrate_layers", "weight_tie_layers")),
+    (dict(integrate_layers=True, num_residual_streams=2), ("integrate_layers", "num_residual_streams")),
+    (dict(layer_integrate_use_softmax=False), ("layer_integrate_use_softmax", "integrate_layers")),
     (dict(num_residual_streams=2, gate_residual=True), ("num_residual_streams", "gate_residual")),
     (dict(qkv_receive_diff_residuals=True), ("qkv_receive_diff_residuals", "num_residual_streams")),
     (dict(num_residual_streams=2, qkv_receive_diff_residuals=True, shift_tokens=1),
@@ -259,6 +264,11 @@ def _copy_stream(ours, theirs, put):
     for block, residual in zip(layers.blocks, [their.layers[i][2] for i in their.layers_execute_order], strict=True):
         if type(block.residual).__name__ == "OrthogonalResidual" and block.residual.scale is not None:
             put(block.residual.scale, residual.residual_scale)
+    if layers.integrations is not None:
+        for mine, theirs_lime in zip(layers.integrations, their.layer_integrators, strict=True):
+            copy_norm(put, mine.norm, theirs_lime.to_weights[0])
+            put(mine.to_weights.weight, theirs_lime.to_weights[1].weight)
+            put(mine.to_weights.bias, theirs_lime.to_weights[1].bias)
     if layers.streams is not None:
         put(layers.streams.stream_emb, their.stream_emb)
         for block, (_, _, hc) in zip(layers.blocks, [their.layers[i] for i in their.layers_execute_order], strict=True):
@@ -285,6 +295,8 @@ PARITY = [
     ("Decoder", dict(unet_skips=True, depth=3)),
     ("Encoder", dict(unet_skips=True, depth=4)),
     ("Decoder", dict(zero_init_branch_output=True)),
+    ("Decoder", dict(integrate_layers=True, cross_attend=True)),
+    ("Encoder", dict(integrate_layers=True, layer_integrate_use_softmax=False)),
 ]
 
 
