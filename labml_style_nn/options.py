@@ -72,7 +72,7 @@ KEYWORD_MODULES = (
     # layers-b: the residual stream
     "residual.value_residual", "residual.residual_constant", "residual.zero_init_branch",
     "residual.depth_scale_residual", "residual.input_injection", "models.unet_skips", "residual.hyper_connections",
-    "residual.orthogonal_residual", "models.layer_integration",
+    "residual.orthogonal_residual", "models.layer_integration", "models.aggregated_residuals",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

@@ -73,7 +73,12 @@ class LayerIntegration(nn.Module):
 
 
 def make_layer_integrations(o, kinds: tuple[str, ...]) -> Optional[nn.ModuleList]:
-    """One integration per sublayer (three views for self-attention after the first), or `None`."""
+    """One integration per sublayer (three views for self-attention after the first), or `None`; with
+    `attn_aggregated_residuals`, the attention residuals ([aggregated residuals](aggregated_residuals.md))."""
+    if o.attn_aggregated_residuals:
+        from .aggregated_residuals import make_aggregations
+
+        return make_aggregations(o, kinds)
     if not o.integrate_layers:
         return None
     out, first = [], True

@@ -24,6 +24,7 @@ FEATURES = {
     "unet_skips": dict(unet_skips=True, depth=3),
     "orthog_residual": dict(orthog_residual=True, scale_residual=True),
     "integrate_layers": dict(integrate_layers=True, add_value_residual=True),
+    "attn_aggregated_residuals": dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"lora_rank": 4}),
     "hyper_connections": dict(num_residual_streams=3, hyper_conn_sinkhorn_iters=3),
     "hyper_connections_qkv_views": dict(num_residual_streams=2, qkv_receive_diff_residuals=True, add_value_residual=True),
     "together": dict(add_value_residual=True, reinject_input=True, learned_reinject_input_gate=True, unet_skips=True,
@@ -223,6 +224,10 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     (dict(integrate_layers=True, weight_tie_layers=True), ("integrate_layers", "weight_tie_layers")),
     (dict(integrate_layers=True, num_residual_streams=2), ("integrate_layers", "num_residual_streams")),
     (dict(layer_integrate_use_softmax=False), ("layer_integrate_use_softmax", "integrate_layers")),
+    (dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"rank": 4}),
+     ("attn_aggregated_residual_kwargs",)),
+    (dict(attn_aggregated_residuals=True, integrate_layers=True, attn_aggregated_residual_kwargs={"lora_rank": 4}),
+     ("attn_aggregated_residuals", "integrate_layers")),
     (dict(num_residual_streams=2, gate_residual=True), ("num_residual_streams", "gate_residual")),
     (dict(qkv_receive_diff_residuals=True), ("qkv_receive_diff_residuals", "num_residual_streams")),
     (dict(num_residual_streams=2, qkv_receive_diff_residuals=True, shift_tokens=1),
@@ -264,7 +269,15 @@ def _copy_stream(ours, theirs, put):
     for block, residual in zip(layers.blocks, [their.layers[i][2] for i in their.layers_execute_order], strict=True):
         if type(block.residual).__name__ == "OrthogonalResidual" and block.residual.scale is not None:
             put(block.residual.scale, residual.residual_scale)
-    if layers.integrations is not None:
+    if layers.integrations is not None and layers.options.attn_aggregated_residuals:
+        for mine, agg in zip(layers.integrations, their.layer_integrators, strict=True):
+            # torch's RMSNorm stores its gain as `weight`
+            put(mine.query_norm.gamma, agg.to_query[0].weight)
+            put(mine.down.weight, agg.to_query[1].down.weight)
+            put(mine.up.weight, agg.to_query[1].up.weight)
+            put(mine.key_norm.gamma, agg.to_keys.weight)
+            put(mine.norm.gamma, agg.norm.weight)
+    elif layers.integrations is not None:
         for mine, theirs_lime in zip(layers.integrations, their.layer_integrators, strict=True):
             copy_norm(put, mine.norm, theirs_lime.to_weights[0])
             put(mine.to_weights.weight, theirs_lime.to_weights[1].weight)
@@ -297,6 +310,7 @@ PARITY = [
     ("Decoder", dict(zero_init_branch_output=True)),
     ("Decoder", dict(integrate_layers=True, cross_attend=True)),
     ("Encoder", dict(integrate_layers=True, layer_integrate_use_softmax=False)),
+    ("Decoder", dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"lora_rank": 4})),
 ]
 
 
@@ -308,6 +322,10 @@ def test_parity_with_xtransformers(stack_name, kwargs):
     context = {}
     if kwargs.get("cross_attend"):
         context = dict(context=torch.randn(2, 5, 32), context_mask=torch.tensor([[True] * 5, [True] * 3 + [False] * 2]))
+    with torch.no_grad():
+        for p in theirs.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.1)  # parameters that start at zero (LoRA's up projection, ...) must matter too
     assert_same_logits(ours, theirs, V, extra=[_copy_stream], grads=stack_name == "Decoder", **context)
 
 
