@@ -6,7 +6,7 @@ import pytest
 import torch
 from xt_parity import assert_same_logits, build_pair, copy_norm
 
-from labml_style_nn import Decoder, Encoder, TransformerWrapper
+from labml_style_nn import Decoder, TransformerWrapper
 from labml_style_nn.generation import LayersCache
 from labml_style_nn.models.unet_skips import skip_pairs
 from labml_style_nn.residual.depth_scale_residual import block_numbers
@@ -72,25 +72,7 @@ def test_output_changes_when_on(name):
 
 
 #
-# ## The invariant sweeps
-@pytest.mark.parametrize("name", FEATURES)
-def test_decoder_causal_and_encoder_padding_invariant(name):
-    dec = stack(Decoder, name)
-    x = torch.randn(2, 9, DIM)
-    future = x.clone()
-    future[:, 5:] = torch.randn(2, 4, DIM)
-    a, b = dec(x), dec(future)
-    torch.testing.assert_close(a[:, :5], b[:, :5], atol=1e-5, rtol=1e-5)
-    assert (a[:, 5:] - b[:, 5:]).abs().max() > 1e-3
-    enc = stack(Encoder, name)
-    mask = torch.ones(2, 8, dtype=torch.bool)
-    mask[0, 5:] = False
-    mask[1, :2] = False
-    x = torch.randn(2, 8, DIM)
-    changed = torch.where(mask[..., None], x, torch.randn_like(x) * 3)
-    torch.testing.assert_close(enc(x, mask=mask)[mask], enc(changed, mask=mask)[mask], atol=1e-5, rtol=1e-5)
-
-
+# ## The invariant sweeps (causality, padding and gradients: `test_res_techniques.py`)
 @pytest.mark.parametrize("name", FEATURES)
 def test_cached_steps_equal_the_full_pass(name):
     net = lm(name)
