@@ -82,6 +82,10 @@ KEYWORD_MODULES = (
     "attention.orthogonal_values", "positional.cope", "positional.forgetting", "positional.relative_projection",
     "positional.partial_rotary_heads",
     "moe.mixture", "moe.mixtral", "moe.switch", "moe.deepseek",
+    # layers-b: the residual stream
+    "residual.value_residual", "residual.residual_constant", "residual.zero_init_branch",
+    "residual.depth_scale_residual", "residual.input_injection", "models.unet_skips", "residual.hyper_connections",
+    "residual.orthogonal_residual", "models.layer_integration", "models.aggregated_residuals",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")
@@ -197,6 +201,8 @@ ALIASES = {
     "use_qk_norm_attn": "attn_qk_norm",
     "qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
     "attn_qk_norm_attn_seq_len": "attn_qk_norm_seq_len",
+    # x-transformers' `Attention` keyword; in a stack the three inputs come from hyper-connections.
+    "attn_qkv_receive_diff_residuals": "qkv_receive_diff_residuals",
 }
 
 

@@ -163,6 +163,13 @@ def copy_feedforward(put: _Writer, mine: nn.Module, theirs: nn.Module) -> None:
         put(mine.proj_out.bias, last.bias)
 
 
+def _unscaled(fn: nn.Module) -> nn.Module:
+    """The branch inside x-transformers' constant `Scale` wrappers."""
+    while type(fn).__name__ == "Scale":
+        fn = fn.fn
+    return fn
+
+
 def copy_weights(ours: nn.Module, theirs: nn.Module,
                  extra: Iterable[Callable[[nn.Module, nn.Module, _Writer], None]] = ()) -> None:
     """Copy x-transformers' parameters into ours (see the module docstring); fail if one of ours is left."""
@@ -183,7 +190,10 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
         copy_norm(put, block.pre_norm, pre)
         copy_norm(put, block.branch_norm, post_branch)
         copy_norm(put, block.post_norm, post_main)
-        fn = copy_layer_scale(put, block.layer_scale, fn)
+        # A numeric `depth_scale_residual` (and macaron's half step) wraps a branch in a constant `Scale`;
+        # ours folds the constants into the block's step.
+        fn = copy_layer_scale(put, block.layer_scale, _unscaled(fn))
+        fn = _unscaled(fn)
         if block.kind == "f":
             copy_feedforward(put, block.fn, fn)
         else:

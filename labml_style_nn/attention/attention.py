@@ -235,6 +235,8 @@ class Attention(FastPaths, nn.Module):
         hybrid: a recurrent branch run beside attention, `hybrid(out, x, mask, state) -> out` (Hymba).
         rotate_num_heads: rotate only the last this-many heads with rotary positions (`None`: all).
         latent_qkv: replaces the projections, the rotation of $q, k$ and the cache update (latent attention).
+        value_mix: the learned mix of value residuals, `(b, j, dim) -> (b, g, j, 1)`
+            ([value residual](../residual/value_residual.md)); `None`: a fixed 1/2.
     """
 
     def __init__(
@@ -268,6 +270,7 @@ class Attention(FastPaths, nn.Module):
         hybrid: Optional[nn.Module] = None,
         rotate_num_heads: Optional[int] = None,
         latent_qkv: Optional[LatentProjection] = None,
+        value_mix: Optional[nn.Module] = None,
     ):
         super().__init__()
         self.heads, self.dim_head, self.causal = heads, dim_head, causal
@@ -310,6 +313,7 @@ class Attention(FastPaths, nn.Module):
         self.to_out = to_out if to_out is not None else nn.Linear(
             inner_v, dim if dim_out is None else dim_out, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
+        self.value_mix = value_mix
         self.sublayer_dropout = nn.Dropout(sublayer_dropout)
         self.fused = fused or FusedKernel()
         if self.fused.force and not self.uses_fused_path:
@@ -383,6 +387,27 @@ class Attention(FastPaths, nn.Module):
             k = k + F.linear(qk_pos, w[inner:inner + g * d])
         return to_heads(q), to_heads(k, g), to_heads(v, g)
 
+    def _project_views(self, x: Tensor, kv_views: tuple[Tensor, Tensor], mem: Optional[Tensor],
+                       qk_pos: Optional[Tensor]):
+        """$q = x W_Q$, $k = x_K W_K$, $v = x_V W_V$ from three inputs (hyper-connections' views)."""
+        if mem is not None:
+            raise ValueError("mems and qkv_receive_diff_residuals (or integrate_layers, which implies it) cannot be "
+                             "combined: a Transformer-XL memory holds one input per earlier token, and the keys and "
+                             "values would need one each")
+        if self.to_qkv is None or self.qk_proj is not None:
+            raise ValueError("qkv_receive_diff_residuals: separate key and value inputs need self-attention's own "
+                             "query, key and value projections")
+        h, g, d = self.heads, self.kv_heads, self.dim_head
+        w, bias = self.to_qkv.weight, self.to_qkv.bias
+        parts = (x, *kv_views)
+        if qk_pos is not None:
+            parts = (x + qk_pos[-x.shape[1]:], kv_views[0] + qk_pos, kv_views[1])  # positions: queries and keys only
+        sizes = (h * d, g * d, g * d)
+        ws, bs = w.split(sizes), bias.split(sizes) if bias is not None else (None,) * 3
+        q, k, v = (F.linear(t, wi, bi) for t, wi, bi in zip(parts, ws, bs, strict=True))
+        return (rearrange(q, "b n (h d) -> b h n d", h=h), rearrange(k, "b n (h d) -> b h n d", h=g),
+                rearrange(v, "b n (h d) -> b h n d", h=g))
+
     #
     # ### Forward
     def forward(
@@ -398,6 +423,8 @@ class Attention(FastPaths, nn.Module):
         prev_scores: Optional[Tensor] = None,
         return_scores: bool = False,
         attn_sink: Optional[list] = None,
+        value_residual=None,
+        kv_views: Optional[tuple[Tensor, Tensor]] = None,
     ):
         r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
 
@@ -411,6 +438,11 @@ class Attention(FastPaths, nn.Module):
             return_scores: also return the pre-softmax scores `(b, h, i, j)`.
             attn_sink: a list that receives the attention weights `(b, h, i, j)` (takes the
                 explicit path; for inspecting what the model attends to).
+            value_residual: a `ValueResidual` carrying the first layer's values
+                ([value residual](../residual/value_residual.md)), or `None`.
+            kv_views: separate inputs `(b, n, dim)` of the keys and of the values, when they are not `x`
+                (hyper-connections with `qkv_receive_diff_residuals`,
+                [hyper-connections](../residual/hyper_connections.md)).
 
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
@@ -421,7 +453,7 @@ class Attention(FastPaths, nn.Module):
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
                 and attn_sink is None and shared.qk_pos is None and shared.polar is None and self._plain_self_attention \
-                and not self._per_layer_steps:
+                and not self._per_layer_steps and value_residual is None and kv_views is None:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -447,7 +479,9 @@ class Attention(FastPaths, nn.Module):
             if self.qk_transform is not None:
                 q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
         else:
-            q, k, v, offset = self._project_and_cache(x, kv_input, shared, cache)
+            q, k, v, offset = self._project_and_cache(x, kv_input, shared, cache, mem, value_residual, kv_views)
+            if kv_views is not None:
+                kv_input = kv_views[1]  # the input of the values
 
         # Persistent memory: learned slots, prepended, always visible.
         num_mem = 0
@@ -516,14 +550,23 @@ class Attention(FastPaths, nn.Module):
     # Transforms of queries and keys (e.g. qk-norm), then rotary positions.  Keys that come from a
     # cache were transformed when they were computed.  A cache stores keys/values once computed and
     # returns all of them so far; `offset` counts the keys that come before the current tokens.
-    def _project_and_cache(self, x: Tensor, kv_input: Tensor, shared: SharedAttentionInputs, cache):
+    def _project_and_cache(self, x: Tensor, kv_input: Tensor, shared: SharedAttentionInputs, cache,
+                           mem: Optional[Tensor] = None, value_residual=None,
+                           kv_views: Optional[tuple[Tensor, Tensor]] = None):
         n = x.shape[1]
         if cache is not None and self.is_cross and cache.has_kv():
             # The context's keys and values were computed at the first step; only project $q$.
             q, (k, v), new_keys = self._queries(x), cache.get_kv(), False
         else:
-            q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
+            if kv_views is not None:
+                q, k, v = self._project_views(x, kv_views, mem, shared.qk_pos)
+                kv_input = kv_views[1]  # the input of the values
+            else:
+                q, k, v = self._project(x, kv_input, None if self.is_cross else shared.qk_pos)
             new_keys = True
+            if value_residual is not None:
+                # $V_1 + \lambda (V_l - V_1)$, row by row, before the cache stores the values
+                v = value_residual(v, kv_input, self.value_mix)
         # Transforms of queries and keys (e.g. qk-norm), then rotary positions, and of the new values
         # (value RMSNorm).  Keys and values that come from a cache were transformed when they were
         # computed.

@@ -41,9 +41,12 @@ from ..norms.rms_norm import RMSNorm, SimpleRMSNorm
 from ..norms.scale_norm import ScaleNorm
 from ..options import LayerOptions
 from ..residual.branch_output import init_branch_output, output_linear
+from ..residual.depth_scale_residual import branch_multiplier
 from ..residual.gated_residual import GatedResidual
 from ..residual.layer_scale import LayerScale
+from ..residual.orthogonal_residual import OrthogonalResidual
 from ..residual.residual import Block, Residual
+from ..residual.residual_constant import scaled_residual
 from ..residual.rezero import ReZero
 from ..residual.scale_residual import ScaledResidual
 from ..residual.token_shift import ShiftTokens
@@ -196,6 +199,8 @@ def make_block(o: LayerOptions, kind: str, step: float, shift: int, ff_index: in
     normed = not o.use_rezero
     if o.gate_residual:
         residual = GatedResidual(o.dim)
+    elif o.orthog_residual:
+        residual = OrthogonalResidual(o.dim, o.scale_residual)
     elif o.scale_residual:
         residual = ScaledResidual(o.dim)
     else:
@@ -205,9 +210,9 @@ def make_block(o: LayerOptions, kind: str, step: float, shift: int, ff_index: in
         pre_norm=make_norm(o) if normed and (o.pre_norm or o.pre_and_post_norm) else None,
         post_norm=make_norm(o) if normed and (not o.pre_norm or o.pre_and_post_norm) else None,
         branch_norm=make_norm(o) if o.sandwich_norm else None,
-        residual=residual,
+        residual=scaled_residual(residual, o),  # $\alpha x + F$ with `scale_residual_constant`
         branch_scale=ReZero() if o.use_rezero else None,
-        step=step,
+        step=step * branch_multiplier(o),  # $s F$ with a numeric `depth_scale_residual`
         shift=ShiftTokens(shift) if shift else None,
         layer_scale=make_layer_scale(o),
     )

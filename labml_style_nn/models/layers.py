@@ -61,14 +61,20 @@ from ..positional.position_infused import PositionInfusedAttention
 from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
 from ..positional.xpos import XPosEmbedding
-from ..residual.residual import Block
+from ..residual.depth_scale_residual import depth_scaled_init
+from ..residual.hyper_connections import attach_hyper_connections, stream_input
+from ..residual.input_injection import InputInjection
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
+from ..residual.value_residual import ValueResidual, attach_value_mixes
+from ..residual.zero_init_branch import zero_init_branches
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
 from .layer_dropout import drop_probabilities, skip_block
+from .layer_integration import make_layer_integrations
 from .layer_sharing import built_depth, execution_order
 from .layout import branch_steps, layer_types, shift_amounts
 from .softclamp_output import softclamp
+from .unet_skips import make_unet_skips
 
 
 class AttentionLayers(nn.Module):
@@ -106,6 +112,14 @@ class AttentionLayers(nn.Module):
         # `ff_index` counts the feed-forward blocks before this one (mixtures of experts may start later).
         built = [make_block(o, kind, step, shift, ff_index=built_types[:i].count("f"))
                  for i, (kind, step, shift) in enumerate(zip(built_types, steps, shifts, strict=True))]
+        # The residual stream (layers-b): value residual mixes, branch output initialisation.
+        attach_value_mixes(o, built_types, built)
+        # Hyper-connections: several residual streams, each block's residual sum a learned mixing.
+        self.streams = attach_hyper_connections(o, built)
+        if o.zero_init_branch_output:
+            zero_init_branches(built)
+        elif o.depth_scale_residual is True:
+            depth_scaled_init(o, built_types, built)
         self.execute_order = execution_order(o, len(built))
         self.layer_types = tuple(built_types[i] for i in self.execute_order)
         self.blocks = nn.ModuleList(built[i] for i in self.execute_order)
@@ -155,6 +169,12 @@ class AttentionLayers(nn.Module):
         # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
         self.reversible_pairs = reversible_pairs(self.layer_types) if o.reversible else None
         self.reversible_recompute = True
+        # The stack's input projected into every branch input (`residual/input_injection.py`) and the
+        # U-ViT long skips (`models/unet_skips.py`).
+        self.input_injection = InputInjection(dim, o.learned_reinject_input_gate) if o.reinject_input else None
+        self.unet_skips = make_unet_skips(o, self.layer_types)
+        # LIMe: each sublayer reads a per-token mix of every earlier sublayer's input (`models/layer_integration.py`).
+        self.integrations = make_layer_integrations(o, self.layer_types)
 
     @property
     def has_relative_positions(self) -> bool:
@@ -293,25 +313,43 @@ class AttentionLayers(nn.Module):
         res_cross = ResidualScores(self.options.cross_residual_attn)
         mems_iter = iter(mems) if mems else None
         hiddens = []
+        # The first self- and cross-attention layer's values, for value residual learning.
+        first_values: Optional[dict[str, Optional[Tensor]]] = \
+            {"a": None, "c": None} if self.options.add_value_residual else None
+        inject = self.input_injection(x) if self.input_injection is not None else None
+        kept: list[Tensor] = []
+        layer_inputs: list[Tensor] = []
+        if self.streams is not None:
+            x = self.streams.expand(x)  # (b, n, s, D)
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
             and torch.is_grad_enabled() and attn_sink is None
         for i, block in enumerate(self.blocks):
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
+            if self.unet_skips is not None:
+                x = self.unet_skips.keep(i, x, kept)
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    skipped: Block = block  # type: ignore[assignment]
-                    hiddens.append(skipped.branch_input(x, mask=self_mask, condition=condition))
+                    h = _branch_input(block, stream_input(block, x)[0], inject, self_mask, None, condition)
+                    hiddens.append(h[0] if h.dim() == 4 else h)  # the queries' input of three views
                 continue
+            kind = self.layer_types[i]
+            values = first_values[kind] if first_values is not None and kind != "f" else None
+            integrate = None
+            if self.integrations is not None:
+                layer_inputs.append(x)
+                integrate = (self.integrations[i], tuple(layer_inputs))
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink, condition)
+                    attn_sink, condition, inject, first_values is not None, values, integrate)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
-                x, scores, h = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
+                x, scores, h, values = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
             else:
-                x, scores, h = _run_block(*args)
+                x, scores, h, values = _run_block(*args)
+            if first_values is not None and kind != "f":
+                first_values[kind] = values
             if block.kind == "a":
                 hiddens.append(h)
                 res_self.update(scores)
@@ -320,6 +358,8 @@ class AttentionLayers(nn.Module):
         if self.options.softclamp_output:
             # $v \tanh(x / v)$ before the final norm (`models/softclamp_output.py`)
             x = softclamp(x, self.options.softclamp_output_value)
+        if self.streams is not None:
+            x = self.streams.reduce(x)  # $\sum_t h_t$
         x = self.final_norm(x, condition=condition) if self.needs_condition and self.final_norm_reads_condition \
             else self.final_norm(x)
         if cache is not None:
@@ -331,27 +371,50 @@ class AttentionLayers(nn.Module):
         return getattr(self.final_norm, "needs_condition", False)
 
 
+def _branch_input(block, x, inject, mask, block_cache, condition):
+    """What the sublayer of `block` sees, with the reinjected input added (`residual/input_injection.py`)."""
+    return block.branch_input(x if inject is None else x + inject, mask=mask,
+                              shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
+
+
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None, condition=None, fresh_masks=False):
-    """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
+               attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
+               integrate=None, fresh_masks=False):
+    """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input, first_values)`.
+
+    `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
+    are the values of the first attention layer of the block's kind so far (`None` before it), and the
+    returned ones are those after this block."""
     if fresh_masks:
         shared = replace(shared, masks={})
-    h = block.branch_input(x, mask=mask, shift_state=block_cache.shift if block_cache is not None else None,
-                           condition=condition)
+    # With hyper-connections the branch reads a mix of the streams (`residual/hyper_connections.py`).
+    x_in, residual = stream_input(block, x)
+    if integrate is not None:
+        # LIMe: $\sum_k w_k x^{(k)}$ over the earlier sublayers' inputs (three mixes for self-attention)
+        integration, earlier = integrate
+        x_in = integration(x_in, earlier)
+    h = _branch_input(block, x_in, inject, mask, block_cache, condition)
     scores = None
+    # A fresh carrier per call, so that a block recomputed for gradient checkpointing mixes the same values.
+    carrier = ValueResidual(first_values) if value_residual and block.kind != "f" else None
     if block.kind == "f":
         out = block.fn(h)
     else:
         attn_cache = block_cache.attn if block_cache is not None else None
         if block.kind == "a":
-            out, scores = block.fn(h, mask=mask, shared=shared, mem=mem, cache=attn_cache,
-                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
+            # Three inputs, for queries, keys and values (hyper-connections' `qkv_receive_diff_residuals`)
+            q_in, views = (h[0], (h[1], h[2])) if h.dim() == 4 else (h, None)
+            out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
+                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
+                                   value_residual=carrier, kv_views=views)
+            h = q_in
         else:
             # The queries' own padding too (inverted attention lets the queries compete for each key).
             query_mask = None if mask is None else mask[:, -h.shape[1]:]
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache, mask=query_mask,
-                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
-    return block.join(out, x, condition), scores, h
+                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
+                                   value_residual=carrier)
+    return block.join(out, residual, condition), scores, h, carrier.first if carrier is not None else None
 
 
 class Encoder(AttentionLayers):

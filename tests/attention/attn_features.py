@@ -58,6 +58,8 @@ FEATURES = {
                              attn_dim_latent_kv=10, attn_latent_rope_dim=4, attn_latent_norm=True,
                              attn_latent_value_dim_head=6),
                         ["latent_qkv.norm_q", "latent_qkv.norm_kv", "latent_qkv.up_kv"]),
+    # Value residual learning (residual/value_residual.py): the learned mix of every layer after the first of its kind.
+    "value_residual": (dict(add_value_residual=True, attn_learned_value_residual_mix=True), ["value_mix.proj"]),
     "all_compatible": (dict(attn_num_mem_kv=2, attn_sparse_topk=4, attn_talking_heads=True,
                             attn_collab_heads=True, attn_on_attn=True, attn_gate_values=True,
                             attn_head_scale=True, use_qk_norm_attn=True, qk_norm_attn_seq_len=16, residual_attn=True,

@@ -30,6 +30,19 @@ TECHNIQUES = {
     "shift_tokens_1": (dict(shift_tokens=1), None),
     "shift_tokens_2": (dict(shift_tokens=2), None),
     "shift_tokens_tuple": (dict(shift_tokens=(2, 1, 0, 1, 0, 0)), None),
+    # The residual stream (layers-b; more in test_res_stream.py: cached decoding, XL memory, parity)
+    "add_value_residual": (dict(add_value_residual=True), "value_mix.proj"),
+    "scale_residual_constant": (dict(scale_residual_constant=1.7), None),
+    "depth_scale_residual": (dict(depth_scale_residual=0.4), None),
+    "reinject_input": (dict(reinject_input=True, learned_reinject_input_gate=True), "input_injection"),
+    "unet_skips": (dict(unet_skips=True), "unet_skips.combine"),
+    "num_residual_streams": (dict(num_residual_streams=3), "residual.dynamic_alpha_fn"),
+    "qkv_receive_diff_residuals": (dict(num_residual_streams=2, qkv_receive_diff_residuals=True),
+                                   "blocks.0.residual.static_alpha"),
+    "orthog_residual": (dict(orthog_residual=True), None),
+    "integrate_layers": (dict(integrate_layers=True), "integrations.2.to_weights"),
+    "attn_aggregated_residuals": (dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"lora_rank": 4}),
+                                  "integrations.1.up"),
 }
 
 
