@@ -486,4 +486,3 @@ class Attention(FastPaths, nn.Module):
         # $o_i = \sum_j A_{ij} v_j$
         out = torch.matmul(weights, v)  # (b, h, i, d)
         return out, raw
-
