@@ -468,10 +468,12 @@ class Attention(FastPaths, nn.Module):
         # Techniques that carry state from step to step (a forget gate's running sum, a recurrent branch)
         # keep it in the cache's `state`.
         state = getattr(cache, "state", None)
-        if cache is not None and not self.is_cross and (self.cache_blocker or (self.stateful and state is None)):
-            raise ValueError(f"cache: {self.cache_blocker or 'a technique of this layer carries a running state, '}"
-                             f"{'' if self.cache_blocker else 'which only the growing LayersCache keeps'}; "
-                             "decode without a cache")
+        if cache is not None and not self.is_cross:
+            if self.cache_blocker:
+                raise ValueError(f"cache: {self.cache_blocker}; decode without a cache")
+            if self.stateful and state is None:
+                raise ValueError("cache: a technique of this layer carries a running state, which only the growing "
+                                 "LayersCache keeps; decode with it or without a cache")
         if self.latent_qkv is not None:
             # Latent attention projects, rotates and caches in its own way ([its page](latent_attention.md)):
             # the cache holds latents, and every key and value is expanded from them at every step.
@@ -505,11 +507,11 @@ class Attention(FastPaths, nn.Module):
         own_values = v[..., -n:, :]
         if self.value_transform is not None:
             v = self.value_transform.values(v)
+        query_mask = None if mask is None else mask[:, -n:]  # (b, n): which queries are real tokens
         if self.score_transform is not None:
             # Score transforms that need more than the scores (the queries, which queries are real, the
             # number of persistent slots, the position of the first query, the cache's state) read them here.
-            self.score_transform.bind(q=q, query_mask=_query_mask(mask, n), num_mem=num_mem,
-                                      offset=offset, state=state)
+            self.score_transform.bind(q=q, query_mask=query_mask, num_mem=num_mem, offset=offset, state=state)
         if self.uses_fused_path and prev_scores is None and not return_scores and attn_sink is None:
             out = self._fused(q, k, v, m)
             scores = None
@@ -518,12 +520,12 @@ class Attention(FastPaths, nn.Module):
                              "residual attention, return_scores and attn_sink need flash=False")
         else:
             out, scores = self._explicit(q, k, v, m["visible"], m["bias"], m["has_key"], prev_scores, attn_sink,
-                                         _query_mask(mask, n))
+                                         query_mask)
         if self.value_transform is not None:
             out = self.value_transform.output(out)
         # A recurrent branch beside attention (Hymba): both outputs normalised and mixed per head.
         if self.hybrid is not None:
-            out = self.hybrid(out, x, None if mask is None else mask[:, -n:], state)
+            out = self.hybrid(out, x, query_mask, state)
 
         # The output gate, per head and token: $o_{hi} \leftarrow g(o_{hi}, x_i)$ (value gating, head scale)
         if self.output_gate is not None:
@@ -670,8 +672,3 @@ class Attention(FastPaths, nn.Module):
         # $o_i = \sum_j A_{ij} v_j$
         out = torch.matmul(weights, v)  # (b, h, i, d)
         return out, raw
-
-
-def _query_mask(mask: Optional[Tensor], n: int) -> Optional[Tensor]:
-    """`(b, n)`: which queries are real tokens (the last `n` positions of `mask`), or `None`."""
-    return None if mask is None else mask[:, -n:]
