@@ -43,6 +43,8 @@ from torch.utils.checkpoint import checkpoint
 from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
+from ..generation.intermediates import (AttentionRecord, LayerIntermediates, drop_cached, left_pad_mask,
+                                        new_shared_cache, resume, snapshot)
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.position_infused import PositionInfusedAttention
@@ -150,10 +152,17 @@ class AttentionLayers(nn.Module):
     #
     # Queries are at positions $m \dots m + n - 1$.  With a memory the keys computed in this pass are
     # the memory and the tokens, positions $0 \dots m + n - 1$; with a cache, only the tokens.
-    def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device) -> SharedAttentionInputs:
+    def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device,
+                      positions: Optional[Tensor] = None) -> SharedAttentionInputs:
         """Rotary angles, score bias and position-infused sinusoids for this forward pass."""
         q_pos = torch.arange(offset, offset + n, device=device)
         all_k = torch.arange(offset + n, device=device)
+        if positions is not None:
+            # Given positions (x-transformers' `pos=`): queries and keys are the same tokens.
+            if not torch.is_tensor(positions) or positions.shape != (n,) or positions.is_floating_point():
+                raise ValueError(f"pos: expected ({n},) integer positions, one per token, got "
+                                 f"{tuple(positions.shape) if torch.is_tensor(positions) else type(positions).__name__}")
+            q_pos = all_k = positions.to(device)
         new_k = all_k if keys_from_zero else q_pos
         bias = None
         if self.rel_pos is not None:
@@ -170,7 +179,10 @@ class AttentionLayers(nn.Module):
     # ## Forward
     def forward(self, x: Tensor, *, context: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None):
+                cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None,
+                pos: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
+                input_not_include_cache: bool = False, keep_intermediates: bool = True,
+                ff_deep_embeds: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -182,10 +194,35 @@ class AttentionLayers(nn.Module):
             return_hiddens: also return each self-attention layer's input (the next memories).
             attn_sink: a list that receives every attention layer's weights `(b, h, i, j)`, in
                 order (the explicit path runs, so inspection costs speed).
+            pos: `(n,)` integer positions of the tokens for the rotary, ALiBi, T5 and position-infused
+                schemes (default $m \dots m + n - 1$).
+            seq_start_pos: `(b,)` first real token of each left-padded row; earlier keys are masked.
+            input_not_include_cache: with `cache=` intermediates, `x` holds only the new tokens
+                (x-transformers' default feeds the whole sequence and the cached part is dropped).
+            keep_intermediates: with `return_hiddens`, a new key/value cache and the attention
+                weights are kept in the intermediates (wrappers, which build their own, pass False).
+            ff_deep_embeds: `(b, n, L, D)` gains of the $L$ feed-forward blocks' outputs
+                ([deep embeddings](../wrapping/deep_embed.md)).
 
         Returns:
-            `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
+            `(b, n, D)`, or `(out, intermediates)` with `return_hiddens=True`: x-transformers'
+            `LayerIntermediates` (`generation/intermediates.py`), whose `hiddens` are the memories
+            and which, passed back as `cache=`, continues the sequence.
         """
+        # x-transformers' cache spelling: intermediates of an earlier call (generation/intermediates.py).
+        shared_kv, record = None, None
+        if isinstance(cache, LayerIntermediates):
+            if not input_not_include_cache:
+                x, mask = drop_cached(x, mask, cache.cache_length)
+            shared_kv, cache = resume(cache, x.shape[1])
+        elif cache is None and return_hiddens and keep_intermediates and self._keeps_cache(mems):
+            shared_kv = new_shared_cache(self, x.shape[0], x.shape[1])
+            cache = shared_kv.cache
+        if return_hiddens and keep_intermediates and attn_sink is None and shared_kv is not None \
+                and shared_kv.cache.offset == 0:
+            attn_sink = record = AttentionRecord()
+        if seq_start_pos is not None:
+            mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)
         self._check_inputs(x, mask, context, context_mask, mems)
         n = x.shape[1]
         # $m$ tokens came before: the memory, or what the cache holds.
@@ -196,8 +233,10 @@ class AttentionLayers(nn.Module):
         if cache is not None:
             self_mask = cache.extend_mask(mask, n)
         # A cache slices positional tables it computed once, instead of recomputing them per step.
+        if pos is not None and (cache is not None or mems):
+            raise ValueError("pos: custom positions cannot be combined with a cache or memories, whose positions continue")
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
-            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device, positions=pos)
 
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
@@ -207,11 +246,12 @@ class AttentionLayers(nn.Module):
                 attn_sink=attn_sink))
             if cache is not None:
                 cache.advance(n)
-            return (x, []) if return_hiddens else x
+            return (x, self._intermediates(shared_kv, [], x, record)) if return_hiddens else x
 
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
         mems_iter = iter(mems) if mems else None
+        deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
         hiddens = []
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
             and torch.is_grad_enabled() and attn_sink is None
@@ -220,7 +260,7 @@ class AttentionLayers(nn.Module):
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
             args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink)
+                    attn_sink, next(deep_iter) if deep_iter is not None and block.kind == "f" else None)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -234,11 +274,19 @@ class AttentionLayers(nn.Module):
         x = self.final_norm(x)
         if cache is not None:
             cache.advance(n)
-        return (x, hiddens) if return_hiddens else x
+        return (x, self._intermediates(shared_kv, hiddens, x, record)) if return_hiddens else x
+
+    def _keeps_cache(self, mems) -> bool:
+        """Whether `return_hiddens` keeps keys and values to continue from: a causal stack, at inference."""
+        return self.causal and not mems and not (self.training and torch.is_grad_enabled())
+
+    def _intermediates(self, shared_kv, hiddens, x, record) -> LayerIntermediates:
+        attn = record.intermediates(self.layer_types) if record is not None else []
+        return snapshot(shared_kv, hiddens=hiddens, last_hidden=x, attn_intermediates=attn)
 
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None, fresh_masks=False):
+               attn_sink=None, deep_embed=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
     if fresh_masks:
         shared = replace(shared, masks={})
@@ -246,6 +294,9 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
     scores = None
     if block.kind == "f":
         out = block.fn(h)
+        if deep_embed is not None:
+            # $\operatorname{FF}^{(l)}(h_t) \odot g^{(l)}_{x_t}$: the token's gain for this block
+            out = out * deep_embed[:, -out.shape[1]:].to(out.dtype)
     else:
         attn_cache = block_cache.attn if block_cache is not None else None
         if block.kind == "a":
