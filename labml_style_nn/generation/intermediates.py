@@ -97,6 +97,9 @@ class LayerIntermediates:
     attn_pooled_tokens: Optional[Tensor] = None
     memory_tokens: Optional[Tensor] = None
     logits: Any = None
+    # Named scalar losses computed during the pass, already weighted (the attention z-loss, ...);
+    # `AutoregressiveWrapper` adds their sum to its loss (generation/auxiliary_losses.py).
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)
     cache_length: int = 0  # tokens this snapshot covers (memory tokens not counted)
     shared_cache: Optional[_SharedCache] = field(default=None, repr=False)
     version: int = field(default=0, repr=False)  # how many calls had written when it was taken

@@ -214,12 +214,15 @@ class _SequenceWrapper(nn.Module):
                                  memory_tokens=memory_out)
         return h, new_mems, intermediates
 
-    @staticmethod
-    def _attn_record(return_attn: bool, return_intermediates: bool, z_loss: bool, cache) -> Optional[list]:
-        """The list the attention layers append their weights to, when anything asks for them."""
+    def _attn_record(self, return_attn: bool, return_intermediates: bool, z_loss: bool, cache) -> Optional[list]:
+        """The list the attention layers append their weights to, when anything asks for them.
+
+        Intermediates record the weights of a first (uncached) call, except in training with
+        gradients, where keeping them would cost the fused kernels (ask with `return_attn=True`)."""
         if z_loss:
             return AttentionRecord(pre_softmax=True)
-        if return_attn or (return_intermediates and not cache_started(cache)
+        training = self.training and torch.is_grad_enabled()
+        if return_attn or (return_intermediates and not training and not cache_started(cache)
                            and not isinstance(cache, LayerIntermediates)):
             return AttentionRecord()
         return None
@@ -544,6 +547,7 @@ class TransformerWrapper(_SequenceWrapper):
         if z_loss:
             weight = self.attn_z_loss_weight if attn_z_loss_weight is None else attn_z_loss_weight
             intermediates.attn_z_loss = attn_z_loss(attn_maps.pre_softmax, weight=weight)
+            intermediates.aux_losses["attn_z_loss"] = intermediates.attn_z_loss
             return_intermediates = True
         if return_logits_and_embeddings:
             out: Any = (logits, h)
