@@ -11,6 +11,7 @@ Every public class is importable from here.  The keyword API of x-transformers:
 __version__ = "0.2.0"
 
 from .attention import Attention
+from .families import DPO, ContinuousAutoregressiveWrapper, PrefixDecoder
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
 from .generation import AutoregressiveWrapper
@@ -25,6 +26,8 @@ from .models import (
                      XTransformer,
 )
 from .norms import RMSNorm, ScaleNorm
+from .generation.intermediates import LayerIntermediates
+from .wrapping import AttentionPool
 from .pretrained import from_hf, from_pretrained
 from .transformer_xl import (
                      FeedForward,
@@ -36,7 +39,8 @@ from .transformer_xl import (
 )
 
 __all__ = [
-    "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
+    "Attention", "AttentionLayers", "AttentionPool", "ContinuousAutoregressiveWrapper", "DPO", "LayerIntermediates",
+    "PrefixDecoder", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
     "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
     "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",

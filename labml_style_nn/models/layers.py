@@ -182,7 +182,7 @@ class AttentionLayers(nn.Module):
                 cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None,
                 pos: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, keep_intermediates: bool = True,
-                ff_deep_embeds: Optional[Tensor] = None):
+                ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -203,6 +203,8 @@ class AttentionLayers(nn.Module):
                 weights are kept in the intermediates (wrappers, which build their own, pass False).
             ff_deep_embeds: `(b, n, L, D)` gains of the $L$ feed-forward blocks' outputs
                 ([deep embeddings](../wrapping/deep_embed.md)).
+            attn_mask: `(i, j)` or `(b, i, j)` bool, which keys each query of self-attention may see
+                (true: visible), on top of `mask` and causality (e.g. the prefix decoder's).
 
         Returns:
             `(b, n, D)`, or `(out, intermediates)` with `return_hiddens=True`: x-transformers'
@@ -238,6 +240,10 @@ class AttentionLayers(nn.Module):
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
             else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device, positions=pos)
 
+        if attn_mask is not None:
+            if cache is not None or mems:
+                raise ValueError("attn_mask: a query-by-key mask cannot be combined with a cache or memories")
+            shared = replace(shared, attn_bias=mask_as_bias(attn_mask, shared.attn_bias, n))
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
             x = self.final_norm(run_reversible(
@@ -283,6 +289,19 @@ class AttentionLayers(nn.Module):
     def _intermediates(self, shared_kv, hiddens, x, record) -> LayerIntermediates:
         attn = record.intermediates(self.layer_types) if record is not None else []
         return snapshot(shared_kv, hiddens=hiddens, last_hidden=x, attn_intermediates=attn)
+
+
+def mask_as_bias(attn_mask: Tensor, bias: Optional[Tensor], n: int) -> Tensor:
+    r"""A boolean query-by-key mask as an additive bias: $0$ where visible, the most negative number where not."""
+    if not torch.is_tensor(attn_mask) or attn_mask.dtype != torch.bool or attn_mask.dim() not in (2, 3) \
+            or tuple(attn_mask.shape[-2:]) != (n, n):
+        raise ValueError(f"attn_mask: expected a bool tensor of shape ({n}, {n}) or (batch, {n}, {n}), got "
+                         f"{tuple(attn_mask.shape) if torch.is_tensor(attn_mask) else type(attn_mask).__name__}")
+    dtype = bias.dtype if bias is not None else torch.float32
+    extra = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device).masked_fill(
+        ~attn_mask, torch.finfo(dtype).min / 2)
+    extra = extra[None, None] if extra.dim() == 2 else extra[:, None]  # (1|b, 1, i, j)
+    return extra if bias is None else bias + extra
 
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,

@@ -34,8 +34,9 @@ $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ 
 
 **Differences from x-transformers.**  Absolute positions are off by default when the stack has a
 relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); the untied head has a
-bias by default (`logits_bias`); `ContinuousTransformerWrapper` takes no `probabilistic`,
-`project_in`, `project_out` or `use_identity_if_same_dim` yet.  Not yet accepted: `looped`,
+bias by default (`logits_bias`), and so do `ContinuousTransformerWrapper`'s projections in and out.
+`ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
+`(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  Not yet accepted: `looped`,
 `max_looped_steps` (looped transformers need `pre_and_post_norm` in the stack) and
 `memory_tokens_interspersed_every`.
 
@@ -577,7 +578,9 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                  dim_out: Optional[int] = None, emb_dropout: float = 0.0, num_memory_tokens: Optional[int] = None,
                  max_mem_len: int = 0, shift_mem_down: int = 0, use_abs_pos_emb: Optional[bool] = None,
                  sinusoidal_pos_emb: bool = False, post_emb_norm: bool = False, scaled_sinu_pos_emb: bool = False,
-                 average_pool_embed: bool = False):
+                 average_pool_embed: bool = False, probabilistic: bool = False,
+                 project_in: Optional[nn.Module] = None, project_out: Optional[nn.Module] = None,
+                 use_identity_if_same_dim: bool = False):
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
@@ -586,9 +589,19 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         for name, value in (("dim_in", dim_in), ("dim_out", dim_out)):
             if value is not None:
                 check_int(name, value)
+        for name, value, module in (("dim_in", dim_in, project_in), ("dim_out", dim_out, project_out)):
+            if value is not None and module is not None:
+                raise ValueError(f"{name} and project_{name[4:]}: give the width or the module, not both")
+        if probabilistic and dim_out is None:
+            raise ValueError("probabilistic: needs dim_out, the width of the mean (and of the variance)")
         self.dim_in = dim_in or self.dim
-        self.project_in = nn.Linear(dim_in, self.dim) if dim_in is not None else nn.Identity()
-        self.project_out = nn.Linear(self.dim, dim_out) if dim_out is not None else nn.Identity()
+        # `probabilistic`: the head gives a mean and a log-variance per output feature (interleaved).
+        self.probabilistic = probabilistic
+        width_out = dim_out * (2 if probabilistic else 1) if dim_out is not None else None
+        self.project_in = project_in if project_in is not None else nn.Linear(dim_in, self.dim) \
+            if dim_in is not None and not (use_identity_if_same_dim and dim_in == self.dim) else nn.Identity()
+        self.project_out = project_out if project_out is not None else nn.Linear(self.dim, width_out) \
+            if width_out is not None and not (use_identity_if_same_dim and width_out == self.dim) else nn.Identity()
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
@@ -633,6 +646,9 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         if self.average_pool_embed:
             h = masked_mean(h, mask[:, prefix:] if mask is not None else None)
         out = h if return_embeddings else self.project_out(h)
+        if self.probabilistic and not return_embeddings:
+            # $(\mu, \sigma^2)$ with $\sigma^2 = e^{\log \sigma^2}$, stacked: `(2, b, n, dim_out)`
+            out = torch.stack((out[..., 0::2], out[..., 1::2].exp()))
         return self._finish(out, intermediates=intermediates, new_mems=new_mems, attn_maps=attn_maps,
                             return_mems=return_mems, return_attn=return_attn,
                             return_intermediates=return_intermediates)

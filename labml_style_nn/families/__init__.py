@@ -1,0 +1,7 @@
+"""Model families that x-transformers ships, one file each."""
+
+from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
+from .dpo import DPO
+from .prefix_decoder import PrefixDecoder
+
+__all__ = ["DPO", "ContinuousAutoregressiveWrapper", "GaussianNLL", "PrefixDecoder"]
