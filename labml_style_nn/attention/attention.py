@@ -249,6 +249,7 @@ class Attention(FastPaths, nn.Module):
         prev_scores: Optional[Tensor] = None,
         return_scores: bool = False,
         attn_sink: Optional[list] = None,
+        additional_kv: Optional[tuple[Tensor, Tensor]] = None,
     ):
         r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
 
@@ -262,6 +263,8 @@ class Attention(FastPaths, nn.Module):
             return_scores: also return the pre-softmax scores `(b, h, i, j)`.
             attn_sink: a list that receives the attention weights `(b, h, i, j)` (takes the
                 explicit path; for inspecting what the model attends to).
+            additional_kv: keys and values from elsewhere, `(b, h_kv, a, d)` each, prepended and
+                always visible (x-transformers' `self_attn_additional_kv`, e.g. a vision model's).
 
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
@@ -271,7 +274,7 @@ class Attention(FastPaths, nn.Module):
         n = x.shape[1]
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
-                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention:
+                and attn_sink is None and shared.qk_pos is None and self._plain_self_attention and additional_kv is None:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -318,6 +321,14 @@ class Attention(FastPaths, nn.Module):
                 mk = self.qk_transform.keys(mk)
             k, v = torch.cat((mk.to(k.dtype), k), dim=-2), torch.cat((mv.to(v.dtype), v), dim=-2)
             num_mem = mk.shape[-2]
+        if additional_kv is not None:
+            # Keys and values computed elsewhere (already positioned), visible like persistent slots.
+            ak, av = additional_kv
+            if ak.shape[1] != k.shape[1] or ak.shape[-1] != k.shape[-1] or ak.shape[0] != k.shape[0]:
+                raise ValueError(f"self_attn_additional_kv: expected keys of shape ({k.shape[0]}, {k.shape[1]}, "
+                                 f"len, {k.shape[-1]}), got {tuple(ak.shape)}")
+            k, v = torch.cat((ak.to(k.dtype), k), dim=-2), torch.cat((av.to(v.dtype), v), dim=-2)
+            num_mem += ak.shape[-2]
 
         # Which keys each query sees, and the bias, shared by the layers of a stack; then score, bias,
         # mask, normalise and aggregate, explicitly (`_explicit`, below) or in one fused kernel when no

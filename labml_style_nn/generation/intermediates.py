@@ -195,3 +195,13 @@ def left_pad_mask(x: Tensor, mask: Optional[Tensor], seq_start_pos: Tensor, offs
     positions = offset + torch.arange(x.shape[1], device=x.device)  # (n,)
     real = positions[None, :] >= seq_start_pos[:, None].to(x.device)  # (b, n)
     return real if mask is None else mask & real
+
+
+def cached_kvs(intermediates: LayerIntermediates) -> list[tuple[Tensor, Tensor]]:
+    """The keys and values a snapshot covers, one `(k, v)` `(b, h, L, d)` per self-attention layer."""
+    shared = intermediates.shared_cache
+    if shared is None:
+        raise ValueError("self_attn_additional_kv: these intermediates hold no keys and values")
+    end = intermediates.cache_length + shared.num_memory_tokens
+    return [(b.attn.k[:, :, :end], b.attn.v[:, :, :end]) for b in shared.cache.blocks
+            if isinstance(b.attn, SelfAttentionCache) and b.attn.k is not None and b.attn.v is not None]

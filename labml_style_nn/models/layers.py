@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
-from ..generation.intermediates import (AttentionRecord, LayerIntermediates, drop_cached, left_pad_mask,
+from ..generation.intermediates import (AttentionRecord, LayerIntermediates, cached_kvs, drop_cached, left_pad_mask,
                                         new_shared_cache, resume, snapshot)
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
@@ -182,7 +182,8 @@ class AttentionLayers(nn.Module):
                 cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None,
                 pos: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, keep_intermediates: bool = True,
-                ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None):
+                ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -205,6 +206,11 @@ class AttentionLayers(nn.Module):
                 ([deep embeddings](../wrapping/deep_embed.md)).
             attn_mask: `(i, j)` or `(b, i, j)` bool, which keys each query of self-attention may see
                 (true: visible), on top of `mask` and causality (e.g. the prefix decoder's).
+            self_attn_additional_kv: `(k, v)` pairs `(b, h_kv, a, d)`, prepended to the keys of the
+                top self-attention layers (one pair each, the last pair to the top layer), or the
+                intermediates of another causal stack of the same shape, whose cached keys it takes.
+            cross_attn_kv_residuals: `(b, j, dim_context)`, or one per cross-attention layer
+                `(L, b, j, dim_context)`, added to the context before its key/value projections.
 
         Returns:
             `(b, n, D)`, or `(out, intermediates)` with `return_hiddens=True`: x-transformers'
@@ -244,6 +250,10 @@ class AttentionLayers(nn.Module):
             if cache is not None or mems:
                 raise ValueError("attn_mask: a query-by-key mask cannot be combined with a cache or memories")
             shared = replace(shared, attn_bias=mask_as_bias(attn_mask, shared.attn_bias, n))
+        if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None
+                                                  or cross_attn_kv_residuals is not None):
+            raise ValueError("reversible: the coupled blocks take no self_attn_additional_kv, ff_deep_embeds or "
+                             "cross_attn_kv_residuals")
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
             x = self.final_norm(run_reversible(
@@ -257,6 +267,8 @@ class AttentionLayers(nn.Module):
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
         mems_iter = iter(mems) if mems else None
+        extra_kv = iter(route_to_top(additional_kvs(self_attn_additional_kv), self.num_self_attn))
+        cross_res = iter(per_layer(cross_attn_kv_residuals, self.layer_types.count("c")))
         deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
         hiddens = []
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
@@ -265,8 +277,13 @@ class AttentionLayers(nn.Module):
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
-            args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink, next(deep_iter) if deep_iter is not None and block.kind == "f" else None)
+            block_context = context
+            if block.kind == "c":
+                residual = next(cross_res)
+                block_context = context if residual is None else context + residual
+            args = (block, x, self_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
+                    attn_sink, next(deep_iter) if deep_iter is not None and block.kind == "f" else None,
+                    next(extra_kv) if block.kind == "a" else None)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -291,6 +308,36 @@ class AttentionLayers(nn.Module):
         return snapshot(shared_kv, hiddens=hiddens, last_hidden=x, attn_intermediates=attn)
 
 
+def additional_kvs(given) -> list:
+    """`self_attn_additional_kv` as a list of `(k, v)`: given so, or read from another stack's intermediates."""
+    if given is None:
+        return []
+    if isinstance(given, LayerIntermediates):
+        return cached_kvs(given)
+    if not isinstance(given, (list, tuple)) or any(p is not None and (not isinstance(p, (list, tuple)) or len(p) != 2)
+                                                   for p in given):
+        raise ValueError("self_attn_additional_kv: expected a list of (keys, values) pairs or intermediates")
+    return list(given)
+
+
+def route_to_top(pairs: list, num_layers: int) -> list:
+    """One entry per self-attention layer: the last pairs go to the top layers, the lowest get none."""
+    pairs = pairs[-num_layers:] if num_layers else []
+    return [None] * (num_layers - len(pairs)) + pairs
+
+
+def per_layer(residuals: Optional[Tensor], num_layers: int) -> list:
+    """`cross_attn_kv_residuals` as one tensor (or none) per cross-attention layer."""
+    if residuals is None:
+        return [None] * num_layers
+    if residuals.dim() == 3:
+        return [residuals] * num_layers
+    if residuals.dim() != 4 or residuals.shape[0] != num_layers:
+        raise ValueError(f"cross_attn_kv_residuals: expected (b, j, dim_context) or ({num_layers}, b, j, "
+                         f"dim_context), one per cross-attention layer, got {tuple(residuals.shape)}")
+    return list(residuals.unbind(0))
+
+
 def mask_as_bias(attn_mask: Tensor, bias: Optional[Tensor], n: int) -> Tensor:
     r"""A boolean query-by-key mask as an additive bias: $0$ where visible, the most negative number where not."""
     if not torch.is_tensor(attn_mask) or attn_mask.dtype != torch.bool or attn_mask.dim() not in (2, 3) \
@@ -305,7 +352,7 @@ def mask_as_bias(attn_mask: Tensor, bias: Optional[Tensor], n: int) -> Tensor:
 
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None, deep_embed=None, fresh_masks=False):
+               attn_sink=None, deep_embed=None, additional_kv=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input)`."""
     if fresh_masks:
         shared = replace(shared, masks={})
@@ -320,7 +367,8 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         attn_cache = block_cache.attn if block_cache is not None else None
         if block.kind == "a":
             out, scores = block.fn(h, mask=mask, shared=shared, mem=mem, cache=attn_cache,
-                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)
+                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
+                                   **({} if additional_kv is None else {"additional_kv": additional_kv}))
         else:
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink)

@@ -421,7 +421,8 @@ class TransformerWrapper(_SequenceWrapper):
                 excise_prepend_embeds: bool = False, embed_ids: Optional[dict[str, Tensor]] = None,
                 sum_embeds: Optional[Tensor] = None, return_attn_z_loss: bool = False,
                 attn_z_loss_weight: Optional[float] = None, recycle_steps: Optional[int] = None,
-                input_not_include_cache: Optional[bool] = None):
+                input_not_include_cache: Optional[bool] = None, attn_mask: Optional[Tensor] = None,
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -436,7 +437,8 @@ class TransformerWrapper(_SequenceWrapper):
         keys are masked.  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
-        `(b, n, E)` is added to the embeddings.
+        `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv` and
+        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`).
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -510,7 +512,9 @@ class TransformerWrapper(_SequenceWrapper):
                 mask = torch.cat((mask.new_ones(b, self.num_cls_tokens), mask), dim=1)
             prefix += self.num_cls_tokens
 
-        layer_kwargs: dict[str, Any] = {}
+        layer_kwargs: dict[str, Any] = {k: v for k, v in (
+            ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
+            ("cross_attn_kv_residuals", cross_attn_kv_residuals)) if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:
