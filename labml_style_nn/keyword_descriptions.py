@@ -42,6 +42,8 @@ WRAPPERS = {
     "cross_attn_tokens_dropout": ("XTransformer: in training, drop this fraction of the encoded tokens from the "
                                   "decoder's view (Perceiver AR)", "models/xtransformer"),
     "embed_num_tokens": ("extra embedding tables by name, e.g. {'type': 2}, fed with embed_ids=", "wrapping/embeddings"),
+    "memory_tokens_interspersed_every": ("a copy of the memory tokens before every block of this many tokens "
+                                         "(a decoder)", "memory/interspersed_memory_tokens"),
     "post_emb_norm": ("a LayerNorm on the embeddings, before the stack", "models/wrappers"),
     "return_only_embed": ("no output layer: the forward returns the final hidden states", "models/wrappers"),
     "num_output_heads": ("that many independent linear heads, the logits a tuple", "wrapping/output_heads"),

@@ -478,6 +478,8 @@ class AutoregressiveWrapper(nn.Module):
             return "it has no layer stack to cache"
         if not layers.causal:
             return "its stack is not causal, so earlier tokens would see later ones"
+        if getattr(self.net, "memory_tokens_interspersed_every", None) is not None:
+            return "its interspersed memory tokens move with the block boundaries"
         if self._rolls(total):
             return "Transformer-XL rolling reruns each segment with its memories"
         if self._learned_positions() and self.max_seq_len is not None and total > self.max_seq_len:

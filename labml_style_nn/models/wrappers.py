@@ -36,9 +36,8 @@ $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ 
 relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); the untied head has a
 bias by default (`logits_bias`), and so do `ContinuousTransformerWrapper`'s projections in and out.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
-`(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  Not yet accepted: `looped`,
-`max_looped_steps` (looped transformers need `pre_and_post_norm` in the stack) and
-`memory_tokens_interspersed_every`.
+`(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  Not yet accepted: `looped` and
+`max_looped_steps` (looped transformers need `pre_and_post_norm` in the stack).
 
 Shapes: `b` batch, `n` tokens, `D` model width, `E` embedding width, `V` vocabulary size, `M` memory
 tokens.
@@ -55,6 +54,7 @@ from ..checks import check_int, check_mask, check_probability
 from ..generation.intermediates import (AttentionRecord, LayerIntermediates, drop_cached, left_pad_mask,
                                         new_shared_cache, resume, snapshot)
 from ..generation.kv_cache import LayersCache
+from ..memory.interspersed_memory_tokens import intersperse, strip_interspersed
 from ..memory.memory_tokens import MemoryTokens
 from ..memory.xl_recurrence import shift_memories_down, update_memories
 from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
@@ -85,7 +85,7 @@ class _SequenceWrapper(nn.Module):
                  num_memory_tokens: Optional[int], max_mem_len: int, shift_mem_down: int,
                  use_abs_pos_emb: Optional[bool], sinusoidal_pos_emb: bool, emb_dim: Optional[int] = None,
                  scaled_sinu_pos_emb: bool = False, l2norm_embed: bool = False, post_emb_norm: bool = False,
-                 average_pool_embed: bool = False):
+                 average_pool_embed: bool = False, memory_tokens_interspersed_every: Optional[int] = None):
         super().__init__()
         if not isinstance(attn_layers, AttentionLayers):
             raise ValueError(f"attn_layers: expected an Encoder, Decoder or AttentionLayers, got {type(attn_layers).__name__}")
@@ -127,6 +127,11 @@ class _SequenceWrapper(nn.Module):
         self.memory_tokens = MemoryTokens(num_memory_tokens, dim) if num_memory_tokens else None
         self.num_memory_tokens = num_memory_tokens
         self.average_pool_embed = average_pool_embed
+        check_int("memory_tokens_interspersed_every", memory_tokens_interspersed_every, allow_none=True)
+        if memory_tokens_interspersed_every is not None and not (num_memory_tokens and attn_layers.causal):
+            raise ValueError("memory_tokens_interspersed_every: needs num_memory_tokens > 0 and a causal stack "
+                             "(a Decoder)")
+        self.memory_tokens_interspersed_every = memory_tokens_interspersed_every
 
     @staticmethod
     def _check_mask(mask: Optional[Tensor], x: Tensor) -> None:
@@ -190,7 +195,13 @@ class _SequenceWrapper(nn.Module):
                                          num_mem_tokens + prefix)
             cache = shared_kv.cache
         first_step = not cache_started(cache)
-        if self.memory_tokens is not None and first_step:
+        every, n = self.memory_tokens_interspersed_every, h.shape[1]
+        if every is not None and (cache is not None or mems is not None):
+            raise ValueError("memory_tokens_interspersed_every: the interspersed memory tokens move with the "
+                             "block boundaries, so a cache or Transformer-XL memories cannot be used")
+        if self.memory_tokens is not None and every is not None:
+            h, mask = intersperse(h, mask, self.memory_tokens.tokens, every)
+        elif self.memory_tokens is not None and first_step:
             h, mask = self.memory_tokens.prepend(h, mask)
         if mems is not None and self.shift_mem_down:
             mems = shift_memories_down(mems, self.shift_mem_down)
@@ -206,7 +217,10 @@ class _SequenceWrapper(nn.Module):
             h, inter = run(h)
         hiddens = inter.hiddens
         memory_out = None
-        if self.memory_tokens is not None and first_step:
+        if self.memory_tokens is not None and every is not None:
+            h = strip_interspersed(h, n, every, num_mem_tokens)
+            hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in hiddens]
+        elif self.memory_tokens is not None and first_step:
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
@@ -252,6 +266,8 @@ class TransformerWrapper(_SequenceWrapper):
         emb_dropout: dropout after the embedding.
         post_emb_norm: a LayerNorm on the embeddings.
         num_memory_tokens: learned memory tokens prepended to every sequence.
+        memory_tokens_interspersed_every: a copy of the memory tokens before every block of this many
+            tokens (a decoder; no cache).
         max_mem_len: Transformer-XL memory length (0: no memory).
         shift_mem_down: enhanced recurrence, route layer $l$'s memory to layer $l - k$.
         tie_embedding: use the token embedding matrix as the output projection.
@@ -291,7 +307,7 @@ class TransformerWrapper(_SequenceWrapper):
                  embed_num_tokens: Optional[dict[str, int]] = None, emb_dim: Optional[int] = None,
                  max_mem_len: int = 0, shift_mem_down: int = 0, emb_dropout: float = 0.0,
                  post_emb_norm: bool = False, num_memory_tokens: Optional[int] = None,
-                 tie_embedding: bool = False, tie_embedding_scale: Optional[float] = None,
+                 memory_tokens_interspersed_every: Optional[int] = None, tie_embedding: bool = False, tie_embedding_scale: Optional[float] = None,
                  logits_dim: Optional[int] = None, return_only_embed: bool = False, num_output_heads: int = 1,
                  use_abs_pos_emb: Optional[bool] = None, scaled_sinu_pos_emb: bool = False,
                  l2norm_embed: bool = False, recycling: bool = False, train_max_recycle_steps: int = 4,
@@ -308,7 +324,8 @@ class TransformerWrapper(_SequenceWrapper):
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
                          sinusoidal_pos_emb=sinusoidal_pos_emb, emb_dim=emb_dim,
                          scaled_sinu_pos_emb=scaled_sinu_pos_emb, l2norm_embed=l2norm_embed,
-                         post_emb_norm=post_emb_norm, average_pool_embed=average_pool_embed)
+                         post_emb_norm=post_emb_norm, average_pool_embed=average_pool_embed,
+                         memory_tokens_interspersed_every=memory_tokens_interspersed_every)
         check_int("num_tokens", num_tokens)
         emb_dim = self.dim if emb_dim is None else emb_dim
         check_int("emb_dim", emb_dim)

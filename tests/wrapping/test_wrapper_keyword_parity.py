@@ -20,6 +20,7 @@ CASES = {
     "ff_deep_embed": dict(ff_deep_embed=True),
     "emb_dim": dict(emb_dim=8, post_emb_norm=True),
     "num_memory_tokens": dict(num_memory_tokens=2),
+    "memory_tokens_interspersed_every": dict(num_memory_tokens=2, memory_tokens_interspersed_every=5),
 }
 
 
@@ -31,7 +32,7 @@ def test_logits_equal_with_xtransformers_weights(name):
         kwargs["embed_ids"] = {"type": torch.randint(0, 3, (2, 12), generator=torch.Generator().manual_seed(0))}
     # emb_frac_gradient only shows in the gradient: compare gradients there (and once more for the pages).
     assert_same_logits(ours, theirs, num_tokens=V, grads=name in ("emb_frac_gradient", "post_emb_norm"),
-                       pad=name != "num_memory_tokens", **kwargs)
+                       pad=not name.startswith(("num_memory", "memory_tokens")), **kwargs)
 
 
 def test_emb_frac_gradient_shrinks_the_embedding_gradient_only():
@@ -103,3 +104,17 @@ def test_continuous_pred_head_and_recycling_equal_xtransformers():
     copy_weights(ours, theirs)
     torch.testing.assert_close(ours(x, recycle_steps=3), theirs(x, recycle_steps=3), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(ours(x, recycle_steps=1), ours(x, recycle_steps=3))
+
+
+def test_interspersed_memory_tokens_read_earlier_blocks_only():
+    ours, _ = build_pair(dict(num_tokens=V, max_seq_len=16, num_memory_tokens=2, memory_tokens_interspersed_every=3),
+                         "Decoder", STACK)
+    x = torch.randint(0, V, (1, 9))
+    emb = ours.token_emb.weight
+    out = ours(x)
+    changed = x.clone()
+    changed[0, 4] = (x[0, 4] + 1) % V  # a token of the second block
+    diff = (ours(changed) - out).abs().amax(-1)[0]
+    assert (diff[:4] == 0).all() and (diff[4:] > 0).all()  # causal through the copies
+    padded = ours(x, mask=torch.tensor([[True] * 7 + [False] * 2]))
+    assert padded.shape == (1, 9, V) and emb.shape == (V, 16)
