@@ -11,7 +11,8 @@ Every public class is importable from here.  The keyword API of x-transformers:
 __version__ = "0.2.0"
 
 from .attention import Attention
-from .families import DPO, ContinuousAutoregressiveWrapper, PrefixDecoder
+from .families import (DPO, ContinuousAutoregressiveWrapper, PrefixDecoder, XValAutoregressiveWrapper,
+                       XValTransformerWrapper)
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
 from .generation import AutoregressiveWrapper
@@ -40,7 +41,7 @@ from .transformer_xl import (
 
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "ContinuousAutoregressiveWrapper", "DPO", "LayerIntermediates",
-    "PrefixDecoder", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
+    "PrefixDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
     "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
     "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",

@@ -3,5 +3,7 @@
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
 from .prefix_decoder import PrefixDecoder
+from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "ContinuousAutoregressiveWrapper", "GaussianNLL", "PrefixDecoder"]
+__all__ = ["DPO", "ContinuousAutoregressiveWrapper", "GaussianNLL", "PrefixDecoder", "XValAutoregressiveWrapper",
+           "XValTransformerWrapper"]
