@@ -2,8 +2,9 @@
 
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
+from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .prefix_decoder import PrefixDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "ContinuousAutoregressiveWrapper", "GaussianNLL", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
