@@ -11,7 +11,7 @@ Every public class is importable from here.  The keyword API of x-transformers:
 __version__ = "0.2.0"
 
 from .attention import Attention
-from .families import (DPO, ContinuousAutoregressiveWrapper, EntropyBasedTokenizer, PrefixDecoder, XValAutoregressiveWrapper,
+from .families import (DPO, ContinuousAutoregressiveWrapper, EntropyBasedTokenizer, NeoMLP, PrefixDecoder, XValAutoregressiveWrapper,
                        XValTransformerWrapper)
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
@@ -41,7 +41,7 @@ from .transformer_xl import (
 
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "ContinuousAutoregressiveWrapper", "DPO", "LayerIntermediates",
-    "EntropyBasedTokenizer", "PrefixDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
+    "EntropyBasedTokenizer", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
     "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
     "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
     "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",

@@ -165,7 +165,15 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
         put(ours.to_logits.weight, theirs.to_logits.weight)
         put.zero(ours.to_logits.bias)
     copy_wrapper_extras(put, ours, theirs)
-    layers, their_layers = ours.attn_layers, theirs.attn_layers
+    copy_stack(put, ours.attn_layers, theirs.attn_layers)
+    for fn in extra:
+        fn(ours, theirs, put)
+    left = put.unwritten()
+    assert not left, f"parameters of ours without x-transformers' value: {left}"
+
+
+def copy_stack(put: _Writer, layers: nn.Module, their_layers: nn.Module) -> None:
+    """Copy the parameters of an x-transformers `AttentionLayers` into ours."""
     assert len(layers.blocks) == len(their_layers.layers), "the two stacks have different layouts"
     for block, (norms, fn, _residual) in zip(layers.blocks, their_layers.layers, strict=True):
         pre, post_branch, post_main = norms
@@ -182,10 +190,6 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
     if layers.rel_pos is not None:
         t5 = their_layers.rel_pos
         put(layers.rel_pos.bias.weight, t5.relative_attention_bias.weight * t5.scale)
-    for fn in extra:
-        fn(ours, theirs, put)
-    left = put.unwritten()
-    assert not left, f"parameters of ours without x-transformers' value: {left}"
 
 
 def assert_same_logits(ours: nn.Module, theirs: nn.Module, num_tokens: int, seq_len: int = 12, batch: int = 2,

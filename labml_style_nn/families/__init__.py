@@ -3,8 +3,9 @@
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
+from .neo_mlp import NeoMLP
 from .prefix_decoder import PrefixDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
