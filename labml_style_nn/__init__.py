@@ -11,33 +11,40 @@ Every public class is importable from here.  The keyword API of x-transformers:
 __version__ = "0.2.0"
 
 from .attention import Attention
-from .families import (DPO, ContinuousAutoregressiveWrapper, EntropyBasedTokenizer, NeoMLP, PrefixDecoder, XValAutoregressiveWrapper,
-                       XValTransformerWrapper)
+from .families import (
+    DPO,
+    ContinuousAutoregressiveWrapper,
+    EntropyBasedTokenizer,
+    NeoMLP,
+    PrefixDecoder,
+    XValAutoregressiveWrapper,
+    XValTransformerWrapper,
+)
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
 from .generation import AutoregressiveWrapper
+from .generation.intermediates import LayerIntermediates
 from .models import (
-                     AttentionLayers,
-                     ContinuousTransformerWrapper,
-                     CrossAttender,
-                     Decoder,
-                     Encoder,
-                     TransformerWrapper,
-                     ViTransformerWrapper,
-                     XTransformer,
+    AttentionLayers,
+    ContinuousTransformerWrapper,
+    CrossAttender,
+    Decoder,
+    Encoder,
+    TransformerWrapper,
+    ViTransformerWrapper,
+    XTransformer,
 )
 from .norms import RMSNorm, ScaleNorm
-from .generation.intermediates import LayerIntermediates
-from .wrapping import AttentionPool
 from .pretrained import from_hf, from_pretrained
 from .transformer_xl import (
-                     FeedForward,
-                     RelativeMultiHeadAttention,
-                     TransformerXL,
-                     TransformerXLLayer,
-                     causal_mask_with_memory,
-                     update_memory,
+    FeedForward,
+    RelativeMultiHeadAttention,
+    TransformerXL,
+    TransformerXLLayer,
+    causal_mask_with_memory,
+    update_memory,
 )
+from .wrapping import AttentionPool
 
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "ContinuousAutoregressiveWrapper", "DPO", "LayerIntermediates",

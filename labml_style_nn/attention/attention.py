@@ -405,9 +405,10 @@ class Attention(FastPaths, nn.Module):
             fill = masked_fill_value(scores.dtype)
             temporary = bias is not None and self.score_transform is None
             scores = scores.masked_fill_(~visible, fill) if temporary else scores.masked_fill(~visible, fill)
-        if getattr(attn_sink, "pre_softmax", None) is not None:
+        pre_softmax = getattr(attn_sink, "pre_softmax", None)
+        if pre_softmax is not None:
             # The masked scores, kept for the attention z-loss (wrapping/z_loss.py).
-            attn_sink.pre_softmax.append(scores)
+            pre_softmax.append(scores)
         # $A_{ij} = \operatorname{softmax}_j(S_{ij}) = e^{S_{ij}} / \sum_{j'} e^{S_{ij'}}$ over the keys (or
         # another normaliser); a hidden key's score is the most negative finite number: weight 0
         weights = (self.normaliser or softmax)(scores)

@@ -35,7 +35,8 @@ Shapes: `b` batch, `n` steps, `d` features.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,8 @@ class ContinuousAutoregressiveWrapper(nn.Module):
     def __init__(self, net: nn.Module, loss_fn: Optional[Callable] = None, use_l1_loss: bool = False,
                  equal_loss_weight_batch: bool = False):
         super().__init__()
-        self.net, self.max_seq_len = net, net.max_seq_len
+        self.net = net
+        self.max_seq_len: int = net.max_seq_len  # type: ignore[assignment]
         self.probabilistic = bool(getattr(net, "probabilistic", False))
         if loss_fn is None:
             loss_fn = GaussianNLL() if self.probabilistic else \
@@ -103,14 +105,16 @@ class ContinuousAutoregressiveWrapper(nn.Module):
         out = start_tokens[None] if no_batch else start_tokens
         t = out.shape[1]
         learned = bool(getattr(self.net, "learned_positions", False))
+        max_seq_len = self.max_seq_len
         # The cache serves while the positions fit (or when they are relative).
-        use_cache = cache_kv and self.net.attn_layers.causal and not (learned and t + seq_len > self.max_seq_len)
+        use_cache = cache_kv and bool(getattr(self.net.attn_layers, "causal", False)) \
+            and not (learned and t + seq_len > max_seq_len)
         was_training = self.net.training
         self.net.eval()
         try:
             cache = None
             for _ in range(seq_len):
-                x = out if use_cache or not learned else out[:, -self.max_seq_len:]
+                x = out if use_cache or not learned else out[:, -max_seq_len:]
                 if use_cache:
                     pred, cache = self.net(x, cache=cache, return_intermediates=True, **kwargs)
                 else:

@@ -37,7 +37,8 @@ Shapes: `b` batch, `n` tokens, `D` width, `V` vocabulary.
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Callable, Optional, Union
+from collections.abc import Callable
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,13 @@ class XValTransformerWrapper(nn.Module):
         out = self.net(x, sum_embeds=extra, return_embeddings=True, **kwargs)
         h, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
         if not return_embeddings:
-            logits = self.to_logits(h) if self.to_logits is not None else h @ self.token_emb.weight.t() * self.dim ** -0.5
+            if self.to_logits is not None:
+                logits = self.to_logits(h)
+            else:
+                # Tied, scaled by $D^{-1/2}$ as in x-transformers' xVal
+                weight = self.net._tied_weight()
+                assert weight is not None  # an nn.Embedding
+                logits = h @ weight.t() * self.dim ** -0.5
             h = (logits, self.to_numerical_output(h).squeeze(-1))
         return (h, *rest) if rest else h
 

@@ -63,12 +63,12 @@ from torch import Tensor, nn
 
 from ..checks import check_generate_keywords, check_mask, check_tensor
 from ..wrapping.output_heads import next_embedding_loss
+from .auxiliary_losses import total_auxiliary_loss, wants_intermediates
+from .beam_search import beam_search, random_key_mask
 from .compiled_decoding import decode_static
 from .intermediates import _SharedCache, snapshot
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
-from .auxiliary_losses import total_auxiliary_loss, wants_intermediates
-from .beam_search import beam_search, random_key_mask
 from .sampling import identity, resolve_filter, top_k
 from .speculative import SpeculativeStats, speculative_decode
 from .static_cache import StaticLayersCache, round_up, static_blocker
@@ -111,12 +111,12 @@ def left_pad(prompts: Union[Tensor, Sequence[Tensor]], pad_value: int) -> tuple[
     return tokens, (starts if any(lengths[0] != length for length in lengths) else None)
 
 
-def _split_right_padded(prompts: Tensor, prompt_lens: Tensor) -> list[Tensor]:
+def _split_right_padded(prompts, prompt_lens: Tensor) -> list[Tensor]:
     """x-transformers' `prompt_lens`: rows of `prompts` `(b, n)` are right-padded to length `n`."""
     if not torch.is_tensor(prompts) or prompts.dim() != 2 or not torch.is_tensor(prompt_lens) \
             or tuple(prompt_lens.shape) != (prompts.shape[0],):
         raise ValueError("prompt_lens: expected a (batch,) tensor of lengths for (batch, n) prompts")
-    return [row[:int(length)] for row, length in zip(prompts, prompt_lens)]
+    return [row[:int(length)] for row, length in zip(prompts, prompt_lens, strict=True)]
 
 
 class AutoregressiveWrapper(nn.Module):

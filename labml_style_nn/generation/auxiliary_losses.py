@@ -33,5 +33,10 @@ def wants_intermediates(net: nn.Module, add_attn_z_loss: bool, return_outputs: b
 
 def total_auxiliary_loss(intermediates) -> Optional[Tensor]:
     """$\\sum_k \\mathcal{L}_k$ over `intermediates.aux_losses`, or `None` when there are none."""
-    losses = list(getattr(intermediates, "aux_losses", {}).values())
-    return sum(losses[1:], losses[0]) if losses else None
+    losses: list[Tensor] = list(getattr(intermediates, "aux_losses", {}).values())
+    if not losses:
+        return None
+    total = losses[0]
+    for loss in losses[1:]:
+        total = total + loss
+    return total

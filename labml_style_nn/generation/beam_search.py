@@ -69,7 +69,7 @@ def beam_search(wrapper, prompts: Tensor, seq_len: int, *, beams: int, return_be
     if prompt_lens is not None:
         # Right-padded rows move right, behind left padding.
         from .autoregressive import left_pad
-        prompts, _ = left_pad([row[:int(length)] for row, length in zip(prompts, prompt_lens)], wrapper.pad_value)
+        prompts, _ = left_pad([row[:int(length)] for row, length in zip(prompts, prompt_lens, strict=True)], wrapper.pad_value)
         starts = n - prompt_lens.to(prompts.device)
     total = n + seq_len
     cache = None

@@ -49,7 +49,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .kv_cache import LayersCache, SelfAttentionCache
+from .kv_cache import CrossAttentionCache, LayersCache, SelfAttentionCache
 
 
 @dataclass
@@ -72,7 +72,7 @@ class AttentionRecord(list):
     def intermediates(self, layer_types: list[str]) -> list[AttentionIntermediate]:
         kinds = [t for t in layer_types if t in ("a", "c")]
         pre = self.pre_softmax or [None] * len(self)
-        return [AttentionIntermediate(w, s, kind) for w, s, kind in zip(self, pre, kinds)]
+        return [AttentionIntermediate(w, s, kind) for w, s, kind in zip(self, pre, kinds, strict=True)]
 
 
 class _SharedCache:
@@ -168,7 +168,7 @@ def select_rows(cache: LayersCache, rows: Tensor) -> None:
         attn = block.attn
         if isinstance(attn, SelfAttentionCache) and attn.k is not None and attn.v is not None:
             attn.k, attn.v = attn.k[rows], attn.v[rows]
-        elif attn is not None and getattr(attn, "kv", None) is not None:
+        elif isinstance(attn, CrossAttentionCache) and attn.kv is not None:
             attn.kv = (attn.kv[0][rows], attn.kv[1][rows])
         if block.shift is not None and block.shift.prev is not None:
             block.shift.prev = block.shift.prev[rows]

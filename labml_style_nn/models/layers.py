@@ -43,8 +43,16 @@ from torch.utils.checkpoint import checkpoint
 from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
-from ..generation.intermediates import (AttentionRecord, LayerIntermediates, cached_kvs, drop_cached, left_pad_mask,
-                                        new_shared_cache, resume, snapshot)
+from ..generation.intermediates import (
+    AttentionRecord,
+    LayerIntermediates,
+    cached_kvs,
+    drop_cached,
+    left_pad_mask,
+    new_shared_cache,
+    resume,
+    snapshot,
+)
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.position_infused import PositionInfusedAttention

@@ -51,8 +51,15 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_int, check_mask, check_probability
-from ..generation.intermediates import (AttentionRecord, LayerIntermediates, drop_cached, left_pad_mask,
-                                        new_shared_cache, resume, snapshot)
+from ..generation.intermediates import (
+    AttentionRecord,
+    LayerIntermediates,
+    drop_cached,
+    left_pad_mask,
+    new_shared_cache,
+    resume,
+    snapshot,
+)
 from ..generation.kv_cache import LayersCache
 from ..memory.interspersed_memory_tokens import intersperse, strip_interspersed
 from ..memory.memory_tokens import MemoryTokens
@@ -207,15 +214,20 @@ class _SequenceWrapper(nn.Module):
             mems = shift_memories_down(mems, self.shift_mem_down)
 
         def run(inp):
+            if attn_sink is not None:  # a recycled pass records afresh: the last pass's maps are kept
+                attn_sink.clear()
+                if getattr(attn_sink, "pre_softmax", None) is not None:
+                    attn_sink.pre_softmax.clear()
             return self.attn_layers(inp, mask=mask, context=context, context_mask=context_mask, mems=mems,
                                     cache=cache, return_hiddens=True, attn_sink=attn_sink, keep_intermediates=False,
                                     **(layer_kwargs or {}))
 
         if recycling is not None:
-            h, inter = recycle(run, h, *recycling)
+            out, inter = recycle(run, h, *recycling)
         else:
-            h, inter = run(h)
-        hiddens = inter.hiddens
+            out, inter = run(h)
+        assert isinstance(inter, LayerIntermediates) and out is not None
+        h, hiddens = out, inter.hiddens or []
         memory_out = None
         if self.memory_tokens is not None and every is not None:
             h = strip_interspersed(h, n, every, num_mem_tokens)
@@ -491,7 +503,8 @@ class TransformerWrapper(_SequenceWrapper):
             raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
         b, n = x.shape
         if token_offset is None:
-            token_offset = 0 if not cache_started(cache) else cache.offset - self.num_memory_tokens
+            token_offset = cache.offset - self.num_memory_tokens \
+                if isinstance(cache, LayersCache) and cache_started(cache) else 0
         if seq_start_pos is not None and not cached_step:
             # A left-padded row's keys before its first real token are masked (later tokens are real).
             mask = left_pad_mask(x, mask, seq_start_pos, token_offset)
@@ -568,6 +581,7 @@ class TransformerWrapper(_SequenceWrapper):
                 (logits[:, -h.shape[1]:] if logits is not None else None)
         if z_loss:
             weight = self.attn_z_loss_weight if attn_z_loss_weight is None else attn_z_loss_weight
+            assert isinstance(attn_maps, AttentionRecord) and attn_maps.pre_softmax is not None
             intermediates.attn_z_loss = attn_z_loss(attn_maps.pre_softmax, weight=weight)
             intermediates.aux_losses["attn_z_loss"] = intermediates.attn_z_loss
             return_intermediates = True
@@ -635,8 +649,8 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
-        offset = 0 if not cache_started(cache) or isinstance(cache, LayerIntermediates) \
-            else cache.offset - self.num_memory_tokens
+        offset = cache.offset - self.num_memory_tokens \
+            if isinstance(cache, LayersCache) and cache_started(cache) else 0
         if isinstance(cache, LayerIntermediates):
             offset = cache.cache_length
             if not input_not_include_cache:

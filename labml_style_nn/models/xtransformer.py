@@ -144,7 +144,7 @@ class XTransformer(nn.Module):
                              f"got {type(start_tokens).__name__}")
         src_mask = _one_mask(mask, src_mask)
         enc = self.encode(src, src_mask)
-        return self.decoder.generate(start_tokens, seq_len, context=enc, context_mask=src_mask, **kwargs)
+        return self.decoder.generate(start_tokens, seq_len, context=enc, context_mask=src_mask, **kwargs)  # type: ignore[return-value]
 
 
 # `help(XTransformer)` lists its keywords and those its enc_/dec_ prefixes route (keyword_reference.py).

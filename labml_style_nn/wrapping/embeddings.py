@@ -69,7 +69,8 @@ class ScaledSinusoidalEmbedding(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         """`positions` `(n,)` (any real values) to `(n, E)`."""
-        angles = positions.float()[:, None] * self.inv_freq  # (n, E/2)
+        inv_freq: Tensor = self.inv_freq  # type: ignore[assignment]
+        angles = positions.float()[:, None] * inv_freq  # (n, E/2)
         return torch.cat((angles.sin(), angles.cos()), dim=-1) * self.scale  # (n, E)
 
 
@@ -102,4 +103,5 @@ class ExtraEmbeddings(nn.Module):
             raise ValueError(f"embed_ids: expected ids for exactly {sorted(names)}, got "
                              f"{sorted(embed_ids) if isinstance(embed_ids, dict) else type(embed_ids).__name__}")
         # $\sum_k E_k[\text{id}_k]$
-        return sum(self.embeds[f"{name}_embed"](ids) for name, ids in embed_ids.items())  # (b, n, E)
+        parts = [self.embeds[f"{name}_embed"](ids) for name, ids in embed_ids.items()]
+        return torch.stack(parts).sum(dim=0)  # (b, n, E)

@@ -24,8 +24,9 @@ whole sequence.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn

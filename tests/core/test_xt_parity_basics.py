@@ -1,7 +1,6 @@
 """The weight-copied parity harness (tests/xt_parity.py) on the keywords of the x-transformers README of 2021."""
 
 import pytest
-
 from xt_parity import assert_same_logits, build_pair
 
 CASES = [

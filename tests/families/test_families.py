@@ -2,8 +2,15 @@
 
 import torch
 
-from labml_style_nn import (DPO, AttentionPool, ContinuousAutoregressiveWrapper, ContinuousTransformerWrapper, Decoder,
-                            PrefixDecoder, TransformerWrapper)
+from labml_style_nn import (
+    DPO,
+    AttentionPool,
+    ContinuousAutoregressiveWrapper,
+    ContinuousTransformerWrapper,
+    Decoder,
+    PrefixDecoder,
+    TransformerWrapper,
+)
 from labml_style_nn.families.prefix_decoder import prefix_mask
 
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from xt_parity import assert_same_logits, build_pair
 
 V = 24
