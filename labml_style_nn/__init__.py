@@ -15,6 +15,7 @@ from .families import (
     DPO,
     ContinuousAutoregressiveWrapper,
     EntropyBasedTokenizer,
+    MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
     XValAutoregressiveWrapper,
@@ -47,11 +48,13 @@ from .transformer_xl import (
 from .wrapping import AttentionPool
 
 __all__ = [
-    "Attention", "AttentionLayers", "AttentionPool", "ContinuousAutoregressiveWrapper", "DPO", "LayerIntermediates",
-    "EntropyBasedTokenizer", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
-    "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
-    "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
-    "XTransformer", "causal_mask_with_memory", "from_hf", "from_pretrained", "update_memory",
+    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
+    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
+    "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
+    "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
+    "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
+    "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "from_hf", "from_pretrained",
+    "update_memory",
 ]
 
 
