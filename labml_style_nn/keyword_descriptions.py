@@ -81,6 +81,7 @@ WRAPPERS = {
                     "models/wrappers"),
     "use_identity_if_same_dim": ("ContinuousTransformerWrapper: no projection where dim_in or dim_out equals dim",
                                  "models/wrappers"),
+    "num_register_tokens": ("ViT: learned register tokens after the patches, dropped at the output", "models/vit"),
     "mask_prob": ("in training, hide this fraction of keys at random (first token never)", "generation/autoregressive"),
     "add_attn_z_loss": ("add the network's attention z-loss to the training loss", "wrapping/z_loss"),
     "next_embed_loss_weight": ("weight of the next-embedding loss of add_continuous_pred_head",
