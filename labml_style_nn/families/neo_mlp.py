@@ -67,6 +67,9 @@ class NeoMLP(nn.Module):
 
     def forward(self, x: Tensor, return_embeds: bool = False):
         """`(b, dim_in)` (or `(dim_in,)`) to `(b, dim_out)`; with `return_embeds` also the three token groups."""
+        if not torch.is_tensor(x) or x.dim() not in (1, 2) or x.shape[-1] != self.sizes[0] or not x.is_floating_point():
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x: expected float inputs (batch, {self.sizes[0]}) or ({self.sizes[0]},), got {got}")
         no_batch = x.dim() == 1
         x = x[None] if no_batch else x
         b = x.shape[0]

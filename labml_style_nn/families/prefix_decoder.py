@@ -67,5 +67,7 @@ class PrefixDecoder(AttentionLayers):
         # Without a prefix, a plain causal decoder.
         visible = prefix_mask(n, 0 if prefix_attn_len is None else prefix_attn_len, b, x.device)  # (b, n, n)
         if attn_mask is not None:
+            if not torch.is_tensor(attn_mask) or attn_mask.dtype != torch.bool or tuple(attn_mask.shape[-2:]) != (n, n):
+                raise ValueError(f"attn_mask: expected a bool tensor of shape ({n}, {n}) or ({b}, {n}, {n})")
             visible = visible & attn_mask
         return super().forward(x, *args, attn_mask=visible, **kwargs)
