@@ -68,9 +68,10 @@ def beam_search(wrapper, prompts: Tensor, seq_len: int, *, beams: int, return_be
     starts = None
     if prompt_lens is not None:
         # Right-padded rows move right, behind left padding.
-        from .autoregressive import left_pad
-        prompts, _ = left_pad([row[:int(length)] for row, length in zip(prompts, prompt_lens, strict=True)], wrapper.pad_value)
-        starts = n - prompt_lens.to(prompts.device)
+        aligned = prompts.new_full(prompts.shape, wrapper.pad_value)
+        for row, length in enumerate(prompt_lens.tolist()):
+            aligned[row, n - length:] = prompts[row, :length]
+        prompts, starts = aligned, n - prompt_lens.to(prompts.device)
     total = n + seq_len
     cache = None
     if cache_kv and wrapper._cache_blocker(total) is None:

@@ -125,3 +125,12 @@ def test_cross_attn_tokens_dropout_acts_in_training_only():
     torch.testing.assert_close(a(src, tgt), b(src, tgt))
     a.train(), b.train()
     assert not torch.allclose(a(src, tgt), b(src, tgt))
+
+
+def test_beam_search_with_prompt_lens_equals_each_prompt_alone():
+    ar = wrapper().eval()
+    prompts = torch.randint(1, V, (2, 5))
+    lens = torch.tensor([5, 3])
+    both = ar.beam_search(prompts, 3, beams=2, prompt_lens=lens)
+    alone = ar.beam_search(prompts[1:, :3], 3, beams=2)
+    assert torch.equal(both[1:], alone)
