@@ -48,9 +48,10 @@ class MultiInputTransformerWrapper(nn.Module):
         emb_dim = attn_layers.dim if emb_dim is None else emb_dim
         self.names = list(num_tokens)
         # $E_k$, one table per stream
-        self.embeds = nn.ModuleDict({f"{name}_embed": nn.Embedding(n, emb_dim) for name, n in num_tokens.items()})
-        for table in self.embeds.values():
+        tables = {f"{name}_embed": nn.Embedding(n, emb_dim) for name, n in num_tokens.items()}
+        for table in tables.values():
             nn.init.normal_(table.weight, std=0.02)
+        self.embeds = nn.ModuleDict(tables)
         first = self.names[0]
         self.net = TransformerWrapper(
             num_tokens[first], max_seq_len, attn_layers, token_emb=self.embeds[f"{first}_embed"], emb_dim=emb_dim,

@@ -503,8 +503,9 @@ class TransformerWrapper(_SequenceWrapper):
             raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
         b, n = x.shape
         if token_offset is None:
+            # Any cache of this library (growing, rolling, static, sinks) counts the tokens it holds.
             token_offset = cache.offset - self.num_memory_tokens \
-                if isinstance(cache, LayersCache) and cache_started(cache) else 0
+                if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
         if seq_start_pos is not None and not cached_step:
             # A left-padded row's keys before its first real token are masked (later tokens are real).
             mask = left_pad_mask(x, mask, seq_start_pos, token_offset)
@@ -650,7 +651,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
         offset = cache.offset - self.num_memory_tokens \
-            if isinstance(cache, LayersCache) and cache_started(cache) else 0
+            if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
         if isinstance(cache, LayerIntermediates):
             offset = cache.cache_length
             if not input_not_include_cache:
