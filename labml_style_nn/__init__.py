@@ -11,36 +11,51 @@ Every public class is importable from here.  The keyword API of x-transformers:
 __version__ = "0.2.0"
 
 from .attention import Attention
+from .families import (
+    DPO,
+    ContinuousAutoregressiveWrapper,
+    EntropyBasedTokenizer,
+    MultiInputTransformerWrapper,
+    NeoMLP,
+    PrefixDecoder,
+    XValAutoregressiveWrapper,
+    XValTransformerWrapper,
+)
 from .feedback import FeedbackTransformer
 from .feedforward import FeedForward as KeywordFeedForward
 from .generation import AutoregressiveWrapper
+from .generation.intermediates import LayerIntermediates
 from .models import (
-                     AttentionLayers,
-                     ContinuousTransformerWrapper,
-                     CrossAttender,
-                     Decoder,
-                     Encoder,
-                     TransformerWrapper,
-                     ViTransformerWrapper,
-                     XTransformer,
+    AttentionLayers,
+    ContinuousTransformerWrapper,
+    CrossAttender,
+    Decoder,
+    Encoder,
+    TransformerWrapper,
+    ViTransformerWrapper,
+    XTransformer,
 )
 from .models.layout import layer_schedule
 from .norms import RMSNorm, ScaleNorm
 from .pretrained import from_hf, from_pretrained
 from .transformer_xl import (
-                     FeedForward,
-                     RelativeMultiHeadAttention,
-                     TransformerXL,
-                     TransformerXLLayer,
-                     causal_mask_with_memory,
-                     update_memory,
+    FeedForward,
+    RelativeMultiHeadAttention,
+    TransformerXL,
+    TransformerXLLayer,
+    causal_mask_with_memory,
+    update_memory,
 )
+from .wrapping import AttentionPool
 
 __all__ = [
-    "Attention", "AttentionLayers", "AutoregressiveWrapper", "ContinuousTransformerWrapper", "CrossAttender",
-    "Decoder", "Encoder", "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "RMSNorm", "RelativeMultiHeadAttention",
-    "ScaleNorm", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper",
-    "XTransformer", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained", "update_memory",
+    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
+    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
+    "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
+    "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
+    "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
+    "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
+    "update_memory",
 ]
 
 

@@ -199,8 +199,11 @@ def check_cache(name: str, cache) -> None:
     the parts a stack calls: `blocks`, `offset`, `extend_mask`, `advance`, `shared_inputs`)."""
     if cache is None or all(hasattr(cache, part) for part in _CACHE_PARTS):
         return
+    if hasattr(cache, "shared_cache") and hasattr(cache, "cache_length"):
+        return  # x-transformers' spelling: the intermediates of an earlier call (generation/intermediates.py)
     raise TypeError(f"{name}: expected a LayersCache from labml_style_nn.generation.kv_cache (or another cache "
-                    f"of labml_style_nn.generation: rolling, attention sinks, static), or None; got "
+                    f"of labml_style_nn.generation: rolling, attention sinks, static), the intermediates of an "
+                    f"earlier call (return_intermediates=True), or None; got "
                     f"{type(cache).__name__}. AutoregressiveWrapper.generate makes and passes one itself "
                     "(choose it there with cache_kv=)")
 

@@ -170,6 +170,41 @@ def _unscaled(fn: nn.Module) -> nn.Module:
     return fn
 
 
+def copy_wrapper_extras(put: _Writer, ours: nn.Module, theirs: nn.Module) -> None:
+    """The parameters of the wrapper keywords (wrapping/): positions, norms, tables, pools and heads."""
+    if getattr(ours, "pos_emb", None) is not None and hasattr(ours.pos_emb, "scale"):
+        put(ours.pos_emb.scale, theirs.pos_emb.scale)  # scaled_sinu_pos_emb
+    if isinstance(getattr(ours, "post_emb_norm", None), nn.LayerNorm):
+        copy_norm(put, ours.post_emb_norm, theirs.post_emb_norm)
+    if getattr(ours, "project_emb", None) is not None and isinstance(ours.project_emb, nn.Linear):
+        put(ours.project_emb.weight, theirs.project_emb.weight)
+        put(ours.project_emb.bias, theirs.project_emb.bias)
+    if getattr(ours, "embeds", None) is not None:
+        for name, table in ours.embeds.embeds.items():
+            put(table.weight, theirs.embeds[name].weight)
+    if getattr(ours, "ff_deep_embed", None) is not None:
+        put(ours.ff_deep_embed.gains, theirs.ff_deep_embed)
+    if getattr(ours, "cls_token", None) is not None:
+        put(ours.cls_token, theirs.cls_token)
+    if getattr(ours, "memory_tokens", None) is not None:
+        put(ours.memory_tokens.tokens, theirs.memory_tokens)
+    if getattr(ours, "recycled_proj", None) is not None:
+        put(ours.recycled_proj.weight, theirs.recycled_proj.weight)
+    if getattr(ours, "attn_pool", None) is not None and not ours.attn_pool.blocks:
+        put(ours.attn_pool.queries, theirs.attn_pool.queries)
+        copy_attention(put, ours.attn_pool.pooler, theirs.attn_pool.pooler)
+    if getattr(ours, "mixture", None) is not None:
+        put(ours.mixture.to_mixture.weight, theirs.to_mixture[0].weight)
+        put(ours.mixture.combine_mixture.weight, theirs.combine_mixture.weight)
+    if isinstance(getattr(ours, "to_logits", None), nn.ModuleList):
+        for mine, their in zip(ours.to_logits, theirs.to_logits, strict=True):
+            put(mine.weight, their.weight)
+            put.zero(mine.bias)
+    if getattr(ours, "to_next_embed_pred", None) is not None:
+        for i in (0, 2):
+            put(ours.to_next_embed_pred[i].weight, theirs.to_next_embed_pred[i].weight)
+
+
 def copy_weights(ours: nn.Module, theirs: nn.Module,
                  extra: Iterable[Callable[[nn.Module, nn.Module, _Writer], None]] = ()) -> None:
     """Copy x-transformers' parameters into ours (see the module docstring); fail if one of ours is left."""
@@ -180,7 +215,16 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
     if isinstance(ours.to_logits, nn.Linear):
         put(ours.to_logits.weight, theirs.to_logits.weight)
         put.zero(ours.to_logits.bias)
-    layers, their_layers = ours.attn_layers, theirs.attn_layers
+    copy_wrapper_extras(put, ours, theirs)
+    copy_stack(put, ours.attn_layers, theirs.attn_layers)
+    for fn in extra:
+        fn(ours, theirs, put)
+    left = put.unwritten()
+    assert not left, f"parameters of ours without x-transformers' value: {left}"
+
+
+def copy_stack(put: _Writer, layers: nn.Module, their_layers: nn.Module) -> None:
+    """Copy the parameters of an x-transformers `AttentionLayers` into ours."""
     # x-transformers runs its layers in `layers_execute_order` (weight tying repeats them); ours holds the
     # module of each run, so a tied layer is written once per run, with the same values.
     their_runs = [their_layers.layers[i] for i in their_layers.layers_execute_order]
@@ -206,10 +250,6 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
     if layers.rel_pos is not None and hasattr(their_layers.rel_pos, "relative_attention_bias"):
         t5 = their_layers.rel_pos
         put(layers.rel_pos.bias.weight, t5.relative_attention_bias.weight * t5.scale)
-    for fn in extra:
-        fn(ours, theirs, put)
-    left = put.unwritten()
-    assert not left, f"parameters of ours without x-transformers' value: {left}"
 
 
 def assert_same_logits(ours: nn.Module, theirs: nn.Module, num_tokens: int, seq_len: int = 12, batch: int = 2,

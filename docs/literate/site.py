@@ -43,6 +43,8 @@ SUBPACKAGES = {
     "residual": "Residual connections",
     "memory": "Memory",
     "models": "Models",
+    "wrapping": "Around the stack",
+    "families": "Model families",
     "transformer_xl": "Transformer-XL",
     "feedback": "Feedback Transformer",
     "generation": "Generation",

@@ -425,6 +425,7 @@ class Attention(FastPaths, nn.Module):
         attn_sink: Optional[list] = None,
         value_residual=None,
         kv_views: Optional[tuple[Tensor, Tensor]] = None,
+        additional_kv: Optional[tuple[Tensor, Tensor]] = None,
     ):
         r"""Attend from `x` `(b, n, dim)` to itself (or to `context` `(b, j, dim_context)`).
 
@@ -443,6 +444,8 @@ class Attention(FastPaths, nn.Module):
             kv_views: separate inputs `(b, n, dim)` of the keys and of the values, when they are not `x`
                 (hyper-connections with `qkv_receive_diff_residuals`,
                 [hyper-connections](../residual/hyper_connections.md)).
+            additional_kv: keys and values from elsewhere, `(b, h_kv, a, d)` each, prepended and
+                always visible (x-transformers' `self_attn_additional_kv`, e.g. a vision model's).
 
         Returns:
             `(out, scores)`: `out` is `(b, n, dim)`; `scores` is `None` unless requested.
@@ -453,7 +456,7 @@ class Attention(FastPaths, nn.Module):
         # Generation's one-token step takes a shortcut ([making attention fast](fast_attention.md)).
         if n == 1 and cache is not None and mem is None and prev_scores is None and not return_scores \
                 and attn_sink is None and shared.qk_pos is None and shared.polar is None and self._plain_self_attention \
-                and not self._per_layer_steps and value_residual is None and kv_views is None:
+                and not self._per_layer_steps and value_residual is None and kv_views is None and additional_kv is None:
             return self._cached_step(x, mask, shared, cache), None
 
         # The keys' input: context for cross-attention, memory + tokens for XL self-attention.
@@ -493,6 +496,14 @@ class Attention(FastPaths, nn.Module):
                 mk = self.qk_transform.keys(mk)
             k, v = torch.cat((mk.to(k.dtype), k), dim=-2), torch.cat((mv.to(v.dtype), v), dim=-2)
             num_mem = mk.shape[-2]
+        if additional_kv is not None:
+            # Keys and values computed elsewhere (already positioned), visible like persistent slots.
+            ak, av = additional_kv
+            if ak.shape[1] != k.shape[1] or ak.shape[-1] != k.shape[-1] or ak.shape[0] != k.shape[0]:
+                raise ValueError(f"self_attn_additional_kv: expected keys of shape ({k.shape[0]}, {k.shape[1]}, "
+                                 f"len, {k.shape[-1]}), got {tuple(ak.shape)}")
+            k, v = torch.cat((ak.to(k.dtype), k), dim=-2), torch.cat((av.to(v.dtype), v), dim=-2)
+            num_mem += ak.shape[-2]
 
         # Which keys each query sees, and the bias, shared by the layers of a stack; then score, bias,
         # mask, normalise and aggregate, explicitly (`_explicit`, below) or in one fused kernel when no
@@ -656,6 +667,10 @@ class Attention(FastPaths, nn.Module):
             fill = masked_fill_value(scores.dtype)
             temporary = bias is not None and self.score_transform is None
             scores = scores.masked_fill_(~visible, fill) if temporary else scores.masked_fill(~visible, fill)
+        pre_softmax = getattr(attn_sink, "pre_softmax", None)
+        if pre_softmax is not None:
+            # The masked scores, kept for the attention z-loss (wrapping/z_loss.py).
+            pre_softmax.append(scores)
         # $A_{ij} = \operatorname{softmax}_j(S_{ij}) = e^{S_{ij}} / \sum_{j'} e^{S_{ij'}}$ over the keys (or
         # another normaliser); a hidden key's score is the most negative finite number: weight 0
         normalise: Any = self.normaliser or softmax

@@ -63,10 +63,14 @@ from torch import Tensor, nn
 
 from ..checks import check_cache_kv, check_generate_keywords, check_mask, check_tensor
 from ..moe.mixture import moe_aux_loss
+from ..wrapping.output_heads import next_embedding_loss
+from .auxiliary_losses import total_auxiliary_loss, wants_intermediates
+from .beam_search import beam_search, random_key_mask
 from .compiled_decoding import decode_static
+from .intermediates import _SharedCache, snapshot
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
-from .sampling import resolve_filter, top_k
+from .sampling import identity, resolve_filter, top_k
 from .speculative import SpeculativeStats, speculative_decode
 from .static_cache import StaticLayersCache, round_up, static_blocker
 
@@ -108,35 +112,109 @@ def left_pad(prompts: Union[Tensor, Sequence[Tensor]], pad_value: int) -> tuple[
     return tokens, (starts if any(lengths[0] != length for length in lengths) else None)
 
 
-class AutoregressiveWrapper(nn.Module):
-    """Next-token loss and sampling around a causal `TransformerWrapper`."""
+def _split_right_padded(prompts, prompt_lens: Tensor) -> list[Tensor]:
+    """x-transformers' `prompt_lens`: rows of `prompts` `(b, n)` are right-padded to length `n`."""
+    if not torch.is_tensor(prompts) or prompts.dim() != 2 or not torch.is_tensor(prompt_lens) \
+            or tuple(prompt_lens.shape) != (prompts.shape[0],):
+        raise ValueError("prompt_lens: expected a (batch,) tensor of lengths for (batch, n) prompts")
+    return [row[:int(length)] for row, length in zip(prompts, prompt_lens, strict=True)]
 
-    def __init__(self, net: nn.Module, ignore_index: int = -100, pad_value: int = 0):
+
+class AutoregressiveWrapper(nn.Module):
+    """Next-token loss and sampling around a causal `TransformerWrapper`.
+
+    Args:
+        net: the causal `TransformerWrapper` (or `FeedbackTransformer`).
+        ignore_index: target value the loss skips.
+        pad_value: token that fills ended rows and left padding.
+        mask_prob: in training, the fraction of keys hidden at random from every query (the first
+            token never), as in [Tay et al., 2022](https://arxiv.org/abs/2210.13432).
+        add_attn_z_loss: add the network's attention z-loss to the loss.
+        next_embed_loss_weight: weight of the next-embedding loss of `add_continuous_pred_head`.
+    """
+
+    def __init__(self, net: nn.Module, ignore_index: int = -100, pad_value: int = 0, mask_prob: float = 0.0,
+                 add_attn_z_loss: bool = False, next_embed_loss_weight: float = 0.1):
         super().__init__()
         self.net, self.ignore_index, self.pad_value = net, ignore_index, pad_value
         # The Feedback Transformer has no `max_seq_len`: its memory carries any length.
         self.max_seq_len: Optional[int] = getattr(net, "max_seq_len", None)
         self.feedback = hasattr(net, "mem_len") and hasattr(net, "memory") and not hasattr(net, "attn_layers")
+        if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float)) or not 0 <= mask_prob < 1:
+            raise ValueError(f"mask_prob: expected a fraction in [0, 1), got {mask_prob!r}")
+        self.mask_prob, self.add_attn_z_loss, self.next_embed_loss_weight = mask_prob, add_attn_z_loss, next_embed_loss_weight
         # Counts of the last call with a draft model (speculative decoding).
         self.speculative_stats: Optional[SpeculativeStats] = None
+        self._restrict, self._last_cache = True, None  # set per `generate` call
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None, **kwargs) -> Tensor:
-        """The mean next-token cross-entropy of `x` `(b, n)` (plus any mixture-of-experts auxiliary losses);
-        `mask` `(b, n)` is true for real tokens."""
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, return_outputs: bool = False,
+                prepend_embeds: Optional[Tensor] = None, lens: Optional[Tensor] = None, **kwargs):
+        """The mean next-token cross-entropy of `x` `(b, n)` (plus any mixture-of-experts auxiliary
+        losses); `mask` `(b, n)` is true for real tokens.
+
+        `lens` `(b,)` gives each row's length instead of a mask.  The network's
+        [auxiliary losses](auxiliary_losses.md) are added; `return_outputs=True` returns
+        `(loss, (logits, intermediates))` as x-transformers does.
+        """
         check_tensor("x", x, "(batch, n) of token ids, n >= 2", ndim=2, kind="int")
         if x.shape[1] < 2:
             raise ValueError(f"x: expected token ids (batch, n) with n >= 2, got shape {tuple(x.shape)}")
         check_mask("mask", mask, tuple(x.shape), "(batch, n), true for real tokens")
+        if lens is not None:
+            by_len = torch.arange(x.shape[1], device=x.device)[None] < lens[:, None].to(x.device)  # (b, n)
+            mask = by_len if mask is None else mask & by_len
+        # A target of `ignore_index` in the input is read as padding (x-transformers' convention).
+        x = x.masked_fill(x == self.ignore_index, self.pad_value) if self.ignore_index < 0 else x
         inp, target = x[:, :-1], x[:, 1:]
         if mask is not None:
             # A padded target is not predicted.
             target = target.masked_fill(~mask[:, 1:], self.ignore_index)
             kwargs["mask"] = mask[:, :-1]
-        logits = self.net(inp, **kwargs)  # (b, n - 1, V)
-        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
+        if self.mask_prob > 0 and self.training:
+            kwargs["mask"] = random_key_mask(inp, self.mask_prob, kwargs.get("mask"))
+        if prepend_embeds is not None:
+            kwargs["prepend_embeds"] = prepend_embeds
+        intermediates = None
+        continuous = bool(getattr(self.net, "add_continuous_pred_head", False))
+        if wants_intermediates(self.net, self.add_attn_z_loss, return_outputs):
+            if self.add_attn_z_loss:
+                kwargs["return_attn_z_loss"] = True
+            if continuous:
+                kwargs["return_next_embed_pred"] = True
+            out, intermediates = self.net(inp, return_intermediates=True, **kwargs)
+        else:
+            out = self.net(inp, **kwargs)
+        logits, next_embed = (out[0], out[1]) if continuous and intermediates is not None else (out, None)
+        if prepend_embeds is not None:
+            logits = logits[:, prepend_embeds.shape[1]:]  # (b, n - 1, V)
+        # A mixture of softmaxes returns log-probabilities: the loss is then their negative.
+        loss_fn = F.nll_loss if getattr(self.net, "output_is_log_prob", False) else F.cross_entropy
+        loss = loss_fn(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
+        if next_embed is not None:
+            pred, init_embeds = next_embed
+            p = prepend_embeds.shape[1] if prepend_embeds is not None else 0
+            loss = loss + next_embedding_loss(pred[:, p:], init_embeds[:, p:], (target != self.ignore_index)[:, :-1]) \
+                * self.next_embed_loss_weight
+        aux = total_auxiliary_loss(intermediates) if intermediates is not None else None
+        if aux is not None:
+            loss = loss + aux
         # Mixture-of-experts layers add their balance and z-losses of this pass (moe/mixture.py)
-        aux = moe_aux_loss(self.net)
-        return loss if aux is None else loss + aux
+        moe_aux = moe_aux_loss(self.net)
+        if moe_aux is not None:
+            loss = loss + moe_aux
+        return (loss, (logits, intermediates)) if return_outputs else loss
+
+    def beam_search(self, prompts: Tensor, seq_len: int, beams: int = 4, return_beams_and_scores: bool = False,
+                    eos_token: Optional[int] = None, temperature: float = 1.0, stochastic: bool = False,
+                    prompt_lens: Optional[Tensor] = None, filter_logits_fn: Union[Callable, str] = identity,
+                    restrict_to_max_seq_len: bool = True, filter_kwargs: Optional[dict] = None,
+                    cache_kv: bool = True, **kwargs):
+        """The most likely continuations of `prompts` ([beam search](beam_search.md)), x-transformers' keywords."""
+        return beam_search(self, prompts, seq_len, beams=beams, return_beams_and_scores=return_beams_and_scores,
+                           eos_token=eos_token, temperature=temperature, stochastic=stochastic,
+                           prompt_lens=prompt_lens, filter_fn=resolve_filter(filter_logits_fn),
+                           filter_kwargs=dict(filter_kwargs or {}), cache_kv=cache_kv,
+                           restrict_to_max_seq_len=restrict_to_max_seq_len, kwargs=kwargs)
 
     #
     # ## Generation
@@ -145,7 +223,8 @@ class AutoregressiveWrapper(nn.Module):
                  filter_logits_fn: Union[Callable, str] = top_k, filter_kwargs: Optional[dict] = None,
                  eos_token: Optional[int] = None, cache_kv: Union[bool, Callable] = True,
                  compile: Union[bool, dict] = False, draft: Optional[nn.Module] = None, num_speculative: int = 4,
-                 **kwargs) -> Tensor:
+                 prompt_lens: Optional[Tensor] = None, restrict_to_max_seq_len: bool = True,
+                 return_intermediates: bool = False, **kwargs):
         """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
 
         `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
@@ -159,7 +238,15 @@ class AutoregressiveWrapper(nn.Module):
         `draft=` a smaller model over the same vocabulary decodes [speculatively](speculative.md),
         `num_speculative` guesses per target pass; `self.speculative_stats` then holds its counts
         (with `compile=True` the draft's steps and the target's passes are compiled).
+        x-transformers' keywords: `prompt_lens` `(b,)` gives the lengths of right-padded `prompts`;
+        `restrict_to_max_seq_len=False` feeds a model with learned positions more than `max_seq_len`
+        tokens (an error, as there); `return_intermediates=True` also returns the cache as
+        [intermediates](intermediates.md), `(tokens, intermediates)`.
         """
+        if prompt_lens is not None:
+            prompts = _split_right_padded(prompts, prompt_lens)
+        self._restrict = restrict_to_max_seq_len
+        self._last_cache = None
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 0:
             raise ValueError(f"seq_len: expected a non-negative integer, got {seq_len!r}")
         if not isinstance(temperature, (int, float)) or temperature < 0:
@@ -196,8 +283,12 @@ class AutoregressiveWrapper(nn.Module):
                     return self._decode(toks, st, seq_len, sample, eos_token, cache_kv, kwargs, compile_options,
                                         draws=temperature != 0)
             if starts is not None and not self._left_padding_exact(tokens.shape[1] + seq_len):
-                return self._decode_groups(prompts, seq_len, decode)
-            return decode(tokens, starts)
+                out = self._decode_groups(prompts, seq_len, decode)
+            else:
+                out = decode(tokens, starts)
+            if return_intermediates:
+                return out, self._intermediates()
+            return out
         finally:
             self.net.train(was_training)
 
@@ -223,7 +314,7 @@ class AutoregressiveWrapper(nn.Module):
             _warn_once("generate: a Feedback Transformer with windows (seq_len > 1) reruns the whole "
                        "sequence at each step, since a one-token call would change its windows")
         elif cache_kv and not self.feedback and blocker is None:
-            cache = self._new_cache(cache_kv, b, total)
+            cache = self._last_cache = self._new_cache(cache_kv, b, total)
             if compile_options is not None and cache_kv is True:
                 static = self._static_cache(cache, b, total)
                 if static is not None:
@@ -261,7 +352,8 @@ class AutoregressiveWrapper(nn.Module):
                 logits = self.net(seq[:, seg:t], mems=mems, **kwargs)[:, -1]
             else:
                 # Without a cache, the whole prefix (or the last `max_seq_len` tokens of it).
-                lo = max(0, t - self.max_seq_len) if self._learned_positions() and self.max_seq_len is not None else 0
+                lo = max(0, t - self.max_seq_len) \
+                    if self._learned_positions() and self.max_seq_len is not None and self._restrict else 0
                 logits = self.net(seq[:, lo:t], mask=None if mask is None else mask[:, lo:t],
                                   **({} if starts is None else {"seq_start_pos": (starts - lo).clamp(min=0)}),
                                   **kwargs)[:, -1]
@@ -362,6 +454,15 @@ class AutoregressiveWrapper(nn.Module):
             return RollingLayersCache.for_window(layers, b)
         return LayersCache(layers, b, total + self._num_memory_tokens())
 
+    def _intermediates(self):
+        """The last generation's cache in x-transformers' spelling (`None` where it used none)."""
+        cache = getattr(self, "_last_cache", None)
+        if type(cache) is not LayersCache:
+            return None
+        shared = _SharedCache(cache, self._num_memory_tokens())
+        shared.write_starts.append(0)
+        return snapshot(shared)
+
     def _stack(self) -> AttentionLayers:
         """The network's layer stack, where `_cache_blocker` found one (this package's `AttentionLayers`)."""
         return cast("AttentionLayers", self.net.attn_layers)
@@ -384,6 +485,8 @@ class AutoregressiveWrapper(nn.Module):
             return "it has no layer stack to cache"
         if not layers.causal:
             return "its stack is not causal, so earlier tokens would see later ones"
+        if getattr(self.net, "memory_tokens_interspersed_every", None) is not None:
+            return "its interspersed memory tokens move with the block boundaries"
         if self._rolls(total):
             return "Transformer-XL rolling reruns each segment with its memories"
         blocked = next((b.fn.cache_blocker for b in layers.blocks if getattr(b.fn, "cache_blocker", None)), None)

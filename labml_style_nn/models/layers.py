@@ -52,6 +52,16 @@ from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..checks import check_cache
+from ..generation.intermediates import (
+    AttentionRecord,
+    LayerIntermediates,
+    cached_kvs,
+    drop_cached,
+    left_pad_mask,
+    new_shared_cache,
+    resume,
+    snapshot,
+)
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
@@ -232,10 +242,17 @@ class AttentionLayers(nn.Module):
     #
     # Queries are at positions $m \dots m + n - 1$.  With a memory the keys computed in this pass are
     # the memory and the tokens, positions $0 \dots m + n - 1$; with a cache, only the tokens.
-    def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device) -> SharedAttentionInputs:
+    def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device,
+                      positions: Optional[Tensor] = None) -> SharedAttentionInputs:
         """Rotary angles, score bias and position-infused sinusoids for this forward pass."""
         q_pos = torch.arange(offset, offset + n, device=device)
         all_k = torch.arange(offset + n, device=device)
+        if positions is not None:
+            # Given positions (x-transformers' `pos=`): queries and keys are the same tokens.
+            if not torch.is_tensor(positions) or positions.shape != (n,) or positions.is_floating_point():
+                raise ValueError(f"pos: expected ({n},) integer positions, one per token, got "
+                                 f"{tuple(positions.shape) if torch.is_tensor(positions) else type(positions).__name__}")
+            q_pos = all_k = positions.to(device)
         new_k = all_k if keys_from_zero else q_pos
         bias = None
         if self.rel_pos is not None:
@@ -254,7 +271,11 @@ class AttentionLayers(nn.Module):
     def forward(self, x: Tensor, *, context: Optional[Tensor] = None, mask: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
                 cache=None, return_hiddens: bool = False, attn_sink: Optional[list] = None,
-                condition: Optional[Tensor] = None):
+                condition: Optional[Tensor] = None,
+                pos: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
+                input_not_include_cache: bool = False, keep_intermediates: bool = True,
+                ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -268,10 +289,42 @@ class AttentionLayers(nn.Module):
                 order (the explicit path runs, so inspection costs speed).
             condition: `(b, dim_condition)` or `(b, n, dim_condition)`, the vector adaptive norms and
                 scales read (`use_adaptive_layernorm`, ...); required by such a stack, refused otherwise.
+            pos: `(n,)` integer positions of the tokens for the rotary, ALiBi, T5 and position-infused
+                schemes (default $m \dots m + n - 1$).
+            seq_start_pos: `(b,)` first real token of each left-padded row; earlier keys are masked.
+            input_not_include_cache: with `cache=` intermediates, `x` holds only the new tokens
+                (x-transformers' default feeds the whole sequence and the cached part is dropped).
+            keep_intermediates: with `return_hiddens`, a new key/value cache and the attention
+                weights are kept in the intermediates (wrappers, which build their own, pass False).
+            ff_deep_embeds: `(b, n, L, D)` gains of the $L$ feed-forward blocks' outputs
+                ([deep embeddings](../wrapping/deep_embed.md)).
+            attn_mask: `(i, j)` or `(b, i, j)` bool, which keys each query of self-attention may see
+                (true: visible), on top of `mask` and causality (e.g. the prefix decoder's).
+            self_attn_additional_kv: `(k, v)` pairs `(b, h_kv, a, d)`, prepended to the keys of the
+                top self-attention layers (one pair each, the last pair to the top layer), or the
+                intermediates of another causal stack of the same shape, whose cached keys it takes.
+            cross_attn_kv_residuals: `(b, j, dim_context)`, or one per cross-attention layer
+                `(L, b, j, dim_context)`, added to the context before its key/value projections.
 
         Returns:
-            `(b, n, D)`, or `(out, hiddens)` with `return_hiddens=True`.
+            `(b, n, D)`, or `(out, intermediates)` with `return_hiddens=True`: x-transformers'
+            `LayerIntermediates` (`generation/intermediates.py`), whose `hiddens` are the memories
+            and which, passed back as `cache=`, continues the sequence.
         """
+        # x-transformers' cache spelling: intermediates of an earlier call (generation/intermediates.py).
+        shared_kv, record = None, None
+        if isinstance(cache, LayerIntermediates):
+            if not input_not_include_cache:
+                x, mask = drop_cached(x, mask, cache.cache_length)
+            shared_kv, cache = resume(cache, x.shape[1])
+        elif cache is None and return_hiddens and keep_intermediates and self._keeps_cache(mems):
+            shared_kv = new_shared_cache(self, x.shape[0], x.shape[1])
+            cache = shared_kv.cache
+        if return_hiddens and keep_intermediates and attn_sink is None and shared_kv is not None \
+                and shared_kv.cache.offset == 0:
+            attn_sink = record = AttentionRecord()
+        if seq_start_pos is not None:
+            mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)
         self._check_inputs(x, mask, context, context_mask, mems)
         if not torch.compiler.is_compiling():
             check_cache("cache", cache)
@@ -286,12 +339,22 @@ class AttentionLayers(nn.Module):
         if cache is not None:
             self_mask = cache.extend_mask(mask, n)
         # A cache slices positional tables it computed once, instead of recomputing them per step.
+        if pos is not None and (cache is not None or mems):
+            raise ValueError("pos: custom positions cannot be combined with a cache or memories, whose positions continue")
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
-            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device)
+            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device, positions=pos)
         if self.polar is not None and shared.polar is None:
             raise ValueError(f"cache: {type(cache).__name__} does not carry PoPE's phases (polar_pos_emb); "
                              "decode with a LayersCache")
 
+        if attn_mask is not None:
+            if cache is not None or mems:
+                raise ValueError("attn_mask: a query-by-key mask cannot be combined with a cache or memories")
+            shared = replace(shared, attn_bias=mask_as_bias(attn_mask, shared.attn_bias, n))
+        if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None
+                                                  or cross_attn_kv_residuals is not None):
+            raise ValueError("reversible: the coupled blocks take no self_attn_additional_kv, ff_deep_embeds or "
+                             "cross_attn_kv_residuals")
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
             x = run_reversible(
@@ -303,7 +366,7 @@ class AttentionLayers(nn.Module):
             x = self.final_norm(x)
             if cache is not None:
                 cache.advance(n)
-            return (x, []) if return_hiddens else x
+            return (x, self._intermediates(shared_kv, [], x, record)) if return_hiddens else x
 
         if self.training and self.options.cross_attn_tokens_dropout and context is not None:
             # One subset of the context per forward pass (`models/context_dropout.py`).
@@ -312,6 +375,9 @@ class AttentionLayers(nn.Module):
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
         mems_iter = iter(mems) if mems else None
+        extra_kv = iter(route_to_top(additional_kvs(self_attn_additional_kv), self.num_self_attn))
+        cross_res = iter(per_layer(cross_attn_kv_residuals, self.layer_types.count("c")))
+        deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
         hiddens = []
         # The first self- and cross-attention layer's values, for value residual learning.
         first_values: Optional[dict[str, Optional[Tensor]]] = \
@@ -327,6 +393,13 @@ class AttentionLayers(nn.Module):
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
+            block_context = context
+            if block.kind == "c":
+                residual = next(cross_res)
+                block_context = context if residual is None else context + residual
+            # Per-block inputs from the caller, drawn before stochastic depth may skip the block.
+            deep = next(deep_iter) if deep_iter is not None and block.kind == "f" else None
+            additional = next(extra_kv) if block.kind == "a" else None
             if self.unet_skips is not None:
                 x = self.unet_skips.keep(i, x, kept)
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
@@ -341,8 +414,8 @@ class AttentionLayers(nn.Module):
             if self.integrations is not None:
                 layer_inputs.append(x)
                 integrate = (self.integrations[i], tuple(layer_inputs))
-            args = (block, x, self_mask, shared, mem, block_cache, context, context_mask, res.prev, res.enabled,
-                    attn_sink, condition, inject, first_values is not None, values, integrate)
+            args = (block, x, self_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
+                    attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h, values = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -364,11 +437,62 @@ class AttentionLayers(nn.Module):
             else self.final_norm(x)
         if cache is not None:
             cache.advance(n)
-        return (x, hiddens) if return_hiddens else x
+        return (x, self._intermediates(shared_kv, hiddens, x, record)) if return_hiddens else x
 
     @property
     def final_norm_reads_condition(self) -> bool:
         return getattr(self.final_norm, "needs_condition", False)
+
+    def _keeps_cache(self, mems) -> bool:
+        """Whether `return_hiddens` keeps keys and values to continue from: a causal stack, at inference."""
+        return self.causal and not mems and not (self.training and torch.is_grad_enabled())
+
+    def _intermediates(self, shared_kv, hiddens, x, record) -> LayerIntermediates:
+        attn = record.intermediates(self.layer_types) if record is not None else []
+        return snapshot(shared_kv, hiddens=hiddens, last_hidden=x, attn_intermediates=attn)
+
+
+def additional_kvs(given) -> list:
+    """`self_attn_additional_kv` as a list of `(k, v)`: given so, or read from another stack's intermediates."""
+    if given is None:
+        return []
+    if isinstance(given, LayerIntermediates):
+        return cached_kvs(given)
+    if not isinstance(given, (list, tuple)) or any(p is not None and (not isinstance(p, (list, tuple)) or len(p) != 2)
+                                                   for p in given):
+        raise ValueError("self_attn_additional_kv: expected a list of (keys, values) pairs or intermediates")
+    return list(given)
+
+
+def route_to_top(pairs: list, num_layers: int) -> list:
+    """One entry per self-attention layer: the last pairs go to the top layers, the lowest get none."""
+    pairs = pairs[-num_layers:] if num_layers else []
+    return [None] * (num_layers - len(pairs)) + pairs
+
+
+def per_layer(residuals: Optional[Tensor], num_layers: int) -> list:
+    """`cross_attn_kv_residuals` as one tensor (or none) per cross-attention layer."""
+    if residuals is None:
+        return [None] * num_layers
+    if residuals.dim() == 3:
+        return [residuals] * num_layers
+    if residuals.dim() != 4 or residuals.shape[0] != num_layers:
+        raise ValueError(f"cross_attn_kv_residuals: expected (b, j, dim_context) or ({num_layers}, b, j, "
+                         f"dim_context), one per cross-attention layer, got {tuple(residuals.shape)}")
+    return list(residuals.unbind(0))
+
+
+def mask_as_bias(attn_mask: Tensor, bias: Optional[Tensor], n: int) -> Tensor:
+    r"""A boolean query-by-key mask as an additive bias: $0$ where visible, the most negative number where not."""
+    if not torch.is_tensor(attn_mask) or attn_mask.dtype != torch.bool or attn_mask.dim() not in (2, 3) \
+            or tuple(attn_mask.shape[-2:]) != (n, n):
+        raise ValueError(f"attn_mask: expected a bool tensor of shape ({n}, {n}) or (batch, {n}, {n}), got "
+                         f"{tuple(attn_mask.shape) if torch.is_tensor(attn_mask) else type(attn_mask).__name__}")
+    dtype = bias.dtype if bias is not None else torch.float32
+    extra = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device).masked_fill(
+        ~attn_mask, torch.finfo(dtype).min / 2)
+    extra = extra[None, None] if extra.dim() == 2 else extra[:, None]  # (1|b, 1, i, j)
+    return extra if bias is None else bias + extra
 
 
 def _branch_input(block, x, inject, mask, block_cache, condition):
@@ -379,7 +503,7 @@ def _branch_input(block, x, inject, mask, block_cache, condition):
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
                attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
-               integrate=None, fresh_masks=False):
+               integrate=None, deep_embed=None, additional_kv=None, fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input, first_values)`.
 
     `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
@@ -399,6 +523,9 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
     carrier = ValueResidual(first_values) if value_residual and block.kind != "f" else None
     if block.kind == "f":
         out = block.fn(h)
+        if deep_embed is not None:
+            # $\operatorname{FF}^{(l)}(h_t) \odot g^{(l)}_{x_t}$: the token's gain for this block
+            out = out * deep_embed[:, -out.shape[1]:].to(out.dtype)
     else:
         attn_cache = block_cache.attn if block_cache is not None else None
         if block.kind == "a":
@@ -406,7 +533,8 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
             q_in, views = (h[0], (h[1], h[2])) if h.dim() == 4 else (h, None)
             out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
-                                   value_residual=carrier, kv_views=views)
+                                   value_residual=carrier, kv_views=views,
+                                   **({} if additional_kv is None else {"additional_kv": additional_kv}))
             h = q_in
         else:
             # The queries' own padding too (inverted attention lets the queries compete for each key).

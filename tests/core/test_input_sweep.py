@@ -151,6 +151,51 @@ CASES = {
         ("one layer", lambda f: f(1.0, 2.0, 1), "depth"),
         ("unknown schedule", lambda f: f(1.0, 2.0, 3, "exponential"), "schedule"),
     ]),
+    "AttentionPool": (lambda: lsn.AttentionPool(D, num_pooled_tokens=0, heads=2, dim_head=8), [
+        ("no queries without learned ones", lambda m: m(x3), "queries"),
+        ("misspelt keyword", lambda m: lsn.AttentionPool(D, num_pooled_token=2), "num_pooled_token"),
+    ]),
+    "ContinuousAutoregressiveWrapper": (lambda: lsn.ContinuousAutoregressiveWrapper(lsn.ContinuousTransformerWrapper(
+            max_seq_len=8, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2))), [
+        ("rollouts", lambda m: m(x3, rollout_steps=2), "rollout_steps"),
+        ("lens and mask", lambda m: m(x3, lens=torch.tensor([5, 5]), mask=torch.ones(2, 5, dtype=torch.bool)),
+         "lens"),
+    ]),
+    "DPO": (lambda: lsn.DPO(lm()), [
+        ("pairs of different shapes", lambda m: m(ids(2, 5), ids(2, 4), prompt_mask=torch.zeros(2, 5, dtype=torch.bool)),
+         "preferred_seq"),
+    ]),
+    "EntropyBasedTokenizer": (lambda: lsn.EntropyBasedTokenizer(lm(), entropy_threshold=1.0), [
+        ("floor above the threshold", lambda m: lsn.EntropyBasedTokenizer(lm(), 1.0, ignore_entropy_below=2.0),
+         "ignore_entropy_below"),
+    ]),
+    "LayerIntermediates": (lambda: lsn.LayerIntermediates(), [
+        ("intermediates without keys as a cache", lambda i: lm().eval()(ids(1, 3), cache=i), "cache"),
+    ]),
+    "MultiInputTransformerWrapper": (lambda: lsn.MultiInputTransformerWrapper(
+            num_tokens=dict(a=10, b=4), max_seq_len=8, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2)), [
+        ("a tensor instead of streams", lambda m: m(ids(2, 5)), "x"),
+        ("a stream missing", lambda m: m(dict(a=ids(2, 5))), "x"),
+    ]),
+    "NeoMLP": (lambda: lsn.NeoMLP(dim_in=3, dim_hidden=2, dim_out=1, dim_model=D, depth=1), [
+        ("inputs of the wrong width", lambda m: m(torch.randn(2, 4)), "x"),
+    ]),
+    "PrefixDecoder": (lambda: lsn.PrefixDecoder(dim=D, depth=1, heads=2), [
+        ("attention mask of the wrong shape", lambda m: m(x3, attn_mask=torch.ones(4, 4, dtype=torch.bool)),
+         "attn_mask"),
+        ("causal given", lambda m: lsn.PrefixDecoder(dim=D, depth=1, causal=True), "causal"),
+    ]),
+    "XValTransformerWrapper": (lambda: lsn.XValTransformerWrapper(
+            num_tokens=10, max_seq_len=8, numerical_token_id=9, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2)), [
+        ("numbers of another shape", lambda m: m(ids(2, 5), torch.randn(2, 4)), "x_num"),
+        ("a number token outside the vocabulary", lambda m: lsn.XValTransformerWrapper(
+            num_tokens=10, max_seq_len=8, numerical_token_id=10, attn_layers=lsn.Decoder(dim=D, depth=1)),
+         "numerical_token_id"),
+    ]),
+    "XValAutoregressiveWrapper": (lambda: lsn.XValAutoregressiveWrapper(lsn.XValTransformerWrapper(
+            num_tokens=10, max_seq_len=8, numerical_token_id=9, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2))), [
+        ("numbers of another shape", lambda m: m.generate(ids(2, 3), torch.randn(2, 2), 2), "start_tokens"),
+    ]),
 }
 
 # Public names whose bad inputs are tested elsewhere, with where.

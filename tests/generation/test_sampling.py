@@ -33,6 +33,6 @@ def test_min_p_scales_with_the_top_probability():
 
 def test_filters_by_name():
     assert resolve_filter("top_p") is top_p and resolve_filter(min_p) is min_p
-    assert set(FILTERS) == {"top_k", "top_p", "min_p"}
+    assert set(FILTERS) == {"top_k", "top_p", "min_p", "top_a"}
     with pytest.raises(ValueError, match="filter_logits_fn"):
         resolve_filter("nucleus")

@@ -50,3 +50,23 @@ def test_defaults_are_unchanged():
 def test_flags_are_checked(name):
     with pytest.raises(ValueError, match=name):
         ViTransformerWrapper(image_size=8, patch_size=4, attn_layers=Encoder(dim=16, depth=1), **{name: 1})
+
+
+def test_registers_post_emb_norm_and_both_outputs():
+    import torch
+
+    from labml_style_nn import Encoder, ViTransformerWrapper
+
+    torch.manual_seed(0)
+    kw = dict(image_size=8, patch_size=4, num_classes=3, attn_layers=Encoder(dim=16, depth=1, heads=2))
+    plain = ViTransformerWrapper(**kw)
+    img = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(0)
+    regs = ViTransformerWrapper(**kw, num_register_tokens=2, post_emb_norm=True)
+    logits, emb = regs(img, return_logits_and_embeddings=True)
+    assert logits.shape == (2, 3) and emb.shape == (2, 4, 16)  # registers dropped
+    torch.testing.assert_close(regs(img), logits)
+    with torch.no_grad():
+        regs.register_tokens.add_(torch.randn(2, 16))
+    assert not torch.allclose(regs(img), logits)  # the patches attend to the registers
+    assert plain(img).shape == (2, 3)

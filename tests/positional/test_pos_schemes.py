@@ -99,7 +99,7 @@ def test_memory_continues_positions(name):
     x = torch.randn(2, 12, DIM)
     full = dec(x)
     first, hiddens = dec(x[:, :7], return_hiddens=True)
-    second = dec(x[:, 7:], mems=hiddens)
+    second = dec(x[:, 7:], mems=hiddens.hiddens)  # x-transformers: return_hiddens gives the intermediates
     torch.testing.assert_close(torch.cat((first, second), dim=1), full, atol=1e-5, rtol=1e-4)
 
 

@@ -179,7 +179,7 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     inj = model.input_injection
     u = inj.proj(x) * torch.sigmoid(inj.gate(x))
     torch.testing.assert_close(model.blocks[0].branch_input(x + u), model.blocks[0].pre_norm(x + u))
-    hiddens = model(x, return_hiddens=True)[1]
+    hiddens = model(x, return_hiddens=True)[1].hiddens
     torch.testing.assert_close(hiddens[0], model.blocks[0].pre_norm(x + u))
 
 

@@ -1,0 +1,12 @@
+"""Model families that x-transformers ships, one file each."""
+
+from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
+from .dpo import DPO
+from .entropy_based_tokenizer import EntropyBasedTokenizer
+from .multi_input import MultiInputTransformerWrapper
+from .neo_mlp import NeoMLP
+from .prefix_decoder import PrefixDecoder
+from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
+
+__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
+           "XValTransformerWrapper"]
