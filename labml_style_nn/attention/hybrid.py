@@ -32,6 +32,7 @@ projection (`hybrid`, an extension point of [attention](attention.md)); attentio
   (tokens $a, a + A, a + 2A, \dots$), each run by the module separately: each recurrent step then
   covers $A$ tokens.  A folded branch cannot take one token at a time, so decoding with a cache is
   refused (generate decodes without it).
+* **Transformer-XL memories** are not run through the module: each segment starts it afresh.
 * **Padding**: with `hybrid_mask_kwarg='mask'` (encoders), the padding mask is passed to the module
   under that name; otherwise padded tokens enter the module as zeros, so what they hold changes
   nothing.

@@ -22,6 +22,9 @@ The penalty of query $i$ sums the decisions of the *earlier* queries only, so th
 causal.  Cached decoding keeps the running sum $\sum_{i' < i} F_{i'j}$ of each cached key in the
 cache's state (`(b, L)` numbers per layer), so a cached step equals the full pass.
 
+With a Transformer-XL memory the memory's keys can be masked only by the current segment's queries
+(the decisions of the memory's own tokens are not carried from segment to segment).
+
 It is a `score_transform` of [attention](attention.md) that reads the first head's masked scores;
 layers with it take the explicit path.  It needs a causal stack.
 
