@@ -18,7 +18,7 @@ dense layer of hidden width $4D$ (the routers add $E \cdot D$ per layer):
 | `mixtral` | 8 experts of $2D$, softmax top-2 renormalised, balance loss $10^{-2}$ | $2 \times 2D$ | $16D$ |
 | `deepseek` | 1 shared + 16 routed experts of $D$, sigmoid top-3, bias balancing ($\gamma = 10^{-3}$), no loss | $D + 3D$ | $17D$ |
 
-The runs share the data, the batches (a function of seed and step), the schedule and the seeds;
+The runs share the data, the batches (a function of seed and step), the schedule and the random seeds;
 the table reports validation bits per character as mean ± std over seeds.  The balance of the
 experts is logged over training as the load of the busiest expert over the mean load
 (`max_load`: 1 is perfectly even, $E$ is one expert taking every token, averaged over layers),
@@ -114,7 +114,7 @@ class Config(RunConfig):
             raise ValueError(f"argument --seeds: expected comma-separated integers >= 0, got {self.seeds!r}")
 
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=32, batch_size=8, steps=4, warmup=1, eval_every=2,
-                 eval_batches=2, max_bytes=200_000, seeds="0", log_every=2)
+                 eval_batches=2, max_bytes=200_000, seeds="0", log_every=2, variants="dense,switch,deepseek")
 
 
 def build_model(cfg: Config, variant: str, vocab_size: int) -> TransformerWrapper:
@@ -177,6 +177,8 @@ def train(cfg: Config, variant: str, out: Path) -> dict:
             val = evaluate(model, data.val, cfg)
             log.log(step, val_loss=val, val_bpc=val / math.log(2))
     bar.close()
+    if dist.is_main:
+        log.write_csv()
     val = evaluate(model, data.val, cfg)
     result = {"variant": variant, "seed": cfg.seed, "parameters": count_parameters(model), "val_bpc": val / math.log(2),
               "tokens_per_s": bar.items / max(1e-9, bar.bar.format_dict["elapsed"])}
