@@ -28,13 +28,12 @@ A script that prints figures, not a test: timings depend on the machine and its 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
 import torch
 
-from experiments.benchmarks.hf_llama import time_alternating
+from experiments.benchmarks.hf_llama import parse_arguments, time_alternating
 from labml_style_nn import AutoregressiveWrapper, from_hf
 
 CONFIG = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -62,18 +61,9 @@ def build(config: dict):
 
 
 def main(argv=None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--quick", action="store_true", help="a tiny model, short sequences, one round")
-    parser.add_argument("--sizes", default="tiny,small", help=f"comma-separated, of {', '.join(SIZES)}")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall time, or the process's CPU time (steadier on a machine shared with other jobs)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    sizes = ["quick"] if args.quick else args.sizes.split(",")
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    return {size: run(SIZES[size], args.quick, 1 if args.quick else args.rounds, args.threads, clock) for size in sizes}
+    args, sizes, clock = parse_arguments(argv, __doc__, SIZES, "tiny,small", threads=1)
+    return {size: run(SIZES[size], args.quick, 1 if args.quick else args.rounds, args.threads, clock)
+            for size in sizes}
 
 
 def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str, float]:
@@ -103,8 +93,8 @@ def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str
                  ("MoE block, decoding step of 1 token", h[:, :1]),
                  ("MoE block, decoding step of 8 tokens", h[0, :8, None])]
         for name, inp in tasks:
-            t = time_alternating({"ours": lambda: ours_block(inp), "transformers": lambda: theirs_block(inp),
-                                  "eager": lambda: eager_block(inp)}, rounds, clock)
+            t = time_alternating({"ours": lambda h=inp: ours_block(h), "transformers": lambda h=inp: theirs_block(h),
+                                  "eager": lambda h=inp: eager_block(h)}, rounds, clock)
             rows.append((name, t))
         t = time_alternating({"ours": lambda: generator.generate(prompt, new_tokens, temperature=0.0),
                               "transformers": lambda: hf_generate(hf), "eager": lambda: hf_generate(eager)},

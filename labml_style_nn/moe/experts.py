@@ -104,11 +104,11 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
     starts = [0] + ends[:-1]
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         out = x.new_empty(len(x), weight.shape[1])  # (S, O)
-        for e, (a, b) in enumerate(zip(starts, ends)):
+        for e, (a, b) in enumerate(zip(starts, ends, strict=True)):
             if b > a:
                 torch.mm(x[a:b], weight[e].t(), out=out[a:b])
         return out
-    return torch.cat([x[a:b] @ weight[e].t() for e, (a, b) in enumerate(zip(starts, ends))])  # (S, O)
+    return torch.cat([x[a:b] @ weight[e].t() for e, (a, b) in enumerate(zip(starts, ends, strict=True))])  # (S, O)
 
 
 class Experts(nn.Module):

@@ -10,7 +10,7 @@ from labml_style_nn.moe import Experts, group_by_expert
 def naive(experts: Experts, x, token, expert, gate):
     """One assignment at a time: $y_{t_s} \\mathrel{+}= g_s \\operatorname{FFN}_{e_s}(x_{t_s})$."""
     out = torch.zeros_like(x)
-    for t, e, g in zip(token.tolist(), expert.tolist(), gate):
+    for t, e, g in zip(token.tolist(), expert.tolist(), gate, strict=True):
         h = experts.w_in[e] @ x[t] + (experts.b_in[e] if experts.b_in is not None else 0)
         if experts.glu:
             value, gate_half = h.chunk(2)
@@ -46,7 +46,7 @@ def test_grouped_equals_a_loop_over_assignments(grouped_mm, glu, activation, bia
     w = torch.randn_like(ours)
     g_ours = torch.autograd.grad((ours * w).sum(), [x, gate, experts.w_in, experts.w_out])
     g_ref = torch.autograd.grad((ref * w).sum(), [x, gate, experts.w_in, experts.w_out])
-    for a, b in zip(g_ours, g_ref):
+    for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
