@@ -20,8 +20,10 @@ multiplies its whole block at once:
 2. gather the rows $X_s = x_{t_s}$ in that order, `(S, D)`;
 3. one matrix product per expert block, $H = \phi(X W^{(e)}_1)$ then $Y = H W^{(e)}_2$: PyTorch's
    grouped matrix multiply `torch.nn.functional.grouped_mm` does all blocks in one call, given
-   the block ends $\operatorname{cumsum}(c)$; where it is missing, a loop over the $E$ experts
-   (never over tokens) calls `matmul` once per block;
+   the block ends $\operatorname{cumsum}(c)$ (used on CUDA in bfloat16); elsewhere a loop over the
+   $E$ experts (never over tokens) calls `mm` once per block, writing each product in place when
+   no gradient is needed (on the CPU in PyTorch 2.13 `grouped_mm` is itself a loop over all the
+   experts, idle ones included, and was no faster in the [benchmark](../../experiments/benchmarks/moe.md));
 4. scale each row by its gate and add it back to its token with `index_add_`.
 
 The experts' weights are stored as three-dimensional tensors, expert first, so that the grouped
@@ -95,7 +97,7 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
     if grouped_mm is None:
         aligned = all(size * x.element_size() % 16 == 0 for size in weight.shape[1:])
         grouped_mm = _GROUPED_MM is not None and aligned and x.is_cuda and x.dtype == torch.bfloat16
-    if grouped_mm:
+    if grouped_mm and _GROUPED_MM is not None:
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
         ends = counts.cumsum(0).to(torch.int32)  # (E,)
         return _GROUPED_MM(x, weight.transpose(1, 2), offs=ends)  # (S, O)

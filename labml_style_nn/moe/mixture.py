@@ -98,7 +98,8 @@ class MixtureOfExperts(nn.Module):
         if x.shape[-1] != self.dim:
             check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
         shape = x.shape
-        drops = self.training and self.capacity_factor is not None
+        factor = self.capacity_factor if self.training else None
+        drops = factor is not None
         if drops and x.dim() == 3:
             # Position-major, so that tokens claim capacity in the order of their position (causal)
             x = x.transpose(0, 1)  # (n, b, D)
@@ -107,10 +108,9 @@ class MixtureOfExperts(nn.Module):
         # The assignments $(t_s, e_s, g_s)$, each token's $k$ choices in turn
         expert, gate = r.experts.flatten(), r.gates.flatten()  # (S,)
         self.chosen, self.dropped, token = expert.detach(), 0, None
-        if drops:
+        if factor is not None:
             # Keep the first $C$ assignments of each expert
-            keep = within_capacity(expert, self.num_experts, capacity(len(expert), self.num_experts,
-                                                                      self.capacity_factor))
+            keep = within_capacity(expert, self.num_experts, capacity(len(expert), self.num_experts, factor))
             self.dropped = int((~keep).sum())
             token = torch.arange(len(tokens), device=x.device).repeat_interleave(r.experts.shape[1])  # (S,)
             token, expert, gate = token[keep], expert[keep], gate[keep]
