@@ -29,6 +29,7 @@ choice, per layer) is written to `routing.md`.
 ```
 python experiments/moe_lm.py --data tinyshakespeare
 python experiments/moe_lm.py --variants dense,switch --seeds 0 --steps 100
+python experiments/moe_lm.py --preset gpu --data tinyshakespeare
 torchrun --nproc_per_node=2 experiments/moe_lm.py --device cpu
 ```
 
@@ -115,6 +116,9 @@ class Config(RunConfig):
 
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=32, batch_size=8, steps=4, warmup=1, eval_every=2,
                  eval_batches=2, max_bytes=200_000, seeds="0", log_every=2, variants="dense,switch,deepseek")
+    # `--preset gpu`: 6 layers of width 384 on 256-byte windows, ten times the steps.
+    GPU = dict(dim=384, depth=6, heads=6, seq_len=256, batch_size=64, steps=5000, warmup=200, lr=1e-3,
+               eval_every=250)
 
 
 def build_model(cfg: Config, variant: str, vocab_size: int) -> TransformerWrapper:
