@@ -29,6 +29,7 @@ choice, per layer) is written to `routing.md`.
 ```
 python experiments/moe_lm.py --data tinyshakespeare
 python experiments/moe_lm.py --variants dense,switch --seeds 0 --steps 100
+python experiments/moe_lm.py --preset gpu --data tinyshakespeare
 torchrun --nproc_per_node=2 experiments/moe_lm.py --device cpu
 ```
 
@@ -114,7 +115,10 @@ class Config(RunConfig):
             raise ValueError(f"argument --seeds: expected comma-separated integers >= 0, got {self.seeds!r}")
 
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=32, batch_size=8, steps=4, warmup=1, eval_every=2,
-                 eval_batches=2, max_bytes=200_000, seeds="0", log_every=2)
+                 eval_batches=2, max_bytes=200_000, seeds="0", log_every=2, variants="dense,switch,deepseek")
+    # `--preset gpu`: 6 layers of width 384 on 256-byte windows, ten times the steps.
+    GPU = dict(dim=384, depth=6, heads=6, seq_len=256, batch_size=64, steps=5000, warmup=200, lr=1e-3,
+               eval_every=250)
 
 
 def build_model(cfg: Config, variant: str, vocab_size: int) -> TransformerWrapper:
@@ -177,6 +181,8 @@ def train(cfg: Config, variant: str, out: Path) -> dict:
             val = evaluate(model, data.val, cfg)
             log.log(step, val_loss=val, val_bpc=val / math.log(2))
     bar.close()
+    if dist.is_main:
+        log.write_csv()
     val = evaluate(model, data.val, cfg)
     result = {"variant": variant, "seed": cfg.seed, "parameters": count_parameters(model), "val_bpc": val / math.log(2),
               "tokens_per_s": bar.items / max(1e-9, bar.bar.format_dict["elapsed"])}

@@ -75,18 +75,23 @@ def time_alternating(fns: dict[str, Callable[[], object]], rounds: int, clock=ti
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main(argv=None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+def parse_arguments(argv, doc: str, sizes: dict, default_sizes: str, threads: int):
+    """`(args, sizes to run, clock)` of a comparison script: `--quick`, `--sizes`, `--rounds`, `--threads`, `--clock`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[1])
     parser.add_argument("--quick", action="store_true", help="a tiny model, short sequences, one round")
-    parser.add_argument("--sizes", default="small,medium", help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--sizes", default=default_sizes, help=f"comma-separated, of {', '.join(sizes)}")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or the process's CPU time (steadier on a machine shared with other jobs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    sizes = ["quick"] if args.quick else args.sizes.split(",")
     clock = time.perf_counter if args.clock == "wall" else time.process_time
+    return args, ["quick"] if args.quick else args.sizes.split(","), clock
+
+
+def main(argv=None) -> dict[str, dict[str, float]]:
+    args, sizes, clock = parse_arguments(argv, __doc__, SIZES, "small,medium", threads=2)
     return {size: run(SIZES[size], args.quick, args.rounds, args.threads, clock) for size in sizes}
 
 

@@ -20,8 +20,10 @@ multiplies its whole block at once:
 2. gather the rows $X_s = x_{t_s}$ in that order, `(S, D)`;
 3. one matrix product per expert block, $H = \phi(X W^{(e)}_1)$ then $Y = H W^{(e)}_2$: PyTorch's
    grouped matrix multiply `torch.nn.functional.grouped_mm` does all blocks in one call, given
-   the block ends $\operatorname{cumsum}(c)$; where it is missing, a loop over the $E$ experts
-   (never over tokens) calls `matmul` once per block;
+   the block ends $\operatorname{cumsum}(c)$ (used on CUDA in bfloat16); elsewhere a loop over the
+   $E$ experts (never over tokens) calls `mm` once per block, writing each product in place when
+   no gradient is needed (on the CPU in PyTorch 2.13 `grouped_mm` is itself a loop over all the
+   experts, idle ones included, and was no faster in the [benchmark](../../experiments/benchmarks/moe.md));
 4. scale each row by its gate and add it back to its token with `index_add_`.
 
 The experts' weights are stored as three-dimensional tensors, expert first, so that the grouped
@@ -84,20 +86,31 @@ def group_by_expert(experts: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
 def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None) -> Tensor:
     r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e].T` `(E, O, I)`.
 
-    With `grouped_mm=None` PyTorch's grouped multiply is used where it runs (CPU in float32 or
-    bfloat16, CUDA in bfloat16, rows a multiple of 16 bytes long); otherwise one `matmul` per expert.
+    Three ways, the same numbers:
+
+    * without gradients, one `mm` per expert that has rows, written in place into one output (no
+      copies, no work for idle experts: the fastest on the CPU, where decoding spends its time);
+    * with `grouped_mm=True` (or `None` where it runs: CUDA in bfloat16, rows a multiple of 16 bytes
+      long) PyTorch's grouped multiply, one call for all experts;
+    * otherwise one `matmul` per expert, concatenated.
     """
     if grouped_mm is None:
         aligned = all(size * x.element_size() % 16 == 0 for size in weight.shape[1:])
-        grouped_mm = _GROUPED_MM is not None and aligned and (
-            x.dtype == torch.bfloat16 or (x.device.type == "cpu" and x.dtype == torch.float32))
-    if grouped_mm:
+        grouped_mm = _GROUPED_MM is not None and aligned and x.is_cuda and x.dtype == torch.bfloat16
+    if grouped_mm and _GROUPED_MM is not None:
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
         ends = counts.cumsum(0).to(torch.int32)  # (E,)
         return _GROUPED_MM(x, weight.transpose(1, 2), offs=ends)  # (S, O)
-    # One product per expert block (the split sizes are read once, on the host)
-    blocks = x.split(counts.tolist())
-    return torch.cat([xe @ weight[e].t() for e, xe in enumerate(blocks)]) if len(x) else x.new_zeros(0, weight.shape[1])
+    # The block of each expert, read once on the host
+    ends = counts.cumsum(0).tolist()
+    starts = [0] + ends[:-1]
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        out = x.new_empty(len(x), weight.shape[1])  # (S, O)
+        for e, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            if b > a:
+                torch.mm(x[a:b], weight[e].t(), out=out[a:b])
+        return out
+    return torch.cat([x[a:b] @ weight[e].t() for e, (a, b) in enumerate(zip(starts, ends, strict=True))])  # (S, O)
 
 
 class Experts(nn.Module):
@@ -106,7 +119,7 @@ class Experts(nn.Module):
     >>> experts = Experts(4, 8, 16)
     >>> x = torch.randn(3, 8)                                  # 3 tokens
     >>> token, expert = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 3, 1, 0])
-    >>> experts(x, token, expert, torch.ones(4)).shape          # 4 assignments
+    >>> experts(x, expert, torch.ones(4), token).shape          # 4 assignments
     torch.Size([3, 8])
 
     Args:
@@ -133,7 +146,7 @@ class Experts(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(num_experts, dim)) if bias else None
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
-        # `None`: the grouped multiply where it runs; `False`: one matmul per expert.
+        # `None`: the grouped multiply where it runs best (CUDA); `False`: never; `True`: always.
         self.grouped_mm: Optional[bool] = None
         self.reset_parameters()
 
@@ -142,15 +155,22 @@ class Experts(nn.Module):
         for w, fan_in in ((self.w_in, self.dim), (self.w_out, self.hidden)):
             nn.init.uniform_(w, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
-    def forward(self, x: Tensor, token: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
-        r"""$y_t = \sum_{s: t_s = t} g_s \operatorname{FFN}_{e_s}(x_t)$ for `x` `(t, D)` and assignments `(S,)`."""
+    def forward(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor] = None) -> Tensor:
+        r"""$y_t = \sum_{s: t_s = t} g_s \operatorname{FFN}_{e_s}(x_t)$ for `x` `(t, D)` and assignments `(S,)`.
+
+        `token=None`: the assignments are each token's $k$ choices in turn, $t_s = \lfloor s / k \rfloor$.
+        """
+        if token is None and self._gather_pays(x, expert):
+            k = len(expert) // len(x)
+            return self._gathered(x, expert.view(-1, k), gate.view(-1, k))
         order, counts = group_by_expert(expert, self.num_experts)
-        token, expert = token[order], expert[order]  # (S,) grouped by expert
-        # $X_s = x_{t_s}$, expert by expert
+        # The token of each row, expert by expert
+        token = order // (len(expert) // max(1, len(x))) if token is None else token[order]  # (S,)
+        # $X_s = x_{t_s}$
         xs = x[token]  # (S, D)
         h = grouped_linear(xs, self.w_in, counts, grouped_mm=self.grouped_mm)  # (S, H) or (S, 2H)
         if self.b_in is not None:
-            h = h + self.b_in[expert]
+            h = h + self.b_in[expert[order]]
         if self.glu:
             # $\phi(x W_g) \odot x W_u$
             value, g = h.chunk(2, dim=-1)
@@ -159,7 +179,42 @@ class Experts(nn.Module):
             h = self.act(h)
         y = grouped_linear(self.dropout(h), self.w_out, counts, grouped_mm=self.grouped_mm)  # (S, D)
         if self.b_out is not None:
-            y = y + self.b_out[expert]
+            y = y + self.b_out[expert[order]]
         # $g_s \operatorname{FFN}_{e_s}(x_{t_s})$, summed into token $t_s$
         y = y * gate[order, None].to(y.dtype)
         return torch.zeros_like(x).index_add_(0, token, y)  # (t, D)
+
+    #
+    # ### Small decoding steps: gather the weights instead of the tokens
+    #
+    # A decoding step of a few tokens at small sizes is a dozen tiny operations (sort, count, gather,
+    # one product per expert, scatter back), each costing more in overhead than in arithmetic.  When
+    # the assignments are few and the experts small, copying each assignment's expert weights,
+    # $W^{(e_s)}$, and running one batched product is cheaper.  It is taken only without gradients and
+    # while the copied weights stay under `gather_limit` numbers: 64K (256 KB in float32), about where
+    # the copy starts to cost more than the operations it saves on a CPU (a Mixtral expert has 176M).
+    gather_limit = 1 << 16
+
+    def _gather_pays(self, x: Tensor, expert: Tensor) -> bool:
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad)
+        per_expert = self.w_in[0].numel() + self.w_out[0].numel()
+        return not needs_grad and len(expert) * per_expert <= self.gather_limit and len(x) > 0
+
+    def _gathered(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
+        r"""$y_t = \sum_{i < k} g_{t,i} \operatorname{FFN}_{e_{t,i}}(x_t)$ with the weights gathered, `expert` `(t, k)`."""
+        t, k = expert.shape
+        # $x_t W^{(e_{t,i})}_1$ for the $k$ experts of each token: one product per token
+        w_in = self.w_in[expert].view(t, -1, self.dim)  # (t, k 2H, D)
+        h = torch.bmm(w_in, x[:, :, None]).view(t * k, -1)  # (t k, 2H) or (t k, H)
+        if self.b_in is not None:
+            h = h + self.b_in[expert.flatten()]
+        if self.glu:
+            value, g = h.chunk(2, dim=-1)
+            h = self.act(g) * value  # (t k, H)
+        else:
+            h = self.act(h)
+        y = torch.bmm(self.w_out[expert.flatten()], h[:, :, None]).view(t, k, self.dim)  # (t, k, D)
+        if self.b_out is not None:
+            y = y + self.b_out[expert]
+        # $\sum_i g_{t,i} y_{t,i}$
+        return torch.bmm(gate[:, None, :].to(y.dtype), y).view(t, self.dim)  # (t, D)

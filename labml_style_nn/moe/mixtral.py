@@ -52,8 +52,9 @@ class Routing:
     experts: Tensor  # (t, k) long
     gates: Tensor  # (t, k)
     logits: Tensor  # (t, E)
-    # Each token's distribution over the experts (softmax, or normalised sigmoid scores), `(t, E)`.
-    probs: Tensor
+    # Each token's distribution over the experts (softmax, or normalised sigmoid scores), `(t, E)`;
+    # `None` where inference skipped it.
+    probs: Optional[Tensor]
 
 
 def top_k_softmax(logits: Tensor, k: int, renormalise: bool) -> Routing:
@@ -91,4 +92,8 @@ class SoftmaxRouter(nn.Module):
     def forward(self, x: Tensor) -> Routing:
         # $l = x W_r$
         logits = self.proj(x)  # (t, E)
+        if self.norm_gates and not torch.is_grad_enabled():
+            # Inference needs no full $p$ (it is for the losses): the softmax over the chosen logits directly
+            top, experts = logits.topk(self.top_k, dim=-1)  # (t, k)
+            return Routing(experts, top.float().softmax(dim=-1), logits, None)
         return top_k_softmax(logits, self.top_k, self.norm_gates)

@@ -86,31 +86,35 @@ class MixtureOfExperts(nn.Module):
         self.capacity_factor, self.balance_loss, self.z_loss = capacity_factor, balance_loss, z_loss
         # What the last forward pass saw (no gradient except `aux_loss`).
         self.aux_loss: Tensor = torch.zeros(())
-        self.load: Optional[Tensor] = None
+        self.chosen: Optional[Tensor] = None
         self.dropped = 0
 
+    @property
+    def load(self) -> Optional[Tensor]:
+        """Assignments per expert in the last pass, before dropping, `(E,)`."""
+        return None if self.chosen is None else torch.bincount(self.chosen, minlength=self.num_experts)
+
     def forward(self, x: Tensor) -> Tensor:
-        check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
+        if x.shape[-1] != self.dim:
+            check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
         shape = x.shape
-        drops = self.training and self.capacity_factor is not None
+        factor = self.capacity_factor if self.training else None
+        drops = factor is not None
         if drops and x.dim() == 3:
             # Position-major, so that tokens claim capacity in the order of their position (causal)
             x = x.transpose(0, 1)  # (n, b, D)
         tokens = x.reshape(-1, self.dim)  # (t, D)
         r = self.router(tokens)  # experts and gates (t, k), logits and probs (t, E)
-        k = r.experts.shape[1]
         # The assignments $(t_s, e_s, g_s)$, each token's $k$ choices in turn
-        token = torch.arange(len(tokens), device=x.device).repeat_interleave(k)  # (S,)
         expert, gate = r.experts.flatten(), r.gates.flatten()  # (S,)
-        self.load = torch.bincount(expert, minlength=self.num_experts).detach()  # (E,)
-        self.dropped = 0
-        if drops:
+        self.chosen, self.dropped, token = expert.detach(), 0, None
+        if factor is not None:
             # Keep the first $C$ assignments of each expert
-            keep = within_capacity(expert, self.num_experts, capacity(len(expert), self.num_experts,
-                                                                      self.capacity_factor))
+            keep = within_capacity(expert, self.num_experts, capacity(len(expert), self.num_experts, factor))
             self.dropped = int((~keep).sum())
+            token = torch.arange(len(tokens), device=x.device).repeat_interleave(r.experts.shape[1])  # (S,)
             token, expert, gate = token[keep], expert[keep], gate[keep]
-        y = self.experts(tokens, token, expert, gate)  # (t, D)
+        y = self.experts(tokens, expert, gate, token)  # (t, D)
         if self.shared is not None:
             s = self.shared(tokens)  # (t, D)
             if self.shared_gate is not None:

@@ -45,7 +45,8 @@ Against GPT-2 ([its page](gpt2.md)):
 usually a large `rotary_theta`, and tied embeddings in its small sizes.  **Mistral** is LLaMA with
 grouped-query attention and [sliding-window attention](../attention/sliding_window.md) in every
 layer: its `sliding_window=S` lets a query see itself and the $S - 1$ tokens before it, which is
-`attn_max_attend_past=S - 1`.
+`attn_max_attend_past=S - 1`.  **Mixtral** and **Qwen2-MoE** are these decoders with
+mixture-of-experts feed-forward layers ([their page](mixtral.md)).
 
 ## The weights
 

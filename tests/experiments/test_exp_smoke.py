@@ -23,6 +23,7 @@ EXPECTED = {
     "image_caption": ["accuracy.png", "summary.json", "checkpoint.pt"],
     "alibi_extrapolation": ["loss_by_position.png", "summary.json", "alibi/metrics.csv"],
     "xtransformers_parity": ["summary.json"],
+    "moe_lm": ["results.md", "routing.md", "val_bpc.png", "max_load.png", "summary.json", "switch/seed0/metrics.csv"],
     "long_context": ["streaming_bpc_by_position.png", "rope_scaling_bpc.png", "backcopy_streaming_excess.png",
                      "summary.json", "metrics.csv"],
 }
@@ -51,7 +52,7 @@ def test_smoke_run_writes_outputs(name, tmp_path):
 
 # Scripts that test a paper's claim write its verdict into summary.json.
 CLAIMS = {"compare_variants", "transformer_xl_lm", "feedback_lm", "seq2seq_algorithmic", "vit_classification",
-          "image_caption", "alibi_extrapolation", "long_context"}
+          "image_caption", "alibi_extrapolation", "long_context", "moe_lm"}
 
 
 def assert_summary_has_verdict(path: Path, name: str) -> None:

@@ -10,7 +10,7 @@ from labml_style_nn.moe import Experts, group_by_expert
 def naive(experts: Experts, x, token, expert, gate):
     """One assignment at a time: $y_{t_s} \\mathrel{+}= g_s \\operatorname{FFN}_{e_s}(x_{t_s})$."""
     out = torch.zeros_like(x)
-    for t, e, g in zip(token.tolist(), expert.tolist(), gate):
+    for t, e, g in zip(token.tolist(), expert.tolist(), gate, strict=True):
         h = experts.w_in[e] @ x[t] + (experts.b_in[e] if experts.b_in is not None else 0)
         if experts.glu:
             value, gate_half = h.chunk(2)
@@ -22,7 +22,7 @@ def naive(experts: Experts, x, token, expert, gate):
     return out
 
 
-@pytest.mark.parametrize("grouped_mm", [None, False])
+@pytest.mark.parametrize("grouped_mm", [None, False, True])
 @pytest.mark.parametrize("glu,activation,bias", [(True, "silu", False), (False, "gelu", True)])
 def test_grouped_equals_a_loop_over_assignments(grouped_mm, glu, activation, bias):
     experts = Experts(5, 12, 20, glu=glu, activation=activation, bias=bias)
@@ -35,15 +35,18 @@ def test_grouped_equals_a_loop_over_assignments(grouped_mm, glu, activation, bia
     token = torch.tensor([0, 0, 1, 2, 3, 4, 4, 5, 6, 7])
     expert = torch.tensor([1, 4, 0, 0, 2, 1, 1, 4, 0, 2])
     gate = torch.rand(10, requires_grad=True)
-    ours = experts(x, token, expert, gate)
+    ours = experts(x, expert, gate, token)
     ref = naive(experts, x, token, expert, gate)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
     assert ours[8].abs().max() == 0
+    # Without gradients each expert's product is written in place: the same numbers.
+    with torch.no_grad():
+        torch.testing.assert_close(experts(x, expert, gate, token), ref, rtol=1e-5, atol=1e-5)
     # The gradients agree too (the grouped multiply has its own backward).
     w = torch.randn_like(ours)
     g_ours = torch.autograd.grad((ours * w).sum(), [x, gate, experts.w_in, experts.w_out])
     g_ref = torch.autograd.grad((ref * w).sum(), [x, gate, experts.w_in, experts.w_out])
-    for a, b in zip(g_ours, g_ref):
+    for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -58,7 +61,7 @@ def test_no_assignments_gives_zeros():
     experts.grouped_mm = False
     x = torch.randn(2, 4)
     empty = torch.zeros(0, dtype=torch.long)
-    assert experts(x, empty, empty, torch.zeros(0)).abs().max() == 0
+    assert experts(x, empty, torch.zeros(0), empty).abs().max() == 0
 
 
 def test_bad_sizes_are_value_errors():
@@ -70,12 +73,13 @@ def test_grouped_mm_matches_per_expert_matmul_in_bfloat16():
     if not hasattr(F, "grouped_mm"):
         pytest.skip("no grouped_mm in this torch")
     experts = Experts(4, 16, 32).to(torch.bfloat16)
+    experts.grouped_mm = True
     x = torch.randn(6, 16, dtype=torch.bfloat16)
     token, expert = torch.arange(6).repeat_interleave(2), torch.randint(0, 4, (12,))
     gate = torch.rand(12)
-    a = experts(x, token, expert, gate)
+    a = experts(x, expert, gate, token)
     experts.grouped_mm = False
-    torch.testing.assert_close(a, experts(x, token, expert, gate), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(a, experts(x, expert, gate, token), rtol=2e-2, atol=2e-2)
 
 
 def test_unaligned_widths_fall_back_to_one_matmul_per_expert():
@@ -83,5 +87,33 @@ def test_unaligned_widths_fall_back_to_one_matmul_per_expert():
     experts = Experts(3, 10, 6)
     x = torch.randn(4, 10)
     token, expert, gate = torch.arange(4), torch.tensor([0, 2, 2, 1]), torch.rand(4)
-    torch.testing.assert_close(experts(x, token, expert, gate), naive(experts, x, token, expert, gate),
+    torch.testing.assert_close(experts(x, expert, gate, token), naive(experts, x, token, expert, gate),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_without_tokens_the_assignments_are_each_tokens_k_choices():
+    experts = Experts(4, 8, 16)
+    x = torch.randn(5, 8)
+    expert, gate = torch.randint(0, 4, (5, 3)), torch.rand(5, 3)
+    torch.testing.assert_close(experts(x, expert.flatten(), gate.flatten()),
+                               naive(experts, x, torch.arange(5).repeat_interleave(3), expert.flatten(), gate.flatten()),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("glu,bias", [(True, False), (False, True)])
+def test_gathered_weights_for_small_steps_equal_the_grouped_path(glu, bias):
+    experts = Experts(6, 8, 16, glu=glu, bias=bias)
+    if bias:
+        torch.nn.init.normal_(experts.b_in)
+        torch.nn.init.normal_(experts.b_out)
+    x = torch.randn(3, 8)
+    expert, gate = torch.randint(0, 6, (3 * 2,)), torch.rand(3 * 2)
+    with torch.no_grad():
+        assert experts._gather_pays(x, expert)
+        gathered = experts(x, expert, gate)
+        experts.gather_limit = 0
+        assert not experts._gather_pays(x, expert)
+        grouped = experts(x, expert, gate)
+    torch.testing.assert_close(gathered, grouped, rtol=1e-5, atol=1e-5)
+    # With gradients the grouped path always runs (the gathered copies would be differentiated).
+    assert not Experts(6, 8, 16)._gather_pays(x.requires_grad_(), expert)

@@ -133,7 +133,7 @@ def test_group_limited_choice_equals_a_loop_reference():
     torch.manual_seed(0)
     choice = torch.randn(20, 12)
     picked = group_limited_top_k(choice, 3, groups=4, groups_top_k=2)
-    for row, p in zip(choice, picked):
+    for row, p in zip(choice, picked, strict=True):
         groups = row.view(4, 3)
         score = groups.topk(2, -1).values.sum(-1)
         best = set(score.topk(2).indices.tolist())

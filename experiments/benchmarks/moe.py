@@ -1,0 +1,119 @@
+r"""
+# Benchmark: the mixture-of-experts layer against Hugging Face's Mixtral
+
+`from_hf` turns a `transformers` Mixtral into one of ours with the same weights
+([Mixtral page](../../labml_style_nn/pretrained/mixtral.md)).  This script builds a small Mixtral
+with random weights, converts it, checks that both compute the same thing, and times on the CPU:
+
+* **the sparse-MoE block alone** (`MixtralSparseMoeBlock` against our `MixtureOfExperts`, the same
+  weights): a forward over 256 tokens, and one decoding step of 1 and of 8 tokens;
+* **generation**: greedy decoding of 64 tokens after a 16-token prompt, batch 1, cached on both
+  sides (`hf.generate(do_sample=False)` against `AutoregressiveWrapper(ours).generate(temperature=0.)`);
+  the tokens must be identical.
+
+`transformers` 5 has several implementations of the experts; on the CPU it picks `grouped_mm`
+(sorted tokens, `torch.nn.functional.grouped_mm`); `eager` loops over the experts that have tokens.
+Both are timed.  The runs alternate (ours, theirs, ours, ...) in one process so that a shared
+machine's drifts hit all alike; each figure is a median and the ratio is
+$t_{\text{transformers}} / t_{\text{ours}}$.  Goal: 1.5x at small sizes.
+
+```bash
+python experiments/benchmarks/moe.py                 # a few minutes on 2 cores
+python experiments/benchmarks/moe.py --clock cpu     # process CPU time: steadier on a busy machine
+python experiments/benchmarks/moe.py --quick         # a smoke run
+```
+
+A script that prints figures, not a test: timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from experiments.benchmarks.hf_llama import parse_arguments, time_alternating
+from labml_style_nn import AutoregressiveWrapper, from_hf
+
+CONFIG = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=512,
+              bos_token_id=1, eos_token_id=2, pad_token_id=0)
+SIZES = {
+    "small": CONFIG,
+    "tiny": dict(CONFIG, hidden_size=64, intermediate_size=128),
+    "quick": dict(CONFIG, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_local_experts=4),
+}
+
+
+def build(config: dict):
+    """The `transformers` Mixtral (random weights, eval mode), a copy with eager experts, and ours."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    hf = MixtralForCausalLM(MixtralConfig(**config, initializer_range=0.05)).eval()
+    hf.generation_config.eos_token_id = None  # every run decodes all its tokens
+    eager = copy.deepcopy(hf)
+    eager.config._experts_implementation = "eager"
+    for layer in eager.model.layers:
+        layer.mlp.experts.config = eager.config
+    return hf, eager, from_hf(hf)
+
+
+def main(argv=None) -> dict[str, dict[str, float]]:
+    args, sizes, clock = parse_arguments(argv, __doc__, SIZES, "tiny,small", threads=1)
+    return {size: run(SIZES[size], args.quick, 1 if args.quick else args.rounds, args.threads, clock)
+            for size in sizes}
+
+
+def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str, float]:
+    """Check and time one size; print its table."""
+    tokens, prompt_len, new_tokens = (32, 8, 8) if quick else (256, 16, 64)
+    hf, eager, ours = build(config)
+    theirs_block, eager_block = hf.model.layers[0].mlp, eager.model.layers[0].mlp
+    ours_block = ours.attn_layers.blocks[1].fn
+    generator = AutoregressiveWrapper(ours)
+    g = torch.Generator().manual_seed(1)
+    dim = config["hidden_size"]
+    x = torch.randint(3, config["vocab_size"], (1, tokens), generator=g)
+    prompt = x[:, :prompt_len]
+
+    def hf_generate(model):
+        return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                              do_sample=False, pad_token_id=0)[:, prompt_len:]
+
+    rows, results = [], {}
+    with torch.inference_mode():
+        h = torch.randn(1, tokens, dim, generator=g)
+        block_diff = (ours_block(h) - theirs_block(h)).abs().max().item()
+        diff = (ours(x) - hf(x).logits).abs().max().item()
+        same = torch.equal(generator.generate(prompt, new_tokens, temperature=0.0), hf_generate(hf))
+        print(f"block max |diff| = {block_diff:.2e}, logits max |diff| = {diff:.2e}; greedy tokens identical: {same}")
+        tasks = [(f"MoE block forward, {tokens} tokens", h),
+                 ("MoE block, decoding step of 1 token", h[:, :1]),
+                 ("MoE block, decoding step of 8 tokens", h[0, :8, None])]
+        for name, inp in tasks:
+            t = time_alternating({"ours": lambda h=inp: ours_block(h), "transformers": lambda h=inp: theirs_block(h),
+                                  "eager": lambda h=inp: eager_block(h)}, rounds, clock)
+            rows.append((name, t))
+        t = time_alternating({"ours": lambda: generator.generate(prompt, new_tokens, temperature=0.0),
+                              "transformers": lambda: hf_generate(hf), "eager": lambda: hf_generate(eager)},
+                             rounds, clock)
+        rows.append((f"greedy generation, {new_tokens} tokens", t))
+
+    print(f"Mixtral: {config['num_hidden_layers']} layers, width {dim}, {config['num_local_experts']} experts of "
+          f"width {config['intermediate_size']}, top-{config['num_experts_per_tok']}; {threads} thread(s), median of "
+          f"{rounds} ({'wall' if clock is time.perf_counter else 'CPU'} time)")
+    print(f"{'task':<40}{'ours':>10}{'grouped_mm':>12}{'eager':>10}{'vs grouped':>12}{'vs eager':>10}{'goal':>6}")
+    for name, t in rows:
+        vs_grouped, vs_eager = t["transformers"] / t["ours"], t["eager"] / t["ours"]
+        results[name] = vs_grouped
+        mark = "met" if min(vs_grouped, vs_eager) >= 1.5 else "NOT met"
+        print(f"{name:<40}{t['ours'] * 1e3:>8.2f}ms{t['transformers'] * 1e3:>10.2f}ms{t['eager'] * 1e3:>8.2f}ms"
+              f"{vs_grouped:>11.2f}x{vs_eager:>9.2f}x{1.5:>5.1f}x  {mark}")
+    results.update(block_max_diff=block_diff, logits_max_diff=diff, tokens_identical=float(same))
+    return results
+
+
+if __name__ == "__main__":
+    main()
