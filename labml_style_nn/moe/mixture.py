@@ -36,7 +36,7 @@ Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` ex
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +87,7 @@ class MixtureOfExperts(nn.Module):
         # What the last forward pass saw (no gradient except `aux_loss`).
         # No loss outside training: one zero, kept on the layer's device.
         self.register_buffer("no_loss", torch.zeros(()), persistent=False)
-        self.aux_loss: Tensor = self.no_loss
+        self.aux_loss: Tensor = cast(Tensor, self.no_loss)
         self.chosen: Optional[Tensor] = None
         self.dropped = 0
 
@@ -128,7 +128,7 @@ class MixtureOfExperts(nn.Module):
             if isinstance(self.router, SigmoidRouter):
                 self.router.update_bias(r.experts)
         else:
-            self.aux_loss = self.no_loss
+            self.aux_loss = cast(Tensor, self.no_loss)
         if drops and x.dim() == 3:
             return y.view(x.shape).transpose(0, 1)  # (b, n, D)
         return y.view(shape)
