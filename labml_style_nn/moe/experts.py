@@ -197,23 +197,25 @@ class Experts(nn.Module):
 
     def _gather_pays(self, x: Tensor, expert: Tensor) -> bool:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad)
-        per_expert = self.w_in[0].numel() + self.w_out[0].numel()
+        per_expert = (self.w_in.shape[1] + self.hidden) * self.dim
         return not needs_grad and len(expert) * per_expert <= self.gather_limit and len(x) > 0
 
     def _gathered(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
         r"""$y_t = \sum_{i < k} g_{t,i} \operatorname{FFN}_{e_{t,i}}(x_t)$ with the weights gathered, `expert` `(t, k)`."""
         t, k = expert.shape
         # $x_t W^{(e_{t,i})}_1$ for the $k$ experts of each token: one product per token
-        w_in = self.w_in[expert].view(t, -1, self.dim)  # (t, k 2H, D)
+        flat = expert.flatten()  # (t k,)
+        # (`index_select` copies whole expert matrices; advanced indexing is several times slower here)
+        w_in = self.w_in.index_select(0, flat).view(t, -1, self.dim)  # (t, k 2H, D)
         h = torch.bmm(w_in, x[:, :, None]).view(t * k, -1)  # (t k, 2H) or (t k, H)
         if self.b_in is not None:
-            h = h + self.b_in[expert.flatten()]
+            h = h + self.b_in[flat]
         if self.glu:
             value, g = h.chunk(2, dim=-1)
             h = self.act(g) * value  # (t k, H)
         else:
             h = self.act(h)
-        y = torch.bmm(self.w_out[expert.flatten()], h[:, :, None]).view(t, k, self.dim)  # (t, k, D)
+        y = torch.bmm(self.w_out.index_select(0, flat), h[:, :, None]).view(t, k, self.dim)  # (t, k, D)
         if self.b_out is not None:
             y = y + self.b_out[expert]
         # $\sum_i g_{t,i} y_{t,i}$

@@ -36,7 +36,7 @@ Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` ex
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +85,9 @@ class MixtureOfExperts(nn.Module):
         self.num_experts = experts.num_experts
         self.capacity_factor, self.balance_loss, self.z_loss = capacity_factor, balance_loss, z_loss
         # What the last forward pass saw (no gradient except `aux_loss`).
-        self.aux_loss: Tensor = torch.zeros(())
+        # No loss outside training: one zero, kept on the layer's device.
+        self.register_buffer("no_loss", torch.zeros(()), persistent=False)
+        self.aux_loss: Tensor = cast(Tensor, self.no_loss)
         self.chosen: Optional[Tensor] = None
         self.dropped = 0
 
@@ -107,7 +109,7 @@ class MixtureOfExperts(nn.Module):
         r = self.router(tokens)  # experts and gates (t, k), logits and probs (t, E)
         # The assignments $(t_s, e_s, g_s)$, each token's $k$ choices in turn
         expert, gate = r.experts.flatten(), r.gates.flatten()  # (S,)
-        self.chosen, self.dropped, token = expert.detach(), 0, None
+        self.chosen, self.dropped, token = expert, 0, None  # integer indices: never part of a graph
         if factor is not None:
             # Keep the first $C$ assignments of each expert
             keep = within_capacity(expert, self.num_experts, capacity(len(expert), self.num_experts, factor))
@@ -126,7 +128,7 @@ class MixtureOfExperts(nn.Module):
             if isinstance(self.router, SigmoidRouter):
                 self.router.update_bias(r.experts)
         else:
-            self.aux_loss = torch.zeros((), device=x.device)
+            self.aux_loss = cast(Tensor, self.no_loss)
         if drops and x.dim() == 3:
             return y.view(x.shape).transpose(0, 1)  # (b, n, D)
         return y.view(shape)
