@@ -36,7 +36,10 @@ torchrun --nproc_per_node=2 experiments/moe_lm.py --device cpu
 Under `torchrun` every process holds every expert and trains on its share of the batch
 (data-parallel, like the other experiments); placing experts on different devices is explained on
 the [experts page](../labml_style_nn/moe/experts.md).  The bias of the `deepseek` variant is
-updated from the loads summed over the processes, so it stays the same everywhere.
+updated from the loads summed over the processes, so it stays the same everywhere (a test checks
+that two processes take the same steps as one); the `switch` capacity counts each process's own
+tokens, as each device's buffers do on accelerators, so its dropped tokens differ with the number
+of processes.
 """
 
 from __future__ import annotations
