@@ -39,7 +39,7 @@ class ModuleMeta:
     paragraph: str = ""  # the whole first paragraph
 
 
-_PAPER_LINE = re.compile(r"^\s*(\*\*?|_)Papers?:?(\*\*?|_)?:?\s*", re.I)
+_PAPER_LINE = re.compile(r"^\s*(\*\*?|_)(Papers?|Sources?):?(\*\*?|_)?:?\s*", re.I)  # "*Source:*" for what has no paper
 _PAPER = re.compile(
     r"\[(?P<title>(?:[^\[\]]|\[[^\]]*\])+)\]\((?P<url>[^()\s]+(?:\([^()\s]*\))?[^()\s]*)\)"
     r"(?:\s*\((?P<who>[^()]*?)(?:,\s*(?P<year>\d{4}[a-z]?))?\))?"
@@ -95,6 +95,8 @@ def parse_metadata(docstring: str | None) -> ModuleMeta:
     for para in rest:
         if _PAPER_LINE.match(para):
             for m in _PAPER.finditer(para):
+                if not m.group("url").startswith(("http://", "https://")):
+                    continue  # a link to another page of the site, not a paper
                 meta.papers.append(
                     Paper(
                         title=" ".join(m.group("title").split()),

@@ -5,7 +5,8 @@ r"""
 Computation](https://arxiv.org/abs/1308.3432) (Bengio, Léonard and Courville, 2013): the
 straight-through estimator
 
-Hard attention lets each query read exactly one value: the one of its highest-scoring key,
+Hard attention lets each query read exactly one value, the one of its highest-scoring key.  Its
+weights are
 
 $$A^{\text{hard}}_{ij} = [\, j = \arg\max_{j'} S_{ij'} \,].$$
 

@@ -39,7 +39,7 @@ from ..models.layers import AttentionLayers
 
 
 def prefix_mask(n: int, prefix_attn_len: Union[int, Tensor], batch: int, device=None) -> Tensor:
-    """`(b, i, j)`: key `j` visible from query `i` when $j \\le i$ or $j < P_b$.
+    r"""`(b, i, j)`: key `j` visible from query `i` when $j \le i$ or $j < P_b$.
 
     >>> prefix_mask(3, 2, 1)[0].int().tolist()
     [[1, 1, 0], [1, 1, 0], [1, 1, 1]]

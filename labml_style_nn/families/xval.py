@@ -6,7 +6,8 @@ r"""
 
 Language models split numbers into digit tokens, which makes arithmetic and regression on numbers
 awkward: $3.14$ and $3.15$ share no structure beyond their digits.  xVal writes every number as one
-special token `[NUM]` and multiplies that token's embedding by the number's value,
+special token `[NUM]` and multiplies that token's embedding by the number's value.  The embedding
+of token $t$ is
 
 $$e_t = \begin{cases} x^{\text{num}}_t \cdot E[\texttt{[NUM]}] & x_t = \texttt{[NUM]} \\ E[x_t] & \text{otherwise} \end{cases}$$
 

@@ -32,7 +32,7 @@ def wants_intermediates(net: nn.Module, add_attn_z_loss: bool, return_outputs: b
 
 
 def total_auxiliary_loss(intermediates) -> Optional[Tensor]:
-    """$\\sum_k \\mathcal{L}_k$ over `intermediates.aux_losses`, or `None` when there are none."""
+    r"""$\sum_k \mathcal{L}_k$ over `intermediates.aux_losses`, or `None` when there are none."""
     losses: list[Tensor] = list(getattr(intermediates, "aux_losses", {}).values())
     if not losses:
         return None

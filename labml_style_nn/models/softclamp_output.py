@@ -3,8 +3,8 @@ r"""
 
 *Paper:* [Gemma 2: Improving Open Language Models at a Practical Size](https://arxiv.org/abs/2408.00118) (Gemma Team, 2024)
 
-Gemma 2 bounds its logits smoothly instead of letting them grow without limit: a value $v$ passes
-through a scaled $\tanh$,
+Gemma 2 bounds its logits smoothly instead of letting them grow without limit.  A value $v$ sets
+the bound, and each number passes through a scaled $\tanh$,
 
 $$\operatorname{softcap}(x) = v \tanh(x / v),$$
 

@@ -138,7 +138,7 @@ class HyperConnection(nn.Module):
         return branch_input, (mixed, write)
 
     def forward(self, branch: Tensor, state: tuple[Tensor, Tensor]) -> Tensor:
-        """$h'_u = \\sum_t M_{tu} h_t + b_u F$: `(b, n, D)` into `(b, n, s, D)`."""
+        r"""$h'_u = \sum_t M_{tu} h_t + b_u F$: `(b, n, D)` into `(b, n, s, D)`."""
         mixed, write = state
         return mixed + write[..., None] * branch[..., None, :]
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 
 class DeepEmbedding(nn.Module):
-    """One gain vector per token and feed-forward block, $g \\in \\mathbb{R}^{V \\times L \\times D}$, all ones at first."""
+    r"""One gain vector per token and feed-forward block, $g \in \mathbb{R}^{V \times L \times D}$, all ones at first."""
 
     def __init__(self, num_tokens: int, attn_layers):
         super().__init__()

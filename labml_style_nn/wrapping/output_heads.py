@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 
 class MixtureOfSoftmaxes(nn.Module):
-    """$K$ contexts per hidden state, each through the shared output layer, mixed by $\\pi(h)$."""
+    r"""$K$ contexts per hidden state, each through the shared output layer, mixed by $\pi(h)$."""
 
     def __init__(self, dim: int, k: int):
         super().__init__()

@@ -5,7 +5,7 @@ r"""
 (Jumper et al., 2021), whose network is run several times, each pass fed the previous pass's
 output ("recycling").
 
-Recycling buys depth without parameters: pass $r$ sees the embeddings plus a projection of the
+Recycling buys depth without parameters.  Pass $r$ sees the embeddings plus a projection of the
 previous pass's (stop-gradient) output,
 
 $$h^{(1)} = f(e), \qquad h^{(r)} = f\big(e + W\, \operatorname{sg}(h^{(r-1)})\big),$$
