@@ -58,4 +58,3 @@ def strip_interspersed(h: Tensor, n: int, every: int, num_memory: int) -> Tensor
     """Undo `intersperse`: keep the `n` token positions of `h` `(b, c (M + k), D)`."""
     h = rearrange(h, "b (c k) d -> b c k d", k=every + num_memory)[:, :, num_memory:]  # (b, c, k, D)
     return rearrange(h, "b c k d -> b (c k) d")[:, :n]
-

@@ -78,4 +78,3 @@ def next_embedding_loss(pred: Tensor, init_embeds: Tensor, keep: Tensor) -> Tens
 
 def output_tuple(logits) -> tuple:
     return logits if isinstance(logits, tuple) else (logits,)
-
