@@ -33,9 +33,12 @@ python experiments/alibi_extrapolation.py
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep, not spin: see experiments/common.py
 
 import torch
 import torch.nn.functional as F

@@ -34,11 +34,14 @@ python experiments/feedback_lm.py --seeds 0 --baselines xl_relative
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep, not spin: see experiments/common.py
 
 import torch
 import torch.nn.functional as F

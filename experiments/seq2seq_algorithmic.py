@@ -24,9 +24,12 @@ python experiments/seq2seq_algorithmic.py --tasks sort --length 12 --steps 1500
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep, not spin: see experiments/common.py
 
 import torch
 

@@ -32,10 +32,13 @@ python experiments/transformer_xl_lm.py --pos rotary --mem-len 128
 from __future__ import annotations
 
 import math
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep, not spin: see experiments/common.py
 
 import torch
 import torch.nn.functional as F

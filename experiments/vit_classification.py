@@ -25,9 +25,12 @@ python experiments/vit_classification.py --dataset mnist --image-size 28 --patch
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep, not spin: see experiments/common.py
 
 import torch
 import torch.nn.functional as F

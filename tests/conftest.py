@@ -1,5 +1,12 @@
-import pytest
-import torch
+import os
+
+# Waiting OpenMP threads sleep rather than spin, here and in the notebook kernels and experiment
+# subprocesses that the tests start (they inherit the environment): on a busy machine spinning threads
+# take the cores the work needs (see experiments/common.py). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
