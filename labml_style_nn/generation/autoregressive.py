@@ -489,6 +489,8 @@ class AutoregressiveWrapper(nn.Module):
             return "its interspersed memory tokens move with the block boundaries"
         if self._rolls(total):
             return "Transformer-XL rolling reruns each segment with its memories"
+        if getattr(layers.options, "mv_split_residual", False):
+            return "mv_split_residual's causal token mean reads every earlier token's stream"
         blocked = next((b.fn.cache_blocker for b in layers.blocks if getattr(b.fn, "cache_blocker", None)), None)
         if blocked is not None:
             return blocked
