@@ -69,6 +69,7 @@ from ..wrapping.deep_embed import DeepEmbedding
 from ..wrapping.embeddings import ExtraEmbeddings, L2NormEmbedding, ScaledSinusoidalEmbedding, l2norm, shrink_gradient
 from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigsoftmax_logits
 from ..wrapping.pooling import AttentionPool, masked_mean
+from ..wrapping.looped import check_looped, loop_count, run_loops
 from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
 from .layers import AttentionLayers
@@ -186,7 +187,8 @@ class _SequenceWrapper(nn.Module):
     # spelling) and recycling handled here.  `prefix` counts the positions before the tokens
     # (prepended embeddings, [CLS] tokens) that a cache holds besides them.
     def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, attn_sink=None,
-             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None):
+             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None,
+             looping=None):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
         if mems is not None and self.pos_emb is not None:
             raise ValueError(
@@ -198,7 +200,8 @@ class _SequenceWrapper(nn.Module):
         shared_kv = None
         if isinstance(cache, LayerIntermediates):
             shared_kv, cache = resume(cache, h.shape[1])
-        elif cache is None and keep_cache and self.attn_layers._keeps_cache(mems) and recycling is None:
+        elif cache is None and keep_cache and self.attn_layers._keeps_cache(mems) and recycling is None \
+                and looping is None:
             shared_kv = new_shared_cache(self.attn_layers, h.shape[0], num_mem_tokens + h.shape[1],
                                          num_mem_tokens + prefix)
             cache = shared_kv.cache
@@ -225,6 +228,8 @@ class _SequenceWrapper(nn.Module):
 
         if recycling is not None:
             out, inter = recycle(run, h, *recycling)
+        elif looping is not None:
+            out, inter = looping(run, h)  # the looped LM (`wrapping/looped.py`)
         else:
             out, inter = run(h)
         assert isinstance(inter, LayerIntermediates) and out is not None
@@ -294,6 +299,9 @@ class TransformerWrapper(_SequenceWrapper):
         l2norm_embed: token and position embeddings at unit length.
         recycling: rerun the stack on its own output (AlphaFold); `recycle_steps=` at inference.
         train_max_recycle_steps: in training the passes are drawn from $1 \dots$ this.
+        looped: the looped LM, the stack run up to `max_looped_steps` times with a learned exit
+            ([looped](../wrapping/looped.md); needs `pre_and_post_norm=True` on the stack).
+        max_looped_steps: the most loops (4).
         emb_frac_gradient: the fraction of the gradient that reaches the embeddings.
         attn_z_loss_weight: default weight of the attention z-loss (`return_attn_z_loss=True`).
         average_pool_embed: return the mean of the outputs over the real tokens, `(b, ...)`.
@@ -324,6 +332,7 @@ class TransformerWrapper(_SequenceWrapper):
                  logits_dim: Optional[int] = None, return_only_embed: bool = False, num_output_heads: int = 1,
                  use_abs_pos_emb: Optional[bool] = None, scaled_sinu_pos_emb: bool = False,
                  l2norm_embed: bool = False, recycling: bool = False, train_max_recycle_steps: int = 4,
+                 looped: bool = False, max_looped_steps: int = 4,
                  emb_frac_gradient: float = 1.0, attn_z_loss_weight: float = 1e-4,
                  average_pool_embed: bool = False, use_cls_token: bool = False, num_cls_tokens: int = 1,
                  attn_pool: bool = False, num_pooled_tokens: int = 1, attn_pool_depth: int = 1,
@@ -367,6 +376,10 @@ class TransformerWrapper(_SequenceWrapper):
         # Recycling (AlphaFold).
         self.recycling, self.train_max_recycle_steps = recycling, train_max_recycle_steps
         self.recycled_proj = nn.Linear(self.dim, self.dim, bias=False) if recycling else None
+        # The looped LM: the exit gate $\sigma(w^\top h^{(t)})$ after each loop (`wrapping/looped.py`).
+        check_looped(looped, recycling, attn_layers, max_looped_steps)
+        self.looped, self.train_max_looped_steps = looped, max_looped_steps
+        self.exit_gate = nn.Linear(self.dim, 1, bias=False) if looped else None
         self.attn_z_loss_weight = attn_z_loss_weight
         # Pools: [CLS] tokens, the average (in the base class), learned queries.
         self.num_cls_tokens = num_cls_tokens
@@ -407,6 +420,40 @@ class TransformerWrapper(_SequenceWrapper):
         self.return_only_embed = return_only_embed
         self.add_continuous_pred_head = add_continuous_pred_head
         self.to_next_embed_pred = NextEmbeddingHead(self.dim) if add_continuous_pred_head else None
+
+    def _looping(self, n: int, cache, loops: dict, looped_steps, max_looped_steps, pred_all, inference: bool,
+                 threshold: float):
+        """The loop of the looped LM as a function of the stack's `run`, or `None`; fills `loops` with what
+        the intermediates report (`wrapping/looped.py`)."""
+        given = dict(looped_steps=looped_steps, max_looped_steps=max_looped_steps,
+                     looped_pred_all_logits=pred_all, looped_inference=inference or None)
+        if not self.looped:
+            name = next((k for k, v in given.items() if v is not None), None)
+            if name is not None:
+                raise ValueError(f"{name}: only meaningful for a looped model (looped=True)")
+            return None
+        if cache is not None:
+            raise ValueError("cache and looped cannot be combined: every loop reruns the stack over the whole "
+                             "sequence (generate decodes without a cache)")
+        steps, fixed = loop_count(looped_steps, max_looped_steps, self.train_max_looped_steps)
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold <= 1:
+            raise ValueError(f"looped_exit_prob_threshold: expected a probability in (0, 1], got {threshold!r}")
+        pred_all = self.training if pred_all is None else pred_all
+        gate = self.exit_gate
+        assert gate is not None
+
+        def looping(run, h):
+            if inference and h.shape[0] > 1 and not fixed:
+                raise ValueError("looped_inference: the early exit decides one number of loops per call, so the "
+                                 f"batch must hold one sequence, got {h.shape[0]} (or pass looped_steps=)")
+            out, inter, exits, logits, last = run_loops(
+                run, h, lambda o: gate(o[:, o.shape[1] - n:]), lambda o: self.logits(o[:, o.shape[1] - n:]),
+                steps=steps, fixed=fixed, pred_all=pred_all, inference=inference, threshold=threshold)
+            loops.update(exit_logits=exits, all_pred_logits=logits,
+                         exit_indices=torch.full((h.shape[0], 1), last, device=h.device))
+            return out, inter
+
+        return looping
 
     def _tied_weight(self) -> Optional[Tensor]:
         weight = getattr(self.token_emb, "weight", None)
@@ -452,7 +499,10 @@ class TransformerWrapper(_SequenceWrapper):
                 sum_embeds: Optional[Tensor] = None, return_attn_z_loss: bool = False,
                 attn_z_loss_weight: Optional[float] = None, recycle_steps: Optional[int] = None,
                 input_not_include_cache: Optional[bool] = None, attn_mask: Optional[Tensor] = None,
-                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
+                looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
+                looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
+                looped_exit_prob_threshold: float = 0.9):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -558,10 +608,15 @@ class TransformerWrapper(_SequenceWrapper):
                                       z_loss, cache)
         recycling = (self.recycled_proj, recycle_steps, self.training, self.train_max_recycle_steps) \
             if self.recycling else None
+        loops: dict[str, Any] = {}
+        looping = self._looping(n, cache, loops, looped_steps, max_looped_steps, looped_pred_all_logits,
+                                looped_inference, looped_exit_prob_threshold)
         h, new_mems, intermediates = self._run(
             h, mask=mask, context=context, context_mask=context_mask, mems=mems, return_mems=return_mems,
             cache=cache, attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs, recycling=recycling,
-            keep_cache=return_intermediates or return_embeddings_and_intermediates)
+            keep_cache=return_intermediates or return_embeddings_and_intermediates, looping=looping)
+        for name, value in loops.items():
+            setattr(intermediates, name, value)
         intermediates.initial_embeds = init_embed
         if self.cls_token is not None:
             summary, h = h[:, :self.num_cls_tokens], h[:, self.num_cls_tokens:]
