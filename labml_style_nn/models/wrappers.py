@@ -67,9 +67,9 @@ from ..memory.xl_recurrence import shift_memories_down, update_memories
 from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 from ..wrapping.deep_embed import DeepEmbedding
 from ..wrapping.embeddings import ExtraEmbeddings, L2NormEmbedding, ScaledSinusoidalEmbedding, l2norm, shrink_gradient
+from ..wrapping.looped import check_looped, loop_count, run_loops
 from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigsoftmax_logits
 from ..wrapping.pooling import AttentionPool, masked_mean
-from ..wrapping.looped import check_looped, loop_count, run_loops
 from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
 from .layers import AttentionLayers
