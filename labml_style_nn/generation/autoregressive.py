@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,7 @@ from ..wrapping.output_heads import next_embedding_loss
 from .auxiliary_losses import total_auxiliary_loss, wants_intermediates
 from .beam_search import beam_search, random_key_mask
 from .compiled_decoding import decode_static
+from .contrastive import ContrastiveNetwork, check_amateurs
 from .intermediates import _SharedCache, snapshot
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
@@ -241,7 +242,8 @@ class AutoregressiveWrapper(nn.Module):
                  eos_token: Optional[int] = None, cache_kv: Union[bool, Callable] = True,
                  compile: Union[bool, dict] = False, draft: Optional[nn.Module] = None, num_speculative: int = 4,
                  prompt_lens: Optional[Tensor] = None, restrict_to_max_seq_len: bool = True,
-                 return_intermediates: bool = False, **kwargs):
+                 return_intermediates: bool = False, amateur_model: Optional[Any] = None,
+                 contrastive_decode_kwargs: Optional[Union[dict, Sequence[dict]]] = None, **kwargs):
         """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
 
         `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
@@ -258,7 +260,8 @@ class AutoregressiveWrapper(nn.Module):
         x-transformers' keywords: `prompt_lens` `(b,)` gives the lengths of right-padded `prompts`;
         `restrict_to_max_seq_len=False` feeds a model with learned positions more than `max_seq_len`
         tokens (an error, as there); `return_intermediates=True` also returns the cache as
-        [intermediates](intermediates.md), `(tokens, intermediates)`.
+        [intermediates](intermediates.md), `(tokens, intermediates)`; `amateur_model` (one or a tuple)
+        decodes [contrastively](contrastive.md) with `contrastive_decode_kwargs` (`alpha`, `beta`).
         """
         if prompt_lens is not None:
             prompts = _split_right_padded(prompts, prompt_lens)
@@ -274,6 +277,15 @@ class AutoregressiveWrapper(nn.Module):
         if getattr(self.net, "looped", False):
             kwargs.setdefault("looped_inference", True)  # exit early, as x-transformers' generate does
         check_cache_kv(cache_kv)
+        contrastive = None
+        if amateur_model is not None:
+            if draft is not None or compile:
+                raise ValueError("amateur_model cannot be combined with draft or compile")
+            # The filters are off and the steps uncached (contrastive.py).
+            contrastive = check_amateurs(amateur_model, contrastive_decode_kwargs or {"alpha": 0.1, "beta": 0.5})
+            filter_fn, cache_kv = identity, False
+        elif contrastive_decode_kwargs is not None:
+            raise ValueError("contrastive_decode_kwargs: only meaningful with amateur_model")
         compile_options = self._compile_options(compile, tokens.device)
         if draft is not None:
             draft = self._check_draft(draft, num_speculative, compile_options, tokens.shape[1] + seq_len)
@@ -286,8 +298,13 @@ class AutoregressiveWrapper(nn.Module):
             # with probability $p_i$, in three kernels (a compiled step draws `noise` before it runs).
             return (probs / (torch.empty_like(probs).exponential_() if noise is None else noise)).argmax(dim=-1)
 
-        was_training = self.net.training
+        was_training, expert = self.net.training, self.net
         self.net.eval()
+        if contrastive is not None:
+            for amateur in contrastive[0]:
+                amateur.eval()
+            # Decoding reads its network from `self.net`: the contrastive scores stand in for the expert's logits.
+            self.net = ContrastiveNetwork(expert, *contrastive)
         try:
             if draft is not None:
                 self.speculative_stats = SpeculativeStats()
@@ -309,6 +326,7 @@ class AutoregressiveWrapper(nn.Module):
                 return out, self._intermediates()
             return out
         finally:
+            self.net = expert
             self.net.train(was_training)
 
     #

@@ -502,7 +502,7 @@ class TransformerWrapper(_SequenceWrapper):
                 self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
                 looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
                 looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
-                looped_exit_prob_threshold: float = 0.9):
+                looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -517,8 +517,10 @@ class TransformerWrapper(_SequenceWrapper):
         keys are masked.  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
-        `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv` and
-        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`).
+        `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv`,
+        `cross_attn_kv_residuals` and `condition` (the adaptive norms' vector) go to the stack
+        (`AttentionLayers.forward`).  A looped model ([looped](../wrapping/looped.md)) reads `looped_steps`,
+        `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -598,7 +600,7 @@ class TransformerWrapper(_SequenceWrapper):
 
         layer_kwargs: dict[str, Any] = {k: v for k, v in (
             ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
-            ("cross_attn_kv_residuals", cross_attn_kv_residuals)) if v is not None}
+            ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("condition", condition)) if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:
@@ -703,12 +705,22 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 cache: Union[LayersCache, LayerIntermediates, None] = None, return_attn: bool = False,
                 return_intermediates: bool = False, pos: Optional[Tensor] = None,
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
-                input_not_include_cache: bool = False):
-        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`)."""
+                input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
+                condition: Optional[Tensor] = None):
+        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
+
+        `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
+        vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md))."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
         check_cache("cache", cache)
+        if lens is not None:
+            if mask is not None:
+                raise ValueError("lens and mask: give the rows' lengths or the mask, not both")
+            if not torch.is_tensor(lens) or tuple(lens.shape) != (x.shape[0],) or lens.is_floating_point():
+                raise ValueError(f"lens: expected an integer tensor of shape ({x.shape[0]},), one length per row")
+            mask = torch.arange(x.shape[1], device=x.device)[None] < lens[:, None].to(x.device)  # (b, n)
         offset = cache.offset - self.num_memory_tokens \
             if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
         if isinstance(cache, LayerIntermediates):
@@ -728,7 +740,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             if mask is not None:
                 mask = torch.cat((mask.new_ones(mask.shape[0], prefix), mask), dim=1)
         h = self.emb_dropout(h)
-        layer_kwargs: dict[str, Any] = {}
+        layer_kwargs: dict[str, Any] = {} if condition is None else {"condition": condition}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         attn_maps = self._attn_record(return_attn, return_intermediates, False, cache)
