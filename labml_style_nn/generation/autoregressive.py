@@ -133,8 +133,10 @@ class AutoregressiveWrapper(nn.Module):
             token never), as in [Tay et al., 2022](https://arxiv.org/abs/2210.13432).
         add_attn_z_loss: add the network's attention z-loss to the loss.
         next_embed_loss_weight: weight of the next-embedding loss of `add_continuous_pred_head`.
-        looped_loss_threshold_exit, looped_loss_slope, looped_exit_loss_weight: the exit gate's training
-            target and weight for a looped network ([looped](../wrapping/looped.md)).
+        looped_loss_threshold_exit: for a looped network ([looped](../wrapping/looped.md)), the loss gain
+            below which the exit gate learns to stop.
+        looped_loss_slope: the steepness of the exit gate's target.
+        looped_exit_loss_weight: the weight of the exit gate's loss.
     """
 
     def __init__(self, net: nn.Module, ignore_index: int = -100, pad_value: int = 0, mask_prob: float = 0.0,
@@ -203,6 +205,7 @@ class AutoregressiveWrapper(nn.Module):
         if looped:
             # Every loop's loss, weighted by the exit distribution, and the exit gate's (wrapping/looped.py)
             p = prepend_embeds.shape[1] if prepend_embeds is not None else 0
+            assert intermediates is not None  # asked for above
             loss = looped_loss(torch.stack(intermediates.exit_logits, dim=1)[:, :, p:],
                                torch.stack(intermediates.all_pred_logits, dim=1)[:, :, p:], target,
                                self.ignore_index, log_probs=loss_fn is F.nll_loss, **self.looped_loss)

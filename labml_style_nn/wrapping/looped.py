@@ -65,7 +65,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def exit_probabilities(exit_logits: Tensor) -> Tensor:
@@ -81,7 +81,7 @@ def exit_probabilities(exit_logits: Tensor) -> Tensor:
     return (log_exit + before).exp()
 
 
-def run_loops(run: Callable[[Tensor], tuple[Tensor, Any]], h: Tensor, exit_gate: nn.Module,
+def run_loops(run: Callable[[Tensor], tuple[Tensor, Any]], h: Tensor, exit_gate: Callable[[Tensor], Tensor],
               head: Callable[[Tensor], Tensor], *, steps: int, fixed: bool, pred_all: bool, inference: bool,
               threshold: float) -> tuple[Tensor, Any, list[Tensor], list[Tensor], int]:
     r"""$h^{(t)} = f(h^{(t-1)})$ up to `steps` times; returns the last $h$, the last pass's intermediates, the

@@ -68,3 +68,13 @@ def test_greedy_equals_the_expert_under_a_uniform_amateur_and_changes_where_the_
 def test_refusals(kwargs, name):
     with pytest.raises(ValueError, match=name):
         AutoregressiveWrapper(lm(0)).generate(torch.zeros(1, 3, dtype=torch.long), 1, **kwargs)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from labml_style_nn.generation import contrastive
+    from labml_style_nn.wrapping import looped
+    for module in (contrastive, looped):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0
