@@ -197,6 +197,16 @@ def _resumed_config(config, config_cls, given: set[str], target: str) -> tuple[o
     return resumed, differ
 
 
+class _Switch(argparse.BooleanOptionalAction):
+    """`--name` sets True and `--no-name` False, also for a field whose own name begins with `no_`.
+
+    `argparse`'s action reads any flag starting with `--no-` as the negation, so `--no-norm-bias` (the
+    field `no_norm_bias`) would set False."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string == self.option_strings[0])
+
+
 def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | None = None):
     """Build an `argparse` command line from a config dataclass, and parse it.
 
@@ -226,7 +236,7 @@ def parse_config(config_cls: type, argv: list[str] | None = None, *, doc: str | 
         if "default" not in help_text and default != "":
             help_text = f"{help_text} (default: {default})".strip()
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(flag, action=_Switch, default=argparse.SUPPRESS, help=help_text)
         elif f.name == "device":
             parser.add_argument(flag, choices=("auto", "cpu", "cuda"), default=argparse.SUPPRESS, help=help_text)
         else:

@@ -86,6 +86,7 @@ KEYWORD_MODULES = (
     "residual.value_residual", "residual.residual_constant", "residual.zero_init_branch",
     "residual.depth_scale_residual", "residual.input_injection", "models.unet_skips", "residual.hyper_connections",
     "residual.orthogonal_residual", "models.layer_integration", "models.aggregated_residuals",
+    "residual.mv_split_residual", "residual.gated_multi_residual",
 )
 for _module in KEYWORD_MODULES:
     importlib.import_module(f"{__package__}.{_module}")

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -63,10 +63,12 @@ from torch import Tensor, nn
 
 from ..checks import check_cache_kv, check_generate_keywords, check_mask, check_tensor
 from ..moe.mixture import moe_aux_loss
+from ..wrapping.looped import looped_loss
 from ..wrapping.output_heads import next_embedding_loss
 from .auxiliary_losses import total_auxiliary_loss, wants_intermediates
 from .beam_search import beam_search, random_key_mask
 from .compiled_decoding import decode_static
+from .contrastive import ContrastiveNetwork, check_amateurs
 from .intermediates import _SharedCache, snapshot
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
@@ -131,10 +133,16 @@ class AutoregressiveWrapper(nn.Module):
             token never), as in [Tay et al., 2022](https://arxiv.org/abs/2210.13432).
         add_attn_z_loss: add the network's attention z-loss to the loss.
         next_embed_loss_weight: weight of the next-embedding loss of `add_continuous_pred_head`.
+        looped_loss_threshold_exit: for a looped network ([looped](../wrapping/looped.md)), the loss gain
+            below which the exit gate learns to stop.
+        looped_loss_slope: the steepness of the exit gate's target.
+        looped_exit_loss_weight: the weight of the exit gate's loss.
     """
 
     def __init__(self, net: nn.Module, ignore_index: int = -100, pad_value: int = 0, mask_prob: float = 0.0,
-                 add_attn_z_loss: bool = False, next_embed_loss_weight: float = 0.1):
+                 add_attn_z_loss: bool = False, next_embed_loss_weight: float = 0.1,
+                 looped_loss_threshold_exit: float = 0.05, looped_loss_slope: float = 50.0,
+                 looped_exit_loss_weight: float = 1.0):
         super().__init__()
         self.net, self.ignore_index, self.pad_value = net, ignore_index, pad_value
         # The Feedback Transformer has no `max_seq_len`: its memory carries any length.
@@ -143,6 +151,8 @@ class AutoregressiveWrapper(nn.Module):
         if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float)) or not 0 <= mask_prob < 1:
             raise ValueError(f"mask_prob: expected a fraction in [0, 1), got {mask_prob!r}")
         self.mask_prob, self.add_attn_z_loss, self.next_embed_loss_weight = mask_prob, add_attn_z_loss, next_embed_loss_weight
+        self.looped_loss = dict(threshold=looped_loss_threshold_exit, slope=looped_loss_slope,
+                                exit_weight=looped_exit_loss_weight)
         # Counts of the last call with a draft model (speculative decoding).
         self.speculative_stats: Optional[SpeculativeStats] = None
         self._restrict, self._last_cache = True, None  # set per `generate` call
@@ -176,7 +186,10 @@ class AutoregressiveWrapper(nn.Module):
             kwargs["prepend_embeds"] = prepend_embeds
         intermediates = None
         continuous = bool(getattr(self.net, "add_continuous_pred_head", False))
-        if wants_intermediates(self.net, self.add_attn_z_loss, return_outputs):
+        looped = bool(getattr(self.net, "looped", False))
+        if looped:
+            kwargs["looped_pred_all_logits"] = True  # every loop's logits, for the looped loss
+        if wants_intermediates(self.net, self.add_attn_z_loss, return_outputs) or looped:
             if self.add_attn_z_loss:
                 kwargs["return_attn_z_loss"] = True
             if continuous:
@@ -189,7 +202,15 @@ class AutoregressiveWrapper(nn.Module):
             logits = logits[:, prepend_embeds.shape[1]:]  # (b, n - 1, V)
         # A mixture of softmaxes returns log-probabilities: the loss is then their negative.
         loss_fn = F.nll_loss if getattr(self.net, "output_is_log_prob", False) else F.cross_entropy
-        loss = loss_fn(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
+        if looped:
+            # Every loop's loss, weighted by the exit distribution, and the exit gate's (wrapping/looped.py)
+            p = prepend_embeds.shape[1] if prepend_embeds is not None else 0
+            assert intermediates is not None  # asked for above
+            loss = looped_loss(torch.stack(intermediates.exit_logits, dim=1)[:, :, p:],
+                               torch.stack(intermediates.all_pred_logits, dim=1)[:, :, p:], target,
+                               self.ignore_index, log_probs=loss_fn is F.nll_loss, **self.looped_loss)
+        else:
+            loss = loss_fn(logits.transpose(1, 2), target, ignore_index=self.ignore_index)
         if next_embed is not None:
             pred, init_embeds = next_embed
             p = prepend_embeds.shape[1] if prepend_embeds is not None else 0
@@ -224,7 +245,8 @@ class AutoregressiveWrapper(nn.Module):
                  eos_token: Optional[int] = None, cache_kv: Union[bool, Callable] = True,
                  compile: Union[bool, dict] = False, draft: Optional[nn.Module] = None, num_speculative: int = 4,
                  prompt_lens: Optional[Tensor] = None, restrict_to_max_seq_len: bool = True,
-                 return_intermediates: bool = False, **kwargs):
+                 return_intermediates: bool = False, amateur_model: Optional[Any] = None,
+                 contrastive_decode_kwargs: Optional[Union[dict, Sequence[dict]]] = None, **kwargs):
         """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
 
         `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
@@ -241,7 +263,8 @@ class AutoregressiveWrapper(nn.Module):
         x-transformers' keywords: `prompt_lens` `(b,)` gives the lengths of right-padded `prompts`;
         `restrict_to_max_seq_len=False` feeds a model with learned positions more than `max_seq_len`
         tokens (an error, as there); `return_intermediates=True` also returns the cache as
-        [intermediates](intermediates.md), `(tokens, intermediates)`.
+        [intermediates](intermediates.md), `(tokens, intermediates)`; `amateur_model` (one or a tuple)
+        decodes [contrastively](contrastive.md) with `contrastive_decode_kwargs` (`alpha`, `beta`).
         """
         if prompt_lens is not None:
             prompts = _split_right_padded(prompts, prompt_lens)
@@ -254,7 +277,18 @@ class AutoregressiveWrapper(nn.Module):
         tokens, starts = left_pad(prompts, self.pad_value)
         filter_fn, filter_kwargs = resolve_filter(filter_logits_fn), dict(filter_kwargs or {})
         check_generate_keywords(self.generate, self.net.forward, kwargs, filter_fn, filter_kwargs)
+        if getattr(self.net, "looped", False):
+            kwargs.setdefault("looped_inference", True)  # exit early, as x-transformers' generate does
         check_cache_kv(cache_kv)
+        contrastive = None
+        if amateur_model is not None:
+            if draft is not None or compile:
+                raise ValueError("amateur_model cannot be combined with draft or compile")
+            # The filters are off and the steps uncached (contrastive.py).
+            contrastive = check_amateurs(amateur_model, contrastive_decode_kwargs or {"alpha": 0.1, "beta": 0.5})
+            filter_fn, cache_kv = identity, False
+        elif contrastive_decode_kwargs is not None:
+            raise ValueError("contrastive_decode_kwargs: only meaningful with amateur_model")
         compile_options = self._compile_options(compile, tokens.device)
         if draft is not None:
             draft = self._check_draft(draft, num_speculative, compile_options, tokens.shape[1] + seq_len)
@@ -267,8 +301,13 @@ class AutoregressiveWrapper(nn.Module):
             # with probability $p_i$, in three kernels (a compiled step draws `noise` before it runs).
             return (probs / (torch.empty_like(probs).exponential_() if noise is None else noise)).argmax(dim=-1)
 
-        was_training = self.net.training
+        was_training, expert = self.net.training, self.net
         self.net.eval()
+        if contrastive is not None:
+            for amateur in contrastive[0]:
+                amateur.eval()
+            # Decoding reads its network from `self.net`: the contrastive scores stand in for the expert's logits.
+            self.net = ContrastiveNetwork(expert, *contrastive)
         try:
             if draft is not None:
                 self.speculative_stats = SpeculativeStats()
@@ -290,6 +329,7 @@ class AutoregressiveWrapper(nn.Module):
                 return out, self._intermediates()
             return out
         finally:
+            self.net = expert
             self.net.train(was_training)
 
     #
@@ -489,6 +529,10 @@ class AutoregressiveWrapper(nn.Module):
             return "its interspersed memory tokens move with the block boundaries"
         if self._rolls(total):
             return "Transformer-XL rolling reruns each segment with its memories"
+        if getattr(self.net, "looped", False):
+            return "every loop of the looped model reruns the whole sequence"
+        if getattr(layers.options, "mv_split_residual", False):
+            return "mv_split_residual's causal token mean reads every earlier token's stream"
         blocked = next((b.fn.cache_blocker for b in layers.blocks if getattr(b.fn, "cache_blocker", None)), None)
         if blocked is not None:
             return blocked

@@ -44,6 +44,7 @@ from ..residual.branch_output import init_branch_output, output_linear
 from ..residual.depth_scale_residual import branch_multiplier
 from ..residual.gated_residual import GatedResidual
 from ..residual.layer_scale import LayerScale
+from ..residual.mv_split_residual import mv_split_residual
 from ..residual.orthogonal_residual import OrthogonalResidual
 from ..residual.residual import Block, Residual
 from ..residual.residual_constant import scaled_residual
@@ -201,14 +202,19 @@ def make_block(o: LayerOptions, kind: str, step: float, shift: int, ff_index: in
         residual = GatedResidual(o.dim)
     elif o.orthog_residual:
         residual = OrthogonalResidual(o.dim, o.scale_residual)
+    elif o.mv_split_residual:
+        residual = mv_split_residual(o)
     elif o.scale_residual:
         residual = ScaledResidual(o.dim)
     else:
         residual = Residual()
     return Block(
         kind, fn,
-        pre_norm=make_norm(o) if normed and (o.pre_norm or o.pre_and_post_norm) else None,
-        post_norm=make_norm(o) if normed and (not o.pre_norm or o.pre_and_post_norm) else None,
+        # Gated multi residuals normalise what they read: no pre-norm, each stream normalised after the sum.
+        pre_norm=make_norm(o) if normed and (o.pre_norm or o.pre_and_post_norm) and not o.gated_multi_residual
+        else None,
+        post_norm=make_norm(o) if normed and (not o.pre_norm or o.pre_and_post_norm or o.gated_multi_residual)
+        else None,
         branch_norm=make_norm(o) if o.sandwich_norm else None,
         residual=scaled_residual(residual, o),  # $\alpha x + F$ with `scale_residual_constant`
         branch_scale=ReZero() if o.use_rezero else None,

@@ -72,6 +72,7 @@ from ..positional.rotary import RotaryEmbedding
 from ..positional.t5_bias import T5RelativePositionBias
 from ..positional.xpos import XPosEmbedding
 from ..residual.depth_scale_residual import depth_scaled_init
+from ..residual.gated_multi_residual import attach_gated_multi_residual
 from ..residual.hyper_connections import attach_hyper_connections, stream_input
 from ..residual.input_injection import InputInjection
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
@@ -126,6 +127,8 @@ class AttentionLayers(nn.Module):
         attach_value_mixes(o, built_types, built)
         # Hyper-connections: several residual streams, each block's residual sum a learned mixing.
         self.streams = attach_hyper_connections(o, built)
+        # Gated multi residuals: streams read through elementwise gates (`residual/gated_multi_residual.py`).
+        self.streams = self.streams or attach_gated_multi_residual(o, built)
         if o.zero_init_branch_output:
             zero_init_branches(built)
         elif o.depth_scale_residual is True:
@@ -139,9 +142,9 @@ class AttentionLayers(nn.Module):
         self.num_self_attn = self.layer_types.count("a")
         self.has_cross = "c" in self.layer_types
         # Pre-norm stacks end with a norm (unless `pre_norm_has_final_norm=False`); post-norm and
-        # pre-and-post-norm blocks are already normalised; ReZero has none.
-        self.final_norm = make_norm(o) if o.pre_norm and o.pre_norm_has_final_norm and not o.pre_and_post_norm \
-            and not o.use_rezero else nn.Identity()
+        # pre-and-post-norm blocks are already normalised; ReZero has none; gated multi residuals always keep it.
+        self.final_norm = make_norm(o) if (o.pre_norm and o.pre_norm_has_final_norm and not o.pre_and_post_norm
+                                           and not o.use_rezero) or o.gated_multi_residual else nn.Identity()
         # Adaptive norms and scales read a condition vector passed at call time (`norms/adaptive_norm.py`).
         self.needs_condition, self.dim_condition = needs_condition(o), o.dim_condition or dim
         self.condition_mlp = ConditionMLP(self.dim_condition, o.adaptive_condition_mlp_expansion) \
@@ -202,7 +205,7 @@ class AttentionLayers(nn.Module):
     # ## Checking the inputs
     #
     # Errors name the argument and the expected shape, instead of failing deep inside a matmul.
-    def _check_inputs(self, x, mask, context, context_mask, mems):
+    def _check_inputs(self, x, mask, context, context_mask, mems, cache=None):
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim}), got {got}")
@@ -225,6 +228,10 @@ class AttentionLayers(nn.Module):
                                  f"got {context_mask.dtype} {tuple(context_mask.shape)}")
         elif context is not None:
             raise ValueError("context: this stack has no cross-attention layers (set cross_attend=True)")
+        if self.options.mv_split_residual and self.causal and (mems is not None or cache is not None):
+            # The causal token mean reads every earlier token (`residual/mv_split_residual.py`).
+            raise ValueError(f"{'mems' if mems is not None else 'cache'} and mv_split_residual cannot be combined: "
+                             "the causal token mean needs every earlier token's stream, which neither keeps")
         if mems is not None and self.options.reversible:
             raise ValueError("mems and reversible cannot be combined: a reversible stack keeps no layer "
                              "inputs, and Transformer-XL memories are those inputs")
@@ -325,7 +332,7 @@ class AttentionLayers(nn.Module):
             attn_sink = record = AttentionRecord()
         if seq_start_pos is not None:
             mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)
-        self._check_inputs(x, mask, context, context_mask, mems)
+        self._check_inputs(x, mask, context, context_mask, mems, cache)
         if not torch.compiler.is_compiling():
             check_cache("cache", cache)
         n = x.shape[1]
@@ -445,7 +452,8 @@ class AttentionLayers(nn.Module):
 
     def _keeps_cache(self, mems) -> bool:
         """Whether `return_hiddens` keeps keys and values to continue from: a causal stack, at inference."""
-        return self.causal and not mems and not (self.training and torch.is_grad_enabled())
+        return self.causal and not mems and not (self.training and torch.is_grad_enabled()) \
+            and not self.options.mv_split_residual
 
     def _intermediates(self, shared_kv, hiddens, x, record) -> LayerIntermediates:
         attn = record.intermediates(self.layer_types) if record is not None else []
@@ -542,7 +550,9 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache, mask=query_mask,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
                                    value_residual=carrier)
-    return block.join(out, residual, condition), scores, h, carrier.first if carrier is not None else None
+    # MV-Split's token means leave out padding (`residual/mv_split_residual.py`).
+    reads = {"mask": mask} if getattr(block.residual, "reads_mask", False) else {}
+    return block.join(out, residual, condition, **reads), scores, h, carrier.first if carrier is not None else None
 
 
 class Encoder(AttentionLayers):

@@ -67,6 +67,7 @@ from ..memory.xl_recurrence import shift_memories_down, update_memories
 from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 from ..wrapping.deep_embed import DeepEmbedding
 from ..wrapping.embeddings import ExtraEmbeddings, L2NormEmbedding, ScaledSinusoidalEmbedding, l2norm, shrink_gradient
+from ..wrapping.looped import check_looped, loop_count, run_loops
 from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigsoftmax_logits
 from ..wrapping.pooling import AttentionPool, masked_mean
 from ..wrapping.recycling import recycle
@@ -186,7 +187,8 @@ class _SequenceWrapper(nn.Module):
     # spelling) and recycling handled here.  `prefix` counts the positions before the tokens
     # (prepended embeddings, [CLS] tokens) that a cache holds besides them.
     def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, attn_sink=None,
-             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None):
+             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None,
+             looping=None):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
         if mems is not None and self.pos_emb is not None:
             raise ValueError(
@@ -198,7 +200,8 @@ class _SequenceWrapper(nn.Module):
         shared_kv = None
         if isinstance(cache, LayerIntermediates):
             shared_kv, cache = resume(cache, h.shape[1])
-        elif cache is None and keep_cache and self.attn_layers._keeps_cache(mems) and recycling is None:
+        elif cache is None and keep_cache and self.attn_layers._keeps_cache(mems) and recycling is None \
+                and looping is None:
             shared_kv = new_shared_cache(self.attn_layers, h.shape[0], num_mem_tokens + h.shape[1],
                                          num_mem_tokens + prefix)
             cache = shared_kv.cache
@@ -225,6 +228,8 @@ class _SequenceWrapper(nn.Module):
 
         if recycling is not None:
             out, inter = recycle(run, h, *recycling)
+        elif looping is not None:
+            out, inter = looping(run, h)  # the looped LM (`wrapping/looped.py`)
         else:
             out, inter = run(h)
         assert isinstance(inter, LayerIntermediates) and out is not None
@@ -294,6 +299,9 @@ class TransformerWrapper(_SequenceWrapper):
         l2norm_embed: token and position embeddings at unit length.
         recycling: rerun the stack on its own output (AlphaFold); `recycle_steps=` at inference.
         train_max_recycle_steps: in training the passes are drawn from $1 \dots$ this.
+        looped: the looped LM, the stack run up to `max_looped_steps` times with a learned exit
+            ([looped](../wrapping/looped.md); needs `pre_and_post_norm=True` on the stack).
+        max_looped_steps: the most loops (4).
         emb_frac_gradient: the fraction of the gradient that reaches the embeddings.
         attn_z_loss_weight: default weight of the attention z-loss (`return_attn_z_loss=True`).
         average_pool_embed: return the mean of the outputs over the real tokens, `(b, ...)`.
@@ -324,6 +332,7 @@ class TransformerWrapper(_SequenceWrapper):
                  logits_dim: Optional[int] = None, return_only_embed: bool = False, num_output_heads: int = 1,
                  use_abs_pos_emb: Optional[bool] = None, scaled_sinu_pos_emb: bool = False,
                  l2norm_embed: bool = False, recycling: bool = False, train_max_recycle_steps: int = 4,
+                 looped: bool = False, max_looped_steps: int = 4,
                  emb_frac_gradient: float = 1.0, attn_z_loss_weight: float = 1e-4,
                  average_pool_embed: bool = False, use_cls_token: bool = False, num_cls_tokens: int = 1,
                  attn_pool: bool = False, num_pooled_tokens: int = 1, attn_pool_depth: int = 1,
@@ -367,6 +376,10 @@ class TransformerWrapper(_SequenceWrapper):
         # Recycling (AlphaFold).
         self.recycling, self.train_max_recycle_steps = recycling, train_max_recycle_steps
         self.recycled_proj = nn.Linear(self.dim, self.dim, bias=False) if recycling else None
+        # The looped LM: the exit gate $\sigma(w^\top h^{(t)})$ after each loop (`wrapping/looped.py`).
+        check_looped(looped, recycling, attn_layers, max_looped_steps)
+        self.looped, self.train_max_looped_steps = looped, max_looped_steps
+        self.exit_gate = nn.Linear(self.dim, 1, bias=False) if looped else None
         self.attn_z_loss_weight = attn_z_loss_weight
         # Pools: [CLS] tokens, the average (in the base class), learned queries.
         self.num_cls_tokens = num_cls_tokens
@@ -407,6 +420,40 @@ class TransformerWrapper(_SequenceWrapper):
         self.return_only_embed = return_only_embed
         self.add_continuous_pred_head = add_continuous_pred_head
         self.to_next_embed_pred = NextEmbeddingHead(self.dim) if add_continuous_pred_head else None
+
+    def _looping(self, n: int, cache, loops: dict, looped_steps, max_looped_steps, pred_all, inference: bool,
+                 threshold: float):
+        """The loop of the looped LM as a function of the stack's `run`, or `None`; fills `loops` with what
+        the intermediates report (`wrapping/looped.py`)."""
+        given = dict(looped_steps=looped_steps, max_looped_steps=max_looped_steps,
+                     looped_pred_all_logits=pred_all, looped_inference=inference or None)
+        if not self.looped:
+            name = next((k for k, v in given.items() if v is not None), None)
+            if name is not None:
+                raise ValueError(f"{name}: only meaningful for a looped model (looped=True)")
+            return None
+        if cache is not None:
+            raise ValueError("cache and looped cannot be combined: every loop reruns the stack over the whole "
+                             "sequence (generate decodes without a cache)")
+        steps, fixed = loop_count(looped_steps, max_looped_steps, self.train_max_looped_steps)
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold <= 1:
+            raise ValueError(f"looped_exit_prob_threshold: expected a probability in (0, 1], got {threshold!r}")
+        pred_all = self.training if pred_all is None else pred_all
+        gate = self.exit_gate
+        assert gate is not None
+
+        def looping(run, h):
+            if inference and h.shape[0] > 1 and not fixed:
+                raise ValueError("looped_inference: the early exit decides one number of loops per call, so the "
+                                 f"batch must hold one sequence, got {h.shape[0]} (or pass looped_steps=)")
+            out, inter, exits, logits, last = run_loops(
+                run, h, lambda o: gate(o[:, o.shape[1] - n:]), lambda o: self.logits(o[:, o.shape[1] - n:]),
+                steps=steps, fixed=fixed, pred_all=pred_all, inference=inference, threshold=threshold)
+            loops.update(exit_logits=exits, all_pred_logits=logits,
+                         exit_indices=torch.full((h.shape[0], 1), last, device=h.device))
+            return out, inter
+
+        return looping
 
     def _tied_weight(self) -> Optional[Tensor]:
         weight = getattr(self.token_emb, "weight", None)
@@ -452,7 +499,10 @@ class TransformerWrapper(_SequenceWrapper):
                 sum_embeds: Optional[Tensor] = None, return_attn_z_loss: bool = False,
                 attn_z_loss_weight: Optional[float] = None, recycle_steps: Optional[int] = None,
                 input_not_include_cache: Optional[bool] = None, attn_mask: Optional[Tensor] = None,
-                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
+                looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
+                looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
+                looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -467,8 +517,10 @@ class TransformerWrapper(_SequenceWrapper):
         keys are masked.  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
-        `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv` and
-        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`).
+        `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv`,
+        `cross_attn_kv_residuals` and `condition` (the adaptive norms' vector) go to the stack
+        (`AttentionLayers.forward`).  A looped model ([looped](../wrapping/looped.md)) reads `looped_steps`,
+        `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -548,7 +600,7 @@ class TransformerWrapper(_SequenceWrapper):
 
         layer_kwargs: dict[str, Any] = {k: v for k, v in (
             ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
-            ("cross_attn_kv_residuals", cross_attn_kv_residuals)) if v is not None}
+            ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("condition", condition)) if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:
@@ -558,10 +610,15 @@ class TransformerWrapper(_SequenceWrapper):
                                       z_loss, cache)
         recycling = (self.recycled_proj, recycle_steps, self.training, self.train_max_recycle_steps) \
             if self.recycling else None
+        loops: dict[str, Any] = {}
+        looping = self._looping(n, cache, loops, looped_steps, max_looped_steps, looped_pred_all_logits,
+                                looped_inference, looped_exit_prob_threshold)
         h, new_mems, intermediates = self._run(
             h, mask=mask, context=context, context_mask=context_mask, mems=mems, return_mems=return_mems,
             cache=cache, attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs, recycling=recycling,
-            keep_cache=return_intermediates or return_embeddings_and_intermediates)
+            keep_cache=return_intermediates or return_embeddings_and_intermediates, looping=looping)
+        for name, value in loops.items():
+            setattr(intermediates, name, value)
         intermediates.initial_embeds = init_embed
         if self.cls_token is not None:
             summary, h = h[:, :self.num_cls_tokens], h[:, self.num_cls_tokens:]
@@ -648,12 +705,22 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 cache: Union[LayersCache, LayerIntermediates, None] = None, return_attn: bool = False,
                 return_intermediates: bool = False, pos: Optional[Tensor] = None,
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
-                input_not_include_cache: bool = False):
-        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`)."""
+                input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
+                condition: Optional[Tensor] = None):
+        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
+
+        `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
+        vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md))."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
         check_cache("cache", cache)
+        if lens is not None:
+            if mask is not None:
+                raise ValueError("lens and mask: give the rows' lengths or the mask, not both")
+            if not torch.is_tensor(lens) or tuple(lens.shape) != (x.shape[0],) or lens.is_floating_point():
+                raise ValueError(f"lens: expected an integer tensor of shape ({x.shape[0]},), one length per row")
+            mask = torch.arange(x.shape[1], device=x.device)[None] < lens[:, None].to(x.device)  # (b, n)
         offset = cache.offset - self.num_memory_tokens \
             if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
         if isinstance(cache, LayerIntermediates):
@@ -673,7 +740,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             if mask is not None:
                 mask = torch.cat((mask.new_ones(mask.shape[0], prefix), mask), dim=1)
         h = self.emb_dropout(h)
-        layer_kwargs: dict[str, Any] = {}
+        layer_kwargs: dict[str, Any] = {} if condition is None else {"condition": condition}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         attn_maps = self._attn_record(return_attn, return_intermediates, False, cache)

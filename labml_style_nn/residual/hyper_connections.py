@@ -166,8 +166,8 @@ class ResidualStreams(nn.Module):
 
 def attach_hyper_connections(o, blocks: list) -> Optional[ResidualStreams]:
     """Replace each block's residual sum by a hyper-connection; return the stream expansion, or `None`."""
-    if o.num_residual_streams == 1:
-        return None
+    if o.num_residual_streams == 1 or o.gated_multi_residual:
+        return None  # gated multi residuals widen the stream themselves (`gated_multi_residual.py`)
     for i, block in enumerate(blocks):
         views = 3 if o.qkv_receive_diff_residuals and block.kind == "a" else 1
         block.residual = HyperConnection(o.dim, o.num_residual_streams, i, o.hyper_conn_sinkhorn_iters, views)
@@ -176,7 +176,7 @@ def attach_hyper_connections(o, blocks: list) -> Optional[ResidualStreams]:
 
 def stream_input(block, x: Tensor):
     """The branch input of `block` from the stream `x`, and what its residual sum needs (`x` itself when plain)."""
-    if isinstance(block.residual, HyperConnection):
+    if hasattr(block.residual, "prepare"):  # hyper-connections, gated multi residuals
         return block.residual.prepare(x)
     return x, x
 

@@ -134,11 +134,12 @@ class Block(nn.Module):
             out = out * self.step
         return out
 
-    def join(self, out: Tensor, x: Tensor, condition: Optional[Tensor] = None) -> Tensor:
-        """Add the branch output `out` `(b, n, D)` back into the residual stream `x` `(b, n, D)`."""
+    def join(self, out: Tensor, x: Tensor, condition: Optional[Tensor] = None, **reads) -> Tensor:
+        """Add the branch output `out` `(b, n, D)` back into the residual stream `x` `(b, n, D)` (`reads`: what
+        a residual that looks across tokens needs, the padding mask)."""
         out = self.branch_output(out, condition)
         # $x + F$, $\lambda \odot x + F$ or the GRU gate
-        x = self.residual(out, x)
+        x = self.residual(out, x, **reads)
         # $\operatorname{Norm}(x + F)$: post-norm (and pre-and-post norm)
         return _norm(self.post_norm, x, condition) if self.post_norm is not None else x
 

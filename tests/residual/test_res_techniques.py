@@ -43,6 +43,9 @@ TECHNIQUES = {
     "integrate_layers": (dict(integrate_layers=True), "integrations.2.to_weights"),
     "attn_aggregated_residuals": (dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"lora_rank": 4}),
                                   "integrations.1.up"),
+    "mv_split_residual": (dict(mv_split_residual=True, residual_fn_kwargs={"learned": True}), "residual.to_beta"),
+    "gated_multi_residual": (dict(gated_multi_residual=True, num_residual_streams=2,
+                                  residual_fn_kwargs={"read_gate_rank": 4}), "residual.to_read_gate"),
 }
 
 
