@@ -157,5 +157,7 @@ def _mv_split_keywords(o) -> None:
 @rule("stack")
 def _residual_fn_keywords(o) -> None:
     if o.residual_fn_kwargs and not (o.mv_split_residual or o.gated_multi_residual):
-        raise ValueError("residual_fn_kwargs: only read by mv_split_residual and gated_multi_residual; the plain "
-                         "residual takes no arguments")
+        kind = "hyper-connections (num_residual_streams > 1)" if o.num_residual_streams > 1 else "the plain residual"
+        raise ValueError(f"residual_fn_kwargs: only read by mv_split_residual and gated_multi_residual; {kind} "
+                         f"takes no arguments (x-transformers 2.31 accepts and ignores them, e.g. the `tanh` of "
+                         f"its older hyper-connections), got {sorted(o.residual_fn_kwargs)}")
