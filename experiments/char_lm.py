@@ -126,7 +126,7 @@ class Config(RunConfig):
     depth: int = 3
     heads: int = 4
     seq_len: int = 128
-    batch_size: int = 32
+    batch_size: int = 16
     steps: int = 300
     lr: float = 2e-3
     warmup: int = 50
