@@ -5,8 +5,9 @@ from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
+from .nonautoregressive import NonAutoregressiveWrapper
 from .prefix_decoder import PrefixDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
