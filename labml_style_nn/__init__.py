@@ -13,6 +13,7 @@ __version__ = "0.2.0"
 from .attention import Attention
 from .families import (
     DPO,
+    BeliefStateWrapper,
     ContinuousAutoregressiveWrapper,
     EntropyBasedTokenizer,
     MultiInputTransformerWrapper,
@@ -50,7 +51,7 @@ from .transformer_xl import (
 from .wrapping import AttentionPool
 
 __all__ = [
-    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
+    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "BeliefStateWrapper", "ContinuousAutoregressiveWrapper",
     "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
     "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
