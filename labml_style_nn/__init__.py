@@ -15,6 +15,7 @@ from .families import (
     DPO,
     BeliefStateWrapper,
     ContinuousAutoregressiveWrapper,
+    ContinuousTransformerAutoencoder,
     EntropyBasedTokenizer,
     MultiInputTransformerWrapper,
     NeoMLP,
@@ -52,6 +53,7 @@ from .wrapping import AttentionPool
 
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "BeliefStateWrapper", "ContinuousAutoregressiveWrapper",
+    "ContinuousTransformerAutoencoder",
     "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
     "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",

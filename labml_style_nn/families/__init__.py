@@ -1,6 +1,7 @@
 """Model families that x-transformers ships, one file each."""
 
 from .belief_state import BeliefStateWrapper
+from .continuous_autoencoder import ContinuousTransformerAutoencoder
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
@@ -10,5 +11,5 @@ from .nonautoregressive import NonAutoregressiveWrapper
 from .prefix_decoder import PrefixDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["BeliefStateWrapper", "DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["BeliefStateWrapper", "DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "ContinuousTransformerAutoencoder", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
