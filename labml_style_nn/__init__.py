@@ -13,6 +13,7 @@ __version__ = "0.2.0"
 from .attention import Attention
 from .families import (
     DPO,
+    GPTVAE,
     BeliefStateWrapper,
     ContinuousAutoregressiveWrapper,
     ContinuousTransformerAutoencoder,
@@ -55,7 +56,7 @@ __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "BeliefStateWrapper", "ContinuousAutoregressiveWrapper",
     "ContinuousTransformerAutoencoder",
     "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
-    "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
+    "FeedbackTransformer", "FeedForward", "GPTVAE", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
     "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
