@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..generation.sampling import min_p, resolve_filter
+from .nonautoregressive import int_attr
 
 
 def pair_indices(n: int, device=None) -> Tensor:
@@ -82,6 +83,8 @@ def reverse_rows(x: Tensor, lens: Optional[Tensor]) -> Tensor:
 class BeliefStateWrapper(nn.Module):
     """The belief-state loss over a forward and a backward `TransformerWrapper`, and goal-conditioned generation."""
 
+    loss_weights: Tensor  # (2,): the forward and the backward side's weight
+
     def __init__(self, forward_decoder: nn.Module, backward_decoder: Optional[nn.Module] = None,
                  train_frac_forward_backward_pairs: float = 1.0, text_head: Optional[nn.Module] = None,
                  backward_ar_loss_weight: float = 1.0, pred_distance: bool = False,
@@ -89,23 +92,23 @@ class BeliefStateWrapper(nn.Module):
                  cond_on_distance_prob: float = 0.5, max_pred_distance: Optional[int] = None):
         super().__init__()
         backward_decoder = forward_decoder if backward_decoder is None else backward_decoder
-        if forward_decoder.emb_dim != backward_decoder.emb_dim or \
-                forward_decoder.num_tokens != backward_decoder.num_tokens:
+        dim, num_tokens = int_attr(forward_decoder, "emb_dim"), int_attr(forward_decoder, "num_tokens")
+        if dim != int_attr(backward_decoder, "emb_dim") or num_tokens != int_attr(backward_decoder, "num_tokens"):
             raise ValueError("forward_decoder and backward_decoder: expected the same emb_dim and num_tokens")
         if not 0 < train_frac_forward_backward_pairs <= 1:
             raise ValueError(f"train_frac_forward_backward_pairs: expected a fraction in (0, 1], "
                              f"got {train_frac_forward_backward_pairs!r}")
         if not 0 < cond_on_distance_prob < 1:
             raise ValueError(f"cond_on_distance_prob: expected a probability in (0, 1), got {cond_on_distance_prob!r}")
-        dim, self.num_tokens = forward_decoder.emb_dim, forward_decoder.num_tokens
+        self.num_tokens = num_tokens
         self.forward_decoder, self.backward_decoder = forward_decoder, backward_decoder
-        self.max_seq_len = forward_decoder.max_seq_len
+        self.max_seq_len = int_attr(forward_decoder, "max_seq_len")
         # The token that starts every suffix, so the empty suffix has a state $b_n$.
         self.suffix_token = nn.Parameter(torch.randn(dim) * 0.02)
         # $p_\theta(x_{i+1}, x_{j-1} \mid f_i, b_j)$: next-token and previous-token logits side by side.
-        self.text_head = text_head if text_head is not None else nn.Sequential(
+        self.text_head: nn.Module = text_head if text_head is not None else nn.Sequential(
             nn.Linear(dim * 2, dim), nn.LeakyReLU(), nn.Linear(dim, self.num_tokens * 2))
-        self.max_pred_distance = max_pred_distance or self.max_seq_len
+        self.max_pred_distance: int = max_pred_distance or self.max_seq_len
         self.to_distance_logits = nn.Sequential(
             nn.Linear(dim * 2, dim), nn.LeakyReLU(), nn.Linear(dim, self.max_pred_distance)) if pred_distance else None
         self.pred_distance_loss_weight = pred_distance_loss_weight

@@ -90,14 +90,18 @@ class GPTVAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode_to_latents(self, seq: Tensor, return_mean_log_var: bool = False):
-        r"""A sample $z = \mu + \sigma\epsilon$ `(b, z)` for token ids `seq` `(b, n)` (and `(mean, log_var)`)."""
+    def _posterior(self, seq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""A sample $z = \mu + \sigma\epsilon$ `(b, z)`, $\mu$ and $\log\sigma^2$ for token ids `seq` `(b, n)`."""
         if not torch.is_tensor(seq) or seq.dim() != 2 or seq.is_floating_point():
             raise ValueError("seq: expected token ids of shape (batch, seq_len)")
         mask = seq != self.pad_id
         pooled = self.encoder(seq.masked_fill(~mask, 0), mask=mask)  # (b, D)
         mean, log_var = self.to_latent_mean_log_variance(pooled).chunk(2, dim=-1)  # (b, z) each
-        latents = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+        return mean + (0.5 * log_var).exp() * torch.randn_like(mean), mean, log_var
+
+    def encode_to_latents(self, seq: Tensor, return_mean_log_var: bool = False):
+        r"""A sample $z = \mu + \sigma\epsilon$ `(b, z)` for token ids `seq` `(b, n)` (and `(mean, log_var)`)."""
+        latents, mean, log_var = self._posterior(seq)
         return (latents, (mean, log_var)) if return_mean_log_var else latents
 
     @torch.no_grad()
@@ -110,15 +114,15 @@ class GPTVAE(nn.Module):
         if seq_for_latents is not None:
             if latents is not None:
                 raise ValueError("latents and seq_for_latents: give one, the latents or the sequence to encode")
-            latents = self.encode_to_latents(seq_for_latents)
+            latents = self._posterior(seq_for_latents)[0]
         prepend = None
         if latents is not None:
-            latents = torch.as_tensor(latents, device=self.device, dtype=torch.float)
+            z = torch.as_tensor(latents, device=self.device, dtype=torch.float)
             batch = prompts.shape[0] if prompts.dim() == 2 else 1
-            if latents.shape[-1] != self.dim_latent or latents.dim() not in (1, 2):
+            if z.shape[-1] != self.dim_latent or z.dim() not in (1, 2):
                 raise ValueError(f"latents: expected shape (batch, {self.dim_latent}) or ({self.dim_latent},)")
-            latents = latents.expand(batch, -1) if latents.dim() == 1 else latents
-            prepend = self.from_latent_to_prepend_token(latents)[:, None]  # (b, 1, D)
+            z = z.expand(batch, -1) if z.dim() == 1 else z
+            prepend = self.from_latent_to_prepend_token(z)[:, None]  # (b, 1, D)
         if prepend is not None:
             # This library's cached decoding does not carry prepended embeddings: decode without the cache.
             if generate_kwargs.get("cache_kv", False) is not False:
@@ -126,12 +130,13 @@ class GPTVAE(nn.Module):
             generate_kwargs["cache_kv"] = False
         out = self.ar_wrapped_decoder.generate(prompts[None] if prompts.dim() == 1 else prompts, seq_len,
                                                prepend_embeds=prepend, **generate_kwargs)
+        assert torch.is_tensor(out)
         return out[0] if prompts.dim() == 1 else out
 
     def forward(self, seq: Tensor, seq_for_latents: Optional[Tensor] = None, return_all_losses: bool = False):
         """The negative ELBO of token ids `seq` `(b, n)`: the token loss plus the weighted, floored KL."""
         seq_for_latents = seq if seq_for_latents is None else seq_for_latents
-        latents, (mean, log_var) = self.encode_to_latents(seq_for_latents, return_mean_log_var=True)
+        latents, mean, log_var = self._posterior(seq_for_latents)
         # the sequences that see their latent this step
         keep = self.latents_dropout(torch.ones(seq.shape[0], device=seq.device)).bool()
         prepend = self.from_latent_to_prepend_token(latents)[:, None]  # (b, 1, D)

@@ -64,7 +64,7 @@ import random
 from collections import namedtuple
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -119,13 +119,21 @@ def random_subset(mask: Tensor, prob: float) -> Tensor:
     return (rank < count) & mask
 
 
+def int_attr(module: nn.Module, *path: str) -> int:
+    """An integer attribute of a wrapper (`num_tokens`, `attn_layers.dim`, ...), read through `getattr`."""
+    value: Any = module
+    for name in path:
+        value = getattr(value, name)
+    return int(value)
+
+
 class SelfCritic(nn.Module):
     """A token critic that shares the generator's network: one logit per token from its embeddings."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.to_logits = nn.Linear(net.attn_layers.dim, 1)
+        self.to_logits = nn.Linear(int_attr(net, "attn_layers", "dim"), 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits `(b, n, 1)` that each token of `x` `(b, n)` is wrong."""
@@ -141,8 +149,9 @@ class NonAutoregressiveWrapper(nn.Module):
                  token_critic: Optional[nn.Module] = None, self_token_critic: bool = False,
                  critic_loss_weight: float = 1.0, use_simple_mdlm_loss_weight: bool = True):
         super().__init__()
-        if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id < net.num_tokens:
-            raise ValueError(f"mask_id: expected a token id in [0, {net.num_tokens}), got {mask_id!r}")
+        num_tokens = int_attr(net, "num_tokens")
+        if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id < num_tokens:
+            raise ValueError(f"mask_id: expected a token id in [0, {num_tokens}), got {mask_id!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive int, got {steps!r}")
         for name, p in (("self_cond_train_prob", self_cond_train_prob), ("no_replace_prob", no_replace_prob),
@@ -158,7 +167,8 @@ class NonAutoregressiveWrapper(nn.Module):
         if self_token_critic and token_critic is not None:
             raise ValueError("self_token_critic and token_critic: give one critic, not both")
         self.net, self.mask_id, self.steps = net, mask_id, steps
-        self.dim, self.num_tokens, self.max_seq_len = net.emb_dim, net.num_tokens, net.max_seq_len
+        self.dim, self.num_tokens = int_attr(net, "emb_dim"), num_tokens
+        self.max_seq_len = int_attr(net, "max_seq_len")
         self.no_replace_prob, self.random_token_prob = no_replace_prob, random_token_prob
         self.can_mask_prev_unmasked = can_mask_prev_unmasked
         self.use_simple_mdlm_loss_weight = use_simple_mdlm_loss_weight
@@ -167,7 +177,7 @@ class NonAutoregressiveWrapper(nn.Module):
             # the "previous round" of the first round
             self.null_embed = nn.Parameter(torch.randn(self.dim))
             self.to_self_cond = nn.Linear(self.dim, self.dim, bias=False)
-        self.token_critic = SelfCritic(net) if self_token_critic else token_critic
+        self.token_critic: Optional[nn.Module] = SelfCritic(net) if self_token_critic else token_critic
         self.critic_loss_weight = critic_loss_weight
 
     def loss_weight(self, times: Tensor, n: int) -> Tensor:
@@ -192,6 +202,7 @@ class NonAutoregressiveWrapper(nn.Module):
         times = torch.linspace(0.0, 1.0, self.steps + 1)
         masked_counts = (self.schedule_fn(times[1:]) * self.max_seq_len).long().tolist()
         last_embed = self.null_embed if self.self_cond else None
+        critic = self.token_critic
         for masked_count, steps_left in zip(masked_counts, reversed(range(self.steps)), strict=True):
             cond = self.to_self_cond(last_embed) if last_embed is not None else None
             logits, embeds = self.net(seq, sum_embeds=cond, return_logits_and_embeddings=True, **kwargs)
@@ -203,9 +214,9 @@ class NonAutoregressiveWrapper(nn.Module):
             annealing = steps_left / self.steps
             sampled = gumbel_sample(logits, max(start_temperature * annealing, 1e-3))  # (b, n)
             seq = torch.where(mask, sampled, seq)
-            if self.token_critic is not None:
+            if critic is not None:
                 # the critic's logit that a token is wrong, with annealed Gumbel noise
-                scores = self.token_critic(seq).squeeze(-1)
+                scores = critic(seq).squeeze(-1)
                 scores = scores + noise_level_scale * gumbel_noise(scores) * annealing
             else:
                 # $1 - p_\theta(\hat x_i)$
