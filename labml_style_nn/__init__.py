@@ -13,10 +13,14 @@ __version__ = "0.2.0"
 from .attention import Attention
 from .families import (
     DPO,
+    GPTVAE,
+    BeliefStateWrapper,
     ContinuousAutoregressiveWrapper,
+    ContinuousTransformerAutoencoder,
     EntropyBasedTokenizer,
     MultiInputTransformerWrapper,
     NeoMLP,
+    NonAutoregressiveWrapper,
     PrefixDecoder,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
@@ -49,10 +53,11 @@ from .transformer_xl import (
 from .wrapping import AttentionPool
 
 __all__ = [
-    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
+    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "BeliefStateWrapper", "ContinuousAutoregressiveWrapper",
+    "ContinuousTransformerAutoencoder",
     "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
-    "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
-    "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
+    "FeedbackTransformer", "FeedForward", "GPTVAE", "KeywordFeedForward", "LayerIntermediates",
+    "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
     "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",

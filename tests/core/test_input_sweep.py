@@ -185,6 +185,28 @@ CASES = {
          "attn_mask"),
         ("causal given", lambda m: lsn.PrefixDecoder(dim=D, depth=1, causal=True), "causal"),
     ]),
+    "NonAutoregressiveWrapper": (lambda: lsn.NonAutoregressiveWrapper(lsn.TransformerWrapper(
+            num_tokens=10, max_seq_len=8, attn_layers=lsn.Encoder(dim=D, depth=1, heads=2)), mask_id=9), [
+        ("a sequence shorter than max_seq_len", lambda m: m(ids(2, 5)), "x"),
+        ("a mask id outside the vocabulary", lambda m: lsn.NonAutoregressiveWrapper(lm(), mask_id=10), "mask_id"),
+        ("an unknown schedule", lambda m: lsn.NonAutoregressiveWrapper(lm(), mask_id=9, schedule="square"),
+         "schedule"),
+    ]),
+    "BeliefStateWrapper": (lambda: lsn.BeliefStateWrapper(lm()), [
+        ("lengths past the sequence", lambda m: m(ids(2, 5), lens=torch.tensor([6, 2])), "lens"),
+        ("float tokens", lambda m: m(torch.randn(2, 5)), "seq"),
+    ]),
+    "ContinuousTransformerAutoencoder": (lambda: lsn.ContinuousTransformerAutoencoder(
+            dim=D, enc_depth=1, dec_depth=1, max_seq_len=8, dim_input=3, heads=2, attn_dim_head=8), [
+        ("inputs of the wrong width", lambda m: m(torch.randn(2, 5, 4)), "seq"),
+        ("an unknown loss", lambda m: lsn.ContinuousTransformerAutoencoder(
+            dim=D, enc_depth=1, dec_depth=1, max_seq_len=8, loss_type="huber"), "loss_type"),
+    ]),
+    "GPTVAE": (lambda: lsn.GPTVAE(num_tokens=10, dim=D, depth=1, enc_depth=1, max_seq_len=8, heads=2,
+                                  attn_dim_head=8), [
+        ("float tokens", lambda m: m(torch.randn(2, 5)), "seq"),
+        ("latents of the wrong width", lambda m: m.generate(ids(2, 2), 2, latents=torch.randn(3)), "latents"),
+    ]),
     "XValTransformerWrapper": (lambda: lsn.XValTransformerWrapper(
             num_tokens=10, max_seq_len=8, numerical_token_id=9, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2)), [
         ("numbers of another shape", lambda m: m(ids(2, 5), torch.randn(2, 4)), "x_num"),
