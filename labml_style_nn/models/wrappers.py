@@ -186,7 +186,8 @@ class _SequenceWrapper(nn.Module):
     # spelling) and recycling handled here.  `prefix` counts the positions before the tokens
     # (prepended embeddings, [CLS] tokens) that a cache holds besides them.
     def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, attn_sink=None,
-             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None):
+             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None,
+             detach_mems: bool = True):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
         if mems is not None and self.pos_emb is not None:
             raise ValueError(
@@ -237,7 +238,7 @@ class _SequenceWrapper(nn.Module):
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
-        new_mems = update_memories(mems, hiddens, self.max_mem_len) if return_mems else None
+        new_mems = update_memories(mems, hiddens, self.max_mem_len, detach=detach_mems) if return_mems else None
         intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
                                  memory_tokens=memory_out)
         return h, new_mems, intermediates
@@ -452,7 +453,8 @@ class TransformerWrapper(_SequenceWrapper):
                 sum_embeds: Optional[Tensor] = None, return_attn_z_loss: bool = False,
                 attn_z_loss_weight: Optional[float] = None, recycle_steps: Optional[int] = None,
                 input_not_include_cache: Optional[bool] = None, attn_mask: Optional[Tensor] = None,
-                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
+                detach_mems: bool = True):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -468,7 +470,8 @@ class TransformerWrapper(_SequenceWrapper):
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
         `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv` and
-        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`).
+        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`).  `detach_mems=False`
+        keeps the returned memories in the graph (backpropagation through several segments).
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -561,7 +564,7 @@ class TransformerWrapper(_SequenceWrapper):
         h, new_mems, intermediates = self._run(
             h, mask=mask, context=context, context_mask=context_mask, mems=mems, return_mems=return_mems,
             cache=cache, attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs, recycling=recycling,
-            keep_cache=return_intermediates or return_embeddings_and_intermediates)
+            keep_cache=return_intermediates or return_embeddings_and_intermediates, detach_mems=detach_mems)
         intermediates.initial_embeds = init_embed
         if self.cls_token is not None:
             summary, h = h[:, :self.num_cls_tokens], h[:, self.num_cls_tokens:]
@@ -648,7 +651,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 cache: Union[LayersCache, LayerIntermediates, None] = None, return_attn: bool = False,
                 return_intermediates: bool = False, pos: Optional[Tensor] = None,
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
-                input_not_include_cache: bool = False):
+                input_not_include_cache: bool = False, detach_mems: bool = True):
         """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`)."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
@@ -680,7 +683,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         h, new_mems, intermediates = self._run(h, mask=mask, context=context, context_mask=context_mask,
                                                mems=mems, return_mems=return_mems, cache=cache,
                                                attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs,
-                                               keep_cache=return_intermediates)
+                                               keep_cache=return_intermediates, detach_mems=detach_mems)
         if prefix:
             h = h[:, prefix:]
         if self.average_pool_embed:
