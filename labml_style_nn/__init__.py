@@ -18,6 +18,7 @@ from .families import (
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
+    XLAutoregressiveWrapper,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]
+__all__ += ["XLAutoregressiveWrapper"]
 
 
 def _suggest_keywords_everywhere() -> None:
