@@ -18,6 +18,8 @@ from .families import (
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
+    SyntheticDataGenerator,
+    UniversalPretrainWrapper,
     XLAutoregressiveWrapper,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
@@ -58,7 +60,7 @@ __all__ = [
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]
-__all__ += ["XLAutoregressiveWrapper"]
+__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper"]
 
 
 def _suggest_keywords_everywhere() -> None:

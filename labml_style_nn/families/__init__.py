@@ -6,9 +6,10 @@ from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
 from .prefix_decoder import PrefixDecoder
+from .universal_pretrain import SyntheticDataGenerator, UniversalPretrainWrapper
 from .xl_autoregressive import XLAutoregressiveWrapper
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
 __all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
-__all__ += ["XLAutoregressiveWrapper"]
+__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper"]
