@@ -15,6 +15,7 @@ from .families import (
     DPO,
     ContinuousAutoregressiveWrapper,
     EntropyBasedTokenizer,
+    LatentAutoregressive,
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
@@ -60,7 +61,8 @@ __all__ = [
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]
-__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper"]
+__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
+            "LatentAutoregressive"]
 
 
 def _suggest_keywords_everywhere() -> None:

@@ -3,6 +3,7 @@
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
+from .latent_autoregressive import LatentAutoregressive
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
 from .prefix_decoder import PrefixDecoder
@@ -12,4 +13,5 @@ from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
 __all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
-__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper"]
+__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
+            "LatentAutoregressive"]
