@@ -9,9 +9,16 @@ from .neo_mlp import NeoMLP
 from .prefix_decoder import PrefixDecoder
 from .universal_pretrain import SyntheticDataGenerator, UniversalPretrainWrapper
 from .xl_autoregressive import XLAutoregressiveWrapper
+from .xl_test_time_training import (
+    LowRankLinear,
+    TTTMetaLearningTargetKLLoss,
+    TTTModuleWrapper,
+    TTTNextLatentPredictionLoss,
+)
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
 __all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
 __all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
-            "LatentAutoregressive"]
+            "LatentAutoregressive", "LowRankLinear", "TTTMetaLearningTargetKLLoss", "TTTModuleWrapper",
+            "TTTNextLatentPredictionLoss"]

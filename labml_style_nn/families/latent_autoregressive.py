@@ -83,7 +83,7 @@ def sigreg_loss(x: Tensor, num_slices: int = 1024, domain: tuple[float, float] =
 
     Zero in expectation for isotropic Gaussian embeddings, large for collapsed ones:
 
-    >>> torch.manual_seed(0)
+    >>> _ = torch.manual_seed(0)
     >>> bool(sigreg_loss(torch.randn(4096, 8), 64) < 0.01 < sigreg_loss(torch.ones(4096, 8), 64))
     True
     """

@@ -128,13 +128,102 @@ def test_bad_input_is_refused():
         XLAutoregressiveWrapper(TransformerWrapper(num_tokens=V, max_seq_len=L,
                                                    attn_layers=Decoder(dim=16, depth=1, heads=2)))
     with pytest.raises(ValueError, match="ttt_module_paths"):
-        XLAutoregressiveWrapper(_model(), ttt_module_paths=("attn_layers",))
+        XLAutoregressiveWrapper(_model(), ttt_module_paths=("attn_layers.nothing",), tbptt_steps=2)
+    with pytest.raises(ValueError, match="tbptt_steps"):
+        XLAutoregressiveWrapper(_model(), ttt_module_paths=("to_logits",))
     with pytest.raises(ValueError, match="tbptt_steps"):
         XLAutoregressiveWrapper(_model(), tbptt_steps=0)
     xl = XLAutoregressiveWrapper(_model())
     with pytest.raises(ValueError, match="x:"):
         xl(torch.randint(0, V, (5,)))
     with pytest.raises(ValueError, match="ttt_recurrent_steps"):
-        xl(torch.randint(0, V, (1, 5)), ttt_recurrent_steps=2)
+        xl(torch.randint(0, V, (1, 5)), ttt_recurrent_steps=2)  # without test-time training
     with pytest.raises(ValueError, match="start_tokens"):
         xl.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+
+
+#
+# Test-time training (families/xl_test_time_training.py)
+OUR_FF_OUT, THEIR_FF_OUT = "attn_layers.blocks.1.fn.proj_out", "attn_layers.layers.1.1.ff.2"
+OUR_OUT, THEIR_OUT = "attn_layers.blocks.2.fn.to_out", "attn_layers.layers.2.1.to_out"
+
+
+def _ttt_pair(ours_kw: dict, theirs_kw: dict, **shared):
+    from x_transformers.xl_autoregressive_wrapper import XLAutoregressiveWrapper as Theirs
+    from xt_parity import build_pair, copy_weights
+
+    ours, theirs = build_pair(dict(num_tokens=V, max_seq_len=L, max_mem_len=L), "Decoder",
+                              dict(dim=16, depth=2, heads=2, rotary_pos_emb=True))
+    copy_weights(ours, theirs)  # before the fast-weight modules are wrapped
+    a = XLAutoregressiveWrapper(ours, tbptt_steps=2, **ours_kw, **shared)
+    b = Theirs(theirs, tbptt_steps=2, **theirs_kw, **shared)
+    return a, b
+
+
+def test_test_time_training_equals_xtransformers_with_meta_gradients():
+    pytest.importorskip("x_transformers")
+    ours, theirs = _ttt_pair(dict(ttt_module_paths=(OUR_FF_OUT,)), dict(ttt_module_paths=(THEIR_FF_OUT,)),
+                             ttt_lr=0.5)
+    ours.train()
+    theirs.train()
+    x = torch.randint(0, V, (2, 3 * L + 1))
+    a, b = ours(x, ttt_recurrent_steps=2), theirs(x, ttt_recurrent_steps=2)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    ga = torch.autograd.grad(a, ours.ttt_wrappers[OUR_FF_OUT].module.weight)[0]
+    gb = torch.autograd.grad(b, theirs.ttt_wrappers[THEIR_FF_OUT].module.weight)[0]
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
+    assert all(w.batch_params is None for w in ours.ttt_wrappers.values())  # nothing stale after the call
+
+
+@pytest.mark.parametrize("kind", ["low_rank_muon", "next_latent"])
+def test_test_time_training_variants_equal_xtransformers(kind):
+    pytest.importorskip("x_transformers")
+    if kind == "low_rank_muon":
+        ours, theirs = _ttt_pair(dict(ttt_low_rank_paths=((OUR_OUT, 2),)), dict(ttt_low_rank_paths=((THEIR_OUT, 2),)),
+                                 ttt_use_muon=True)
+        with torch.no_grad():
+            ours.ttt_wrappers[OUR_OUT].module.weight_a.copy_(theirs.ttt_wrappers[THEIR_OUT].module.weight_a)
+    else:
+        ours, theirs = _ttt_pair(dict(ttt_module_paths=(OUR_FF_OUT,)), dict(ttt_module_paths=(THEIR_FF_OUT,)),
+                                 ttt_next_latent_loss=True, ttt_lr=0.5)
+        ours.ttt_custom_loss_module.load_state_dict(theirs.ttt_custom_loss_module.state_dict())
+    x = torch.randint(0, V, (2, 2 * L + 4))
+    ours.eval()
+    theirs.eval()
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+
+
+def test_fast_weights_act_only_when_they_move():
+    x = torch.randint(0, V, (2, 2 * L + 1))
+    plain = XLAutoregressiveWrapper(_model(5))
+    still = XLAutoregressiveWrapper(_model(5), ttt_module_paths=(OUR_FF_OUT,), tbptt_steps=2, ttt_lr=0.0, ttt_wd=0.0)
+    moving = XLAutoregressiveWrapper(_model(5), ttt_module_paths=(OUR_FF_OUT,), tbptt_steps=2, ttt_lr=1.0)
+    torch.testing.assert_close(still(x), plain(x))  # fast weights that never move are the slow ones
+    assert not torch.allclose(moving(x), plain(x))
+    # The episodic memories can be fast weights too; generation trains them on the prompt.
+    episodic = XLAutoregressiveWrapper(_model(5), ttt_module_paths=("episodic_mems",), episodic_mem_len=2,
+                                       tbptt_steps=2, ttt_lr=1.0)
+    episodic(x).backward()
+    assert episodic.generate(x[:, :L + 3], 4, temperature=0.0).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", ["xl_test_time_training", "latent_autoregressive", "universal_pretrain"])
+def test_worked_examples_in_the_docstrings(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"labml_style_nn.families.{name}"), extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_meta_learning_kl_loss_is_nonnegative_per_position():
+    from labml_style_nn.families.xl_test_time_training import TTTMetaLearningTargetKLLoss
+
+    loss_fn = TTTMetaLearningTargetKLLoss(dim=16, num_classes=5, heads=2, dim_head=8)
+    xl = XLAutoregressiveWrapper(_model(6), ttt_module_paths=(OUR_FF_OUT,), tbptt_steps=2,
+                                 ttt_custom_loss_module=loss_fn)
+    _, inter = xl._net(torch.randint(0, V, (2, L)))
+    kl = loss_fn(inter)
+    assert kl.shape == (2, L) and (kl >= -1e-6).all()
+    xl(torch.randint(0, V, (2, 2 * L + 1))).backward()
+    assert loss_fn.to_meta_prediction.weight.grad is not None  # the inner loss is meta-learnt too
