@@ -64,7 +64,7 @@ from ..norms import RMSNorm
 
 
 def l2norm(t: Tensor, eps: float = 1e-6) -> Tensor:
-    """$t / \\lVert t \\rVert$ along the last dimension."""
+    r"""$t / \lVert t \rVert$ along the last dimension."""
     return F.normalize(t, dim=-1, eps=eps)
 
 

@@ -72,7 +72,7 @@ def random_sequences(num_tokens: int, seq_len: int, num_samples_random: int, num
 
 
 class SyntheticDataGenerator(nn.Module):
-    """A random recurrent machine: embedding, LSTM (or GRU), output layer with weights scaled by $u \\sim U(0, 1.1)$."""
+    r"""A random recurrent machine: embedding, LSTM (or GRU), output layer with weights scaled by $u \sim U(0, 1.1)$."""
 
     def __init__(self, dim: int, num_tokens: int, max_seq_len: int = 512, hidden_size: Optional[int] = None,
                  use_gru: bool = False, network_klass=None):

@@ -43,17 +43,16 @@ heads, `E` episodic slots, `d` head dim.
 segment $k$ times, one inner step after each): chosen modules get per-sequence fast weights that
 take a gradient step after every segment, explained on [its own page](xl_test_time_training.md).
 
-**Differences from x-transformers.**  TTT module paths name this library's modules.  With
-test-time training, generation teaches the fast weights on the rest of the prompt without adding
-it to the memories (x-transformers adds it, and then runs it again as the current segment, so
-those positions are seen twice).  Generation runs the current
-segment again at every step (this library keeps no key/value cache next to XL memories); the
-tokens are the same.  When generation itself fills a segment, x-transformers commits it with
-memories that already hold the hidden state of the segment's second-to-last token (from its
-cached step), so that position appears twice; here the memories hold each position once, so that
-greedy generation predicts exactly what the segment-recurrent forward pass predicts (a test
-checks it).  `eos_token` looks only at the generated tokens (x-transformers also counts an eos in
-the prompt).
+**Differences from x-transformers.**  Generation runs the current segment again at every step
+(this library keeps no key/value cache next to XL memories; a cache would give the same tokens).
+When generation itself fills a segment, x-transformers commits it with memories that already hold
+the hidden state of the segment's second-to-last token (from its cached step), so that position
+appears twice; here the memories hold each position once, and greedy generation predicts exactly
+what the segment-recurrent forward pass predicts (a test checks it; within a segment the two
+libraries generate the same tokens).  With test-time training, generation trains the fast weights
+on the rest of the prompt without adding it to the memories (x-transformers adds it and then runs
+it again as the current segment).  TTT module paths name this library's modules.  `eos_token`
+looks only at the generated tokens (x-transformers also counts an eos in the prompt).
 """
 
 from __future__ import annotations
