@@ -18,10 +18,14 @@ from .families import (
     ContinuousAutoregressiveWrapper,
     ContinuousTransformerAutoencoder,
     EntropyBasedTokenizer,
+    LatentAutoregressive,
     MultiInputTransformerWrapper,
     NeoMLP,
     NonAutoregressiveWrapper,
     PrefixDecoder,
+    SyntheticDataGenerator,
+    UniversalPretrainWrapper,
+    XLAutoregressiveWrapper,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
 )
@@ -62,6 +66,8 @@ __all__ = [
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]
+__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
+            "LatentAutoregressive"]
 
 
 def _suggest_keywords_everywhere() -> None:

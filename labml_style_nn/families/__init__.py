@@ -6,11 +6,23 @@ from .continuous_autoregressive import ContinuousAutoregressiveWrapper, Gaussian
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .gpt_vae import GPTVAE
+from .latent_autoregressive import LatentAutoregressive
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
 from .nonautoregressive import NonAutoregressiveWrapper
 from .prefix_decoder import PrefixDecoder
+from .universal_pretrain import SyntheticDataGenerator, UniversalPretrainWrapper
+from .xl_autoregressive import XLAutoregressiveWrapper
+from .xl_test_time_training import (
+    LowRankLinear,
+    TTTMetaLearningTargetKLLoss,
+    TTTModuleWrapper,
+    TTTNextLatentPredictionLoss,
+)
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
 __all__ = ["BeliefStateWrapper", "DPO", "EntropyBasedTokenizer", "GPTVAE", "ContinuousAutoregressiveWrapper", "ContinuousTransformerAutoencoder", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
+__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
+            "LatentAutoregressive", "LowRankLinear", "TTTMetaLearningTargetKLLoss", "TTTModuleWrapper",
+            "TTTNextLatentPredictionLoss"]

@@ -58,11 +58,16 @@ import torch
 from torch import Tensor
 
 
-def update_memories(mems: Optional[list[Tensor]], hiddens: list[Tensor], max_len: int) -> list[Tensor]:
-    r"""New memories: $[\operatorname{sg}(\text{old});\ \text{hiddens}]$, last `max_len` positions."""
+def update_memories(mems: Optional[list[Tensor]], hiddens: list[Tensor], max_len: int,
+                    detach: bool = True) -> list[Tensor]:
+    r"""New memories: $[\operatorname{sg}(\text{old});\ \text{hiddens}]$, last `max_len` positions.
+
+    `detach=False` keeps the graph, so that a loss on a later segment trains this one (truncated
+    backpropagation through time over several segments, as the
+    [XL autoregressive wrapper](../families/xl_autoregressive.md)'s `tbptt_steps` does)."""
     if mems is not None:
         hiddens = [torch.cat((m, h), dim=1) for m, h in zip(mems, hiddens, strict=True)]
-    return [h[:, -max_len:].detach() for h in hiddens]  # (b, <= M, D) per layer
+    return [h[:, -max_len:].detach() if detach else h[:, -max_len:] for h in hiddens]  # (b, <= M, D) per layer
 
 
 def shift_memories_down(mems: list[Tensor], k: int) -> list[Tensor]:

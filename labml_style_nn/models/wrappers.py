@@ -188,7 +188,7 @@ class _SequenceWrapper(nn.Module):
     # (prepended embeddings, [CLS] tokens) that a cache holds besides them.
     def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, attn_sink=None,
              prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None,
-             looping=None):
+             looping=None, detach_mems: bool = True):
         num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
         if mems is not None and self.pos_emb is not None:
             raise ValueError(
@@ -242,7 +242,7 @@ class _SequenceWrapper(nn.Module):
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
-        new_mems = update_memories(mems, hiddens, self.max_mem_len) if return_mems else None
+        new_mems = update_memories(mems, hiddens, self.max_mem_len, detach=detach_mems) if return_mems else None
         intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
                                  memory_tokens=memory_out)
         return h, new_mems, intermediates
@@ -502,7 +502,8 @@ class TransformerWrapper(_SequenceWrapper):
                 self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
                 looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
                 looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
-                looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None):
+                looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None,
+                detach_mems: bool = True):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -521,6 +522,8 @@ class TransformerWrapper(_SequenceWrapper):
         `cross_attn_kv_residuals` and `condition` (the adaptive norms' vector) go to the stack
         (`AttentionLayers.forward`).  A looped model ([looped](../wrapping/looped.md)) reads `looped_steps`,
         `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
+        `detach_mems=False` keeps the returned memories in the graph (backpropagation through several
+        segments).
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -616,7 +619,8 @@ class TransformerWrapper(_SequenceWrapper):
         h, new_mems, intermediates = self._run(
             h, mask=mask, context=context, context_mask=context_mask, mems=mems, return_mems=return_mems,
             cache=cache, attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs, recycling=recycling,
-            keep_cache=return_intermediates or return_embeddings_and_intermediates, looping=looping)
+            keep_cache=return_intermediates or return_embeddings_and_intermediates, looping=looping,
+            detach_mems=detach_mems)
         for name, value in loops.items():
             setattr(intermediates, name, value)
         intermediates.initial_embeds = init_embed
@@ -706,11 +710,12 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 return_intermediates: bool = False, pos: Optional[Tensor] = None,
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
-                condition: Optional[Tensor] = None):
+                condition: Optional[Tensor] = None, detach_mems: bool = True):
         """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
 
         `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
-        vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md))."""
+        vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
+        `detach_mems=False` keeps the returned memories in the graph."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
@@ -747,7 +752,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         h, new_mems, intermediates = self._run(h, mask=mask, context=context, context_mask=context_mask,
                                                mems=mems, return_mems=return_mems, cache=cache,
                                                attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs,
-                                               keep_cache=return_intermediates)
+                                               keep_cache=return_intermediates, detach_mems=detach_mems)
         if prefix:
             h = h[:, prefix:]
         if self.average_pool_embed:

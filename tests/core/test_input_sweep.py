@@ -218,6 +218,30 @@ CASES = {
             num_tokens=10, max_seq_len=8, numerical_token_id=9, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2))), [
         ("numbers of another shape", lambda m: m.generate(ids(2, 3), torch.randn(2, 2), 2), "start_tokens"),
     ]),
+    "XLAutoregressiveWrapper": (lambda: lsn.XLAutoregressiveWrapper(lsn.TransformerWrapper(
+            num_tokens=10, max_seq_len=8, max_mem_len=8, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2,
+                                                                                 rotary_pos_emb=True))), [
+        ("a model without memories", lambda m: lsn.XLAutoregressiveWrapper(lm()), "max_mem_len"),
+        ("1-D tokens", lambda m: m(ids(5)), "x"),
+        ("a module path that does not exist", lambda m: lsn.XLAutoregressiveWrapper(
+            m.net, ttt_module_paths=("attn_layers.nothing",), tbptt_steps=2), "ttt_module_paths"),
+        ("a negative length", lambda m: m.generate(ids(1, 3), -1), "seq_len"),
+    ]),
+    "SyntheticDataGenerator": (lambda: lsn.SyntheticDataGenerator(dim=D, num_tokens=10, max_seq_len=8), [
+        ("neither seed nor condition", lambda m: m.generate(4), "seed, condition"),
+    ]),
+    "UniversalPretrainWrapper": (lambda: lsn.UniversalPretrainWrapper(lm(), seq_len=12, batch_size=2, buffer_size=4), [
+        ("an encoder", lambda m: lsn.UniversalPretrainWrapper(lsn.TransformerWrapper(
+            num_tokens=10, max_seq_len=8, attn_layers=lsn.Encoder(dim=D, depth=1, heads=2)), seq_len=12), "model"),
+        ("a buffer no larger than a batch", lambda m: lsn.UniversalPretrainWrapper(
+            lm(), seq_len=12, batch_size=4, buffer_size=4), "buffer_size"),
+    ]),
+    "LatentAutoregressive": (lambda: lsn.LatentAutoregressive(lm(), dim=D), [
+        ("1-D tokens", lambda m: m(ids(5)), "x"),
+        ("the wrong width", lambda m: lsn.LatentAutoregressive(lm(), dim=D + 1), "dim"),
+        ("too few rollout weights", lambda m: lsn.LatentAutoregressive(
+            lm(), dim=D, num_rollouts=2, rollout_loss_weights=[1.0]), "rollout_loss_weights"),
+    ]),
 }
 
 # Public names whose bad inputs are tested elsewhere, with where.
