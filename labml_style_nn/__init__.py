@@ -15,6 +15,7 @@ from .families import (
     DPO,
     ContinuousAutoregressiveWrapper,
     EntropyBasedTokenizer,
+    FreeTransformer,
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
@@ -50,7 +51,7 @@ from .wrapping import AttentionPool
 
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
-    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
+    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer", "FreeTransformer",
     "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
     "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",

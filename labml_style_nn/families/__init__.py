@@ -3,10 +3,11 @@
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
+from .free_transformer import BinaryMapper, FreeTransformer
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
 from .prefix_decoder import PrefixDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["BinaryMapper", "DPO", "EntropyBasedTokenizer", "FreeTransformer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]

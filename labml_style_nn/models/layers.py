@@ -80,10 +80,10 @@ from ..residual.value_residual import ValueResidual, attach_value_mixes
 from ..residual.zero_init_branch import zero_init_branches
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
+from .kv_input_residuals import kv_residuals_per_layer
 from .layer_dropout import drop_probabilities, skip_block
 from .layer_integration import make_layer_integrations
 from .layer_sharing import built_depth, execution_order
-from .kv_input_residuals import kv_residuals_per_layer
 from .layout import branch_steps, layer_types, shift_amounts
 from .softclamp_output import softclamp
 from .unet_skips import make_unet_skips
