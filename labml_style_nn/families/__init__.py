@@ -6,8 +6,9 @@ from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .free_transformer import BinaryMapper, FreeTransformer
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
+from .next_latent_wrapper import NextLatentWrapper
 from .prefix_decoder import PrefixDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["BinaryMapper", "DPO", "EntropyBasedTokenizer", "FreeTransformer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["BinaryMapper", "DPO", "EntropyBasedTokenizer", "FreeTransformer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NextLatentWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
