@@ -20,6 +20,7 @@ from .families import (
     NeoMLP,
     NextLatentWrapper,
     PrefixDecoder,
+    XMLatentDecoder,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
 )
@@ -56,7 +57,7 @@ __all__ = [
     "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "NextLatentWrapper", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
     "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
-    "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
+    "XMLatentDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]
 
