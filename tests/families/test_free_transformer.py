@@ -159,3 +159,13 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="context_pos"):
         Encoder(dim=16, depth=1, heads=2, cross_attend=True)(torch.randn(2, 5, 16), context=torch.randn(2, 3, 16),
                                                              context_pos=torch.arange(3))
+
+
+def test_docstring_examples():
+    import doctest
+
+    from labml_style_nn.families import free_transformer, next_latent_wrapper
+
+    for module in (free_transformer, next_latent_wrapper):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0
