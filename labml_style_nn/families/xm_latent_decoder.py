@@ -123,7 +123,7 @@ class XMLatentDecoder(nn.Module):
         return self.net.max_seq_len
 
     def init_latents(self, latents: Latents, batch: int, device=None) -> Tensor:
-        """Latents `(b, L, d)`: drawn from $\\mathcal{N}(0, I)$, given, or given per slot (`None` slots drawn)."""
+        r"""Latents `(b, L, d)`: drawn from $\mathcal{N}(0, I)$, given, or given per slot (`None` slots drawn)."""
         if latents is None:
             return torch.randn(batch, self.num_latents, self.latent_dim, device=device)
         if torch.is_tensor(latents):
