@@ -376,8 +376,8 @@ def validate(o: LayerOptions) -> None:
             raise ValueError(f"sandwich_coef: expected an integer in 1..depth ({o.depth}), got {o.sandwich_coef!r}")
         if o.macaron:
             raise ValueError("sandwich_coef and macaron both reorder the sublayers; choose one")
-    if o.only_cross and o.cross_attend:
-        raise ValueError("only_cross already makes every attention layer a cross-attention; drop cross_attend")
+    # `only_cross=True, cross_attend=True` is x-transformers' own spelling of a cross-attention-only
+    # stack (its `CrossAttender` and the Free Transformer's encoder pass both): the same layout.
     if o.alibi_pos_emb:
         check_int("alibi_num_heads", o.alibi_num_heads, allow_none=True)
         if o.alibi_num_heads is not None and o.alibi_num_heads > o.heads:

@@ -241,7 +241,9 @@ def copy_stack(put: _Writer, layers: nn.Module, their_layers: nn.Module) -> None
         if block.kind == "f":
             copy_feedforward(put, block.fn, fn)
         else:
-            rot = layers.rotary.dim if layers.rotary is not None and block.kind == "a" else 0
+            # Cross-attention's queries and keys are reordered alike: their scores are unchanged, and with
+            # `context_pos` they are rotated as in self-attention.
+            rot = layers.rotary.dim if layers.rotary is not None else 0
             copy_attention(put, block.fn, fn, rot)
     if getattr(layers, "condition_mlp", None) is not None:
         put(layers.condition_mlp.proj.weight, their_layers.adaptive_mlp[0].weight)

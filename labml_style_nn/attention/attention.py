@@ -477,6 +477,8 @@ class Attention(FastPaths, nn.Module):
             if self.stateful and state is None:
                 raise ValueError("cache: a technique of this layer carries a running state, which only the growing "
                                  "LayersCache keeps; decode with it or without a cache")
+        if self.latent_qkv is not None and shared.cross_rotary is not None:
+            raise ValueError("context_pos: latent attention does not rotate cross-attention's keys")
         if self.latent_qkv is not None:
             # Latent attention projects, rotates and caches in its own way ([its page](latent_attention.md)):
             # the cache holds latents, and every key and value is expanded from them at every step.
@@ -593,6 +595,11 @@ class Attention(FastPaths, nn.Module):
             # Rows 0-1 turn queries, the last two keys (the same rows, except with xPos' scales).
             q = self._rotate(q, shared.rotary[:2, -n:])
             k = self._rotate(k, shared.rotary[-2:])
+        if shared.cross_rotary is not None and self.is_cross:
+            # Queries turn by their positions, the context's keys by theirs (`positional/cross_rotary.py`).
+            q = self._rotate(q, shared.cross_rotary[0][:2, -n:])
+            if new_keys:
+                k = self._rotate(k, shared.cross_rotary[1][-2:])
         if shared.polar is not None and not self.is_cross:
             # PoPE: magnitudes from content, phases from position, `d` -> `2d` (`positional/polar.py`)
             phases, key_phase = shared.polar

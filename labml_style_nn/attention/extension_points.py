@@ -58,6 +58,9 @@ class SharedAttentionInputs:
     polar: Optional[tuple] = None
     # Positions added to the inputs of the query/key projections `(j_new, dim)`, or `None`.
     qk_pos: Optional[Tensor] = None
+    # Cross-attention with positions on both sides (`context_pos`): the queries' and the context keys'
+    # rotary angles, each `(2, n|j, d_rot)` ([cross rotary](../positional/cross_rotary.md)), or `None`.
+    cross_rotary: Optional[tuple] = None
     # Masks derived from these inputs and the padding mask (which keys each query sees, the padded
     # bias, the fused kernel's mask): identical in every self-attention layer of the forward pass,
     # so the first layer computes them and the others reuse them.

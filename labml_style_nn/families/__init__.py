@@ -5,10 +5,12 @@ from .continuous_autoencoder import ContinuousTransformerAutoencoder
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
+from .free_transformer import BinaryMapper, FreeTransformer
 from .gpt_vae import GPTVAE
 from .latent_autoregressive import LatentAutoregressive
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
+from .next_latent_wrapper import NextLatentWrapper
 from .nonautoregressive import NonAutoregressiveWrapper
 from .prefix_decoder import PrefixDecoder
 from .universal_pretrain import SyntheticDataGenerator, UniversalPretrainWrapper
@@ -19,6 +21,7 @@ from .xl_test_time_training import (
     TTTModuleWrapper,
     TTTNextLatentPredictionLoss,
 )
+from .xm_latent_decoder import XMLatentDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
 __all__ = ["BeliefStateWrapper", "DPO", "EntropyBasedTokenizer", "GPTVAE", "ContinuousAutoregressiveWrapper", "ContinuousTransformerAutoencoder", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
@@ -26,3 +29,4 @@ __all__ = ["BeliefStateWrapper", "DPO", "EntropyBasedTokenizer", "GPTVAE", "Cont
 __all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
             "LatentAutoregressive", "LowRankLinear", "TTTMetaLearningTargetKLLoss", "TTTModuleWrapper",
             "TTTNextLatentPredictionLoss"]
+__all__ += ["BinaryMapper", "FreeTransformer", "NextLatentWrapper", "XMLatentDecoder"]

@@ -354,7 +354,10 @@ class AutoregressiveWrapper(nn.Module):
             _warn_once("generate: a Feedback Transformer with windows (seq_len > 1) reruns the whole "
                        "sequence at each step, since a one-token call would change its windows")
         elif cache_kv and not self.feedback and blocker is None:
-            cache = self._last_cache = self._new_cache(cache_kv, b, total)
+            # Embeddings prepended to the prompt (`prepend_embeds=`) take positions in the cache too.
+            prepended = kwargs.get("prepend_embeds")
+            cache = self._last_cache = self._new_cache(
+                cache_kv, b, total + (prepended.shape[1] if torch.is_tensor(prepended) else 0))
             if compile_options is not None and cache_kv is True:
                 static = self._static_cache(cache, b, total)
                 if static is not None:

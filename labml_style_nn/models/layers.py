@@ -65,6 +65,7 @@ from ..generation.intermediates import (
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
+from ..positional.cross_rotary import cross_rotary_inputs
 from ..positional.dynamic_position_bias import DynamicPositionBias
 from ..positional.polar import PolarEmbedding
 from ..positional.position_infused import PositionInfusedAttention
@@ -80,6 +81,7 @@ from ..residual.value_residual import ValueResidual, attach_value_mixes
 from ..residual.zero_init_branch import zero_init_branches
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
+from .kv_input_residuals import kv_residuals_per_layer
 from .layer_dropout import drop_probabilities, skip_block
 from .layer_integration import make_layer_integrations
 from .layer_sharing import built_depth, execution_order
@@ -282,7 +284,8 @@ class AttentionLayers(nn.Module):
                 pos: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, keep_intermediates: bool = True,
                 ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
-                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
+                self_attn_kv_residuals: Optional[Tensor] = None, context_pos: Optional[Tensor] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -312,6 +315,10 @@ class AttentionLayers(nn.Module):
                 intermediates of another causal stack of the same shape, whose cached keys it takes.
             cross_attn_kv_residuals: `(b, j, dim_context)`, or one per cross-attention layer
                 `(L, b, j, dim_context)`, added to the context before its key/value projections.
+            self_attn_kv_residuals: `(b, n|1, D)`, or `(L', b, n|1, D)` for the first $L'$ layers, added to
+                the first self-attention layers' key/value input ([its page](kv_input_residuals.md)).
+            context_pos: `(j,)` integer positions of the context: cross-attention then rotates queries
+                and keys by their positions ([cross rotary](../positional/cross_rotary.md)).
 
         Returns:
             `(b, n, D)`, or `(out, intermediates)` with `return_hiddens=True`: x-transformers'
@@ -359,9 +366,18 @@ class AttentionLayers(nn.Module):
                 raise ValueError("attn_mask: a query-by-key mask cannot be combined with a cache or memories")
             shared = replace(shared, attn_bias=mask_as_bias(attn_mask, shared.attn_bias, n))
         if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None
-                                                  or cross_attn_kv_residuals is not None):
-            raise ValueError("reversible: the coupled blocks take no self_attn_additional_kv, ff_deep_embeds or "
-                             "cross_attn_kv_residuals")
+                                                  or cross_attn_kv_residuals is not None
+                                                  or self_attn_kv_residuals is not None or context_pos is not None):
+            raise ValueError("reversible: the coupled blocks take no self_attn_additional_kv, ff_deep_embeds, "
+                             "cross_attn_kv_residuals, self_attn_kv_residuals or context_pos")
+        kv_res = iter(kv_residuals_per_layer(self_attn_kv_residuals, self.num_self_attn, x.shape[0], n, self.dim))
+        cross_shared = None
+        if context_pos is not None:
+            if not self.has_cross:
+                raise ValueError("context_pos: this stack has no cross-attention layers (set cross_attend=True)")
+            assert context is not None  # checked with the inputs
+            query_pos = pos if pos is not None else torch.arange(offset, offset + n, device=x.device)
+            cross_shared = cross_rotary_inputs(self.rotary, query_pos, context_pos, context.shape[1])
         if self.reversible_pairs is not None:
             # No hiddens: keeping each layer's input is what a reversible stack avoids.
             x = run_reversible(
@@ -407,6 +423,7 @@ class AttentionLayers(nn.Module):
             # Per-block inputs from the caller, drawn before stochastic depth may skip the block.
             deep = next(deep_iter) if deep_iter is not None and block.kind == "f" else None
             additional = next(extra_kv) if block.kind == "a" else None
+            kv_residual = next(kv_res) if block.kind == "a" else None
             if self.unet_skips is not None:
                 x = self.unet_skips.keep(i, x, kept)
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
@@ -422,7 +439,8 @@ class AttentionLayers(nn.Module):
                 layer_inputs.append(x)
                 integrate = (self.integrations[i], tuple(layer_inputs))
             args = (block, x, self_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
-                    attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional)
+                    attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional,
+                    kv_residual, cross_shared)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
                 x, scores, h, values = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
@@ -511,7 +529,8 @@ def _branch_input(block, x, inject, mask, block_cache, condition):
 
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
                attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
-               integrate=None, deep_embed=None, additional_kv=None, fresh_masks=False):
+               integrate=None, deep_embed=None, additional_kv=None, kv_residual=None, cross_shared=None,
+               fresh_masks=False):
     """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input, first_values)`.
 
     `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
@@ -539,6 +558,10 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         if block.kind == "a":
             # Three inputs, for queries, keys and values (hyper-connections' `qkv_receive_diff_residuals`)
             q_in, views = (h[0], (h[1], h[2])) if h.dim() == 4 else (h, None)
+            if kv_residual is not None:
+                # $k = W_k(\bar h + r)$, $v = W_v(\bar h + r)$ (`models/kv_input_residuals.py`)
+                k_in, v_in = views if views is not None else (q_in, q_in)
+                views = (k_in + kv_residual, v_in + kv_residual)
             out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
                                    value_residual=carrier, kv_views=views,
@@ -549,7 +572,8 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
             query_mask = None if mask is None else mask[:, -h.shape[1]:]
             out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache, mask=query_mask,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
-                                   value_residual=carrier)
+                                   value_residual=carrier,
+                                   shared=None if cross_shared is None else replace(cross_shared, masks={}))
     # MV-Split's token means leave out padding (`residual/mv_split_residual.py`).
     reads = {"mask": mask} if getattr(block.residual, "reads_mask", False) else {}
     return block.join(out, residual, condition, **reads), scores, h, carrier.first if carrier is not None else None

@@ -550,6 +550,11 @@ class TransformerWrapper(_SequenceWrapper):
         elif cache is not None and not cache_started(cache) and (return_intermediates or return_embeddings_and_intermediates):
             raise ValueError("cache: a LayersCache is written in place and continues itself; "
                              "return_intermediates with cache=None gives x-transformers' spelling instead")
+        prepended = 0
+        if prepend_embeds is not None and token_offset is None and cache_started(cache):
+            # A started LayersCache holds them since its first step; the tokens' absolute positions
+            # still start after them at 0, as in the full pass.
+            prepended, prepend_embeds = prepend_embeds.shape[1], None
         # The range check synchronises (and is a branch a compiler cannot trace); a cached step feeds
         # back tokens the model itself sampled.
         cached_step = cache_started(cache) or token_offset is not None
@@ -562,7 +567,7 @@ class TransformerWrapper(_SequenceWrapper):
         b, n = x.shape
         if token_offset is None:
             # Any cache of this library (growing, rolling, static, sinks) counts the tokens it holds.
-            token_offset = cache.offset - self.num_memory_tokens \
+            token_offset = cache.offset - self.num_memory_tokens - prepended \
                 if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
         if seq_start_pos is not None and not cached_step:
             # A left-padded row's keys before its first real token are masked (later tokens are real).

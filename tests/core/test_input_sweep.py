@@ -169,6 +169,13 @@ CASES = {
         ("floor above the threshold", lambda m: lsn.EntropyBasedTokenizer(lm(), 1.0, ignore_entropy_below=2.0),
          "ignore_entropy_below"),
     ]),
+    "FreeTransformer": (lambda: lsn.FreeTransformer(num_tokens=10, dim=D, dec_head_depth=1, dec_tail_depth=1,
+                                                   max_seq_len=8, heads=2, attn_dim_head=8, latent_bits=2), [
+        ("float tokens", lambda m: m(torch.randn(2, 5)), "seq"),
+        ("latents of another batch", lambda m: m.generate(ids(2, 1), 3, latents=torch.tensor([1, 2, 3])), "latents"),
+        ("no tail", lambda m: lsn.FreeTransformer(num_tokens=10, dim=D, dec_head_depth=1, dec_tail_depth=0,
+                                                  max_seq_len=8), "dec_tail_depth"),
+    ]),
     "LayerIntermediates": (lambda: lsn.LayerIntermediates(), [
         ("intermediates without keys as a cache", lambda i: lm().eval()(ids(1, 3), cache=i), "cache"),
     ]),
@@ -179,6 +186,10 @@ CASES = {
     ]),
     "NeoMLP": (lambda: lsn.NeoMLP(dim_in=3, dim_hidden=2, dim_out=1, dim_model=D, depth=1), [
         ("inputs of the wrong width", lambda m: m(torch.randn(2, 4)), "x"),
+    ]),
+    "NextLatentWrapper": (lambda: lsn.NextLatentWrapper(lm(), dim=D, num_rollouts=2), [
+        ("a sequence too short to roll out", lambda m: m(ids(2, 3)), "num_rollouts"),
+        ("an unknown loss", lambda m: lsn.NextLatentWrapper(lm(), dim=D, loss_type="l3"), "loss_type"),
     ]),
     "PrefixDecoder": (lambda: lsn.PrefixDecoder(dim=D, depth=1, heads=2), [
         ("attention mask of the wrong shape", lambda m: m(x3, attn_mask=torch.ones(4, 4, dtype=torch.bool)),
@@ -206,6 +217,11 @@ CASES = {
                                   attn_dim_head=8), [
         ("float tokens", lambda m: m(torch.randn(2, 5)), "seq"),
         ("latents of the wrong width", lambda m: m.generate(ids(2, 2), 2, latents=torch.randn(3)), "latents"),
+    ]),
+    "XMLatentDecoder": (lambda: lsn.XMLatentDecoder(lm(), num_latents=2), [
+        ("latents of another width", lambda m: m(ids(2, 5), latents=torch.randn(2, 2, D + 1)), "latents"),
+        ("no candidates", lambda m: m(ids(2, 5), candidates=0), "candidates"),
+        ("a slot that does not exist", lambda m: m(ids(2, 5), active_latent_index=2), "active_latent_index"),
     ]),
     "XValTransformerWrapper": (lambda: lsn.XValTransformerWrapper(
             num_tokens=10, max_seq_len=8, numerical_token_id=9, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2)), [
