@@ -18,6 +18,7 @@ from .families import (
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
+    Recirculation,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
 )
@@ -52,7 +53,7 @@ __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
     "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
     "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
-    "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
+    "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "Recirculation", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
     "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",

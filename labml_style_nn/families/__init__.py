@@ -6,7 +6,8 @@ from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .multi_input import MultiInputTransformerWrapper
 from .neo_mlp import NeoMLP
 from .prefix_decoder import PrefixDecoder
+from .recirculation import Recirculation
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "XValAutoregressiveWrapper",
+__all__ = ["DPO", "EntropyBasedTokenizer", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "Recirculation", "XValAutoregressiveWrapper",
            "XValTransformerWrapper"]
