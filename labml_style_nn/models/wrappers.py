@@ -71,6 +71,7 @@ from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigso
 from ..wrapping.pooling import AttentionPool, masked_mean
 from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
+from .block_inputs import check_transforms, transform_block_input
 from .layers import AttentionLayers
 
 
@@ -228,18 +229,20 @@ class _SequenceWrapper(nn.Module):
         else:
             out, inter = run(h)
         assert isinstance(inter, LayerIntermediates) and out is not None
-        h, hiddens = out, inter.hiddens or []
+        h, hiddens, block_hiddens = out, inter.hiddens or [], inter.block_hiddens or []
         memory_out = None
         if self.memory_tokens is not None and every is not None:
             h = strip_interspersed(h, n, every, num_mem_tokens)
             hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in hiddens]
+            block_hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in block_hiddens]
         elif self.memory_tokens is not None and first_step:
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
+            block_hiddens = [self.memory_tokens.strip(t) for t in block_hiddens]
         new_mems = update_memories(mems, hiddens, self.max_mem_len) if return_mems else None
         intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
-                                 memory_tokens=memory_out)
+                                 memory_tokens=memory_out, block_hiddens=block_hiddens)
         return h, new_mems, intermediates
 
     def _attn_record(self, return_attn: bool, return_intermediates: bool, z_loss: bool, cache) -> Optional[list]:
@@ -452,7 +455,8 @@ class TransformerWrapper(_SequenceWrapper):
                 sum_embeds: Optional[Tensor] = None, return_attn_z_loss: bool = False,
                 attn_z_loss_weight: Optional[float] = None, recycle_steps: Optional[int] = None,
                 input_not_include_cache: Optional[bool] = None, attn_mask: Optional[Tensor] = None,
-                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None):
+                self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
+                transform_block_inputs=None, transform_token_embeds=None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -468,7 +472,9 @@ class TransformerWrapper(_SequenceWrapper):
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
         `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv` and
-        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`).
+        `cross_attn_kv_residuals` go to the stack (`AttentionLayers.forward`), and so does
+        `transform_block_inputs`, whose block 1 function (or `transform_token_embeds`) transforms the
+        token embeddings before the positions are added ([block inputs](block_inputs.md)).
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -516,6 +522,10 @@ class TransformerWrapper(_SequenceWrapper):
 
         # $e_t = E[x_t] + p_t\ (+ \sum_k E_k[\text{id}_{k,t}])$
         h = self.token_emb(x)  # (b, n, E)
+        if transform_token_embeds is not None or transform_block_inputs is not None:
+            check_transforms(transform_block_inputs)
+            h = transform_token_embeds(h) if transform_token_embeds is not None \
+                else transform_block_input(transform_block_inputs, 1, h)
         h = h + self._positions(h, token_offset, seq_start_pos, pos)
         if self.embeds is not None or embed_ids:
             if self.embeds is None:
@@ -548,7 +558,8 @@ class TransformerWrapper(_SequenceWrapper):
 
         layer_kwargs: dict[str, Any] = {k: v for k, v in (
             ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
-            ("cross_attn_kv_residuals", cross_attn_kv_residuals)) if v is not None}
+            ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("transform_block_inputs", transform_block_inputs))
+            if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:
