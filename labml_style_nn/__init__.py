@@ -15,6 +15,7 @@ from .families import (
     DPO,
     ContinuousAutoregressiveWrapper,
     EntropyBasedTokenizer,
+    FullBandwidth,
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
@@ -52,7 +53,7 @@ from .wrapping import AttentionPool
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
     "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
-    "FeedbackTransformer", "FeedForward", "KeywordFeedForward", "LayerIntermediates",
+    "FeedbackTransformer", "FeedForward", "FullBandwidth", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "Recirculation", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
     "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",

@@ -145,7 +145,8 @@ class Recirculation(nn.Module):
     # What `AutoregressiveWrapper` reads of the network it drives.
     @property
     def max_seq_len(self) -> int:
-        return int(getattr(self.net, "max_seq_len"))
+        max_len: Any = self.net.max_seq_len
+        return max_len
 
     @property
     def memory_tokens(self):
