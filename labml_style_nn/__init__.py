@@ -14,12 +14,14 @@ from .attention import Attention
 from .families import (
     DPO,
     ContinuousAutoregressiveWrapper,
+    DiscoverDecoder,
     EntropyBasedTokenizer,
     FullBandwidth,
     MultiInputTransformerWrapper,
     NeoMLP,
     PrefixDecoder,
     Recirculation,
+    TPREncoder,
     XValAutoregressiveWrapper,
     XValTransformerWrapper,
 )
@@ -52,10 +54,10 @@ from .wrapping import AttentionPool
 
 __all__ = [
     "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "ContinuousAutoregressiveWrapper",
-    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer",
+    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DiscoverDecoder", "DPO", "Encoder", "EntropyBasedTokenizer",
     "FeedbackTransformer", "FeedForward", "FullBandwidth", "KeywordFeedForward", "LayerIntermediates",
     "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "Recirculation", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
-    "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
+    "TPREncoder", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
     "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]

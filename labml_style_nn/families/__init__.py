@@ -1,6 +1,7 @@
 """Model families that x-transformers ships, one file each."""
 
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
+from .discover import DiscoverDecoder, TPREncoder
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .full_bandwidth import FullBandwidth
@@ -10,5 +11,5 @@ from .prefix_decoder import PrefixDecoder
 from .recirculation import Recirculation
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["DPO", "EntropyBasedTokenizer", "FullBandwidth", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "Recirculation", "XValAutoregressiveWrapper",
-           "XValTransformerWrapper"]
+__all__ = ["DiscoverDecoder", "DPO", "EntropyBasedTokenizer", "FullBandwidth", "ContinuousAutoregressiveWrapper", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "PrefixDecoder", "Recirculation", "TPREncoder",
+           "XValAutoregressiveWrapper", "XValTransformerWrapper"]
