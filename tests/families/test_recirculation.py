@@ -42,6 +42,12 @@ def test_recirculation_usage_and_invariants():
     for _ in range(3):
         seq = torch.cat((seq, model(seq)[:, -1:].argmax(-1)), dim=1)
     assert torch.equal(out, seq[:, 4:])
+    # Prompts of different lengths (left-padded) decode as they would alone (no ramp, which counts columns).
+    unramped = AutoregressiveWrapper(Recirculation(net, 2, 0, ramp_steps=0))
+    long, short = x[0, :5], x[1, :2]
+    both = unramped.generate([long, short], 3, temperature=0.0)
+    assert torch.equal(both[0], unramped.generate(long[None], 3, temperature=0.0)[0])
+    assert torch.equal(both[1], unramped.generate(short[None], 3, temperature=0.0)[0])
 
 
 def test_recirculation_norm_matching_and_learned_mixer():
