@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from xt_parity import build_pair, copy_weights
 
-from labml_style_nn import Decoder, FullBandwidth, TransformerWrapper
+from labml_style_nn import AutoregressiveWrapper, Decoder, FullBandwidth, TransformerWrapper
 
 WRAPPER = dict(num_tokens=20, max_seq_len=16, tie_embedding=True, tie_embedding_scale=0.25, post_emb_norm=True)
 STACK = dict(dim=16, depth=3, heads=2, depth_scale_residual=True)
@@ -46,8 +46,13 @@ def test_full_bandwidth_usage_and_invariants():
     assert not torch.equal(model(seq), model(seq))
     model.eval()
     torch.testing.assert_close(model(seq), model(seq))
-    assert model.generate(seq[:, :3], 4).shape == (2, 4)
+    assert model.generate(seq[:, :3], 4, filter_logits_fn="top_p", eos_token=3).shape[0] == 2
     assert model.generate(seq[0, :3], 4, temperature=0.0).shape == (4,)
+    # Without feedback (no prompt passes, no fused latents) generation is the plain decoder's.
+    plain_greedy = AutoregressiveWrapper(model.net).generate(seq[:, :3], 4, temperature=0.0)
+    assert torch.equal(model.generate(seq[:, :3], 4, temperature=0.0, process_prompt=False,
+                                      should_fuse_latent=lambda step: False), plain_greedy)
+    assert type(FullBandwidth(_net(), transitions={1: "gru"}).transitions["3->1"]).__name__ == "GRUGatingTransition"
 
 
 def test_full_bandwidth_learns_a_fixed_batch():
