@@ -14,7 +14,7 @@ $P - 1$ steps of feedback, all positions computed at once.  The fusion is a gate
 (eq. 4) of the latent and the stream:
 
 $$x^{(i)}_t \leftarrow \operatorname{RMSNorm}\big(W_s \operatorname{RMSNorm}(h^{(o)}_{t-1}) \odot
-\sigma(W_g \operatorname{RMSNorm}(x^{(i)}_t))\big), \qquad t \ge 1,$$
+\sigma(W_g \operatorname{RMSNorm}(x^{(i)}_t))\big), \qquad t \ge 1.$$
 
 Each pass is scored by next-token cross-entropy (the feedback passes only on positions $t \ge 1$,
 which received a latent); the loss is the first pass's plus `feedback_pass_weight` times the mean of
@@ -39,6 +39,8 @@ entry names the transition), or a shortcut: `"paper"` (the top block into the fi
 `"glu"` (eq. 4), `"residual"`, `"gru"`, `"linear"` and `"residual_glu"`, or a module, or a function
 of the width.  Into block 1 the latent is fused with the token embedding, before positions are
 added ([block inputs](../models/block_inputs.md)).
+
+The equation and section numbers are those x-transformers' implementation cites.
 
 **Differences from x-transformers.**  None in meaning.  Its `return_loss_breakdown`,
 `return_all_pass_logits` and `return_all` give a named tuple of the requested outputs, as here.
@@ -266,6 +268,7 @@ class FullBandwidth(nn.Module):
                 if training and self.jitter_noise_delta > 0:
                     # $h + u$, $u \sim U(-\delta, \delta)$
                     latent = latent + torch.empty_like(latent).uniform_(-self.jitter_noise_delta, self.jitter_noise_delta)
+                # $x^{(i)}_t \leftarrow T(h^{(o)}_{t-1}, x^{(i)}_t)$
                 stream = fuse(latent, stream, trans)
             return stream
 

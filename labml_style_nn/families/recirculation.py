@@ -31,6 +31,8 @@ logits = model(x)                                  # (b, n, V), token by token
 out = AutoregressiveWrapper(model).generate(x, 8)  # a drop-in network for generation
 ```
 
+The equation, section and appendix numbers are those x-transformers' implementation cites.
+
 **Differences from x-transformers.**  None in meaning: as there, the mixture replaces the input of the
 destination layer's branch (its pre-norm input), while the residual sum around that branch keeps
 $z_d$.  Here the cache is this library's preallocated one, so stripping a token's keys rewinds its
@@ -60,6 +62,7 @@ def norm_matched(z_source: Tensor, z_dest: Tensor, eps: float = 1e-8) -> Tensor:
     [6.0, 8.0]
     """
     source_norm = z_source.norm(dim=-1, keepdim=True)  # (..., 1)
+    # $\lVert z_d \rVert / \lVert z_s \rVert$
     scale = z_dest.norm(dim=-1, keepdim=True) / source_norm.clamp(min=eps)
     return z_source * scale.masked_fill(source_norm <= eps, 0.0)
 
@@ -174,6 +177,7 @@ class Recirculation(nn.Module):
         for route, (source, dest) in enumerate(zip(self.source_layers, self.destination_layers, strict=True)):
             z_source, z_dest = hiddens[source][:, -1:], hiddens[dest][:, -1:]  # (b, 1, D)
             alpha, beta = self.mix_coefficients(route, z_source, z_dest, step)
+            # $\tilde z_d = \alpha \hat z_s + \beta z_d$
             mixed[dest] = alpha * norm_matched(z_source, z_dest) + beta * z_dest
         return mixed
 
