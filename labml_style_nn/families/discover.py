@@ -90,7 +90,8 @@ def role_ids_for_tokens(tokens: Tensor, lengths: Tensor, scheme: str, *, max_seq
     $(i + j)(i + j + 1)/2 + i$; `wickel` by (left neighbour, right neighbour), `num_fillers` standing
     for the boundary.
 
-    >>> role_ids_for_tokens(torch.tensor([[5, 6, 7]]), torch.tensor([3]), "right_to_left", max_seq_len=4, num_fillers=8).tolist()
+    >>> tokens, lengths = torch.tensor([[5, 6, 7]]), torch.tensor([3])
+    >>> role_ids_for_tokens(tokens, lengths, "right_to_left", max_seq_len=4, num_fillers=8).tolist()
     [[2, 1, 0]]
     """
     _check_scheme(scheme)

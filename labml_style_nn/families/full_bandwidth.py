@@ -221,8 +221,8 @@ class FullBandwidth(nn.Module):
         if layers is None or not hasattr(layers, "len_default_block") or not layers.causal:
             raise ValueError("net: expected a TransformerWrapper over a Decoder")
         o = layers.options
-        scaled = o.scale_residual if isinstance(o.scale_residual, (int, float)) and not isinstance(o.scale_residual, bool) else None
-        if not o.depth_scale_residual and scaled is None:
+        numeric_scale = isinstance(o.scale_residual, (int, float)) and not isinstance(o.scale_residual, bool)
+        if not o.depth_scale_residual and not numeric_scale:
             raise ValueError("net: the full-bandwidth transformer needs depth-scaled residuals "
                              "(Decoder(..., depth_scale_residual=True))")
         if getattr(net, "to_logits", True) is not None or getattr(net, "return_only_embed", False):

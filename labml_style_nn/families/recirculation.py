@@ -68,7 +68,10 @@ def norm_matched(z_source: Tensor, z_dest: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 class RecirculationMixer(nn.Module):
-    r"""Per-token mixture coefficients $\alpha, \beta = \sigma(\operatorname{MLP}(\operatorname{LN}([z_s; z_d])))$ (section 4.6)."""
+    r"""Per-token mixture coefficients (section 4.6).
+
+    $\alpha, \beta = \sigma(\operatorname{MLP}(\operatorname{LN}([z_s; z_d])))$
+    """
 
     def __init__(self, dim: int, hidden: Optional[int] = None, init_alpha: float = 0.1, init_beta: float = 0.9):
         super().__init__()
@@ -162,7 +165,10 @@ class Recirculation(nn.Module):
     #
     # ## The mixture (eq. 1)
     def mix_coefficients(self, route: int, z_source: Tensor, z_dest: Tensor, step: int):
-        r"""$\alpha, \beta$ of one route at position `step`: learned, or $\alpha \min(t / T_{\text{ramp}}, 1)$ and $1 - \alpha$."""
+        r"""$\alpha, \beta$ of one route at position `step` $= t$.
+
+        Learned, or $\alpha \min(t / T_{\text{ramp}}, 1)$ and $1 - \alpha$ (or the given $\beta$).
+        """
         if self.learned_mixers is not None:
             return self.learned_mixers[route](z_source, z_dest)
         alpha = self.alphas[route]

@@ -42,8 +42,10 @@ def default_block_length(o) -> int:
     """Sublayers per block: those of the default block, or 1 for a custom layout.
 
     >>> from labml_style_nn.options import LayerOptions
-    >>> default_block_length(LayerOptions(dim=8, depth=3)), default_block_length(LayerOptions(dim=8, depth=3, cross_attend=True))
-    (2, 3)
+    >>> default_block_length(LayerOptions(dim=8, depth=3))
+    2
+    >>> default_block_length(LayerOptions(dim=8, depth=3, cross_attend=True))
+    3
     """
     if o.custom_layers is not None or o.par_ratio is not None or o.sandwich_coef is not None:
         return 1
