@@ -17,15 +17,19 @@ from .families import (
     BeliefStateWrapper,
     ContinuousAutoregressiveWrapper,
     ContinuousTransformerAutoencoder,
+    DiscoverDecoder,
     EntropyBasedTokenizer,
     FreeTransformer,
+    FullBandwidth,
     LatentAutoregressive,
     MultiInputTransformerWrapper,
     NeoMLP,
     NextLatentWrapper,
     NonAutoregressiveWrapper,
     PrefixDecoder,
+    Recirculation,
     SyntheticDataGenerator,
+    TPREncoder,
     UniversalPretrainWrapper,
     XLAutoregressiveWrapper,
     XMLatentDecoder,
@@ -60,17 +64,17 @@ from .transformer_xl import (
 from .wrapping import AttentionPool
 
 __all__ = [
-    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "BeliefStateWrapper", "ContinuousAutoregressiveWrapper",
-    "ContinuousTransformerAutoencoder",
-    "ContinuousTransformerWrapper", "CrossAttender", "Decoder", "DPO", "Encoder", "EntropyBasedTokenizer", "FreeTransformer",
-    "FeedbackTransformer", "FeedForward", "GPTVAE", "KeywordFeedForward", "LayerIntermediates",
-    "MultiInputTransformerWrapper", "NeoMLP", "NextLatentWrapper", "NonAutoregressiveWrapper", "PrefixDecoder", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm",
-    "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "ViTransformerWrapper", "XTransformer",
-    "XMLatentDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
+    "Attention", "AttentionLayers", "AttentionPool", "AutoregressiveWrapper", "BeliefStateWrapper",
+    "ContinuousAutoregressiveWrapper", "ContinuousTransformerAutoencoder", "ContinuousTransformerWrapper",
+    "CrossAttender", "Decoder", "DiscoverDecoder", "DPO", "Encoder", "EntropyBasedTokenizer", "FeedbackTransformer",
+    "FeedForward", "FreeTransformer", "FullBandwidth", "GPTVAE", "KeywordFeedForward", "LatentAutoregressive",
+    "LayerIntermediates", "MultiInputTransformerWrapper", "NeoMLP", "NextLatentWrapper", "NonAutoregressiveWrapper",
+    "PrefixDecoder", "Recirculation", "RelativeMultiHeadAttention", "RMSNorm", "ScaleNorm", "SyntheticDataGenerator",
+    "TPREncoder", "TransformerWrapper", "TransformerXL", "TransformerXLLayer", "UniversalPretrainWrapper",
+    "ViTransformerWrapper", "XLAutoregressiveWrapper", "XMLatentDecoder", "XTransformer", "XValAutoregressiveWrapper",
+    "XValTransformerWrapper", "causal_mask_with_memory", "layer_schedule", "from_hf", "from_pretrained",
     "update_memory",
 ]
-__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
-            "LatentAutoregressive"]
 
 
 def _suggest_keywords_everywhere() -> None:

@@ -3,9 +3,11 @@
 from .belief_state import BeliefStateWrapper
 from .continuous_autoencoder import ContinuousTransformerAutoencoder
 from .continuous_autoregressive import ContinuousAutoregressiveWrapper, GaussianNLL
+from .discover import DiscoverDecoder, TPREncoder
 from .dpo import DPO
 from .entropy_based_tokenizer import EntropyBasedTokenizer
 from .free_transformer import BinaryMapper, FreeTransformer
+from .full_bandwidth import FullBandwidth
 from .gpt_vae import GPTVAE
 from .latent_autoregressive import LatentAutoregressive
 from .multi_input import MultiInputTransformerWrapper
@@ -13,6 +15,7 @@ from .neo_mlp import NeoMLP
 from .next_latent_wrapper import NextLatentWrapper
 from .nonautoregressive import NonAutoregressiveWrapper
 from .prefix_decoder import PrefixDecoder
+from .recirculation import Recirculation
 from .universal_pretrain import SyntheticDataGenerator, UniversalPretrainWrapper
 from .xl_autoregressive import XLAutoregressiveWrapper
 from .xl_test_time_training import (
@@ -24,9 +27,11 @@ from .xl_test_time_training import (
 from .xm_latent_decoder import XMLatentDecoder
 from .xval import XValAutoregressiveWrapper, XValTransformerWrapper
 
-__all__ = ["BeliefStateWrapper", "DPO", "EntropyBasedTokenizer", "GPTVAE", "ContinuousAutoregressiveWrapper", "ContinuousTransformerAutoencoder", "GaussianNLL", "MultiInputTransformerWrapper", "NeoMLP", "NonAutoregressiveWrapper", "PrefixDecoder", "XValAutoregressiveWrapper",
-           "XValTransformerWrapper"]
-__all__ += ["XLAutoregressiveWrapper", "SyntheticDataGenerator", "UniversalPretrainWrapper",
-            "LatentAutoregressive", "LowRankLinear", "TTTMetaLearningTargetKLLoss", "TTTModuleWrapper",
-            "TTTNextLatentPredictionLoss"]
-__all__ += ["BinaryMapper", "FreeTransformer", "NextLatentWrapper", "XMLatentDecoder"]
+__all__ = [
+    "BeliefStateWrapper", "BinaryMapper", "ContinuousAutoregressiveWrapper", "ContinuousTransformerAutoencoder",
+    "DiscoverDecoder", "DPO", "EntropyBasedTokenizer", "FreeTransformer", "FullBandwidth", "GaussianNLL", "GPTVAE",
+    "LatentAutoregressive", "LowRankLinear", "MultiInputTransformerWrapper", "NeoMLP", "NextLatentWrapper",
+    "NonAutoregressiveWrapper", "PrefixDecoder", "Recirculation", "SyntheticDataGenerator", "TPREncoder",
+    "TTTMetaLearningTargetKLLoss", "TTTModuleWrapper", "TTTNextLatentPredictionLoss", "UniversalPretrainWrapper",
+    "XLAutoregressiveWrapper", "XMLatentDecoder", "XValAutoregressiveWrapper", "XValTransformerWrapper",
+]

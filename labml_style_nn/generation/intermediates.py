@@ -93,6 +93,7 @@ class LayerIntermediates:
     attn_z_loss: Optional[Tensor] = None
     mems: Optional[list[Tensor]] = None
     last_layer_hiddens: Optional[Tensor] = None
+    block_hiddens: Optional[list[Tensor]] = None  # each block's output, the last after the final norm
     initial_embeds: Optional[Tensor] = None
     attn_pooled_tokens: Optional[Tensor] = None
     memory_tokens: Optional[Tensor] = None

@@ -79,6 +79,7 @@ from ..residual.input_injection import InputInjection
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
 from ..residual.value_residual import ValueResidual, attach_value_mixes
 from ..residual.zero_init_branch import zero_init_branches
+from .block_inputs import check_transforms, default_block_length, transform_block_input
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
 from .kv_input_residuals import kv_residuals_per_layer
@@ -190,6 +191,8 @@ class AttentionLayers(nn.Module):
         self.unet_skips = make_unet_skips(o, self.layer_types)
         # LIMe: each sublayer reads a per-token mix of every earlier sublayer's input (`models/layer_integration.py`).
         self.integrations = make_layer_integrations(o, self.layer_types)
+        # Sublayers per block, for `transform_block_inputs` and `block_hiddens` (`models/block_inputs.py`).
+        self.len_default_block = default_block_length(o)
 
     @property
     def has_relative_positions(self) -> bool:
@@ -285,7 +288,8 @@ class AttentionLayers(nn.Module):
                 input_not_include_cache: bool = False, keep_intermediates: bool = True,
                 ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
                 self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
-                self_attn_kv_residuals: Optional[Tensor] = None, context_pos: Optional[Tensor] = None):
+                self_attn_kv_residuals: Optional[Tensor] = None, context_pos: Optional[Tensor] = None,
+                transform_block_inputs=None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -319,6 +323,8 @@ class AttentionLayers(nn.Module):
                 the first self-attention layers' key/value input ([its page](kv_input_residuals.md)).
             context_pos: `(j,)` integer positions of the context: cross-attention then rotates queries
                 and keys by their positions ([cross rotary](../positional/cross_rotary.md)).
+            transform_block_inputs: functions of the stream at the inputs of blocks 2, 3, ...: a dict
+                by block depth or one `fn(depth, stream)` ([block inputs](block_inputs.md)).
 
         Returns:
             `(b, n, D)`, or `(out, intermediates)` with `return_hiddens=True`: x-transformers'
@@ -370,6 +376,10 @@ class AttentionLayers(nn.Module):
                                                   or self_attn_kv_residuals is not None or context_pos is not None):
             raise ValueError("reversible: the coupled blocks take no self_attn_additional_kv, ff_deep_embeds, "
                              "cross_attn_kv_residuals, self_attn_kv_residuals or context_pos")
+        check_transforms(transform_block_inputs)
+        if transform_block_inputs is not None and (self.reversible_pairs is not None or self.streams is not None):
+            raise ValueError("transform_block_inputs: a reversible stack or hyper-connections have no single "
+                             "stream between blocks")
         kv_res = iter(kv_residuals_per_layer(self_attn_kv_residuals, self.num_self_attn, x.shape[0], n, self.dim))
         cross_shared = None
         if context_pos is not None:
@@ -401,7 +411,7 @@ class AttentionLayers(nn.Module):
         extra_kv = iter(route_to_top(additional_kvs(self_attn_additional_kv), self.num_self_attn))
         cross_res = iter(per_layer(cross_attn_kv_residuals, self.layer_types.count("c")))
         deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
-        hiddens = []
+        hiddens, block_hiddens = [], []
         # The first self- and cross-attention layer's values, for value residual learning.
         first_values: Optional[dict[str, Optional[Tensor]]] = \
             {"a": None, "c": None} if self.options.add_value_residual else None
@@ -413,6 +423,10 @@ class AttentionLayers(nn.Module):
         checkpointing = self.options.gradient_checkpointing and self.training and cache is None \
             and torch.is_grad_enabled() and attn_sink is None
         for i, block in enumerate(self.blocks):
+            if i and i % self.len_default_block == 0:
+                # Block $k - 1$ ends here; block $k$ receives $f_k(x)$ (`models/block_inputs.py`).
+                block_hiddens.append(x)
+                x = transform_block_input(transform_block_inputs, i // self.len_default_block + 1, x)
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
             res = res_self if block.kind == "a" else res_cross
@@ -462,7 +476,11 @@ class AttentionLayers(nn.Module):
             else self.final_norm(x)
         if cache is not None:
             cache.advance(n)
-        return (x, self._intermediates(shared_kv, hiddens, x, record)) if return_hiddens else x
+        if not return_hiddens:
+            return x
+        intermediates = self._intermediates(shared_kv, hiddens, x, record)
+        intermediates.block_hiddens = block_hiddens + [x]
+        return x, intermediates
 
     @property
     def final_norm_reads_condition(self) -> bool:

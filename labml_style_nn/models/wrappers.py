@@ -72,6 +72,7 @@ from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigso
 from ..wrapping.pooling import AttentionPool, masked_mean
 from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
+from .block_inputs import check_transforms, transform_block_input
 from .layers import AttentionLayers
 
 
@@ -233,18 +234,20 @@ class _SequenceWrapper(nn.Module):
         else:
             out, inter = run(h)
         assert isinstance(inter, LayerIntermediates) and out is not None
-        h, hiddens = out, inter.hiddens or []
+        h, hiddens, block_hiddens = out, inter.hiddens or [], inter.block_hiddens or []
         memory_out = None
         if self.memory_tokens is not None and every is not None:
             h = strip_interspersed(h, n, every, num_mem_tokens)
             hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in hiddens]
+            block_hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in block_hiddens]
         elif self.memory_tokens is not None and first_step:
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
+            block_hiddens = [self.memory_tokens.strip(t) for t in block_hiddens]
         new_mems = update_memories(mems, hiddens, self.max_mem_len, detach=detach_mems) if return_mems else None
         intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
-                                 memory_tokens=memory_out)
+                                 memory_tokens=memory_out, block_hiddens=block_hiddens)
         return h, new_mems, intermediates
 
     def _attn_record(self, return_attn: bool, return_intermediates: bool, z_loss: bool, cache) -> Optional[list]:
@@ -503,7 +506,7 @@ class TransformerWrapper(_SequenceWrapper):
                 looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
                 looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
                 looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None,
-                detach_mems: bool = True):
+                detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -524,6 +527,8 @@ class TransformerWrapper(_SequenceWrapper):
         `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
         `detach_mems=False` keeps the returned memories in the graph (backpropagation through several
         segments).
+        `transform_block_inputs` goes to the stack too; its block 1 function (or `transform_token_embeds`)
+        transforms the token embeddings before the positions are added ([block inputs](block_inputs.md)).
         """
         input_not_include_cache = self.input_not_include_cache if input_not_include_cache is None \
             else input_not_include_cache
@@ -576,6 +581,10 @@ class TransformerWrapper(_SequenceWrapper):
 
         # $e_t = E[x_t] + p_t\ (+ \sum_k E_k[\text{id}_{k,t}])$
         h = self.token_emb(x)  # (b, n, E)
+        if transform_token_embeds is not None or transform_block_inputs is not None:
+            check_transforms(transform_block_inputs)
+            h = transform_token_embeds(h) if transform_token_embeds is not None \
+                else transform_block_input(transform_block_inputs, 1, h)
         h = h + self._positions(h, token_offset, seq_start_pos, pos)
         if self.embeds is not None or embed_ids:
             if self.embeds is None:
@@ -608,7 +617,8 @@ class TransformerWrapper(_SequenceWrapper):
 
         layer_kwargs: dict[str, Any] = {k: v for k, v in (
             ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
-            ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("condition", condition)) if v is not None}
+            ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("condition", condition),
+            ("transform_block_inputs", transform_block_inputs)) if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:

@@ -27,6 +27,12 @@ def lm():
     return lsn.TransformerWrapper(num_tokens=10, max_seq_len=16, attn_layers=lsn.Decoder(dim=D, depth=1, heads=2))
 
 
+def tied_lm(depth=1):
+    """A model the full-bandwidth transformer accepts (tied, normalised embeddings, depth-scaled residuals)."""
+    return lsn.TransformerWrapper(num_tokens=10, max_seq_len=8, tie_embedding=True, post_emb_norm=True,
+                                  attn_layers=lsn.Decoder(dim=D, depth=depth, heads=2, depth_scale_residual=True))
+
+
 def xtransformer():
     return lsn.XTransformer(dim=D, enc_num_tokens=10, enc_depth=1, enc_heads=2, enc_max_seq_len=8,
                             dec_num_tokens=10, dec_depth=1, dec_heads=2, dec_max_seq_len=8)
@@ -257,6 +263,25 @@ CASES = {
         ("the wrong width", lambda m: lsn.LatentAutoregressive(lm(), dim=D + 1), "dim"),
         ("too few rollout weights", lambda m: lsn.LatentAutoregressive(
             lm(), dim=D, num_rollouts=2, rollout_loss_weights=[1.0]), "rollout_loss_weights"),
+    ]),
+    "Recirculation": (lambda: lsn.Recirculation(tied_lm(depth=2), source_layer=1, destination_layer=0), [
+        ("token ids without a batch", lambda m: m(ids(5)), "x"),
+        ("destination not shallower", lambda m: lsn.Recirculation(tied_lm(depth=2), 1, 1), "destination_layer"),
+        ("a source beyond the stack", lambda m: lsn.Recirculation(tied_lm(depth=2), 3, 0), "source_layer"),
+    ]),
+    "FullBandwidth": (lambda: lsn.FullBandwidth(tied_lm(depth=2)), [
+        ("one token, no target", lambda m: m(ids(2, 1)), "token_ids"),
+        ("no passes", lambda m: m(ids(2, 5), temporal_parallel_passes=0), "temporal_parallel_passes"),
+        ("an unknown transition", lambda m: lsn.FullBandwidth(tied_lm(depth=2), transition="lstm"), "transition"),
+    ]),
+    "DiscoverDecoder": (lambda: lsn.DiscoverDecoder(decoder=lm(), num_fillers=8, bos_id=8, pad_id=9, max_seq_len=6), [
+        ("both lengths and eos", lambda m: m.decode(torch.randn(2, D), torch.tensor([2, 2]), eos_id=3), "lengths"),
+        ("longer than max_seq_len", lambda m: m.decode(torch.randn(2, D), torch.tensor([7, 2])), "max_seq_len"),
+    ]),
+    "TPREncoder": (lambda: lsn.TPREncoder(dim=D, num_fillers=4, num_roles=3), [
+        ("a filler beyond the table", lambda m: m(ids(2, 3, high=10) + 4, ids(2, 3, high=3)), "tokens"),
+        ("targets of the wrong width", lambda m: m.fit(ids(2, 3, high=4), ids(2, 3, high=3), torch.randn(2, D + 1),
+                                                       steps=1), "target_encodings"),
     ]),
 }
 
