@@ -249,8 +249,8 @@ class AutoregressiveWrapper(nn.Module):
                  contrastive_decode_kwargs: Optional[Union[dict, Sequence[dict]]] = None, **kwargs):
         """Sample `seq_len` tokens after `prompts`; returns only the new tokens `(b, seq_len)`.
 
-        `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths.
-        `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
+        `prompts` is a `(b, n)` tensor or a list of 1-D tensors of different lengths; a single `(n,)`
+        prompt gives `(seq_len,)` tokens, as in x-transformers.  `temperature=0` decodes greedily; other keywords (e.g. `context=`) go to the network.
         `cache_kv` may also be a factory `(layers, batch) -> cache` for a bounded cache, e.g.
         `sink_cache(sinks=4, cache_len=256)` to stream past `max_seq_len`.
         `compile=True` runs each step after the prompt, sampling included, as one compiled graph on a
@@ -266,6 +266,7 @@ class AutoregressiveWrapper(nn.Module):
         [intermediates](intermediates.md), `(tokens, intermediates)`; `amateur_model` (one or a tuple)
         decodes [contrastively](contrastive.md) with `contrastive_decode_kwargs` (`alpha`, `beta`).
         """
+        one_prompt = torch.is_tensor(prompts) and prompts.dim() == 1  # `(n,)`: no batch dimension
         if prompt_lens is not None:
             prompts = _split_right_padded(prompts, prompt_lens)
         self._restrict = restrict_to_max_seq_len
@@ -325,6 +326,8 @@ class AutoregressiveWrapper(nn.Module):
                 out = self._decode_groups(prompts, seq_len, decode)
             else:
                 out = decode(tokens, starts)
+            if one_prompt:
+                out = out[0]
             if return_intermediates:
                 return out, self._intermediates()
             return out

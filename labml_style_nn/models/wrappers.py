@@ -293,7 +293,8 @@ class TransformerWrapper(_SequenceWrapper):
         shift_mem_down: enhanced recurrence, route layer $l$'s memory to layer $l - k$.
         tie_embedding: use the token embedding matrix as the output projection.
         tie_embedding_scale: with `tie_embedding`, multiply the final hidden states by this before
-            the tied projection (T5 uses $D^{-1/2}$); `None` leaves them as they are.
+            the tied projection; `None` is x-transformers' default $D^{-1/2}$ (T5's too); `1.0` leaves
+            them as they are (GPT-2).
         logits_dim: output width, `num_tokens` by default.
         return_only_embed: no output layer; the forward returns the final hidden states.
         num_output_heads: that many independent linear heads (a tuple of logits).
@@ -409,6 +410,8 @@ class TransformerWrapper(_SequenceWrapper):
             if isinstance(tie_embedding_scale, bool) or not isinstance(tie_embedding_scale, (int, float)) \
                     or not tie_embedding_scale > 0:
                 raise ValueError(f"tie_embedding_scale: expected a positive number, got {tie_embedding_scale!r}")
+        if tie_embedding and tie_embedding_scale is None:
+            tie_embedding_scale = self.dim ** -0.5  # x-transformers' default for tied logits
         self.tie_embedding, self.tie_embedding_scale = tie_embedding, tie_embedding_scale
         self.has_multiple_heads = num_output_heads > 1
         out_dim = logits_dim or num_tokens
@@ -483,8 +486,8 @@ class TransformerWrapper(_SequenceWrapper):
             return self.to_logits(h)
         if not self.tie_embedding:
             raise ValueError("return_only_embed: this wrapper has no output layer; it returns embeddings")
-        # $z = (s\, h)\, E^\top$: the tied projection, after T5's rescaling $s = D^{-1/2}$ if set
-        if self.tie_embedding_scale is not None:
+        # $z = (s\, h)\, E^\top$: the tied projection, after the rescaling $s$ ($D^{-1/2}$ unless set)
+        if self.tie_embedding_scale is not None and self.tie_embedding_scale != 1:
             h = h * self.tie_embedding_scale
         weight = self._tied_weight()
         assert weight is not None  # checked in __init__

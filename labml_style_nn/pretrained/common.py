@@ -90,6 +90,12 @@ def config_value(config: dict[str, Any], *names: str, default: Any = None) -> An
     return default
 
 
+def tied_unscaled(tied: bool) -> dict[str, Any]:
+    """`tie_embedding_scale=1.0` for a tied checkpoint: Hugging Face's tied heads are `h E^T`, unscaled,
+    where the wrapper's default (x-transformers') multiplies `h` by $D^{-1/2}$ first."""
+    return {"tie_embedding_scale": 1.0} if tied else {}
+
+
 def refuse(config: dict[str, Any], name: str, expected: Any, why: str) -> None:
     """`ValueError` naming a config entry whose value this library does not reproduce."""
     value = config.get(name, expected)

@@ -70,7 +70,7 @@ from torch import Tensor
 
 from ..models.layers import Decoder
 from ..models.wrappers import TransformerWrapper
-from .common import WeightMap, config_value, refuse
+from .common import WeightMap, config_value, refuse, tied_unscaled
 from .deepseek_moe import convert_mlp, moe_keywords
 from .gpt2 import activation
 from .llama import rotary_keywords
@@ -119,6 +119,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             **ff,
         ),
         tie_embedding=bool(config.get("tie_word_embeddings", False)),
+        **tied_unscaled(bool(config.get("tie_word_embeddings", False))),
         logits_bias=False,
     )
     embedding = model.attn_layers.rotary

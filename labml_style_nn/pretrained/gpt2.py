@@ -22,6 +22,7 @@ TransformerWrapper(
         norm_add_unit_offset=False, # gains stored as the checkpoint stores them
     ),                              # pre-norm by default, with a final LayerNorm
     tie_embedding=True,             # logits = h E^T with the token embedding E
+    tie_embedding_scale=1.0,        # unscaled (x-transformers' default multiplies h by D^-1/2)
 )
 ```
 
@@ -76,7 +77,7 @@ from torch import Tensor
 
 from ..models.layers import Decoder
 from ..models.wrappers import TransformerWrapper
-from .common import WeightMap, config_value, refuse
+from .common import WeightMap, config_value, refuse, tied_unscaled
 
 MODEL_TYPES = ("gpt2",)
 
@@ -114,6 +115,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
         ),
         use_abs_pos_emb=True,
         tie_embedding=config_value(config, "tie_word_embeddings", default=True),
+        **tied_unscaled(config_value(config, "tie_word_embeddings", default=True)),
         logits_bias=False,
     )
 

@@ -28,7 +28,7 @@ TransformerWrapper(
         ff_no_bias=True,            # no biases anywhere
     ),
     logits_bias=False,              # an untied output projection without bias
-)                                   # (tie_embedding=True for tied checkpoints)
+)                                   # (tied checkpoints: tie_embedding=True, tie_embedding_scale=1.0)
 ```
 
 Against GPT-2 ([its page](gpt2.md)):
@@ -91,7 +91,7 @@ from torch import Tensor
 
 from ..models.layers import Decoder
 from ..models.wrappers import TransformerWrapper
-from .common import WeightMap, config_value
+from .common import WeightMap, config_value, tied_unscaled
 from .gpt2 import activation
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
@@ -161,6 +161,7 @@ def build(config: dict[str, Any], **ff_keywords: Any) -> TransformerWrapper:
             **window_keywords(config),
         ),
         tie_embedding=bool(config.get("tie_word_embeddings", False)),
+        **tied_unscaled(bool(config.get("tie_word_embeddings", False))),
         logits_bias=False,
     )
 

@@ -134,3 +134,11 @@ def test_beam_search_with_prompt_lens_equals_each_prompt_alone():
     both = ar.beam_search(prompts, 3, beams=2, prompt_lens=lens)
     alone = ar.beam_search(prompts[1:, :3], 3, beams=2)
     assert torch.equal(both[1:], alone)
+
+
+def test_a_prompt_without_batch_dimension_gives_tokens_without_one():
+    ar = wrapper()
+    prompt = torch.randint(0, V, (4,))
+    out = ar.generate(prompt, 5, temperature=0)
+    assert out.shape == (5,)  # x-transformers' shape for an `(n,)` prompt
+    assert torch.equal(out, ar.generate(prompt[None], 5, temperature=0)[0])

@@ -20,6 +20,8 @@ CASES = {
     "emb_dim": dict(emb_dim=8, post_emb_norm=True),
     "num_memory_tokens": dict(num_memory_tokens=2),
     "memory_tokens_interspersed_every": dict(num_memory_tokens=2, memory_tokens_interspersed_every=5),
+    "tie_embedding": dict(tie_embedding=True),  # x-transformers' default scale D^-1/2 on the tied logits
+    "tie_embedding_scale": dict(tie_embedding=True, tie_embedding_scale=1.0),
 }
 
 
