@@ -197,15 +197,20 @@ class DiscoverDecoder(nn.Module):
         return width
 
     def encode(self, tokens: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """The encoding `(b, D)` of each sequence: the final hidden state at its last real token (or at `enc_pos`)."""
+        """The encoding `(b, D)` of each sequence: the final hidden state at its last real token.
+
+        With an integer `enc_pos`, at that position instead."""
         mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
         if mask.dtype != torch.bool:
             raise ValueError(f"mask: expected a bool tensor, got {mask.dtype}")
         _, intermediates = self.decoder(tokens, mask=mask, return_intermediates=True)
         hiddens = intermediates.last_layer_hiddens  # (b, n, D)
-        pos = mask.sum(dim=-1) - 1 if self.enc_pos == "last" else torch.full_like(mask[:, 0], int(self.enc_pos),
-                                                                                   dtype=torch.long)
-        return hiddens.gather(1, pos[:, None, None].expand(-1, 1, hiddens.shape[-1]))[:, 0]  # (b, D)
+        if self.enc_pos == "last":
+            pos = mask.sum(dim=-1) - 1  # (b,)
+        else:
+            pos = torch.full_like(mask[:, 0], int(self.enc_pos), dtype=torch.long)
+        index = pos[:, None, None].expand(-1, 1, hiddens.shape[-1])  # (b, 1, D)
+        return hiddens.gather(1, index)[:, 0]  # (b, D)
 
     @torch.no_grad()
     def decode(self, encodings: Tensor, lengths: Optional[Tensor] = None, *, eos_id: Optional[int] = None,
