@@ -482,7 +482,7 @@ def main(argv=None) -> list[Result]:
             results.append(r)
             peer_ms = "-" if r.peer_s is None else f"{1e3 * r.peer_s:.1f}"
             speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
-            of_goal = "-" if r.of_goal is None else f"{r.of_goal:.2f} ({'met' if r.of_goal >= 1 else 'not met'})"
+            of_goal = "-" if r.of_goal is None else f"{r.of_goal:.3f} ({'met' if r.of_goal >= 1 else 'not met'})"
             print(f"| {r.case} | {r.peer} | {1e3 * r.ours_s:.1f} | {peer_ms} | {speed} | {r.goal} | {of_goal} |",
                   flush=True)
     for r in results:
