@@ -327,6 +327,18 @@ def gpt_step_fn(logits_of, model, batches: list[torch.Tensor]) -> Callable[[], N
     return step
 
 
+def gpt2_pair(hf, s: Sizes, dim: int, heads: int, seq: int):
+    """`(ours, theirs)`: a `GPT2LMHeadModel` with SDPA attention and no dropout, and ours with its weights."""
+    from labml_style_nn.pretrained import from_hf
+    config = hf.GPT2Config(vocab_size=s.gpt_vocab, n_positions=seq, n_embd=dim, n_layer=s.depth, n_head=heads,
+                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+                           attn_implementation="sdpa")
+    theirs = hf.GPT2LMHeadModel(config)
+    if theirs.config._attn_implementation != "sdpa":
+        raise RuntimeError(f"transformers chose {theirs.config._attn_implementation!r} attention, not 'sdpa'")
+    return from_hf(theirs).train(), theirs.train()
+
+
 def case_gpt(s: Sizes, wide: bool) -> list[Result]:
     dim, heads, seq = (s.gpt_wide_dim, s.gpt_wide_heads, s.gpt_wide_seq) if wide else (s.gpt_dim, s.gpt_heads, s.gpt_seq)
     size = f"GPT-2-style training, depth {s.depth}, width {dim}, {heads} heads, batch {s.gpt_batch} x {seq}"
@@ -339,19 +351,12 @@ def case_gpt(s: Sizes, wide: bool) -> list[Result]:
     fns, notes = {}, []
     torch.manual_seed(0)
     if hf is not None:
-        from labml_style_nn.pretrained import from_hf
-        config = hf.GPT2Config(vocab_size=s.gpt_vocab, n_positions=seq, n_embd=dim, n_layer=s.depth, n_head=heads,
-                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
-                               attn_implementation="sdpa")
-        theirs = hf.GPT2LMHeadModel(config)
-        if theirs.config._attn_implementation != "sdpa":
-            raise RuntimeError(f"transformers chose {theirs.config._attn_implementation!r} attention, not 'sdpa'")
-        mine = from_hf(theirs)
+        mine, theirs = gpt2_pair(hf, s, dim, heads, seq)
         with torch.no_grad():
             gap = (mine(batches[0][:, :-1]) - theirs(batches[0][:, :-1]).logits).abs().max().item()
         notes.append(f"GPT-2: logits of ours and transformers' GPT2LMHeadModel differ by at most {gap:.1e}")
-        fns["ours_gpt2"] = gpt_step_fn(ours_logits, mine.train(), batches)
-        fns["hf"] = gpt_step_fn(lambda m, t: m(t).logits, theirs.train(), batches)
+        fns["ours_gpt2"] = gpt_step_fn(ours_logits, mine, batches)
+        fns["hf"] = gpt_step_fn(lambda m, t: m(t).logits, theirs, batches)
     else:
         notes.append("transformers is not installed: no GPT2LMHeadModel to compare with")
 
