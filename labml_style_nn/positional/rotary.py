@@ -208,20 +208,20 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
 # them up.  A rotation's gradient is the rotation backwards, $\partial L / \partial x = R_p^\top g$,
 # with $R(\phi)^\top = R(-\phi)$: the backward is the forward with the sines negated (each half of
 # the output takes the *other* half's sines, which are the same numbers unless a variant scales the
-# halves apart).  Both passes write the pairs into a new tensor and copy the unrotated features
-# once: 3.9 ms against 2.7 ms for the forward and backward of the rotary training step's queries
-# `(8, 4, 256, 64)` with $r = 32$ (one thread).  The composed form above stays the definition; it
+# halves apart).  Both passes are one product over the whole head and two in-place updates:
+# 6.7 ms against 4.1 ms for the forward and backward of the rotary training step's queries
+# `(8, 4, 256, 64)` with $r = 32$, laid out as the fused projection leaves them (one thread).  The composed form above stays the definition; it
 # runs when the angles need a gradient and inside `torch.compile`, which fuses it anyway.
 def _rotate_into(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    r"""$(x_1 \cos\phi - x_2 \sin\phi,\ x_2 \cos\phi + x_1 \sin\phi)$ for each pair, then the unrotated rest."""
-    r = cos.shape[-1]
+    r"""$(x_1 \cos\phi - x_2 \sin\phi,\ x_2 \cos\phi + x_1 \sin\phi)$ for each pair, the rest unchanged."""
+    r, d = cos.shape[-1], t.shape[-1]
     half = r // 2
-    out = torch.empty_like(t)
-    x1, x2, o1, o2 = t[..., :half], t[..., half:r], out[..., :half], out[..., half:r]
-    torch.mul(x1, cos[..., :half], out=o1).addcmul_(x2, sin[..., :half], value=-1)
-    torch.mul(x2, cos[..., half:], out=o2).addcmul_(x1, sin[..., half:])
-    if r < t.shape[-1]:
-        out[..., r:] = t[..., r:]
+    # $x \cos\phi$ over the whole head at once (the unrotated features times exactly 1): long
+    # contiguous rows, where three products over the $r/2$-wide halves ran 25% slower in all.
+    out = t * (torch.cat((cos, cos.new_ones(cos.shape[:-1] + (d - r,))), dim=-1) if d > r else cos)
+    # ... then $\mp x_{2,1} \sin\phi$ added in place to each half of the pairs
+    out[..., :half].addcmul_(t[..., half:r], sin[..., :half], value=-1)
+    out[..., half:r].addcmul_(t[..., :half], sin[..., half:])
     return out
 
 
