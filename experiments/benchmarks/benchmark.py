@@ -1,14 +1,15 @@
 r"""
-# Benchmarks against x-transformers and feedback-transformer-pytorch
+# Benchmarks against x-transformers, feedback-transformer-pytorch and Hugging Face's GPT-2
 
 How fast is this library next to the implementations its keyword API comes from?  This script
 times the same model, built with the same keywords, in `labml_style_nn` and in
 [x-transformers](https://github.com/lucidrains/x-transformers) (and the Feedback Transformer in
 [feedback-transformer-pytorch](https://github.com/lucidrains/feedback-transformer-pytorch)), and
-prints the ratio of their times.
+prints the ratio of their times.  GPT-2-style training is also timed against `transformers`'
+`GPT2LMHeadModel`, with our model converted from it (the same function, the same weights).
 
 ```bash
-pip install -e ".[compare]"      # x-transformers==2.31.10, feedback-transformer-pytorch==0.0.11
+pip install -e ".[compare,hf]"   # x-transformers==2.31.10, feedback-transformer-pytorch==0.0.11, transformers
 python experiments/benchmarks/benchmark.py              # the full run, a few minutes on 2 cores
 python experiments/benchmarks/benchmark.py --quick      # tiny sizes, a smoke run for CI
 ```
