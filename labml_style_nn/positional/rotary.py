@@ -189,7 +189,8 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
     $$R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$$
     """
     cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)  # (n, r) each
-    if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling()):
+    if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()):
         # The same rotation written straight into its output, with a backward of its own (below).
         return _Rotate.apply(t, cos, sin)
     r = cos.shape[-1]
@@ -211,8 +212,8 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
 # halves apart).  Both passes are one product over the whole head and two in-place updates:
 # about 6.6 ms against 4.3 ms for the forward and backward of the rotary training step's queries
 # `(8, 4, 256, 64)` with $r = 32$, laid out as the fused projection leaves them (one thread).  The
-# composed form above stays the definition; it runs when the angles need a gradient and inside
-# `torch.compile`, which fuses it anyway.
+# composed form above stays the definition; it runs when the angles need a gradient, inside
+# `torch.compile` (which fuses it anyway) and while tracing or exporting to ONNX.
 def _rotate_into(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     r"""$(x_1 \cos\phi - x_2 \sin\phi,\ x_2 \cos\phi + x_1 \sin\phi)$ for each pair, the rest unchanged."""
     r, d = cos.shape[-1], t.shape[-1]
