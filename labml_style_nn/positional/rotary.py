@@ -189,9 +189,60 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
     $$R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$$
     """
     cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)  # (n, r) each
+    if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()):
+        # The same rotation written straight into its output, with a backward of its own (below).
+        return _Rotate.apply(t, cos, sin)
     r = cos.shape[-1]
     # Only the first $r$ features carry position.
     t_rot, t_pass = t[..., :r], t[..., r:]  # (b, h, n, r), (b, h, n, d - r)
     # $R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$, pair $k$ is $(x_k, x_{k + r/2})$
     t_rot = t_rot * cos + rotate_half(t_rot) * sin
     return torch.cat((t_rot, t_pass), dim=-1) if t_pass.shape[-1] else t_rot
+
+
+#
+# ## The rotation as one kernel, for training
+#
+# Written with `rotate_half` and `cat`, autograd keeps a graph of slices, a negation and two
+# concatenations, and its backward fills a zero tensor of the full size for each slice and adds
+# them up.  A rotation's gradient is the rotation backwards, $\partial L / \partial x = R_p^\top g$,
+# with $R(\phi)^\top = R(-\phi)$: the backward is the forward with the sines negated (each half of
+# the output takes the *other* half's sines, which are the same numbers unless a variant scales the
+# halves apart).  Both passes are one product over the whole head and two in-place updates:
+# about 6.6 ms against 4.3 ms for the forward and backward of the rotary training step's queries
+# `(8, 4, 256, 64)` with $r = 32$, laid out as the fused projection leaves them (one thread).  The
+# composed form above stays the definition; it runs when the angles need a gradient, inside
+# `torch.compile` (which fuses it anyway) and while tracing or exporting to ONNX.
+def _rotate_into(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    r"""$(x_1 \cos\phi - x_2 \sin\phi,\ x_2 \cos\phi + x_1 \sin\phi)$ for each pair, the rest unchanged."""
+    r, d = cos.shape[-1], t.shape[-1]
+    half = r // 2
+    # $x \cos\phi$ over the whole head at once (the unrotated features times exactly 1): long
+    # contiguous rows, where a product per half and a copy of the rest took about 20% longer.
+    out = t * (torch.cat((cos, cos.new_ones(cos.shape[:-1] + (d - r,))), dim=-1) if d > r else cos)
+    # ... then $\mp x_{2,1} \sin\phi$ added in place to each half of the pairs
+    out[..., :half].addcmul_(t[..., half:r], sin[..., :half], value=-1)
+    out[..., half:r].addcmul_(t[..., :half], sin[..., half:])
+    return out
+
+
+class _Rotate(torch.autograd.Function):
+    """`apply_rotary` for angles without a gradient; its backward is the inverse rotation."""
+
+    @staticmethod
+    def forward(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # type: ignore[override]
+        return _rotate_into(t, cos, sin)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(inputs[1], inputs[2])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        half = sin.shape[-1] // 2
+        # $R^\top$: pair $(g_1, g_2) \to (g_1 \cos\phi + g_2 \sin\phi,\ g_2 \cos\phi - g_1 \sin\phi)$, i.e. the
+        # forward with the sines' halves swapped and negated (differentiable again: a linear map of `grad`)
+        sin_t = -torch.cat((sin[..., half:], sin[..., :half]), dim=-1)
+        return _Rotate.apply(grad, cos, sin_t), None, None

@@ -53,3 +53,27 @@ def test_position_zero_is_identity_and_rotate_half_is_a_quarter_turn():
 def test_bad_width_refused(dim):
     with pytest.raises(ValueError, match="rotary_emb_dim"):
         RotaryEmbedding(dim)
+
+
+@pytest.mark.parametrize("r, d", [(4, 4), (4, 6)])
+def test_the_rotation_kernel_equals_the_composed_form_with_its_gradients(r, d):
+    """`apply_rotary`'s kernel (angles without a gradient) against `x cos + rotate_half(x) sin`, written here:
+    values, gradients and second derivatives, with sines whose two halves differ (a scaled variant)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 3, d, dtype=torch.float64, requires_grad=True)
+    angles = torch.randn(2, 3, r, dtype=torch.float64)
+
+    def composed(t):
+        cos, sin = angles
+        return torch.cat((t[..., :r] * cos + rotate_half(t[..., :r]) * sin, t[..., r:]), dim=-1)
+
+    g = torch.randn(1, 2, 3, d, dtype=torch.float64)
+    ours, ref = apply_rotary(x, angles), composed(x)
+    assert ours.grad_fn is not None and "Rotate" in type(ours.grad_fn).__name__  # the kernel ran, not the composed form
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    assert torch.autograd.gradgradcheck(lambda t: apply_rotary(t, angles), (x,))
+    # Angles that need a gradient take the composed form, so they receive one.
+    learned = angles.clone().requires_grad_()
+    apply_rotary(x, learned).sum().backward()
+    assert learned.grad is not None and learned.grad.abs().sum() > 0

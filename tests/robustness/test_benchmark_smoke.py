@@ -37,3 +37,25 @@ def test_quick_training_case_runs():
         assert r.speedup is not None and r.speedup > 0
     else:
         pytest.skip("x-transformers not installed: only our time was measured")
+
+
+def test_gpt2_case_trains_the_same_model_on_both_sides():
+    """The GPT-2 case times equal work: after two nanoGPT steps (AdamW, clipping) on the same batches,
+    ours and transformers' `GPT2LMHeadModel` still compute the same logits."""
+    hf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    s = benchmark.Sizes(depth=1, gpt_vocab=11)
+    ours, theirs = benchmark.gpt2_pair(hf, s, dim=16, heads=2, seq=8)
+    batches = [torch.randint(0, 11, (2, 9)) for _ in range(2)]
+    ours_step = benchmark.gpt_step_fn(lambda m, t: m(t), ours, batches)
+    theirs_step = benchmark.gpt_step_fn(lambda m, t: m(t).logits, theirs, batches)
+    probe = batches[0][:, :-1]
+    with torch.no_grad():
+        before = ours(probe)
+    for _ in range(2):
+        ours_step()
+        theirs_step()
+    with torch.no_grad():
+        after = ours(probe)
+        torch.testing.assert_close(after, theirs(probe).logits, atol=1e-5, rtol=1e-5)
+    assert (after - before).abs().max() > 1e-3  # the steps did train
