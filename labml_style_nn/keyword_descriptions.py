@@ -86,6 +86,13 @@ WRAPPERS = {
     "add_attn_z_loss": ("add the network's attention z-loss to the training loss", "wrapping/z_loss"),
     "next_embed_loss_weight": ("weight of the next-embedding loss of add_continuous_pred_head",
                                "wrapping/output_heads"),
+    "looped": ("the looped LM: the stack runs several times, an exit gate decides when to stop (needs "
+               "pre_and_post_norm)", "wrapping/looped"),
+    "max_looped_steps": ("with looped: the most passes through the stack in training", "wrapping/looped"),
+    "looped_loss_threshold_exit": ("with a looped network: the loss gain below which the exit gate learns to stop",
+                                   "wrapping/looped"),
+    "looped_loss_slope": ("with a looped network: the steepness of the exit gate's target", "wrapping/looped"),
+    "looped_exit_loss_weight": ("with a looped network: the weight of the exit gate's loss", "wrapping/looped"),
 }
 # Keywords of `generate` (`AutoregressiveWrapper.generate`, `XTransformer.generate`); others go to `forward`.
 GENERATE = {
@@ -113,6 +120,10 @@ GENERATE = {
                                 "generation/autoregressive"),
     "return_intermediates": ("also return the cache as intermediates: (tokens, intermediates)",
                              "generation/intermediates"),
+    "amateur_model": ("contrastive decoding: a weaker model (or a tuple) whose log-probabilities are subtracted",
+                      "generation/contrastive"),
+    "contrastive_decode_kwargs": ("contrastive decoding's alpha (plausibility cut) and beta (amateur weight)",
+                                  "generation/contrastive"),
 }
 WRAPPER_CLASSES = ("TransformerWrapper", "ContinuousTransformerWrapper", "ViTransformerWrapper",
                    "AutoregressiveWrapper", "XTransformer")
