@@ -188,10 +188,15 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
 
     $$R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$$
     """
-    cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)  # (n, r) each
+    if angles.dtype != t.dtype:
+        angles = angles.to(t.dtype)
+    cos, sin = angles.unbind(0)  # (n, r) each
     r = cos.shape[-1]
+    if r == t.shape[-1]:
+        # Every feature carries position (the common case: one operator fewer per call, no slicing)
+        return t * cos + rotate_half(t) * sin
     # Only the first $r$ features carry position.
     t_rot, t_pass = t[..., :r], t[..., r:]  # (b, h, n, r), (b, h, n, d - r)
     # $R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$, pair $k$ is $(x_k, x_{k + r/2})$
     t_rot = t_rot * cos + rotate_half(t_rot) * sin
-    return torch.cat((t_rot, t_pass), dim=-1) if t_pass.shape[-1] else t_rot
+    return torch.cat((t_rot, t_pass), dim=-1)
