@@ -52,6 +52,7 @@ from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..checks import check_cache
+from ..generation.lean_step import lean_applies, lean_step
 from ..generation.intermediates import (
     AttentionRecord,
     LayerIntermediates,
@@ -351,6 +352,15 @@ class AttentionLayers(nn.Module):
             if cache is not None or mems:
                 raise ValueError("attn_mask: a query-by-key mask cannot be combined with a cache or memories")
             shared = replace(shared, attn_bias=mask_as_bias(attn_mask, shared.attn_bias, n))
+        if cache is not None and mems is None and context is None and condition is None and attn_sink is None \
+                and self_attn_additional_kv is None and ff_deep_embeds is None and cross_attn_kv_residuals is None \
+                and shared.qk_pos is None and shared.polar is None and not torch.compiler.is_compiling() \
+                and lean_applies(self, cache, n):
+            # A plain pre-norm stack's one-token step, without the general loop (`generation/lean_step.py`)
+            hiddens = []
+            x = self.final_norm(lean_step(self, x, self_mask, shared, cache, hiddens))
+            cache.advance(n)
+            return (x, self._intermediates(shared_kv, hiddens, x, record)) if return_hiddens else x
         if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None
                                                   or cross_attn_kv_residuals is not None):
             raise ValueError("reversible: the coupled blocks take no self_attn_additional_kv, ff_deep_embeds or "
