@@ -53,9 +53,9 @@ tokens, then the grouped layout above is exactly what the exchange needs:
 
 Two exchanges per layer per direction (the backward of an all-to-all is the reverse all-to-all);
 with a capacity factor the row counts are bounded, which is why Switch and GShard drop tokens
-beyond it: fixed-size buffers.  This library runs every expert on every process (the
-[experiment](../../experiments/moe_lm.md) is data-parallel under `torchrun`); the steps above are
-how the same layer would place its experts across devices.
+beyond it: fixed-size buffers.  [`ExpertParallel`](expert_parallel.md) is these steps, with a test
+on two CPU processes; the keyword API itself runs every expert on every process (the
+[experiment](../../experiments/moe_lm.md) is data-parallel under `torchrun`).
 
 Shapes: `t` tokens, `S` assignments ($t k$, fewer after dropping), `E` experts, `D` width,
 `H` hidden width of one expert.
