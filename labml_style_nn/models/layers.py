@@ -52,7 +52,6 @@ from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
 from ..attention.residual_attention import ResidualScores
 from ..checks import check_cache
-from ..generation.lean_step import lean_applies, lean_step
 from ..generation.intermediates import (
     AttentionRecord,
     LayerIntermediates,
@@ -63,6 +62,7 @@ from ..generation.intermediates import (
     resume,
     snapshot,
 )
+from ..generation.lean_step import lean_applies, lean_step
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
