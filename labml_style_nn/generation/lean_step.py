@@ -28,9 +28,9 @@ identical logits and tokens, and that stacks with any extra step stay on the gen
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..residual.residual import Residual
 
@@ -38,7 +38,7 @@ from ..residual.residual import Residual
 _NOT_PLAIN = ("post_norm", "branch_norm", "branch_scale", "shift", "layer_scale")
 
 
-def _plain_block(block: nn.Module) -> bool:
+def _plain_block(block: Any) -> bool:
     if block.kind not in ("a", "f") or type(block.residual) is not Residual or block.step != 1.0:
         return False
     if block.pre_norm is None or getattr(block.pre_norm, "needs_condition", False):
@@ -50,7 +50,7 @@ def _plain_block(block: nn.Module) -> bool:
     return block.kind == "f" or (fn._plain_self_attention and not fn._per_layer_steps)
 
 
-def lean_blocks(layers: nn.Module) -> bool:
+def lean_blocks(layers: Any) -> bool:
     """Whether every block of the stack `layers` is plain and the stack adds nothing between them."""
     o = layers.options
     stack_extras = (layers.streams, layers.unet_skips, layers.integrations, layers.input_injection,
@@ -62,7 +62,7 @@ def lean_blocks(layers: nn.Module) -> bool:
     return all(_plain_block(block) for block in layers.blocks)
 
 
-def lean_applies(layers: nn.Module, cache, n: int) -> bool:
+def lean_applies(layers: Any, cache, n: int) -> bool:
     """Whether this step of `n` tokens with `cache` may take the lean path (decided once per cache)."""
     if n != 1 or cache is None or layers.training:
         return False
@@ -73,7 +73,7 @@ def lean_applies(layers: nn.Module, cache, n: int) -> bool:
     return verdict
 
 
-def lean_step(layers: nn.Module, x: Tensor, key_mask: Optional[Tensor], shared, cache,
+def lean_step(layers: Any, x: Tensor, key_mask: Optional[Tensor], shared, cache,
               hiddens: list[Tensor]) -> Tensor:
     """The stack's blocks on one new token `x` `(b, 1, D)`; returns the stream before the final norm.
 
