@@ -21,7 +21,7 @@ the expert:
 $$y_t = \sum_{s : t_s = t} g_s \operatorname{FFN}_{e_s}(x_t).$$
 
 The backward of an all-to-all is the all-to-all with the split sizes swapped; `_AllToAll` says so
-to autograd, so the layer trains.  The test (`tests/moe/test_expert_parallel.py`) spawns two
+to autograd, so the layer trains.  The test (`tests/moe/test_expert_parallel.py`) forks two
 processes on the CPU (the `gloo` backend) and checks that outputs and gradients equal those of
 one `Experts` holding all the experts.
 

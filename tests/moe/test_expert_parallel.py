@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -14,6 +16,7 @@ E, D, H, K = 4, 8, 12, 2
 
 
 def _rank(rank: int, path: str) -> None:
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
     try:
         torch.manual_seed(0)
@@ -46,8 +49,9 @@ def _rank(rank: int, path: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two Python processes start (each imports torch)
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available() or sys.platform == "win32",
+                    reason="needs the gloo backend and fork")
 def test_two_processes_equal_one(tmp_path):
-    mp.spawn(_rank, args=(str(tmp_path / "store"),), nprocs=2, join=True)
+    # Forked, not spawned: the children need not import torch again (seconds each on a busy machine)
+    mp.start_processes(_rank, args=(str(tmp_path / "store"),), nprocs=2, join=True, start_method="fork")
 
