@@ -7,10 +7,10 @@ to `gpu_check.json`, so that the output can be pasted on the benchmarks page as 
 
 ```bash
 python experiments/benchmarks/gpu_check.py                 # on a machine with a CUDA GPU
-python experiments/benchmarks/gpu_check.py --device cpu --tiny   # the same steps, tiny, on CPU
+python experiments/benchmarks/gpu_check.py --cpu-dry-run        # the same steps, tiny, on CPU
 ```
 
-Five steps, each reported as `ok`, `FAILED` or `skipped` (a failure does not stop the others):
+Seven steps, each reported as `ok`, `FAILED` or `skipped` (a failure does not stop the others):
 
 1. **CUDA tests**: `pytest -k cuda` over `tests/`, the tests that need a GPU (autocast in bf16 and
    fp16 for every technique).
@@ -28,6 +28,15 @@ Five steps, each reported as `ok`, `FAILED` or `skipped` (a failure does not sto
    without it; tokens per second for both.
 5. **An experiment**: `transformer_xl_lm.py --preset gpu`, cut to `--experiment-steps` steps (both
    runs, with and without memory), stopped after `--experiment-timeout` seconds at most.
+6. **Techniques**: for a handful of representative keywords of attention (grouped keys and values,
+   qk RMSNorm, ALiBi, gated values, memory slots), of the stack (sandwich norm, macaron,
+   hyper-connections, value residual, token shift) and of the experts (softmax top-2, DeepSeek's
+   sigmoid routing with a shared expert, Switch's capacity), one bf16 autocast training step
+   (finite loss and gradients), and greedy generation with the cache (the lean one-token step where
+   the stack is plain) equal to generation without it.
+7. **Mixture-of-experts layer**: the grouped multiply (`grouped_mm`, bf16 on CUDA) against the
+   per-expert loop on the same weights, forward and gradients, and the layer's forward and
+   backward time over 8K tokens.
 
 On a machine without CUDA (and without `--device cpu`), the script says so and exits with status 0
 without running anything: there is nothing to check.
@@ -52,6 +61,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from labml_style_nn import AutoregressiveWrapper, Decoder, TransformerWrapper  # noqa: E402
+from labml_style_nn.moe import MixtureOfExperts  # noqa: E402
 
 # Dense bf16 peaks in TFLOP/s (no structured sparsity), from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
@@ -186,11 +196,87 @@ def step_experiment(args, device) -> dict:
     return out
 
 
+# Representative keywords of each group of techniques, each checked alone on a small decoder.
+TECHNIQUES = {
+    "attention": [dict(attn_kv_heads=2), dict(attn_qk_rmsnorm=True), dict(alibi_pos_emb=True, rotary_pos_emb=False),
+                  dict(attn_gate_values=True), dict(attn_num_mem_kv=4)],
+    "stack": [dict(sandwich_norm=True), dict(macaron=True), dict(num_residual_streams=2),
+              dict(add_value_residual=True), dict(shift_tokens=1)],
+    "experts": [dict(ff_num_experts=4, ff_top_k=2),
+                dict(ff_num_experts=4, ff_top_k=2, ff_router="sigmoid", ff_num_shared_experts=1),
+                dict(ff_num_experts=4, ff_top_k=1, ff_capacity_factor=1.25)],
+}
+
+
+def step_techniques(args, device) -> dict:
+    """One bf16 training step and cached-equals-uncached greedy generation per representative keyword."""
+    dim, vocab, n = (32, 64, 16) if args.tiny else (256, 512, 256)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    out: dict = {"status": "ok"}
+    for group, cases in TECHNIQUES.items():
+        for kwargs in cases:
+            name = f"{group}:" + ",".join(f"{k}={v}" for k, v in kwargs.items())
+            torch.manual_seed(0)
+            net = TransformerWrapper(num_tokens=vocab, max_seq_len=2 * n, attn_layers=Decoder(
+                dim=dim, depth=2, heads=4, **{"rotary_pos_emb": True, **kwargs})).to(device)
+            optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+            x = torch.randint(0, vocab, (4, n + 1), device=device)
+            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+                loss = F.cross_entropy(net(x[:, :-1]).float().transpose(1, 2), x[:, 1:])
+            loss.backward()
+            grads_finite = all(torch.isfinite(p.grad).all().item() for p in net.parameters() if p.grad is not None)
+            optimizer.step()
+            model = AutoregressiveWrapper(net.eval())
+            prompt = x[:2, :8]
+            with torch.no_grad():
+                cached = model.generate(prompt, 12, temperature=0.0, cache_kv=True)
+                full = model.generate(prompt, 12, temperature=0.0, cache_kv=False)
+            ok = bool(torch.isfinite(loss).item()) and grads_finite and torch.equal(cached, full)
+            out[name] = {"loss": round(loss.item(), 3), "grads_finite": grads_finite,
+                         "cached_equals_full": torch.equal(cached, full)}
+            if not ok:
+                out["status"] = "FAILED"
+    return out
+
+
+def step_moe_layer(args, device) -> dict:
+    """The experts' grouped multiply equals the per-expert loop; forward and backward time of the layer."""
+    from labml_style_nn.moe import Experts, SoftmaxRouter
+    dim, hidden, experts, tokens = (32, 64, 4, 64) if args.tiny else (1024, 2816, 8, 8192)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    layer = MixtureOfExperts(dim, router=SoftmaxRouter(dim, experts, 2),
+                             experts=Experts(experts, dim, hidden)).to(device, dtype)
+    x = torch.randn(2, tokens // 2, dim, device=device, dtype=dtype, requires_grad=True)
+    results = {}
+    for grouped in (True, False):
+        layer.experts.grouped_mm = grouped
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        y = layer(x)
+        y.float().square().mean().backward()
+        results[grouped] = (y.detach().float(), x.grad.float(), layer.experts.w_in.grad.float())
+    tol = 5e-2 if dtype == torch.bfloat16 else 1e-4
+    diffs = [((a - b).abs().max() / b.abs().max().clamp_min(1e-6)).item()
+             for a, b in zip(results[True], results[False], strict=True)]
+    layer.experts.grouped_mm = None  # the default choice
+    sync(device)
+    start, steps = time.perf_counter(), 2 if args.tiny else 20
+    for _ in range(steps):
+        layer(x).float().square().mean().backward()
+    sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    return {"status": "ok" if max(diffs) < tol else "FAILED",
+            "grouped_vs_loop_relative_diff_out_dx_dw": [round(d, 5) for d in diffs],
+            "forward_backward_ms": round(seconds * 1000, 2), "tokens": tokens, "dim": dim, "experts": experts}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="GPU check: CUDA tests, a bf16 training step with MFU, fused "
                                      "attention with masks and biases, cached generation, one --preset gpu run.")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu (with --tiny) to check the script itself")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for a CPU check of the script)")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="--device cpu --tiny, and no subprocess steps")
     parser.add_argument("--batch", type=int, default=8, help="rows of 1,024 tokens in the training step")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, if not known")
     parser.add_argument("--tests-seconds", type=int, default=120)
@@ -198,6 +284,8 @@ def main(argv=None) -> int:
     parser.add_argument("--experiment-timeout", type=int, default=180, help="seconds before that run is stopped")
     parser.add_argument("--out-dir", default="runs/gpu_check")
     args = parser.parse_args(argv)
+    if args.cpu_dry_run:
+        args.device, args.tiny = "cpu", True
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing was measured. "
               "Run it on a machine with a GPU, or with --device cpu --tiny to check the script.")
@@ -207,7 +295,8 @@ def main(argv=None) -> int:
                     "torch": torch.__version__, "tiny": args.tiny}
     print(json.dumps(report))
     steps = {"cuda_tests": step_cuda_tests, "training_step": step_training, "fused_attention": step_fused_attention,
-             "generation": step_generation, "experiment": step_experiment}
+             "generation": step_generation, "experiment": step_experiment, "techniques": step_techniques,
+             "moe_layer": step_moe_layer}
     for name, fn in steps.items():
         start = time.perf_counter()
         try:

@@ -62,6 +62,7 @@ from ..generation.intermediates import (
     resume,
     snapshot,
 )
+from ..generation.lean_step import lean_applies, lean_step
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
@@ -371,6 +372,15 @@ class AttentionLayers(nn.Module):
             if cache is not None or mems:
                 raise ValueError("attn_mask: a query-by-key mask cannot be combined with a cache or memories")
             shared = replace(shared, attn_bias=mask_as_bias(attn_mask, shared.attn_bias, n))
+        if cache is not None and mems is None and context is None and condition is None and attn_sink is None \
+                and self_attn_additional_kv is None and ff_deep_embeds is None and cross_attn_kv_residuals is None \
+                and shared.qk_pos is None and shared.polar is None and not torch.compiler.is_compiling() \
+                and lean_applies(self, cache, n):
+            # A plain pre-norm stack's one-token step, without the general loop (`generation/lean_step.py`)
+            hiddens = []
+            x = self.final_norm(lean_step(self, x, self_mask, shared, cache, hiddens))
+            cache.advance(n)
+            return (x, self._intermediates(shared_kv, hiddens, x, record)) if return_hiddens else x
         if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None
                                                   or cross_attn_kv_residuals is not None
                                                   or self_attn_kv_residuals is not None or context_pos is not None):

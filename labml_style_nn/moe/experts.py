@@ -20,15 +20,20 @@ multiplies its whole block at once:
 2. gather the rows $X_s = x_{t_s}$ in that order, `(S, D)`;
 3. one matrix product per expert block, $H = \phi(X W^{(e)}_1)$ then $Y = H W^{(e)}_2$: PyTorch's
    grouped matrix multiply `torch.nn.functional.grouped_mm` does all blocks in one call, given
-   the block ends $\operatorname{cumsum}(c)$ (used on CUDA in bfloat16); elsewhere a loop over the
-   $E$ experts (never over tokens) calls `mm` once per block, writing each product in place when
-   no gradient is needed (on the CPU in PyTorch 2.13 `grouped_mm` is itself a loop over all the
-   experts, idle ones included, and was no faster in the [benchmark](../../experiments/benchmarks/moe.md));
+   the block ends $\operatorname{cumsum}(c)$ (on the CPU without gradients, and on CUDA in
+   bfloat16); where it cannot run (rows not a multiple of 16 bytes, float64, gradients on the CPU,
+   whose backward of it fails on empty blocks) a loop over the $E$ experts (never over tokens)
+   calls `mm` once per block;
 4. scale each row by its gate and add it back to its token with `index_add_`.
 
-The experts' weights are stored as three-dimensional tensors, expert first, so that the grouped
-multiply reads them directly: `w_in` `(E, H, D)` (or `(E, 2H, D)` for gated experts, value half
-first as on the [GLU page](../feedforward/glu.md)) and `w_out` `(E, D, H)`.
+The experts' weights are stored as three-dimensional tensors, expert first and **input first**, so
+that every product is $X W$ with $W$ read row by row: `w_in` `(E, D, H)` (or `(E, D, 2H)` for gated
+experts, value half first as on the [GLU page](../feedforward/glu.md)) and `w_out` `(E, H, D)`.
+That is the transpose of `nn.Linear`'s `(out, in)` and of Hugging Face's fused `gate_up_proj`
+`(E, 2H, D)`; the conversions transpose once at loading.  The layout matters on the CPU: a
+product with a transposed view, $X (W^\top)^\top$, was 1.3 to 1.7 times slower per call than with
+the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
+[benchmark](../../experiments/benchmarks/moe.md)).
 
 ## Expert parallelism
 
@@ -48,9 +53,9 @@ tokens, then the grouped layout above is exactly what the exchange needs:
 
 Two exchanges per layer per direction (the backward of an all-to-all is the reverse all-to-all);
 with a capacity factor the row counts are bounded, which is why Switch and GShard drop tokens
-beyond it: fixed-size buffers.  This library runs every expert on every process (the
-[experiment](../../experiments/moe_lm.md) is data-parallel under `torchrun`); the steps above are
-how the same layer would place its experts across devices.
+beyond it: fixed-size buffers.  [`ExpertParallel`](expert_parallel.md) is these steps, with a test
+on two CPU processes; the keyword API itself runs every expert on every process (the
+[experiment](../../experiments/moe_lm.md) is data-parallel under `torchrun`).
 
 Shapes: `t` tokens, `S` assignments ($t k$, fewer after dropping), `E` experts, `D` width,
 `H` hidden width of one expert.
@@ -84,33 +89,44 @@ def group_by_expert(experts: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
 
 
 def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None) -> Tensor:
-    r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e].T` `(E, O, I)`.
+    r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e]` `(E, I, O)`.
 
     Three ways, the same numbers:
 
-    * without gradients, one `mm` per expert that has rows, written in place into one output (no
-      copies, no work for idle experts: the fastest on the CPU, where decoding spends its time);
-    * with `grouped_mm=True` (or `None` where it runs: CUDA in bfloat16, rows a multiple of 16 bytes
-      long) PyTorch's grouped multiply, one call for all experts;
+    * with `grouped_mm=True` (or `None` where it runs and pays: without gradients on the CPU, CUDA in
+      bfloat16; float32 or 16-bit rows a multiple of 16 bytes long) PyTorch's grouped multiply,
+      one call for all experts;
+    * without gradients, one `mm` per expert that has rows, written in place into one output;
     * otherwise one `matmul` per expert, concatenated.
     """
     if grouped_mm is None:
-        aligned = all(size * x.element_size() % 16 == 0 for size in weight.shape[1:])
-        grouped_mm = _GROUPED_MM is not None and aligned and x.is_cuda and x.dtype == torch.bfloat16
+        grouped_mm = _grouped_mm_runs(x, weight)
     if grouped_mm and _GROUPED_MM is not None:
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
         ends = counts.cumsum(0).to(torch.int32)  # (E,)
-        return _GROUPED_MM(x, weight.transpose(1, 2), offs=ends)  # (S, O)
+        return _GROUPED_MM(x, weight, offs=ends)  # (S, O)
     # The block of each expert, read once on the host
     ends = counts.cumsum(0).tolist()
     starts = [0] + ends[:-1]
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-        out = x.new_empty(len(x), weight.shape[1])  # (S, O)
+        out = x.new_empty(len(x), weight.shape[2])  # (S, O)
         for e, (a, b) in enumerate(zip(starts, ends, strict=True)):
             if b > a:
-                torch.mm(x[a:b], weight[e].t(), out=out[a:b])
+                torch.mm(x[a:b], weight[e], out=out[a:b])
         return out
-    return torch.cat([x[a:b] @ weight[e].t() for e, (a, b) in enumerate(zip(starts, ends, strict=True))])  # (S, O)
+    return torch.cat([x[a:b] @ weight[e] for e, (a, b) in enumerate(zip(starts, ends, strict=True))])  # (S, O)
+
+
+def _grouped_mm_runs(x: Tensor, weight: Tensor) -> bool:
+    """Whether `grouped_mm` runs on these tensors and is the faster choice."""
+    if _GROUPED_MM is None or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    if any(size * x.element_size() % 16 for size in weight.shape[1:]):
+        return False
+    if x.is_cuda:
+        return x.dtype == torch.bfloat16
+    # On the CPU its backward fails when an expert has no rows: there, only without gradients
+    return x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
 
 
 class Experts(nn.Module):
@@ -140,13 +156,14 @@ class Experts(nn.Module):
                              f"of width {hidden}")
         self.num_experts, self.dim, self.hidden, self.glu = num_experts, dim, hidden, glu
         width = 2 * hidden if glu else hidden
-        self.w_in = nn.Parameter(torch.empty(num_experts, width, dim))
-        self.w_out = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        # Input first: $x W$ with $W$ `(in, out)` (see the layout above)
+        self.w_in = nn.Parameter(torch.empty(num_experts, dim, width))
+        self.w_out = nn.Parameter(torch.empty(num_experts, hidden, dim))
         self.b_in = nn.Parameter(torch.zeros(num_experts, width)) if bias else None
         self.b_out = nn.Parameter(torch.zeros(num_experts, dim)) if bias else None
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
-        # `None`: the grouped multiply where it runs best (CUDA); `False`: never; `True`: always.
+        # `None`: the grouped multiply where it runs and pays (see `grouped_linear`); `False`: never; `True`: always.
         self.grouped_mm: Optional[bool] = None
         self.reset_parameters()
 
@@ -191,23 +208,25 @@ class Experts(nn.Module):
     # one product per expert, scatter back), each costing more in overhead than in arithmetic.  When
     # the assignments are few and the experts small, copying each assignment's expert weights,
     # $W^{(e_s)}$, and running one batched product is cheaper.  It is taken only without gradients and
-    # while the copied weights stay under `gather_limit` numbers: 64K (256 KB in float32), about where
-    # the copy starts to cost more than the operations it saves on a CPU (a Mixtral expert has 176M).
-    gather_limit = 1 << 16
+    # while the copied weights stay under `gather_limit` numbers: 256K (1 MB in float32), about where
+    # the copy starts to cost more than the operations it saves on a CPU (measured in the
+    # [benchmark](../../experiments/benchmarks/moe.md): 2 experts of 98K numbers each, gathered, took
+    # 0.10 ms against 0.14 ms grouped; 16 of 24K, 0.15 ms against 0.13 ms; a Mixtral expert has 176M).
+    gather_limit = 1 << 18
 
     def _gather_pays(self, x: Tensor, expert: Tensor) -> bool:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad)
-        per_expert = (self.w_in.shape[1] + self.hidden) * self.dim
+        per_expert = (self.w_in.shape[2] + self.hidden) * self.dim
         return not needs_grad and len(expert) * per_expert <= self.gather_limit and len(x) > 0
 
     def _gathered(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
         r"""$y_t = \sum_{i < k} g_{t,i} \operatorname{FFN}_{e_{t,i}}(x_t)$ with the weights gathered, `expert` `(t, k)`."""
         t, k = expert.shape
-        # $x_t W^{(e_{t,i})}_1$ for the $k$ experts of each token: one product per token
+        # $x_t W^{(e_{t,i})}_1$ for the $k$ experts of each token: one product per assignment
         flat = expert.flatten()  # (t k,)
+        xs = x.repeat_interleave(k, dim=0)[:, None, :] if k > 1 else x[:, None, :]  # (t k, 1, D)
         # (`index_select` copies whole expert matrices; advanced indexing is several times slower here)
-        w_in = self.w_in.index_select(0, flat).view(t, -1, self.dim)  # (t, k 2H, D)
-        h = torch.bmm(w_in, x[:, :, None]).view(t * k, -1)  # (t k, 2H) or (t k, H)
+        h = torch.bmm(xs, self.w_in.index_select(0, flat)).view(t * k, -1)  # (t k, 2H) or (t k, H)
         if self.b_in is not None:
             h = h + self.b_in[flat]
         if self.glu:
@@ -215,7 +234,7 @@ class Experts(nn.Module):
             h = self.act(g) * value  # (t k, H)
         else:
             h = self.act(h)
-        y = torch.bmm(self.w_out.index_select(0, flat), h[:, :, None]).view(t, k, self.dim)  # (t, k, D)
+        y = torch.bmm(h[:, None, :], self.w_out.index_select(0, flat)).view(t, k, self.dim)  # (t, k, D)
         if self.b_out is not None:
             y = y + self.b_out[expert]
         # $\sum_i g_{t,i} y_{t,i}$

@@ -39,8 +39,11 @@ watching the balance.
 * Invariants: causal (in training with capacity too), padding changes no real token, cached
   decoding equals the full pass, dropped tokens accounted for (`tests/moe/test_moe_stack.py`,
   `tests/moe/test_moe_routing.py`); the grouped computation equals a loop over the assignments
-  (`tests/moe/test_moe_experts.py`); Mixtral, Qwen2-MoE and DeepSeek-V3's layers equal Hugging
-  Face's (`tests/pretrained/test_mixtral.py`, `tests/pretrained/test_deepseek_moe.py`).
+  (`tests/moe/test_moe_experts.py`); Mixtral, Qwen2-MoE, Qwen3-MoE and DeepSeek-V3's layers equal
+  Hugging Face's (`tests/pretrained/test_mixtral.py`, `tests/pretrained/test_qwen3_moe.py`,
+  `tests/pretrained/test_deepseek_moe.py`); experts split over two processes
+  ([expert parallelism](expert_parallel.md)) equal one process holding them all
+  (`tests/moe/test_expert_parallel.py`).
 
 Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` experts per token,
 `D` width.

@@ -37,6 +37,7 @@ Shapes: `D` model width; any leading axes.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_tensor
@@ -63,7 +64,13 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1.0 - self.unit_offset))
 
     def forward(self, x: Tensor) -> Tensor:
-        check_tensor("x", x, f"(..., {self.gamma.shape[0]})", kind="float", sizes={-1: self.gamma.shape[0]})
+        dim = self.gamma.shape[0]
+        if x.shape[-1] != dim or not x.is_floating_point():
+            check_tensor("x", x, f"(..., {dim})", kind="float", sizes={-1: dim})
+        if x.dtype == torch.float32 and self.gamma.dtype == torch.float32 and not self.unit_offset:
+            # In float32 PyTorch's fused kernel computes exactly the lines below (bit for bit, tested)
+            # in one operator instead of seven: it matters in decoding, where a step is small.
+            return F.rms_norm(x, (dim,), self.gamma, self.eps)
         xf = x.float()
         # $x / \mathrm{RMS}(x)$, in float32
         xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D)

@@ -188,12 +188,18 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
 
     $$R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$$
     """
-    cos, sin = angles[0].to(t.dtype), angles[1].to(t.dtype)  # (n, r) each
-    if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
+    if angles.dtype != t.dtype:
+        angles = angles.to(t.dtype)
+    cos, sin = angles.unbind(0)  # (n, r) each
+    if t.requires_grad and torch.is_grad_enabled() and not (
+            cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export()):
-        # The same rotation written straight into its output, with a backward of its own (below).
+        # In training: the same rotation written straight into its output, with a backward of its own (below).
         return _Rotate.apply(t, cos, sin)
     r = cos.shape[-1]
+    if r == t.shape[-1]:
+        # Every feature carries position (the common case: one operator fewer per call, no slicing)
+        return t * cos + rotate_half(t) * sin
     # Only the first $r$ features carry position.
     t_rot, t_pass = t[..., :r], t[..., r:]  # (b, h, n, r), (b, h, n, d - r)
     # $R_p x = x \cos p\theta + \operatorname{rotate\_half}(x) \sin p\theta$, pair $k$ is $(x_k, x_{k + r/2})$

@@ -46,7 +46,8 @@ usually a large `rotary_theta`, and tied embeddings in its small sizes.  **Mistr
 grouped-query attention and [sliding-window attention](../attention/sliding_window.md) in every
 layer: its `sliding_window=S` lets a query see itself and the $S - 1$ tokens before it, which is
 `attn_max_attend_past=S - 1`.  **Mixtral** and **Qwen2-MoE** are these decoders with
-mixture-of-experts feed-forward layers ([their page](mixtral.md)).
+mixture-of-experts feed-forward layers ([their page](mixtral.md)), **Qwen3-MoE** too, with
+RMSNorm on each head's queries and keys ([its page](qwen3_moe.md)).
 
 ## The weights
 

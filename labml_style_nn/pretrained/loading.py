@@ -72,7 +72,7 @@ def architecture(config: dict[str, Any]) -> ModuleType:
     if model_type not in found:
         failed = f" (could not import: {errors})" if errors else ""
         raise ValueError(f"model_type: no converter for {model_type!r}; the converters are for "
-                         f"{', '.join(sorted(found))} (GPT-2, LLaMA, Qwen2, Mistral, Mixtral, Qwen2-MoE, DeepSeek-V3, T5, mT5 and ViT checkpoints of "
+                         f"{', '.join(sorted(found))} (GPT-2, LLaMA, Qwen2, Mistral, Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V3, T5, mT5 and ViT checkpoints of "
                          f"Hugging Face transformers){failed}")
     return found[model_type]
 

@@ -33,8 +33,8 @@ Per layer $i$, besides the LLaMA weights (our feed-forward block is `attn_layers
 | Hugging Face (`transformers` 5, in memory) | saved checkpoints | ours |
 |---|---|---|
 | `layers.{i}.mlp.gate.weight` | Mixtral: `block_sparse_moe.gate.weight` | `router.proj.weight` |
-| `mlp.experts.gate_up_proj` `(E, 2H, D)`, gate half first | `experts.{j}.{gate,up}_proj` (Mixtral: `w1`, `w3`) | `experts.w_in` `(E, 2H, D)`, value (up) half first |
-| `mlp.experts.down_proj` `(E, D, H)` | `experts.{j}.down_proj` (Mixtral: `w2`) | `experts.w_out` |
+| `mlp.experts.gate_up_proj` `(E, 2H, D)`, gate half first | `experts.{j}.{gate,up}_proj` (Mixtral: `w1`, `w3`) | `experts.w_in` `(E, D, 2H)` (transposed), value (up) half first |
+| `mlp.experts.down_proj` `(E, D, H)` | `experts.{j}.down_proj` (Mixtral: `w2`) | `experts.w_out` `(E, H, D)` (transposed) |
 | Qwen2-MoE `mlp.shared_expert.{gate,up,down}_proj` | the same | `shared`, a SwiGLU `FeedForward` |
 | Qwen2-MoE `mlp.shared_expert_gate.weight` | the same | `shared_gate.weight` |
 
@@ -94,16 +94,19 @@ def expert_weights(w: WeightMap, theirs: str, num_experts: int,
                    names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")) -> tuple[Tensor, Tensor]:
     r"""`(w_in, w_out)` of our `Experts` from `theirs.experts`, fused or one expert at a time.
 
-    `names` are the per-expert names of the gate, up and down projections.
+    `names` are the per-expert names of the gate, up and down projections.  Theirs are `(out, in)`
+    like `nn.Linear`; ours are input first, `(E, D, 2H)` and `(E, H, D)`: transposed once here.
     """
     if w.has(f"{theirs}.experts.gate_up_proj"):
         # $[W_g; W_u]$ fused per expert: swap the halves to our $[W_u; W_g]$
         gate, up = w[f"{theirs}.experts.gate_up_proj"].chunk(2, dim=1)  # (E, H, D) each
-        return torch.cat([up, gate], dim=1), w[f"{theirs}.experts.down_proj"]
-    gate, up, down = names
-    one = [f"{theirs}.experts.{j}" for j in range(num_experts)]
-    w_in = torch.stack([torch.cat([w[f"{e}.{up}.weight"], w[f"{e}.{gate}.weight"]]) for e in one])  # (E, 2H, D)
-    return w_in, torch.stack([w[f"{e}.{down}.weight"] for e in one])  # (E, D, H)
+        w_in, w_out = torch.cat([up, gate], dim=1), w[f"{theirs}.experts.down_proj"]
+    else:
+        gate, up, down = names
+        one = [f"{theirs}.experts.{j}" for j in range(num_experts)]
+        w_in = torch.stack([torch.cat([w[f"{e}.{up}.weight"], w[f"{e}.{gate}.weight"]]) for e in one])  # (E, 2H, D)
+        w_out = torch.stack([w[f"{e}.{down}.weight"] for e in one])  # (E, D, H)
+    return w_in.transpose(1, 2).contiguous(), w_out.transpose(1, 2).contiguous()  # (E, D, 2H), (E, H, D)
 
 
 def moe_mlp(config: dict[str, Any]) -> llama.MlpConverter:

@@ -11,13 +11,13 @@ def naive(experts: Experts, x, token, expert, gate):
     """One assignment at a time: $y_{t_s} \\mathrel{+}= g_s \\operatorname{FFN}_{e_s}(x_{t_s})$."""
     out = torch.zeros_like(x)
     for t, e, g in zip(token.tolist(), expert.tolist(), gate, strict=True):
-        h = experts.w_in[e] @ x[t] + (experts.b_in[e] if experts.b_in is not None else 0)
+        h = x[t] @ experts.w_in[e] + (experts.b_in[e] if experts.b_in is not None else 0)
         if experts.glu:
             value, gate_half = h.chunk(2)
             h = experts.act(gate_half) * value
         else:
             h = experts.act(h)
-        y = experts.w_out[e] @ h + (experts.b_out[e] if experts.b_out is not None else 0)
+        y = h @ experts.w_out[e] + (experts.b_out[e] if experts.b_out is not None else 0)
         out[t] = out[t] + g * y
     return out
 
@@ -117,3 +117,17 @@ def test_gathered_weights_for_small_steps_equal_the_grouped_path(glu, bias):
     torch.testing.assert_close(gathered, grouped, rtol=1e-5, atol=1e-5)
     # With gradients the grouped path always runs (the gathered copies would be differentiated).
     assert not Experts(6, 8, 16)._gather_pays(x.requires_grad_(), expert)
+
+
+def test_grouped_mm_is_chosen_on_the_cpu_only_where_it_runs_and_pays():
+    from labml_style_nn.moe.experts import _GROUPED_MM, _grouped_mm_runs
+    if _GROUPED_MM is None:
+        pytest.skip("no grouped_mm in this torch")
+    w = torch.randn(4, 16, 32)
+    with torch.no_grad():
+        assert _grouped_mm_runs(torch.randn(5, 16), w)
+        # Rows of 6 float32 numbers are 24 bytes: not a multiple of 16
+        assert not _grouped_mm_runs(torch.randn(5, 6), torch.randn(4, 6, 6))
+        assert not _grouped_mm_runs(torch.randn(5, 16, dtype=torch.float64), w.double())
+    # With gradients on the CPU the loop runs (the CPU backward of grouped_mm fails on empty blocks)
+    assert not _grouped_mm_runs(torch.randn(5, 16), w.requires_grad_())

@@ -75,7 +75,7 @@ def test_first_dense_layers_stay_dense_and_widths_follow_the_keywords():
     ffs = [b.fn for b in net.attn_layers.blocks if b.kind == "f"]
     assert isinstance(ffs[0], FeedForward) and isinstance(ffs[1], MixtureOfExperts)
     moe = ffs[1]
-    assert moe.experts.w_in.shape == (8, 8, 16)  # 8 experts of width 8 (not gated), dim 16
+    assert moe.experts.w_in.shape == (8, 16, 8)  # 8 experts of width 8 (not gated), dim 16
     assert moe.shared is not None and moe.shared.proj_out.in_features == 8
 
 

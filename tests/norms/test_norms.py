@@ -57,3 +57,17 @@ def test_docstring_examples(name):
     module = importlib.import_module(f"labml_style_nn.norms.{name}")
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("dim", [16, 40, 256])
+def test_rms_norm_fused_float32_path_is_bit_for_bit_the_written_one(dim):
+    # float32 runs `F.rms_norm`; it must equal the explicit lines (Hugging Face's formula) exactly,
+    # so that converted models keep their greedy tokens.
+    torch.manual_seed(dim)
+    n = RMSNorm(dim)
+    with torch.no_grad():
+        n.gamma.normal_()
+    for scale in (1e-3, 1.0, 30.0):
+        x = torch.randn(3, 7, dim) * scale
+        xf = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + n.eps)
+        assert torch.equal(n(x), xf * n.gamma)
