@@ -46,3 +46,29 @@ def test_the_keyword_changes_the_output():
 def test_bad_std_names_the_keyword(bad):
     with pytest.raises(ValueError, match="token_emb_init_std"):
         wrapper(token_emb_init_std=bad)
+
+
+def test_defaults_have_x_transformers_parameters_and_the_old_ones_are_reachable():
+    # the default model has exactly x-transformers' parameters: no LayerNorm bias, no logit bias
+    x_transformers = pytest.importorskip("x_transformers")
+    theirs = x_transformers.TransformerWrapper(num_tokens=512, max_seq_len=8,
+                                               attn_layers=x_transformers.Decoder(dim=32, depth=1, heads=2))
+    ours, old = wrapper(), wrapper(logits_bias=True, token_emb_init_std=0.02)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(theirs)
+    assert ours.to_logits.bias is None and old.to_logits.bias is not None
+    old_stack = TransformerWrapper(num_tokens=512, max_seq_len=8, attn_layers=Decoder(dim=32, depth=1, heads=2,
+                                                                                        norm_bias=True))
+    # three norms (two pre-norms and the final one) of 32 gain a bias each
+    assert count(old_stack) == count(ours) + 3 * 32
+
+
+def test_logits_bias_changes_the_output():
+    torch.manual_seed(2)
+    model = wrapper(logits_bias=True)
+    x = torch.randint(0, 512, (2, 8))
+    with torch.no_grad():
+        model.to_logits.bias.zero_()
+        before = model(x)
+        model.to_logits.bias.fill_(0.5)
+        assert torch.allclose(model(x), before + 0.5, atol=1e-5)
