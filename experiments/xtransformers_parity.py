@@ -6,24 +6,25 @@ same model from the same keywords, do they also *train* the same? This script tr
 decoder in both, under one recipe: the same data, batches, schedule, optimiser and model size.
 Options change one ingredient at a time on this library's side, so that a gap can be bisected:
 
+* `--old-defaults`: this library's defaults before this study (a LayerNorm bias, a bias on the
+  output projection, the token embedding drawn at std 0.02); without it, the defaults of today,
+  which take x-transformers' choices for all three;
+* `--plain-norm-gains`: norm gains stored as $\gamma$, not as $\gamma - 1$ (`norm_add_unit_offset=False`;
+  with the offset, weight decay pulls a gain towards 1, not 0);
 * `--xt-init`: start from x-transformers' initial weights, copied into this library's model (this
-  needs the four reparametrisations below, which make the two models the same function of their
-  parameters: with them, forward and backward agree to float rounding);
-* `--emb-init`: the token embedding drawn as x-transformers draws it (Kaiming normal,
-  std $\sqrt{2/D}$, 0.125 at width 128) instead of std 0.02;
+  needs today's defaults and, with the T5 bias, `--t5-scale`, which make the two models the same
+  function of their parameters: forward and backward then agree to float rounding);
 * `--t5-scale`: the T5 table multiplied by $\sqrt d$ in the forward pass, as x-transformers does
   (the table's entries then move $\sqrt d$ times faster under Adam);
-* `--t5-init-std`: the T5 table initialised with this std instead of 1;
-* `--unit-offset-norms`: norm gains stored as $\gamma - 1$ (x-transformers' `unit_offset`), so weight
-  decay pulls a gain towards 1, not 0: the keyword `norm_add_unit_offset` (this script passes it
-  explicitly, so without the flag the gains are stored plain, as before the keyword existed);
-* `--no-norm-bias`, `--no-logit-bias`: x-transformers' LayerNorm and output projection have no bias
-  (the keywords `norm_bias=False` and the wrapper's `logits_bias=False`).
+* `--t5-init-std`: the T5 table initialised with this std instead of 1.
+
+The [GPT-2-style recipe](gpt2_recipe.md) is the study's second recipe.
 
 ```
-python experiments/xtransformers_parity.py --lib xtransformers --seed 0
-python experiments/xtransformers_parity.py --lib labml --seed 0
-python experiments/xtransformers_parity.py --lib labml --xt-init --t5-scale --unit-offset-norms --no-norm-bias --no-logit-bias
+python experiments/xtransformers_parity.py --lib xtransformers --pos rotary --steps 500 --seed 0
+python experiments/xtransformers_parity.py --lib labml --pos rotary --steps 500 --seed 0
+python experiments/xtransformers_parity.py --lib labml --pos rotary --steps 500 --old-defaults --seed 0
+python experiments/xtransformers_parity.py --lib labml --xt-init --t5-scale
 ```
 
 Validation bits per byte are on 16 fixed batches of held-out windows. x-transformers is an optional
@@ -75,13 +76,12 @@ class Config(RunConfig):
     lr: float = 2e-3
     warmup: int = 50
     weight_decay: float = 0.1
+    old_defaults: bool = field(default=False, metadata={
+        "help": "this library's defaults before the study: norm and logit biases, token embedding std 0.02"})
+    plain_norm_gains: bool = field(default=False, metadata={"help": "norm gains stored as gain, not gain - 1"})
     xt_init: bool = field(default=False, metadata={"help": "copy x-transformers' initial weights"})
-    emb_init: bool = field(default=False, metadata={"help": "token embedding std sqrt(2/dim)"})
     t5_scale: bool = field(default=False, metadata={"help": "T5 table times sqrt(dim_head) in the forward"})
     t5_init_std: float = field(default=1.0, metadata={"help": "std of the T5 table at initialisation"})
-    unit_offset_norms: bool = field(default=False, metadata={"help": "norm gains stored as gain - 1"})
-    no_norm_bias: bool = field(default=False, metadata={"help": "LayerNorms without bias"})
-    no_logit_bias: bool = field(default=False, metadata={"help": "output projection without bias"})
 
     RESUME_FILES = ()
     SMOKE = dict(dim=32, depth=1, heads=2, seq_len=16, batch_size=4, steps=3, warmup=1, max_bytes=50_000)
@@ -99,12 +99,14 @@ def build(cfg: Config) -> nn.Module:
         xkw = {"rel_pos_bias": True} if cfg.pos == "t5" else POSITIONS[cfg.pos]
         return XWrapper(num_tokens=256, max_seq_len=cfg.seq_len,
                         attn_layers=XDecoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, **xkw))
-    model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, logits_bias=not cfg.no_logit_bias,
+    # Only what an option changes is passed: the rest is the library's defaults.
+    wrapper_kw = dict(logits_bias=True, token_emb_init_std=0.02) if cfg.old_defaults else {}
+    stack_kw = dict(norm_bias=True) if cfg.old_defaults else {}
+    if cfg.plain_norm_gains:
+        stack_kw["norm_add_unit_offset"] = False
+    model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, **wrapper_kw,
                                attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
-                                                   attn_dim_head=dim_head, norm_add_unit_offset=cfg.unit_offset_norms,
-                                                   norm_bias=not cfg.no_norm_bias, **POSITIONS[cfg.pos]))
-    if cfg.emb_init:
-        nn.init.kaiming_normal_(model.token_emb.weight)
+                                                   attn_dim_head=dim_head, **stack_kw, **POSITIONS[cfg.pos]))
     rel_pos = model.attn_layers.rel_pos
     if rel_pos is not None:
         if cfg.t5_init_std != 1.0:
@@ -119,10 +121,9 @@ def build(cfg: Config) -> nn.Module:
 @torch.no_grad()
 def copy_xtransformers_init(model: nn.Module, cfg: Config) -> None:
     """x-transformers' initial weights (same seed) into this library's model, parameter by parameter."""
-    if not (cfg.t5_scale or cfg.pos != "t5") or not cfg.unit_offset_norms or not cfg.no_norm_bias \
-            or not cfg.no_logit_bias:
-        raise ValueError("xt_init: needs --t5-scale (for t5), --unit-offset-norms, --no-norm-bias and --no-logit-bias, "
-                         "which make the two models the same function of their parameters")
+    if not (cfg.t5_scale or cfg.pos != "t5") or cfg.old_defaults or cfg.plain_norm_gains:
+        raise ValueError("xt_init: needs --t5-scale (for t5) and neither --old-defaults nor --plain-norm-gains, "
+                         "so that the two models are the same function of their parameters")
     if cfg.pos == "absolute":
         raise ValueError("xt_init: learned absolute positions are scaled differently; use t5 or rotary")
     seed_everything(cfg.seed)
@@ -165,8 +166,8 @@ def main(cfg: Config) -> dict:
     model.eval()
     with torch.no_grad():
         bpc = sum(F.cross_entropy(model(w[:, :-1]).transpose(1, 2), w[:, 1:]).item() for w in val) / len(val)
-    result = {"lib": cfg.lib, "pos": cfg.pos, "seed": cfg.seed, "parameters": count_parameters(model),
-              "val_bpc": bpc / math.log(2)}
+    result = {"lib": cfg.lib, "pos": cfg.pos, "seed": cfg.seed, "old_defaults": cfg.old_defaults,
+              "parameters": count_parameters(model), "val_bpc": bpc / math.log(2)}
     print(f"{cfg.lib} {cfg.pos} seed {cfg.seed}: {result['val_bpc']:.4f} bpc ({result['parameters']:,} parameters)")
     RunLog(out).summary(config=vars(cfg), **result)
     return result

@@ -25,7 +25,9 @@ WRAPPERS = {
     "use_abs_pos_emb": ("absolute positions (None: off when the stack has relative ones)", "positional/absolute"),
     "sinusoidal_pos_emb": ("fixed sinusoids instead of learned absolute positions", "positional/absolute"),
     "logits_dim": ("output width (default: num_tokens)", "models/wrappers"),
-    "logits_bias": ("a bias on the untied output projection (LLaMA-style heads have none)", "models/wrappers"),
+    "logits_bias": ("a bias on the untied output projection (default none, as x-transformers)", "models/wrappers"),
+    "token_emb_init_std": ("std of the token embedding's normal draw (None: Kaiming normal, sqrt(2/E), as "
+                           "x-transformers; 0.02: GPT-2's)", "models/initialisation"),
     "dim_in": ("input feature width (default: dim)", "models/wrappers"),
     "dim_out": ("output feature width (default: dim)", "models/wrappers"),
     "image_size": ("height and width of the (square) images", "models/vit"),

@@ -33,8 +33,10 @@ embeddings $\to$ `post_emb_norm` $\to$ prepended embeddings $\to$ gradient shrin
 $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ pools $\to$ the head.
 
 **Differences from x-transformers.**  Absolute positions are off by default when the stack has a
-relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); the untied head has a
-bias by default (`logits_bias`), and so do `ContinuousTransformerWrapper`'s projections in and out.
+relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); `logits_bias=True` adds a
+bias to the untied head (none by default, as in x-transformers; this library had one before the
+[training parity study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out
+have biases.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
 `(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  Not yet accepted: `looped` and
 `max_looped_steps` (looped transformers need `pre_and_post_norm` in the stack).
@@ -73,6 +75,7 @@ from ..wrapping.pooling import AttentionPool, masked_mean
 from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
 from .block_inputs import check_transforms, transform_block_input
+from .initialisation import check_init_std, init_token_embedding
 from .layers import AttentionLayers
 
 
@@ -325,7 +328,9 @@ class TransformerWrapper(_SequenceWrapper):
         add_continuous_pred_head: a head predicting the next input embedding.
         input_not_include_cache: with `cache=` intermediates, `x` holds only the new tokens.
         sinusoidal_pos_emb: fixed sinusoids instead of learned absolute positions.
-        logits_bias: a bias on the untied output projection (LLaMA-style heads have none).
+        logits_bias: a bias on the untied output projection (none by default, as in x-transformers).
+        token_emb_init_std: std of the token embedding's normal draw; `None` is x-transformers'
+            Kaiming normal, $\sqrt{2 / E}$ ([initialisation](initialisation.md)).
     """
 
     def __init__(self, num_tokens: int, max_seq_len: int, attn_layers: AttentionLayers, *,
@@ -344,7 +349,8 @@ class TransformerWrapper(_SequenceWrapper):
                  token_emb: Optional[nn.Module] = None, mixture_of_softmax: bool = False,
                  mixture_of_softmax_k: int = 4, sigsoftmax_logits: bool = False, ff_deep_embed: bool = False,
                  to_logits: Optional[nn.Module] = None, add_continuous_pred_head: bool = False,
-                 input_not_include_cache: bool = False, sinusoidal_pos_emb: bool = False, logits_bias: bool = True):
+                 input_not_include_cache: bool = False, sinusoidal_pos_emb: bool = False, logits_bias: bool = False,
+                 token_emb_init_std: Optional[float] = None):
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
@@ -357,6 +363,7 @@ class TransformerWrapper(_SequenceWrapper):
         check_int("emb_dim", emb_dim)
         check_int("num_output_heads", num_output_heads)
         check_int("num_cls_tokens", num_cls_tokens)
+        check_init_std("token_emb_init_std", token_emb_init_std)
         check_int("train_max_recycle_steps", train_max_recycle_steps)
         if isinstance(emb_frac_gradient, bool) or not isinstance(emb_frac_gradient, (int, float)) \
                 or not 0 < emb_frac_gradient <= 1:
@@ -371,7 +378,7 @@ class TransformerWrapper(_SequenceWrapper):
         if token_emb is None:
             token_emb = L2NormEmbedding(num_tokens, emb_dim) if l2norm_embed else nn.Embedding(num_tokens, emb_dim)
             if not l2norm_embed:
-                nn.init.normal_(token_emb.weight, std=0.02)
+                init_token_embedding(token_emb.weight, token_emb_init_std)
         self.token_emb = token_emb
         self.embeds = ExtraEmbeddings(embed_num_tokens, emb_dim) if embed_num_tokens else None
         self.ff_deep_embed = DeepEmbedding(num_tokens, attn_layers) if ff_deep_embed else None

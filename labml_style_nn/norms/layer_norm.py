@@ -21,23 +21,41 @@ to every norm with a gain ([RMSNorm](rms_norm.md), [ScaleNorm](scale_norm.md),
 [DyT](dynamic_tanh.md), [Derf](derf.md)) and to [LayerScale](../residual/layer_scale.md): each
 stores its gains as offsets from their initial values.
 
-**`norm_bias`** (default `True`; not an x-transformers keyword).  `norm_bias=False` drops $\beta$,
-the LayerNorm of nanoGPT's `bias=False` configuration (and of x-transformers, whose LayerNorm never
-has one).
+**`norm_bias`** (default `False`, as in x-transformers, whose LayerNorm never has one; not an
+x-transformers keyword).  Without $\beta$ the LayerNorm is nanoGPT's `bias=False` one;
+`norm_bias=True` adds $\beta$ back, as the paper has it (and as this library did before the
+[training parity study](../../docs/results.md#training-parity-with-x-transformers); the
+[GPT-2](../pretrained/gpt2.md) and [ViT](../pretrained/vit.md) conversions set it, since their
+checkpoints have one).  The other norms choose their own parameters and refuse `norm_bias=True`.
+
+**Why no bias by default.**  Under x-transformers' small character-model recipe (500 steps, three
+seeds, rotary positions), this library's model with a LayerNorm bias, a logit bias and a token
+embedding drawn at std 0.02 trained 0.06 bpc behind x-transformers'; the same model with
+x-transformers' three choices (no bias here, none on the logits, the
+[Kaiming embedding](../models/initialisation.md)) is 0.017 bpc behind, still behind on every seed.
+The three were changed together, so the
+runs do not say how much each one does; on the second, GPT-2-style recipe, which has no biases
+either way, the embedding alone made a difference of the same size, so most of it is likely the
+embedding's.  The
+bias goes for another reason: a $\beta$ that starts at zero changes nothing at initialisation,
+what it would learn the next linear layer's bias or the residual stream can carry, and without it
+the model has x-transformers' parameters, one for one.  The numbers are on the
+[initialisation page](../models/initialisation.md) and in
+[the results](../../docs/results.md#defaults-second-look-two-recipes-500-steps).
 
 Converted checkpoints ([GPT-2](../pretrained/gpt2.md), [LLaMA](../pretrained/llama.md),
 [T5](../pretrained/t5.md), [ViT](../pretrained/vit.md)) build their stacks with
 `norm_add_unit_offset=False`, so their gains are stored exactly as the checkpoint stores them.
 
 Tests: `tests/norms/test_norm_variants.py` (the offset changes what is stored, not the function;
-weight decay pulls an offset gain to one; no bias with `norm_bias=False`; parity with x-transformers).
+weight decay pulls an offset gain to one; a bias only with `norm_bias=True`; parity with x-transformers).
 
 Shapes: `D` model width; any leading axes.
 
 ## Differences from x-transformers
 
-* x-transformers' LayerNorm has no bias at all; here it has one unless `norm_bias=False`, so a
-  default stack has $D$ more parameters per norm (the weight-copied parity tests set it to zero).
+* x-transformers' LayerNorm has no bias at all; here `norm_bias=True` adds one (the weight-copied
+  parity tests set it to zero).
 * A state dict saved before `norm_add_unit_offset` existed stores the plain gains: load it into a
   stack built with `norm_add_unit_offset=False`.
 """
@@ -52,8 +70,8 @@ KEYWORDS = declare(__name__, "stack",
     Keyword("norm_add_unit_offset", True,
             "store norm gains (and LayerScale) as offsets from their initial values, so weight decay "
             "pulls them to the identity", example=False),
-    Keyword("norm_bias", True, "LayerNorm with a bias (False: nanoGPT's bias-free LayerNorm)", example=False,
-            xtransformers=False))
+    Keyword("norm_bias", False, "LayerNorm with a bias (the default has none, as x-transformers and nanoGPT's "
+            "bias=False)", example=True, xtransformers=False))
 
 
 class LayerNorm(nn.LayerNorm):
@@ -93,9 +111,9 @@ def _one_norm(o) -> None:
         raise ValueError(f"{' and '.join(chosen)}: choose one normalisation, not several")
     if o.norm_eps is not None and chosen and chosen[0] in ("use_dynamic_tanh", "use_derf"):
         raise ValueError(f"norm_eps and {chosen[0]}: a point-wise norm divides by nothing, so it has no epsilon")
-    if chosen and not o.norm_bias:
-        raise ValueError(f"norm_bias=False and {chosen[0]}: norm_bias removes LayerNorm's bias; the other norms "
+    if chosen and o.norm_bias:
+        raise ValueError(f"norm_bias=True and {chosen[0]}: norm_bias adds a bias to LayerNorm; the other norms "
                          "choose their own parameters")
-    if o.use_rezero and (chosen or not o.norm_bias or o.pre_and_post_norm):
-        named = chosen[0] if chosen else "norm_bias" if not o.norm_bias else "pre_and_post_norm"
+    if o.use_rezero and (chosen or o.norm_bias or o.pre_and_post_norm):
+        named = chosen[0] if chosen else "norm_bias" if o.norm_bias else "pre_and_post_norm"
         raise ValueError(f"use_rezero and {named}: ReZero removes every norm of the stack")

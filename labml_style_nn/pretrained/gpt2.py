@@ -19,6 +19,7 @@ TransformerWrapper(
         ff_inner_dim=3072,          # 4 * dim
         ff_activation="gelu_tanh",  # GELU's tanh approximation ("gelu_new")
         norm_eps=1e-5,              # LayerNorm epsilon
+        norm_bias=True,             # LayerNorm with its bias
         norm_add_unit_offset=False, # gains stored as the checkpoint stores them
     ),                              # pre-norm by default, with a final LayerNorm
     tie_embedding=True,             # logits = h E^T with the token embedding E
@@ -111,6 +112,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             ff_inner_dim=config.get("n_inner") or 4 * dim,
             ff_activation=activation(config_value(config, "activation_function", default="gelu_new")),
             norm_eps=config_value(config, "layer_norm_epsilon", default=1e-5),
+            norm_bias=True,
             norm_add_unit_offset=False,
         ),
         use_abs_pos_emb=True,

@@ -97,6 +97,7 @@ def build(config: dict[str, Any]) -> ViTransformerWrapper:
         ff_inner_dim=config["intermediate_size"],
         ff_activation=_ACTIVATIONS[act],                   # the exact GELU
         norm_eps=config.get("layer_norm_eps", 1e-12),      # LayerNorm's $\epsilon$
+        norm_bias=True,                                    # LayerNorm with its bias $\beta$
         norm_add_unit_offset=False,                        # gains stored as the checkpoint stores them
     )
     return ViTransformerWrapper(

@@ -23,6 +23,7 @@ EXPECTED = {
     "image_caption": ["accuracy.png", "summary.json", "checkpoint.pt"],
     "alibi_extrapolation": ["loss_by_position.png", "summary.json", "alibi/metrics.csv"],
     "xtransformers_parity": ["summary.json"],
+    "gpt2_recipe": ["summary.json"],
     "moe_lm": ["results.md", "routing.md", "val_bpc.png", "max_load.png", "summary.json", "switch/seed0/metrics.csv"],
     "long_context": ["streaming_bpc_by_position.png", "rope_scaling_bpc.png", "backcopy_streaming_excess.png",
                      "summary.json", "metrics.csv"],

@@ -76,16 +76,16 @@ def test_stack_keywords_choose_the_norm_and_change_the_output():
     assert torch.count_nonzero(base.blocks[0].pre_norm.weight) == 0
     outputs = {}
     for kw, cls in [(dict(use_dynamic_tanh=True), DynamicTanh), (dict(use_derf=True), Derf),
-                    (dict(use_simple_rmsnorm=True), SimpleRMSNorm), (dict(norm_bias=False), LayerNorm)]:
+                    (dict(use_simple_rmsnorm=True), SimpleRMSNorm), (dict(norm_bias=True), LayerNorm)]:
         torch.manual_seed(0)
         model = Decoder(**SMALL, **kw)
         assert all(isinstance(b.pre_norm, cls) for b in model.blocks) and isinstance(model.final_norm, cls)
         outputs[next(iter(kw))] = model(x)
-    assert Decoder(**SMALL, norm_bias=False).final_norm.bias is None
+    assert base.final_norm.bias is None and Decoder(**SMALL, norm_bias=True).final_norm.bias is not None
     torch.manual_seed(0)
     ref = Decoder(**SMALL)(x)
     for name, out in outputs.items():
-        if name != "norm_bias":  # a zero bias changes nothing at initialisation; the parameter is gone
+        if name != "norm_bias":  # a zero bias changes nothing at initialisation; the parameter is new
             assert not torch.allclose(out, ref, atol=1e-4), name
 
 
@@ -93,7 +93,7 @@ def test_stack_keywords_choose_the_norm_and_change_the_output():
     (dict(use_dynamic_tanh=True, use_derf=True), "use_dynamic_tanh and use_derf"),
     (dict(use_dynamic_tanh=True, pre_norm=False), "use_dynamic_tanh and pre_norm=False"),
     (dict(dynamic_tanh_init_alpha=0.5), "dynamic_tanh_init_alpha"),
-    (dict(norm_bias=False, use_rmsnorm=True), "norm_bias=False and use_rmsnorm"),
+    (dict(norm_bias=True, use_rmsnorm=True), "norm_bias=True and use_rmsnorm"),
     (dict(use_rezero=True, use_derf=True), "use_rezero and use_derf"),
     (dict(use_derf=True, norm_eps=1e-6), "norm_eps and use_derf"),
 ])

@@ -80,7 +80,7 @@ FEATURES = {
     "layerscale_dyt_dynamic_bias": dict(use_layerscale=True, layerscale_init_value=0.5, use_dynamic_tanh=True,
                                         dynamic_pos_bias=True),
     "tied_xpos_softclamp": dict(weight_tie_layers=True, rotary_xpos=True, softclamp_output=True,
-                                softclamp_output_value=2.0, use_derf=True, norm_bias=True),
+                                softclamp_output_value=2.0, use_derf=True),
 }
 
 

@@ -1,0 +1,74 @@
+"""The token embedding's initialisation (models/initialisation.py): x-transformers' draw by default, GPT-2's by keyword."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from labml_style_nn import Decoder, TransformerWrapper
+from labml_style_nn.models.initialisation import init_token_embedding, token_embedding_std
+
+
+def wrapper(**kw):
+    return TransformerWrapper(num_tokens=512, max_seq_len=8, attn_layers=Decoder(dim=32, depth=1, heads=2), **kw)
+
+
+def test_default_is_kaiming_normal_and_the_old_draw_is_a_keyword():
+    torch.manual_seed(0)
+    default, old = wrapper().token_emb.weight, wrapper(token_emb_init_std=0.02).token_emb.weight
+    # 512 x 32 draws: the sample std is within 3% of the target
+    assert default.std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.03)
+    assert old.std().item() == pytest.approx(0.02, rel=0.03)
+
+
+def test_same_draw_as_x_transformers_kaiming_normal():
+    # x-transformers' TokenEmbedding.init_ is nn.init.kaiming_normal_ on the (V, E) table
+    ours, theirs = torch.empty(300, 48), torch.empty(300, 48)
+    torch.manual_seed(3)
+    init_token_embedding(ours)
+    torch.manual_seed(3)
+    nn.init.kaiming_normal_(theirs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+    assert token_embedding_std(48) == pytest.approx(math.sqrt(2 / 48))
+
+
+def test_the_keyword_changes_the_output():
+    torch.manual_seed(1)
+    a = wrapper()
+    torch.manual_seed(1)
+    b = wrapper(token_emb_init_std=0.02)
+    x = torch.randint(0, 512, (2, 8))
+    assert not torch.allclose(a(x), b(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, True, "0.02"])
+def test_bad_std_names_the_keyword(bad):
+    with pytest.raises(ValueError, match="token_emb_init_std"):
+        wrapper(token_emb_init_std=bad)
+
+
+def test_defaults_have_x_transformers_parameters_and_the_old_ones_are_reachable():
+    # the default model has exactly x-transformers' parameters: no LayerNorm bias, no logit bias
+    x_transformers = pytest.importorskip("x_transformers")
+    theirs = x_transformers.TransformerWrapper(num_tokens=512, max_seq_len=8,
+                                               attn_layers=x_transformers.Decoder(dim=32, depth=1, heads=2))
+    ours, old = wrapper(), wrapper(logits_bias=True, token_emb_init_std=0.02)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(theirs)
+    assert ours.to_logits.bias is None and old.to_logits.bias is not None
+    old_stack = TransformerWrapper(num_tokens=512, max_seq_len=8, attn_layers=Decoder(dim=32, depth=1, heads=2,
+                                                                                        norm_bias=True))
+    # three norms (two pre-norms and the final one) of 32 gain a bias each
+    assert count(old_stack) == count(ours) + 3 * 32
+
+
+def test_logits_bias_changes_the_output():
+    torch.manual_seed(2)
+    model = wrapper(logits_bias=True)
+    x = torch.randint(0, 512, (2, 8))
+    with torch.no_grad():
+        model.to_logits.bias.zero_()
+        before = model(x)
+        model.to_logits.bias.fill_(0.5)
+        assert torch.allclose(model(x), before + 0.5, atol=1e-5)
