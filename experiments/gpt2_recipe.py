@@ -18,6 +18,10 @@ warm-up and a cosine decay to a tenth. Every run sees the same batches for a giv
 * `--lib xtransformers`: x-transformers 2.31.10 with the same keywords (`tie_embedding=True`,
   `ff_no_bias=True`).
 
+Both libraries multiply the hidden states by $D^{-1/2}$ before a tied output projection unless
+told otherwise (`tie_embedding_scale`); GPT-2 does not, and neither does this recipe by default
+(`--tie-scale 1`). `--tie-scale 0` keeps each library's default.
+
 ```
 python experiments/gpt2_recipe.py --lib labml --seed 0                    # and --seed 1, 2
 python experiments/gpt2_recipe.py --lib labml --init nanogpt --seed 0
@@ -58,6 +62,9 @@ from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
 class Config(RunConfig):
     lib: str = field(default="labml", metadata={"help": "labml | xtransformers"})
     init: str = field(default="default", metadata={"help": "default | nanogpt (this library's model only)"})
+    tie_scale: float = field(default=1.0, metadata={
+        "help": "scale of the hidden states before the tied output projection: 1 is GPT-2's (no scale); "
+                "0 keeps each library's default, D^-1/2 in both"})
     old_defaults: bool = field(default=False, metadata={
         "help": "this library's defaults before the parity study (token embedding std 0.02)"})
     data: str = field(default="tinyshakespeare", metadata={"help": "stdlib | tinyshakespeare | a text file"})
@@ -87,15 +94,17 @@ class Config(RunConfig):
 
 
 def build(cfg: Config) -> nn.Module:
+    # GPT-2's tied head is $h E^\top$; both libraries' default is $(D^{-1/2} h) E^\top$.
+    tie = dict(tie_embedding_scale=cfg.tie_scale) if cfg.tie_scale else {}
     if cfg.lib == "xtransformers":
         from x_transformers import Decoder as XDecoder
         from x_transformers import TransformerWrapper as XWrapper
 
-        return XWrapper(num_tokens=256, max_seq_len=cfg.seq_len, tie_embedding=True,
+        return XWrapper(num_tokens=256, max_seq_len=cfg.seq_len, tie_embedding=True, **tie,
                         attn_layers=XDecoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
                                              attn_dim_head=cfg.dim_head, ff_no_bias=True))
     old = dict(token_emb_init_std=0.02) if cfg.old_defaults else {}
-    model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, tie_embedding=True, **old,
+    model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, tie_embedding=True, **tie, **old,
                                attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
                                                    attn_dim_head=cfg.dim_head, ff_no_bias=True, norm_bias=False))
     if cfg.init == "nanogpt":
