@@ -191,9 +191,9 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
     if angles.dtype != t.dtype:
         angles = angles.to(t.dtype)
     cos, sin = angles.unbind(0)  # (n, r) each
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # pyright: ignore[reportPrivateImportUsage]
     if t.requires_grad and torch.is_grad_enabled() and not (
-            cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export()):
+            cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or tracing):
         # In training: the same rotation written straight into its output, with a backward of its own (below).
         return _Rotate.apply(t, cos, sin)
     r = cos.shape[-1]
