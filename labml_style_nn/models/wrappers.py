@@ -297,7 +297,8 @@ class TransformerWrapper(_SequenceWrapper):
         tie_embedding: use the token embedding matrix as the output projection.
         tie_embedding_scale: with `tie_embedding`, multiply the final hidden states by this before
             the tied projection; `None` is x-transformers' default $D^{-1/2}$ (T5's too); `1.0` leaves
-            them as they are (GPT-2).
+            them as they are (GPT-2; on the GPT-2-style recipe of the results page the default scale
+            trained 0.53 nats worse in 500 steps).
         logits_dim: output width, `num_tokens` by default.
         return_only_embed: no output layer; the forward returns the final hidden states.
         num_output_heads: that many independent linear heads (a tuple of logits).
