@@ -33,7 +33,7 @@ Before the [training parity study](../../docs/results.md#defaults-second-look-tw
 the token embedding was drawn at std 0.02 (GPT-2's and BERT's choice) and the LayerNorms and the
 untied head had biases. Trained under two recipes for 500 steps (`experiments/xtransformers_parity.py`,
 x-transformers' small character model, in bits per byte, and `experiments/gpt2_recipe.py`, nanoGPT's
-CPU recipe with tied embeddings and no biases, in nats per byte), mean ± std over the seeds that
+CPU recipe with tied embeddings and no biases, in nats per byte), mean ± std over the random seeds that
 finished:
 
 | recipe | this library, before | this library, after (defaults now) | x-transformers 2.31.10 | nanoGPT's initialisation |
