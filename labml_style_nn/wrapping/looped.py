@@ -3,7 +3,8 @@ r"""
 
 *Paper:* [Scaling Latent Reasoning via Looped Language Models](https://arxiv.org/abs/2510.25741) (Zhu et al., 2025)
 
-A looped model buys depth by reuse: the same stack $f$ runs $T$ times on its own output,
+A looped model buys depth by reuse, running the same stack several times on its own output.  The
+stack $f$ runs $T$ times,
 
 $$h^{(0)} = e, \qquad h^{(t)} = f\big(h^{(t-1)}\big), \quad t = 1 \dots T,$$
 
