@@ -298,7 +298,8 @@ class AttentionLayers(nn.Module):
             context_mask: `(b, j)` bool, true for real context tokens.
             mems: Transformer-XL memories, one `(b, m, D)` per self-attention layer.
             cache: a `generation.kv_cache.LayersCache` for incremental decoding.
-            return_hiddens: also return each self-attention layer's input (the next memories).
+            return_hiddens: also return the residual stream each self-attention layer reads, before its
+                pre-norm (x-transformers' `hiddens`, the next memories).
             attn_sink: a list that receives every attention layer's weights `(b, h, i, j)`, in
                 order (the explicit path runs, so inspection costs speed).
             condition: `(b, dim_condition)` or `(b, n, dim_condition)`, the vector adaptive norms and
@@ -399,7 +400,7 @@ class AttentionLayers(nn.Module):
             x = self.final_norm(x)
             if cache is not None:
                 cache.advance(n)
-            return (x, self._intermediates(shared_kv, [], x, record)) if return_hiddens else x
+            return (x, self._intermediates(shared_kv, [], [], x, record)) if return_hiddens else x
 
         if self.training and self.options.cross_attn_tokens_dropout and context is not None:
             # One subset of the context per forward pass (`models/context_dropout.py`).
@@ -411,7 +412,7 @@ class AttentionLayers(nn.Module):
         extra_kv = iter(route_to_top(additional_kvs(self_attn_additional_kv), self.num_self_attn))
         cross_res = iter(per_layer(cross_attn_kv_residuals, self.layer_types.count("c")))
         deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
-        hiddens, block_hiddens = [], []
+        hiddens, block_hiddens, memory_inputs = [], [], []
         # The first self- and cross-attention layer's values, for value residual learning.
         first_values: Optional[dict[str, Optional[Tensor]]] = \
             {"a": None, "c": None} if self.options.add_value_residual else None
@@ -443,9 +444,13 @@ class AttentionLayers(nn.Module):
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    h = _branch_input(block, stream_input(block, x)[0], inject, self_mask, None, condition)
-                    hiddens.append(h[0] if h.dim() == 4 else h)  # the queries' input of three views
+                    x_in = _stream_hidden(block, x)
+                    hiddens.append(x_in)
+                    memory_inputs.append(x_in if inject is None else x_in + inject)
                 continue
+            if block.kind == "a":
+                # The residual stream before the pre-norm: the next segment's memory (the block norms it).
+                hiddens.append(_stream_hidden(block, x))
             kind = self.layer_types[i]
             values = first_values[kind] if first_values is not None and kind != "f" else None
             integrate = None
@@ -463,7 +468,7 @@ class AttentionLayers(nn.Module):
             if first_values is not None and kind != "f":
                 first_values[kind] = values
             if block.kind == "a":
-                hiddens.append(h)
+                memory_inputs.append(h)
                 res_self.update(scores)
             elif block.kind == "c":
                 res_cross.update(scores)
@@ -478,7 +483,7 @@ class AttentionLayers(nn.Module):
             cache.advance(n)
         if not return_hiddens:
             return x
-        intermediates = self._intermediates(shared_kv, hiddens, x, record)
+        intermediates = self._intermediates(shared_kv, hiddens, memory_inputs, x, record)
         intermediates.block_hiddens = block_hiddens + [x]
         return x, intermediates
 
@@ -491,9 +496,10 @@ class AttentionLayers(nn.Module):
         return self.causal and not mems and not (self.training and torch.is_grad_enabled()) \
             and not self.options.mv_split_residual
 
-    def _intermediates(self, shared_kv, hiddens, x, record) -> LayerIntermediates:
+    def _intermediates(self, shared_kv, hiddens, memory_inputs, x, record) -> LayerIntermediates:
         attn = record.intermediates(self.layer_types) if record is not None else []
-        return snapshot(shared_kv, hiddens=hiddens, last_hidden=x, attn_intermediates=attn)
+        return snapshot(shared_kv, hiddens=hiddens, memory_inputs=memory_inputs, last_hidden=x,
+                        attn_intermediates=attn)
 
 
 def additional_kvs(given) -> list:
@@ -545,11 +551,19 @@ def _branch_input(block, x, inject, mask, block_cache, condition):
                               shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
 
 
+def _stream_hidden(block, x: Tensor) -> Tensor:
+    """The residual stream a self-attention block reads, before its pre-norm `(b, n, D)`: x-transformers'
+    `hiddens` (with hyper-connections, the mix its queries read)."""
+    h = stream_input(block, x)[0]
+    return h[0] if h.dim() == 4 else h
+
+
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
                attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
                integrate=None, deep_embed=None, additional_kv=None, kv_residual=None, cross_shared=None,
                fresh_masks=False):
-    """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input, first_values)`.
+    """One block: branch input, sublayer, residual.  Returns `(x, scores, memory_input, first_values)`, where
+    `memory_input` is what the queries' branch read from the stream before the pre-norm (an XL memory).
 
     `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
     are the values of the first attention layer of the block's kind so far (`None` before it), and the
@@ -562,6 +576,7 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         # LIMe: $\sum_k w_k x^{(k)}$ over the earlier sublayers' inputs (three mixes for self-attention)
         integration, earlier = integrate
         x_in = integration(x_in, earlier)
+    memory_input = x_in if inject is None else x_in + inject
     h = _branch_input(block, x_in, inject, mask, block_cache, condition)
     scores = None
     # A fresh carrier per call, so that a block recomputed for gradient checkpointing mixes the same values.
@@ -580,11 +595,13 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
                 # $k = W_k(\bar h + r)$, $v = W_v(\bar h + r)$ (`models/kv_input_residuals.py`)
                 k_in, v_in = views if views is not None else (q_in, q_in)
                 views = (k_in + kv_residual, v_in + kv_residual)
+            if mem is not None:
+                mem = block.memory_input(mem, condition)  # the memory holds the stream before the pre-norm
             out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
                                    value_residual=carrier, kv_views=views,
                                    **({} if additional_kv is None else {"additional_kv": additional_kv}))
-            h = q_in
+            memory_input = memory_input[0] if memory_input.dim() == 4 else memory_input
         else:
             # The queries' own padding too (inverted attention lets the queries compete for each key).
             query_mask = None if mask is None else mask[:, -h.shape[1]:]
@@ -594,7 +611,8 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
                                    shared=None if cross_shared is None else replace(cross_shared, masks={}))
     # MV-Split's token means leave out padding (`residual/mv_split_residual.py`).
     reads = {"mask": mask} if getattr(block.residual, "reads_mask", False) else {}
-    return block.join(out, residual, condition, **reads), scores, h, carrier.first if carrier is not None else None
+    return (block.join(out, residual, condition, **reads), scores, memory_input,
+            carrier.first if carrier is not None else None)
 
 
 class Encoder(AttentionLayers):

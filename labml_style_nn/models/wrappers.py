@@ -235,17 +235,21 @@ class _SequenceWrapper(nn.Module):
             out, inter = run(h)
         assert isinstance(inter, LayerIntermediates) and out is not None
         h, hiddens, block_hiddens = out, inter.hiddens or [], inter.block_hiddens or []
+        memory_inputs = inter.memory_inputs or []
         memory_out = None
         if self.memory_tokens is not None and every is not None:
             h = strip_interspersed(h, n, every, num_mem_tokens)
             hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in hiddens]
+            memory_inputs = [strip_interspersed(t, n, every, num_mem_tokens) for t in memory_inputs]
             block_hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in block_hiddens]
         elif self.memory_tokens is not None and first_step:
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
+            memory_inputs = [self.memory_tokens.strip(t) for t in memory_inputs]
             block_hiddens = [self.memory_tokens.strip(t) for t in block_hiddens]
-        new_mems = update_memories(mems, hiddens, self.max_mem_len, detach=detach_mems) if return_mems else None
+        # x-transformers builds them from `hiddens`: the same tensors unless the input is reinjected or mixed.
+        new_mems = update_memories(mems, memory_inputs, self.max_mem_len, detach=detach_mems) if return_mems else None
         intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
                                  memory_tokens=memory_out, block_hiddens=block_hiddens)
         return h, new_mems, intermediates
