@@ -289,7 +289,7 @@ class AttentionLayers(nn.Module):
                 ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
                 self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
                 self_attn_kv_residuals: Optional[Tensor] = None, context_pos: Optional[Tensor] = None,
-                transform_block_inputs=None):
+                transform_block_inputs=None, mem_masks: Optional[list[Tensor]] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -297,6 +297,8 @@ class AttentionLayers(nn.Module):
             mask: `(b, n)` bool, true for real tokens.
             context_mask: `(b, j)` bool, true for real context tokens.
             mems: Transformer-XL memories, one `(b, m, D)` per self-attention layer.
+            mem_masks: with `mems`, one `(b, m)` bool per self-attention layer, true for the memory
+                positions its queries may see (x-transformers' spelling; default all visible).
             cache: a `generation.kv_cache.LayersCache` for incremental decoding.
             return_hiddens: also return the residual stream each self-attention layer reads, before its
                 pre-norm (x-transformers' `hiddens`, the next memories).
@@ -347,6 +349,7 @@ class AttentionLayers(nn.Module):
         if seq_start_pos is not None:
             mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)
         self._check_inputs(x, mask, context, context_mask, mems, cache)
+        check_mem_masks(mem_masks, mems)
         if not torch.compiler.is_compiling():
             check_cache("cache", cache)
         n = x.shape[1]
@@ -409,6 +412,7 @@ class AttentionLayers(nn.Module):
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
         mems_iter = iter(mems) if mems else None
+        mem_masks_iter = iter(mem_masks) if mem_masks is not None else None
         extra_kv = iter(route_to_top(additional_kvs(self_attn_additional_kv), self.num_self_attn))
         cross_res = iter(per_layer(cross_attn_kv_residuals, self.layer_types.count("c")))
         deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
@@ -430,6 +434,9 @@ class AttentionLayers(nn.Module):
                 x = transform_block_input(transform_block_inputs, i // self.len_default_block + 1, x)
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
+            block_mask = self_mask
+            if mem_masks_iter is not None and block.kind == "a":
+                block_mask = with_memory_mask(next(mem_masks_iter), mask, n)  # (b, m + n)
             res = res_self if block.kind == "a" else res_cross
             block_context = context
             if block.kind == "c":
@@ -457,7 +464,7 @@ class AttentionLayers(nn.Module):
             if self.integrations is not None:
                 layer_inputs.append(x)
                 integrate = (self.integrations[i], tuple(layer_inputs))
-            args = (block, x, self_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
+            args = (block, x, block_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
                     attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional,
                     kv_residual, cross_shared)
             if checkpointing:
@@ -549,6 +556,26 @@ def _branch_input(block, x, inject, mask, block_cache, condition):
     """What the sublayer of `block` sees, with the reinjected input added (`residual/input_injection.py`)."""
     return block.branch_input(x if inject is None else x + inject, mask=mask,
                               shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
+
+
+def check_mem_masks(mem_masks: Optional[list[Tensor]], mems: Optional[list[Tensor]]) -> None:
+    """`mem_masks` must come with `mems`: one `(b, m)` bool tensor per memory."""
+    if mem_masks is None:
+        return
+    if not mems:
+        raise ValueError("mem_masks: given without mems; they mask the Transformer-XL memories")
+    if len(mem_masks) != len(mems) or any(
+            not torch.is_tensor(mm) or mm.dtype != torch.bool or tuple(mm.shape) != tuple(m.shape[:2])
+            for mm, m in zip(mem_masks, mems, strict=False)):
+        raise ValueError(f"mem_masks: expected one bool tensor of shape (batch, mem_len) per memory, "
+                         f"{[tuple(m.shape[:2]) for m in mems]}, got "
+                         f"{[tuple(mm.shape) if torch.is_tensor(mm) else type(mm).__name__ for mm in mem_masks]}")
+
+
+def with_memory_mask(mem_mask: Tensor, mask: Optional[Tensor], n: int) -> Tensor:
+    """The keys' mask of a layer with a Transformer-XL memory: `[mem_mask; mask]` `(b, m + n)`."""
+    tokens = mask if mask is not None else mem_mask.new_ones(mem_mask.shape[0], n)
+    return torch.cat((mem_mask, tokens), dim=1)
 
 
 def _stream_hidden(block, x: Tensor) -> Tensor:

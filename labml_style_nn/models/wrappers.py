@@ -513,7 +513,8 @@ class TransformerWrapper(_SequenceWrapper):
                 looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
                 looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
                 looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None,
-                detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None):
+                detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None,
+                mem_masks: Optional[list[Tensor]] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -533,7 +534,7 @@ class TransformerWrapper(_SequenceWrapper):
         (`AttentionLayers.forward`).  A looped model ([looped](../wrapping/looped.md)) reads `looped_steps`,
         `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
         `detach_mems=False` keeps the returned memories in the graph (backpropagation through several
-        segments).
+        segments); `mem_masks`, one `(b, m)` bool per memory, hides memory positions (true: visible).
         `transform_block_inputs` goes to the stack too; its block 1 function (or `transform_token_embeds`)
         transforms the token embeddings before the positions are added ([block inputs](block_inputs.md)).
         """
@@ -625,7 +626,7 @@ class TransformerWrapper(_SequenceWrapper):
         layer_kwargs: dict[str, Any] = {k: v for k, v in (
             ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
             ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("condition", condition),
-            ("transform_block_inputs", transform_block_inputs)) if v is not None}
+            ("transform_block_inputs", transform_block_inputs), ("mem_masks", mem_masks)) if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:
@@ -732,12 +733,14 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 return_intermediates: bool = False, pos: Optional[Tensor] = None,
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
-                condition: Optional[Tensor] = None, detach_mems: bool = True):
+                condition: Optional[Tensor] = None, detach_mems: bool = True,
+                mem_masks: Optional[list[Tensor]] = None):
         """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
 
         `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
         vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
-        `detach_mems=False` keeps the returned memories in the graph."""
+        `detach_mems=False` keeps the returned memories in the graph; `mem_masks` (one `(b, m)` bool per
+        memory) hides memory positions."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
@@ -767,7 +770,8 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             if mask is not None:
                 mask = torch.cat((mask.new_ones(mask.shape[0], prefix), mask), dim=1)
         h = self.emb_dropout(h)
-        layer_kwargs: dict[str, Any] = {} if condition is None else {"condition": condition}
+        layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
+                                        if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         attn_maps = self._attn_record(return_attn, return_intermediates, False, cache)

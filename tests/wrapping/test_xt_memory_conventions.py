@@ -31,3 +31,57 @@ def test_hiddens_and_memories_equal_xtransformers():
         seg_a = ours(x[:, 6:], mems=mems_a)
         seg_b = theirs(x[:, 6:], mems=mems_b)
     torch.testing.assert_close(seg_a, seg_b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("wrapper", ["TransformerWrapper", "ContinuousTransformerWrapper"])
+def test_mem_masks_equal_xtransformers_and_hide_memory_positions(wrapper):
+    wrap = dict(WRAP, dim_in=5, dim_out=3) if wrapper != "TransformerWrapper" else WRAP
+    if wrapper != "TransformerWrapper":
+        wrap.pop("num_tokens")
+    ours, theirs = build_pair(wrap, "Decoder", STACK, wrapper=wrapper)
+    if wrapper == "TransformerWrapper":
+        copy_weights(ours, theirs)
+        torch.manual_seed(1)
+        x, segment = torch.randint(0, 13, (2, 10)), (slice(None), slice(None, 6))
+    else:
+        ours.load_state_dict(_continuous_state(ours, theirs))
+        torch.manual_seed(1)
+        x, segment = torch.randn(2, 10, 5), (slice(None), slice(None, 6))
+    first, second = x[segment], x[:, 6:]
+    mem_masks = [torch.tensor([[True] * 6, [False] * 3 + [True] * 3])] * 2
+    mask = torch.tensor([[True] * 4, [True] * 3 + [False]])
+    with torch.no_grad():
+        _, mems = ours(first, return_mems=True)
+        _, their_mems = theirs(first, return_mems=True)
+        a = ours(second, mems=mems, mem_masks=mem_masks, mask=mask)
+        b = theirs(second, mems=list(their_mems), mem_masks=mem_masks, mask=mask)
+        torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-4)
+        # Row 0 sees its whole memory, row 1 only the last three positions: hiding the first three
+        # by the mask equals dropping them from the memory.
+        unmasked = ours(second, mems=mems, mask=mask)
+        torch.testing.assert_close(a[0], unmasked[0])
+        assert (a[1] - unmasked[1]).abs().max() > 1e-4
+        short = ours(second[1:], mems=[m[1:, 3:] for m in mems], mask=mask[1:])
+        torch.testing.assert_close(a[1][mask[1]], short[0][mask[1]], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="mem_masks"):
+        ours(second, mem_masks=mem_masks)
+    with pytest.raises(ValueError, match="mem_masks"):
+        ours(second, mems=mems, mem_masks=mem_masks[:1])
+
+
+def _continuous_state(ours, theirs):
+    """x-transformers' continuous wrapper's weights, as ours names them (T5 bias times its scale, norms
+    gain-plus-one, no biases where it has none)."""
+    from xt_parity import _Writer, copy_stack
+
+    put = _Writer(ours)
+    put(ours.project_in.weight, theirs.project_in.weight)
+    put.zero(ours.project_in.bias)  # x-transformers' input projection has none
+    put(ours.project_out.weight, theirs.project_out.weight)
+    if theirs.project_out.bias is None:
+        put.zero(ours.project_out.bias)
+    else:
+        put(ours.project_out.bias, theirs.project_out.bias)
+    copy_stack(put, ours.attn_layers, theirs.attn_layers)
+    assert not put.unwritten(), put.unwritten()
+    return ours.state_dict()
