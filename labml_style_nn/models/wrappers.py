@@ -526,7 +526,8 @@ class TransformerWrapper(_SequenceWrapper):
         which `cache=` accepts to continue the sequence (`x` then holds the whole sequence, or only
         the new tokens with `input_not_include_cache=True`).  `seq_start_pos` `(b,)` gives the first
         real token of each left-padded row, where its absolute positions start and before which its
-        keys are masked.  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
+        keys are masked (with `prepend_embeds`, counted from the first prepended embedding, as in
+        x-transformers).  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
         `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv`,
@@ -582,7 +583,7 @@ class TransformerWrapper(_SequenceWrapper):
             # Any cache of this library (growing, rolling, static, sinks) counts the tokens it holds.
             token_offset = cache.offset - self.num_memory_tokens - prepended \
                 if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
-        if seq_start_pos is not None and not cached_step:
+        if seq_start_pos is not None and not cached_step and prepend_embeds is None:
             # A left-padded row's keys before its first real token are masked (later tokens are real).
             mask = left_pad_mask(x, mask, seq_start_pos, token_offset)
         token_ids = x
@@ -612,6 +613,9 @@ class TransformerWrapper(_SequenceWrapper):
                 ones = torch.ones(b, n if mask is None else 0, dtype=torch.bool, device=h.device)
                 pm = prepend_mask if prepend_mask is not None else torch.ones(b, prefix, dtype=torch.bool, device=h.device)
                 mask = torch.cat((pm, mask if mask is not None else ones), dim=1)
+            if seq_start_pos is not None and not cached_step:
+                # As x-transformers: the first $s_b$ positions of the prepended embeddings and tokens together.
+                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n)
         h = shrink_gradient(h, self.emb_frac_gradient)
         init_embed = h
         h = self.project_emb(self.emb_dropout(h))  # (b, p + n, D)
@@ -734,8 +738,15 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
                 condition: Optional[Tensor] = None, detach_mems: bool = True,
-                mem_masks: Optional[list[Tensor]] = None):
+                mem_masks: Optional[list[Tensor]] = None, prepend_mask: Optional[Tensor] = None,
+                sum_embeds: Optional[Tensor] = None):
         """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
+
+        `prepend_embeds` `(b, p, D)` go before the inputs (with `prepend_mask` `(b, p)`) and keep their
+        positions in the output, `(b, p + n, dim_out)`, as in x-transformers; `sum_embeds` `(b, n, D)` is
+        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions and
+        masks the keys before it (counted from the first prepended embedding, as `TransformerWrapper` does;
+        x-transformers' continuous wrapper only shifts the positions and masks nothing).
 
         `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
         vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
@@ -759,16 +770,27 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 x, mask = drop_cached(x, mask, offset)
             prepend_embeds = None
         self._check_mask(mask, x)
-        if seq_start_pos is not None and not cache_started(cache) and not isinstance(cache, LayerIntermediates):
+        first_step = not cache_started(cache) and not isinstance(cache, LayerIntermediates)
+        if seq_start_pos is not None and first_step and prepend_embeds is None:
             mask = left_pad_mask(x, mask, seq_start_pos, offset)
+        orig_mask = mask
         h = self.project_in(x)  # (b, n, D)
-        h = self.post_emb_norm(h + self._positions(h, offset, seq_start_pos, pos))
+        h = h + self._positions(h, offset, seq_start_pos, pos)
+        if sum_embeds is not None:
+            h = h + sum_embeds
+        h = self.post_emb_norm(h)
         prefix = 0
         if prepend_embeds is not None:
+            b, n = h.shape[:2]
+            if prepend_embeds.dim() != 3 or prepend_embeds.shape[0] != b or prepend_embeds.shape[-1] != h.shape[-1]:
+                raise ValueError(f"prepend_embeds: expected shape ({b}, p, {h.shape[-1]}), got {tuple(prepend_embeds.shape)}")
             prefix = prepend_embeds.shape[1]
-            h = torch.cat((prepend_embeds.to(h.dtype), h), dim=1)
-            if mask is not None:
-                mask = torch.cat((mask.new_ones(mask.shape[0], prefix), mask), dim=1)
+            h = torch.cat((prepend_embeds.to(h.dtype), h), dim=1)  # (b, p + n, D)
+            if prepend_mask is not None or mask is not None:
+                pm = prepend_mask if prepend_mask is not None else h.new_ones(b, prefix, dtype=torch.bool)
+                mask = torch.cat((pm, mask if mask is not None else h.new_ones(b, n, dtype=torch.bool)), dim=1)
+            if seq_start_pos is not None and first_step:
+                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n), as in `TransformerWrapper`
         h = self.emb_dropout(h)
         layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
                                         if v is not None}
@@ -779,10 +801,9 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                                                mems=mems, return_mems=return_mems, cache=cache,
                                                attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs,
                                                keep_cache=return_intermediates, detach_mems=detach_mems)
-        if prefix:
-            h = h[:, prefix:]
         if self.average_pool_embed:
-            h = masked_mean(h, mask[:, prefix:] if mask is not None else None)
+            # Over the inputs only, as x-transformers (the prepended embeddings are not averaged).
+            h = masked_mean(h[:, prefix:], orig_mask)
         out = h if return_embeddings else self.project_out(h)
         if self.probabilistic and not return_embeddings:
             # $(\mu, \sigma^2)$ with $\sigma^2 = e^{\log \sigma^2}$, stacked: `(2, b, n, dim_out)`

@@ -82,6 +82,50 @@ def _continuous_state(ours, theirs):
         put.zero(ours.project_out.bias)
     else:
         put(ours.project_out.bias, theirs.project_out.bias)
+    if getattr(ours, "pos_emb", None) is not None:
+        put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * theirs.pos_emb.scale)
     copy_stack(put, ours.attn_layers, theirs.attn_layers)
     assert not put.unwritten(), put.unwritten()
     return ours.state_dict()
+
+
+def test_seq_start_pos_counts_from_the_prepended_embeddings_as_xtransformers():
+    ours, theirs = build_pair(dict(num_tokens=13, max_seq_len=16), "Decoder", dict(dim=16, depth=1, heads=2))
+    copy_weights(ours, theirs)
+    torch.manual_seed(1)
+    x, prepend, starts = torch.randint(0, 13, (2, 6)), torch.randn(2, 3, 16), torch.tensor([0, 4])
+    with torch.no_grad():
+        a = ours(x, prepend_embeds=prepend, seq_start_pos=starts)
+        b = theirs(x, prepend_embeds=prepend, seq_start_pos=starts)
+        # Row 1's first four positions (three embeddings and one token) are masked: the same as a mask.
+        # (Queries that see no key at all are compared nowhere.)
+        mask = torch.arange(9)[None] >= starts[:, None]
+        torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-4)
+        same = ours(x, prepend_embeds=prepend, prepend_mask=mask[:, :3], mask=mask[:, 3:], seq_start_pos=starts)
+        torch.testing.assert_close(a[:, 4:], same[:, 4:])
+        assert (a[1] - ours(x, prepend_embeds=prepend)[1]).abs().max() > 1e-4
+
+
+def test_continuous_wrapper_keeps_prepended_positions_and_takes_prepend_mask_and_sum_embeds():
+    wrap = dict(max_seq_len=16, dim_in=5, dim_out=3)
+    ours, theirs = build_pair(wrap, "Encoder", dict(dim=16, depth=1, heads=2), wrapper="ContinuousTransformerWrapper")
+    ours.load_state_dict(_continuous_state(ours, theirs))
+    torch.manual_seed(1)
+    x, prepend, summed = torch.randn(2, 6, 5), torch.randn(2, 3, 16), torch.randn(2, 6, 16)
+    prepend_mask = torch.tensor([[True, True, True], [False, True, True]])
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    kwargs = dict(prepend_embeds=prepend, prepend_mask=prepend_mask, sum_embeds=summed, mask=mask)
+    with torch.no_grad():
+        a, b = ours(x, **kwargs), theirs(x, **kwargs)
+        assert a.shape == b.shape == (2, 9, 3)
+        keep = torch.cat((prepend_mask, mask), dim=1)
+        torch.testing.assert_close(a[keep], b[keep], atol=1e-5, rtol=1e-4)
+        # Each argument acts: the masked embedding, the summed embeddings.
+        assert (a[1] - ours(x, prepend_embeds=prepend, sum_embeds=summed, mask=mask)[1])[keep[1]].abs().max() > 1e-4
+        assert (a - ours(x, prepend_embeds=prepend, prepend_mask=prepend_mask, mask=mask))[keep].abs().max() > 1e-4
+        # seq_start_pos counts from the first prepended embedding there too.
+        starts = torch.tensor([0, 2])
+        c = ours(x, prepend_embeds=prepend, seq_start_pos=starts)
+        same = ours(x, prepend_embeds=prepend, prepend_mask=torch.arange(3)[None] >= starts[:, None],
+                    seq_start_pos=starts)
+        torch.testing.assert_close(c, same)
