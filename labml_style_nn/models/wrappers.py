@@ -471,11 +471,15 @@ class TransformerWrapper(_SequenceWrapper):
             weight = getattr(self.token_emb.emb, "weight", None)
         return weight if torch.is_tensor(weight) else None
 
-    def logits(self, h: Tensor) -> Any:
-        """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads)."""
+    def logits(self, h: Tensor, **head_kwargs) -> Any:
+        """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads);
+        `head_kwargs` go to a custom `to_logits` module."""
+        if head_kwargs and (self.to_logits is None or self.mixture is not None):
+            raise ValueError("to_logits_kwargs: only a custom to_logits module takes arguments; this wrapper's "
+                             "output layer is the tied embedding or a mixture of softmaxes")
         if self.mixture is not None:
             return self.mixture(h, self._head)
-        logits = self._head(h)
+        logits = self._head(h, **head_kwargs)
         if self.sigsoftmax_logits:
             logits = tuple(sigsoftmax_logits(t) for t in logits) if isinstance(logits, tuple) else sigsoftmax_logits(logits)
         if self.squeeze_out_last_dim:
@@ -483,11 +487,11 @@ class TransformerWrapper(_SequenceWrapper):
                 if isinstance(logits, tuple) else (logits.squeeze(-1) if logits.shape[-1] == 1 else logits)
         return logits
 
-    def _head(self, h: Tensor) -> Any:
+    def _head(self, h: Tensor, **head_kwargs) -> Any:
         if isinstance(self.to_logits, nn.ModuleList):
-            return tuple(head(h) for head in self.to_logits)
+            return tuple(head(h, **head_kwargs) for head in self.to_logits)
         if self.to_logits is not None:  # untied (`None` exactly when tie_embedding or return_only_embed)
-            return self.to_logits(h)
+            return self.to_logits(h, **head_kwargs)
         if not self.tie_embedding:
             raise ValueError("return_only_embed: this wrapper has no output layer; it returns embeddings")
         # $z = (s\, h)\, E^\top$: the tied projection, after the rescaling $s$ ($D^{-1/2}$ unless set)
@@ -514,7 +518,8 @@ class TransformerWrapper(_SequenceWrapper):
                 looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
                 looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None,
                 detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None,
-                mem_masks: Optional[list[Tensor]] = None):
+                mem_masks: Optional[list[Tensor]] = None, token_emb_kwargs: Optional[dict] = None,
+                to_logits_kwargs: Optional[dict] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -536,6 +541,8 @@ class TransformerWrapper(_SequenceWrapper):
         `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
         `detach_mems=False` keeps the returned memories in the graph (backpropagation through several
         segments); `mem_masks`, one `(b, m)` bool per memory, hides memory positions (true: visible).
+        `token_emb_kwargs` and `to_logits_kwargs` go to a custom `token_emb` and `to_logits` module
+        (`token_emb(x, **token_emb_kwargs)`, `to_logits(h, **to_logits_kwargs)`), as in x-transformers.
         `transform_block_inputs` goes to the stack too; its block 1 function (or `transform_token_embeds`)
         transforms the token embeddings before the positions are added ([block inputs](block_inputs.md)).
         """
@@ -589,7 +596,7 @@ class TransformerWrapper(_SequenceWrapper):
         token_ids = x
 
         # $e_t = E[x_t] + p_t\ (+ \sum_k E_k[\text{id}_{k,t}])$
-        h = self.token_emb(x)  # (b, n, E)
+        h = self.token_emb(x, **(token_emb_kwargs or {}))  # (b, n, E)
         if transform_token_embeds is not None or transform_block_inputs is not None:
             check_transforms(transform_block_inputs)
             h = transform_token_embeds(h) if transform_token_embeds is not None \
@@ -666,7 +673,7 @@ class TransformerWrapper(_SequenceWrapper):
         logits = None
         want_embeddings = return_embeddings or return_embeddings_and_intermediates or self.return_only_embed
         if not want_embeddings or return_logits_and_embeddings:
-            logits = self.logits(h)
+            logits = self.logits(h, **(to_logits_kwargs or {}))
         if prepend_embeds is not None and excise_prepend_embeds and h.dim() == 3:
             h = h[:, prefix - (self.num_cls_tokens if self.cls_token is not None else 0):]
             logits = tuple(t[:, -h.shape[1]:] for t in logits) if isinstance(logits, tuple) else \

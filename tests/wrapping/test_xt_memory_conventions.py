@@ -129,3 +129,39 @@ def test_continuous_wrapper_keeps_prepended_positions_and_takes_prepend_mask_and
         same = ours(x, prepend_embeds=prepend, prepend_mask=torch.arange(3)[None] >= starts[:, None],
                     seq_start_pos=starts)
         torch.testing.assert_close(c, same)
+
+
+def test_token_emb_and_to_logits_kwargs_reach_custom_modules():
+    from torch import nn
+
+    from labml_style_nn import Decoder, TransformerWrapper
+
+    class TwoTables(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Embedding(11, 16), nn.Embedding(11, 16)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    class Pointer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(16, 16)
+
+        def forward(self, h, candidates):
+            return self.proj(h) @ candidates.transpose(1, 2)  # (b, n, c)
+
+    torch.manual_seed(0)
+    net = TransformerWrapper(num_tokens=11, max_seq_len=8, token_emb=TwoTables(), to_logits=Pointer(),
+                             attn_layers=Decoder(dim=16, depth=1, heads=2)).eval()
+    x, y, candidates = torch.randint(0, 11, (2, 5)), torch.randint(0, 11, (2, 5)), torch.randn(2, 7, 16)
+    with torch.no_grad():
+        out = net(x, token_emb_kwargs=dict(y=y), to_logits_kwargs=dict(candidates=candidates))
+        assert out.shape == (2, 5, 7)
+        other = net(x, token_emb_kwargs=dict(y=(y + 1) % 11), to_logits_kwargs=dict(candidates=candidates))
+        assert (out - other).abs().max() > 1e-4
+    tied = TransformerWrapper(num_tokens=11, max_seq_len=8, tie_embedding=True,
+                              attn_layers=Decoder(dim=16, depth=1, heads=2))
+    with pytest.raises(ValueError, match="to_logits_kwargs"):
+        tied(x, to_logits_kwargs=dict(candidates=candidates))
