@@ -17,7 +17,10 @@ attention, whose point is that values carry no position.  `use_abs_pos_emb=True`
 They also speak x-transformers' calling conventions: `return_intermediates=True` returns the
 [intermediates](../generation/intermediates.md) of the pass, which `cache=` accepts to continue the
 sequence; `return_logits_and_embeddings`, `prepend_embeds` (e.g. image embeddings before the text, as
-in PaLI), `pos=`, `seq_start_pos=`, `embed_ids=` and `sum_embeds=`.  The techniques of its
+in PaLI; the continuous wrapper keeps their positions in its output, as x-transformers' does),
+`prepend_mask=`, `pos=`, `seq_start_pos=` (with prepended embeddings it counts from the first of them),
+`embed_ids=`, `sum_embeds=`, `mem_masks=` (one per Transformer-XL memory), and `token_emb_kwargs=` and
+`to_logits_kwargs=` for custom embedding and output modules.  The techniques of its
 `TransformerWrapper` keywords each have a page of their own under `wrapping/`:
 [embeddings](../wrapping/embeddings.md) (`l2norm_embed`, `scaled_sinu_pos_emb`, `emb_frac_gradient`,
 `embed_num_tokens`), [pooling](../wrapping/pooling.md) (`use_cls_token`, `average_pool_embed`,
@@ -33,7 +36,10 @@ embeddings $\to$ `post_emb_norm` $\to$ prepended embeddings $\to$ gradient shrin
 $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ pools $\to$ the head.
 
 **Differences from x-transformers.**  Absolute positions are off by default when the stack has a
-relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); the untied head has a
+relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); `seq_start_pos` masks the keys before each
+row's start on the continuous wrapper too (x-transformers' continuous wrapper only shifts its
+positions), and counts from the first prepended embedding but leaves memory and [CLS] tokens visible
+(x-transformers counts them too); the untied head has a
 bias by default (`logits_bias`), and so do `ContinuousTransformerWrapper`'s projections in and out.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
 `(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  Not yet accepted: `looped` and
