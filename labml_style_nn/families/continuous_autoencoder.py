@@ -173,7 +173,7 @@ class ContinuousTransformerAutoencoder(nn.Module):
             token = token * keep[:, None, None]
         # a zero frame, then $x_1 \dots x_{n-1}$: the output at $t$ has read $z, x_{<t}$
         shifted = torch.cat((seq.new_zeros(b, 1, seq.shape[-1]), seq[:, :-1]), dim=1)
-        return self.decoder(shifted, prepend_embeds=token)
+        return self.decoder(shifted, prepend_embeds=token)[:, 1:]  # the latent token's output is left out
 
     def forward(self, seq: Tensor, lens: Optional[Tensor] = None, return_all_losses: bool = False,
                 return_unreduced_loss: bool = False):

@@ -87,8 +87,11 @@ class _SharedCache:
 class LayerIntermediates:
     """x-transformers' intermediates of one forward pass; also a cache to continue from (`cache=`)."""
 
-    hiddens: Optional[list[Tensor]] = None  # each self-attention layer's input, (b, n, D)
+    hiddens: Optional[list[Tensor]] = None  # the stream each self-attention layer reads, before its pre-norm, (b, n, D)
     last_hidden: Optional[Tensor] = None  # the stack's output, after its final norm
+    # What each self-attention layer's keys read from the stream before the pre-norm: `hiddens` plus the
+    # reinjected input, or the aggregated mix; the Transformer-XL memories (x-transformers keeps `hiddens`).
+    memory_inputs: Optional[list[Tensor]] = field(default=None, repr=False)
     attn_intermediates: list[AttentionIntermediate] = field(default_factory=list)
     attn_z_loss: Optional[Tensor] = None
     mems: Optional[list[Tensor]] = None

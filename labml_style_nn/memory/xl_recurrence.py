@@ -15,8 +15,14 @@ with depth, segment after segment.
 
 In `TransformerWrapper(max_mem_len=M)`:
 
-* the memory of a self-attention layer is its **input** (under pre-norm, the normalised input),
-  detached and truncated to the last $M$ positions, one tensor per self-attention layer;
+* the memory of a self-attention layer is its **input**, the residual stream as the layer reads it,
+  detached and truncated to the last $M$ positions, one tensor per self-attention layer; under
+  pre-norm it is kept *before* the norm, and the layer normalises memory and tokens alike when it
+  reads them (so $\tilde h$ above is $\operatorname{Norm}([\operatorname{sg}(h_\tau);\ h_{\tau+1}])$,
+  as x-transformers keeps it: its `hiddens` are the same tensors).  With the input reinjected
+  (`reinject_input`) or the earlier layers mixed in (`attn_aggregated_residuals`), the memory is the
+  stream *as the keys read it*, injection or mix included, so that a segment with memory still equals one
+  pass over both; x-transformers' memories leave them out (its `hiddens` do here too);
 * positions continue across the boundary: the current tokens start at position $m$, the length of
   the memory.  This needs a relative scheme (`rel_pos_bias`, `rotary_pos_emb`, `alibi_pos_emb`); an
   absolute embedding would give memory and segment the same positions, so that combination is

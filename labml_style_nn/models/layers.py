@@ -290,7 +290,7 @@ class AttentionLayers(nn.Module):
                 ff_deep_embeds: Optional[Tensor] = None, attn_mask: Optional[Tensor] = None,
                 self_attn_additional_kv=None, cross_attn_kv_residuals: Optional[Tensor] = None,
                 self_attn_kv_residuals: Optional[Tensor] = None, context_pos: Optional[Tensor] = None,
-                transform_block_inputs=None):
+                transform_block_inputs=None, mem_masks: Optional[list[Tensor]] = None):
         r"""Run the stack on embeddings `x` `(b, n, D)`.
 
         Args:
@@ -298,8 +298,11 @@ class AttentionLayers(nn.Module):
             mask: `(b, n)` bool, true for real tokens.
             context_mask: `(b, j)` bool, true for real context tokens.
             mems: Transformer-XL memories, one `(b, m, D)` per self-attention layer.
+            mem_masks: with `mems`, one `(b, m)` bool per self-attention layer, true for the memory
+                positions its queries may see (x-transformers' spelling; default all visible).
             cache: a `generation.kv_cache.LayersCache` for incremental decoding.
-            return_hiddens: also return each self-attention layer's input (the next memories).
+            return_hiddens: also return the residual stream each self-attention layer reads, before its
+                pre-norm (x-transformers' `hiddens`, the next memories).
             attn_sink: a list that receives every attention layer's weights `(b, h, i, j)`, in
                 order (the explicit path runs, so inspection costs speed).
             condition: `(b, dim_condition)` or `(b, n, dim_condition)`, the vector adaptive norms and
@@ -347,6 +350,7 @@ class AttentionLayers(nn.Module):
         if seq_start_pos is not None:
             mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)
         self._check_inputs(x, mask, context, context_mask, mems, cache)
+        check_mem_masks(mem_masks, mems)
         if not torch.compiler.is_compiling():
             check_cache("cache", cache)
         n = x.shape[1]
@@ -409,7 +413,7 @@ class AttentionLayers(nn.Module):
             x = self.final_norm(x)
             if cache is not None:
                 cache.advance(n)
-            return (x, self._intermediates(shared_kv, [], x, record)) if return_hiddens else x
+            return (x, self._intermediates(shared_kv, [], [], x, record)) if return_hiddens else x
 
         if self.training and self.options.cross_attn_tokens_dropout and context is not None:
             # One subset of the context per forward pass (`models/context_dropout.py`).
@@ -418,10 +422,11 @@ class AttentionLayers(nn.Module):
         res_self = ResidualScores(self.options.residual_attn)
         res_cross = ResidualScores(self.options.cross_residual_attn)
         mems_iter = iter(mems) if mems else None
+        mem_masks_iter = iter(mem_masks) if mem_masks is not None else None
         extra_kv = iter(route_to_top(additional_kvs(self_attn_additional_kv), self.num_self_attn))
         cross_res = iter(per_layer(cross_attn_kv_residuals, self.layer_types.count("c")))
         deep_iter = iter(ff_deep_embeds.unbind(dim=2)) if ff_deep_embeds is not None else None
-        hiddens, block_hiddens = [], []
+        hiddens, block_hiddens, memory_inputs = [], [], []
         # The first self- and cross-attention layer's values, for value residual learning.
         first_values: Optional[dict[str, Optional[Tensor]]] = \
             {"a": None, "c": None} if self.options.add_value_residual else None
@@ -439,6 +444,9 @@ class AttentionLayers(nn.Module):
                 x = transform_block_input(transform_block_inputs, i // self.len_default_block + 1, x)
             block_cache = cache.blocks[i] if cache is not None else None
             mem = next(mems_iter) if mems_iter is not None and block.kind == "a" else None
+            block_mask = self_mask
+            if mem_masks_iter is not None and block.kind == "a":
+                block_mask = with_memory_mask(next(mem_masks_iter), mask, n)  # (b, m + n)
             res = res_self if block.kind == "a" else res_cross
             block_context = context
             if block.kind == "c":
@@ -453,16 +461,20 @@ class AttentionLayers(nn.Module):
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    h = _branch_input(block, stream_input(block, x)[0], inject, self_mask, None, condition)
-                    hiddens.append(h[0] if h.dim() == 4 else h)  # the queries' input of three views
+                    x_in = _stream_hidden(block, x)
+                    hiddens.append(x_in)
+                    memory_inputs.append(x_in if inject is None else x_in + inject)
                 continue
+            if block.kind == "a":
+                # The residual stream before the pre-norm: the next segment's memory (the block norms it).
+                hiddens.append(_stream_hidden(block, x))
             kind = self.layer_types[i]
             values = first_values[kind] if first_values is not None and kind != "f" else None
             integrate = None
             if self.integrations is not None:
                 layer_inputs.append(x)
                 integrate = (self.integrations[i], tuple(layer_inputs))
-            args = (block, x, self_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
+            args = (block, x, block_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
                     attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional,
                     kv_residual, cross_shared)
             if checkpointing:
@@ -473,7 +485,7 @@ class AttentionLayers(nn.Module):
             if first_values is not None and kind != "f":
                 first_values[kind] = values
             if block.kind == "a":
-                hiddens.append(h)
+                memory_inputs.append(h)
                 res_self.update(scores)
             elif block.kind == "c":
                 res_cross.update(scores)
@@ -488,7 +500,7 @@ class AttentionLayers(nn.Module):
             cache.advance(n)
         if not return_hiddens:
             return x
-        intermediates = self._intermediates(shared_kv, hiddens, x, record)
+        intermediates = self._intermediates(shared_kv, hiddens, memory_inputs, x, record)
         intermediates.block_hiddens = block_hiddens + [x]
         return x, intermediates
 
@@ -501,9 +513,10 @@ class AttentionLayers(nn.Module):
         return self.causal and not mems and not (self.training and torch.is_grad_enabled()) \
             and not self.options.mv_split_residual
 
-    def _intermediates(self, shared_kv, hiddens, x, record) -> LayerIntermediates:
+    def _intermediates(self, shared_kv, hiddens, memory_inputs, x, record) -> LayerIntermediates:
         attn = record.intermediates(self.layer_types) if record is not None else []
-        return snapshot(shared_kv, hiddens=hiddens, last_hidden=x, attn_intermediates=attn)
+        return snapshot(shared_kv, hiddens=hiddens, memory_inputs=memory_inputs, last_hidden=x,
+                        attn_intermediates=attn)
 
 
 def additional_kvs(given) -> list:
@@ -555,11 +568,39 @@ def _branch_input(block, x, inject, mask, block_cache, condition):
                               shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
 
 
+def check_mem_masks(mem_masks: Optional[list[Tensor]], mems: Optional[list[Tensor]]) -> None:
+    """`mem_masks` must come with `mems`: one `(b, m)` bool tensor per memory."""
+    if mem_masks is None:
+        return
+    if not mems:
+        raise ValueError("mem_masks: given without mems; they mask the Transformer-XL memories")
+    if len(mem_masks) != len(mems) or any(
+            not torch.is_tensor(mm) or mm.dtype != torch.bool or tuple(mm.shape) != tuple(m.shape[:2])
+            for mm, m in zip(mem_masks, mems, strict=False)):
+        raise ValueError(f"mem_masks: expected one bool tensor of shape (batch, mem_len) per memory, "
+                         f"{[tuple(m.shape[:2]) for m in mems]}, got "
+                         f"{[tuple(mm.shape) if torch.is_tensor(mm) else type(mm).__name__ for mm in mem_masks]}")
+
+
+def with_memory_mask(mem_mask: Tensor, mask: Optional[Tensor], n: int) -> Tensor:
+    """The keys' mask of a layer with a Transformer-XL memory: `[mem_mask; mask]` `(b, m + n)`."""
+    tokens = mask if mask is not None else mem_mask.new_ones(mem_mask.shape[0], n)
+    return torch.cat((mem_mask, tokens), dim=1)
+
+
+def _stream_hidden(block, x: Tensor) -> Tensor:
+    """The residual stream a self-attention block reads, before its pre-norm `(b, n, D)`: x-transformers'
+    `hiddens` (with hyper-connections, the mix its queries read)."""
+    h = stream_input(block, x)[0]
+    return h[0] if h.dim() == 4 else h
+
+
 def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
                attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
                integrate=None, deep_embed=None, additional_kv=None, kv_residual=None, cross_shared=None,
                fresh_masks=False):
-    """One block: branch input, sublayer, residual.  Returns `(x, scores, branch_input, first_values)`.
+    """One block: branch input, sublayer, residual.  Returns `(x, scores, memory_input, first_values)`, where
+    `memory_input` is what the queries' branch read from the stream before the pre-norm (an XL memory).
 
     `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
     are the values of the first attention layer of the block's kind so far (`None` before it), and the
@@ -572,6 +613,7 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
         # LIMe: $\sum_k w_k x^{(k)}$ over the earlier sublayers' inputs (three mixes for self-attention)
         integration, earlier = integrate
         x_in = integration(x_in, earlier)
+    memory_input = x_in if inject is None else x_in + inject
     h = _branch_input(block, x_in, inject, mask, block_cache, condition)
     scores = None
     # A fresh carrier per call, so that a block recomputed for gradient checkpointing mixes the same values.
@@ -590,11 +632,13 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
                 # $k = W_k(\bar h + r)$, $v = W_v(\bar h + r)$ (`models/kv_input_residuals.py`)
                 k_in, v_in = views if views is not None else (q_in, q_in)
                 views = (k_in + kv_residual, v_in + kv_residual)
+            if mem is not None:
+                mem = block.memory_input(mem, condition)  # the memory holds the stream before the pre-norm
             out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
                                    prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
                                    value_residual=carrier, kv_views=views,
                                    **({} if additional_kv is None else {"additional_kv": additional_kv}))
-            h = q_in
+            memory_input = memory_input[0] if memory_input.dim() == 4 else memory_input
         else:
             # The queries' own padding too (inverted attention lets the queries compete for each key).
             query_mask = None if mask is None else mask[:, -h.shape[1]:]
@@ -604,7 +648,8 @@ def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, 
                                    shared=None if cross_shared is None else replace(cross_shared, masks={}))
     # MV-Split's token means leave out padding (`residual/mv_split_residual.py`).
     reads = {"mask": mask} if getattr(block.residual, "reads_mask", False) else {}
-    return block.join(out, residual, condition, **reads), scores, h, carrier.first if carrier is not None else None
+    return (block.join(out, residual, condition, **reads), scores, memory_input,
+            carrier.first if carrier is not None else None)
 
 
 class Encoder(AttentionLayers):

@@ -17,7 +17,10 @@ attention, whose point is that values carry no position.  `use_abs_pos_emb=True`
 They also speak x-transformers' calling conventions: `return_intermediates=True` returns the
 [intermediates](../generation/intermediates.md) of the pass, which `cache=` accepts to continue the
 sequence; `return_logits_and_embeddings`, `prepend_embeds` (e.g. image embeddings before the text, as
-in PaLI), `pos=`, `seq_start_pos=`, `embed_ids=` and `sum_embeds=`.  The techniques of its
+in PaLI; the continuous wrapper keeps their positions in its output, as x-transformers' does),
+`prepend_mask=`, `pos=`, `seq_start_pos=` (with prepended embeddings it counts from the first of them),
+`embed_ids=`, `sum_embeds=`, `mem_masks=` (one per Transformer-XL memory), and `token_emb_kwargs=` and
+`to_logits_kwargs=` for custom embedding and output modules.  The techniques of its
 `TransformerWrapper` keywords each have a page of their own under `wrapping/`:
 [embeddings](../wrapping/embeddings.md) (`l2norm_embed`, `scaled_sinu_pos_emb`, `emb_frac_gradient`,
 `embed_num_tokens`), [pooling](../wrapping/pooling.md) (`use_cls_token`, `average_pool_embed`,
@@ -33,13 +36,15 @@ embeddings $\to$ `post_emb_norm` $\to$ prepended embeddings $\to$ gradient shrin
 $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ pools $\to$ the head.
 
 **Differences from x-transformers.**  Absolute positions are off by default when the stack has a
-relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); `logits_bias=True` adds a
-bias to the untied head (none by default, as in x-transformers; this library had one before the
-[training parity study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out
-have biases.
+relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); `seq_start_pos` masks the
+keys before each row's start on the continuous wrapper too (x-transformers' continuous wrapper only
+shifts its positions), and counts from the first prepended embedding but leaves memory and [CLS]
+tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
+(none by default, as in x-transformers; this library had one before the [training parity
+study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out have biases.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
-`(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  Not yet accepted: `looped` and
-`max_looped_steps` (looped transformers need `pre_and_post_norm` in the stack).
+`(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  The
+[looped LM](../wrapping/looped.md) (`looped`, `max_looped_steps`) needs `pre_and_post_norm` in the stack.
 
 Shapes: `b` batch, `n` tokens, `D` model width, `E` embedding width, `V` vocabulary size, `M` memory
 tokens.
@@ -238,17 +243,21 @@ class _SequenceWrapper(nn.Module):
             out, inter = run(h)
         assert isinstance(inter, LayerIntermediates) and out is not None
         h, hiddens, block_hiddens = out, inter.hiddens or [], inter.block_hiddens or []
+        memory_inputs = inter.memory_inputs or []
         memory_out = None
         if self.memory_tokens is not None and every is not None:
             h = strip_interspersed(h, n, every, num_mem_tokens)
             hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in hiddens]
+            memory_inputs = [strip_interspersed(t, n, every, num_mem_tokens) for t in memory_inputs]
             block_hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in block_hiddens]
         elif self.memory_tokens is not None and first_step:
             memory_out = h[:, :num_mem_tokens]
             h = self.memory_tokens.strip(h)
             hiddens = [self.memory_tokens.strip(t) for t in hiddens]
+            memory_inputs = [self.memory_tokens.strip(t) for t in memory_inputs]
             block_hiddens = [self.memory_tokens.strip(t) for t in block_hiddens]
-        new_mems = update_memories(mems, hiddens, self.max_mem_len, detach=detach_mems) if return_mems else None
+        # x-transformers builds them from `hiddens`: the same tensors unless the input is reinjected or mixed.
+        new_mems = update_memories(mems, memory_inputs, self.max_mem_len, detach=detach_mems) if return_mems else None
         intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
                                  memory_tokens=memory_out, block_hiddens=block_hiddens)
         return h, new_mems, intermediates
@@ -475,11 +484,15 @@ class TransformerWrapper(_SequenceWrapper):
             weight = getattr(self.token_emb.emb, "weight", None)
         return weight if torch.is_tensor(weight) else None
 
-    def logits(self, h: Tensor) -> Any:
-        """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads)."""
+    def logits(self, h: Tensor, **head_kwargs) -> Any:
+        """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads);
+        `head_kwargs` go to a custom `to_logits` module."""
+        if head_kwargs and (self.to_logits is None or self.mixture is not None):
+            raise ValueError("to_logits_kwargs: only a custom to_logits module takes arguments; this wrapper's "
+                             "output layer is the tied embedding or a mixture of softmaxes")
         if self.mixture is not None:
             return self.mixture(h, self._head)
-        logits = self._head(h)
+        logits = self._head(h, **head_kwargs)
         if self.sigsoftmax_logits:
             logits = tuple(sigsoftmax_logits(t) for t in logits) if isinstance(logits, tuple) else sigsoftmax_logits(logits)
         if self.squeeze_out_last_dim:
@@ -487,11 +500,11 @@ class TransformerWrapper(_SequenceWrapper):
                 if isinstance(logits, tuple) else (logits.squeeze(-1) if logits.shape[-1] == 1 else logits)
         return logits
 
-    def _head(self, h: Tensor) -> Any:
+    def _head(self, h: Tensor, **head_kwargs) -> Any:
         if isinstance(self.to_logits, nn.ModuleList):
-            return tuple(head(h) for head in self.to_logits)
+            return tuple(head(h, **head_kwargs) for head in self.to_logits)
         if self.to_logits is not None:  # untied (`None` exactly when tie_embedding or return_only_embed)
-            return self.to_logits(h)
+            return self.to_logits(h, **head_kwargs)
         if not self.tie_embedding:
             raise ValueError("return_only_embed: this wrapper has no output layer; it returns embeddings")
         # $z = (s\, h)\, E^\top$: the tied projection, after the rescaling $s$ ($D^{-1/2}$ unless set)
@@ -517,7 +530,9 @@ class TransformerWrapper(_SequenceWrapper):
                 looped_steps: Optional[int] = None, max_looped_steps: Optional[int] = None,
                 looped_pred_all_logits: Optional[bool] = None, looped_inference: bool = False,
                 looped_exit_prob_threshold: float = 0.9, condition: Optional[Tensor] = None,
-                detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None):
+                detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None,
+                mem_masks: Optional[list[Tensor]] = None, token_emb_kwargs: Optional[dict] = None,
+                to_logits_kwargs: Optional[dict] = None):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
@@ -529,7 +544,8 @@ class TransformerWrapper(_SequenceWrapper):
         which `cache=` accepts to continue the sequence (`x` then holds the whole sequence, or only
         the new tokens with `input_not_include_cache=True`).  `seq_start_pos` `(b,)` gives the first
         real token of each left-padded row, where its absolute positions start and before which its
-        keys are masked.  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
+        keys are masked (with `prepend_embeds`, counted from the first prepended embedding, as in
+        x-transformers).  `pos` gives the tokens' positions `(n,)` (a float tensor is added as the
         position embedding itself); `prepend_embeds` `(b, p, E)` go before the tokens (with
         `prepend_mask` `(b, p)`); `embed_ids` feeds the `embed_num_tokens` tables; `sum_embeds`
         `(b, n, E)` is added to the embeddings.  `attn_mask`, `self_attn_additional_kv`,
@@ -537,7 +553,9 @@ class TransformerWrapper(_SequenceWrapper):
         (`AttentionLayers.forward`).  A looped model ([looped](../wrapping/looped.md)) reads `looped_steps`,
         `max_looped_steps`, `looped_pred_all_logits`, `looped_inference` and `looped_exit_prob_threshold`.
         `detach_mems=False` keeps the returned memories in the graph (backpropagation through several
-        segments).
+        segments); `mem_masks`, one `(b, m)` bool per memory, hides memory positions (true: visible).
+        `token_emb_kwargs` and `to_logits_kwargs` go to a custom `token_emb` and `to_logits` module
+        (`token_emb(x, **token_emb_kwargs)`, `to_logits(h, **to_logits_kwargs)`), as in x-transformers.
         `transform_block_inputs` goes to the stack too; its block 1 function (or `transform_token_embeds`)
         transforms the token embeddings before the positions are added ([block inputs](block_inputs.md)).
         """
@@ -585,13 +603,13 @@ class TransformerWrapper(_SequenceWrapper):
             # Any cache of this library (growing, rolling, static, sinks) counts the tokens it holds.
             token_offset = cache.offset - self.num_memory_tokens - prepended \
                 if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
-        if seq_start_pos is not None and not cached_step:
+        if seq_start_pos is not None and not cached_step and prepend_embeds is None:
             # A left-padded row's keys before its first real token are masked (later tokens are real).
             mask = left_pad_mask(x, mask, seq_start_pos, token_offset)
         token_ids = x
 
         # $e_t = E[x_t] + p_t\ (+ \sum_k E_k[\text{id}_{k,t}])$
-        h = self.token_emb(x)  # (b, n, E)
+        h = self.token_emb(x, **(token_emb_kwargs or {}))  # (b, n, E)
         if transform_token_embeds is not None or transform_block_inputs is not None:
             check_transforms(transform_block_inputs)
             h = transform_token_embeds(h) if transform_token_embeds is not None \
@@ -615,6 +633,9 @@ class TransformerWrapper(_SequenceWrapper):
                 ones = torch.ones(b, n if mask is None else 0, dtype=torch.bool, device=h.device)
                 pm = prepend_mask if prepend_mask is not None else torch.ones(b, prefix, dtype=torch.bool, device=h.device)
                 mask = torch.cat((pm, mask if mask is not None else ones), dim=1)
+            if seq_start_pos is not None and not cached_step:
+                # As x-transformers: the first $s_b$ positions of the prepended embeddings and tokens together.
+                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n)
         h = shrink_gradient(h, self.emb_frac_gradient)
         init_embed = h
         h = self.project_emb(self.emb_dropout(h))  # (b, p + n, D)
@@ -629,7 +650,7 @@ class TransformerWrapper(_SequenceWrapper):
         layer_kwargs: dict[str, Any] = {k: v for k, v in (
             ("attn_mask", attn_mask), ("self_attn_additional_kv", self_attn_additional_kv),
             ("cross_attn_kv_residuals", cross_attn_kv_residuals), ("condition", condition),
-            ("transform_block_inputs", transform_block_inputs)) if v is not None}
+            ("transform_block_inputs", transform_block_inputs), ("mem_masks", mem_masks)) if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         if self.ff_deep_embed is not None:
@@ -665,7 +686,7 @@ class TransformerWrapper(_SequenceWrapper):
         logits = None
         want_embeddings = return_embeddings or return_embeddings_and_intermediates or self.return_only_embed
         if not want_embeddings or return_logits_and_embeddings:
-            logits = self.logits(h)
+            logits = self.logits(h, **(to_logits_kwargs or {}))
         if prepend_embeds is not None and excise_prepend_embeds and h.dim() == 3:
             h = h[:, prefix - (self.num_cls_tokens if self.cls_token is not None else 0):]
             logits = tuple(t[:, -h.shape[1]:] for t in logits) if isinstance(logits, tuple) else \
@@ -736,12 +757,21 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 return_intermediates: bool = False, pos: Optional[Tensor] = None,
                 prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
                 input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
-                condition: Optional[Tensor] = None, detach_mems: bool = True):
+                condition: Optional[Tensor] = None, detach_mems: bool = True,
+                mem_masks: Optional[list[Tensor]] = None, prepend_mask: Optional[Tensor] = None,
+                sum_embeds: Optional[Tensor] = None):
         """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
+
+        `prepend_embeds` `(b, p, D)` go before the inputs (with `prepend_mask` `(b, p)`) and keep their
+        positions in the output, `(b, p + n, dim_out)`, as in x-transformers; `sum_embeds` `(b, n, D)` is
+        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions and
+        masks the keys before it (counted from the first prepended embedding, as `TransformerWrapper` does;
+        x-transformers' continuous wrapper only shifts the positions and masks nothing).
 
         `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
         vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
-        `detach_mems=False` keeps the returned memories in the graph."""
+        `detach_mems=False` keeps the returned memories in the graph; `mem_masks` (one `(b, m)` bool per
+        memory) hides memory positions."""
         if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
@@ -760,18 +790,30 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 x, mask = drop_cached(x, mask, offset)
             prepend_embeds = None
         self._check_mask(mask, x)
-        if seq_start_pos is not None and not cache_started(cache) and not isinstance(cache, LayerIntermediates):
+        first_step = not cache_started(cache) and not isinstance(cache, LayerIntermediates)
+        if seq_start_pos is not None and first_step and prepend_embeds is None:
             mask = left_pad_mask(x, mask, seq_start_pos, offset)
+        orig_mask = mask
         h = self.project_in(x)  # (b, n, D)
-        h = self.post_emb_norm(h + self._positions(h, offset, seq_start_pos, pos))
+        h = h + self._positions(h, offset, seq_start_pos, pos)
+        if sum_embeds is not None:
+            h = h + sum_embeds
+        h = self.post_emb_norm(h)
         prefix = 0
         if prepend_embeds is not None:
+            b, n = h.shape[:2]
+            if prepend_embeds.dim() != 3 or prepend_embeds.shape[0] != b or prepend_embeds.shape[-1] != h.shape[-1]:
+                raise ValueError(f"prepend_embeds: expected shape ({b}, p, {h.shape[-1]}), got {tuple(prepend_embeds.shape)}")
             prefix = prepend_embeds.shape[1]
-            h = torch.cat((prepend_embeds.to(h.dtype), h), dim=1)
-            if mask is not None:
-                mask = torch.cat((mask.new_ones(mask.shape[0], prefix), mask), dim=1)
+            h = torch.cat((prepend_embeds.to(h.dtype), h), dim=1)  # (b, p + n, D)
+            if prepend_mask is not None or mask is not None:
+                pm = prepend_mask if prepend_mask is not None else h.new_ones(b, prefix, dtype=torch.bool)
+                mask = torch.cat((pm, mask if mask is not None else h.new_ones(b, n, dtype=torch.bool)), dim=1)
+            if seq_start_pos is not None and first_step:
+                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n), as in `TransformerWrapper`
         h = self.emb_dropout(h)
-        layer_kwargs: dict[str, Any] = {} if condition is None else {"condition": condition}
+        layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
+                                        if v is not None}
         if pos is not None and not pos.is_floating_point():
             layer_kwargs["pos"] = pos
         attn_maps = self._attn_record(return_attn, return_intermediates, False, cache)
@@ -779,10 +821,9 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                                                mems=mems, return_mems=return_mems, cache=cache,
                                                attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs,
                                                keep_cache=return_intermediates, detach_mems=detach_mems)
-        if prefix:
-            h = h[:, prefix:]
         if self.average_pool_embed:
-            h = masked_mean(h, mask[:, prefix:] if mask is not None else None)
+            # Over the inputs only, as x-transformers (the prepended embeddings are not averaged).
+            h = masked_mean(h[:, prefix:], orig_mask)
         out = h if return_embeddings else self.project_out(h)
         if self.probabilistic and not return_embeddings:
             # $(\mu, \sigma^2)$ with $\sigma^2 = e^{\log \sigma^2}$, stacked: `(2, b, n, dim_out)`

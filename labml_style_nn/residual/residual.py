@@ -117,6 +117,11 @@ class Block(nn.Module):
             h = self.shift(h, mask=mask, state=shift_state)
         return h
 
+    def memory_input(self, mem: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        """A Transformer-XL memory `(b, m, D)` (the stream as an earlier segment left it) as the keys read it:
+        through the same pre-norm as the tokens, without token shift."""
+        return _norm(self.pre_norm, mem, condition) if self.pre_norm is not None else mem
+
     def branch_output(self, out: Tensor, condition: Optional[Tensor] = None) -> Tensor:
         """The sublayer output `out` `(b, n, D)` as it is added to the stream (LayerScale, sandwich norm,
         ReZero, step)."""

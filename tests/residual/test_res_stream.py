@@ -183,8 +183,10 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     inj = model.input_injection
     u = inj.proj(x) * torch.sigmoid(inj.gate(x))
     torch.testing.assert_close(model.blocks[0].branch_input(x + u), model.blocks[0].pre_norm(x + u))
-    hiddens = model(x, return_hiddens=True)[1].hiddens
-    torch.testing.assert_close(hiddens[0], model.blocks[0].pre_norm(x + u))
+    inter = model(x, return_hiddens=True)[1]
+    # x-transformers' hiddens are the stream before the injection; the memory is what the keys read.
+    torch.testing.assert_close(inter.hiddens[0], x)
+    torch.testing.assert_close(inter.memory_inputs[0], x + u)
 
 
 #
