@@ -78,17 +78,9 @@ class FeedbackAttention(nn.Module):
         k_self, v_self = kv_proj(h)  # (b, h, n, d): the window's own keys, shared $W_K, W_V$
         k = torch.cat((memory_kv[0], k_self), dim=2)  # (b, h, m + n, d)
         v = torch.cat((memory_kv[1], v_self), dim=2)
-        if bias.requires_grad:
-            # The bias is learned, which sends the fused kernel to its generic path anyway; written
-            # out, the scale goes on the queries alone and no row needs the kernel's all-hidden check.
-            # $S_{ij} = \frac{q_i^\top k_j}{\sqrt d} + b_{i-j}$, hidden keys carry a $-\infty$-like bias
-            scores = torch.matmul(q * self.scale, k.transpose(-1, -2)) + bias.to(q.dtype)  # (b, h, n, m + n)
-            attn = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
-            out = torch.matmul(attn, v)  # (b, h, n, d)
-        else:
-            # $\operatorname{softmax}(S)\, v$ in one fused call
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
-                                                 dropout_p=self.dropout if self.training else 0.0)
+        # $\operatorname{softmax}(q k^\top / \sqrt d + b)\, v$, hidden keys carry $-\infty$-like bias
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
+                                             dropout_p=self.dropout if self.training else 0.0)
         if first_blind:
             # Query 0 had only hidden keys: the kernel spread its weight evenly over them; drop it.
             keep = torch.ones(out.shape[-2], 1, dtype=out.dtype, device=out.device)
