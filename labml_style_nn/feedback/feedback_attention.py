@@ -74,10 +74,18 @@ class FeedbackAttention(nn.Module):
             kv_proj: the shared projection $x \mapsto (x W_K, x W_V)$.
             first_blind: the first query sees no key (empty memory); its output is set to zero.
         """
+        if h.shape[1] == 1:
+            # A window of one token (the paper's recurrence): its only own key is itself, hidden, so
+            # the memory alone is read; with an empty memory nothing is, and the output is zero.
+            if first_blind:
+                return torch.zeros_like(h)  # (b, 1, D)
+            k, v = memory_kv  # (b, h, m, d) each
+            bias, first_blind = bias[..., :-1], False  # (1, h, 1, m): the memory's columns
+        else:
+            k_self, v_self = kv_proj(h)  # (b, h, n, d): the window's own keys, shared $W_K, W_V$
+            k = torch.cat((memory_kv[0], k_self), dim=2)  # (b, h, m + n, d)
+            v = torch.cat((memory_kv[1], v_self), dim=2)
         q = rearrange(self.to_q(h), "b n (h d) -> b h n d", h=self.heads)
-        k_self, v_self = kv_proj(h)  # (b, h, n, d): the window's own keys, shared $W_K, W_V$
-        k = torch.cat((memory_kv[0], k_self), dim=2)  # (b, h, m + n, d)
-        v = torch.cat((memory_kv[1], v_self), dim=2)
         # $\operatorname{softmax}(q k^\top / \sqrt d + b)\, v$, hidden keys carry $-\infty$-like bias
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
                                              dropout_p=self.dropout if self.training else 0.0)
