@@ -116,6 +116,7 @@ from ..feedforward.feedforward import FeedForward
 from ..positional.t5_bias import T5RelativePositionBias
 from .feedback_attention import FeedbackAttention
 from .feedback_memory import FeedbackMemory, fifo
+from .weight_grads import accumulated_weight_grads
 
 
 class FeedbackLayer(nn.Module):
@@ -221,6 +222,12 @@ class FeedbackTransformer(nn.Module):
                 through it in the next call).
         """
         self._check(x, memory)
+        # Each weight is used once per window; its gradient is summed in place over the windows
+        # ([weight gradients](weight_grads.md)).  The values and the gradients are the plain ones.
+        with accumulated_weight_grads(self):
+            return self._forward(x, memory, return_memory, detach_memory)
+
+    def _forward(self, x: Tensor, memory: Optional[Tensor], return_memory: bool, detach_memory: bool):
         M = self.mem_len
         emb: Tensor = self.token_emb(x)  # (b, n, D): $x^0$ for every token at once
         if memory is None:
