@@ -27,7 +27,8 @@ $$\begin{array}{c|cc|ccc} & m_1 & m_2 & t_0 & t_1 & t_2 \\ \hline
 t_0 & 1 & 1 & 0 & 0 & 0 \\ t_1 & 1 & 1 & 1 & 0 & 0 \\ t_2 & 1 & 1 & 1 & 1 & 0 \end{array}$$
 
 The diagonal is hidden, unlike causal self-attention: $t_1$ reads $t_0$'s layer-$l$ input, never its
-own.  With $n = 1$ only the memory columns remain, the paper's recurrence.
+own.  With $n = 1$ only the memory columns remain, the paper's recurrence; the code then skips the
+token's own key and value altogether, and with an empty memory returns zero without attending.
 
 Shapes: `b` batch, `n` window tokens, `h` heads, `d` head dim, `m` memory length, `D` model width.
 

@@ -80,6 +80,12 @@ that of the T5-biased one; with windows of one token, 5.6 times.  The paper's re
 * start from a trained model instead of from scratch, so that the slow recurrent training only has
   to adapt it.
 
+Two savings of this implementation that change no value: every weight's gradient is summed over
+the windows in place ([weight gradients](weight_grads.md)), and a window of one token skips its own,
+always hidden, key and value ([attention over the memory](feedback_attention.md)).  What a step
+costs against feedback-transformer-pytorch, and where its time goes, is measured in
+[the benchmarks](../../docs/benchmarks.md#the-feedback-transformer-equal-work-and-why-2x-is-out-of-reach-here).
+
 Windows of $w > 1$ tokens (`seq_len`) are this library's own trade: $n / w$ sequential steps instead
 of $n$, at the price of the feedback between the tokens of a window.
 
