@@ -56,7 +56,7 @@ from torch.autograd.function import once_differentiable
 
 
 class _Buffer:
-    """The running sums $\\sum_t G_t^\\top X_t$ and $\\sum_t \\mathbf{1}^\\top G_t$ of one layer."""
+    r"""The running sums $\sum_t G_t^\top X_t$ and $\sum_t \mathbf{1}^\top G_t$ of one layer."""
 
     def __init__(self):
         self.weight: Optional[Tensor] = None
