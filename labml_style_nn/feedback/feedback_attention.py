@@ -27,7 +27,8 @@ $$\begin{array}{c|cc|ccc} & m_1 & m_2 & t_0 & t_1 & t_2 \\ \hline
 t_0 & 1 & 1 & 0 & 0 & 0 \\ t_1 & 1 & 1 & 1 & 0 & 0 \\ t_2 & 1 & 1 & 1 & 1 & 0 \end{array}$$
 
 The diagonal is hidden, unlike causal self-attention: $t_1$ reads $t_0$'s layer-$l$ input, never its
-own.  With $n = 1$ only the memory columns remain, the paper's recurrence.
+own.  With $n = 1$ only the memory columns remain, the paper's recurrence; the code then skips the
+token's own key and value altogether, and with an empty memory returns zero without attending.
 
 Shapes: `b` batch, `n` window tokens, `h` heads, `d` head dim, `m` memory length, `D` model width.
 
@@ -74,10 +75,18 @@ class FeedbackAttention(nn.Module):
             kv_proj: the shared projection $x \mapsto (x W_K, x W_V)$.
             first_blind: the first query sees no key (empty memory); its output is set to zero.
         """
+        if h.shape[1] == 1:
+            # A window of one token (the paper's recurrence): its only own key is itself, hidden, so
+            # the memory alone is read; with an empty memory nothing is, and the output is zero.
+            if first_blind:
+                return torch.zeros_like(h)  # (b, 1, D)
+            k, v = memory_kv  # (b, h, m, d) each
+            bias, first_blind = bias[..., :-1], False  # (1, h, 1, m): the memory's columns
+        else:
+            k_self, v_self = kv_proj(h)  # (b, h, n, d): the window's own keys, shared $W_K, W_V$
+            k = torch.cat((memory_kv[0], k_self), dim=2)  # (b, h, m + n, d)
+            v = torch.cat((memory_kv[1], v_self), dim=2)
         q = rearrange(self.to_q(h), "b n (h d) -> b h n d", h=self.heads)
-        k_self, v_self = kv_proj(h)  # (b, h, n, d): the window's own keys, shared $W_K, W_V$
-        k = torch.cat((memory_kv[0], k_self), dim=2)  # (b, h, m + n, d)
-        v = torch.cat((memory_kv[1], v_self), dim=2)
         # $\operatorname{softmax}(q k^\top / \sqrt d + b)\, v$, hidden keys carry $-\infty$-like bias
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
                                              dropout_p=self.dropout if self.training else 0.0)

@@ -80,6 +80,12 @@ that of the T5-biased one; with windows of one token, 5.6 times.  The paper's re
 * start from a trained model instead of from scratch, so that the slow recurrent training only has
   to adapt it.
 
+Two savings of this implementation that change no value: every weight's gradient is summed over
+the windows in place ([weight gradients](weight_grads.md)), and a window of one token skips its own,
+always hidden, key and value ([attention over the memory](feedback_attention.md)).  What a step
+costs against feedback-transformer-pytorch, and where its time goes, is measured in
+[the benchmarks](../../docs/benchmarks.md#the-feedback-transformer-equal-work-and-why-2x-is-out-of-reach-here).
+
 Windows of $w > 1$ tokens (`seq_len`) are this library's own trade: $n / w$ sequential steps instead
 of $n$, at the price of the feedback between the tokens of a window.
 
@@ -116,6 +122,7 @@ from ..feedforward.feedforward import FeedForward
 from ..positional.t5_bias import T5RelativePositionBias
 from .feedback_attention import FeedbackAttention
 from .feedback_memory import FeedbackMemory, fifo
+from .weight_grads import accumulated_weight_grads
 
 
 class FeedbackLayer(nn.Module):
@@ -221,6 +228,12 @@ class FeedbackTransformer(nn.Module):
                 through it in the next call).
         """
         self._check(x, memory)
+        # Each weight is used once per window; its gradient is summed in place over the windows
+        # ([weight gradients](weight_grads.md)).  The values and the gradients are the plain ones.
+        with accumulated_weight_grads(self):
+            return self._forward(x, memory, return_memory, detach_memory)
+
+    def _forward(self, x: Tensor, memory: Optional[Tensor], return_memory: bool, detach_memory: bool):
         M = self.mem_len
         emb: Tensor = self.token_emb(x)  # (b, n, D): $x^0$ for every token at once
         if memory is None:

@@ -24,6 +24,16 @@ def test_alternating_timer_returns_a_median_per_function():
     assert calls == ["a", "b"] * 4 and set(t) == {"a", "b"} and all(v >= 0 for v in t.values())
 
 
+def test_recorded_matmuls_are_a_linear_layers_three_products():
+    # fwd + bwd of a (5, 3) -> (5, 4) linear layer: x W^T, G W and G^T x, each 2 * 5 * 3 * 4 FLOPs.
+    lin, x = torch.nn.Linear(3, 4), torch.randn(5, 3, requires_grad=True)
+    replay, flops = benchmark.record_matmuls(lambda: lin(x).sum().backward())
+    assert flops == 3 * 2 * 5 * 3 * 4
+    lin.zero_grad(set_to_none=True)
+    replay()  # the products alone: random inputs, no autograd
+    assert lin.weight.grad is None
+
+
 @pytest.mark.slow
 def test_quick_training_case_runs():
     threads = torch.get_num_threads()
