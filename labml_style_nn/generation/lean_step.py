@@ -74,15 +74,17 @@ def lean_applies(layers: Any, cache, n: int) -> bool:
 
 
 def lean_step(layers: Any, x: Tensor, key_mask: Optional[Tensor], shared, cache,
-              hiddens: list[Tensor]) -> Tensor:
+              hiddens: list[Tensor], memory_inputs: list[Tensor]) -> Tensor:
     """The stack's blocks on one new token `x` `(b, 1, D)`; returns the stream before the final norm.
 
-    `hiddens` receives each attention layer's input, as the general path records it.
+    `hiddens` receives the stream before each attention layer's pre-norm and `memory_inputs` what its
+    keys read, as the general path records them.
     """
     for block, block_cache in zip(layers.blocks, cache.blocks, strict=True):
         h = block.pre_norm(x)  # (b, 1, D)
         if block.kind == "a":
-            hiddens.append(h)
+            hiddens.append(x)
+            memory_inputs.append(h)
             # $x + \operatorname{Attn}(\operatorname{Norm}(x))$ over the cached keys
             out = block.fn._cached_step(h, key_mask, shared, block_cache.attn)
         else:

@@ -381,10 +381,10 @@ class AttentionLayers(nn.Module):
                 and shared.qk_pos is None and shared.polar is None and not torch.compiler.is_compiling() \
                 and lean_applies(self, cache, n):
             # A plain pre-norm stack's one-token step, without the general loop (`generation/lean_step.py`)
-            hiddens = []
-            x = self.final_norm(lean_step(self, x, self_mask, shared, cache, hiddens))
+            hiddens, memory_inputs = [], []
+            x = self.final_norm(lean_step(self, x, self_mask, shared, cache, hiddens, memory_inputs))
             cache.advance(n)
-            return (x, self._intermediates(shared_kv, hiddens, x, record)) if return_hiddens else x
+            return (x, self._intermediates(shared_kv, hiddens, memory_inputs, x, record)) if return_hiddens else x
         if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None
                                                   or cross_attn_kv_residuals is not None
                                                   or self_attn_kv_residuals is not None or context_pos is not None):
