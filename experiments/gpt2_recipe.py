@@ -85,6 +85,8 @@ class Config(RunConfig):
     RESUME_FILES = ()
     SMOKE = dict(dim=32, depth=1, heads=2, dim_head=16, seq_len=16, batch_size=4, steps=3, warmup=1,
                  data="stdlib", val_batches=2)
+    # `--preset gpu`: GPT-2 small's shape (12 layers of 768, 12 heads of 64) on 256-byte windows.
+    GPU = dict(dim=768, depth=12, heads=12, dim_head=64, seq_len=256, batch_size=32, steps=3000, warmup=200)
 
     def check(self) -> None:
         check_choices("lib", self.lib, ("labml", "xtransformers"), many=False)

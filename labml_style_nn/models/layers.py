@@ -379,6 +379,7 @@ class AttentionLayers(nn.Module):
         if cache is not None and mems is None and context is None and condition is None and attn_sink is None \
                 and self_attn_additional_kv is None and ff_deep_embeds is None and cross_attn_kv_residuals is None \
                 and shared.qk_pos is None and shared.polar is None and not torch.compiler.is_compiling() \
+                and transform_block_inputs is None and self_attn_kv_residuals is None and context_pos is None \
                 and lean_applies(self, cache, n):
             # A plain pre-norm stack's one-token step, without the general loop (`generation/lean_step.py`)
             hiddens, memory_inputs = [], []

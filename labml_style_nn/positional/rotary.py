@@ -192,9 +192,9 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
         angles = angles.to(t.dtype)
     cos, sin = angles.unbind(0)  # (n, r) each
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # pyright: ignore[reportPrivateImportUsage]
-    if t.requires_grad and torch.is_grad_enabled() and not (
-            cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or tracing):
-        # In training: the same rotation written straight into its output, with a backward of its own (below).
+    if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or tracing):
+        # The same rotation written straight into its output, with a backward of its own (below); always
+        # this path, so that a pass recomputed with gradients (reversible layers) repeats the first exactly.
         return _Rotate.apply(t, cos, sin)
     r = cos.shape[-1]
     if r == t.shape[-1]:
