@@ -45,6 +45,11 @@ def _rank(rank: int, path: str) -> None:
         # Our experts' gradient sums both processes' tokens; the full layer's, this process's only
         dist.all_reduce(gw_full)
         torch.testing.assert_close(gw, gw_full[rank * 2:rank * 2 + 2], rtol=1e-5, atol=1e-6)
+        # The largest gap of the three comparisons, for the parent to read
+        gap = max((ours - ref).abs().max().item(), (gx - gx_ref).abs().max().item(),
+                  (gw - gw_full[rank * 2:rank * 2 + 2]).abs().max().item())
+        with open(f"{path}.rank{rank}", "w") as f:
+            f.write(repr(gap))
     finally:
         dist.destroy_process_group()
 
@@ -53,5 +58,9 @@ def _rank(rank: int, path: str) -> None:
                     reason="needs the gloo backend and fork")
 def test_two_processes_equal_one(tmp_path):
     # Forked, not spawned: the children need not import torch again (seconds each on a busy machine)
-    mp.start_processes(_rank, args=(str(tmp_path / "store"),), nprocs=2, join=True, start_method="fork")
+    store = str(tmp_path / "store")
+    mp.start_processes(_rank, args=(store,), nprocs=2, join=True, start_method="fork")
+    # (a failed check in a child raises here too); both ranks finished their comparisons, within float rounding
+    gaps = [float(open(f"{store}.rank{rank}").read()) for rank in range(2)]
+    assert all(gap < 1e-5 for gap in gaps), gaps
 
