@@ -128,13 +128,17 @@ def copy_xtransformers_init(model: nn.Module, cfg: Config) -> None:
         raise ValueError("xt_init: learned absolute positions are scaled differently; use t5 or rotary")
     seed_everything(cfg.seed)
     xt = build(Config(**{**cfg.__dict__, "lib": "xtransformers"}))
+    dim_head, rot = 64, 32  # x-transformers rotates half of each head
     model.token_emb.weight.copy_(xt.token_emb.emb.weight)
     model.to_logits.weight.copy_(xt.to_logits.weight)
     for i, block in enumerate(model.attn_layers.blocks):
         norm, theirs = xt.attn_layers.layers[i][0][0], xt.attn_layers.layers[i][1]
         block.pre_norm.weight.copy_(norm.gamma)  # both hold gain - 1
         if block.kind == "a":
-            block.fn.to_qkv.weight.copy_(torch.cat([theirs.to_q.weight, theirs.to_k.weight, theirs.to_v.weight]))
+            q, k = theirs.to_q.weight, theirs.to_k.weight
+            if cfg.pos == "rotary":  # their rotated pairs (2p, 2p+1) are our (p, p + r/2)
+                q, k = q[rotary_rows(cfg.heads, dim_head, rot)], k[rotary_rows(cfg.heads, dim_head, rot)]
+            block.fn.to_qkv.weight.copy_(torch.cat([q, k, theirs.to_v.weight]))
             block.fn.to_out.weight.copy_(theirs.to_out.weight)
         else:
             block.fn.proj_in[0].weight.copy_(theirs.ff[0][0].weight)
@@ -144,6 +148,13 @@ def copy_xtransformers_init(model: nn.Module, cfg: Config) -> None:
     model.attn_layers.final_norm.weight.copy_(xt.attn_layers.final_norm.gamma)
     if model.attn_layers.rel_pos is not None:
         model.attn_layers.rel_pos.bias.weight.copy_(xt.attn_layers.rel_pos.relative_attention_bias.weight)
+
+
+def rotary_rows(heads: int, dim_head: int, rot: int) -> torch.Tensor:
+    """Our query/key row j is x-transformers' row `rows[j]`: the same rotation, features paired differently."""
+    half = rot // 2
+    within = [2 * j if j < half else 2 * (j - half) + 1 for j in range(rot)] + list(range(rot, dim_head))
+    return torch.tensor([h * dim_head + j for h in range(heads) for j in within])
 
 
 def main(cfg: Config) -> dict:
