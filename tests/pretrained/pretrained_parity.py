@@ -9,7 +9,7 @@ generation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import pytest
 import torch
@@ -21,8 +21,8 @@ ATOL = 1e-4
 Draw = Callable[[str, torch.Tensor], None]
 
 
-def random_hf(config_cls: str, model_cls: str, *, seed: int, draw: Optional[Draw] = None,
-              draw_buffer: Optional[Draw] = None, **config):
+def random_hf(config_cls: str, model_cls: str, config: dict, *, seed: int, draw: Optional[Draw] = None,
+              draw_buffer: Optional[Draw] = None):
     """`transformers.<model_cls>(transformers.<config_cls>(**config))` in eval mode, initialised after
     `torch.manual_seed(seed)`; then `draw(name, parameter)` and `draw_buffer(name, buffer)` may redraw
     each parameter and buffer in place (so that one mapped to the wrong place shows)."""
@@ -30,14 +30,16 @@ def random_hf(config_cls: str, model_cls: str, *, seed: int, draw: Optional[Draw
     torch.manual_seed(seed)
     hf = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**config)).eval()
     with torch.no_grad():
-        for name, p in hf.named_parameters() if draw is not None else ():
-            draw(name, p)
-        for name, b in hf.named_buffers() if draw_buffer is not None else ():
-            draw_buffer(name, b)
+        if draw is not None:
+            for name, p in hf.named_parameters():
+                draw(name, p)
+        if draw_buffer is not None:
+            for name, b in hf.named_buffers():
+                draw_buffer(name, b)
     return hf
 
 
-def pair_fixture(make_hf: Callable[[str], object], names):
+def pair_fixture(make_hf: Callable[[str], Any], names):
     """A module-scoped fixture `pair`, one per config name: `(hf, from_hf(hf))` of `make_hf(name)`."""
     @pytest.fixture(scope="module", params=list(names))
     def pair(request):

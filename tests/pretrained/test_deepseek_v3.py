@@ -52,9 +52,10 @@ def random_balancing_bias(name: str, b: torch.Tensor) -> None:
 
 
 def make_hf(name: str, seed: int = 0):
-    return random_hf("DeepseekV3Config", "DeepseekV3ForCausalLM", seed=seed, draw=random_gains_and_routers,
-                     draw_buffer=random_balancing_bias, vocab_size=V, max_position_embeddings=64,
-                     initializer_range=0.1, bos_token_id=1, eos_token_id=2, pad_token_id=0, **BASE, **CONFIGS[name])
+    config = dict(vocab_size=V, max_position_embeddings=64, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **BASE, **CONFIGS[name])
+    return random_hf("DeepseekV3Config", "DeepseekV3ForCausalLM", config, seed=seed, draw=random_gains_and_routers,
+                     draw_buffer=random_balancing_bias)
 
 
 pair = pair_fixture(make_hf, CONFIGS)

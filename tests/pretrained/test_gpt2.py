@@ -27,8 +27,8 @@ def random_biases_and_gains(name: str, p: torch.Tensor) -> None:
 
 
 def make_hf(name: str, seed: int = 0):
-    return random_hf("GPT2Config", "GPT2LMHeadModel", seed=seed, draw=random_biases_and_gains, vocab_size=V,
-                     n_positions=64, bos_token_id=1, eos_token_id=1, initializer_range=0.1, **CONFIGS[name])
+    config = dict(vocab_size=V, n_positions=64, bos_token_id=1, eos_token_id=1, initializer_range=0.1, **CONFIGS[name])
+    return random_hf("GPT2Config", "GPT2LMHeadModel", config, seed=seed, draw=random_biases_and_gains)
 
 
 pair = pair_fixture(make_hf, CONFIGS)

@@ -43,9 +43,9 @@ def random_biases_gains_and_routers(name: str, p: torch.Tensor) -> None:
 
 def make_hf(name: str, seed: int = 0):
     config_cls, model_cls, kwargs = CONFIGS[name]
-    return random_hf(config_cls, model_cls, seed=seed, draw=random_biases_gains_and_routers, vocab_size=V,
-                     max_position_embeddings=128, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
-                     pad_token_id=0, **kwargs)
+    config = dict(vocab_size=V, max_position_embeddings=128, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **kwargs)
+    return random_hf(config_cls, model_cls, config, seed=seed, draw=random_biases_gains_and_routers)
 
 
 pair = pair_fixture(make_hf, CONFIGS)

@@ -39,9 +39,9 @@ def random_gains_and_routers(name: str, p: torch.Tensor) -> None:
 
 
 def make_hf(name: str, seed: int = 0):
-    return random_hf("Qwen3MoeConfig", "Qwen3MoeForCausalLM", seed=seed, draw=random_gains_and_routers,
-                     vocab_size=V, max_position_embeddings=128, initializer_range=0.1, bos_token_id=1,
-                     eos_token_id=2, pad_token_id=0, **CONFIGS[name])
+    config = dict(vocab_size=V, max_position_embeddings=128, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **CONFIGS[name])
+    return random_hf("Qwen3MoeConfig", "Qwen3MoeForCausalLM", config, seed=seed, draw=random_gains_and_routers)
 
 
 pair = pair_fixture(make_hf, CONFIGS)
