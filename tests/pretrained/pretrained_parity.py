@@ -1,12 +1,51 @@
-"""Checks shared by the parity tests against Hugging Face `transformers` (one model per test)."""
+"""Checks shared by the parity tests against Hugging Face `transformers` (one model per test).
+
+A family's test module builds small random Hugging Face models with `random_hf`, gets its
+`(hf, ours)` pairs from `pair_fixture`, and subclasses `CausalLMChecks` for the checks every
+converted causal language model passes: logits, right-padded logits, greedy and left-padded greedy
+generation.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar, Optional
+
+import pytest
 import torch
 
-from labml_style_nn import AutoregressiveWrapper, from_pretrained
+from labml_style_nn import AutoregressiveWrapper, from_hf, from_pretrained
 
 ATOL = 1e-4
+
+Draw = Callable[[str, torch.Tensor], None]
+
+
+def random_hf(config_cls: str, model_cls: str, config: dict, *, seed: int, draw: Optional[Draw] = None,
+              draw_buffer: Optional[Draw] = None):
+    """`transformers.<model_cls>(transformers.<config_cls>(**config))` in eval mode, initialised after
+    `torch.manual_seed(seed)`; then `draw(name, parameter)` and `draw_buffer(name, buffer)` may redraw
+    each parameter and buffer in place (so that one mapped to the wrong place shows)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    hf = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**config)).eval()
+    with torch.no_grad():
+        if draw is not None:
+            for name, p in hf.named_parameters():
+                draw(name, p)
+        if draw_buffer is not None:
+            for name, b in hf.named_buffers():
+                draw_buffer(name, b)
+    return hf
+
+
+def pair_fixture(make_hf: Callable[[str], Any], names):
+    """A module-scoped fixture `pair`, one per config name: `(hf, from_hf(hf))` of `make_hf(name)`."""
+    @pytest.fixture(scope="module", params=list(names))
+    def pair(request):
+        hf = make_hf(request.param)
+        return hf, from_hf(hf)
+    return pair
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -78,3 +117,37 @@ def assert_from_pretrained_matches(hf, ours, folder, x: torch.Tensor, **save_kwa
     assert not loaded.training
     assert max_diff(loaded(x), ours(x)) == 0.0
     assert max_diff(loaded(x), hf(x).logits) < ATOL
+
+
+class CausalLMChecks:
+    """The checks every converted causal language model passes against Hugging Face's, on the `pair`
+    fixture of the test module (`pair_fixture`).  A family subclasses this as `TestAgainstHuggingFace`
+    and sets the sizes; the token ids are drawn from the global generator after the fixture's seed."""
+
+    vocab: ClassVar[int]
+    logits_shape: ClassVar[tuple[int, int]]  # (b, n) of the unpadded batch
+    padded_lengths: ClassVar[tuple[int, ...]]  # one right-padded row each, padded to the longest
+    greedy_prompt: ClassVar[tuple[int, int]]  # (b, n) of the prompts
+    greedy_steps: ClassVar[int]
+    left_padded_lengths: ClassVar[tuple[int, ...]]  # one prompt each, left-padded to the longest
+    left_padded_steps: ClassVar[int]
+
+    def test_logits_match(self, pair):
+        hf, ours = pair
+        assert_logits_match(hf, ours, torch.randint(0, self.vocab, self.logits_shape))
+
+    def test_right_padded_logits_match(self, pair):
+        hf, ours = pair
+        lengths = list(self.padded_lengths)
+        x = torch.randint(0, self.vocab, (len(lengths), max(lengths)))
+        assert_right_padded_match(hf, ours, x, lengths=lengths)
+
+    def test_greedy_generation_matches(self, pair):
+        hf, ours = pair
+        assert_greedy_generation_matches(hf, ours, torch.randint(0, self.vocab, self.greedy_prompt),
+                                         n=self.greedy_steps)
+
+    def test_left_padded_generation_matches(self, pair):
+        hf, ours = pair
+        prompts = [torch.randint(0, self.vocab, (n,)) for n in self.left_padded_lengths]
+        assert_left_padded_generation_matches(hf, ours, prompts, n=self.left_padded_steps)

@@ -6,13 +6,7 @@ import doctest
 
 import pytest
 import torch
-from pretrained_parity import (
-    assert_from_pretrained_matches,
-    assert_greedy_generation_matches,
-    assert_left_padded_generation_matches,
-    assert_logits_match,
-    assert_right_padded_match,
-)
+from pretrained_parity import CausalLMChecks, assert_from_pretrained_matches, pair_fixture, random_hf
 
 from labml_style_nn import AutoregressiveWrapper, from_hf
 from labml_style_nn.generation.kv_cache import LayersCache
@@ -43,51 +37,34 @@ CONFIGS = {
 }
 
 
+# Norm gains away from 1, so that a gain mapped to the wrong norm shows; router weights and a
+# balancing bias large enough to change which experts are chosen.
+def random_gains_and_routers(name: str, p: torch.Tensor) -> None:
+    if "norm" in name:
+        p.normal_(1.0, 0.2)
+    elif name.endswith("mlp.gate.weight"):
+        p.normal_(0.0, 0.5)
+
+
+def random_balancing_bias(name: str, b: torch.Tensor) -> None:
+    if name.endswith("e_score_correction_bias"):
+        b.normal_(0.0, 0.3)
+
+
 def make_hf(name: str, seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.DeepseekV3Config(vocab_size=V, max_position_embeddings=64, initializer_range=0.1,
-                                           bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                                           **BASE, **CONFIGS[name])
-    hf = transformers.DeepseekV3ForCausalLM(config).eval()
-    # Norm gains away from 1, so that a gain mapped to the wrong norm shows; router weights and a
-    # balancing bias large enough to change which experts are chosen.
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if "norm" in n:
-                p.normal_(1.0, 0.2)
-            elif n.endswith("mlp.gate.weight"):
-                p.normal_(0.0, 0.5)
-        for n, b in hf.named_buffers():
-            if n.endswith("e_score_correction_bias"):
-                b.normal_(0.0, 0.3)
-    return hf
+    config = dict(vocab_size=V, max_position_embeddings=64, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **BASE, **CONFIGS[name])
+    return random_hf("DeepseekV3Config", "DeepseekV3ForCausalLM", config, seed=seed, draw=random_gains_and_routers,
+                     draw_buffer=random_balancing_bias)
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request):
-    hf = make_hf(request.param)
-    return hf, from_hf(hf)
+pair = pair_fixture(make_hf, CONFIGS)
 
 
-def test_logits_match(pair):
-    hf, ours = pair
-    assert_logits_match(hf, ours, torch.randint(0, V, (2, 20)))
-
-
-def test_right_padded_logits_match(pair):
-    hf, ours = pair
-    assert_right_padded_match(hf, ours, torch.randint(0, V, (3, 13)), lengths=[13, 9, 4])
-
-
-def test_greedy_generation_matches(pair):
-    hf, ours = pair
-    assert_greedy_generation_matches(hf, ours, torch.randint(0, V, (2, 6)), n=12)
-
-
-def test_left_padded_generation_matches(pair):
-    hf, ours = pair
-    prompts = [torch.randint(0, V, (n,)) for n in (7, 3)]
-    assert_left_padded_generation_matches(hf, ours, prompts, n=8)
+class TestAgainstHuggingFace(CausalLMChecks):
+    vocab, logits_shape, padded_lengths = V, (2, 20), (13, 9, 4)
+    greedy_prompt, greedy_steps = (2, 6), 12
+    left_padded_lengths, left_padded_steps = (7, 3), 8
 
 
 def test_expert_layers_follow_first_k_dense_replace():

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pretrained_parity import (
-    assert_from_pretrained_matches,
-    assert_greedy_generation_matches,
-    assert_left_padded_generation_matches,
-    assert_logits_match,
-    assert_right_padded_match,
-)
+from pretrained_parity import CausalLMChecks, assert_from_pretrained_matches, pair_fixture, random_hf
 
 from labml_style_nn import Decoder, TransformerWrapper, from_hf, from_pretrained
 from labml_style_nn.pretrained import gpt2
@@ -26,23 +20,18 @@ CONFIGS = {
 }
 
 
-def make_hf(name: str, seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(vocab_size=V, n_positions=64, bos_token_id=1, eos_token_id=1,
-                                     initializer_range=0.1, **CONFIGS[name])
-    hf = transformers.GPT2LMHeadModel(config).eval()
+def random_biases_and_gains(name: str, p: torch.Tensor) -> None:
     # Random biases and norm gains, so that a bias or gain mapped to the wrong place shows.
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if n.endswith("bias") or ".ln_" in n:
-                p.normal_(0.0 if n.endswith("bias") else 1.0, 0.1)
-    return hf
+    if name.endswith("bias") or ".ln_" in name:
+        p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request):
-    hf = make_hf(request.param)
-    return hf, from_hf(hf)
+def make_hf(name: str, seed: int = 0):
+    config = dict(vocab_size=V, n_positions=64, bos_token_id=1, eos_token_id=1, initializer_range=0.1, **CONFIGS[name])
+    return random_hf("GPT2Config", "GPT2LMHeadModel", config, seed=seed, draw=random_biases_and_gains)
+
+
+pair = pair_fixture(make_hf, CONFIGS)
 
 
 def test_returns_a_transformer_wrapper_with_a_decoder_in_eval_mode(pair):
@@ -51,25 +40,10 @@ def test_returns_a_transformer_wrapper_with_a_decoder_in_eval_mode(pair):
     assert not ours.training
 
 
-def test_logits_match(pair):
-    hf, ours = pair
-    assert_logits_match(hf, ours, torch.randint(0, V, (3, 40)))
-
-
-def test_right_padded_logits_match(pair):
-    hf, ours = pair
-    assert_right_padded_match(hf, ours, torch.randint(0, V, (3, 17)), lengths=[17, 9, 4])
-
-
-def test_greedy_generation_matches(pair):
-    hf, ours = pair
-    assert_greedy_generation_matches(hf, ours, torch.randint(0, V, (2, 7)), n=20)
-
-
-def test_left_padded_generation_matches(pair):
-    hf, ours = pair
-    prompts = [torch.randint(0, V, (n,)) for n in (9, 3, 6)]
-    assert_left_padded_generation_matches(hf, ours, prompts, n=10)
+class TestAgainstHuggingFace(CausalLMChecks):
+    vocab, logits_shape, padded_lengths = V, (3, 40), (17, 9, 4)
+    greedy_prompt, greedy_steps = (2, 7), 20
+    left_padded_lengths, left_padded_steps = (9, 3, 6), 10
 
 
 def test_from_pretrained_reads_a_saved_folder(tmp_path):

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pretrained_parity import (
-    assert_from_pretrained_matches,
-    assert_greedy_generation_matches,
-    assert_left_padded_generation_matches,
-    assert_logits_match,
-    assert_right_padded_match,
-)
+from pretrained_parity import CausalLMChecks, assert_from_pretrained_matches, pair_fixture, random_hf
 
 from labml_style_nn import Decoder, TransformerWrapper, from_hf
 from labml_style_nn.pretrained import llama
@@ -44,24 +38,20 @@ CONFIGS = {
 }
 
 
+def random_biases_and_gains(name: str, p: torch.Tensor) -> None:
+    # Random biases and norm gains, so that one mapped to the wrong place shows.
+    if name.endswith("bias") or "norm" in name:
+        p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
+
+
 def make_hf(name: str, seed: int = 0):
     config_cls, model_cls, kwargs = CONFIGS[name]
-    torch.manual_seed(seed)
-    config = getattr(transformers, config_cls)(vocab_size=V, max_position_embeddings=128, initializer_range=0.1,
-                                                bos_token_id=1, eos_token_id=2, pad_token_id=0, **kwargs)
-    hf = getattr(transformers, model_cls)(config).eval()
-    # Random biases and norm gains, so that one mapped to the wrong place shows.
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if n.endswith("bias") or "norm" in n:
-                p.normal_(0.0 if n.endswith("bias") else 1.0, 0.1)
-    return hf
+    config = dict(vocab_size=V, max_position_embeddings=128, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **kwargs)
+    return random_hf(config_cls, model_cls, config, seed=seed, draw=random_biases_and_gains)
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request):
-    hf = make_hf(request.param)
-    return hf, from_hf(hf)
+pair = pair_fixture(make_hf, CONFIGS)
 
 
 def test_returns_a_transformer_wrapper_with_a_decoder_in_eval_mode(pair):
@@ -73,26 +63,11 @@ def test_returns_a_transformer_wrapper_with_a_decoder_in_eval_mode(pair):
     assert attn.kv_heads == hf.config.num_key_value_heads
 
 
-def test_logits_match(pair):
+class TestAgainstHuggingFace(CausalLMChecks):
     # 40 tokens: well past Mistral's window of 6.
-    hf, ours = pair
-    assert_logits_match(hf, ours, torch.randint(0, V, (3, 40)))
-
-
-def test_right_padded_logits_match(pair):
-    hf, ours = pair
-    assert_right_padded_match(hf, ours, torch.randint(0, V, (3, 21)), lengths=[21, 13, 5])
-
-
-def test_greedy_generation_matches(pair):
-    hf, ours = pair
-    assert_greedy_generation_matches(hf, ours, torch.randint(0, V, (2, 8)), n=24)
-
-
-def test_left_padded_generation_matches(pair):
-    hf, ours = pair
-    prompts = [torch.randint(0, V, (n,)) for n in (10, 3, 7)]
-    assert_left_padded_generation_matches(hf, ours, prompts, n=12)
+    vocab, logits_shape, padded_lengths = V, (3, 40), (21, 13, 5)
+    greedy_prompt, greedy_steps = (2, 8), 24
+    left_padded_lengths, left_padded_steps = (10, 3, 7), 12
 
 
 @pytest.mark.parametrize("name", ["llama-gqa-tied-theta", "qwen2-gqa-tied", "mistral-window"])

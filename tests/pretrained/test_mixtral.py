@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pretrained_parity import (
-    assert_from_pretrained_matches,
-    assert_greedy_generation_matches,
-    assert_left_padded_generation_matches,
-    assert_logits_match,
-    assert_right_padded_match,
-)
+from pretrained_parity import CausalLMChecks, assert_from_pretrained_matches, pair_fixture, random_hf
 
 from labml_style_nn import from_hf
 from labml_style_nn.moe import MixtureOfExperts
@@ -39,26 +33,22 @@ CONFIGS = {
 }
 
 
+def random_biases_gains_and_routers(name: str, p: torch.Tensor) -> None:
+    if name.endswith("bias") or "norm" in name:
+        p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
+    elif "gate.weight" in name and "proj" not in name:
+        # Routers with clear preferences, so that every expert is chosen by some token.
+        p.normal_(0.0, 0.5)
+
+
 def make_hf(name: str, seed: int = 0):
     config_cls, model_cls, kwargs = CONFIGS[name]
-    torch.manual_seed(seed)
-    config = getattr(transformers, config_cls)(vocab_size=V, max_position_embeddings=128, initializer_range=0.1,
-                                                bos_token_id=1, eos_token_id=2, pad_token_id=0, **kwargs)
-    hf = getattr(transformers, model_cls)(config).eval()
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if n.endswith("bias") or "norm" in n:
-                p.normal_(0.0 if n.endswith("bias") else 1.0, 0.1)
-            elif "gate.weight" in n and "proj" not in n:
-                # Routers with clear preferences, so that every expert is chosen by some token.
-                p.normal_(0.0, 0.5)
-    return hf
+    config = dict(vocab_size=V, max_position_embeddings=128, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **kwargs)
+    return random_hf(config_cls, model_cls, config, seed=seed, draw=random_biases_gains_and_routers)
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request):
-    hf = make_hf(request.param)
-    return hf, from_hf(hf)
+pair = pair_fixture(make_hf, CONFIGS)
 
 
 def test_every_feed_forward_layer_is_a_mixture(pair):
@@ -67,25 +57,10 @@ def test_every_feed_forward_layer_is_a_mixture(pair):
     assert len(ffs) == hf.config.num_hidden_layers and all(isinstance(f, MixtureOfExperts) for f in ffs)
 
 
-def test_logits_match(pair):
-    hf, ours = pair
-    assert_logits_match(hf, ours, torch.randint(0, V, (3, 24)))
-
-
-def test_right_padded_logits_match(pair):
-    hf, ours = pair
-    assert_right_padded_match(hf, ours, torch.randint(0, V, (3, 15)), lengths=[15, 9, 4])
-
-
-def test_greedy_generation_matches(pair):
-    hf, ours = pair
-    assert_greedy_generation_matches(hf, ours, torch.randint(0, V, (2, 6)), n=16)
-
-
-def test_left_padded_generation_matches(pair):
-    hf, ours = pair
-    prompts = [torch.randint(0, V, (n,)) for n in (7, 3, 5)]
-    assert_left_padded_generation_matches(hf, ours, prompts, n=10)
+class TestAgainstHuggingFace(CausalLMChecks):
+    vocab, logits_shape, padded_lengths = V, (3, 24), (15, 9, 4)
+    greedy_prompt, greedy_steps = (2, 6), 16
+    left_padded_lengths, left_padded_steps = (7, 3, 5), 10
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2-moe"])

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pretrained_parity import (
-    assert_from_pretrained_matches,
-    assert_greedy_generation_matches,
-    assert_left_padded_generation_matches,
-    assert_logits_match,
-    assert_right_padded_match,
-)
+from pretrained_parity import CausalLMChecks, assert_from_pretrained_matches, pair_fixture, random_hf
 
 from labml_style_nn import from_hf
 from labml_style_nn.attention.qk_rmsnorm import QKRMSNorm
@@ -35,26 +29,22 @@ CONFIGS = {
 }
 
 
+def random_gains_and_routers(name: str, p: torch.Tensor) -> None:
+    if "norm" in name:
+        # Gains away from one, so that a q/k gain copied to the wrong place would show.
+        p.normal_(1.0, 0.3)
+    elif name.endswith("mlp.gate.weight"):
+        # Routers with clear preferences, so that every expert is chosen by some token.
+        p.normal_(0.0, 0.5)
+
+
 def make_hf(name: str, seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.Qwen3MoeConfig(vocab_size=V, max_position_embeddings=128, initializer_range=0.1,
-                                         bos_token_id=1, eos_token_id=2, pad_token_id=0, **CONFIGS[name])
-    hf = transformers.Qwen3MoeForCausalLM(config).eval()
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if "norm" in n:
-                # Gains away from one, so that a q/k gain copied to the wrong place would show.
-                p.normal_(1.0, 0.3)
-            elif n.endswith("mlp.gate.weight"):
-                # Routers with clear preferences, so that every expert is chosen by some token.
-                p.normal_(0.0, 0.5)
-    return hf
+    config = dict(vocab_size=V, max_position_embeddings=128, initializer_range=0.1, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0, **CONFIGS[name])
+    return random_hf("Qwen3MoeConfig", "Qwen3MoeForCausalLM", config, seed=seed, draw=random_gains_and_routers)
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request):
-    hf = make_hf(request.param)
-    return hf, from_hf(hf)
+pair = pair_fixture(make_hf, CONFIGS)
 
 
 def test_layers_are_mixtures_with_qk_rmsnorm_and_no_shared_expert(pair):
@@ -66,25 +56,10 @@ def test_layers_are_mixtures_with_qk_rmsnorm_and_no_shared_expert(pair):
     assert all(isinstance(a.qk_transform, QKRMSNorm) and a.qk_transform.q_norm is not None for a in attns)
 
 
-def test_logits_match(pair):
-    hf, ours = pair
-    assert_logits_match(hf, ours, torch.randint(0, V, (3, 24)))
-
-
-def test_right_padded_logits_match(pair):
-    hf, ours = pair
-    assert_right_padded_match(hf, ours, torch.randint(0, V, (3, 15)), lengths=[15, 9, 4])
-
-
-def test_greedy_generation_matches(pair):
-    hf, ours = pair
-    assert_greedy_generation_matches(hf, ours, torch.randint(0, V, (2, 6)), n=16)
-
-
-def test_left_padded_generation_matches(pair):
-    hf, ours = pair
-    prompts = [torch.randint(0, V, (n,)) for n in (7, 3, 5)]
-    assert_left_padded_generation_matches(hf, ours, prompts, n=10)
+class TestAgainstHuggingFace(CausalLMChecks):
+    vocab, logits_shape, padded_lengths = V, (3, 24), (15, 9, 4)
+    greedy_prompt, greedy_steps = (2, 6), 16
+    left_padded_lengths, left_padded_steps = (7, 3, 5), 10
 
 
 def test_from_pretrained_reads_a_saved_folder(tmp_path):
