@@ -565,6 +565,12 @@ class TransformerWrapper(_SequenceWrapper):
             if prepend_embeds is None:
                 raise ValueError("x: token ids are needed unless prepend_embeds are given")
             x = torch.zeros(prepend_embeds.shape[0], 0, dtype=torch.long, device=prepend_embeds.device)
+        if torch.is_tensor(x) and x.is_floating_point():
+            # x-transformers casts token ids (`x.long()`); whole numbers only, never a silent truncation.
+            if not torch.equal(x, x.trunc()):
+                raise ValueError(f"x: token ids given as {x.dtype} must be whole numbers, got e.g. "
+                                 f"{x[x != x.trunc()].flatten()[0].item()}")
+            x = x.long()
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
@@ -764,9 +770,11 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
 
         `prepend_embeds` `(b, p, D)` go before the inputs (with `prepend_mask` `(b, p)`) and keep their
         positions in the output, `(b, p + n, dim_out)`, as in x-transformers; `sum_embeds` `(b, n, D)` is
-        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions and
-        masks the keys before it (counted from the first prepended embedding, as `TransformerWrapper` does;
-        x-transformers' continuous wrapper only shifts the positions and masks nothing).
+        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions at its
+        first real input (earlier inputs get position 0) and masks nothing, as x-transformers 2.31.10's
+        continuous wrapper does (`TransformerWrapper` also masks the keys before it; here give `mask` or
+        `lens` for that).  With `return_mems=True` the memories come back as a tuple, one tensor per
+        self-attention layer, as x-transformers' continuous wrapper returns them (`TransformerWrapper`: a list).
 
         `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
         vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
@@ -790,9 +798,8 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 x, mask = drop_cached(x, mask, offset)
             prepend_embeds = None
         self._check_mask(mask, x)
-        first_step = not cache_started(cache) and not isinstance(cache, LayerIntermediates)
-        if seq_start_pos is not None and first_step and prepend_embeds is None:
-            mask = left_pad_mask(x, mask, seq_start_pos, offset)
+        if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
+            raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
         orig_mask = mask
         h = self.project_in(x)  # (b, n, D)
         h = h + self._positions(h, offset, seq_start_pos, pos)
@@ -809,8 +816,6 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             if prepend_mask is not None or mask is not None:
                 pm = prepend_mask if prepend_mask is not None else h.new_ones(b, prefix, dtype=torch.bool)
                 mask = torch.cat((pm, mask if mask is not None else h.new_ones(b, n, dtype=torch.bool)), dim=1)
-            if seq_start_pos is not None and first_step:
-                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n), as in `TransformerWrapper`
         h = self.emb_dropout(h)
         layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
                                         if v is not None}
@@ -828,6 +833,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         if self.probabilistic and not return_embeddings:
             # $(\mu, \sigma^2)$ with $\sigma^2 = e^{\log \sigma^2}$, stacked: `(2, b, n, dim_out)`
             out = torch.stack((out[..., 0::2], out[..., 1::2].exp()))
+        new_mems = tuple(new_mems) if new_mems is not None else None  # x-transformers' continuous wrapper: a tuple
         return self._finish(out, intermediates=intermediates, new_mems=new_mems, attn_maps=attn_maps,
                             return_mems=return_mems, return_attn=return_attn,
                             return_intermediates=return_intermediates)
