@@ -491,7 +491,9 @@ class AttentionLayers(nn.Module):
             values = first_values[kind] if first_values is not None and kind != "f" else None
             integrate = None
             if self.integrations is not None:
-                layer_inputs.append(x)
+                # With several residual streams, what a sublayer reads is its hyper-connection's mix of them
+                # (computed again in the block), as x-transformers keeps it.
+                layer_inputs.append(x if self.streams is None else stream_input(block, x)[0])
                 integrate = (self.integrations[i], tuple(layer_inputs))
             args = (block, x, block_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
                     attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional,
