@@ -18,7 +18,9 @@ They also speak x-transformers' calling conventions: `return_intermediates=True`
 [intermediates](../generation/intermediates.md) of the pass, which `cache=` accepts to continue the
 sequence; `return_logits_and_embeddings`, `prepend_embeds` (e.g. image embeddings before the text, as
 in PaLI; the continuous wrapper keeps their positions in its output, as x-transformers' does),
-`prepend_mask=`, `pos=`, `seq_start_pos=` (with prepended embeddings it counts from the first of them),
+`prepend_mask=`, `pos=` (`(n,)`, one row per sequence `(b, n)`, or per ALiBi head `(b, h, n)`:
+[custom positions](../positional/custom_positions.md)), `seq_start_pos=` (with prepended embeddings it
+counts from the first of them),
 `embed_ids=`, `sum_embeds=`, `mem_masks=` (one per Transformer-XL memory), and `token_emb_kwargs=` and
 `to_logits_kwargs=` for custom embedding and output modules.  The techniques of its
 `TransformerWrapper` keywords each have a page of their own under `wrapping/`:
@@ -35,11 +37,12 @@ The order of a forward pass, as in x-transformers: token embedding $+$ positions
 embeddings $\to$ `post_emb_norm` $\to$ prepended embeddings $\to$ gradient shrink $\to$ dropout
 $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ pools $\to$ the head.
 
-**Differences from x-transformers.**  Absolute positions are off by default when the stack has a
-relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); `seq_start_pos` masks the
-keys before each row's start on the continuous wrapper too (x-transformers' continuous wrapper only
-shifts its positions), and counts from the first prepended embedding but leaves memory and [CLS]
-tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
+**Differences from x-transformers.**  None in when absolute positions are added: as in x-transformers
+2.31.10, the stack's `disable_abs_pos_emb` decides (off beside rotary, xPos, PoPE and T5's bias, kept
+beside ALiBi and the dynamic bias), and `use_abs_pos_emb=False` turns them off.  `seq_start_pos`
+masks the keys before each row's start on `TransformerWrapper` and only shifts the positions on the
+continuous wrapper, as in x-transformers; it counts from the first prepended embedding but leaves
+memory and [CLS] tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
 (none by default, as in x-transformers; this library had one before the [training parity
 study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out have biases.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
@@ -533,7 +536,8 @@ class TransformerWrapper(_SequenceWrapper):
                 detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None,
                 mem_masks: Optional[list[Tensor]] = None, token_emb_kwargs: Optional[dict] = None,
                 to_logits_kwargs: Optional[dict] = None):
-        r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
+        r"""Logits `(b, n, V)` for token ids `x` `(b, n)` (integers, or a float tensor of whole numbers, cast
+        as x-transformers casts them).
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
         `return_logits_and_embeddings=True` both.  With `return_mems=True` also the new
