@@ -32,7 +32,9 @@ fused kernel still runs: a per-row bias is just a bias with a batch axis.
   the other argument: the positions of a continued sequence follow from what came before it.
 * x-transformers asserts when `pos` meets T5's bias or the dynamic bias.  Here a shared row `(n,)` drives
   them too (and position-infused attention and PoPE); per-row positions with those are a `ValueError`
-  naming `pos` and the scheme (x-transformers' PoPE takes per-row positions; ours does not yet).
+  naming `pos` and the scheme.  x-transformers' PoPE accepts per-row positions but lines their phases
+  `(b, n, d)` up with the heads axis of `(b, h, n, d)`: it fails unless $b$ is 1 or the number of heads,
+  and with $b = h$ head $k$ of every row takes row $k$'s phases.
 * For xPos, x-transformers centres its decay at half the largest position of the batch; the decay enters a
   score as $\zeta^{(p_i - p_j)/B}$, in which the centre cancels, so the scores agree (tested).
 """
