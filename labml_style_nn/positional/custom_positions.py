@@ -66,4 +66,3 @@ def check_custom_positions(pos, n: int, batch: int, *, per_row: tuple[str, ...],
 def per_row_angles(angles: Tensor) -> Tensor:
     """Rotary angles of per-row positions `(k, b, n, r)` -> `(k, b, 1, n, r)`, broadcast over the heads."""
     return angles[:, :, None] if angles.dim() == 4 else angles
-
