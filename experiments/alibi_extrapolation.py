@@ -65,7 +65,7 @@ from experiments.common import (  # noqa: E402
 from experiments.data import load_text, sample_windows  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
 
-POSITIONS = {"alibi": dict(alibi_pos_emb=True), "rotary": dict(rotary_pos_emb=True), "absolute": {}}
+POSITIONS = {"alibi": dict(alibi_pos_emb=True, disable_abs_pos_emb=True), "rotary": dict(rotary_pos_emb=True), "absolute": {}}
 
 
 @dataclass

@@ -87,7 +87,7 @@ from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
 VARIANTS: dict[str, dict] = {
     "absolute": {},
     "rotary": dict(rotary_pos_emb=True),
-    "alibi": dict(alibi_pos_emb=True),
+    "alibi": dict(alibi_pos_emb=True, disable_abs_pos_emb=True),
     "t5": dict(rel_pos_bias=True),
     "plain": {},
     "glu": dict(ff_glu=True),

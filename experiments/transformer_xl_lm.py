@@ -161,7 +161,7 @@ def build_model(cfg: Config) -> nn.Module:
     if cfg.pos == "xl_relative":
         return RelativeXLLM(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, mem_len=cfg.mem_len)
     positions = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True),
-                 "alibi": dict(alibi_pos_emb=True)}[cfg.pos]
+                 "alibi": dict(alibi_pos_emb=True, disable_abs_pos_emb=True)}[cfg.pos]
     return TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, max_mem_len=cfg.mem_len,
                               attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, **positions))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import warnings
 from dataclasses import MISSING, dataclass
 
 from . import options
@@ -79,11 +80,14 @@ def _examples() -> dict[str, object]:
 # other one; `options.parse_layer_options` decides.  A pair refused although each alone is fine
 # excludes each other; a keyword refused alone needs any partner that makes it valid.
 def _accepted(kwargs: dict) -> bool:
-    try:
-        options.parse_layer_options("probe", 64, 2, dict(kwargs))
-        return True
-    except (TypeError, ValueError):
-        return False
+    # A keyword accepted with a warning that it has no effect (as x-transformers ignores it) still needs a partner.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            options.parse_layer_options("probe", 64, 2, dict(kwargs))
+        except (TypeError, ValueError):
+            return False
+    return not any("no effect" in str(w.message) for w in caught)
 
 
 @functools.lru_cache(maxsize=1)

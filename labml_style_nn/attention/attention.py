@@ -593,7 +593,7 @@ class Attention(FastPaths, nn.Module):
             v = self.value_norm(v)
         if shared.rotary is not None and not self.is_cross:
             # Rows 0-1 turn queries, the last two keys (the same rows, except with xPos' scales).
-            q = self._rotate(q, shared.rotary[:2, -n:])
+            q = self._rotate(q, shared.rotary[:2, ..., -n:, :])  # (2, n, r), or (2, b, 1, n, r) per row
             k = self._rotate(k, shared.rotary[-2:])
         if shared.cross_rotary is not None and self.is_cross:
             # Queries turn by their positions, the context's keys by theirs (`positional/cross_rotary.py`).

@@ -243,7 +243,7 @@ class LatentQKV(nn.Module):
         """`(q, k, v, offset)`: heads `(b, h, n, e)`, `(b, g, j, e)`, `(b, g, j, dv)` and the keys before `x`."""
         n = x.shape[1]
         rotary = None if is_cross else shared.rotary
-        q = self.queries(x, None if rotary is None else rotary[:, -n:])
+        q = self.queries(x, None if rotary is None else rotary[:, ..., -n:, :])
         offset = 0 if is_cross else kv_input.shape[1] - n
         if cache is not None and not is_cross:
             offset = cache.offset

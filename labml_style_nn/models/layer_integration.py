@@ -32,6 +32,18 @@ Shapes: `b` batch, `n` tokens, `D` model width, `l` sublayers so far, `v` views 
 
 * The paper mixes the keys' and values' inputs only and keeps the queries on the current stream;
   x-transformers (and this library) mix the queries' input too.
+
+## With hyper-connections
+
+With several residual streams (`num_residual_streams > 1`, [hyper-connections](../residual/hyper_connections.md))
+there is no single stream to read: $x^{(k)}$ is then what sublayer $k$'s hyper-connection reads from the
+streams, its branch input, as in x-transformers 2.31.10.  Each hyper-connection then gives one input
+(LIMe makes the three views of self-attention, even with `qkv_receive_diff_residuals=True`), and the
+output is written back to the streams by the hyper-connection as usual.  The stack computes each
+hyper-connection's read twice, once for the list of earlier inputs and once in the block.  The logits
+differ from x-transformers' only by its hyper-connections' stream mixing (all ones, see the differences
+on [their page](../residual/hyper_connections.md)); with that mixing put in, the models agree with copied
+weights (`test_lime_over_hyper_connections_agrees_with_xtransformers_given_its_stream_mixing`).
 """
 
 from __future__ import annotations
@@ -95,14 +107,12 @@ def _integration_keywords(o) -> None:
         if not o.layer_integrate_use_softmax:
             raise ValueError("layer_integrate_use_softmax=False: only meaningful with integrate_layers=True")
         return
-    for name in ("num_residual_streams", "layers_execute_order", "weight_tie_layers", "reversible", "layer_dropout",
+    for name in ("layers_execute_order", "weight_tie_layers", "reversible", "layer_dropout",
                  "shift_tokens", "unet_skips"):
         value = getattr(o, name)
-        off = value == 1 if name == "num_residual_streams" else value is None or value is False or (
-            not isinstance(value, (bool, tuple, list)) and value == 0)
+        off = value is None or value is False or (not isinstance(value, (bool, tuple, list)) and value == 0)
         if not off:
             raise ValueError(f"integrate_layers and {name} cannot be combined: " + {
-                "num_residual_streams": "both decide what each block reads; use one",
                 "layers_execute_order": "each sublayer's integration reads the sublayers before it in built order",
                 "weight_tie_layers": "each sublayer's integration reads the sublayers before it in built order",
                 "reversible": "a reversible stack keeps no earlier inputs",

@@ -67,6 +67,7 @@ from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_conditi
 from ..options import LayerOptions, parse_layer_options, rope_scaling
 from ..positional.alibi import AlibiPositionalBias
 from ..positional.cross_rotary import cross_rotary_inputs
+from ..positional.custom_positions import check_custom_positions, per_row_angles
 from ..positional.dynamic_position_bias import DynamicPositionBias
 from ..positional.polar import PolarEmbedding
 from ..positional.position_infused import PositionInfusedAttention
@@ -157,9 +158,9 @@ class AttentionLayers(nn.Module):
         # Positional modules, shared by every self-attention layer.
         self.rotary = None
         if o.rotary_pos_emb:
-            # By default half of each key is rotated (at least 32 features, at most all of them).
+            # By default half of each head is rotated, as in x-transformers (an odd half rounds down to even).
             dim_key = o.attn.key_width(dim)
-            rot = o.rotary_emb_dim or min(max(o.attn.dim_head // 2, 32), dim_key - dim_key % 2)
+            rot = o.rotary_emb_dim or min(o.attn.dim_head // 2 // 2 * 2, dim_key - dim_key % 2)
             if o.attn.latent_rope_dim is not None:
                 rot = o.rotary_emb_dim or o.attn.latent_rope_dim  # DeepSeek's rotated features, all of them
             if rot < 2:
@@ -201,11 +202,14 @@ class AttentionLayers(nn.Module):
 
     @property
     def disables_abs_pos_emb(self) -> bool:
-        """Whether a wrapper leaves out absolute positions (`disable_abs_pos_emb`, `positional/absolute.py`)."""
+        """Whether a wrapper leaves out absolute positions (`disable_abs_pos_emb`, `positional/absolute.py`).
+
+        By default, as in x-transformers, when the stack rotates queries and keys (rotary, xPos, PoPE) or has
+        T5's bias; ALiBi and the dynamic bias keep them (`disable_abs_pos_emb=True` leaves them out)."""
         o = self.options
         if o.disable_abs_pos_emb is not None:
             return o.disable_abs_pos_emb
-        return self.has_relative_positions or o.position_infused_attn
+        return o.rel_pos_bias or o.rotary_pos_emb or o.polar_pos_emb or o.position_infused_attn
 
     #
     # ## Checking the inputs
@@ -256,15 +260,15 @@ class AttentionLayers(nn.Module):
     # Queries are at positions $m \dots m + n - 1$.  With a memory the keys computed in this pass are
     # the memory and the tokens, positions $0 \dots m + n - 1$; with a cache, only the tokens.
     def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device,
-                      positions: Optional[Tensor] = None) -> SharedAttentionInputs:
+                      positions: Optional[Tensor] = None, batch: int = 1) -> SharedAttentionInputs:
         """Rotary angles, score bias and position-infused sinusoids for this forward pass."""
         q_pos = torch.arange(offset, offset + n, device=device)
         all_k = torch.arange(offset + n, device=device)
         if positions is not None:
-            # Given positions (x-transformers' `pos=`): queries and keys are the same tokens.
-            if not torch.is_tensor(positions) or positions.shape != (n,) or positions.is_floating_point():
-                raise ValueError(f"pos: expected ({n},) integer positions, one per token, got "
-                                 f"{tuple(positions.shape) if torch.is_tensor(positions) else type(positions).__name__}")
+            # Given positions (x-transformers' `pos=`): queries and keys are the same tokens, `(n,)`,
+            # one row per sequence `(b, n)` or, for ALiBi alone, per sequence and head `(b, h, n)`
+            # ([custom positions](../positional/custom_positions.md)).
+            self._check_positions(positions, n, batch)
             q_pos = all_k = positions.to(device)
         new_k = all_k if keys_from_zero else q_pos
         bias = None
@@ -273,11 +277,21 @@ class AttentionLayers(nn.Module):
         elif self.alibi is not None:
             bias = self.alibi(q_pos, all_k)
         return SharedAttentionInputs(
-            rotary=self.rotary(new_k) if self.rotary is not None else None,
+            rotary=per_row_angles(self.rotary(new_k)) if self.rotary is not None else None,
             attn_bias=bias,
             qk_pos=self.pia(new_k) if self.pia is not None else None,
             polar=(self.polar(new_k), self.polar.key_phase()) if self.polar is not None else None,
         )
+
+    def _check_positions(self, pos, n: int, batch: int) -> None:
+        """`pos` is `(n,)`, `(b, n)` (rotary, xPos, ALiBi) or `(b, h, n)` (ALiBi alone) integer positions."""
+        per_row = tuple(name for name, on in (("rotary_pos_emb", self.rotary is not None),
+                                               ("alibi_pos_bias", self.alibi is not None)) if on)
+        shared_only = tuple(name for name, on in (
+            ("rel_pos_bias", self.options.rel_pos_bias), ("dynamic_pos_bias", self.options.dynamic_pos_bias),
+            ("position_infused_attn", self.pia is not None), ("polar_pos_emb", self.polar is not None)) if on)
+        per_head = self.alibi.alibi_heads if self.alibi is not None and self.rotary is None else None
+        check_custom_positions(pos, n, batch, per_row=per_row, per_head=per_head, shared_only=shared_only)
 
     #
     # ## Forward
@@ -308,7 +322,8 @@ class AttentionLayers(nn.Module):
             condition: `(b, dim_condition)` or `(b, n, dim_condition)`, the vector adaptive norms and
                 scales read (`use_adaptive_layernorm`, ...); required by such a stack, refused otherwise.
             pos: `(n,)` integer positions of the tokens for the rotary, ALiBi, T5 and position-infused
-                schemes (default $m \dots m + n - 1$).
+                schemes (default $m \dots m + n - 1$); one row per sequence `(b, n)` for rotary and ALiBi,
+                or `(b, h, n)` per ALiBi head ([custom positions](../positional/custom_positions.md)).
             seq_start_pos: `(b,)` first real token of each left-padded row; earlier keys are masked.
             input_not_include_cache: with `cache=` intermediates, `x` holds only the new tokens
                 (x-transformers' default feeds the whole sequence and the cached part is dropped).
@@ -367,7 +382,8 @@ class AttentionLayers(nn.Module):
         if pos is not None and (cache is not None or mems):
             raise ValueError("pos: custom positions cannot be combined with a cache or memories, whose positions continue")
         shared = cache.shared_inputs(self, n, x.device) if cache is not None and not mems \
-            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device, positions=pos)
+            else self.shared_inputs(n, offset, keys_from_zero=bool(mems), device=x.device, positions=pos,
+                                 batch=x.shape[0])
         if self.polar is not None and shared.polar is None:
             raise ValueError(f"cache: {type(cache).__name__} does not carry PoPE's phases (polar_pos_emb); "
                              "decode with a LayersCache")
@@ -401,6 +417,8 @@ class AttentionLayers(nn.Module):
             if not self.has_cross:
                 raise ValueError("context_pos: this stack has no cross-attention layers (set cross_attend=True)")
             assert context is not None  # checked with the inputs
+            if pos is not None and pos.dim() != 1:
+                raise ValueError(f"context_pos: takes query positions pos of shape ({n},), got {tuple(pos.shape)}")
             query_pos = pos if pos is not None else torch.arange(offset, offset + n, device=x.device)
             cross_shared = cross_rotary_inputs(self.rotary, query_pos, context_pos, context.shape[1])
         if self.reversible_pairs is not None:
@@ -473,7 +491,9 @@ class AttentionLayers(nn.Module):
             values = first_values[kind] if first_values is not None and kind != "f" else None
             integrate = None
             if self.integrations is not None:
-                layer_inputs.append(x)
+                # With several residual streams, what a sublayer reads is its hyper-connection's mix of them
+                # (computed again in the block), as x-transformers keeps it.
+                layer_inputs.append(x if self.streams is None else stream_input(block, x)[0])
                 integrate = (self.integrations[i], tuple(layer_inputs))
             args = (block, x, block_mask, shared, mem, block_cache, block_context, context_mask, res.prev, res.enabled,
                     attn_sink, condition, inject, first_values is not None, values, integrate, deep, additional,

@@ -18,7 +18,9 @@ They also speak x-transformers' calling conventions: `return_intermediates=True`
 [intermediates](../generation/intermediates.md) of the pass, which `cache=` accepts to continue the
 sequence; `return_logits_and_embeddings`, `prepend_embeds` (e.g. image embeddings before the text, as
 in PaLI; the continuous wrapper keeps their positions in its output, as x-transformers' does),
-`prepend_mask=`, `pos=`, `seq_start_pos=` (with prepended embeddings it counts from the first of them),
+`prepend_mask=`, `pos=` (`(n,)`, one row per sequence `(b, n)`, or per ALiBi head `(b, h, n)`:
+[custom positions](../positional/custom_positions.md)), `seq_start_pos=` (with prepended embeddings it
+counts from the first of them),
 `embed_ids=`, `sum_embeds=`, `mem_masks=` (one per Transformer-XL memory), and `token_emb_kwargs=` and
 `to_logits_kwargs=` for custom embedding and output modules.  The techniques of its
 `TransformerWrapper` keywords each have a page of their own under `wrapping/`:
@@ -35,11 +37,12 @@ The order of a forward pass, as in x-transformers: token embedding $+$ positions
 embeddings $\to$ `post_emb_norm` $\to$ prepended embeddings $\to$ gradient shrink $\to$ dropout
 $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ pools $\to$ the head.
 
-**Differences from x-transformers.**  Absolute positions are off by default when the stack has a
-relative scheme (x-transformers adds them unless `use_abs_pos_emb=False`); `seq_start_pos` masks the
-keys before each row's start on the continuous wrapper too (x-transformers' continuous wrapper only
-shifts its positions), and counts from the first prepended embedding but leaves memory and [CLS]
-tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
+**Differences from x-transformers.**  None in when absolute positions are added: as in x-transformers
+2.31.10, the stack's `disable_abs_pos_emb` decides (off beside rotary, xPos, PoPE and T5's bias, kept
+beside ALiBi and the dynamic bias), and `use_abs_pos_emb=False` turns them off.  `seq_start_pos`
+masks the keys before each row's start on `TransformerWrapper` and only shifts the positions on the
+continuous wrapper, as in x-transformers; it counts from the first prepended embedding but leaves
+memory and [CLS] tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
 (none by default, as in x-transformers; this library had one before the [training parity
 study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out have biases.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
@@ -533,7 +536,8 @@ class TransformerWrapper(_SequenceWrapper):
                 detach_mems: bool = True, transform_block_inputs=None, transform_token_embeds=None,
                 mem_masks: Optional[list[Tensor]] = None, token_emb_kwargs: Optional[dict] = None,
                 to_logits_kwargs: Optional[dict] = None):
-        r"""Logits `(b, n, V)` for token ids `x` `(b, n)`.
+        r"""Logits `(b, n, V)` for token ids `x` `(b, n)` (integers, or a float tensor of whole numbers, cast
+        as x-transformers casts them).
 
         With `return_embeddings=True` the final hidden states `(b, n, D)` instead, with
         `return_logits_and_embeddings=True` both.  With `return_mems=True` also the new
@@ -565,6 +569,12 @@ class TransformerWrapper(_SequenceWrapper):
             if prepend_embeds is None:
                 raise ValueError("x: token ids are needed unless prepend_embeds are given")
             x = torch.zeros(prepend_embeds.shape[0], 0, dtype=torch.long, device=prepend_embeds.device)
+        if torch.is_tensor(x) and x.is_floating_point():
+            # x-transformers casts token ids (`x.long()`); whole numbers only, never a silent truncation.
+            if not torch.equal(x, x.trunc()):
+                raise ValueError(f"x: token ids given as {x.dtype} must be whole numbers, got e.g. "
+                                 f"{x[x != x.trunc()].flatten()[0].item()}")
+            x = x.long()
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x: expected an integer tensor of token ids with shape (batch, seq_len), got {got}")
@@ -764,9 +774,11 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
 
         `prepend_embeds` `(b, p, D)` go before the inputs (with `prepend_mask` `(b, p)`) and keep their
         positions in the output, `(b, p + n, dim_out)`, as in x-transformers; `sum_embeds` `(b, n, D)` is
-        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions and
-        masks the keys before it (counted from the first prepended embedding, as `TransformerWrapper` does;
-        x-transformers' continuous wrapper only shifts the positions and masks nothing).
+        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions at its
+        first real input (earlier inputs get position 0) and masks nothing, as x-transformers 2.31.10's
+        continuous wrapper does (`TransformerWrapper` also masks the keys before it; here give `mask` or
+        `lens` for that).  With `return_mems=True` the memories come back as a tuple, one tensor per
+        self-attention layer, as x-transformers' continuous wrapper returns them (`TransformerWrapper`: a list).
 
         `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
         vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
@@ -790,9 +802,8 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                 x, mask = drop_cached(x, mask, offset)
             prepend_embeds = None
         self._check_mask(mask, x)
-        first_step = not cache_started(cache) and not isinstance(cache, LayerIntermediates)
-        if seq_start_pos is not None and first_step and prepend_embeds is None:
-            mask = left_pad_mask(x, mask, seq_start_pos, offset)
+        if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
+            raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
         orig_mask = mask
         h = self.project_in(x)  # (b, n, D)
         h = h + self._positions(h, offset, seq_start_pos, pos)
@@ -809,8 +820,6 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
             if prepend_mask is not None or mask is not None:
                 pm = prepend_mask if prepend_mask is not None else h.new_ones(b, prefix, dtype=torch.bool)
                 mask = torch.cat((pm, mask if mask is not None else h.new_ones(b, n, dtype=torch.bool)), dim=1)
-            if seq_start_pos is not None and first_step:
-                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n), as in `TransformerWrapper`
         h = self.emb_dropout(h)
         layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
                                         if v is not None}
@@ -828,6 +837,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         if self.probabilistic and not return_embeddings:
             # $(\mu, \sigma^2)$ with $\sigma^2 = e^{\log \sigma^2}$, stacked: `(2, b, n, dim_out)`
             out = torch.stack((out[..., 0::2], out[..., 1::2].exp()))
+        new_mems = tuple(new_mems) if new_mems is not None else None  # x-transformers' continuous wrapper: a tuple
         return self._finish(out, intermediates=intermediates, new_mems=new_mems, attn_maps=attn_maps,
                             return_mems=return_mems, return_attn=return_attn,
                             return_intermediates=return_intermediates)

@@ -26,7 +26,8 @@ norms and every branch starts scaled by $\sigma(-2) \approx 0.12$.
   (LayerNorm without its own gain or bias).
 * `use_adaptive_rmsnorm=True`: the same with RMSNorm.
 * `use_adaptive_layerscale=True`: every branch output is gated by $\sigma(W_\alpha c + b_\alpha)$.
-* `dim_condition`: the width of $c$ (default: `dim`).
+* `dim_condition`: the width of $c$ (default: `dim`).  Without an adaptive norm or scale it has no
+  effect: x-transformers ignores it, and here a `UserWarning` says so.
 * `adaptive_condition_mlp=True`: $c$ first goes through $\operatorname{SiLU}(W c)$, widening it by
   `adaptive_condition_mlp_expansion` (4), once per forward pass, shared by every layer.
 
@@ -47,6 +48,7 @@ Shapes: `b` batch, `n` tokens, `D` model width, `C` condition width.
   each norm and gate has its own map, and the optional shared MLP is bias-free.
 """
 
+import warnings
 from typing import Optional
 
 import torch
@@ -167,7 +169,11 @@ def _condition_keywords(o) -> None:
     if o.use_adaptive_layernorm and o.use_adaptive_rmsnorm:
         raise ValueError("use_adaptive_layernorm and use_adaptive_rmsnorm: choose one normalisation, not both")
     if not needs_condition(o):
-        for name, default in (("dim_condition", None), ("adaptive_condition_mlp", False),
+        if o.dim_condition is not None:
+            # x-transformers accepts and ignores it; the library never ignores a keyword silently.
+            warnings.warn("dim_condition: has no effect without use_adaptive_layernorm, use_adaptive_rmsnorm or "
+                          "use_adaptive_layerscale (x-transformers ignores it too)", UserWarning, stacklevel=2)
+        for name, default in (("adaptive_condition_mlp", False),
                               ("adaptive_condition_mlp_expansion", 4)):
             if getattr(o, name) != default:
                 raise ValueError(f"{name}: only meaningful with use_adaptive_layernorm, use_adaptive_rmsnorm "

@@ -15,12 +15,14 @@ $$p_{t, 2k} = \sin\left(t / 10000^{2k/D}\right), \qquad p_{t, 2k+1} = \cos\left(
 
 A learned table has `max_seq_len` rows, so longer inputs cannot be embedded: the wrapper refuses
 them with a clear error.  The relative schemes (rotary, ALiBi, T5) have no such limit, which is why
-the wrapper turns the absolute embedding off when one of them is in use.
+the wrapper turns the absolute embedding off beside most of them.
 
-Which stacks turn it off is the stack's keyword `disable_abs_pos_emb`: `None` (the default) turns
-it off for a stack with its own positions (rotary, xPos, PoPE, ALiBi, the T5 and dynamic biases,
-position infused attention); `True` turns it off for any stack, `False` keeps it even beside a
-relative scheme.  The wrapper's `use_abs_pos_emb=False` turns it off whatever the stack says.
+Which stacks turn it off is the stack's keyword `disable_abs_pos_emb`.  `None` (the default) follows
+x-transformers 2.31.10: off for a stack that rotates queries and keys (rotary, xPos, PoPE) or has
+T5's bias, and for position infused attention (this library's); kept beside ALiBi and the dynamic
+bias, as x-transformers keeps it.  `True` turns it off for any stack (the ALiBi paper's model has
+no absolute positions: `alibi_pos_bias=True, disable_abs_pos_emb=True`), `False` keeps it even beside
+a relative scheme.  The wrapper's `use_abs_pos_emb=False` turns it off whatever the stack says.
 
 Tests: `tests/positional/test_pos_absolute.py` (the sinusoids' closed form, positions make the model order-aware, cached steps continue the positions).  The relative schemes: [rotary](rotary.md), [ALiBi](alibi.md), [T5](t5_bias.md).
 
@@ -32,9 +34,9 @@ Shapes: `n` tokens, `D` model width.
   second half instead of interleaving them; the next linear layer makes the two equivalent.
 * The paper scales the token embeddings by $\sqrt D$ before adding positions; we initialise the
   learned tables with a small standard deviation (0.02) instead and add positions unscaled.
-* x-transformers' default turns absolute positions off only for rotary, PoPE and the T5 bias; here
-  ALiBi, the dynamic bias and position infused attention turn them off too (set
-  `disable_abs_pos_emb=False` for x-transformers' behaviour with those).
+* Position infused attention (not an x-transformers keyword) turns absolute positions off too: it
+  adds them to queries and keys instead.  Before, this library turned them off beside ALiBi and the
+  dynamic bias as well; `disable_abs_pos_emb=True` gives that back.
 * Positions continue across a key/value cache: a cached step at position $t$ gets $p_t$, so cached
   generation equals a full pass (a test checks it).
 """
@@ -46,8 +48,8 @@ from ..checks import check_positions
 from ..keywords import Keyword, declare
 
 KEYWORDS = declare(__name__, "stack",
-    Keyword("disable_abs_pos_emb", None, "no absolute positions in the wrapper (None: off when the stack has "
-            "positions of its own)", type=bool, example=True))
+    Keyword("disable_abs_pos_emb", None, "no absolute positions in the wrapper (None: off with rotary, xPos, PoPE "
+            "or the T5 bias, kept with ALiBi and the dynamic bias)", type=bool, example=True))
 
 
 class LearnedPositionalEmbedding(nn.Module):

@@ -58,6 +58,12 @@ up with every other slope of the next power of two.
 
 ## Differences from the paper
 
+* The paper's model has no absolute positions.  As in x-transformers, `TransformerWrapper` keeps its
+  learned absolute positions beside ALiBi unless told otherwise, so a model built with x-transformers'
+  keywords is the same function (tested with copied weights); `disable_abs_pos_emb=True` (or the
+  wrapper's `use_abs_pos_emb=False`) gives the paper's model, and is what the extrapolation experiment
+  uses: a learned table is defined only up to `max_seq_len`.
+
 * The paper is about causal language models, where $j \le i$ and the distance is $i - j$.  For
   encoders we use the symmetric distance $|i - j|$, so a key ahead is penalised as much as a key
   behind.
@@ -83,6 +89,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_positions
@@ -123,6 +130,7 @@ class AlibiPositionalBias(nn.Module):
     def __init__(self, heads: int, alibi_heads: int | None = None, slopes: Optional[Sequence[float]] = None):
         super().__init__()
         alibi_heads = heads if alibi_heads is None else alibi_heads
+        self.alibi_heads = alibi_heads
         if slopes is not None and len(slopes) != alibi_heads:
             raise ValueError(f"rel_pos_kwargs: slopes must give one slope per ALiBi head ({alibi_heads}), "
                              f"got {len(slopes)}")
@@ -132,14 +140,24 @@ class AlibiPositionalBias(nn.Module):
         self.register_buffer("slopes", table[:, None, None], persistent=False)  # (h, 1, 1)
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's."""
-        check_positions("q_pos", q_pos)
-        check_positions("k_pos", k_pos)
+        """The bias between query positions `(i,)` and key positions `(j,)`, e.g. a cache's: `(1, h, i, j)`.
+
+        Per-row positions `(b, i)` and `(b, j)` give `(b, h, i, j)`; positions per row and ALiBi head
+        `(b, k, i)` and `(b, k, j)` too, the heads past the first $k$ without bias
+        ([custom positions](custom_positions.md)).
+        """
+        if q_pos.dim() == 1:
+            check_positions("q_pos", q_pos)
+            check_positions("k_pos", k_pos)
         # $-m_h |i - j|$; for a decoder's visible keys $|i - j| = i - j$, the paper's distance.
         # The paper's code adds $m_h\, j$ instead: it differs from $-m_h (i - j)$ by $m_h\, i$, the
         # same for every key of row $i$, and softmax ignores a per-row constant, so the weights agree.
-        dist = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (i, j)
-        return (-self.slopes * dist)[None]  # (1, h, i, j)
+        dist = (q_pos[..., :, None] - k_pos[..., None, :]).abs().float()  # (i, j), (b, i, j) or (b, k, i, j)
+        if dist.dim() < 4:
+            return (-self.slopes * dist)[None] if dist.dim() == 2 else -self.slopes * dist[:, None]  # (1|b, h, i, j)
+        # $-m_h |p_{bhi} - p_{bhj}|$ on the first $k$ heads, no bias on the others
+        k = dist.shape[1]
+        return F.pad(-self.slopes[:k] * dist, (0, 0, 0, 0, 0, self.slopes.shape[0] - k))  # (b, h, i, j)
 
 
 @rule("stack")

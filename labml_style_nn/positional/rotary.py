@@ -96,8 +96,10 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le
   LLaMA (and Qwen2, Mistral): with `rotary_emb_dim` equal to the head width and `rotary_theta` the
   checkpoint's base, their weights load without permuting a feature.
 * Only the first $r$ features of each head are rotated (`rotary_emb_dim`, by default half the head,
-  at least 32); the rest carry content without position.  This partial rotation is common practice
-  rather than part of the paper.
+  `dim_head // 2`, as in x-transformers 2.31.10, which has no minimum and only warns below 32 with
+  `verbose=True`; so does this library); the rest carry content without position.  This partial
+  rotation is common practice rather than part of the paper.  Before, this library rotated at least 32
+  features (all of a narrower head): `rotary_emb_dim=32` gives that back.
 
 ## Evidence
 
@@ -120,7 +122,7 @@ from .rope_scaling import RopeScaling, scaled_frequencies
 
 KEYWORDS = declare(__name__, "stack",
     Keyword("rotary_pos_emb", False, "rotary position embedding of queries and keys"),
-    Keyword("rotary_emb_dim", None, "features per head that rotate (default: half of dim_head, at least 32)",
+    Keyword("rotary_emb_dim", None, "features per head that rotate (default: half of dim_head)",
             type=int, example=16),
     Keyword("rotary_theta", 10000.0, "rotary base b of the frequencies b^(-2k/r)", example=500000.0,
             xtransformers=False))
@@ -152,7 +154,7 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def angles(self, positions: Tensor, magnitude: bool = True) -> Tensor:
-        r"""Stacked $(\cos, \sin)$ of $p\,\theta_k$: `(2, n, r)` for `positions` `(n,)`.
+        r"""Stacked $(\cos, \sin)$ of $p\,\theta_k$: `(2, n, r)` for `positions` `(n,)`, `(2, b, n, r)` for `(b, n)`.
 
         `magnitude=False` leaves out YaRN's temperature: a pure rotation, for turning keys that
         were already rotated (attention sinks).
@@ -162,14 +164,14 @@ class RotaryEmbedding(nn.Module):
         if self.scaling.interpolation_factor != 1:
             positions = positions / self.scaling.interpolation_factor
         # $p\,\theta_k$, repeated for both halves of the "rotate half" layout
-        freqs = positions[:, None] * self.inv_freq[None, :]  # (n, r/2)
-        freqs = torch.cat((freqs, freqs), dim=-1)  # (n, r)
+        freqs = positions[..., None] * self.inv_freq  # (n, r/2) or (b, n, r/2)
+        freqs = torch.cat((freqs, freqs), dim=-1)  # (n, r) or (b, n, r)
         out = torch.stack((freqs.cos(), freqs.sin()))
         # YaRN: $\sqrt{1/t}$ on queries and keys, so $1/t$ on the rotated part of each score
         return out * self.magnitude if magnitude and self.magnitude != 1 else out
 
     def forward(self, positions: Tensor) -> Tensor:
-        """The same as `angles`: `(2, n, r)`."""
+        """The same as `angles`: `(2, n, r)` (or `(2, b, n, r)`)."""
         return self.angles(positions)
 
 

@@ -72,8 +72,8 @@ class XPosEmbedding(RotaryEmbedding):
         self.register_buffer("zeta", torch.cat((zeta, zeta)), persistent=False)
 
     def scales(self, positions: Tensor) -> Tensor:
-        r"""$\zeta_k^{t/B}$ for every position $t$: `(n, r)`."""
-        return self.zeta[None, :] ** (positions.float()[:, None] / self.scale_base)
+        r"""$\zeta_k^{t/B}$ for every position $t$: `(n, r)` (or `(b, n, r)` for per-row positions)."""
+        return self.zeta ** (positions.float()[..., None] / self.scale_base)
 
     def angles(self, positions: Tensor, magnitude: bool = True) -> Tensor:
         r"""`(4, n, r)`: $(\cos, \sin)\,\zeta^{t/B}$ for queries and $(\cos, \sin)\,\zeta^{-t/B}$ for keys.

@@ -169,7 +169,8 @@ def attach_hyper_connections(o, blocks: list) -> Optional[ResidualStreams]:
     if o.num_residual_streams == 1 or o.gated_multi_residual:
         return None  # gated multi residuals widen the stream themselves (`gated_multi_residual.py`)
     for i, block in enumerate(blocks):
-        views = 3 if o.qkv_receive_diff_residuals and block.kind == "a" else 1
+        # LIMe makes the three views itself (`models/layer_integration.py`), from one read per sublayer.
+        views = 3 if o.qkv_receive_diff_residuals and block.kind == "a" and not o.integrate_layers else 1
         block.residual = HyperConnection(o.dim, o.num_residual_streams, i, o.hyper_conn_sinkhorn_iters, views)
     return ResidualStreams(o.dim, o.num_residual_streams)
 

@@ -52,11 +52,14 @@ Shapes: `b` batch, `n` tokens, `D` model width.
   output depends on later tokens (a test shows it); here a decoder's mean is causal.  Encoders agree
   with x-transformers given the same weights.
 * x-transformers ignores `residual_fn_kwargs` that its residual does not read, and
-  `scale_residual` with this residual; here both are a `ValueError`.
+  `scale_residual` with this residual; here both are a `ValueError` with MV-Split.  With a residual that
+  reads none (the plain one, hyper-connections), `residual_fn_kwargs` is a `UserWarning` saying it has no
+  effect, since x-transformers' `HyperConnection` and `Residual` accept any arguments (`**kwargs`).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -157,7 +160,9 @@ def _mv_split_keywords(o) -> None:
 @rule("stack")
 def _residual_fn_keywords(o) -> None:
     if o.residual_fn_kwargs and not (o.mv_split_residual or o.gated_multi_residual):
-        kind = "hyper-connections (num_residual_streams > 1)" if o.num_residual_streams > 1 else "the plain residual"
-        raise ValueError(f"residual_fn_kwargs: only read by mv_split_residual and gated_multi_residual; {kind} "
-                         f"takes no arguments (x-transformers 2.31 accepts and ignores them, e.g. the `tanh` of "
-                         f"its older hyper-connections), got {sorted(o.residual_fn_kwargs)}")
+        # x-transformers 2.31.10's other residuals (plain, hyper-connections, gated, orthogonal) take `**kwargs`
+        # and ignore them, e.g. the `tanh` of its older hyper-connections; the library never ignores silently.
+        kind = "hyper-connections (num_residual_streams > 1)" if o.num_residual_streams > 1 else "this residual"
+        warnings.warn(f"residual_fn_kwargs: {sorted(o.residual_fn_kwargs)} have no effect: only mv_split_residual "
+                      f"and gated_multi_residual read arguments, {kind} takes none (x-transformers ignores them too)",
+                      UserWarning, stacklevel=2)

@@ -74,8 +74,11 @@ def lm():
 
 
 def test_token_ids_must_be_integers(lm):
+    # Whole numbers in a float tensor are cast, as x-transformers does; anything else is refused.
+    with pytest.raises(ValueError, match="x: token ids given as torch.float32 must be whole numbers"):
+        lm(torch.rand(1, 4) + 0.25)
     with pytest.raises(ValueError, match="x: expected an integer tensor"):
-        lm(torch.rand(1, 4))
+        lm(torch.ones(1, 4, dtype=torch.bool))
 
 
 def test_token_ids_must_be_in_the_vocabulary(lm):

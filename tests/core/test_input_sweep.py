@@ -71,6 +71,10 @@ CASES = {
     "Encoder": (lambda: lsn.Encoder(dim=D, depth=1, heads=2), [
         ("float 0/1 mask", lambda m: m(x3, mask=float_mask(2, 5)), "mask"),
         ("context without cross-attention", lambda m: m(x3, context=x3), "context"),
+        ("per-row positions of the wrong length", lambda m: m(x3, pos=torch.zeros(2, 4, dtype=torch.long)), "pos"),
+        ("float positions", lambda m: m(x3, pos=torch.arange(5.0)), "pos"),
+        ("positions per head without ALiBi", lambda m: lsn.Encoder(dim=D, depth=1, heads=2, rotary_pos_emb=True,
+         verbose=False)(x3, pos=torch.zeros(2, 2, 5, dtype=torch.long)), "pos"),
     ]),
     "Decoder": (lambda: lsn.Decoder(dim=D, depth=1, heads=2, cross_attend=True), [
         ("missing context", lambda m: m(x3), "context"),

@@ -28,7 +28,7 @@ FEATURES = {
                        use_rmsnorm=True, ff_glu=True, ff_swish=True, ff_no_bias=True, ff_inner_dim=40),
     "mistral_like": dict(attn_kv_heads=2, attn_max_attend_past=4, rotary_pos_emb=True, rotary_emb_dim=DIM_HEAD,
                          use_rmsnorm=True, ff_glu=True, ff_swish=True),
-    "kv_heads_alibi": dict(attn_kv_heads=2, alibi_pos_emb=True),
+    "kv_heads_alibi": dict(attn_kv_heads=2, alibi_pos_emb=True, disable_abs_pos_emb=True),
     "window_t5_talking": dict(attn_max_attend_past=3, rel_pos_bias=True, attn_talking_heads=True),
     "kv_heads_mem_kv_qk_norm": dict(attn_one_kv_head=True, attn_num_mem_kv=2, attn_qk_norm=True),
     "window_mem_kv": dict(attn_max_attend_past=2, attn_num_mem_kv=2, attn_kv_heads=3),

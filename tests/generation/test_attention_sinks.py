@@ -17,7 +17,7 @@ SCHEMES = {
     "rotary": dict(rotary_pos_emb=True),
     "rotary_partial_yarn": dict(rotary_pos_emb=True, rotary_emb_dim=4, rotary_yarn_factor=2.0,
                                 rotary_yarn_original_max_len=16),
-    "alibi": dict(alibi_pos_emb=True),
+    "alibi": dict(alibi_pos_emb=True, disable_abs_pos_emb=True),  # positions within the cache only
     "t5": dict(rel_pos_bias=True),
     "rotary_gqa_qknorm": dict(rotary_pos_emb=True, attn_kv_heads=2, attn_qk_norm=True),
 }

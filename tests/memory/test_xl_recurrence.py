@@ -8,7 +8,7 @@ from labml_style_nn.memory.xl_recurrence import shift_memories_down, update_memo
 
 V = 64
 POSITIONS = {"rel_pos_bias": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True),
-             "alibi": dict(alibi_pos_emb=True)}
+             "alibi": dict(alibi_pos_emb=True, disable_abs_pos_emb=True)}  # the paper's: no absolute positions
 
 
 def make(max_mem_len=32, shift_mem_down=0, dim=32, depth=2, **layer_kw):

@@ -80,8 +80,8 @@ def test_condition_required_refused_and_checked():
         model(x, condition=torch.randn(2, D + 1))
     with pytest.raises(ValueError, match="condition"):
         Decoder(**SMALL)(x, condition=torch.randn(2, D))
-    with pytest.raises(ValueError, match="dim_condition"):
-        Decoder(**SMALL, dim_condition=8)
+    with pytest.warns(UserWarning, match="dim_condition: has no effect without use_adaptive_layernorm"):
+        Decoder(**SMALL, dim_condition=8)  # x-transformers ignores it; a warning says so
     with pytest.raises(ValueError, match="reversible and use_adaptive_layernorm"):
         Decoder(**SMALL, use_adaptive_layernorm=True, reversible=True)
 

@@ -104,13 +104,15 @@ def test_memory_continues_positions(name):
 
 
 #
-# Through the wrapper: absolute positions off by default with a relative scheme.
+# Through the wrapper: absolute positions off by default beside rotary and T5's bias; ALiBi keeps them
+# by default, as in x-transformers, and runs past max_seq_len with `disable_abs_pos_emb=True`.
 @pytest.mark.parametrize("name", RELATIVE)
 @pytest.mark.parametrize("cls", [Encoder, Decoder])
 def test_relative_schemes_run_beyond_max_seq_len(name, cls):
     torch.manual_seed(0)
-    model = TransformerWrapper(num_tokens=50, max_seq_len=16,
-                               attn_layers=cls(dim=DIM, depth=1, heads=HEADS, **SCHEMES[name]))
+    alibi = name.startswith("alibi")
+    model = TransformerWrapper(num_tokens=50, max_seq_len=16, attn_layers=cls(
+        dim=DIM, depth=1, heads=HEADS, **SCHEMES[name], **(dict(disable_abs_pos_emb=True) if alibi else {})))
     assert model.pos_emb is None
     out = model(torch.randint(0, 50, (2, 40)))  # 2.5 x max_seq_len
     assert out.shape == (2, 40, 50) and torch.isfinite(out).all()

@@ -79,7 +79,10 @@ def test_disable_abs_pos_emb():
     assert wrapper().pos_emb is not None and wrapper(rotary_pos_emb=True, verbose=False).pos_emb is None
     assert wrapper(disable_abs_pos_emb=True).pos_emb is None
     assert wrapper(rotary_pos_emb=True, disable_abs_pos_emb=False, verbose=False).pos_emb is not None
-    assert wrapper(dynamic_pos_bias=True).pos_emb is None
+    # As x-transformers 2.31.10: off beside rotary and T5's bias, kept beside ALiBi and the dynamic bias.
+    assert wrapper(rel_pos_bias=True).pos_emb is None
+    assert wrapper(dynamic_pos_bias=True).pos_emb is not None and wrapper(alibi_pos_bias=True).pos_emb is not None
+    assert wrapper(alibi_pos_bias=True, disable_abs_pos_emb=True).pos_emb is None
     assert TransformerWrapper(num_tokens=10, max_seq_len=8, use_abs_pos_emb=True,
                               attn_layers=Decoder(**SMALL, disable_abs_pos_emb=True)).pos_emb is None
 
@@ -106,6 +109,13 @@ def test_parity_with_x_transformers(kw):
             p.add_(torch.randn_like(p) * 0.1)
     extra = [_copy_dynamic_bias] if "dynamic_pos_bias" in kw else []
     assert_same_logits(ours, theirs, 20, extra=extra, grads="dynamic_pos_bias" in kw)
+
+
+def test_alibi_model_with_x_transformers_defaults_is_the_same_function():
+    # x-transformers keeps the learned absolute positions beside ALiBi: a plain weight copy agrees.
+    ours, theirs = build_pair(dict(num_tokens=20, max_seq_len=16), "Decoder", dict(SMALL, alibi_pos_bias=True))
+    assert ours.pos_emb is not None
+    assert_same_logits(ours, theirs, 20)
 
 
 def test_verbose_warns_instead_of_printing():

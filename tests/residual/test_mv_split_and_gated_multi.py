@@ -142,9 +142,15 @@ def test_mv_split_decoder_refuses_caches_and_memories_and_generates_without_a_ca
     (dict(mv_split_residual=True, num_residual_streams=2), ("mv_split_residual", "num_residual_streams")),
     (dict(mv_split_residual=True, residual_fn_kwargs={"read_gate_rank": 2}), ("residual_fn_kwargs", "init_beta")),
     (dict(mv_split_residual=True, residual_fn_kwargs={"learned": 1}), ("residual_fn_kwargs", "learned")),
-    (dict(residual_fn_kwargs={"init_beta": 0.1}), ("residual_fn_kwargs", "mv_split_residual")),
 ])
 def test_refusals_name_the_keywords(kwargs, names):
     with pytest.raises(ValueError) as err:
         Decoder(dim=16, depth=1, heads=2, **kwargs)
     assert all(n in str(err.value) for n in names), str(err.value)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_residual_fn_kwargs_nobody_reads_warn_as_x_transformers_ignores_them(streams):
+    # x-transformers' Residual and HyperConnection take **kwargs (its tests pass hyper-connections `tanh`).
+    with pytest.warns(UserWarning, match=r"residual_fn_kwargs: \['tanh'\] have no effect"):
+        Decoder(dim=16, depth=1, heads=2, num_residual_streams=streams, residual_fn_kwargs={"tanh": True})

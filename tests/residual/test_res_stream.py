@@ -24,6 +24,7 @@ FEATURES = {
     "unet_skips": dict(unet_skips=True, depth=3),
     "orthog_residual": dict(orthog_residual=True, scale_residual=True),
     "integrate_layers": dict(integrate_layers=True, add_value_residual=True),
+    "integrate_layers_hyper": dict(integrate_layers=True, num_residual_streams=2, qkv_receive_diff_residuals=True),
     "attn_aggregated_residuals": dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"lora_rank": 4}),
     "hyper_connections": dict(num_residual_streams=3, hyper_conn_sinkhorn_iters=3),
     "hyper_connections_qkv_views": dict(num_residual_streams=2, qkv_receive_diff_residuals=True, add_value_residual=True),
@@ -210,7 +211,6 @@ def test_unet_pairs_and_input_injection_at_the_first_block():
     (dict(orthog_residual=True, reversible=True), ("orthog_residual", "reversible")),
     (dict(integrate_layers=True, layer_dropout=0.1), ("integrate_layers", "layer_dropout")),
     (dict(integrate_layers=True, weight_tie_layers=True), ("integrate_layers", "weight_tie_layers")),
-    (dict(integrate_layers=True, num_residual_streams=2), ("integrate_layers", "num_residual_streams")),
     (dict(layer_integrate_use_softmax=False), ("layer_integrate_use_softmax", "integrate_layers")),
     (dict(attn_aggregated_residuals=True, attn_aggregated_residual_kwargs={"rank": 4}),
      ("attn_aggregated_residual_kwargs",)),
@@ -385,6 +385,21 @@ def test_qkv_views_agree_with_xtransformers_given_its_stream_mixing(monkeypatch)
     monkeypatch.setattr(hyper_connections, "sinkhorn", lambda logits, iters: torch.ones_like(logits))
     assert_same_logits(ours, theirs, V, extra=[_copy_stream])
     assert ours.attn_layers.blocks[0].residual.static_alpha.shape == (2, 3 + 2)
+
+
+def test_lime_over_hyper_connections_agrees_with_xtransformers_given_its_stream_mixing(monkeypatch):
+    """LIMe mixes what each hyper-connection reads (x-transformers' `layer_hiddens`), with qkv views from LIMe."""
+    from labml_style_nn.residual import hyper_connections
+
+    kwargs = dict(dim=32, depth=2, heads=4, attn_dim_head=8, num_residual_streams=4, integrate_layers=True)
+    ours, theirs = build_pair(dict(num_tokens=V, max_seq_len=16), "Decoder", kwargs)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.1)
+    monkeypatch.setattr(hyper_connections, "sinkhorn", lambda logits, iters: torch.ones_like(logits))
+    assert_same_logits(ours, theirs, V, extra=[_copy_stream], grads=True)
+    assert ours.attn_layers.integrations[2].views == 3  # the second self-attention reads three mixes
 
 
 def test_orthogonal_update_per_token_agrees_with_xtransformers_only_on_single_tokens():

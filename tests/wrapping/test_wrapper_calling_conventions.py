@@ -1,6 +1,7 @@
 """x-transformers' calling conventions of the wrappers: `condition=` reaches the adaptive norms through
 `TransformerWrapper` and `ContinuousTransformerWrapper` (weight-copied parity), and `lens=` on the continuous one."""
 
+import pytest
 import torch
 import x_transformers as xt
 
@@ -53,3 +54,12 @@ def test_decoder_condition_through_transformer_wrapper_changes_with_the_conditio
     x = torch.randint(0, 13, (1, 4))
     with torch.no_grad():
         assert (net(x, condition=torch.ones(1, 6)) - net(x, condition=torch.zeros(1, 6))).abs().max() > 1e-4
+
+
+def test_float_token_ids_are_cast_when_whole_and_refused_otherwise():
+    # x-transformers' token embedding casts `x.long()`: `model(torch.zeros(2, 16))` runs there.
+    model = TransformerWrapper(num_tokens=20, max_seq_len=16, attn_layers=Decoder(dim=16, depth=1, heads=2)).eval()
+    ids = torch.randint(0, 20, (2, 8))
+    torch.testing.assert_close(model(ids.float()), model(ids))
+    with pytest.raises(ValueError, match="x: token ids given as torch.float32 must be whole numbers, got e.g. 2.5"):
+        model(ids.float().index_put_((torch.tensor(0), torch.tensor(0)), torch.tensor(2.5)))
