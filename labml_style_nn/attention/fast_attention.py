@@ -223,10 +223,14 @@ class FastPaths:
     # key: causality holds by construction, so no causal mask is built, only the padding of
     # left-padded prompts masks keys (and the new token itself is always visible, so no row is
     # empty).  $q, k, v$ are views of one matrix multiply, and one rotation turns $q$ and $k$.
-    def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
+    #
+    # `to_qkv` and `to_out` may be given as functions (the lean step's plan: `F.linear` on the
+    # projections' weights, the inactive dropout after `to_out` left out, `generation/lean_step.py`).
+    def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache,
+                     to_qkv: Optional[Callable] = None, to_out: Optional[Callable] = None) -> Tensor:
         b, h, g, d = x.shape[0], self.heads, self.kv_heads, self.dim_head
         assert self.to_qkv is not None  # `_plain_self_attention` holds
-        qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
+        qkv = (to_qkv or self.to_qkv)(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
         q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
         if self.value_norm is not None:
             v = self.value_norm(v)
@@ -257,7 +261,10 @@ class FastPaths:
         out = out.reshape(b, h, 1, d)
         if self.output_gate is not None:
             out = self.output_gate(out, x)
-        return self.sublayer_dropout(self.to_out(out.transpose(1, 2).reshape(b, 1, h * d)))  # (b, 1, dim)
+        out = out.transpose(1, 2).reshape(b, 1, h * d)
+        if to_out is not None:
+            return to_out(out)  # (b, 1, dim)
+        return self.sublayer_dropout(self.to_out(out))  # (b, 1, dim)
 
     #
     # ### Masks, once per forward pass

@@ -191,11 +191,13 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
     if angles.dtype != t.dtype:
         angles = angles.to(t.dtype)
     cos, sin = angles.unbind(0)  # (n, r) each
-    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # pyright: ignore[reportPrivateImportUsage]
-    if not (torch.is_grad_enabled() or torch.compiler.is_compiling() or tracing):
+    if not (torch.is_grad_enabled() or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()):  # pyright: ignore[reportPrivateImportUsage]
         # Inference (generation): the kernel's own forward, without the autograd function around it,
         # whose call costs more than the rotation of one token (the same numbers: no graph is kept anyway).
+        # `torch.export`, and ONNX's exporter with it, counts as compiling; the older ONNX exporter traces.
         return _rotate_into(t, cos, sin)
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # pyright: ignore[reportPrivateImportUsage]
     if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or tracing):
         # The same rotation written straight into its output, with a backward of its own (below); always
         # this path, so that a pass recomputed with gradients (reversible layers) repeats the first exactly.
