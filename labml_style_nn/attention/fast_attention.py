@@ -231,18 +231,21 @@ class FastPaths:
         b, h, g, d = x.shape[0], self.heads, self.kv_heads, self.dim_head
         assert self.to_qkv is not None  # `_plain_self_attention` holds
         qkv = (to_qkv or self.to_qkv)(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
-        q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
+        v = qkv[:, h + g:]
         if self.value_norm is not None:
             v = self.value_norm(v)
-        if self.qk_transform is not None:
-            q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
-        if shared.rotary is not None and shared.rotary.shape[0] == 4:
-            # xPos: queries and keys have their own rows (`positional/xpos.py`)
-            q, k = apply_rotary(q, shared.rotary[:2]), apply_rotary(k, shared.rotary[2:])
-        elif shared.rotary is not None and self.qk_transform is not None:
-            q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
-        elif shared.rotary is not None:
-            q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
+        if shared.rotary is not None and shared.rotary.shape[0] == 2 and self.qk_transform is None:
+            qk = apply_rotary(qkv[:, :h + g], shared.rotary)  # one rotation for both
+            q, k = qk[:, :h], qk[:, h:]
+        else:
+            q, k = qkv[:, :h], qkv[:, h:h + g]
+            if self.qk_transform is not None:
+                q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
+            if shared.rotary is not None and shared.rotary.shape[0] == 4:
+                # xPos: queries and keys have their own rows (`positional/xpos.py`)
+                q, k = apply_rotary(q, shared.rotary[:2]), apply_rotary(k, shared.rotary[2:])
+            elif shared.rotary is not None:
+                q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
         k, v = cache.update(k, v)  # (b, g, m + 1, d)
         bias = shared.attn_bias
         if self.max_attend_past is not None:

@@ -168,10 +168,11 @@ def ff_fn(ff: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 class StepPlan:
-    """Per block: the pre-norm, and the attention's projections or the feed-forward, as functions."""
+    """Per block: the pre-norm, and the attention's projections or the feed-forward, as functions; the final norm."""
 
     def __init__(self, layers: Any, dtype: torch.dtype):
         self.dtype = dtype
+        self.final_norm = norm_fn(layers.final_norm, dtype)  # (applied by the stack after `lean_step`)
         self.blocks: list[tuple[Any, Callable, Any]] = []
         for block in layers.blocks:
             norm = norm_fn(block.pre_norm, dtype)
