@@ -261,10 +261,9 @@ class FastPaths:
         with self.fused.backends():
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
-        out = out.reshape(b, h, 1, d)
         if self.output_gate is not None:
-            out = self.output_gate(out, x)
-        out = out.transpose(1, 2).reshape(b, 1, h * d)
+            out = self.output_gate(out.reshape(b, h, 1, d), x).transpose(1, 2)
+        out = out.reshape(b, 1, h * d)  # one token: its heads side by side
         if to_out is not None:
             return to_out(out)  # (b, 1, dim)
         return self.sublayer_dropout(self.to_out(out))  # (b, 1, dim)
