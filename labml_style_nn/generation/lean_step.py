@@ -187,7 +187,7 @@ class StepPlan:
 
     def __init__(self, layers: Any, dtype: torch.dtype):
         self.dtype = dtype
-        self.final_norm = norm_fn(layers.final_norm, dtype)  # (applied by the stack after `lean_step`)
+        self.final_norm = norm_fn(layers.final_norm, dtype)
         self.blocks: list[tuple[Any, Callable, Any]] = []
         for block in layers.blocks:
             norm = norm_fn(block.pre_norm, dtype)
@@ -211,7 +211,7 @@ def plan_step(layers: Any, cache, dtype: torch.dtype) -> StepPlan:
 
 def lean_step(layers: Any, x: Tensor, key_mask: Optional[Tensor], shared, cache,
               hiddens: list[Tensor], memory_inputs: list[Tensor]) -> Tensor:
-    """The stack's blocks on one new token `x` `(b, 1, D)`; returns the stream before the final norm.
+    """The stack's blocks and its final norm on one new token `x` `(b, 1, D)`.
 
     `hiddens` receives the stream before each attention layer's pre-norm and `memory_inputs` what its
     keys read, as the general path records them.
@@ -228,4 +228,4 @@ def lean_step(layers: Any, x: Tensor, key_mask: Optional[Tensor], shared, cache,
             # $x + \operatorname{FF}(\operatorname{Norm}(x))$
             out = fn(h)
         x = out + x  # the order of `Residual`: branch + residual
-    return x
+    return plan.final_norm(x)
