@@ -223,22 +223,29 @@ class FastPaths:
     # key: causality holds by construction, so no causal mask is built, only the padding of
     # left-padded prompts masks keys (and the new token itself is always visible, so no row is
     # empty).  $q, k, v$ are views of one matrix multiply, and one rotation turns $q$ and $k$.
-    def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache) -> Tensor:
+    #
+    # `to_qkv` and `to_out` may be given as functions (the lean step's plan: `F.linear` on the
+    # projections' weights, the inactive dropout after `to_out` left out, `generation/lean_step.py`).
+    def _cached_step(self, x: Tensor, key_mask: Optional[Tensor], shared: SharedAttentionInputs, cache,
+                     to_qkv: Optional[Callable] = None, to_out: Optional[Callable] = None) -> Tensor:
         b, h, g, d = x.shape[0], self.heads, self.kv_heads, self.dim_head
         assert self.to_qkv is not None  # `_plain_self_attention` holds
-        qkv = self.to_qkv(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
-        q, k, v = qkv[:, :h], qkv[:, h:h + g], qkv[:, h + g:]
+        qkv = (to_qkv or self.to_qkv)(x).view(b, h + 2 * g, 1, d)  # (b, h + 2g, 1, d)
+        v = qkv[:, h + g:]
         if self.value_norm is not None:
             v = self.value_norm(v)
-        if self.qk_transform is not None:
-            q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
-        if shared.rotary is not None and shared.rotary.shape[0] == 4:
-            # xPos: queries and keys have their own rows (`positional/xpos.py`)
-            q, k = apply_rotary(q, shared.rotary[:2]), apply_rotary(k, shared.rotary[2:])
-        elif shared.rotary is not None and self.qk_transform is not None:
-            q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
-        elif shared.rotary is not None:
-            q, k = apply_rotary(qkv[:, :h + g], shared.rotary).split((h, g), dim=1)  # one rotation for both
+        if shared.rotary is not None and shared.rotary.shape[0] == 2 and self.qk_transform is None:
+            qk = apply_rotary(qkv[:, :h + g], shared.rotary)  # one rotation for both
+            q, k = qk[:, :h], qk[:, h:]
+        else:
+            q, k = qkv[:, :h], qkv[:, h:h + g]
+            if self.qk_transform is not None:
+                q, k = self.qk_transform.queries(q), self.qk_transform.keys(k)
+            if shared.rotary is not None and shared.rotary.shape[0] == 4:
+                # xPos: queries and keys have their own rows (`positional/xpos.py`)
+                q, k = apply_rotary(q, shared.rotary[:2]), apply_rotary(k, shared.rotary[2:])
+            elif shared.rotary is not None:
+                q, k = apply_rotary(q, shared.rotary), apply_rotary(k, shared.rotary)
         k, v = cache.update(k, v)  # (b, g, m + 1, d)
         bias = shared.attn_bias
         if self.max_attend_past is not None:
@@ -254,10 +261,12 @@ class FastPaths:
         with self.fused.backends():
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale)
-        out = out.reshape(b, h, 1, d)
         if self.output_gate is not None:
-            out = self.output_gate(out, x)
-        return self.sublayer_dropout(self.to_out(out.transpose(1, 2).reshape(b, 1, h * d)))  # (b, 1, dim)
+            out = self.output_gate(out.reshape(b, h, 1, d), x).transpose(1, 2)
+        out = out.reshape(b, 1, h * d)  # one token: its heads side by side
+        if to_out is not None:
+            return to_out(out)  # (b, 1, dim)
+        return self.sublayer_dropout(self.to_out(out))  # (b, 1, dim)
 
     #
     # ### Masks, once per forward pass

@@ -399,7 +399,7 @@ class AttentionLayers(nn.Module):
                 and lean_applies(self, cache, n):
             # A plain pre-norm stack's one-token step, without the general loop (`generation/lean_step.py`)
             hiddens, memory_inputs = [], []
-            x = self.final_norm(lean_step(self, x, self_mask, shared, cache, hiddens, memory_inputs))
+            x = lean_step(self, x, self_mask, shared, cache, hiddens, memory_inputs)  # (after the final norm)
             cache.advance(n)
             return (x, self._intermediates(shared_kv, hiddens, memory_inputs, x, record)) if return_hiddens else x
         if self.reversible_pairs is not None and (self_attn_additional_kv is not None or ff_deep_embeds is not None

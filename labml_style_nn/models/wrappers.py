@@ -157,7 +157,8 @@ class _SequenceWrapper(nn.Module):
     @staticmethod
     def _check_mask(mask: Optional[Tensor], x: Tensor) -> None:
         """The padding mask must be boolean, with one entry per input position, `(b, n)`."""
-        check_mask("mask", mask, tuple(x.shape[:2]), f"{tuple(x.shape[:2])}, one entry per position of x")
+        if mask is not None:  # (no message to format at every decoding step)
+            check_mask("mask", mask, tuple(x.shape[:2]), f"{tuple(x.shape[:2])}, one entry per position of x")
 
     def _positions(self, h: Tensor, offset, seq_start_pos: Optional[Tensor] = None,
                    pos: Optional[Tensor] = None) -> Union[Tensor, float]:

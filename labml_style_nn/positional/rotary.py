@@ -193,6 +193,12 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
     if angles.dtype != t.dtype:
         angles = angles.to(t.dtype)
     cos, sin = angles.unbind(0)  # (n, r) each
+    if not (torch.is_grad_enabled() or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()):  # pyright: ignore[reportPrivateImportUsage]
+        # Inference (generation): the kernel's own forward, without the autograd function around it,
+        # whose call costs more than the rotation of one token (the same numbers: no graph is kept anyway).
+        # `torch.export`, and ONNX's exporter with it, counts as compiling; the older ONNX exporter traces.
+        return _rotate_into(t, cos, sin)
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # pyright: ignore[reportPrivateImportUsage]
     if not (cos.requires_grad or sin.requires_grad or torch.compiler.is_compiling() or tracing):
         # The same rotation written straight into its output, with a backward of its own (below); always
@@ -221,7 +227,10 @@ def apply_rotary(t: Tensor, angles: Tensor) -> Tensor:
 # about 6.6 ms against 4.3 ms for the forward and backward of the rotary training step's queries
 # `(8, 4, 256, 64)` with $r = 32$, laid out as the fused projection leaves them (one thread).  The
 # composed form above stays the definition; it runs when the angles need a gradient, inside
-# `torch.compile` (which fuses it anyway) and while tracing or exporting to ONNX.
+# `torch.compile` (which fuses it anyway) and while tracing or exporting to ONNX.  Without gradients
+# (generation) the kernel's forward is called directly: the autograd function's own call (binding
+# its arguments, a context) cost more than rotating one token, about 10% of a decoding step of the
+# [benchmark](../../experiments/benchmarks/hf_llama.md)'s LLaMA, for the same numbers.
 def _rotate_into(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     r"""$(x_1 \cos\phi - x_2 \sin\phi,\ x_2 \cos\phi + x_1 \sin\phi)$ for each pair, the rest unchanged."""
     r, d = cos.shape[-1], t.shape[-1]

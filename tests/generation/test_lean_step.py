@@ -15,6 +15,7 @@ PLAIN = {
     "llama": dict(use_rmsnorm=True, ff_glu=True, attn_kv_heads=1),
     "alibi": dict(rotary_pos_emb=False, alibi_pos_emb=True),
     "qk-rmsnorm-moe": dict(attn_qk_rmsnorm=True, ff_num_experts=3, ff_top_k=2),
+    "gpt2-like": dict(rotary_pos_emb=False, ff_activation="gelu_tanh", norm_bias=True),
 }
 NOT_PLAIN = [dict(sandwich_norm=True), dict(use_rezero=True), dict(macaron=True), dict(shift_tokens=1),
              dict(pre_norm=False), dict(num_residual_streams=2), dict(add_value_residual=True),
@@ -54,3 +55,33 @@ def test_lean_steps_give_the_general_paths_tokens_and_logits(name, monkeypatch):
 @pytest.mark.parametrize("kwargs", NOT_PLAIN, ids=lambda k: next(iter(k)))
 def test_stacks_with_any_extra_step_stay_on_the_general_path(kwargs):
     assert not lean_blocks(model(**kwargs).net.attn_layers)
+
+
+def test_the_plan_calls_operators_and_keeps_modules_with_hooks():
+    """Plain modules become their functional calls; a module with a hook stays a module, and its hook runs."""
+    from torch import nn
+
+    m = model(**PLAIN["llama"], norm_add_unit_offset=False)  # RMSNorm with its gain stored as is (as converted)
+    prompt = torch.randint(0, 29, (1, 4))
+    tokens = m.generate(prompt, 5, temperature=0.0)
+    plan = m._last_cache.lean_plan
+    for block, norm, fn in plan.blocks:
+        assert not isinstance(norm, nn.Module)
+        parts = fn if block.kind == "a" else (fn,)
+        assert not any(isinstance(part, nn.Module) for part in parts)
+    calls = []
+    attn = m.net.attn_layers.blocks[0].fn
+    handle = attn.to_qkv.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        assert torch.equal(m.generate(prompt, 5, temperature=0.0), tokens)
+    finally:
+        handle.remove()
+    assert len(calls) == 5  # the prompt pass and four one-token steps
+    assert m._last_cache.lean_plan.blocks[0][2][0] is attn.to_qkv
+    # A dropout left in training mode keeps the feed-forward a module (it would drop features)
+    m.net.attn_layers.blocks[1].fn.dropout.p = 0.5
+    m.net.attn_layers.blocks[1].fn.dropout.train()
+    cache = m._new_cache(True, 1, 8)
+    m.net(prompt, cache=cache)
+    m.net(prompt[:, :1], cache=cache)
+    assert isinstance(cache.lean_plan.blocks[1][2], nn.Module)

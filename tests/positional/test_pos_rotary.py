@@ -77,3 +77,21 @@ def test_the_rotation_kernel_equals_the_composed_form_with_its_gradients(r, d):
     learned = angles.clone().requires_grad_()
     apply_rotary(x, learned).sum().backward()
     assert learned.grad is not None and learned.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("r, d", [(4, 4), (4, 6)])
+def test_inference_calls_the_kernel_forward_directly(r, d, monkeypatch):
+    """Without gradients (generation) the rotation skips the autograd function and gives its numbers bit for bit."""
+    from labml_style_nn.positional import rotary
+
+    torch.manual_seed(0)
+    x, angles = torch.randn(1, 2, 3, d), torch.randn(2, 3, r)
+    with_grad = apply_rotary(x, angles)  # the autograd function (gradients are enabled here)
+    calls = []
+    monkeypatch.setattr(rotary._Rotate, "apply", lambda *a: calls.append(1) or rotary._rotate_into(*a))
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            assert torch.equal(apply_rotary(x, angles), with_grad)
+    assert not calls
+    apply_rotary(x, angles)
+    assert calls  # with gradients enabled, the autograd function runs
