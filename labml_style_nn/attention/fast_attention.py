@@ -145,11 +145,12 @@ def _flash_needs_no_scores(a, prefix: str, o) -> None:
                              "and the fused kernel keeps none")
 
 
-
-def keeps_no_weights(options) -> bool:
+def keeps_no_weights(layers) -> bool:
     """Whether a stack's self- or cross-attention was built with `flash=True`, so its intermediates
-    hold no attention weights (as x-transformers' flash layers give none): `options` is the stack's."""
-    return any(a is not None and a.flash for a in (options.attn, options.cross_attn))
+    hold no attention weights (as x-transformers' flash layers give none)."""
+    options = getattr(layers, "options", None)
+    return options is not None and any(getattr(a, "flash", False) for a in (options.attn, options.cross_attn))
+
 
 @dataclass(frozen=True)
 class FusedKernel:

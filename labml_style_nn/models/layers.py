@@ -346,7 +346,7 @@ class AttentionLayers(nn.Module):
             shared_kv = new_shared_cache(self, x.shape[0], x.shape[1])
             cache = shared_kv.cache
         if return_hiddens and keep_intermediates and attn_sink is None and shared_kv is not None \
-                and shared_kv.cache.offset == 0 and not keeps_no_weights(self.options):
+                and shared_kv.cache.offset == 0 and not keeps_no_weights(self):
             attn_sink = record = AttentionRecord()
         if seq_start_pos is not None:
             mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)

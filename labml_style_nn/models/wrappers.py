@@ -274,7 +274,7 @@ class _SequenceWrapper(nn.Module):
         training = self.training and torch.is_grad_enabled()
         if return_attn or (return_intermediates and not training and not cache_started(cache)
                            and not isinstance(cache, LayerIntermediates)
-                           and not keeps_no_weights(self.attn_layers.options)):
+                           and not keeps_no_weights(self.attn_layers)):
             return AttentionRecord()
         return None
 
