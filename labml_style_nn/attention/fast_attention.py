@@ -56,6 +56,8 @@ the output is unchanged and that the path taken differs (`tests/attention/test_a
   and `flash=True` *forces* the fused kernel: a feature that needs the scores (talking heads,
   top-$k$, entmax, a custom normaliser, residual attention, returning the weights) is a
   `ValueError` naming `flash` and the feature, never a silent fall-back to the explicit path.
+  As in x-transformers, the intermediates of a `flash=True` stack (`return_intermediates=True`)
+  then hold no attention weights, where the default records them outside training.
   Unlike x-transformers, a T5 bias stays allowed: it is an additive mask the kernel accepts.
 * `attn_attend_sdp_kwargs`, a dict of `enable_flash`, `enable_math`, `enable_mem_efficient` (and
   `enable_cudnn`), chooses which of PyTorch's SDPA backends may run, as x-transformers' `flash=True`
@@ -141,6 +143,13 @@ def _flash_needs_no_scores(a, prefix: str, o) -> None:
         if getattr(o, name, False):
             raise ValueError(f"{prefix}flash and {name}: residual attention passes the scores from layer to layer, "
                              "and the fused kernel keeps none")
+
+
+def keeps_no_weights(layers) -> bool:
+    """Whether a stack's self- or cross-attention was built with `flash=True`, so its intermediates
+    hold no attention weights (as x-transformers' flash layers give none)."""
+    options = getattr(layers, "options", None)
+    return options is not None and any(getattr(a, "flash", False) for a in (options.attn, options.cross_attn))
 
 
 @dataclass(frozen=True)

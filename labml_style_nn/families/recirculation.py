@@ -39,6 +39,10 @@ $z_d$.  Here the cache is this library's preallocated one, so stripping a token'
 offset by one; a decoding call takes exactly one new token.  The `Recirculation` needs a causal stack
 of plain residual blocks (no reversible coupling or hyper-connections, whose streams a single
 hidden state does not describe, and no token shift or running state, which cannot be rewound).
+Memory tokens (`num_memory_tokens`) are allowed, where x-transformers refuses a network with them: they
+enter the cache on the first token's pass, and the mixture reads the latest token's position.  Every
+pass runs on the cache, where stochastic depth (`layer_dropout`) skips no block, so in training too
+each layer's stream is read and written.
 
 Shapes: `b` batch, `n` tokens, `D` model width, `V` vocabulary.
 """

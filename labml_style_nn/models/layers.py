@@ -50,6 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import keyword_reference
 from ..attention.extension_points import SharedAttentionInputs
+from ..attention.fast_attention import keeps_no_weights
 from ..attention.residual_attention import ResidualScores
 from ..checks import check_cache
 from ..generation.intermediates import (
@@ -360,7 +361,7 @@ class AttentionLayers(nn.Module):
             shared_kv = new_shared_cache(self, x.shape[0], x.shape[1])
             cache = shared_kv.cache
         if return_hiddens and keep_intermediates and attn_sink is None and shared_kv is not None \
-                and shared_kv.cache.offset == 0:
+                and shared_kv.cache.offset == 0 and not keeps_no_weights(self):
             attn_sink = record = AttentionRecord()
         if seq_start_pos is not None:
             mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)

@@ -60,6 +60,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..attention.fast_attention import keeps_no_weights
 from ..checks import check_cache, check_int, check_mask, check_probability
 from ..generation.intermediates import (
     AttentionRecord,
@@ -270,12 +271,14 @@ class _SequenceWrapper(nn.Module):
         """The list the attention layers append their weights to, when anything asks for them.
 
         Intermediates record the weights of a first (uncached) call, except in training with
-        gradients, where keeping them would cost the fused kernels (ask with `return_attn=True`)."""
+        gradients, where keeping them would cost the fused kernels (ask with `return_attn=True`), and
+        with `flash=True` layers, which keep none."""
         if z_loss:
             return AttentionRecord(pre_softmax=True)
         training = self.training and torch.is_grad_enabled()
         if return_attn or (return_intermediates and not training and not cache_started(cache)
-                           and not isinstance(cache, LayerIntermediates)):
+                           and not isinstance(cache, LayerIntermediates)
+                           and not keeps_no_weights(self.attn_layers)):
             return AttentionRecord()
         return None
 

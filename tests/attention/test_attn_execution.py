@@ -134,3 +134,23 @@ def test_value_dim_head_dim_out_and_project_out_shapes():
 def test_parity_with_xtransformers(kwargs):
     ours, theirs = build_pair(WRAP, "Decoder", dict(dict(dim=DIM, depth=2, heads=H), **kwargs))
     assert_same_logits(ours, theirs, num_tokens=64, grads="rotary_pos_emb" in kwargs and "attn_flash" not in kwargs)
+
+
+def test_flash_intermediates_hold_no_weights_as_in_x_transformers():
+    # x-transformers' flash layers give intermediates without attention weights; asked for explicitly
+    # (return_attn), the weights are refused here.
+    from labml_style_nn import TransformerWrapper
+
+    torch.manual_seed(0)
+    for layers in (dict(attn_flash=True), dict(cross_attend=True, cross_attn_flash=True)):
+        net = TransformerWrapper(num_tokens=16, max_seq_len=8,
+                                 attn_layers=Decoder(dim=DIM, depth=1, heads=H, **layers)).eval()
+        x = torch.randint(0, 16, (2, 6))
+        extra = dict(context=torch.randn(2, 3, DIM)) if "cross_attend" in layers else {}
+        logits, inter = net(x, return_intermediates=True, **extra)
+        torch.testing.assert_close(logits, net(x, **extra))
+        assert inter.attn_intermediates == [] and len(inter.hiddens) == 1
+        _, inter = net.attn_layers(torch.randn(2, 6, DIM), return_hiddens=True, **extra)
+        assert inter.attn_intermediates == []
+        with pytest.raises(ValueError, match="flash"):
+            net(x, return_attn=True, **extra)

@@ -108,3 +108,81 @@ def test_bad_input_is_refused():
         LatentAutoregressive(_net(), dim=32)
     with pytest.raises(ValueError, match="x:"):
         LatentAutoregressive(_net(), dim=16)(torch.randint(0, V, (5,)))
+
+
+def _spy_predictor_input(model) -> list:
+    """The streams the with-action predictor's first rollout step reads, `(b, n - 1, d)`."""
+    seen: list = []
+    model.to_next_embed_pred.register_forward_pre_hook(lambda _m, args: seen.append(args[0][..., :16]))
+    return seen
+
+
+@pytest.mark.parametrize("case", ["memory_tokens", "layer_dropout"])
+def test_the_predictor_starts_from_the_named_layers_hiddens(case):
+    # x-transformers' `hiddens`: the stream entering each self-attention layer, before its pre-norm,
+    # without the memory tokens' positions, one per layer even when stochastic depth skips it.
+    torch.manual_seed(0)
+    if case == "memory_tokens":
+        net = TransformerWrapper(num_tokens=V, max_seq_len=N, num_memory_tokens=2,
+                                 attn_layers=Decoder(dim=16, depth=2, heads=2, rotary_pos_emb=True))
+    else:  # the top layer (attention and feed-forward) is all but always skipped
+        net = TransformerWrapper(num_tokens=V, max_seq_len=N,
+                                 attn_layers=Decoder(dim=16, depth=2, heads=2, rotary_pos_emb=True,
+                                                     layer_dropout=(0.0, 0.0, 0.999999, 0.999999)))
+    model = LatentAutoregressive(net, dim=16, sigreg_loss_kwargs=SMALL_SIGREG)
+    x = torch.randint(0, V, (2, 8))
+    seen = _spy_predictor_input(model)
+    torch.manual_seed(1)
+    model(x).backward()
+    torch.manual_seed(1)
+    embed, inter = net(x, return_embeddings_and_intermediates=True)
+    assert seen[0].shape == (2, 7, 16)
+    assert torch.equal(seen[0], inter.hiddens[-1][:, :-1])
+    if case == "layer_dropout":
+        # The top layer passed its input through: the final norm of the predictor's input is the embedding.
+        torch.testing.assert_close(net.attn_layers.final_norm(seen[0]), embed[:, :-1])
+    # Evaluation reads the same stream (the weights in the intermediates take the explicit path).
+    model.eval()
+    with torch.no_grad():
+        model(x)
+        _, inter = net.eval()(x, return_embeddings_and_intermediates=True)
+    torch.testing.assert_close(seen[-1], inter.hiddens[-1][:, :-1], atol=1e-6, rtol=0)
+
+
+def test_predictor_input_hiddens_index_is_checked():
+    with pytest.raises(ValueError, match="predictor_input_hiddens_index"):
+        LatentAutoregressive(_net(), dim=16, predictor_input_hiddens_index=1)  # one self-attention layer
+    LatentAutoregressive(_net(), dim=16, predictor_input_hiddens_index=-1)
+    reversible = TransformerWrapper(num_tokens=V, max_seq_len=N, attn_layers=Decoder(dim=16, depth=1, heads=2,
+                                                                                      reversible=True))
+    with pytest.raises(ValueError, match="predictor_input_hiddens_index: a reversible"):
+        LatentAutoregressive(reversible, dim=16)
+    LatentAutoregressive(reversible, dim=16, predictor_input_hiddens_index=None)
+
+
+def test_x_transformers_hiddens_leave_out_a_skipped_layer():
+    # Why the index differs under layer_dropout: x-transformers' hiddens lose a skipped layer's entry.
+    pytest.importorskip("x_transformers")
+    from x_transformers import Decoder as TheirDecoder
+
+    torch.manual_seed(0)
+    theirs = TheirDecoder(dim=16, depth=2, heads=2, layer_dropout=0.999999)
+    _, inter = theirs(torch.randn(1, 4, 16), return_hiddens=True)
+    assert len(inter.hiddens) < 2
+    ours = Decoder(dim=16, depth=2, heads=2, layer_dropout=0.999999)
+    _, inter = ours(torch.randn(1, 4, 16), return_hiddens=True)
+    assert len(inter.hiddens) == 2
+
+
+def test_evaluation_with_flash_layers_reads_the_hiddens_on_the_fused_path():
+    torch.manual_seed(0)
+    net = TransformerWrapper(num_tokens=V, max_seq_len=N, attn_layers=Decoder(dim=16, depth=1, heads=2,
+                                                                               attn_flash=True))
+    model = LatentAutoregressive(net, dim=16, sigreg_loss_kwargs=SMALL_SIGREG)
+    x = torch.randint(0, V, (2, 8))
+    torch.manual_seed(1)
+    trained = model(x)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        evaluated = model.eval()(x)  # no dropout: the same loss
+    torch.testing.assert_close(evaluated, trained.detach())

@@ -91,6 +91,30 @@ def test_recirculation_matches_x_transformers(learned):
         torch.testing.assert_close(ga, gb, atol=1e-4, rtol=1e-4)
 
 
+
+def test_recirculation_with_memory_tokens_and_stochastic_depth():
+    # Memory tokens: the first pass's streams hold them too; the mixture reads the latest token's position.
+    torch.manual_seed(0)
+    net = TransformerWrapper(num_tokens=20, max_seq_len=16, num_memory_tokens=2,
+                             attn_layers=Decoder(dim=16, depth=3, heads=2, rotary_pos_emb=True)).eval()
+    x = torch.randint(0, 20, (2, 6))
+    torch.testing.assert_close(Recirculation(net, 2, 0, alpha=0.0)(x), net(x), atol=1e-5, rtol=1e-4)
+    model = Recirculation(net, 2, 0, ramp_steps=2)
+    logits = model(x)
+    assert (logits[:, 2:] - net(x)[:, 2:]).abs().amax() > 1e-3
+    with torch.no_grad():
+        _, cache = model(x[:, :5], return_intermediates=True)
+        step = model(x, cache=cache)
+    torch.testing.assert_close(step[:, -1], logits[:, -1].detach(), atol=1e-5, rtol=1e-4)
+    # Stochastic depth never acts on a cached pass, so in training every layer runs and is read.
+    dropped = _net(layer_dropout=0.5)
+    model = Recirculation(dropped, 2, 0)
+    x = torch.randint(0, 20, (2, 5))
+    evaluated = model(x)
+    dropped.train()
+    assert torch.equal(model(x), evaluated)
+
+
 def test_recirculation_refuses_bad_input():
     net = _net()
     with pytest.raises(ValueError, match="destination_layer"):
