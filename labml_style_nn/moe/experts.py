@@ -88,7 +88,8 @@ def group_by_expert(experts: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
     return order, counts
 
 
-def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None) -> Tensor:
+def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None,
+                   ends: Optional[Tensor] = None) -> Tensor:
     r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e]` `(E, I, O)`.
 
     Three ways, the same numbers:
@@ -98,35 +99,39 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
       one call for all experts;
     * without gradients, one `mm` per expert that has rows, written in place into one output;
     * otherwise one `matmul` per expert, concatenated.
+
+    `ends`, the block ends $\operatorname{cumsum}(c)$ as `int32`, when the caller has them already.
     """
     if grouped_mm is None:
         grouped_mm = _grouped_mm_runs(x, weight)
-    if grouped_mm and _GROUPED_MM is not None:
+    if ends is None:
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
-        ends = counts.cumsum(0).to(torch.int32)  # (E,)
+        ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
+    if grouped_mm and _GROUPED_MM is not None:
         return _GROUPED_MM(x, weight, offs=ends)  # (S, O)
     # The block of each expert, read once on the host
-    ends = counts.cumsum(0).tolist()
-    starts = [0] + ends[:-1]
+    stops = ends.tolist()
+    starts = [0] + stops[:-1]
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         out = x.new_empty(len(x), weight.shape[2])  # (S, O)
-        for e, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        for e, (a, b) in enumerate(zip(starts, stops, strict=True)):
             if b > a:
                 torch.mm(x[a:b], weight[e], out=out[a:b])
         return out
-    return torch.cat([x[a:b] @ weight[e] for e, (a, b) in enumerate(zip(starts, ends, strict=True))])  # (S, O)
+    return torch.cat([x[a:b] @ weight[e] for e, (a, b) in enumerate(zip(starts, stops, strict=True))])  # (S, O)
 
 
-def _grouped_mm_runs(x: Tensor, weight: Tensor) -> bool:
-    """Whether `grouped_mm` runs on these tensors and is the faster choice."""
+def _grouped_mm_runs(x: Tensor, *weights: Tensor) -> bool:
+    """Whether `grouped_mm` runs on `x` times each of `weights` and is the faster choice."""
     if _GROUPED_MM is None or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
-    if any(size * x.element_size() % 16 for size in weight.shape[1:]):
+    if any(size * x.element_size() % 16 for weight in weights for size in weight.shape[1:]):
         return False
     if x.is_cuda:
         return x.dtype == torch.bfloat16
     # On the CPU its backward fails when an expert has no rows: there, only without gradients
-    return x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+    return x.device.type == "cpu" and not needs_grad
 
 
 class Experts(nn.Module):
@@ -180,26 +185,46 @@ class Experts(nn.Module):
         if token is None and self._gather_pays(x, expert):
             k = len(expert) // len(x)
             return self._gathered(x, expert.view(-1, k), gate.view(-1, k))
+        # Without a graph to record, intermediate results are overwritten in place (see below)
+        in_place = not torch.is_grad_enabled()
         order, counts = group_by_expert(expert, self.num_experts)
+        ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
         # The token of each row, expert by expert
         token = order // (len(expert) // max(1, len(x))) if token is None else token[order]  # (S,)
         # $X_s = x_{t_s}$
-        xs = x[token]  # (S, D)
-        h = grouped_linear(xs, self.w_in, counts, grouped_mm=self.grouped_mm)  # (S, H) or (S, 2H)
+        xs = x.index_select(0, token)  # (S, D)
+        # One choice of the multiply for both products (decided once: a step of a few tokens is overhead)
+        grouped = _grouped_mm_runs(xs, self.w_in, self.w_out) if self.grouped_mm is None else self.grouped_mm
+        h = grouped_linear(xs, self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, H) or (S, 2H)
         if self.b_in is not None:
             h = h + self.b_in[expert[order]]
-        if self.glu:
-            # $\phi(x W_g) \odot x W_u$
-            value, g = h.chunk(2, dim=-1)
-            h = self.act(g) * value  # (S, H)
-        else:
-            h = self.act(h)
-        y = grouped_linear(self.dropout(h), self.w_out, counts, grouped_mm=self.grouped_mm)  # (S, D)
+        h = self._activate(h, in_place)  # (S, H)
+        if self.training:
+            h = self.dropout(h)
+        y = grouped_linear(h, self.w_out, counts, grouped_mm=grouped, ends=ends)  # (S, D)
         if self.b_out is not None:
             y = y + self.b_out[expert[order]]
         # $g_s \operatorname{FFN}_{e_s}(x_{t_s})$, summed into token $t_s$
-        y = y * gate[order, None].to(y.dtype)
-        return torch.zeros_like(x).index_add_(0, token, y)  # (t, D)
+        g = gate.index_select(0, order)[:, None].to(y.dtype)  # (S, 1)
+        y = y.mul_(g) if in_place else y * g
+        return x.new_zeros(x.shape).index_add_(0, token, y)  # (t, D)
+
+    def _activate(self, h: Tensor, in_place: bool) -> Tensor:
+        r"""$\phi(h)$, or $\phi(h W_g) \odot h W_u$ on the two halves of a gated expert's `h`.
+
+        `in_place`: no gradient is recorded, so the activation writes over the gate half of `h`
+        (SiLU) and the product over the activation.  At 256 tokens that saves two of the four
+        `(S, H)` tensors a pass writes and reads, which on a CPU is time: the
+        [benchmark](../../experiments/benchmarks/moe.md) measured each operator in the pass 2 to 3
+        times slower than alone, the difference being memory traffic.
+        """
+        if not self.glu:
+            return self.act(h)
+        value, g = h[..., :self.hidden], h[..., self.hidden:]  # two views of `h`
+        if not in_place:
+            return self.act(g) * value
+        g = F.silu(g, inplace=True) if isinstance(self.act, nn.SiLU) else self.act(g)
+        return g.mul_(value)
 
     #
     # ### Small decoding steps: gather the weights instead of the tokens
@@ -224,17 +249,14 @@ class Experts(nn.Module):
         t, k = expert.shape
         # $x_t W^{(e_{t,i})}_1$ for the $k$ experts of each token: one product per assignment
         flat = expert.flatten()  # (t k,)
-        xs = x.repeat_interleave(k, dim=0)[:, None, :] if k > 1 else x[:, None, :]  # (t k, 1, D)
+        xs = x[:, None, :].expand(t, k, self.dim).reshape(t * k, 1, self.dim)  # (t k, 1, D)
         # (`index_select` copies whole expert matrices; advanced indexing is several times slower here)
-        h = torch.bmm(xs, self.w_in.index_select(0, flat)).view(t * k, -1)  # (t k, 2H) or (t k, H)
+        h = torch.bmm(xs, self.w_in.index_select(0, flat))  # (t k, 1, 2H) or (t k, 1, H)
         if self.b_in is not None:
-            h = h + self.b_in[flat]
-        if self.glu:
-            value, g = h.chunk(2, dim=-1)
-            h = self.act(g) * value  # (t k, H)
-        else:
-            h = self.act(h)
-        y = torch.bmm(h[:, None, :], self.w_out.index_select(0, flat)).view(t, k, self.dim)  # (t, k, D)
+            h = h + self.b_in[flat, None]
+        # Only taken without gradients: the activation may overwrite `h`
+        h = self._activate(h, True)  # (t k, 1, H)
+        y = torch.bmm(h, self.w_out.index_select(0, flat)).view(t, k, self.dim)  # (t, k, D)
         if self.b_out is not None:
             y = y + self.b_out[expert]
         # $\sum_i g_{t,i} y_{t,i}$
