@@ -123,14 +123,19 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
 
 def _grouped_mm_runs(x: Tensor, *weights: Tensor) -> bool:
     """Whether `grouped_mm` runs on `x` times each of `weights` and is the faster choice."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+    return _grouped_mm_pays(x, [size for w in weights for size in w.shape[1:]], needs_grad)
+
+
+def _grouped_mm_pays(x: Tensor, sizes, needs_grad: bool) -> bool:
+    """`_grouped_mm_runs` for weights of the given matrix `sizes`, from plain numbers (no weight is read)."""
     if _GROUPED_MM is None or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
-    if any(size * x.element_size() % 16 for weight in weights for size in weight.shape[1:]):
+    if any(size * x.element_size() % 16 for size in sizes):
         return False
     if x.is_cuda:
         return x.dtype == torch.bfloat16
     # On the CPU its backward fails when an expert has no rows: there, only without gradients
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
     return x.device.type == "cpu" and not needs_grad
 
 
@@ -160,7 +165,7 @@ class Experts(nn.Module):
             raise ValueError(f"ff_num_experts: expected at least one expert of width >= 1, got {num_experts} "
                              f"of width {hidden}")
         self.num_experts, self.dim, self.hidden, self.glu = num_experts, dim, hidden, glu
-        width = 2 * hidden if glu else hidden
+        self.width = width = 2 * hidden if glu else hidden
         # Input first: $x W$ with $W$ `(in, out)` (see the layout above)
         self.w_in = nn.Parameter(torch.empty(num_experts, dim, width))
         self.w_out = nn.Parameter(torch.empty(num_experts, hidden, dim))
@@ -191,11 +196,13 @@ class Experts(nn.Module):
         ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
         # The token of each row, expert by expert
         token = order // (len(expert) // max(1, len(x))) if token is None else token[order]  # (S,)
-        # $X_s = x_{t_s}$
-        xs = x.index_select(0, token)  # (S, D)
-        # One choice of the multiply for both products (decided once: a step of a few tokens is overhead)
-        grouped = _grouped_mm_runs(xs, self.w_in, self.w_out) if self.grouped_mm is None else self.grouped_mm
-        h = grouped_linear(xs, self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, H) or (S, 2H)
+        # One choice of the multiply for both products, from plain numbers (a step of a few tokens is overhead)
+        grouped = self.grouped_mm
+        if grouped is None:
+            needs_grad = not in_place and (x.requires_grad or self.w_in.requires_grad or self.w_out.requires_grad)
+            grouped = _grouped_mm_pays(x, (self.dim, self.width, self.hidden), needs_grad)
+        # $X_s = x_{t_s}$ `(S, D)`, then $X W^{(e)}_1$ block by block
+        h = grouped_linear(x.index_select(0, token), self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, 2H)
         if self.b_in is not None:
             h = h + self.b_in[expert[order]]
         h = self._activate(h, in_place)  # (S, H)
@@ -240,9 +247,9 @@ class Experts(nn.Module):
     gather_limit = 1 << 18
 
     def _gather_pays(self, x: Tensor, expert: Tensor) -> bool:
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad)
-        per_expert = (self.w_in.shape[2] + self.hidden) * self.dim
-        return not needs_grad and len(expert) * per_expert <= self.gather_limit and len(x) > 0
+        if torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad):
+            return False
+        return 0 < len(x) and len(expert) * (self.width + self.hidden) * self.dim <= self.gather_limit
 
     def _gathered(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
         r"""$y_t = \sum_{i < k} g_{t,i} \operatorname{FFN}_{e_{t,i}}(x_t)$ with the weights gathered, `expert` `(t, k)`."""
