@@ -40,19 +40,20 @@ the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
 `grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
 weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
-layer is 1.3 to 2 times faster at widths 64 and 128 on one CPU thread (the figures and the commands
-are on the [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
+layer is 1.1 to 2.3 times faster at widths 64 and 128 on one CPU thread (the figures and the
+commands are on the
+[benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
 What makes the difference, besides the layout:
 
-* **few passes over memory.**  At these sizes the products themselves take about half of a forward
-  over 256 tokens; the rest is the small operators, which on a CPU cost what their memory traffic
-  costs: each ran 2 to 3 times slower inside the pass than alone (an `argsort` of 512 indices, 7 µs
+* **few passes over memory.**  At these sizes the products themselves take a third to a half of
+  a forward over 256 tokens; the rest is the small operators, which on a CPU cost what their
+  memory traffic costs: each ran 2 to 3 times slower inside the pass than alone (an `argsort` of 512 indices, 7 µs
   alone, took 60 µs after 4 MB had been written).  So without gradients the activation and the gate
   scaling are written in place (`_activate` below), rows are gathered with `index_select`, and the
   tokens are not un-permuted before they are summed (`index_add_` takes the sorted rows);
 * **small decoding steps gather the weights** (below): one token's $k$ experts in one batched
   product, with no sort, count or scatter;
-* what is left is the floor: the two grouped products (0.22 ms of a 0.7 ms forward at width 64),
+* what is left is the floor: the two grouped products (0.22 ms of a 0.64 ms forward at width 64),
   and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
   which both libraries must do.
 
@@ -223,7 +224,7 @@ class Experts(nn.Module):
             needs_grad = not in_place and (x.requires_grad or self.w_in.requires_grad or self.w_out.requires_grad)
             grouped = _grouped_mm_pays(x, (self.dim, self.width, self.hidden), needs_grad)
         # $X_s = x_{t_s}$ `(S, D)`, then $X W^{(e)}_1$ block by block
-        h = grouped_linear(x.index_select(0, token), self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, 2H)
+        h = grouped_linear(x.index_select(0, token), self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, width)
         if self.b_in is not None:
             h = h + self.b_in[expert[order]]
         h = self._activate(h, in_place)  # (S, H)
@@ -247,6 +248,7 @@ class Experts(nn.Module):
         if not self.glu:
             return self.act(h)
         value, g = h[..., :self.hidden], h[..., self.hidden:]  # two views of `h`
+        # $\phi(x W_g) \odot x W_u$
         if not in_place:
             return self.act(g) * value
         g = F.silu(g, inplace=True) if isinstance(self.act, nn.SiLU) else self.act(g)
@@ -280,7 +282,7 @@ class Experts(nn.Module):
         h = torch.bmm(xs, self.w_in.index_select(0, flat))  # (t k, 1, 2H) or (t k, 1, H)
         if self.b_in is not None:
             h = h + self.b_in[flat, None]
-        # Only taken without gradients: the activation may overwrite `h`
+        # Taken only where no graph is recorded through `h`: the activation may overwrite it
         h = self._activate(h, True)  # (t k, 1, H)
         y = torch.bmm(h, self.w_out.index_select(0, flat)).view(t, k, self.dim)  # (t, k, D)
         if self.b_out is not None:
