@@ -14,7 +14,8 @@ with random weights, converts it, checks that both compute the same thing, and t
 `transformers` 5 has several implementations of the experts; on the CPU it picks `grouped_mm`
 (sorted tokens, `torch.nn.functional.grouped_mm`); `eager` loops over the experts that have tokens.
 Both are timed.  The runs alternate (ours, theirs, ours, ...) in one process so that a shared
-machine's drifts hit all alike; each figure is a median and the ratio is
+machine's drifts hit all alike; each timed run of a block calls it 20 to 200 times in a row (one
+sub-millisecond call is too short to time on a shared machine); each figure is a median and the ratio is
 $t_{\text{transformers}} / t_{\text{ours}}$.  Goal: 1.5x at small sizes.
 
 ```bash
@@ -60,6 +61,14 @@ def build(config: dict):
     return hf, eager, from_hf(hf)
 
 
+def repeated(block, x: torch.Tensor, calls: int):
+    """A function that runs `block(x)` `calls` times."""
+    def run():
+        for _ in range(calls):
+            block(x)
+    return run
+
+
 def main(argv=None) -> dict[str, dict[str, float]]:
     args, sizes, clock = parse_arguments(argv, __doc__, SIZES, "tiny,small", threads=1)
     return {size: run(SIZES[size], args.quick, 1 if args.quick else args.rounds, args.threads, clock)
@@ -88,14 +97,19 @@ def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str
         block_diff = (ours_block(h) - theirs_block(h)).abs().max().item()
         diff = (ours(x) - hf(x).logits).abs().max().item()
         same = torch.equal(generator.generate(prompt, new_tokens, temperature=0.0), hf_generate(hf))
-        print(f"block max |diff| = {block_diff:.2e}, logits max |diff| = {diff:.2e}; greedy tokens identical: {same}")
-        tasks = [(f"MoE block forward, {tokens} tokens", h),
-                 ("MoE block, decoding step of 1 token", h[:, :1]),
-                 ("MoE block, decoding step of 8 tokens", h[0, :8, None])]
-        for name, inp in tasks:
-            t = time_alternating({"ours": lambda h=inp: ours_block(h), "transformers": lambda h=inp: theirs_block(h),
-                                  "eager": lambda h=inp: eager_block(h)}, rounds, clock)
-            rows.append((name, t))
+        print(f"block max |diff| = {block_diff:.2e}, logits max |diff| = {diff:.2e}; greedy tokens identical: {same}; "
+              f"transformers' experts: {hf.config._experts_implementation} (its default)")
+        # Each timed call of a block runs it `calls` times in a row: one sub-millisecond call is too short
+        # for a process clock on a shared machine
+        tasks = [(f"MoE block forward, {tokens} tokens", h, 20),
+                 ("MoE block, decoding step of 1 token", h[:, :1], 200),
+                 ("MoE block, decoding step of 8 tokens", h[0, :8, None], 100)]
+        for name, inp, calls in tasks:
+            calls = 1 if quick else calls
+            t = time_alternating({side: repeated(block, inp, calls) for side, block in
+                                  (("ours", ours_block), ("transformers", theirs_block), ("eager", eager_block))},
+                                 rounds, clock)
+            rows.append((name, {side: seconds / calls for side, seconds in t.items()}))
         t = time_alternating({"ours": lambda: generator.generate(prompt, new_tokens, temperature=0.0),
                               "transformers": lambda: hf_generate(hf), "eager": lambda: hf_generate(eager)},
                              rounds, clock)

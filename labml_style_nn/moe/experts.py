@@ -35,6 +35,28 @@ product with a transposed view, $X (W^\top)^\top$, was 1.3 to 1.7 times slower p
 the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 [benchmark](../../experiments/benchmarks/moe.md)).
 
+## Speed on a CPU
+
+Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
+`grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
+weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
+layer is 1.1 to 2.3 times faster at widths 64 and 128 on one CPU thread (the figures and the
+commands are on the
+[benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
+What makes the difference, besides the layout:
+
+* **few passes over memory.**  At these sizes the products themselves take a third to a half of
+  a forward over 256 tokens; the rest is the small operators, which on a CPU cost what their
+  memory traffic costs: each ran 2 to 3 times slower inside the pass than alone (an `argsort` of 512 indices, 7 µs
+  alone, took 60 µs after 4 MB had been written).  So without gradients the activation and the gate
+  scaling are written in place (`_activate` below), rows are gathered with `index_select`, and the
+  tokens are not un-permuted before they are summed (`index_add_` takes the sorted rows);
+* **small decoding steps gather the weights** (below): one token's $k$ experts in one batched
+  product, with no sort, count or scatter;
+* what is left is the floor: the two grouped products (0.22 ms of a 0.64 ms forward at width 64),
+  and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
+  which both libraries must do.
+
 ## Expert parallelism
 
 When the experts outgrow one device they are split across $P$ devices, $E / P$ experts each,
@@ -88,7 +110,8 @@ def group_by_expert(experts: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
     return order, counts
 
 
-def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None) -> Tensor:
+def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None,
+                   ends: Optional[Tensor] = None) -> Tensor:
     r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e]` `(E, I, O)`.
 
     Three ways, the same numbers:
@@ -98,35 +121,44 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
       one call for all experts;
     * without gradients, one `mm` per expert that has rows, written in place into one output;
     * otherwise one `matmul` per expert, concatenated.
+
+    `ends`, the block ends $\operatorname{cumsum}(c)$ as `int32`, when the caller has them already.
     """
     if grouped_mm is None:
         grouped_mm = _grouped_mm_runs(x, weight)
-    if grouped_mm and _GROUPED_MM is not None:
+    if ends is None:
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
-        ends = counts.cumsum(0).to(torch.int32)  # (E,)
+        ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
+    if grouped_mm and _GROUPED_MM is not None:
         return _GROUPED_MM(x, weight, offs=ends)  # (S, O)
     # The block of each expert, read once on the host
-    ends = counts.cumsum(0).tolist()
-    starts = [0] + ends[:-1]
+    stops = ends.tolist()
+    starts = [0] + stops[:-1]
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         out = x.new_empty(len(x), weight.shape[2])  # (S, O)
-        for e, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        for e, (a, b) in enumerate(zip(starts, stops, strict=True)):
             if b > a:
                 torch.mm(x[a:b], weight[e], out=out[a:b])
         return out
-    return torch.cat([x[a:b] @ weight[e] for e, (a, b) in enumerate(zip(starts, ends, strict=True))])  # (S, O)
+    return torch.cat([x[a:b] @ weight[e] for e, (a, b) in enumerate(zip(starts, stops, strict=True))])  # (S, O)
 
 
-def _grouped_mm_runs(x: Tensor, weight: Tensor) -> bool:
-    """Whether `grouped_mm` runs on these tensors and is the faster choice."""
+def _grouped_mm_runs(x: Tensor, *weights: Tensor) -> bool:
+    """Whether `grouped_mm` runs on `x` times each of `weights` and is the faster choice."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+    return _grouped_mm_pays(x, [size for w in weights for size in w.shape[1:]], needs_grad)
+
+
+def _grouped_mm_pays(x: Tensor, sizes, needs_grad: bool) -> bool:
+    """`_grouped_mm_runs` for weights of the given matrix `sizes`, from plain numbers (no weight is read)."""
     if _GROUPED_MM is None or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
-    if any(size * x.element_size() % 16 for size in weight.shape[1:]):
+    if any(size * x.element_size() % 16 for size in sizes):
         return False
     if x.is_cuda:
         return x.dtype == torch.bfloat16
     # On the CPU its backward fails when an expert has no rows: there, only without gradients
-    return x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    return x.device.type == "cpu" and not needs_grad
 
 
 class Experts(nn.Module):
@@ -155,7 +187,7 @@ class Experts(nn.Module):
             raise ValueError(f"ff_num_experts: expected at least one expert of width >= 1, got {num_experts} "
                              f"of width {hidden}")
         self.num_experts, self.dim, self.hidden, self.glu = num_experts, dim, hidden, glu
-        width = 2 * hidden if glu else hidden
+        self.width = width = 2 * hidden if glu else hidden
         # Input first: $x W$ with $W$ `(in, out)` (see the layout above)
         self.w_in = nn.Parameter(torch.empty(num_experts, dim, width))
         self.w_out = nn.Parameter(torch.empty(num_experts, hidden, dim))
@@ -180,26 +212,47 @@ class Experts(nn.Module):
         if token is None and self._gather_pays(x, expert):
             k = len(expert) // len(x)
             return self._gathered(x, expert.view(-1, k), gate.view(-1, k))
+        # Without a graph to record, intermediate results are overwritten in place (see below)
+        in_place = not torch.is_grad_enabled()
         order, counts = group_by_expert(expert, self.num_experts)
+        ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
         # The token of each row, expert by expert
         token = order // (len(expert) // max(1, len(x))) if token is None else token[order]  # (S,)
-        # $X_s = x_{t_s}$
-        xs = x[token]  # (S, D)
-        h = grouped_linear(xs, self.w_in, counts, grouped_mm=self.grouped_mm)  # (S, H) or (S, 2H)
+        # One choice of the multiply for both products, from plain numbers (a step of a few tokens is overhead)
+        grouped = self.grouped_mm
+        if grouped is None:
+            needs_grad = not in_place and (x.requires_grad or self.w_in.requires_grad or self.w_out.requires_grad)
+            grouped = _grouped_mm_pays(x, (self.dim, self.width, self.hidden), needs_grad)
+        # $X_s = x_{t_s}$ `(S, D)`, then $X W^{(e)}_1$ block by block
+        h = grouped_linear(x.index_select(0, token), self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, width)
         if self.b_in is not None:
             h = h + self.b_in[expert[order]]
-        if self.glu:
-            # $\phi(x W_g) \odot x W_u$
-            value, g = h.chunk(2, dim=-1)
-            h = self.act(g) * value  # (S, H)
-        else:
-            h = self.act(h)
-        y = grouped_linear(self.dropout(h), self.w_out, counts, grouped_mm=self.grouped_mm)  # (S, D)
+        h = self._activate(h, in_place)  # (S, H)
+        if self.training:
+            h = self.dropout(h)
+        y = grouped_linear(h, self.w_out, counts, grouped_mm=grouped, ends=ends)  # (S, D)
         if self.b_out is not None:
             y = y + self.b_out[expert[order]]
         # $g_s \operatorname{FFN}_{e_s}(x_{t_s})$, summed into token $t_s$
-        y = y * gate[order, None].to(y.dtype)
-        return torch.zeros_like(x).index_add_(0, token, y)  # (t, D)
+        g = gate.index_select(0, order)[:, None].to(y.dtype)  # (S, 1)
+        y = y.mul_(g) if in_place else y * g
+        return x.new_zeros(x.shape).index_add_(0, token, y)  # (t, D)
+
+    def _activate(self, h: Tensor, in_place: bool) -> Tensor:
+        r"""$\phi(h)$, or $\phi(h W_g) \odot h W_u$ on the two halves of a gated expert's `h`.
+
+        `in_place`: no gradient is recorded, so the activation writes over the gate half of `h`
+        (SiLU) and the product over the activation: two fewer `(S, H)` tensors written and read per
+        pass (see "Speed on a CPU" above).
+        """
+        if not self.glu:
+            return self.act(h)
+        value, g = h[..., :self.hidden], h[..., self.hidden:]  # two views of `h`
+        # $\phi(x W_g) \odot x W_u$
+        if not in_place:
+            return self.act(g) * value
+        g = F.silu(g, inplace=True) if isinstance(self.act, nn.SiLU) else self.act(g)
+        return g.mul_(value)
 
     #
     # ### Small decoding steps: gather the weights instead of the tokens
@@ -215,26 +268,23 @@ class Experts(nn.Module):
     gather_limit = 1 << 18
 
     def _gather_pays(self, x: Tensor, expert: Tensor) -> bool:
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad)
-        per_expert = (self.w_in.shape[2] + self.hidden) * self.dim
-        return not needs_grad and len(expert) * per_expert <= self.gather_limit and len(x) > 0
+        if torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad):
+            return False
+        return 0 < len(x) and len(expert) * (self.width + self.hidden) * self.dim <= self.gather_limit
 
     def _gathered(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
         r"""$y_t = \sum_{i < k} g_{t,i} \operatorname{FFN}_{e_{t,i}}(x_t)$ with the weights gathered, `expert` `(t, k)`."""
         t, k = expert.shape
         # $x_t W^{(e_{t,i})}_1$ for the $k$ experts of each token: one product per assignment
         flat = expert.flatten()  # (t k,)
-        xs = x.repeat_interleave(k, dim=0)[:, None, :] if k > 1 else x[:, None, :]  # (t k, 1, D)
+        xs = x[:, None, :].expand(t, k, self.dim).reshape(t * k, 1, self.dim)  # (t k, 1, D)
         # (`index_select` copies whole expert matrices; advanced indexing is several times slower here)
-        h = torch.bmm(xs, self.w_in.index_select(0, flat)).view(t * k, -1)  # (t k, 2H) or (t k, H)
+        h = torch.bmm(xs, self.w_in.index_select(0, flat))  # (t k, 1, 2H) or (t k, 1, H)
         if self.b_in is not None:
-            h = h + self.b_in[flat]
-        if self.glu:
-            value, g = h.chunk(2, dim=-1)
-            h = self.act(g) * value  # (t k, H)
-        else:
-            h = self.act(h)
-        y = torch.bmm(h[:, None, :], self.w_out.index_select(0, flat)).view(t, k, self.dim)  # (t, k, D)
+            h = h + self.b_in[flat, None]
+        # Taken only where no graph is recorded through `h`: the activation may overwrite it
+        h = self._activate(h, True)  # (t k, 1, H)
+        y = torch.bmm(h, self.w_out.index_select(0, flat)).view(t, k, self.dim)  # (t, k, D)
         if self.b_out is not None:
             y = y + self.b_out[expert]
         # $\sum_i g_{t,i} y_{t,i}$

@@ -131,3 +131,21 @@ def test_grouped_mm_is_chosen_on_the_cpu_only_where_it_runs_and_pays():
         assert not _grouped_mm_runs(torch.randn(5, 16, dtype=torch.float64), w.double())
     # With gradients on the CPU the loop runs (the CPU backward of grouped_mm fails on empty blocks)
     assert not _grouped_mm_runs(torch.randn(5, 16), w.requires_grad_())
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "relu_squared", "identity"])
+@pytest.mark.parametrize("gather_limit", [0, 1 << 18])
+def test_inference_overwrites_only_its_own_intermediates(activation, gather_limit):
+    # Without gradients the activation and the gate scaling run in place (grouped path, `gather_limit=0`,
+    # and gathered weights): the same numbers as the recorded pass, and the inputs and weights untouched.
+    experts = Experts(4, 8, 16, activation=activation)
+    experts.gather_limit = gather_limit
+    x, expert, gate = torch.randn(5, 8), torch.randint(0, 4, (10,)), torch.rand(10)
+    before = [t.clone() for t in (x, gate, experts.w_in, experts.w_out)]
+    recorded = experts(x, expert, gate)
+    assert recorded.requires_grad
+    with torch.no_grad():
+        assert experts._gather_pays(x, expert) == bool(gather_limit)
+        torch.testing.assert_close(experts(x, expert, gate), recorded, rtol=1e-6, atol=1e-6)
+    for a, b in zip(before, (x, gate, experts.w_in, experts.w_out), strict=True):
+        assert torch.equal(a, b)
