@@ -45,6 +45,10 @@ continuous wrapper, as in x-transformers; it counts from the first prepended emb
 memory and [CLS] tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
 (none by default, as in x-transformers; this library had one before the [training parity
 study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out have biases.
+With `return_mems=True` both wrappers return the previous memories followed by this segment's
+streams, cut to the last `max_mem_len` (Transformer-XL's recurrence); x-transformers 2.31.10's
+continuous wrapper keeps only this segment's, so there a segment shorter than `max_mem_len` forgets
+the ones before it.
 `ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
 `(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  The
 [looped LM](../wrapping/looped.md) (`looped`, `max_looped_steps`) needs `pre_and_post_norm` in the stack.
