@@ -15,6 +15,9 @@ warm-up and a cosine decay to a tenth. Every run sees the same batches for a giv
   layers, biases zero;
 * `--lib labml --old-defaults`: the library's defaults before the change this study led to (a token
   embedding of std 0.02);
+* `--lib labml --xt-pos-table`: this library's defaults with x-transformers' learned position
+  table (drawn $\mathcal N(0, 1)$ and multiplied by $D^{-1/2}$ in the forward pass): then the same
+  function of its parameters as x-transformers' model, which differs only in the numbers drawn;
 * `--lib xtransformers`: x-transformers 2.31.10 with the same keywords (`tie_embedding=True`,
   `ff_no_bias=True`).
 
@@ -67,6 +70,8 @@ class Config(RunConfig):
                 "0 keeps each library's default, D^-1/2 in both"})
     old_defaults: bool = field(default=False, metadata={
         "help": "this library's defaults before the parity study (token embedding std 0.02)"})
+    xt_pos_table: bool = field(default=False, metadata={
+        "help": "x-transformers' position table: drawn N(0, 1), times D^-1/2 in the forward (this library's model)"})
     data: str = field(default="tinyshakespeare", metadata={"help": "stdlib | tinyshakespeare | a text file"})
     cache_dir: str = field(default="", metadata={"help": "where downloaded corpora are kept"})
     dim: int = 128
@@ -91,8 +96,8 @@ class Config(RunConfig):
     def check(self) -> None:
         check_choices("lib", self.lib, ("labml", "xtransformers"), many=False)
         check_choices("init", self.init, ("default", "nanogpt"), many=False)
-        if self.lib == "xtransformers" and (self.init != "default" or self.old_defaults):
-            raise ValueError("init and old_defaults: they change this library's model (lib labml) only")
+        if self.lib == "xtransformers" and (self.init != "default" or self.old_defaults or self.xt_pos_table):
+            raise ValueError("init, old_defaults and xt_pos_table: they change this library's model (lib labml) only")
 
 
 def build(cfg: Config) -> nn.Module:
@@ -111,6 +116,11 @@ def build(cfg: Config) -> nn.Module:
                                                    attn_dim_head=cfg.dim_head, ff_no_bias=True, norm_bias=False))
     if cfg.init == "nanogpt":
         nanogpt_init(model, cfg.depth)
+    if cfg.xt_pos_table:
+        # x-transformers' table: $p_t \sim \mathcal N(0, 1)$, added as $D^{-1/2} p_t$, so Adam moves it $D^{-1/2}$ as fast
+        with torch.no_grad():
+            nn.init.normal_(model.pos_emb.emb.weight, std=1.0)
+        model.pos_emb.register_forward_hook(lambda module, args, out: out * cfg.dim ** -0.5)
     return model
 
 
