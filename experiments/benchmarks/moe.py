@@ -30,12 +30,18 @@ A script that prints figures, not a test: timings depend on the machine and its 
 from __future__ import annotations
 
 import copy
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from experiments.benchmarks.hf_llama import parse_arguments, time_alternating
-from labml_style_nn import AutoregressiveWrapper, from_hf
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # `python experiments/benchmarks/moe.py` from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from experiments.benchmarks.hf_llama import parse_arguments, time_alternating  # noqa: E402
+from labml_style_nn import AutoregressiveWrapper, from_hf  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=512,

@@ -1,5 +1,6 @@
 """The benchmark script runs, and its FLOP count is the documented $6N + 12 L n D$ per token."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,3 +70,13 @@ def test_gpt2_case_trains_the_same_model_on_both_sides():
         after = ours(probe)
         torch.testing.assert_close(after, theirs(probe).logits, atol=1e-5, rtol=1e-5)
     assert (after - before).abs().max() > 1e-3  # the steps did train
+
+
+def test_moe_benchmark_runs_as_a_script_from_anywhere(tmp_path):
+    # `python experiments/benchmarks/moe.py` imports its sibling script through the repository root
+    pytest.importorskip("transformers")
+    script = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "moe.py"
+    run = subprocess.run([sys.executable, str(script), "--quick", "--rounds", "1"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "MoE block forward" in run.stdout and "greedy generation" in run.stdout
