@@ -36,8 +36,8 @@ def _padding_mask(b: int, n: int) -> torch.Tensor:
 
 
 def check_keywords(kwargs: dict, kind: str = "decoder", *, cache: bool = True, fused: Optional[bool] = None,
-                   perturb: Optional[Callable] = None, reseed: bool = False, n: int = 8) -> None:
-    """Run the sweep above; `fused`: the layers take the fused path (True), the explicit one (False),
+                   perturb: Optional[Callable] = None, reseed: bool = False, n: int = 8) -> float:
+    """Run the sweep above and return how far the keywords moved the output from the plain model's; `fused`: the layers take the fused path (True), the explicit one (False),
     or skip that check (None); `perturb(model)` moves parameters that start at a neutral value;
     `reseed` reseeds before each forward (random layers)."""
     torch.manual_seed(0)
@@ -59,7 +59,8 @@ def check_keywords(kwargs: dict, kind: str = "decoder", *, cache: bool = True, f
     out = run(model, x)
     assert out.shape == x.shape and torch.isfinite(out).all()
     # The keywords act.
-    assert (out - run(plain, x)).abs().max() > 1e-4, f"{kwargs}: the output did not change"
+    change = (out - run(plain, x)).abs().max().item()
+    assert change > 1e-4, f"{kwargs}: the output did not change"
     if kind == "decoder":
         x_future = x.clone()
         x_future[:, n // 2:] = torch.randn_like(x_future[:, n // 2:])
@@ -84,3 +85,4 @@ def check_keywords(kwargs: dict, kind: str = "decoder", *, cache: bool = True, f
                     b, scores = block.fn(x, mask=mask, return_scores=True)
                 assert scores is not None
                 torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-5)
+    return change

@@ -46,7 +46,8 @@ SWEEPS = {
 @pytest.mark.parametrize("name", SWEEPS)
 def test_keyword_acts_and_keeps_the_invariants(name):
     kwargs, kind, options = SWEEPS[name]
-    check_keywords(kwargs, kind, **options)
+    # causal, padding-invariant, cached steps equal the full pass (asserted inside); and the keywords act
+    assert check_keywords(kwargs, kind, **options) > 1e-4
 
 
 def _sink_weights(ours, theirs, put):
