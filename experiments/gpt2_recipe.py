@@ -13,11 +13,12 @@ warm-up and a cosine decay to a tenth. Every run sees the same batches for a giv
   embedding $\mathcal N(0, 0.02^2)$, the two projections that write into the residual stream (the
   attention's $W^O$ and the feed-forward's second matrix) $\mathcal N(0, (0.02/\sqrt{2L})^2)$ for $L$
   layers, biases zero;
-* `--lib labml --old-defaults`: the library's defaults before the change this study led to (a token
-  embedding of std 0.02);
-* `--lib labml --xt-pos-table`: this library's defaults with x-transformers' learned position
-  table (drawn $\mathcal N(0, 1)$ and multiplied by $D^{-1/2}$ in the forward pass): then the same
-  function of its parameters as x-transformers' model, which differs only in the numbers drawn;
+* `--lib labml --old-defaults`: the library's defaults before the changes this study led to (a token
+  embedding of std 0.02, a position table of std 0.02 added unscaled);
+* `--lib labml --pos-emb-init-std 0.02`: today's defaults with the earlier position table only (drawn
+  at std 0.02, added unscaled, as GPT-2); the default is x-transformers' table, drawn
+  $\mathcal N(0, 1)$ and multiplied by $D^{-1/2}$ in the forward pass, which makes the default model
+  x-transformers' model under one seed;
 * `--lib xtransformers`: x-transformers 2.31.10 with the same keywords (`tie_embedding=True`,
   `ff_no_bias=True`).
 
@@ -70,8 +71,9 @@ class Config(RunConfig):
                 "0 keeps each library's default, D^-1/2 in both"})
     old_defaults: bool = field(default=False, metadata={
         "help": "this library's defaults before the parity study (token embedding std 0.02)"})
-    xt_pos_table: bool = field(default=False, metadata={
-        "help": "x-transformers' position table: drawn N(0, 1), times D^-1/2 in the forward (this library's model)"})
+    pos_emb_init_std: float = field(default=0.0, metadata={
+        "help": "std of the learned position table, added unscaled (this library's model; 0: the default, "
+                "x-transformers' table drawn N(0, 1) and multiplied by D^-1/2)"})
     data: str = field(default="tinyshakespeare", metadata={"help": "stdlib | tinyshakespeare | a text file"})
     cache_dir: str = field(default="", metadata={"help": "where downloaded corpora are kept"})
     dim: int = 128
@@ -96,8 +98,12 @@ class Config(RunConfig):
     def check(self) -> None:
         check_choices("lib", self.lib, ("labml", "xtransformers"), many=False)
         check_choices("init", self.init, ("default", "nanogpt"), many=False)
-        if self.lib == "xtransformers" and (self.init != "default" or self.old_defaults or self.xt_pos_table):
-            raise ValueError("init, old_defaults and xt_pos_table: they change this library's model (lib labml) only")
+        if self.lib == "xtransformers" and (self.init != "default" or self.old_defaults or self.pos_emb_init_std):
+            raise ValueError("init, old_defaults and pos_emb_init_std: they change this library's model "
+                             "(lib labml) only")
+        if self.pos_emb_init_std < 0:
+            raise ValueError(f"pos_emb_init_std: expected a positive std, or 0 for the default; "
+                             f"got {self.pos_emb_init_std}")
 
 
 def build(cfg: Config) -> nn.Module:
@@ -110,17 +116,14 @@ def build(cfg: Config) -> nn.Module:
         return XWrapper(num_tokens=256, max_seq_len=cfg.seq_len, tie_embedding=True, **tie,
                         attn_layers=XDecoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
                                              attn_dim_head=cfg.dim_head, ff_no_bias=True))
-    old = dict(token_emb_init_std=0.02) if cfg.old_defaults else {}
+    old = dict(token_emb_init_std=0.02, pos_emb_init_std=0.02) if cfg.old_defaults else {}
+    if cfg.pos_emb_init_std or cfg.init == "nanogpt":  # nanoGPT's table is GPT-2's: added unscaled
+        old["pos_emb_init_std"] = cfg.pos_emb_init_std or 0.02
     model = TransformerWrapper(num_tokens=256, max_seq_len=cfg.seq_len, tie_embedding=True, **tie, **old,
                                attn_layers=Decoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads,
                                                    attn_dim_head=cfg.dim_head, ff_no_bias=True, norm_bias=False))
     if cfg.init == "nanogpt":
         nanogpt_init(model, cfg.depth)
-    if cfg.xt_pos_table:
-        # x-transformers' table: $p_t \sim \mathcal N(0, 1)$, added as $D^{-1/2} p_t$, so Adam moves it $D^{-1/2}$ as fast
-        with torch.no_grad():
-            nn.init.normal_(model.pos_emb.emb.weight, std=1.0)
-        model.pos_emb.register_forward_hook(lambda module, args, out: out * cfg.dim ** -0.5)
     return model
 
 

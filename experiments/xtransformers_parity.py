@@ -77,7 +77,8 @@ class Config(RunConfig):
     warmup: int = 50
     weight_decay: float = 0.1
     old_defaults: bool = field(default=False, metadata={
-        "help": "this library's defaults before the study: norm and logit biases, token embedding std 0.02"})
+        "help": "this library's defaults before the study: norm and logit biases, token embedding and "
+                "position table std 0.02 (the table unscaled)"})
     plain_norm_gains: bool = field(default=False, metadata={"help": "norm gains stored as gain, not gain - 1"})
     xt_init: bool = field(default=False, metadata={"help": "copy x-transformers' initial weights"})
     t5_scale: bool = field(default=False, metadata={"help": "T5 table times sqrt(dim_head) in the forward"})
@@ -100,7 +101,7 @@ def build(cfg: Config) -> nn.Module:
         return XWrapper(num_tokens=256, max_seq_len=cfg.seq_len,
                         attn_layers=XDecoder(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, **xkw))
     # Only what an option changes is passed: the rest is the library's defaults.
-    wrapper_kw = dict(logits_bias=True, token_emb_init_std=0.02) if cfg.old_defaults else {}
+    wrapper_kw = dict(logits_bias=True, token_emb_init_std=0.02, pos_emb_init_std=0.02) if cfg.old_defaults else {}
     stack_kw = dict(norm_bias=True) if cfg.old_defaults else {}
     if cfg.plain_norm_gains:
         stack_kw["norm_add_unit_offset"] = False
@@ -124,12 +125,12 @@ def copy_xtransformers_init(model: nn.Module, cfg: Config) -> None:
     if not (cfg.t5_scale or cfg.pos != "t5") or cfg.old_defaults or cfg.plain_norm_gains:
         raise ValueError("xt_init: needs --t5-scale (for t5) and neither --old-defaults nor --plain-norm-gains, "
                          "so that the two models are the same function of their parameters")
-    if cfg.pos == "absolute":
-        raise ValueError("xt_init: learned absolute positions are scaled differently; use t5 or rotary")
     seed_everything(cfg.seed)
     xt = build(Config(**{**cfg.__dict__, "lib": "xtransformers"}))
     dim_head, rot = 64, 32  # x-transformers rotates half of each head
     model.token_emb.weight.copy_(xt.token_emb.emb.weight)
+    if model.pos_emb is not None:  # learned absolute positions: the same table, the same $D^{-1/2}$
+        model.pos_emb.emb.weight.copy_(xt.pos_emb.emb.weight)
     model.to_logits.weight.copy_(xt.to_logits.weight)
     for i, block in enumerate(model.attn_layers.blocks):
         norm, theirs = xt.attn_layers.layers[i][0][0], xt.attn_layers.layers[i][1]

@@ -94,6 +94,12 @@ def check_number(name: str, value) -> bool:
     return True
 
 
+def check_init_std(name: str, std: Optional[float], none_means: str) -> None:
+    """Raise `ValueError` unless `std` is `None` (the draw `none_means` names) or a positive number."""
+    if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0):
+        raise ValueError(f"{name}: expected a positive number or None ({none_means}), got {std!r}")
+
+
 def check_probability(name: str, value) -> None:
     """`ValueError` naming `name` unless `value` is a dropout probability in [0, 1)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:

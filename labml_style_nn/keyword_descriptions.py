@@ -28,6 +28,8 @@ WRAPPERS = {
     "logits_bias": ("a bias on the untied output projection (default none, as x-transformers)", "models/wrappers"),
     "token_emb_init_std": ("std of the token embedding's normal draw (None: Kaiming normal, sqrt(2/E), as "
                            "x-transformers; 0.02: GPT-2's)", "models/initialisation"),
+    "pos_emb_init_std": ("std of the learned position table's draw, added unscaled (None: N(0, 1) times E^-1/2, "
+                         "as x-transformers; 0.02: GPT-2's)", "positional/absolute"),
     "dim_in": ("input feature width (default: dim)", "models/wrappers"),
     "dim_out": ("output feature width (default: dim)", "models/wrappers"),
     "image_size": ("height and width of the (square) images", "models/vit"),

@@ -211,7 +211,7 @@ def copy_weights(ours: nn.Module, theirs: nn.Module,
     put = _Writer(ours)
     put(ours.token_emb.weight, theirs.token_emb.emb.weight)
     if getattr(ours, "pos_emb", None) is not None and hasattr(theirs.pos_emb, "emb"):
-        put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * theirs.pos_emb.scale)
+        put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * (theirs.pos_emb.scale / ours.pos_emb.emb_scale))
     if isinstance(ours.to_logits, nn.Linear):
         put(ours.to_logits.weight, theirs.to_logits.weight)
         put.zero(ours.to_logits.bias)

@@ -97,12 +97,6 @@ def token_embedding_std(emb_dim: int, std: Optional[float] = None) -> float:
     return math.sqrt(2 / emb_dim) if std is None else std
 
 
-def check_init_std(name: str, std: Optional[float]) -> None:
-    """Raise `ValueError` unless `std` is `None` or a positive number."""
-    if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0):
-        raise ValueError(f"{name}: expected a positive number or None (Kaiming normal), got {std!r}")
-
-
 def init_token_embedding(weight: Tensor, std: Optional[float] = None) -> None:
     r"""Draw the token table `(V, E)` in place: $e_{tk} \sim \mathcal N(0, \sigma^2)$, $\sigma$ from `token_embedding_std`."""
     nn.init.normal_(weight, std=token_embedding_std(weight.shape[-1], std))

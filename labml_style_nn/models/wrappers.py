@@ -65,7 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.fast_attention import keeps_no_weights
-from ..checks import check_cache, check_int, check_mask, check_probability
+from ..checks import check_cache, check_init_std, check_int, check_mask, check_probability
 from ..generation.intermediates import (
     AttentionRecord,
     LayerIntermediates,
@@ -88,7 +88,7 @@ from ..wrapping.pooling import AttentionPool, masked_mean
 from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
 from .block_inputs import check_transforms, transform_block_input
-from .initialisation import check_init_std, init_token_embedding
+from .initialisation import init_token_embedding
 from .layers import AttentionLayers
 
 
@@ -110,7 +110,8 @@ class _SequenceWrapper(nn.Module):
                  num_memory_tokens: Optional[int], max_mem_len: int, shift_mem_down: int,
                  use_abs_pos_emb: Optional[bool], sinusoidal_pos_emb: bool, emb_dim: Optional[int] = None,
                  scaled_sinu_pos_emb: bool = False, l2norm_embed: bool = False, post_emb_norm: bool = False,
-                 average_pool_embed: bool = False, memory_tokens_interspersed_every: Optional[int] = None):
+                 average_pool_embed: bool = False, memory_tokens_interspersed_every: Optional[int] = None,
+                 pos_emb_init_std: Optional[float] = None):
         super().__init__()
         if not isinstance(attn_layers, AttentionLayers):
             raise ValueError(f"attn_layers: expected an Encoder, Decoder or AttentionLayers, got {type(attn_layers).__name__}")
@@ -143,9 +144,10 @@ class _SequenceWrapper(nn.Module):
             elif sinusoidal_pos_emb:
                 self.pos_emb = SinusoidalPositionalEmbedding(emb_dim)
             else:
-                self.pos_emb = LearnedPositionalEmbedding(emb_dim, max_seq_len)
-                if l2norm_embed:
-                    nn.init.normal_(self.pos_emb.emb.weight, std=1e-5)
+                # x-transformers' table by default ($\mathcal N(0, 1)$, times $E^{-1/2}$); with unit-length
+                # token rows, a near-zero unscaled one, as x-transformers
+                self.pos_emb = LearnedPositionalEmbedding(emb_dim, max_seq_len,
+                                                          1e-5 if l2norm_embed else pos_emb_init_std)
         self.learned_positions = use_abs_pos_emb and not (sinusoidal_pos_emb or scaled_sinu_pos_emb)
         self.l2norm_embed = l2norm_embed
         self.post_emb_norm = nn.LayerNorm(emb_dim) if post_emb_norm else nn.Identity()
@@ -352,6 +354,8 @@ class TransformerWrapper(_SequenceWrapper):
         logits_bias: a bias on the untied output projection (none by default, as in x-transformers).
         token_emb_init_std: std of the token embedding's normal draw; `None` is x-transformers'
             Kaiming normal, $\sqrt{2 / E}$ ([initialisation](initialisation.md)).
+        pos_emb_init_std: std of the learned position table's draw, added unscaled; `None` is
+            x-transformers' table, $\mathcal N(0, 1)$ times $E^{-1/2}$ ([absolute positions](../positional/absolute.md)).
     """
 
     def __init__(self, num_tokens: int, max_seq_len: int, attn_layers: AttentionLayers, *,
@@ -371,20 +375,29 @@ class TransformerWrapper(_SequenceWrapper):
                  mixture_of_softmax_k: int = 4, sigsoftmax_logits: bool = False, ff_deep_embed: bool = False,
                  to_logits: Optional[nn.Module] = None, add_continuous_pred_head: bool = False,
                  input_not_include_cache: bool = False, sinusoidal_pos_emb: bool = False, logits_bias: bool = False,
-                 token_emb_init_std: Optional[float] = None):
+                 token_emb_init_std: Optional[float] = None, pos_emb_init_std: Optional[float] = None):
+        # The token table is made before the position table, as in x-transformers, so that one seed
+        # draws the same numbers into both libraries' models ([initialisation](initialisation.md)).
+        new_token_emb = token_emb is None and isinstance(attn_layers, AttentionLayers)
+        if new_token_emb:
+            check_int("num_tokens", num_tokens)
+            width = attn_layers.dim if emb_dim is None else emb_dim
+            check_int("emb_dim", width)
+            token_emb = L2NormEmbedding(num_tokens, width) if l2norm_embed else nn.Embedding(num_tokens, width)
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
                          sinusoidal_pos_emb=sinusoidal_pos_emb, emb_dim=emb_dim,
                          scaled_sinu_pos_emb=scaled_sinu_pos_emb, l2norm_embed=l2norm_embed,
                          post_emb_norm=post_emb_norm, average_pool_embed=average_pool_embed,
-                         memory_tokens_interspersed_every=memory_tokens_interspersed_every)
+                         memory_tokens_interspersed_every=memory_tokens_interspersed_every,
+                         pos_emb_init_std=pos_emb_init_std)
         check_int("num_tokens", num_tokens)
         emb_dim = self.dim if emb_dim is None else emb_dim
         check_int("emb_dim", emb_dim)
         check_int("num_output_heads", num_output_heads)
         check_int("num_cls_tokens", num_cls_tokens)
-        check_init_std("token_emb_init_std", token_emb_init_std)
+        check_init_std("token_emb_init_std", token_emb_init_std, "Kaiming normal")
         check_int("train_max_recycle_steps", train_max_recycle_steps)
         if isinstance(emb_frac_gradient, bool) or not isinstance(emb_frac_gradient, (int, float)) \
                 or not 0 < emb_frac_gradient <= 1:
@@ -396,10 +409,9 @@ class TransformerWrapper(_SequenceWrapper):
             raise ValueError("mixture_of_softmax and num_output_heads: a mixture of softmaxes has one head")
         self.num_tokens, self.emb_dim = num_tokens, emb_dim
         # The token embedding: a module of one's own, unit-length rows, or the plain table.
-        if token_emb is None:
-            token_emb = L2NormEmbedding(num_tokens, emb_dim) if l2norm_embed else nn.Embedding(num_tokens, emb_dim)
-            if not l2norm_embed:
-                init_token_embedding(token_emb.weight, token_emb_init_std)
+        if new_token_emb and not l2norm_embed:
+            assert token_emb is not None
+            init_token_embedding(token_emb.weight, token_emb_init_std)
         self.token_emb = token_emb
         self.embeds = ExtraEmbeddings(embed_num_tokens, emb_dim) if embed_num_tokens else None
         self.ff_deep_embed = DeepEmbedding(num_tokens, attn_layers) if ff_deep_embed else None
@@ -745,12 +757,13 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
                  sinusoidal_pos_emb: bool = False, post_emb_norm: bool = False, scaled_sinu_pos_emb: bool = False,
                  average_pool_embed: bool = False, probabilistic: bool = False,
                  project_in: Optional[nn.Module] = None, project_out: Optional[nn.Module] = None,
-                 use_identity_if_same_dim: bool = False):
+                 use_identity_if_same_dim: bool = False, pos_emb_init_std: Optional[float] = None):
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
                          sinusoidal_pos_emb=sinusoidal_pos_emb, post_emb_norm=post_emb_norm,
-                         scaled_sinu_pos_emb=scaled_sinu_pos_emb, average_pool_embed=average_pool_embed)
+                         scaled_sinu_pos_emb=scaled_sinu_pos_emb, average_pool_embed=average_pool_embed,
+                         pos_emb_init_std=pos_emb_init_std)
         for name, value in (("dim_in", dim_in), ("dim_out", dim_out)):
             if value is not None:
                 check_int(name, value)

@@ -41,10 +41,12 @@ Shapes: `n` tokens, `D` model width.
   generation equals a full pass (a test checks it).
 """
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_positions
+from ..checks import check_init_std, check_positions
 from ..keywords import Keyword, declare
 
 KEYWORDS = declare(__name__, "stack",
@@ -53,18 +55,31 @@ KEYWORDS = declare(__name__, "stack",
 
 
 class LearnedPositionalEmbedding(nn.Module):
-    r"""One trainable vector per position $0 \dots$ `max_seq_len - 1`."""
+    r"""One trainable vector per position $0 \dots$ `max_seq_len - 1`.
 
-    def __init__(self, dim: int, max_seq_len: int):
+    `init_std=None` (the default) is x-transformers' table: $P \sim \mathcal N(0, 1)$, added as
+    $D^{-1/2} P$.  A number draws $P \sim \mathcal N(0, \sigma^2)$ and adds it unscaled (GPT-2's
+    table, $\sigma = 0.02$, this library's default before).
+
+    >>> LearnedPositionalEmbedding(16, 8).emb_scale, LearnedPositionalEmbedding(16, 8, init_std=0.02).emb_scale
+    (0.25, 1.0)
+    """
+
+    def __init__(self, dim: int, max_seq_len: int, init_std: Optional[float] = None):
         super().__init__()
+        check_init_std("pos_emb_init_std", init_std, "x-transformers' N(0, 1) table scaled by dim^-1/2")
         self.max_seq_len = max_seq_len
-        self.emb = nn.Embedding(max_seq_len, dim)
-        nn.init.normal_(self.emb.weight, std=0.02)
+        self.emb = nn.Embedding(max_seq_len, dim)  # drawn $\mathcal N(0, 1)$ by PyTorch
+        if init_std is not None:
+            nn.init.normal_(self.emb.weight, std=init_std)
+        # The table's multiplier: $D^{-1/2}$, so Adam moves $p_t$ $D^{-1/2}$ times as fast as the raw rows.
+        self.emb_scale = dim ** -0.5 if init_std is None else 1.0
 
     def forward(self, positions: Tensor) -> Tensor:
         """$p_t$ for integer `positions` `(n,)`; the wrapper checks they are below `max_seq_len`."""
         check_positions("positions", positions)
-        return self.emb(positions)  # (n, D)
+        p = self.emb(positions)  # (n, D)
+        return p if self.emb_scale == 1.0 else p * self.emb_scale
 
 
 class SinusoidalPositionalEmbedding(nn.Module):

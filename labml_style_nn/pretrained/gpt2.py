@@ -116,6 +116,7 @@ def build(config: dict[str, Any]) -> TransformerWrapper:
             norm_add_unit_offset=False,
         ),
         use_abs_pos_emb=True,
+        pos_emb_init_std=0.02,  # GPT-2's table, added unscaled (the checkpoint's rows are the positions)
         tie_embedding=config_value(config, "tie_word_embeddings", default=True),
         **tied_unscaled(config_value(config, "tie_word_embeddings", default=True)),
         logits_bias=False,

@@ -75,7 +75,7 @@ def test_the_latent_carries_the_sequence():
 def _copy_continuous(put, ours, theirs):
     from xt_parity import copy_stack
 
-    put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * theirs.pos_emb.scale)
+    put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * (theirs.pos_emb.scale / ours.pos_emb.emb_scale))
     for mine, their in ((ours.project_in, theirs.project_in), (ours.project_out, theirs.project_out)):
         if isinstance(mine, torch.nn.Linear):  # theirs has no bias: ours gets 0
             put(mine.weight, their.weight)

@@ -20,7 +20,7 @@ def test_logits_equal_xtransformers_and_every_stream_counts():
     for name in streams:
         put(ours.embeds[f"{name}_embed"].weight, theirs.embeds[f"{name}_embed"].weight)
         put(ours.to_logits[name].weight, theirs.to_logits[name].weight)
-    put(ours.net.pos_emb.emb.weight, theirs.pos_emb.emb.weight * theirs.pos_emb.scale)
+    put(ours.net.pos_emb.emb.weight, theirs.pos_emb.emb.weight * (theirs.pos_emb.scale / ours.net.pos_emb.emb_scale))
     copy_stack(put, ours.attn_layers, theirs.attn_layers)
     assert not put.unwritten()
     x = dict(pitch=torch.randint(0, 12, (2, 8)), duration=torch.randint(0, 5, (2, 8)))

@@ -98,3 +98,33 @@ def test_same_seed_draws_x_transformers_model_up_to_the_order_of_rotated_feature
         for w in (attn.to_q.weight, attn.to_k.weight):
             w[rows] = w.clone()
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_draws_x_transformers_model_with_learned_positions():
+    """With learned absolute positions the default model is x-transformers' model under one seed: the same
+    numbers in every parameter (the token table drawn before the position table, as x-transformers does), and
+    the same function (the table scaled by E^-1/2), so training from there follows the same path."""
+    x_transformers = pytest.importorskip("x_transformers")
+    kw = dict(dim=32, depth=2, heads=2)
+    torch.manual_seed(5)
+    ours = TransformerWrapper(num_tokens=64, max_seq_len=8, attn_layers=Decoder(**kw))
+    torch.manual_seed(5)
+    theirs = x_transformers.TransformerWrapper(num_tokens=64, max_seq_len=8, attn_layers=x_transformers.Decoder(**kw))
+    torch.testing.assert_close(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight, rtol=0, atol=0)
+    torch.testing.assert_close(ours.token_emb.weight, theirs.token_emb.emb.weight, rtol=0, atol=0)
+    assert ours.pos_emb.emb_scale == theirs.pos_emb.scale == 32 ** -0.5
+    x = torch.randint(0, 64, (2, 8))
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_position_table_keyword_gives_the_unscaled_gpt2_table():
+    torch.manual_seed(0)
+    default, gpt2 = wrapper(), wrapper(pos_emb_init_std=0.02)
+    # 8 x 32 draws: the sample std within 25% of the target
+    assert default.pos_emb.emb.weight.std().item() == pytest.approx(1.0, rel=0.25)
+    assert default.pos_emb.emb_scale == 32 ** -0.5
+    assert gpt2.pos_emb.emb.weight.std().item() == pytest.approx(0.02, rel=0.25) and gpt2.pos_emb.emb_scale == 1.0
+    positions = torch.arange(8)
+    torch.testing.assert_close(gpt2.pos_emb(positions), gpt2.pos_emb.emb.weight, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pos_emb_init_std"):
+        wrapper(pos_emb_init_std=-1.0)

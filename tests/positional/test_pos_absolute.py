@@ -35,7 +35,7 @@ def test_learned_is_the_default_and_is_a_lookup():
     assert isinstance(model.pos_emb, LearnedPositionalEmbedding)
     emb = model.pos_emb(torch.tensor([3, 0, 3]))
     torch.testing.assert_close(emb[0], emb[2])
-    torch.testing.assert_close(emb[1], model.pos_emb.emb.weight[0])
+    torch.testing.assert_close(emb[1], model.pos_emb.emb.weight[0] * model.pos_emb.emb_scale)
 
 
 @pytest.mark.parametrize("cls", [Encoder, Decoder])

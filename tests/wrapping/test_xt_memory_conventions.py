@@ -84,7 +84,7 @@ def _continuous_state(ours, theirs):
     else:
         put(ours.project_out.bias, theirs.project_out.bias)
     if getattr(ours, "pos_emb", None) is not None:
-        put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * theirs.pos_emb.scale)
+        put(ours.pos_emb.emb.weight, theirs.pos_emb.emb.weight * (theirs.pos_emb.scale / ours.pos_emb.emb_scale))
     copy_stack(put, ours.attn_layers, theirs.attn_layers)
     assert not put.unwritten(), put.unwritten()
     return ours.state_dict()
