@@ -13,6 +13,20 @@ either **learned** (one trainable vector per position, the default of `Transform
 
 $$p_{t, 2k} = \sin\left(t / 10000^{2k/D}\right), \qquad p_{t, 2k+1} = \cos\left(t / 10000^{2k/D}\right).$$
 
+The learned table is x-transformers': its rows are drawn from $\mathcal N(0, 1)$ and scaled in
+the forward pass,
+
+$$p_t = D^{-1/2} P_t, \qquad P_t \sim \mathcal N(0, I),$$
+
+so each position starts at std $D^{-1/2}$ (0.088 at $D = 128$) and, because Adam's step on $P_t$
+has a fixed size, moves $D^{-1/2}$ times as fast as an unscaled table would.  `pos_emb_init_std=σ`
+on the wrapper draws $p_t \sim \mathcal N(0, σ^2)$ and adds it unscaled instead: GPT-2's table
+(σ = 0.02), which the [GPT-2 conversion](../pretrained/gpt2.md) uses and this library's default
+before.  Which of the two trains better depends on the recipe (0.10 bpc for the unscaled one on a
+character model, about 0.01 nats for the scaled one on a GPT-2-style recipe; the evidence is on the
+[initialisation page](../models/initialisation.md)); the default follows x-transformers, so that one
+seed builds x-transformers' model exactly.
+
 A learned table has `max_seq_len` rows, so longer inputs cannot be embedded: the wrapper refuses
 them with a clear error.  The relative schemes (rotary, ALiBi, T5) have no such limit, which is why
 the wrapper turns the absolute embedding off beside most of them.
@@ -32,13 +46,19 @@ Shapes: `n` tokens, `D` model width.
 
 * The sinusoidal table here puts all sines in the first half of the features and all cosines in the
   second half instead of interleaving them; the next linear layer makes the two equivalent.
-* The paper scales the token embeddings by $\sqrt D$ before adding positions; we initialise the
-  learned tables with a small standard deviation (0.02) instead and add positions unscaled.
+* The paper scales the token embeddings by $\sqrt D$ before adding positions; here the position
+  table is scaled down by $D^{-1/2}$ instead (x-transformers' choice), and the token embedding is not scaled.
 * Position infused attention (not an x-transformers keyword) turns absolute positions off too: it
   adds them to queries and keys instead.  Before, this library turned them off beside ALiBi and the
   dynamic bias as well; `disable_abs_pos_emb=True` gives that back.
 * Positions continue across a key/value cache: a cached step at position $t$ gets $p_t$, so cached
   generation equals a full pass (a test checks it).
+
+## Differences from x-transformers
+
+None for the learned table since this release (before, it was drawn at std 0.02 and added unscaled:
+`pos_emb_init_std=0.02`).  Under one seed the default model draws x-transformers' numbers into both
+tables, because the token table is made first, as there (`tests/models/test_initialisation.py`).
 """
 
 from typing import Optional
