@@ -6,14 +6,19 @@ self-attention (`a`), cross-attention (`c`) and feed-forward (`f`).  This file r
 It does three things per forward pass that no single block can do:
 
 1. **Positions, once.**  Rotary angles, the T5 or ALiBi bias and position-infused sinusoids depend
-   only on positions, so they are computed once and shared by every self-attention layer.
+   only on positions, so they are computed once and shared by every self-attention layer
+   ([positions, once per forward pass](stack_positions.md)).
 2. **State across layers.**  Residual attention carries scores from one layer to the next.
 3. **State across calls.**  A Transformer-XL memory (one tensor per self-attention layer) or a
    key/value cache (one entry per block) makes the current tokens continue an earlier sequence:
    positions start at the number of tokens that came before, $m$.
 
 Everything else (the block order, the norms, the techniques inside attention) is built from the
-options by `models/build.py` and `models/layout.py`.
+options by `models/build.py` and `models/layout.py`.  Three pages hold the parts of the forward
+pass that are not the loop itself: [the stack's inputs](stack_inputs.md) (the checks of every
+argument, and how one given for the whole stack becomes one per layer),
+[positions](stack_positions.md) and [one block](run_block.md) (branch input, sublayer, residual:
+the body of the loop).
 
 The keyword API is that of x-transformers:
 
@@ -39,7 +44,6 @@ tokens.
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import replace
 from typing import Optional
 
@@ -56,7 +60,6 @@ from ..checks import check_cache
 from ..generation.intermediates import (
     AttentionRecord,
     LayerIntermediates,
-    cached_kvs,
     drop_cached,
     left_pad_mask,
     new_shared_cache,
@@ -65,22 +68,14 @@ from ..generation.intermediates import (
 )
 from ..generation.lean_step import lean_applies, lean_step
 from ..norms.adaptive_norm import ConditionMLP, needs_condition, prepare_condition
-from ..options import LayerOptions, parse_layer_options, rope_scaling
-from ..positional.alibi import AlibiPositionalBias
+from ..options import LayerOptions, parse_layer_options
 from ..positional.cross_rotary import cross_rotary_inputs
-from ..positional.custom_positions import check_custom_positions, per_row_angles
-from ..positional.dynamic_position_bias import DynamicPositionBias
-from ..positional.polar import PolarEmbedding
-from ..positional.position_infused import PositionInfusedAttention
-from ..positional.rotary import RotaryEmbedding
-from ..positional.t5_bias import T5RelativePositionBias
-from ..positional.xpos import XPosEmbedding
 from ..residual.depth_scale_residual import depth_scaled_init
 from ..residual.gated_multi_residual import attach_gated_multi_residual
 from ..residual.hyper_connections import attach_hyper_connections, stream_input
 from ..residual.input_injection import InputInjection
 from ..residual.reversible import StackInputs, reversible_pairs, run_reversible
-from ..residual.value_residual import ValueResidual, attach_value_mixes
+from ..residual.value_residual import attach_value_mixes
 from ..residual.zero_init_branch import zero_init_branches
 from .block_inputs import check_transforms, default_block_length, transform_block_input
 from .build import make_block, make_norm
@@ -90,7 +85,18 @@ from .layer_dropout import drop_probabilities, skip_block
 from .layer_integration import make_layer_integrations
 from .layer_sharing import built_depth, execution_order
 from .layout import branch_steps, layer_types, shift_amounts
+from .run_block import run_block, stream_hidden
 from .softclamp_output import softclamp
+from .stack_inputs import (
+    additional_kvs,
+    check_mem_masks,
+    check_stack_inputs,
+    mask_as_bias,
+    per_layer,
+    route_to_top,
+    with_memory_mask,
+)
+from .stack_positions import position_inputs, positional_modules
 from .unet_skips import make_unet_skips
 
 
@@ -156,34 +162,8 @@ class AttentionLayers(nn.Module):
         self.condition_mlp = ConditionMLP(self.dim_condition, o.adaptive_condition_mlp_expansion) \
             if self.needs_condition and o.adaptive_condition_mlp else None
 
-        # Positional modules, shared by every self-attention layer.
-        self.rotary = None
-        if o.rotary_pos_emb:
-            # By default half of each head is rotated, as in x-transformers (an odd half rounds down to even).
-            dim_key = o.attn.key_width(dim)
-            rot = o.rotary_emb_dim or min(o.attn.dim_head // 2 // 2 * 2, dim_key - dim_key % 2)
-            if o.attn.latent_rope_dim is not None:
-                rot = o.rotary_emb_dim or o.attn.latent_rope_dim  # DeepSeek's rotated features, all of them
-            if rot < 2:
-                raise ValueError(f"rotary_pos_emb: the key width {dim_key} is too small to rotate")
-            if o.verbose and rot < 32:
-                # x-transformers logs this with `verbose=True`; the library never prints, so it is a warning.
-                warnings.warn(f"rotary_pos_emb: {rot} rotated features per head; language models train better "
-                              "with at least 32 (verbose=False silences this)", stacklevel=2)
-            self.rotary = XPosEmbedding(rot, base=o.rotary_theta, scale_base=o.rotary_xpos_scale_base,
-                                        scaling=rope_scaling(o)) if o.rotary_xpos \
-                else RotaryEmbedding(rot, base=o.rotary_theta, scaling=rope_scaling(o))
-        # One relative bias of the scores: T5's buckets or the dynamic (MLP) bias; ALiBi below.
-        self.rel_pos = T5RelativePositionBias(heads, o.causal, o.rel_pos_num_buckets, o.rel_pos_max_distance) \
-            if o.rel_pos_bias else None
-        if o.dynamic_pos_bias:
-            self.rel_pos = DynamicPositionBias(dim // 4, heads=heads, depth=o.dynamic_pos_bias_mlp_depth,
-                                               log_distance=o.dynamic_pos_bias_log_distance,
-                                               norm=o.dynamic_pos_bias_norm)
-        self.alibi = AlibiPositionalBias(heads, o.alibi_num_heads, **o.rel_pos_kwargs) if o.alibi_pos_emb else None
-        self.pia = PositionInfusedAttention(dim) if o.position_infused_attn else None
-        # PoPE: phases from positions, shared by every self-attention layer (`positional/polar.py`).
-        self.polar = PolarEmbedding(o.attn.dim_head, heads, o.polar_bias_uniform_init) if o.polar_pos_emb else None
+        # Positional modules, shared by every self-attention layer (`models/stack_positions.py`).
+        self.rotary, self.rel_pos, self.alibi, self.pia, self.polar = positional_modules(o, dim, heads)
         # `reversible=True`: the blocks run as couplings $y_1 = x_1 + F(x_2)$, $y_2 = x_2 + G(y_1)$
         # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
         self.reversible_pairs = reversible_pairs(self.layer_types) if o.reversible else None
@@ -212,87 +192,11 @@ class AttentionLayers(nn.Module):
             return o.disable_abs_pos_emb
         return o.rel_pos_bias or o.rotary_pos_emb or o.polar_pos_emb or o.position_infused_attn
 
-    #
-    # ## Checking the inputs
-    #
-    # Errors name the argument and the expected shape, instead of failing deep inside a matmul.
-    def _check_inputs(self, x, mask, context, context_mask, mems, cache=None):
-        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
-            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim}), got {got}")
-        b, n = x.shape[:2]
-        if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (b, n)):
-            raise ValueError(f"mask: expected a bool tensor of shape ({b}, {n}), "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
-        if self.has_cross:
-            cross = self.options.cross_attn
-            dim_context = (cross.dim_context if cross is not None else None) or self.options.dim_context or self.dim
-            if context is None:
-                raise ValueError("context: this stack has cross-attention layers and needs "
-                                 f"context of shape (batch, context_len, {dim_context})")
-            if context.dim() != 3 or context.shape[0] != b or context.shape[-1] != dim_context:
-                raise ValueError(f"context: expected shape ({b}, context_len, {dim_context}), "
-                                 f"got {tuple(context.shape)}")
-            if context_mask is not None and (context_mask.dtype != torch.bool
-                                             or tuple(context_mask.shape) != tuple(context.shape[:2])):
-                raise ValueError(f"context_mask: expected a bool tensor of shape {tuple(context.shape[:2])}, "
-                                 f"got {context_mask.dtype} {tuple(context_mask.shape)}")
-        elif context is not None:
-            raise ValueError("context: this stack has no cross-attention layers (set cross_attend=True)")
-        if self.options.mv_split_residual and self.causal and (mems is not None or cache is not None):
-            # The causal token mean reads every earlier token (`residual/mv_split_residual.py`).
-            raise ValueError(f"{'mems' if mems is not None else 'cache'} and mv_split_residual cannot be combined: "
-                             "the causal token mean needs every earlier token's stream, which neither keeps")
-        if mems is not None and self.options.reversible:
-            raise ValueError("mems and reversible cannot be combined: a reversible stack keeps no layer "
-                             "inputs, and Transformer-XL memories are those inputs")
-        if mems is not None:
-            if len(mems) != self.num_self_attn:
-                raise ValueError(f"mems: expected one tensor per self-attention layer "
-                                 f"({self.num_self_attn}), got {len(mems)}")
-            lengths = {m.shape[1] for m in mems}
-            if len(lengths) != 1 or any(m.shape[0] != b or m.shape[-1] != self.dim for m in mems):
-                raise ValueError(f"mems: expected tensors of one shape (batch={b}, mem_len, {self.dim}), "
-                                 f"got {[tuple(m.shape) for m in mems]}")
-
-    #
-    # ## Positions, once per forward
-    #
-    # Queries are at positions $m \dots m + n - 1$.  With a memory the keys computed in this pass are
-    # the memory and the tokens, positions $0 \dots m + n - 1$; with a cache, only the tokens.
     def shared_inputs(self, n: int, offset: int, keys_from_zero: bool, device,
                       positions: Optional[Tensor] = None, batch: int = 1) -> SharedAttentionInputs:
-        """Rotary angles, score bias and position-infused sinusoids for this forward pass."""
-        q_pos = torch.arange(offset, offset + n, device=device)
-        all_k = torch.arange(offset + n, device=device)
-        if positions is not None:
-            # Given positions (x-transformers' `pos=`): queries and keys are the same tokens, `(n,)`,
-            # one row per sequence `(b, n)` or, for ALiBi alone, per sequence and head `(b, h, n)`
-            # ([custom positions](../positional/custom_positions.md)).
-            self._check_positions(positions, n, batch)
-            q_pos = all_k = positions.to(device)
-        new_k = all_k if keys_from_zero else q_pos
-        bias = None
-        if self.rel_pos is not None:
-            bias = self.rel_pos(q_pos, all_k)
-        elif self.alibi is not None:
-            bias = self.alibi(q_pos, all_k)
-        return SharedAttentionInputs(
-            rotary=per_row_angles(self.rotary(new_k)) if self.rotary is not None else None,
-            attn_bias=bias,
-            qk_pos=self.pia(new_k) if self.pia is not None else None,
-            polar=(self.polar(new_k), self.polar.key_phase()) if self.polar is not None else None,
-        )
-
-    def _check_positions(self, pos, n: int, batch: int) -> None:
-        """`pos` is `(n,)`, `(b, n)` (rotary, xPos, ALiBi) or `(b, h, n)` (ALiBi alone) integer positions."""
-        per_row = tuple(name for name, on in (("rotary_pos_emb", self.rotary is not None),
-                                               ("alibi_pos_bias", self.alibi is not None)) if on)
-        shared_only = tuple(name for name, on in (
-            ("rel_pos_bias", self.options.rel_pos_bias), ("dynamic_pos_bias", self.options.dynamic_pos_bias),
-            ("position_infused_attn", self.pia is not None), ("polar_pos_emb", self.polar is not None)) if on)
-        per_head = self.alibi.alibi_heads if self.alibi is not None and self.rotary is None else None
-        check_custom_positions(pos, n, batch, per_row=per_row, per_head=per_head, shared_only=shared_only)
+        """Rotary angles, score bias and position-infused sinusoids for this forward pass
+        ([positions, once per forward pass](stack_positions.md))."""
+        return position_inputs(self, n, offset, keys_from_zero, device, positions, batch)
 
     #
     # ## Forward
@@ -365,7 +269,7 @@ class AttentionLayers(nn.Module):
             attn_sink = record = AttentionRecord()
         if seq_start_pos is not None:
             mask = left_pad_mask(x, mask, seq_start_pos, cache.offset if cache is not None else 0)
-        self._check_inputs(x, mask, context, context_mask, mems, cache)
+        check_stack_inputs(self, x, mask, context, context_mask, mems, cache)
         check_mem_masks(mem_masks, mems)
         if not torch.compiler.is_compiling():
             check_cache("cache", cache)
@@ -481,13 +385,13 @@ class AttentionLayers(nn.Module):
             if cache is None and skip_block(self.layer_dropouts[i], self.training):
                 # Stochastic depth: the stream passes the block unchanged; an XL memory still gets its input.
                 if block.kind == "a":
-                    x_in = _stream_hidden(block, x)
+                    x_in = stream_hidden(block, x)
                     hiddens.append(x_in)
                     memory_inputs.append(x_in if inject is None else x_in + inject)
                 continue
             if block.kind == "a":
                 # The residual stream before the pre-norm: the next segment's memory (the block norms it).
-                hiddens.append(_stream_hidden(block, x))
+                hiddens.append(stream_hidden(block, x))
             kind = self.layer_types[i]
             values = first_values[kind] if first_values is not None and kind != "f" else None
             integrate = None
@@ -501,9 +405,9 @@ class AttentionLayers(nn.Module):
                     kv_residual, cross_shared)
             if checkpointing:
                 # A recomputed block must save what it saved the first time, so it builds its own masks.
-                x, scores, h, values = checkpoint(_run_block, *args, fresh_masks=True, use_reentrant=False)
+                x, scores, h, values = checkpoint(run_block, *args, fresh_masks=True, use_reentrant=False)
             else:
-                x, scores, h, values = _run_block(*args)
+                x, scores, h, values = run_block(*args)
             if first_values is not None and kind != "f":
                 first_values[kind] = values
             if block.kind == "a":
@@ -539,139 +443,6 @@ class AttentionLayers(nn.Module):
         attn = record.intermediates(self.layer_types) if record is not None else []
         return snapshot(shared_kv, hiddens=hiddens, memory_inputs=memory_inputs, last_hidden=x,
                         attn_intermediates=attn)
-
-
-def additional_kvs(given) -> list:
-    """`self_attn_additional_kv` as a list of `(k, v)`: given so, or read from another stack's intermediates."""
-    if given is None:
-        return []
-    if isinstance(given, LayerIntermediates):
-        return cached_kvs(given)
-    if not isinstance(given, (list, tuple)) or any(p is not None and (not isinstance(p, (list, tuple)) or len(p) != 2)
-                                                   for p in given):
-        raise ValueError("self_attn_additional_kv: expected a list of (keys, values) pairs or intermediates")
-    return list(given)
-
-
-def route_to_top(pairs: list, num_layers: int) -> list:
-    """One entry per self-attention layer: the last pairs go to the top layers, the lowest get none."""
-    pairs = pairs[-num_layers:] if num_layers else []
-    return [None] * (num_layers - len(pairs)) + pairs
-
-
-def per_layer(residuals: Optional[Tensor], num_layers: int) -> list:
-    """`cross_attn_kv_residuals` as one tensor (or none) per cross-attention layer."""
-    if residuals is None:
-        return [None] * num_layers
-    if residuals.dim() == 3:
-        return [residuals] * num_layers
-    if residuals.dim() != 4 or residuals.shape[0] != num_layers:
-        raise ValueError(f"cross_attn_kv_residuals: expected (b, j, dim_context) or ({num_layers}, b, j, "
-                         f"dim_context), one per cross-attention layer, got {tuple(residuals.shape)}")
-    return list(residuals.unbind(0))
-
-
-def mask_as_bias(attn_mask: Tensor, bias: Optional[Tensor], n: int) -> Tensor:
-    r"""A boolean query-by-key mask as an additive bias: $0$ where visible, the most negative number where not."""
-    if not torch.is_tensor(attn_mask) or attn_mask.dtype != torch.bool or attn_mask.dim() not in (2, 3) \
-            or tuple(attn_mask.shape[-2:]) != (n, n):
-        raise ValueError(f"attn_mask: expected a bool tensor of shape ({n}, {n}) or (batch, {n}, {n}), got "
-                         f"{tuple(attn_mask.shape) if torch.is_tensor(attn_mask) else type(attn_mask).__name__}")
-    dtype = bias.dtype if bias is not None else torch.float32
-    extra = torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device).masked_fill(
-        ~attn_mask, torch.finfo(dtype).min / 2)
-    extra = extra[None, None] if extra.dim() == 2 else extra[:, None]  # (1|b, 1, i, j)
-    return extra if bias is None else bias + extra
-
-
-def _branch_input(block, x, inject, mask, block_cache, condition):
-    """What the sublayer of `block` sees, with the reinjected input added (`residual/input_injection.py`)."""
-    return block.branch_input(x if inject is None else x + inject, mask=mask,
-                              shift_state=block_cache.shift if block_cache is not None else None, condition=condition)
-
-
-def check_mem_masks(mem_masks: Optional[list[Tensor]], mems: Optional[list[Tensor]]) -> None:
-    """`mem_masks` must come with `mems`: one `(b, m)` bool tensor per memory."""
-    if mem_masks is None:
-        return
-    if not mems:
-        raise ValueError("mem_masks: given without mems; they mask the Transformer-XL memories")
-    if len(mem_masks) != len(mems) or any(
-            not torch.is_tensor(mm) or mm.dtype != torch.bool or tuple(mm.shape) != tuple(m.shape[:2])
-            for mm, m in zip(mem_masks, mems, strict=False)):
-        raise ValueError(f"mem_masks: expected one bool tensor of shape (batch, mem_len) per memory, "
-                         f"{[tuple(m.shape[:2]) for m in mems]}, got "
-                         f"{[tuple(mm.shape) if torch.is_tensor(mm) else type(mm).__name__ for mm in mem_masks]}")
-
-
-def with_memory_mask(mem_mask: Tensor, mask: Optional[Tensor], n: int) -> Tensor:
-    """The keys' mask of a layer with a Transformer-XL memory: `[mem_mask; mask]` `(b, m + n)`."""
-    tokens = mask if mask is not None else mem_mask.new_ones(mem_mask.shape[0], n)
-    return torch.cat((mem_mask, tokens), dim=1)
-
-
-def _stream_hidden(block, x: Tensor) -> Tensor:
-    """The residual stream a self-attention block reads, before its pre-norm `(b, n, D)`: x-transformers'
-    `hiddens` (with hyper-connections, the mix its queries read)."""
-    h = stream_input(block, x)[0]
-    return h[0] if h.dim() == 4 else h
-
-
-def _run_block(block, x, mask, shared, mem, block_cache, context, context_mask, prev_scores, keep_scores,
-               attn_sink=None, condition=None, inject=None, value_residual=False, first_values=None,
-               integrate=None, deep_embed=None, additional_kv=None, kv_residual=None, cross_shared=None,
-               fresh_masks=False):
-    """One block: branch input, sublayer, residual.  Returns `(x, scores, memory_input, first_values)`, where
-    `memory_input` is what the queries' branch read from the stream before the pre-norm (an XL memory).
-
-    `inject` is added to the branch input only (input injection); with `value_residual`, `first_values`
-    are the values of the first attention layer of the block's kind so far (`None` before it), and the
-    returned ones are those after this block."""
-    if fresh_masks:
-        shared = replace(shared, masks={})
-    # With hyper-connections the branch reads a mix of the streams (`residual/hyper_connections.py`).
-    x_in, residual = stream_input(block, x)
-    if integrate is not None:
-        # LIMe: $\sum_k w_k x^{(k)}$ over the earlier sublayers' inputs (three mixes for self-attention)
-        integration, earlier = integrate
-        x_in = integration(x_in, earlier)
-    memory_input = x_in if inject is None else x_in + inject
-    h = _branch_input(block, x_in, inject, mask, block_cache, condition)
-    scores = None
-    # A fresh carrier per call, so that a block recomputed for gradient checkpointing mixes the same values.
-    carrier = ValueResidual(first_values) if value_residual and block.kind != "f" else None
-    if block.kind == "f":
-        out = block.fn(h)
-        if deep_embed is not None:
-            # $\operatorname{FF}^{(l)}(h_t) \odot g^{(l)}_{x_t}$: the token's gain for this block
-            out = out * deep_embed[:, -out.shape[1]:].to(out.dtype)
-    else:
-        attn_cache = block_cache.attn if block_cache is not None else None
-        if block.kind == "a":
-            # Three inputs, for queries, keys and values (hyper-connections' `qkv_receive_diff_residuals`)
-            q_in, views = (h[0], (h[1], h[2])) if h.dim() == 4 else (h, None)
-            if kv_residual is not None:
-                # $k = W_k(\bar h + r)$, $v = W_v(\bar h + r)$ (`models/kv_input_residuals.py`)
-                k_in, v_in = views if views is not None else (q_in, q_in)
-                views = (k_in + kv_residual, v_in + kv_residual)
-            if mem is not None:
-                mem = block.memory_input(mem, condition)  # the memory holds the stream before the pre-norm
-            out, scores = block.fn(q_in, mask=mask, shared=shared, mem=mem, cache=attn_cache,
-                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
-                                   value_residual=carrier, kv_views=views,
-                                   **({} if additional_kv is None else {"additional_kv": additional_kv}))
-            memory_input = memory_input[0] if memory_input.dim() == 4 else memory_input
-        else:
-            # The queries' own padding too (inverted attention lets the queries compete for each key).
-            query_mask = None if mask is None else mask[:, -h.shape[1]:]
-            out, scores = block.fn(h, context=context, context_mask=context_mask, cache=attn_cache, mask=query_mask,
-                                   prev_scores=prev_scores, return_scores=keep_scores, attn_sink=attn_sink,
-                                   value_residual=carrier,
-                                   shared=None if cross_shared is None else replace(cross_shared, masks={}))
-    # MV-Split's token means leave out padding (`residual/mv_split_residual.py`).
-    reads = {"mask": mask} if getattr(block.residual, "reads_mask", False) else {}
-    return (block.join(out, residual, condition, **reads), scores, memory_input,
-            carrier.first if carrier is not None else None)
 
 
 class Encoder(AttentionLayers):

@@ -94,7 +94,7 @@ def token_mean(x: Tensor, mask: Optional[Tensor], causal: bool) -> Tensor:
 class MVSplitResidual(nn.Module):
     r"""$x + \beta \odot (F - \bar F) + \alpha \odot (\bar F - \bar x)$, with causal means in a decoder."""
 
-    # The stack passes the padding mask to this residual (`models/layers.py`).
+    # The stack passes the padding mask to this residual (`models/run_block.py`).
     reads_mask = True
 
     def __init__(self, dim: int, causal: bool, init_alpha: float = 0.0, init_beta: float = 0.03,

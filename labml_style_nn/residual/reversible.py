@@ -42,7 +42,7 @@ which is still a function of $x_2$ only, so the layer stays invertible.  A `Cros
 cross-attention with feed-forward.  Each branch is the whole pre-norm branch of its block: norm,
 token shift, sublayer, sandwich norm, ReZero scale.  Everything that only *reads* its half (masks,
 rotary, ALiBi, T5 bias, persistent memory, GLU, token shift, the context) composes; what is refused
-is listed in `options.validate_reversible`: post-norm, gated or scaled residuals (not a sum),
+is listed in `option_validation.validate_reversible`: post-norm, gated or scaled residuals (not a sum),
 residual attention (scores carried across layers), macaron and sandwich layouts (no $F/G$ pairs),
 and Transformer-XL memories (the inputs of every layer would have to be kept).
 
