@@ -58,6 +58,7 @@ from experiments.common import (  # noqa: E402
 )
 from experiments.data import load_text, sample_windows  # noqa: E402
 from labml_style_nn import Decoder, TransformerWrapper  # noqa: E402
+from labml_style_nn.models.initialisation import interleaved_rotary_rows  # noqa: E402
 
 POSITIONS = {"t5": dict(rel_pos_bias=True), "rotary": dict(rotary_pos_emb=True), "absolute": {}}
 
@@ -138,7 +139,8 @@ def copy_xtransformers_init(model: nn.Module, cfg: Config) -> None:
         if block.kind == "a":
             q, k = theirs.to_q.weight, theirs.to_k.weight
             if cfg.pos == "rotary":  # their rotated pairs (2p, 2p+1) are our (p, p + r/2)
-                q, k = q[rotary_rows(cfg.heads, dim_head, rot)], k[rotary_rows(cfg.heads, dim_head, rot)]
+                rows = interleaved_rotary_rows(cfg.heads, dim_head, rot)
+                q, k = q[rows], k[rows]
             block.fn.to_qkv.weight.copy_(torch.cat([q, k, theirs.to_v.weight]))
             block.fn.to_out.weight.copy_(theirs.to_out.weight)
         else:
@@ -149,13 +151,6 @@ def copy_xtransformers_init(model: nn.Module, cfg: Config) -> None:
     model.attn_layers.final_norm.weight.copy_(xt.attn_layers.final_norm.gamma)
     if model.attn_layers.rel_pos is not None:
         model.attn_layers.rel_pos.bias.weight.copy_(xt.attn_layers.rel_pos.relative_attention_bias.weight)
-
-
-def rotary_rows(heads: int, dim_head: int, rot: int) -> torch.Tensor:
-    """Our query/key row j is x-transformers' row `rows[j]`: the same rotation, features paired differently."""
-    half = rot // 2
-    within = [2 * j if j < half else 2 * (j - half) + 1 for j in range(rot)] + list(range(rot, dim_head))
-    return torch.tensor([h * dim_head + j for h in range(heads) for j in within])
 
 
 def main(cfg: Config) -> dict:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import labml_style_nn as ours_package
+from labml_style_nn.models.initialisation import interleaved_rotary_rows
 
 xt = pytest.importorskip("x_transformers")
 
@@ -124,11 +125,8 @@ def copy_layer_scale(put: _Writer, mine: nn.Module | None, theirs: nn.Module) ->
     return theirs
 
 
-def rotary_rows(heads: int, dim_head: int, rot: int) -> torch.Tensor:
-    """Row order taking x-transformers' interleaved rotary pairs (2p, 2p+1) to our halves (p, p + rot/2)."""
-    half = rot // 2
-    within = [2 * j if j < half else 2 * (j - half) + 1 for j in range(rot)] + list(range(rot, dim_head))
-    return torch.tensor([h * dim_head + j for h in range(heads) for j in within])
+# Row order taking x-transformers' interleaved rotary pairs (2p, 2p+1) to our halves (p, p + rot/2).
+rotary_rows = interleaved_rotary_rows
 
 
 def copy_attention(put: _Writer, mine: nn.Module, theirs: nn.Module, rot: int = 0) -> None:

@@ -92,6 +92,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
 
@@ -107,3 +108,38 @@ def token_embedding_std(emb_dim: int, std: Optional[float] = None) -> float:
 def init_token_embedding(weight: Tensor, std: Optional[float] = None) -> None:
     r"""Draw the token table `(V, E)` in place: $e_{tk} \sim \mathcal N(0, \sigma^2)$, $\sigma$ from `token_embedding_std`."""
     nn.init.normal_(weight, std=token_embedding_std(weight.shape[-1], std))
+
+
+def interleaved_rotary_rows(heads: int, dim_head: int, rot: int) -> Tensor:
+    r"""Row order taking x-transformers' rotary pairs $(2p, 2p + 1)$ to this library's $(p, p + r/2)$.
+
+    Row `j` of a query or key projection here holds what row `rows[j]` holds in x-transformers, for
+    `heads` heads of `dim_head` features whose first `rot` rotate.
+
+    >>> interleaved_rotary_rows(1, 6, 4).tolist()   # our pairs (0, 2), (1, 3) are their (0, 1), (2, 3)
+    [0, 2, 1, 3, 4, 5]
+    """
+    half = rot // 2
+    within = [2 * j if j < half else 2 * (j - half) + 1 for j in range(rot)] + list(range(rot, dim_head))
+    return torch.tensor([h * dim_head + j for h in range(heads) for j in within])
+
+
+@torch.no_grad()
+def order_rotary_rows_as_x_transformers(blocks, rot: int) -> None:
+    r"""Reorder the freshly drawn query and key rows of each self-attention block into x-transformers' pairing.
+
+    A permutation of rows drawn independently from one distribution is a draw from the same
+    distribution, so nothing changes but which number lands where: under one seed the rotated
+    features then pair exactly as x-transformers pairs the same numbers.
+    """
+    for block in blocks:
+        attn = getattr(block, "fn", None)
+        proj = getattr(attn, "to_qkv", None)
+        if getattr(block, "kind", None) != "a" or proj is None or getattr(attn, "qk_proj", None) is not None:
+            continue
+        h, g, d = attn.heads, attn.kv_heads, attn.dim_head
+        q_rows, k_rows = interleaved_rotary_rows(h, d, rot), h * d + interleaved_rotary_rows(g, d, rot)
+        for p in (proj.weight, proj.bias):
+            if p is not None:
+                p[: h * d] = p[q_rows].clone()
+                p[h * d: (h + g) * d] = p[k_rows].clone()

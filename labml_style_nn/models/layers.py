@@ -80,6 +80,7 @@ from ..residual.zero_init_branch import zero_init_branches
 from .block_inputs import check_transforms, default_block_length, transform_block_input
 from .build import make_block, make_norm
 from .context_dropout import drop_context_tokens
+from .initialisation import order_rotary_rows_as_x_transformers
 from .kv_input_residuals import kv_residuals_per_layer
 from .layer_dropout import drop_probabilities, skip_block
 from .layer_integration import make_layer_integrations
@@ -164,6 +165,10 @@ class AttentionLayers(nn.Module):
 
         # Positional modules, shared by every self-attention layer (`models/stack_positions.py`).
         self.rotary, self.rel_pos, self.alibi, self.pia, self.polar = positional_modules(o, dim, heads)
+        # Rotated query/key rows drawn in x-transformers' pairing order: the same distribution, and one seed
+        # builds x-transformers' model (`models/initialisation.py`).
+        if self.rotary is not None:
+            order_rotary_rows_as_x_transformers(built, self.rotary.dim)
         # `reversible=True`: the blocks run as couplings $y_1 = x_1 + F(x_2)$, $y_2 = x_2 + G(y_1)$
         # (`residual/reversible.py`); `reversible_recompute = False` keeps their activations instead.
         self.reversible_pairs = reversible_pairs(self.layer_types) if o.reversible else None
