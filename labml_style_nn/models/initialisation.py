@@ -46,16 +46,18 @@ CPU recipe with tied embeddings and no biases, in nats per byte), mean ± std ov
 **Under one seed the default model is x-transformers' model.** `TransformerWrapper` and its stack
 create their parameters in x-transformers' order with x-transformers' distributions (the token table
 before the position table), so `torch.manual_seed(s)` followed by either library's constructor draws
-the same numbers into the same parameters (`tests/models/test_initialisation.py` checks it, with
-learned absolute positions and with rotary ones).  With learned absolute positions the two models are
-then the same function, and train alike step for step: the validation losses after 500 steps agree
-to 7 digits on every seed (three of recipe A with absolute positions, eight of recipe B). With rotary positions the two
-functions of those numbers differ only in how rotated query/key features are paired ($2p, 2p+1$ in
-x-transformers, $p, p + r/2$ here, as in LLaMA): a permutation of the rows of $W_Q$ and $W_K$, which
-leaves independent identically distributed entries identically distributed. So the trained losses
-have the same distribution, seed by seed a different draw from it: x-transformers' weights, permuted
-and trained here, reproduce its loss to the printed digits (2.715224 bpc, seed 2), and eight seeds of
-each give means 0.008 apart (standard error 0.011).
+the same numbers into the same parameters.  With rotary positions one step follows: the two libraries
+pair the rotated query/key features differently ($2p, 2p+1$ in x-transformers, $p, p + r/2$ here, as
+in LLaMA), so the drawn rows of $W_Q$ and $W_K$ are reordered into x-transformers' pairing
+(`order_rotary_rows_as_x_transformers` below).  Reordering rows drawn independently from one
+distribution gives a draw from the same distribution, so this changes no property of the
+initialisation, only which number lands where.  The two default models are then the same function
+(`tests/models/test_initialisation.py` checks it, with learned absolute positions and with rotary
+ones, with and without grouped key/value heads), and train alike step for step: the validation
+losses after 500 steps agree to 7 digits on every seed run (recipe A with rotary and with absolute
+positions, three seeds each; recipe B, eight).  Before the reordering the rotary models were the same
+function up to that permutation, and their losses had the same distribution seed for seed a
+different draw: eight seeds each gave 2.724 ± 0.021 here against 2.716 ± 0.022.
 
 **The position table.**  Until this release the learned table was drawn at std 0.02 and added
 unscaled (GPT-2's), where x-transformers draws it from $\mathcal N(0, 1)$ and multiplies it by

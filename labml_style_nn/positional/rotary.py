@@ -94,7 +94,9 @@ Shapes: `b` batch, `h` heads, `n` tokens, `d` head dim, `r` rotated dims ($r \le
   $2k, 2k+1$.  It is the same rotation after a fixed permutation of the features, which the
   projections absorb, and it needs no strided indexing.  It is also the layout of Hugging Face's
   LLaMA (and Qwen2, Mistral): with `rotary_emb_dim` equal to the head width and `rotary_theta` the
-  checkpoint's base, their weights load without permuting a feature.
+  checkpoint's base, their weights load without permuting a feature.  x-transformers pairs
+  neighbours; so that one seed builds the same model in both libraries, a new stack draws its query
+  and key rows in x-transformers' pairing order ([initialisation](../models/initialisation.md)).
 * Only the first $r$ features of each head are rotated (`rotary_emb_dim`, by default half the head,
   `dim_head // 2`, as in x-transformers 2.31.10, which has no minimum and only warns below 32 with
   `verbose=True`; so does this library); the rest carry content without position.  This partial

@@ -94,7 +94,8 @@ def test_sampled_tokens_follow_the_target_model():
     torch.manual_seed(0)
     out = model.generate(prompt, 2, draft=draft, num_speculative=2, filter_logits_fn="top_k",
                          filter_kwargs=dict(k=V))
-    assert 0.2 < model.speculative_stats.acceptance_rate < 0.95
+    # both paths run many times (8000 guesses): accepted guesses and resampled rejections
+    assert 0.05 < model.speculative_stats.acceptance_rate < 0.95
     # The exact joint distribution of the two tokens under the target alone.
     p1 = target(prompt[:1]).softmax(-1)[0, -1]  # (V,)
     seconds = torch.cat((prompt[:1].repeat(V, 1), torch.arange(V)[:, None]), 1)
