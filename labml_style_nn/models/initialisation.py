@@ -37,9 +37,9 @@ untied head had biases. Trained under two recipes for 500 steps (`experiments/xt
 x-transformers' small character model, in bits per byte, and `experiments/gpt2_recipe.py`, nanoGPT's
 CPU recipe with tied embeddings and no biases, in nats per byte), mean ± std over seeds:
 
-| recipe | this library, before | token draw changed, earlier position table | defaults now | x-transformers 2.31.10 | nanoGPT's initialisation |
+| recipe | this library, before | token draw changed, earlier position table, rotary rows unordered | defaults now | x-transformers 2.31.10 | nanoGPT's initialisation |
 |---|---|---|---|---|---|
-| A, rotary (val bpc) | 2.776 ± 0.020 (3 seeds) | 2.724 ± 0.021 (8 seeds) | **2.724 ± 0.021** (no table) | **2.716 ± 0.022** (8 seeds) | - |
+| A, rotary (val bpc) | 2.776 ± 0.020 (3 seeds) | 2.724 ± 0.021 (8 seeds) | **2.716 ± 0.022** (8 seeds) | **2.716 ± 0.022** (8 seeds) | - |
 | A, learned absolute (val bpc) | 3.085 (1 seed) | 2.974 ± 0.017 (3 seeds) | **3.073 ± 0.009** (3 seeds) | **3.073 ± 0.009** (3 seeds) | - |
 | B, GPT-2-style (val nats) | 2.358 (1 seed) | 2.278 ± 0.017 (8 seeds) | **2.266 ± 0.012** (8 seeds) | **2.266 ± 0.012** (8 seeds) | 2.285 ± 0.009 (5 seeds) |
 
@@ -55,8 +55,8 @@ initialisation, only which number lands where.  The two default models are then 
 (`tests/models/test_initialisation.py` checks it, with learned absolute positions and with rotary
 ones, with and without grouped key/value heads), and train alike step for step: the validation
 losses after 500 steps agree to 7 digits on every seed run (recipe A with rotary and with absolute
-positions, three seeds each; recipe B, eight).  Before the reordering the rotary models were the same
-function up to that permutation, and their losses had the same distribution seed for seed a
+positions, eight and three seeds; recipe B, eight).  Before the reordering the rotary models were the same
+function up to that permutation, and their losses had the same distribution, each seed a
 different draw: eight seeds each gave 2.724 ± 0.021 here against 2.716 ± 0.022.
 
 **The position table.**  Until this release the learned table was drawn at std 0.02 and added
