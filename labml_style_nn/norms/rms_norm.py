@@ -60,16 +60,17 @@ KEYWORDS = declare(__name__, "stack",
 
 # Constant tensors by (value, dtype, device), made once: an operand given as a Python number is
 # converted to a tensor at every call, which costs as much as the operator itself.
-_constants: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
+_CONSTANTS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
 
 
-def _constant(value: float, like: Tensor) -> Tensor:
+def constant_tensor(value: float, like: Tensor) -> Tensor:
+    """`value` as a 0-d tensor of the dtype and device of `like`, made once and kept."""
     key = (value, like.dtype, like.device)
-    c = _constants.get(key)
+    c = _CONSTANTS.get(key)
     if c is None:
         # An ordinary tensor even under `torch.inference_mode()`, so that autograd may save it later.
         with torch.inference_mode(False):
-            c = _constants[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+            c = _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
     return c
 
 
@@ -86,10 +87,16 @@ def rms_norm(x: Tensor, gamma: Optional[Tensor], eps: float) -> Tensor:
         # A compiler fuses the lines into one kernel; the constant tensors are not needed there.
         y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
         return y if gamma is None else y * gamma
+    return rms_norm_eager(x, gamma, constant_tensor(eps, x), constant_tensor(x.shape[-1], x))
+
+
+def rms_norm_eager(x: Tensor, gamma: Optional[Tensor], eps: Tensor, dim: Tensor) -> Tensor:
+    """`rms_norm` outside a compiler, with $\epsilon$ and $D$ given as tensors of the dtype of `x`
+    (the decoding step's plan looks them up once per generation)."""
     sum_sq = (x * x).sum(dim=-1, keepdim=True)  # (..., 1)
     # $1 / \sqrt{\epsilon + \frac1D \sum_k x_k^2}$ (`addcdiv`: $\epsilon$ plus a quotient in one operator;
     # the inverse root in place, autograd keeps its result)
-    inv_rms = torch.addcdiv(_constant(eps, x), sum_sq, _constant(x.shape[-1], x)).rsqrt_()  # (..., 1)
+    inv_rms = torch.addcdiv(eps, sum_sq, dim).rsqrt_()  # (..., 1)
     y = x * inv_rms  # (..., D)
     if gamma is None:
         return y

@@ -84,7 +84,7 @@ def test_rms_norm_function_gradients_and_constants_made_without_autograd():
     assert torch.autograd.gradcheck(lambda x, g: rms_norm(x, g, 1e-3), (x, gamma))
     assert torch.autograd.gradgradcheck(lambda x, g: rms_norm(x, g, 1e-3), (x, gamma))
     # ... also when its constant tensors were first made under `inference_mode` (decoding, then training)
-    rms_norm_module._constants.clear()
+    rms_norm_module._CONSTANTS.clear()
     n = RMSNorm(12)
     with torch.inference_mode():
         n(torch.randn(1, 12))
