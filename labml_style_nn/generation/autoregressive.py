@@ -390,10 +390,11 @@ class AutoregressiveWrapper(nn.Module):
                 inp = seq[:, :n] if first else token[:, None]
                 step_kwargs = dict(cache=cache, mask=mask[:, :n] if first and mask is not None else None,
                                    **pos_kwargs, **kwargs)
-                if first and n > 1 and self._head_per_position(kwargs):
+                head = self._position_head(kwargs) if first and n > 1 else None
+                if head is not None:
                     # Only the last position is sampled: the prompt's final hidden states, the head on the last
                     h = self.net(inp, return_embeddings=True, **step_kwargs)[:, -1:]  # (b, 1, D)
-                    logits = self.net.logits(h)[:, -1]  # (b, V)
+                    logits = head(h)[:, -1]  # (b, V)
                 else:
                     logits = self.net(inp, **step_kwargs)[:, -1]  # (b, V)
             elif roll:
@@ -533,22 +534,25 @@ class AutoregressiveWrapper(nn.Module):
         return not self.feedback and getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
             and self.max_seq_len is not None and total > self.max_seq_len
 
-    def _head_per_position(self, kwargs: dict) -> bool:
-        """Whether the network's logits are its output layer applied to each final hidden state on its
-        own (a linear or tied head, no summary tokens, pooling or custom head), so that the prompt pass
-        may project its last position only, as `transformers`' `generate` does."""
+    def _position_head(self, kwargs: dict) -> Optional[Callable[[Tensor], Any]]:
+        """The network's `logits` (final hidden states to logits) when they apply its output layer to
+        each position on its own (a linear or tied head; no summary tokens, pooling or custom head), so
+        that the prompt pass may project its last position only, as `transformers`' `generate` does;
+        else `None`."""
         net = self.net
-        if not callable(getattr(net, "logits", None)) or getattr(net, "cls_token", True) is not None:
-            return False
+        logits = getattr(net, "logits", None)
+        if not callable(logits) or getattr(net, "cls_token", True) is not None:
+            return None
         if getattr(net, "mixture", None) is not None or getattr(net, "return_only_embed", True) \
                 or getattr(net, "average_pool_embed", True) or getattr(net, "attn_pool", True) is not None:
-            return False
+            return None
         head = getattr(net, "to_logits", None)
         if not (type(head) is nn.Linear or (head is None and getattr(net, "tie_embedding", False))):
-            return False
+            return None
         # Keywords that ask for other outputs, or give the head arguments, keep the whole pass.
-        return not any(key.startswith("return_") or key in ("to_logits_kwargs", "looped_pred_all_logits")
-                       for key in kwargs)
+        if any(key.startswith("return_") or key in ("to_logits_kwargs", "looped_pred_all_logits") for key in kwargs):
+            return None
+        return logits
 
     def _cache_blocker(self, total: int) -> Optional[str]:
         layers = getattr(self.net, "attn_layers", None)

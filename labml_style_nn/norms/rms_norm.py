@@ -91,7 +91,7 @@ def rms_norm(x: Tensor, gamma: Optional[Tensor], eps: float) -> Tensor:
 
 
 def rms_norm_eager(x: Tensor, gamma: Optional[Tensor], eps: Tensor, dim: Tensor) -> Tensor:
-    """`rms_norm` outside a compiler, with $\epsilon$ and $D$ given as tensors of the dtype of `x`
+    r"""`rms_norm` outside a compiler, with $\epsilon$ and $D$ given as tensors of the dtype of `x`
     (the decoding step's plan looks them up once per generation)."""
     sum_sq = (x * x).sum(dim=-1, keepdim=True)  # (..., 1)
     # $1 / \sqrt{\epsilon + \frac1D \sum_k x_k^2}$ (`addcdiv`: $\epsilon$ plus a quotient in one operator;
