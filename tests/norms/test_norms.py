@@ -94,3 +94,13 @@ def test_rms_norm_function_gradients_and_constants_made_without_autograd():
     # and a closed form without a gain: every row has root mean square 1 (up to epsilon)
     y = rms_norm(torch.randn(5, 16) * 7, None, 0.0)
     torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(5))
+
+
+def test_rms_norm_traces_with_the_plain_lines():
+    # A trace would record the kept constant tensors as values of its own: the plain lines run there.
+    n = RMSNorm(8)
+    with torch.no_grad():
+        n.gamma.normal_()
+    x = torch.randn(2, 3, 8)
+    traced = torch.jit.trace(n, x)
+    assert torch.equal(traced(x), n(x)) and torch.equal(traced(2 * x[:1]), n(2 * x[:1]))
