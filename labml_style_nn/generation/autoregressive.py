@@ -16,7 +16,10 @@ $$x_{t+1} \sim \operatorname{softmax}\big(f(z_t / T)\big), \qquad z_t = \text{lo
 With `cache_kv=True` (the default) the first step runs the whole prompt and every later step feeds
 only the new token, reusing the keys and values of everything before it from a cache preallocated
 for the whole call ([kv_cache](kv_cache.py)).  The output tokens live in one preallocated buffer too:
-a step writes one column, nothing is concatenated.
+a step writes one column, nothing is concatenated.  Only the last position's logits are sampled, so
+the prompt pass runs the output layer on that position alone, when the head works position by
+position (a linear or tied head; the `transformers` way): with a 32000-token vocabulary the head
+over a 32-token prompt costs as much as three decoding steps.
 
 **Prompts of different lengths** are left-padded to a common length $n$, so that every row's last
 prompt token sits in the same column and all rows decode in lockstep.  The padding is masked out
@@ -385,9 +388,15 @@ class AutoregressiveWrapper(nn.Module):
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
                 inp = seq[:, :n] if first else token[:, None]
-                logits = self.net(
-                    inp, cache=cache, mask=mask[:, :n] if first and mask is not None else None,
-                    **pos_kwargs, **kwargs)[:, -1]  # (b, V)
+                step_kwargs = dict(cache=cache, mask=mask[:, :n] if first and mask is not None else None,
+                                   **pos_kwargs, **kwargs)
+                head = self._position_head(kwargs) if first and n > 1 else None
+                if head is not None:
+                    # Only the last position is sampled: the prompt's final hidden states, the head on the last
+                    h = self.net(inp, return_embeddings=True, **step_kwargs)[:, -1:]  # (b, 1, D)
+                    logits = head(h)[:, -1]  # (b, V)
+                else:
+                    logits = self.net(inp, **step_kwargs)[:, -1]  # (b, V)
             elif roll:
                 assert self.max_seq_len is not None  # `_rolls` checked it
                 # Commit all but the last token of an overfull segment to the memories.
@@ -524,6 +533,26 @@ class AutoregressiveWrapper(nn.Module):
         """Transformer-XL models roll their memories once the sequence outgrows `max_seq_len`."""
         return not self.feedback and getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
             and self.max_seq_len is not None and total > self.max_seq_len
+
+    def _position_head(self, kwargs: dict) -> Optional[Callable[[Tensor], Any]]:
+        """The network's `logits` (final hidden states to logits) when they apply its output layer to
+        each position on its own (a linear or tied head; no summary tokens, pooling or custom head), so
+        that the prompt pass may project its last position only, as `transformers`' `generate` does;
+        else `None`."""
+        net = self.net
+        logits = getattr(net, "logits", None)
+        if not callable(logits) or getattr(net, "cls_token", True) is not None:
+            return None
+        if getattr(net, "mixture", None) is not None or getattr(net, "return_only_embed", True) \
+                or getattr(net, "average_pool_embed", True) or getattr(net, "attn_pool", True) is not None:
+            return None
+        head = getattr(net, "to_logits", None)
+        if not (type(head) is nn.Linear or (head is None and getattr(net, "tie_embedding", False))):
+            return None
+        # Keywords that ask for other outputs, or give the head arguments, keep the whole pass.
+        if any(key.startswith("return_") or key in ("to_logits_kwargs", "looped_pred_all_logits") for key in kwargs):
+            return None
+        return logits
 
     def _cache_blocker(self, total: int) -> Optional[str]:
         layers = getattr(self.net, "attn_layers", None)

@@ -55,7 +55,7 @@ from ..feedforward.activations import GELUTanh
 from ..feedforward.feedforward import FeedForward
 from ..feedforward.glu import GatedLinearUnit
 from ..norms.layer_norm import LayerNorm
-from ..norms.rms_norm import RMSNorm
+from ..norms.rms_norm import RMSNorm, constant_tensor, rms_norm_eager
 from ..residual.residual import Residual
 
 # A block whose sublayer's output is simply added: nothing between the norm, the sublayer and the sum.
@@ -146,13 +146,15 @@ def activation_fn(module: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def norm_fn(module: nn.Module, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
-    """The norm's fused operator on its parameters for inputs of `dtype`, or the module."""
+    """The norm's functional form on its parameters for inputs of `dtype`, or the module."""
     if not _hookless(module):
         return module
     if type(module) is RMSNorm and dtype == module.gamma.dtype == torch.float32 and not module.unit_offset:
-        # `RMSNorm.forward`'s float32 branch (its input check holds: the stream has the norm's width)
-        shape, gamma, eps = tuple(module.gamma.shape), module.gamma, module.eps
-        return lambda x: F.rms_norm(x, shape, gamma, eps)
+        # `RMSNorm.forward`'s float32 branch (its input check holds: the stream has the norm's width),
+        # its constants looked up here (the plan is not used while compiling)
+        gamma = module.gamma
+        eps, dim = constant_tensor(module.eps, gamma), constant_tensor(gamma.shape[0], gamma)
+        return lambda x: rms_norm_eager(x, gamma, eps, dim)
     if isinstance(module, nn.LayerNorm) and type(module) in (nn.LayerNorm, LayerNorm) \
             and not getattr(module, "unit_offset", 0):
         shape, weight, bias, eps = module.normalized_shape, module.weight, module.bias, module.eps

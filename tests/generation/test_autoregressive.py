@@ -214,3 +214,26 @@ def test_sampled_tokens_follow_the_filtered_distribution():
                            filter_kwargs={"k": V})[:, 0]
     freq = torch.bincount(draws, minlength=V).float() / 4000
     assert (freq - probs).abs().max() < 0.03
+
+
+#
+# The prompt pass projects only its last position
+@pytest.mark.parametrize("wrap, last_only", [({}, True), ({"tie_embedding": True}, True),
+                                             ({"mixture_of_softmax": True}, False), ("custom", False)],
+                         ids=["linear", "tied", "mixture", "custom-head"])
+def test_the_prompt_pass_runs_the_head_on_its_last_position_only(wrap, last_only, monkeypatch):
+    custom = wrap == "custom"
+    torch.manual_seed(0)
+    model = make(wrap={"to_logits": torch.nn.Sequential(torch.nn.Linear(16, V))} if custom else wrap)
+    assert (model._position_head({}) is not None) is last_only
+    assert model._position_head({"return_attn": True}) is None
+    widths, real_head = [], model.net._head
+    monkeypatch.setattr(model.net, "_head", lambda h, **kw: widths.append(h.shape[1]) or real_head(h, **kw))
+    prompts = [torch.randint(0, V, (n,)) for n in (5, 3)]  # left-padded: the last position is real in every row
+    torch.manual_seed(1)
+    fast = model.generate(prompts, 4, temperature=0.7)
+    assert widths == [1 if last_only else 5, 1, 1, 1]  # the prompt pass, then three one-token steps
+    # The same tokens as the pass over every position (the sampler's noise seeded alike)
+    monkeypatch.setattr(AutoregressiveWrapper, "_position_head", lambda self, kwargs: None)
+    torch.manual_seed(1)
+    assert torch.equal(fast, model.generate(prompts, 4, temperature=0.7))

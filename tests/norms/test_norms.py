@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from labml_style_nn import Decoder
-from labml_style_nn.norms.rms_norm import RMSNorm
+from labml_style_nn.norms import rms_norm as rms_norm_module
+from labml_style_nn.norms.rms_norm import RMSNorm, rms_norm
 from labml_style_nn.norms.scale_norm import ScaleNorm
 
 
@@ -61,8 +62,8 @@ def test_docstring_examples(name):
 
 @pytest.mark.parametrize("dim", [16, 40, 256])
 def test_rms_norm_fused_float32_path_is_bit_for_bit_the_written_one(dim):
-    # float32 runs `F.rms_norm`; it must equal the explicit lines (Hugging Face's formula) exactly,
-    # so that converted models keep their greedy tokens.
+    # float32 runs `rms_norm`'s few operators; it must equal the explicit lines (Hugging Face's
+    # formula) and `F.rms_norm` exactly, so that converted models keep their greedy tokens.
     torch.manual_seed(dim)
     n = RMSNorm(dim)
     with torch.no_grad():
@@ -71,3 +72,35 @@ def test_rms_norm_fused_float32_path_is_bit_for_bit_the_written_one(dim):
         x = torch.randn(3, 7, dim) * scale
         xf = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + n.eps)
         assert torch.equal(n(x), xf * n.gamma)
+        assert torch.equal(n(x), torch.nn.functional.rms_norm(x, (dim,), n.gamma, n.eps))
+        with torch.inference_mode():  # the in-place branch of decoding
+            assert torch.equal(n(x), xf * n.gamma)
+
+
+def test_rms_norm_function_gradients_and_constants_made_without_autograd():
+    # The in-place steps must leave autograd correct (float64 gradcheck, first and second order) ...
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    gamma = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, g: rms_norm(x, g, 1e-3), (x, gamma))
+    assert torch.autograd.gradgradcheck(lambda x, g: rms_norm(x, g, 1e-3), (x, gamma))
+    # ... also when its constant tensors were first made under `inference_mode` (decoding, then training)
+    rms_norm_module._CONSTANTS.clear()
+    n = RMSNorm(12)
+    with torch.inference_mode():
+        n(torch.randn(1, 12))
+    x = torch.randn(4, 12, requires_grad=True)
+    n(x).pow(2).sum().backward()
+    assert x.grad is not None and n.gamma.grad is not None and n.gamma.grad.abs().sum() > 0
+    # and a closed form without a gain: every row has root mean square 1 (up to epsilon)
+    y = rms_norm(torch.randn(5, 16) * 7, None, 0.0)
+    torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(5))
+
+
+def test_rms_norm_traces_with_the_plain_lines():
+    # A trace would record the kept constant tensors as values of its own: the plain lines run there.
+    n = RMSNorm(8)
+    with torch.no_grad():
+        n.gamma.normal_()
+    x = torch.randn(2, 3, 8)
+    traced = torch.jit.trace(n, x)
+    assert torch.equal(traced(x), n(x)) and torch.equal(traced(2 * x[:1]), n(2 * x[:1]))
