@@ -264,6 +264,8 @@ class Experts(nn.Module):
         t, S, E, P = len(x), len(expert), self.num_experts, self.expert_numbers
         if E <= S and t * E * P <= self.dense_limit:
             return self._dense(x, expert, gate, token)
+        if token is None and t == 1:
+            return self._one_token(x, expert, gate)
         if token is None and 0 < t and S * P <= self.gather_limit:
             return self._gathered(x, expert.view(t, -1), gate.view(t, -1))
         # 1. Sorted by expert; block $e$ ends after the last row of expert $e$
@@ -306,6 +308,31 @@ class Experts(nn.Module):
             return self.act(g) * value
         g = F.silu(g, inplace=True) if isinstance(self.act, nn.SiLU) else self.act(g)
         return g.mul_(value)
+
+    #
+    # ### One token: its experts' weights in place
+    #
+    # A decoding step of one sequence is one token and its $k$ experts: no sorting or grouping is
+    # needed, only a loop over those $k$ experts (never over tokens) with the weights read where
+    # they lie.  At width 128 this took 48 µs against 79 µs for the gathered weights below, which
+    # copy 786 KB per step (the benchmark's layer, the router included, one thread).
+    def _one_token(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
+        r"""$y = \sum_{i < k} g_i \operatorname{FFN}_{e_i}(x)$ for one token `x` `(1, D)` and its `expert`, `gate` `(k,)`."""
+        w_in, w_out = self.w_in, self.w_out
+        y = x.new_zeros(x.shape)  # (1, D)
+        for i, e in enumerate(expert.tolist()):
+            h = torch.mm(x, w_in[e])  # (1, width)
+            if self.b_in is not None:
+                h += self.b_in[e]
+            h = self._activate(h, True)  # (1, H)
+            if self.training:
+                h = self.dropout(h)
+            g = gate[i:i + 1].to(x.dtype)  # (1,)
+            if self.b_out is not None:
+                y.add_(self.b_out[e] * g)
+            # $y \mathrel{+}= (g_i h) W^{(e_i)}_2$
+            y.addmm_(h.mul_(g), w_out[e])
+        return y
 
     #
     # ### Small decoding steps: gather the weights instead of the tokens

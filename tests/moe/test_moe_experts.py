@@ -139,10 +139,10 @@ PATHS = {"dense": (1 << 23, 0), "gathered": (0, 1 << 18), "grouped": (0, 0)}
 
 
 def _inference_path(experts: Experts, path: str):
-    """Set the limits so that `experts.infer` takes `path`, and count the calls of its two small-step paths."""
+    """Set the limits so that `experts.infer` takes `path`, and count the calls of its small-step paths."""
     experts.dense_limit, experts.gather_limit = PATHS[path]
-    calls = {"dense": 0, "gathered": 0}
-    for name, method in (("dense", experts._dense), ("gathered", experts._gathered)):
+    calls = {"dense": 0, "gathered": 0, "one_token": 0}
+    for name, method in (("dense", experts._dense), ("gathered", experts._gathered), ("one_token", experts._one_token)):
         def counted(*args, _name=name, _method=method):
             calls[_name] += 1
             return _method(*args)
@@ -159,11 +159,13 @@ def test_inference_overwrites_only_its_own_intermediates(activation, path):
     calls = _inference_path(experts, path)
     x, expert, gate = torch.randn(5, 8), torch.randint(0, 4, (10,)), torch.rand(10)
     before = [t.clone() for t in (x, gate, experts.w_in, experts.w_out)]
-    recorded = experts(x, expert, gate)
-    assert recorded.requires_grad and calls == {"dense": 0, "gathered": 0}
+    recorded, recorded_one = experts(x, expert, gate), experts(x[:1], expert[:2], gate[:2])
+    assert recorded.requires_grad and calls == {"dense": 0, "gathered": 0, "one_token": 0}
     with torch.no_grad():
         torch.testing.assert_close(experts(x, expert, gate), recorded, rtol=1e-6, atol=1e-6)
-    assert calls == {"dense": path == "dense", "gathered": path == "gathered"}
+        # One token and its two experts: their weights read in place, whatever the limits
+        torch.testing.assert_close(experts(x[:1], expert[:2], gate[:2]), recorded_one, rtol=1e-6, atol=1e-6)
+    assert calls == {"dense": path == "dense", "gathered": path == "gathered", "one_token": 1}
     for a, b in zip(before, (x, gate, experts.w_in, experts.w_out), strict=True):
         assert torch.equal(a, b)
 
@@ -186,23 +188,27 @@ def test_each_inference_path_equals_the_recorded_grouped_pass(glu, bias):
     recorded = experts(x, choices.flatten(), gate)
     recorded_listed = experts(x, listed, listed_gate, token)
     assert recorded.requires_grad and recorded_listed[3].abs().max() == 0
+    recorded_one = experts(x[5:6], choices[5], gate[10:12])  # one token: expert 5 and expert 0
     for path in PATHS:
         calls = _inference_path(experts, path)
         with torch.inference_mode():
             torch.testing.assert_close(experts(x, choices.flatten(), gate), recorded, rtol=1e-6, atol=1e-6)
             torch.testing.assert_close(experts(x, listed, listed_gate, token), recorded_listed, rtol=1e-6, atol=1e-6)
-        # The gathered weights serve only each token's own $k$ choices, never a token list
-        assert calls == {"dense": 2 * (path == "dense"), "gathered": path == "gathered"}
+            torch.testing.assert_close(experts(x[5:6], choices[5], gate[10:12]), recorded_one, rtol=1e-6, atol=1e-6)
+        # The gathered weights and the one-token loop serve only each token's own $k$ choices, never a token list
+        assert calls == {"dense": 2 * (path == "dense"), "gathered": path == "gathered", "one_token": 1}
 
 
-def test_the_size_rule_picks_dense_for_few_tokens_over_many_experts_only():
+def test_the_size_rule_picks_each_inference_path_where_it_pays():
     experts = Experts(8, 32, 64)  # P = 32 * (128 + 64) = 6144 numbers per expert
     calls = _inference_path(experts, "dense")
     experts.gather_limit = 1 << 18
     with torch.no_grad():
-        experts(torch.randn(1, 32), torch.tensor([0, 3]), torch.rand(2))  # 2 assignments < 8 experts: gathered
-        assert calls == {"dense": 0, "gathered": 1}
+        experts(torch.randn(1, 32), torch.tensor([0, 3]), torch.rand(2))  # one token: its experts in place
+        assert calls == {"dense": 0, "gathered": 0, "one_token": 1}
+        experts(torch.randn(2, 32), torch.tensor([0, 3, 3, 5]), torch.rand(4))  # 4 assignments < 8 experts
+        assert calls == {"dense": 0, "gathered": 1, "one_token": 1}
         experts(torch.randn(4, 32), torch.randint(0, 8, (8,)), torch.rand(8))  # 8 >= 8, 4 * 8 * 6144 <= 2^23
-        assert calls == {"dense": 1, "gathered": 1}
+        assert calls == {"dense": 1, "gathered": 1, "one_token": 1}
         experts(torch.randn(200, 32), torch.randint(0, 8, (400,)), torch.rand(400))  # 200 * 8 * 6144 > 2^23
-        assert calls == {"dense": 1, "gathered": 1}
+        assert calls == {"dense": 1, "gathered": 1, "one_token": 1}
