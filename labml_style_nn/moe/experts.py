@@ -40,8 +40,8 @@ the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
 `grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
 weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
-layer is 1.1 to 2.3 times faster at widths 64 and 128 on one CPU thread (the figures and the
-commands are on the
+layer is 1.2 to 2.7 times faster at widths 64 and 128 on one CPU thread, and greedy generation 1.7
+to 2.3 times (the figures and the commands are on the
 [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
 What makes the difference, besides the layout:
 
@@ -51,11 +51,31 @@ What makes the difference, besides the layout:
   alone, took 60 µs after 4 MB had been written).  So without gradients the activation and the gate
   scaling are written in place (`_activate` below), rows are gathered with `index_select`, and the
   tokens are not un-permuted before they are summed (`index_add_` takes the sorted rows);
-* **small decoding steps gather the weights** (below): one token's $k$ experts in one batched
-  product, with no sort, count or scatter;
-* what is left is the floor: the two grouped products (0.22 ms of a 0.64 ms forward at width 64),
-  and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
-  which both libraries must do.
+* **inference runs straight through** (`infer` below): without gradients the layer skips its
+  helpers, and the block ends come from one `searchsorted` over the sorted experts.
+
+**The way of computing follows the size of the step**, decided by plain numbers ($t$ tokens, $S$
+assignments, $E$ experts of $P$ numbers each):
+
+| step | way | why |
+|---|---|---|
+| one token | its $k$ experts, weights read in place (`_one_token`) | no sort and no copy: $k$ pairs of products |
+| $S < E$ and $S P \le 2^{18}$ | the chosen experts' weights gathered, one batched product (`_gathered`) | copies fewer numbers than all experts hold |
+| $S \ge E$ and $t E P \le 2^{22}$ | every expert on every token, zero gates elsewhere (`_dense`) | nearly every expert's weights are read anyway; no sort, count or scatter |
+| otherwise | grouped by expert, `grouped_mm` | the fastest form of the products at these counts (below) |
+
+The forms of the two products, timed alone at the benchmark's counts (512 assignments over 8
+experts; one thread; multiply-adds of the assignments per second): at width 64, `grouped_mm` 68 G/s,
+one `mm` per expert 61, one `bmm` with every expert's rows padded to the largest block 70; at width
+128, 81, 77 and 75.  `grouped_mm` runs near one core's peak, so padding buys nothing there, and
+would cost the positions of the rows within their blocks.  At 16 assignments (a step of 8 tokens)
+the padded `bmm` reached 25 G/s against `grouped_mm`'s 12 at width 64 (at width 128, 11 and 11), but
+the dense form (18 and 9) needs no sort at all: it wins the whole step where its extra arithmetic
+is small (the rule at `dense_limit` below).
+
+What is left is the floor at width 128: the two grouped products (0.68 ms of a 1.1 ms forward),
+and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
+which both libraries must do.
 
 ## Expert parallelism
 
@@ -255,10 +275,11 @@ class Experts(nn.Module):
     # reads each weight through the module and decides the multiply anew.  `infer` is that pass
     # written straight through, with nothing recorded, so intermediate results are overwritten in
     # place (see `_activate`).  `forward` calls it whenever no gradient is recorded
-    # (`torch.no_grad`, `torch.inference_mode`).  It also picks one of three ways by plain sizes
-    # (the rule and its measurements are below): a handful of assignments gathers its experts'
-    # weights (`_gathered`), a step of a few tokens runs every expert densely (`_dense`), and
-    # anything larger is grouped as above.  Tests check each against the recorded pass.
+    # (`torch.no_grad`, `torch.inference_mode`).  It also picks its way by plain sizes (the table
+    # at the top; each way's measurements are with its code below): a step of a few tokens runs
+    # every expert densely (`_dense`), one token runs its $k$ experts (`_one_token`), a handful of
+    # assignments gathers its experts' weights (`_gathered`), and anything larger is grouped as
+    # above.  Tests check each against the recorded pass.
     def infer(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor] = None) -> Tensor:
         r"""`forward` without a graph: $y_t = \sum_{s: t_s = t} g_s \operatorname{FFN}_{e_s}(x_t)$, `x` `(t, D)`."""
         t, S, E, P = len(x), len(expert), self.num_experts, self.expert_numbers
@@ -383,15 +404,17 @@ class Experts(nn.Module):
     #
     # $$y_t = \sum_e G_{te} \operatorname{FFN}_e(x_t), \qquad G_{te} = \sum_{s: t_s = t, e_s = e} g_s.$$
     #
-    # It does $E / k$ times the multiply-adds, so it is taken only while they stay under
-    # `dense_limit`, $t E P \le 2^{23}$ for experts of $P$ numbers: about 0.1 ms of products on one
-    # CPU core.  On the benchmark's Mixtral layers (one thread, `transformers`' block over ours):
-    # 8 tokens at width 64, 3.3x dense against 1.9x grouped; 8 tokens at width 128, 1.5x against
-    # 1.4x; 16 tokens at width 128 ($1.3 \cdot 2^{23}$), 1.40x against 1.43x, where the rule stops.
+    # It does $E / k$ times the multiply-adds, $t E P$ for experts of $P$ numbers, so it is taken
+    # only while they stay under `dense_limit`, $2^{22}$ (about 0.06 ms of products on one CPU
+    # core).  On the benchmark's Mixtral layers, the whole block, one thread, CPU time, the layer
+    # with the dense path against the same layer without it: 8 tokens at width 64 (1.6M
+    # multiply-adds) 91 µs against 140 µs; 4 tokens at width 128 (3.1M) 272 against 302; at 6.3M
+    # (8 tokens at width 128, 32 at width 64) the two were within 4% either way (316/324,
+    # 205/195 µs), and beyond that the grouped path is as fast or faster.
     # The results equal the grouped path's within float32 rounding (the $k$ products are added in
     # a different order), with one exception the grouped path cannot meet: an expert whose output
     # overflows to infinity on a token that did not choose it gives $0 \cdot \infty$, not a number.
-    dense_limit = 1 << 23
+    dense_limit = 1 << 22
 
     def _dense(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor]) -> Tensor:
         r"""$y_t = \sum_e G_{te} \operatorname{FFN}_e(x_t)$: every expert on every token, weighed by the gates."""

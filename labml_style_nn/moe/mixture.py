@@ -45,6 +45,11 @@ watching the balance.
   ([expert parallelism](expert_parallel.md)) equal one process holding them all
   (`tests/moe/test_expert_parallel.py`).
 
+**Inference.**  In evaluation without gradients (`torch.no_grad`, `torch.inference_mode`) the
+layer runs `infer`: the same three steps with no capacity, no losses and no helper in between, and
+the experts pick the fastest way for the size of the step (one token, a few, many: see
+[experts](experts.md#speed-on-a-cpu)); a test checks it against the recorded pass.
+
 Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` experts per token,
 `D` width.
 """

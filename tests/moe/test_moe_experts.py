@@ -135,7 +135,7 @@ def test_grouped_mm_is_chosen_on_the_cpu_only_where_it_runs_and_pays():
 
 
 # The inference paths and the limits that select them: (dense_limit, gather_limit)
-PATHS = {"dense": (1 << 23, 0), "gathered": (0, 1 << 18), "grouped": (0, 0)}
+PATHS = {"dense": (1 << 22, 0), "gathered": (0, 1 << 18), "grouped": (0, 0)}
 
 
 def _inference_path(experts: Experts, path: str):
@@ -208,7 +208,7 @@ def test_the_size_rule_picks_each_inference_path_where_it_pays():
         assert calls == {"dense": 0, "gathered": 0, "one_token": 1}
         experts(torch.randn(2, 32), torch.tensor([0, 3, 3, 5]), torch.rand(4))  # 4 assignments < 8 experts
         assert calls == {"dense": 0, "gathered": 1, "one_token": 1}
-        experts(torch.randn(4, 32), torch.randint(0, 8, (8,)), torch.rand(8))  # 8 >= 8, 4 * 8 * 6144 <= 2^23
+        experts(torch.randn(4, 32), torch.randint(0, 8, (8,)), torch.rand(8))  # 8 >= 8, 4 * 8 * 6144 <= 2^22
         assert calls == {"dense": 1, "gathered": 1, "one_token": 1}
-        experts(torch.randn(200, 32), torch.randint(0, 8, (400,)), torch.rand(400))  # 200 * 8 * 6144 > 2^23
+        experts(torch.randn(200, 32), torch.randint(0, 8, (400,)), torch.rand(400))  # 200 * 8 * 6144 > 2^22
         assert calls == {"dense": 1, "gathered": 1, "one_token": 1}
