@@ -59,7 +59,7 @@ assignments, $E$ experts of $P$ numbers each):
 
 | step | way | why |
 |---|---|---|
-| one token | its $k$ experts, weights read in place (`_one_token`) | no sort and no copy: $k$ pairs of products |
+| one token, on the CPU | its $k$ experts, weights read in place (`_one_token`) | no sort and no copy: $k$ pairs of products |
 | $S < E$ and $S P \le 2^{18}$ | the chosen experts' weights gathered, one batched product (`_gathered`) | copies fewer numbers than all experts hold |
 | $S \ge E$ and $t E P \le 2^{22}$ | every expert on every token, zero gates elsewhere (`_dense`) | nearly every expert's weights are read anyway; no sort, count or scatter |
 | otherwise | grouped by expert, `grouped_mm` | the fastest form of the products at these counts (below) |
@@ -285,7 +285,7 @@ class Experts(nn.Module):
         t, S, E, P = len(x), len(expert), self.num_experts, self.expert_numbers
         if E <= S and t * E * P <= self.dense_limit:
             return self._dense(x, expert, gate, token)
-        if token is None and t == 1:
+        if token is None and t == 1 and x.device.type == "cpu":
             return self._one_token(x, expert, gate)
         if token is None and 0 < t and S * P <= self.gather_limit:
             return self._gathered(x, expert.view(t, -1), gate.view(t, -1))
@@ -336,7 +336,8 @@ class Experts(nn.Module):
     # A decoding step of one sequence is one token and its $k$ experts: no sorting or grouping is
     # needed, only a loop over those $k$ experts (never over tokens) with the weights read where
     # they lie.  At width 128 this took 48 µs against 79 µs for the gathered weights below, which
-    # copy 786 KB per step (the benchmark's layer, the router included, one thread).
+    # copy 786 KB per step (the benchmark's layer, the router included, one thread).  Only on the
+    # CPU: reading the expert numbers to the host would make a GPU step wait for its queue.
     def _one_token(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
         r"""$y = \sum_{i < k} g_i \operatorname{FFN}_{e_i}(x)$ for one token `x` `(1, D)` and its `expert`, `gate` `(k,)`."""
         w_in, w_out = self.w_in, self.w_out
