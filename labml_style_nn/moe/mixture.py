@@ -168,7 +168,7 @@ class MixtureOfExperts(nn.Module):
         r = self.router(tokens)
         self.chosen = expert = r.experts.flatten()  # (S,)
         experts = self.experts
-        # `Experts.infer` directly (the module call is `forward`, which would call it)
+        # `Experts.infer` directly: the module call would reach it through `forward` (hooks on `experts` do not run)
         y = (experts.infer if isinstance(experts, Experts) else experts)(tokens, expert, r.gates.flatten())  # (t, D)
         if self.shared is not None:
             s = self.shared(tokens)  # (t, D)
