@@ -40,8 +40,8 @@ the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
 `grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
 weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
-layer is 1.2 to 2.7 times faster at widths 64 and 128 on one CPU thread, and greedy generation 1.7
-to 2.3 times (the figures and the commands are on the
+layer is 1.2 to 2.5 times faster at widths 64 and 128 on one CPU thread, and greedy generation 2.0
+to 2.5 times (the figures and the commands are on the
 [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
 What makes the difference, besides the layout:
 
@@ -73,7 +73,7 @@ the padded `bmm` reached 25 G/s against `grouped_mm`'s 12 at width 64 (at width 
 the dense form (18 and 9) needs no sort at all: it wins the whole step where its extra arithmetic
 is small (the rule at `dense_limit` below).
 
-What is left is the floor at width 128: the two grouped products (0.68 ms of a 1.1 ms forward),
+What is left is the floor at width 128: the two grouped products (0.7 ms of a 1.2 ms forward),
 and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
 which both libraries must do.
 
