@@ -415,7 +415,7 @@ def case_xl(s: Sizes) -> Result:
 # once (operator, shapes, strides), then replayed on random tensors of the same layout, timed in turns
 # with the steps themselves.  The reference's step over this is the most any work on the rest
 # (elementwise operators, Python, autograd) could gain without removing arithmetic.
-_MATMULS = {"mm", "addmm", "addmm_", "bmm", "baddbmm"}
+_MATMULS = {"mm", "addmm", "addmm_", "bmm", "baddbmm", "_grouped_mm"}
 
 
 def record_matmuls(step: Callable[[], None]) -> tuple[Callable[[], None], float]:

@@ -18,9 +18,22 @@ machine's drifts hit all alike; each timed run of a block calls it 20 to 200 tim
 sub-millisecond call is too short to time on a shared machine); each figure is a median and the ratio is
 $t_{\text{transformers}} / t_{\text{ours}}$.  Goal: 1.5x at small sizes.
 
+**The ceiling.**  For each block the script also records our block's matrix products once
+(operator, shapes, strides: the two grouped products, or the batched products of the dense step) and
+replays them alone on random tensors, timed in turns with the blocks: `transformers`' block over
+that replay is the most any work on the rest (the small operators, Python) could gain without
+removing arithmetic.
+
+**The forms of the product** (`--forms`): the expert products of a forward at the benchmark's
+shapes (512 assignments over 8 experts, as the router of the check splits them) and of an 8-token
+step (16 assignments), timed alone in four forms: `grouped_mm`, one `mm` per expert, one `bmm` with
+every expert's rows padded to the largest group, and the dense `bmm` of every expert on every token.
+It prints the multiply-adds per second each reaches, counting only the assignments' own work.
+
 ```bash
 python experiments/benchmarks/moe.py                 # a few minutes on 2 cores
 python experiments/benchmarks/moe.py --clock cpu     # process CPU time: steadier on a busy machine
+python experiments/benchmarks/moe.py --forms         # also the product forms
 python experiments/benchmarks/moe.py --quick         # a smoke run
 ```
 
@@ -40,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `python experiments/benchmarks/moe.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
+from experiments.benchmarks.benchmark import record_matmuls  # noqa: E402
 from experiments.benchmarks.hf_llama import parse_arguments, time_alternating  # noqa: E402
 from labml_style_nn import AutoregressiveWrapper, from_hf  # noqa: E402
 
@@ -67,18 +81,61 @@ def build(config: dict):
     return hf, eager, from_hf(hf)
 
 
-def repeated(block, x: torch.Tensor, calls: int):
-    """A function that runs `block(x)` `calls` times."""
+def repeated(fn, calls: int):
+    """A function that runs `fn()` `calls` times."""
     def run():
         for _ in range(calls):
-            block(x)
+            fn()
     return run
 
 
 def main(argv=None) -> dict[str, dict[str, float]]:
-    args, sizes, clock = parse_arguments(argv, __doc__, SIZES, "tiny,small", threads=1)
-    return {size: run(SIZES[size], args.quick, 1 if args.quick else args.rounds, args.threads, clock)
-            for size in sizes}
+    def forms_argument(parser):
+        parser.add_argument("--forms", action="store_true", help="also time the forms of the expert products")
+
+    args, sizes, clock = parse_arguments(argv, __doc__, SIZES, "tiny,small", threads=1, extra=forms_argument)
+    results = {size: run(SIZES[size], args.quick, 1 if args.quick else args.rounds, args.threads, clock)
+               for size in sizes}
+    if args.forms:
+        for size in sizes:
+            product_forms(SIZES[size], 1 if args.quick else args.rounds, clock)
+    return results
+
+
+def product_forms(config: dict, rounds: int, clock) -> None:
+    """Multiply-adds per second of four forms of the two expert products, at a forward's and a step's counts."""
+    E, D, H = config["num_local_experts"], config["hidden_size"], config["intermediate_size"]
+    g = torch.Generator().manual_seed(2)
+    w_in, w_out = torch.randn(E, D, 2 * H, generator=g), torch.randn(E, H, D, generator=g)
+    router = torch.randn(D, E, generator=g)
+    print(f"Expert products, width {D}, {E} experts of width {H}: G multiply-adds/s (median of {rounds})")
+    for tokens in (256, 8):
+        x = torch.randn(tokens, D, generator=g)
+        expert = (x @ router).topk(config["num_experts_per_tok"], dim=-1).indices.flatten()
+        counts = torch.bincount(expert, minlength=E)
+        forms = _forms(x, counts, w_in, w_out)
+        calls = max(1, 4096 // len(expert))
+        t = time_alternating({name: repeated(fn, calls) for name, fn in forms.items()}, rounds, clock)
+        useful = len(expert) * D * 3 * H  # both products, the assignments' rows only
+        print(f"  {tokens} tokens, {len(expert)} assignments (counts {counts.tolist()}): " + ", ".join(
+            f"{name} {t[name] / calls * 1e6:.1f} us = {useful / (t[name] / calls) / 1e9:.0f} G/s" for name in forms))
+
+
+def _forms(x: torch.Tensor, counts: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor) -> dict:
+    """The two products of the experts with `counts` rows each, in four forms (random rows of the right shapes)."""
+    import torch.nn.functional as F
+
+    (E, D, H), S, m = w_out.transpose(1, 2).shape, int(counts.sum()), int(counts.max())
+    ends = torch.cumsum(counts, 0, dtype=torch.int32)
+    blocks = [(e, a, b) for e, (a, b) in enumerate(zip([0] + ends.tolist()[:-1], ends.tolist(), strict=True)) if b > a]
+    rows, hidden = torch.randn(S, D), torch.randn(S, H)
+    padded_rows, padded_hidden, dense_hidden = torch.randn(E, m, D), torch.randn(E, m, H), torch.randn(E, len(x), H)
+    return {
+        "grouped_mm": lambda: (F.grouped_mm(rows, w_in, offs=ends), F.grouped_mm(hidden, w_out, offs=ends)),
+        "mm per expert": lambda: [(rows[a:b] @ w_in[e], hidden[a:b] @ w_out[e]) for e, a, b in blocks],
+        f"bmm padded to {m}": lambda: (torch.bmm(padded_rows, w_in), torch.bmm(padded_hidden, w_out)),
+        "bmm dense": lambda: (torch.bmm(x.expand(E, len(x), D), w_in), torch.bmm(dense_hidden, w_out)),
+    }
 
 
 def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str, float]:
@@ -112,9 +169,11 @@ def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str
                  ("MoE block, decoding step of 8 tokens", h[0, :8, None], 100)]
         for name, inp, calls in tasks:
             calls = 1 if quick else calls
-            t = time_alternating({side: repeated(block, inp, calls) for side, block in
-                                  (("ours", ours_block), ("transformers", theirs_block), ("eager", eager_block))},
-                                 rounds, clock)
+            # Our block's matrix products, recorded once, replayed alone (the ceiling)
+            products, _ = record_matmuls(lambda inp=inp: ours_block(inp))
+            fns = {side: repeated(lambda block=block, inp=inp: block(inp), calls) for side, block in
+                   (("ours", ours_block), ("transformers", theirs_block), ("eager", eager_block))}
+            t = time_alternating(dict(fns, products=repeated(products, calls)), rounds, clock)
             rows.append((name, {side: seconds / calls for side, seconds in t.items()}))
         t = time_alternating({"ours": lambda: generator.generate(prompt, new_tokens, temperature=0.0),
                               "transformers": lambda: hf_generate(hf), "eager": lambda: hf_generate(eager)},
@@ -124,13 +183,16 @@ def run(config: dict, quick: bool, rounds: int, threads: int, clock) -> dict[str
     print(f"Mixtral: {config['num_hidden_layers']} layers, width {dim}, {config['num_local_experts']} experts of "
           f"width {config['intermediate_size']}, top-{config['num_experts_per_tok']}; {threads} thread(s), median of "
           f"{rounds} ({'wall' if clock is time.perf_counter else 'CPU'} time)")
-    print(f"{'task':<40}{'ours':>10}{'grouped_mm':>12}{'eager':>10}{'vs grouped':>12}{'vs eager':>10}{'goal':>6}")
+    print(f"{'task':<40}{'ours':>10}{'grouped_mm':>12}{'eager':>10}{'vs grouped':>12}{'vs eager':>10}{'goal':>6}"
+          f"{'':>9}{'our products alone':>20}{'ceiling':>9}")
     for name, t in rows:
         vs_grouped, vs_eager = t["transformers"] / t["ours"], t["eager"] / t["ours"]
         results[name] = vs_grouped
         mark = "met" if min(vs_grouped, vs_eager) >= 1.5 else "NOT met"
+        ceiling = (f"{t['products'] * 1e3:>18.3f}ms{t['transformers'] / t['products']:>8.2f}x" if "products" in t
+                   else "")
         print(f"{name:<40}{t['ours'] * 1e3:>8.2f}ms{t['transformers'] * 1e3:>10.2f}ms{t['eager'] * 1e3:>8.2f}ms"
-              f"{vs_grouped:>11.2f}x{vs_eager:>9.2f}x{1.5:>5.1f}x  {mark}")
+              f"{vs_grouped:>11.2f}x{vs_eager:>9.2f}x{1.5:>5.1f}x  {mark:<7}{ceiling}")
     results.update(block_max_diff=block_diff, logits_max_diff=diff, tokens_identical=float(same))
     return results
 

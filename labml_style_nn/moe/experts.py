@@ -40,8 +40,8 @@ the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
 `grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
 weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
-layer is 1.1 to 2.3 times faster at widths 64 and 128 on one CPU thread (the figures and the
-commands are on the
+layer is 1.2 to 2.5 times faster at widths 64 and 128 on one CPU thread, and greedy generation 2.0
+to 2.5 times (the figures and the commands are on the
 [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
 What makes the difference, besides the layout:
 
@@ -51,11 +51,31 @@ What makes the difference, besides the layout:
   alone, took 60 µs after 4 MB had been written).  So without gradients the activation and the gate
   scaling are written in place (`_activate` below), rows are gathered with `index_select`, and the
   tokens are not un-permuted before they are summed (`index_add_` takes the sorted rows);
-* **small decoding steps gather the weights** (below): one token's $k$ experts in one batched
-  product, with no sort, count or scatter;
-* what is left is the floor: the two grouped products (0.22 ms of a 0.64 ms forward at width 64),
-  and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
-  which both libraries must do.
+* **inference runs straight through** (`infer` below): without gradients the layer skips its
+  helpers, and the block ends come from one `searchsorted` over the sorted experts.
+
+**The way of computing follows the size of the step**, decided by plain numbers ($t$ tokens, $S$
+assignments, $E$ experts of $P$ numbers each):
+
+| step | way | why |
+|---|---|---|
+| one token, on the CPU | its $k$ experts, weights read in place (`_one_token`) | no sort and no copy: $k$ pairs of products |
+| $S < E$ and $S P \le 2^{18}$ | the chosen experts' weights gathered, one batched product (`_gathered`) | copies fewer numbers than all experts hold |
+| $S \ge E$ and $t E P \le 2^{22}$ | every expert on every token, zero gates elsewhere (`_dense`) | nearly every expert's weights are read anyway; no sort, count or scatter |
+| otherwise | grouped by expert, `grouped_mm` | the fastest form of the products at these counts (below) |
+
+The forms of the two products, timed alone at the benchmark's counts (512 assignments over 8
+experts; one thread; multiply-adds of the assignments per second): at width 64, `grouped_mm` 68 G/s,
+one `mm` per expert 61, one `bmm` with every expert's rows padded to the largest block 70; at width
+128, 81, 77 and 75.  `grouped_mm` runs near one core's peak, so padding buys nothing there, and
+would cost the positions of the rows within their blocks.  At 16 assignments (a step of 8 tokens)
+the padded `bmm` reached 25 G/s against `grouped_mm`'s 12 at width 64 (at width 128, 11 and 11), but
+the dense form (18 and 9) needs no sort at all: it wins the whole step where its extra arithmetic
+is small (the rule at `dense_limit` below).
+
+What is left is the floor at width 128: the two grouped products (0.7 ms of a 1.2 ms forward),
+and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
+which both libraries must do.
 
 ## Expert parallelism
 
@@ -110,7 +130,7 @@ def group_by_expert(experts: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
     return order, counts
 
 
-def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Optional[bool] = None,
+def grouped_linear(x: Tensor, weight: Tensor, counts: Optional[Tensor], *, grouped_mm: Optional[bool] = None,
                    ends: Optional[Tensor] = None) -> Tensor:
     r"""Rows of `x` `(S, I)` grouped by expert (`counts` `(E,)` rows each) times `weight[e]` `(E, I, O)`.
 
@@ -122,11 +142,14 @@ def grouped_linear(x: Tensor, weight: Tensor, counts: Tensor, *, grouped_mm: Opt
     * without gradients, one `mm` per expert that has rows, written in place into one output;
     * otherwise one `matmul` per expert, concatenated.
 
-    `ends`, the block ends $\operatorname{cumsum}(c)$ as `int32`, when the caller has them already.
+    `ends`, the block ends $\operatorname{cumsum}(c)$ as `int32`, when the caller has them already
+    (then `counts` may be `None`).
     """
     if grouped_mm is None:
         grouped_mm = _grouped_mm_runs(x, weight)
     if ends is None:
+        if counts is None:
+            raise ValueError("grouped_linear: expected counts or ends, got neither")
         # Block $e$ ends at row $\sum_{e' \le e} c_{e'}$
         ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
     if grouped_mm and _GROUPED_MM is not None:
@@ -180,6 +203,8 @@ class Experts(nn.Module):
         dropout: dropout on the hidden layer.
     """
 
+    expert_ids: Tensor  # $0, \dots, E - 1$ (a buffer)
+
     def __init__(self, num_experts: int, dim: int, hidden: int, *, glu: bool = True, activation: str = "silu",
                  bias: bool = False, dropout: float = 0.0):
         super().__init__()
@@ -193,10 +218,15 @@ class Experts(nn.Module):
         self.w_out = nn.Parameter(torch.empty(num_experts, hidden, dim))
         self.b_in = nn.Parameter(torch.zeros(num_experts, width)) if bias else None
         self.b_out = nn.Parameter(torch.zeros(num_experts, dim)) if bias else None
+        # $P$, the numbers in one expert's weights (the size rules of the inference paths read it)
+        self.expert_numbers = dim * (width + hidden)
+        # $0, \dots, E - 1$, to find the block ends in the sorted experts
+        self.register_buffer("expert_ids", torch.arange(num_experts), persistent=False)
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
         # `None`: the grouped multiply where it runs and pays (see `grouped_linear`); `False`: never; `True`: always.
         self.grouped_mm: Optional[bool] = None
+        self._grouped_choice: dict[tuple[torch.dtype, str], bool] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -209,34 +239,80 @@ class Experts(nn.Module):
 
         `token=None`: the assignments are each token's $k$ choices in turn, $t_s = \lfloor s / k \rfloor$.
         """
+        if not torch.is_grad_enabled():
+            return self.infer(x, expert, gate, token)
         if token is None and self._gather_pays(x, expert):
             k = len(expert) // len(x)
             return self._gathered(x, expert.view(-1, k), gate.view(-1, k))
-        # Without a graph to record, intermediate results are overwritten in place (see below)
-        in_place = not torch.is_grad_enabled()
         order, counts = group_by_expert(expert, self.num_experts)
         ends = torch.cumsum(counts, 0, dtype=torch.int32)  # (E,)
         # The token of each row, expert by expert
         token = order // (len(expert) // max(1, len(x))) if token is None else token[order]  # (S,)
-        # One choice of the multiply for both products, from plain numbers (a step of a few tokens is overhead)
+        # One choice of the multiply for both products, from plain numbers
         grouped = self.grouped_mm
         if grouped is None:
-            needs_grad = not in_place and (x.requires_grad or self.w_in.requires_grad or self.w_out.requires_grad)
+            needs_grad = x.requires_grad or self.w_in.requires_grad or self.w_out.requires_grad
             grouped = _grouped_mm_pays(x, (self.dim, self.width, self.hidden), needs_grad)
         # $X_s = x_{t_s}$ `(S, D)`, then $X W^{(e)}_1$ block by block
         h = grouped_linear(x.index_select(0, token), self.w_in, counts, grouped_mm=grouped, ends=ends)  # (S, width)
         if self.b_in is not None:
             h = h + self.b_in[expert[order]]
-        h = self._activate(h, in_place)  # (S, H)
+        h = self._activate(h, False)  # (S, H)
         if self.training:
             h = self.dropout(h)
         y = grouped_linear(h, self.w_out, counts, grouped_mm=grouped, ends=ends)  # (S, D)
         if self.b_out is not None:
             y = y + self.b_out[expert[order]]
         # $g_s \operatorname{FFN}_{e_s}(x_{t_s})$, summed into token $t_s$
-        g = gate.index_select(0, order)[:, None].to(y.dtype)  # (S, 1)
-        y = y.mul_(g) if in_place else y * g
+        y = y * gate.index_select(0, order)[:, None].to(y.dtype)  # (S, D)
         return x.new_zeros(x.shape).index_add_(0, token, y)  # (t, D)
+
+    #
+    # ### Inference: the same steps, straight through
+    #
+    # Without gradients a layer of this size takes a few hundred microseconds on a CPU core, and
+    # every Python layer around its dozen operators shows: the pass above calls a helper per step,
+    # reads each weight through the module and decides the multiply anew.  `infer` is that pass
+    # written straight through, with nothing recorded, so intermediate results are overwritten in
+    # place (see `_activate`).  `forward` calls it whenever no gradient is recorded
+    # (`torch.no_grad`, `torch.inference_mode`).  It also picks its way by plain sizes (the table
+    # at the top; each way's measurements are with its code below): a step of a few tokens runs
+    # every expert densely (`_dense`), one token runs its $k$ experts (`_one_token`), a handful of
+    # assignments gathers its experts' weights (`_gathered`), and anything larger is grouped as
+    # above.  Tests check each against the recorded pass.
+    def infer(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor] = None) -> Tensor:
+        r"""`forward` without a graph: $y_t = \sum_{s: t_s = t} g_s \operatorname{FFN}_{e_s}(x_t)$, `x` `(t, D)`."""
+        t, S, E, P = len(x), len(expert), self.num_experts, self.expert_numbers
+        if E <= S and t * E * P <= self.dense_limit:
+            return self._dense(x, expert, gate, token)
+        if token is None and t == 1 and x.device.type == "cpu":
+            return self._one_token(x, expert, gate)
+        if token is None and 0 < t and S * P <= self.gather_limit:
+            return self._gathered(x, expert.view(t, -1), gate.view(t, -1))
+        # 1. Sorted by expert; block $e$ ends after the last row of expert $e$
+        sorted_expert, order = torch.sort(expert, stable=True)  # (S,)
+        ends = torch.searchsorted(sorted_expert, self.expert_ids, right=True, out_int32=True)  # (E,)
+        token = order // (S // t if t else 1) if token is None else token.index_select(0, order)  # (S,)
+        g = gate.index_select(0, order)[:, None].to(x.dtype)  # (S, 1)
+        grouped = self.grouped_mm
+        if grouped is None:
+            # Decided once per kind of input
+            key = (x.dtype, x.device.type)
+            grouped = self._grouped_choice.get(key)
+            if grouped is None:
+                grouped = self._grouped_choice[key] = _grouped_mm_pays(x, (self.dim, self.width, self.hidden), False)
+        # 2. $X_s = x_{t_s}$ `(S, D)`; 3. $H = \phi(X W^{(e)}_1)$, $Y = H W^{(e)}_2$ block by block
+        h = grouped_linear(x.index_select(0, token), self.w_in, None, grouped_mm=grouped, ends=ends)  # (S, width)
+        if self.b_in is not None:
+            h += self.b_in[sorted_expert]
+        h = self._activate(h, True)  # (S, H)
+        if self.training:
+            h = self.dropout(h)
+        y = grouped_linear(h, self.w_out, None, grouped_mm=grouped, ends=ends)  # (S, D)
+        if self.b_out is not None:
+            y += self.b_out[sorted_expert]
+        # 4. $g_s Y_s$, added into row $t_s$
+        return x.new_zeros(x.shape).index_add_(0, token, y.mul_(g))  # (t, D)
 
     def _activate(self, h: Tensor, in_place: bool) -> Tensor:
         r"""$\phi(h)$, or $\phi(h W_g) \odot h W_u$ on the two halves of a gated expert's `h`.
@@ -255,6 +331,32 @@ class Experts(nn.Module):
         return g.mul_(value)
 
     #
+    # ### One token: its experts' weights in place
+    #
+    # A decoding step of one sequence is one token and its $k$ experts: no sorting or grouping is
+    # needed, only a loop over those $k$ experts (never over tokens) with the weights read where
+    # they lie.  At width 128 this took 48 µs against 79 µs for the gathered weights below, which
+    # copy 786 KB per step (the benchmark's layer, the router included, one thread).  Only on the
+    # CPU: reading the expert numbers to the host would make a GPU step wait for its queue.
+    def _one_token(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
+        r"""$y = \sum_{i < k} g_i \operatorname{FFN}_{e_i}(x)$ for one token `x` `(1, D)` and its `expert`, `gate` `(k,)`."""
+        w_in, w_out = self.w_in, self.w_out
+        y = x.new_zeros(x.shape)  # (1, D)
+        for i, e in enumerate(expert.tolist()):
+            h = torch.mm(x, w_in[e])  # (1, width)
+            if self.b_in is not None:
+                h += self.b_in[e]
+            h = self._activate(h, True)  # (1, H)
+            if self.training:
+                h = self.dropout(h)
+            g = gate[i:i + 1].to(x.dtype)  # (1,)
+            if self.b_out is not None:
+                y.add_(self.b_out[e] * g)
+            # $y \mathrel{+}= (g_i h) W^{(e_i)}_2$
+            y.addmm_(h.mul_(g), w_out[e])
+        return y
+
+    #
     # ### Small decoding steps: gather the weights instead of the tokens
     #
     # A decoding step of a few tokens at small sizes is a dozen tiny operations (sort, count, gather,
@@ -270,7 +372,7 @@ class Experts(nn.Module):
     def _gather_pays(self, x: Tensor, expert: Tensor) -> bool:
         if torch.is_grad_enabled() and (x.requires_grad or self.w_in.requires_grad):
             return False
-        return 0 < len(x) and len(expert) * (self.width + self.hidden) * self.dim <= self.gather_limit
+        return 0 < len(x) and len(expert) * self.expert_numbers <= self.gather_limit
 
     def _gathered(self, x: Tensor, expert: Tensor, gate: Tensor) -> Tensor:
         r"""$y_t = \sum_{i < k} g_{t,i} \operatorname{FFN}_{e_{t,i}}(x_t)$ with the weights gathered, `expert` `(t, k)`."""
@@ -289,3 +391,50 @@ class Experts(nn.Module):
             y = y + self.b_out[expert]
         # $\sum_i g_{t,i} y_{t,i}$
         return torch.bmm(gate[:, None, :].to(y.dtype), y).view(t, self.dim)  # (t, D)
+
+    #
+    # ### Steps of a few tokens: every expert on every token
+    #
+    # With at least as many assignments as experts, a step reads nearly every expert's weights
+    # whichever way it runs (16 assignments over 8 experts miss on average 0.8 experts).  Then the
+    # sort, the counts, the gathers and the scatter, a dozen small operators, cost more than the
+    # arithmetic they save, and computing *every* expert on every token is faster: two batched
+    # products over the experts, the token rows shared by all of them (an expanded view, no copy),
+    # and the combination as one more batched product with the gate matrix $G$, zero where a token
+    # did not choose an expert:
+    #
+    # $$y_t = \sum_e G_{te} \operatorname{FFN}_e(x_t), \qquad G_{te} = \sum_{s: t_s = t, e_s = e} g_s.$$
+    #
+    # It does $E / k$ times the multiply-adds, $t E P$ for experts of $P$ numbers, so it is taken
+    # only while they stay under `dense_limit`, $2^{22}$ (about 0.06 ms of products on one CPU
+    # core).  On the benchmark's Mixtral layers, the whole block, one thread, CPU time, the layer
+    # with the dense path against the same layer without it: 8 tokens at width 64 (1.6M
+    # multiply-adds) 91 µs against 140 µs; 4 tokens at width 128 (3.1M) 272 against 302; at 6.3M
+    # (8 tokens at width 128, 32 at width 64) the two were within 4% either way (316/324,
+    # 205/195 µs), and beyond that the grouped path is as fast or faster.
+    # The results equal the grouped path's within float32 rounding (the $k$ products are added in
+    # a different order), with one exception the grouped path cannot meet: an expert whose output
+    # overflows to infinity on a token that did not choose it gives $0 \cdot \infty$, not a number.
+    dense_limit = 1 << 22
+
+    def _dense(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor]) -> Tensor:
+        r"""$y_t = \sum_e G_{te} \operatorname{FFN}_e(x_t)$: every expert on every token, weighed by the gates."""
+        t, E = len(x), self.num_experts
+        # $G_{te}$ `(t, E)`: each assignment's gate in its token's row, its expert's column
+        G = x.new_zeros(t, E)
+        if token is None:
+            G.scatter_add_(1, expert.view(t, -1), gate.view(t, -1).to(x.dtype))
+        else:
+            G.index_put_((token, expert), gate.to(x.dtype), accumulate=True)
+        # $x_t W^{(e)}_1$ for all $e$ and $t$
+        h = torch.bmm(x.expand(E, t, self.dim), self.w_in)  # (E, t, width)
+        if self.b_in is not None:
+            h += self.b_in[:, None]
+        h = self._activate(h, True)  # (E, t, H)
+        if self.training:
+            h = self.dropout(h)
+        y = torch.bmm(h, self.w_out)  # (E, t, D)
+        if self.b_out is not None:
+            y += self.b_out[:, None]
+        # $\sum_e G_{te} y_{et}$: one `(1, E)` by `(E, D)` product per token
+        return torch.bmm(G[:, None, :], y.transpose(0, 1)).view(t, self.dim)  # (t, D)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..keywords import Keyword, declare
@@ -91,10 +92,13 @@ class SoftmaxRouter(nn.Module):
         self.proj = nn.Linear(dim, num_experts, bias=False)
 
     def forward(self, x: Tensor) -> Routing:
-        # $l = x W_r$
-        logits = self.proj(x)  # (t, E)
         if self.norm_gates and not torch.is_grad_enabled():
-            # Inference needs no full $p$ (it is for the losses): the softmax over the chosen logits directly
+            # Inference needs no full $p$ (it is for the losses): the softmax over the chosen logits
+            # directly.  (`linear` called directly: at a decoding step the module call costs more
+            # than the product.)
+            logits = F.linear(x, self.proj.weight)  # (t, E)
             top, experts = logits.topk(self.top_k, dim=-1)  # (t, k)
             return Routing(experts, top.float().softmax(dim=-1), logits, None)
+        # $l = x W_r$
+        logits = self.proj(x)  # (t, E)
         return top_k_softmax(logits, self.top_k, self.norm_gates)

@@ -45,6 +45,11 @@ watching the balance.
   ([expert parallelism](expert_parallel.md)) equal one process holding them all
   (`tests/moe/test_expert_parallel.py`).
 
+**Inference.**  In evaluation without gradients (`torch.no_grad`, `torch.inference_mode`) the
+layer runs `infer`: the same three steps with no capacity, no losses and no helper in between, and
+the experts pick the fastest way for the size of the step (one token, a few, many: see
+[experts](experts.md#speed-on-a-cpu)); a test checks it against the recorded pass.
+
 Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` experts per token,
 `D` width.
 """
@@ -112,6 +117,8 @@ class MixtureOfExperts(nn.Module):
         return None if self.chosen is None else torch.bincount(self.chosen, minlength=self.num_experts)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not (self.training or torch.is_grad_enabled()):
+            return self.infer(x)
         if x.shape[-1] != self.dim:
             check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
         shape = x.shape
@@ -147,6 +154,30 @@ class MixtureOfExperts(nn.Module):
         if drops and x.dim() == 3:
             return y.view(x.shape).transpose(0, 1)  # (b, n, D)
         return y.view(shape)
+
+    def infer(self, x: Tensor) -> Tensor:
+        r"""`forward` in evaluation without gradients: no capacity, no losses, the same output.
+
+        A decoding step of a small model spends more time in this layer's Python than in its
+        arithmetic, so inference takes the three steps straight: route, compute (the experts pick
+        their fastest way, see [experts](experts.md)), add the shared experts.
+        """
+        if x.shape[-1] != self.dim:
+            check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
+        tokens = x.reshape(-1, self.dim)  # (t, D)
+        r = self.router(tokens)
+        self.chosen = expert = r.experts.flatten()  # (S,)
+        experts = self.experts
+        # `Experts.infer` directly: the module call would reach it through `forward` (hooks on `experts` do not run)
+        y = (experts.infer if isinstance(experts, Experts) else experts)(tokens, expert, r.gates.flatten())  # (t, D)
+        if self.shared is not None:
+            s = self.shared(tokens)  # (t, D)
+            y = y + (s if self.shared_gate is None else torch.sigmoid(self.shared_gate(tokens)) * s)
+        if self.dropped:
+            self.dropped = 0
+        if self.aux_loss is not self.no_loss:
+            self.aux_loss = cast(Tensor, self.no_loss)
+        return y.view(x.shape)
 
     def _aux_loss(self, r) -> Tensor:
         r"""$\alpha \mathcal{L}_{\text{balance}} + \beta \mathcal{L}_z$ of this pass."""

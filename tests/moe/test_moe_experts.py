@@ -102,12 +102,13 @@ def test_without_tokens_the_assignments_are_each_tokens_k_choices():
 
 @pytest.mark.parametrize("glu,bias", [(True, False), (False, True)])
 def test_gathered_weights_for_small_steps_equal_the_grouped_path(glu, bias):
-    experts = Experts(6, 8, 16, glu=glu, bias=bias)
+    # 6 assignments over 8 experts: fewer than the experts, so the dense path is not taken
+    experts = Experts(8, 8, 16, glu=glu, bias=bias)
     if bias:
         torch.nn.init.normal_(experts.b_in)
         torch.nn.init.normal_(experts.b_out)
     x = torch.randn(3, 8)
-    expert, gate = torch.randint(0, 6, (3 * 2,)), torch.rand(3 * 2)
+    expert, gate = torch.randint(0, 8, (3 * 2,)), torch.rand(3 * 2)
     with torch.no_grad():
         assert experts._gather_pays(x, expert)
         gathered = experts(x, expert, gate)
@@ -133,19 +134,81 @@ def test_grouped_mm_is_chosen_on_the_cpu_only_where_it_runs_and_pays():
     assert not _grouped_mm_runs(torch.randn(5, 16), w.requires_grad_())
 
 
+# The inference paths and the limits that select them: (dense_limit, gather_limit)
+PATHS = {"dense": (1 << 22, 0), "gathered": (0, 1 << 18), "grouped": (0, 0)}
+
+
+def _inference_path(experts: Experts, path: str):
+    """Set the limits so that `experts.infer` takes `path`, and count the calls of its small-step paths."""
+    experts.dense_limit, experts.gather_limit = PATHS[path]
+    calls = {"dense": 0, "gathered": 0, "one_token": 0}
+    for name, method in (("dense", experts._dense), ("gathered", experts._gathered), ("one_token", experts._one_token)):
+        def counted(*args, _name=name, _method=method):
+            calls[_name] += 1
+            return _method(*args)
+        setattr(experts, "_" + name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("activation", ["silu", "gelu", "relu_squared", "identity"])
-@pytest.mark.parametrize("gather_limit", [0, 1 << 18])
-def test_inference_overwrites_only_its_own_intermediates(activation, gather_limit):
-    # Without gradients the activation and the gate scaling run in place (grouped path, `gather_limit=0`,
-    # and gathered weights): the same numbers as the recorded pass, and the inputs and weights untouched.
+@pytest.mark.parametrize("path", list(PATHS))
+def test_inference_overwrites_only_its_own_intermediates(activation, path):
+    # Without gradients the activation and the gate scaling run in place on each path: the same
+    # numbers as the recorded pass, and the inputs and weights untouched.
     experts = Experts(4, 8, 16, activation=activation)
-    experts.gather_limit = gather_limit
+    calls = _inference_path(experts, path)
     x, expert, gate = torch.randn(5, 8), torch.randint(0, 4, (10,)), torch.rand(10)
     before = [t.clone() for t in (x, gate, experts.w_in, experts.w_out)]
-    recorded = experts(x, expert, gate)
-    assert recorded.requires_grad
+    recorded, recorded_one = experts(x, expert, gate), experts(x[:1], expert[:2], gate[:2])
+    assert recorded.requires_grad and calls == {"dense": 0, "gathered": 0, "one_token": 0}
     with torch.no_grad():
-        assert experts._gather_pays(x, expert) == bool(gather_limit)
         torch.testing.assert_close(experts(x, expert, gate), recorded, rtol=1e-6, atol=1e-6)
+        # One token and its two experts: their weights read in place, whatever the limits
+        torch.testing.assert_close(experts(x[:1], expert[:2], gate[:2]), recorded_one, rtol=1e-6, atol=1e-6)
+    assert calls == {"dense": path == "dense", "gathered": path == "gathered", "one_token": 1}
     for a, b in zip(before, (x, gate, experts.w_in, experts.w_out), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("glu,bias", [(True, False), (False, True)])
+def test_each_inference_path_equals_the_recorded_grouped_pass(glu, bias):
+    # Random inputs; expert 2 gets no assignment; with a token list, token 3 is dropped (capacity) and
+    # token 0 goes twice to expert 1.  Every inference path equals the recorded grouped pass to 1e-6.
+    torch.manual_seed(0)
+    experts = Experts(6, 16, 24, glu=glu, bias=bias)
+    if bias:
+        torch.nn.init.normal_(experts.b_in)
+        torch.nn.init.normal_(experts.b_out)
+    x = torch.randn(7, 16)
+    choices = torch.tensor([[0, 1], [4, 5], [1, 3], [0, 5], [3, 4], [5, 0], [1, 4]])  # (t, k), no expert 2
+    gate = torch.rand(7, 2).flatten()
+    token = torch.tensor([0, 0, 1, 1, 2, 2, 4, 4, 5, 6, 0])  # token 3 dropped, token 0 to expert 1 twice
+    listed = torch.tensor([0, 1, 4, 5, 1, 3, 3, 4, 5, 1, 1])
+    listed_gate = torch.rand(11)
+    recorded = experts(x, choices.flatten(), gate)
+    recorded_listed = experts(x, listed, listed_gate, token)
+    assert recorded.requires_grad and recorded_listed[3].abs().max() == 0
+    recorded_one = experts(x[5:6], choices[5], gate[10:12])  # one token: expert 5 and expert 0
+    for path in PATHS:
+        calls = _inference_path(experts, path)
+        with torch.inference_mode():
+            torch.testing.assert_close(experts(x, choices.flatten(), gate), recorded, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(experts(x, listed, listed_gate, token), recorded_listed, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(experts(x[5:6], choices[5], gate[10:12]), recorded_one, rtol=1e-6, atol=1e-6)
+        # The gathered weights and the one-token loop serve only each token's own $k$ choices, never a token list
+        assert calls == {"dense": 2 * (path == "dense"), "gathered": path == "gathered", "one_token": 1}
+
+
+def test_the_size_rule_picks_each_inference_path_where_it_pays():
+    experts = Experts(8, 32, 64)  # P = 32 * (128 + 64) = 6144 numbers per expert
+    calls = _inference_path(experts, "dense")
+    experts.gather_limit = 1 << 18
+    with torch.no_grad():
+        experts(torch.randn(1, 32), torch.tensor([0, 3]), torch.rand(2))  # one token: its experts in place
+        assert calls == {"dense": 0, "gathered": 0, "one_token": 1}
+        experts(torch.randn(2, 32), torch.tensor([0, 3, 3, 5]), torch.rand(4))  # 4 assignments < 8 experts
+        assert calls == {"dense": 0, "gathered": 1, "one_token": 1}
+        experts(torch.randn(4, 32), torch.randint(0, 8, (8,)), torch.rand(8))  # 8 >= 8, 4 * 8 * 6144 <= 2^22
+        assert calls == {"dense": 1, "gathered": 1, "one_token": 1}
+        experts(torch.randn(200, 32), torch.randint(0, 8, (400,)), torch.rand(400))  # 200 * 8 * 6144 > 2^22
+        assert calls == {"dense": 1, "gathered": 1, "one_token": 1}

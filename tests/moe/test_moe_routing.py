@@ -75,6 +75,30 @@ def test_dropped_tokens_are_accounted_for():
     assert moe.dropped == 0
 
 
+@pytest.mark.parametrize("router", ["softmax", "sigmoid"])
+def test_inference_path_equals_the_recorded_layer_and_keeps_its_record(router):
+    # `MixtureOfExperts.infer` (evaluation without gradients) against the recorded forward, with shared
+    # experts and a gate; in training under `no_grad` the full path runs and drops by capacity.
+    torch.manual_seed(2)
+    from labml_style_nn.feedforward.feedforward import FeedForward
+    r = SoftmaxRouter(16, 6, 2) if router == "softmax" else SigmoidRouter(16, 6, 2, norm_gates=True)
+    moe = MixtureOfExperts(16, router=r, experts=Experts(6, 16, 32), shared=FeedForward(16, inner_dim=32, glu=True),
+                           shared_gate=torch.nn.Linear(16, 1, bias=False), capacity_factor=0.5, balance_loss=0.1)
+    x = torch.randn(2, 9, 16)
+    moe.train()
+    moe(x)  # leaves a loss and drops behind
+    assert moe.dropped > 0 and moe.aux_loss.item() > 0
+    with torch.no_grad():
+        trained = moe(x)
+    torch.testing.assert_close(trained, moe(x), rtol=1e-6, atol=1e-6)  # the same drops with and without a graph
+    moe.eval()
+    recorded = moe(x)
+    assert recorded.requires_grad
+    with torch.inference_mode():
+        torch.testing.assert_close(moe(x), recorded, rtol=1e-6, atol=1e-6)
+    assert moe.dropped == 0 and moe.aux_loss.item() == 0.0 and int(moe.load.sum()) == 2 * 9 * 2
+
+
 def test_balance_loss_is_one_when_uniform_and_grows_with_imbalance():
     probs = torch.full((8, 4), 0.25)
     even = torch.arange(8)[:, None] % 4
