@@ -92,7 +92,7 @@ was drawn at std 0.02 and added unscaled).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +135,7 @@ def order_rotary_rows_as_x_transformers(blocks, rot: int) -> None:
     features then pair exactly as x-transformers pairs the same numbers.
     """
     for block in blocks:
-        attn = getattr(block, "fn", None)
+        attn: Any = getattr(block, "fn", None)
         proj = getattr(attn, "to_qkv", None)
         if getattr(block, "kind", None) != "a" or proj is None or getattr(attn, "qk_proj", None) is not None:
             continue

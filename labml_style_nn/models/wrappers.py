@@ -378,12 +378,15 @@ class TransformerWrapper(_SequenceWrapper):
                  token_emb_init_std: Optional[float] = None, pos_emb_init_std: Optional[float] = None):
         # The token table is made before the position table, as in x-transformers, so that one seed
         # draws the same numbers into both libraries' models ([initialisation](initialisation.md)).
-        new_token_emb = token_emb is None and isinstance(attn_layers, AttentionLayers)
-        if new_token_emb:
+        table: Optional[nn.Embedding] = None  # the plain token table, when this wrapper makes it
+        if token_emb is None and isinstance(attn_layers, AttentionLayers):
             check_int("num_tokens", num_tokens)
             width = attn_layers.dim if emb_dim is None else emb_dim
             check_int("emb_dim", width)
-            token_emb = L2NormEmbedding(num_tokens, width) if l2norm_embed else nn.Embedding(num_tokens, width)
+            if l2norm_embed:
+                token_emb = L2NormEmbedding(num_tokens, width)
+            else:
+                token_emb = table = nn.Embedding(num_tokens, width)
         super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
                          num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
                          shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
@@ -409,9 +412,10 @@ class TransformerWrapper(_SequenceWrapper):
             raise ValueError("mixture_of_softmax and num_output_heads: a mixture of softmaxes has one head")
         self.num_tokens, self.emb_dim = num_tokens, emb_dim
         # The token embedding: a module of one's own, unit-length rows, or the plain table.
-        if new_token_emb and not l2norm_embed:
-            assert token_emb is not None
-            init_token_embedding(token_emb.weight, token_emb_init_std)
+        if table is not None:
+            init_token_embedding(table.weight, token_emb_init_std)
+        # (made above: `super().__init__` refused anything but a stack as `attn_layers`)
+        assert token_emb is not None
         self.token_emb = token_emb
         self.embeds = ExtraEmbeddings(embed_num_tokens, emb_dim) if embed_num_tokens else None
         self.ff_deep_embed = DeepEmbedding(num_tokens, attn_layers) if ff_deep_embed else None
