@@ -228,8 +228,8 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
             # $\sum_i g_{t,i} y_{t,i}$
             y = torch.bmm(gate[:, None, :].to(y.dtype), y).view(t, D)  # (t, D)
         else:
-            # Sorted by expert; block $e$ ends after the last row of expert $e$
-            sorted_expert, order = torch.sort(expert, stable=True)  # (S,)
+            # Sorted by expert (the order within a block does not matter); block $e$ ends after its last row
+            sorted_expert, order = torch.sort(expert)  # (S,)
             ends = torch.searchsorted(sorted_expert, ids, right=True, out_int32=True)  # (E,)
             token = order // k  # (S,)
             grouped = grouped_mm
@@ -251,9 +251,15 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
                                                                                 ends=ends)  # (S, D)
             if b_out is not None:
                 y += b_out[sorted_expert]
-            # $g_s Y_s$, added into row $t_s$
-            g = gate.flatten().index_select(0, order)[:, None].to(tokens.dtype)  # (S, 1)
-            y = tokens.new_zeros(t, D).index_add_(0, token, y.mul_(g))  # (t, D)
+            # Back in the order of the assignments, each token's $k$ rows together (the inverse permutation)
+            back = torch.empty_like(order).scatter_(0, order, torch.arange(S, device=order.device))  # (S,)
+            y = y.index_select(0, back).view(t, k, D)  # (t, k, D)
+            # $\sum_i g_{t,i} Y_{t,i}$, one multiply-add per expert of a token
+            g = gate.to(y.dtype)  # (t, k)
+            out = y[:, 0] * g[:, :1]  # (t, D)
+            for i in range(1, k):
+                out.addcmul_(y[:, i], g[:, i:i + 1])
+            y = out
         #
         # #### The shared experts
         #
