@@ -46,9 +46,12 @@ watching the balance.
   (`tests/moe/test_expert_parallel.py`).
 
 **Inference.**  In evaluation without gradients (`torch.no_grad`, `torch.inference_mode`) the
-layer runs `infer`: the same three steps with no capacity, no losses and no helper in between, and
-the experts pick the fastest way for the size of the step (one token, a few, many: see
-[experts](experts.md#speed-on-a-cpu)); a test checks it against the recorded pass.
+layer runs the three steps as **one function** built once from its parameters
+([fused inference](fused_inference.md)): no module calls, no routing record, no capacity, no
+losses, and the fastest way for the size of the step (one token, a few, many: see
+[experts](experts.md#speed-on-a-cpu)).  Layers that function does not cover (another router or
+experts, shared experts with extra parts) run `infer`, the same steps through the modules; tests
+check both against the recorded pass.
 
 Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` experts per token,
 `D` width.
