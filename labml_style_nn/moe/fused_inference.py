@@ -83,7 +83,7 @@ hidden width of one expert.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +108,8 @@ def fused_covers(layer: MixtureOfExperts) -> bool:
     return layer.shared is None or _plain_feedforward(layer.shared) is not None
 
 
-def _plain_feedforward(ff: nn.Module):
+def _plain_feedforward(ff: nn.Module) -> Optional[tuple[Tensor, Optional[Tensor], nn.Module, bool, Tensor,
+                                                      Optional[Tensor]]]:
     r"""`(W_1, b_1, act, gated, W_2, b_2)` of a feed-forward network with nothing else in it; `None` otherwise."""
     if type(ff) is not FeedForward or not isinstance(ff.post_act_norm, nn.Identity):
         return None
@@ -116,7 +117,7 @@ def _plain_feedforward(ff: nn.Module):
     if type(proj_in) is GatedLinearUnit and proj_in.mult_bias is None and proj_in.up_softclamp is None:
         linear, act, gated = proj_in.proj, proj_in.act, True
     elif type(proj_in) is nn.Sequential and len(proj_in) == 2 and type(proj_in[0]) is nn.Linear:
-        linear, act, gated = proj_in[0], proj_in[1], False
+        linear, act, gated = cast(nn.Linear, proj_in[0]), proj_in[1], False
     else:
         return None
     return linear.weight, linear.bias, act, gated, ff.proj_out.weight, ff.proj_out.bias
@@ -159,15 +160,17 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
     """
     if not fused_covers(layer):
         return None
-    router, experts = layer.router, layer.experts
+    router = cast(Union[SoftmaxRouter, SigmoidRouter], layer.router)
+    experts = cast(Experts, layer.experts)
     # The router: $W_r$, its kind and constants
     w_r, k = router.proj.weight, router.top_k
-    sigmoid, norm_gates = type(router) is SigmoidRouter, router.norm_gates
+    sigmoid, norm_gates = isinstance(router, SigmoidRouter), router.norm_gates
     if isinstance(router, SigmoidRouter):
         bias, scale = router.expert_bias, router.routed_scale
         groups, groups_top_k = router.groups, router.groups_top_k
     else:
-        bias, scale, groups, groups_top_k = None, 1.0, 1, 1
+        # (only the sigmoid router has a bias)
+        bias, scale, groups, groups_top_k = cast(Tensor, None), 1.0, 1, 1
     # The experts
     E, D, hidden, glu, act = experts.num_experts, experts.dim, experts.hidden, experts.glu, experts.act
     silu = type(act) is nn.SiLU
@@ -177,7 +180,7 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
     # The shared experts, if any
     shared = None if layer.shared is None else _plain_feedforward(layer.shared)
     shared_silu = shared is not None and type(shared[2]) is nn.SiLU
-    shared_gate = layer.shared_gate
+    shared_gate = cast(Optional[nn.Linear], layer.shared_gate)
     w_s = None if shared_gate is None else shared_gate.weight
     b_s = None if shared_gate is None else shared_gate.bias
 
@@ -262,16 +265,16 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
                 grouped = grouped_choice.get(key)
                 if grouped is None:
                     grouped = grouped_choice[key] = _grouped_mm_pays(tokens, (D, w_in.shape[2], hidden), False)
-            grouped = grouped and _GROUPED_MM is not None
+            mm = _GROUPED_MM if grouped else None
             # $X_s = x_{t_s}$; $H = \phi(X W^{(e)}_1)$; $Y = H W^{(e)}_2$, block by block
             xs = tokens.index_select(0, token)  # (S, D)
-            h = _GROUPED_MM(xs, w_in, offs=ends) if grouped else grouped_linear(xs, w_in, None, grouped_mm=False,
-                                                                                 ends=ends)  # (S, width)
+            h = mm(xs, w_in, offs=ends) if mm else grouped_linear(xs, w_in, None, grouped_mm=False,
+                                                                   ends=ends)  # (S, width)
             if b_in is not None:
                 h += b_in[sorted_expert]
             h = _activate(h, act, silu, hidden, glu)  # (S, H)
-            y = _GROUPED_MM(h, w_out, offs=ends) if grouped else grouped_linear(h, w_out, None, grouped_mm=False,
-                                                                                ends=ends)  # (S, D)
+            y = mm(h, w_out, offs=ends) if mm else grouped_linear(h, w_out, None, grouped_mm=False,
+                                                                  ends=ends)  # (S, D)
             if b_out is not None:
                 y += b_out[sorted_expert]
             # Back in the order of the assignments, each token's $k$ rows together (the inverse permutation)

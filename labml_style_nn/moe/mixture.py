@@ -60,7 +60,7 @@ Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` ex
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional, cast
+from typing import Literal, Optional, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -117,7 +117,7 @@ class MixtureOfExperts(nn.Module):
         self.dropped = 0
         # Inference as one function where it covers the layer (`fused_inference.py`); `False`: the modules
         self.fused = True
-        self._step: Optional[Callable[[Tensor], tuple[Tensor, Tensor]]] | bool = None
+        self._step: Optional[Union[Callable[[Tensor], tuple[Tensor, Tensor]], Literal[False]]] = None
 
     #
     # The inference step holds this layer's tensors, so the layer builds a new one after anything
