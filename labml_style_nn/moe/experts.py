@@ -40,8 +40,9 @@ the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
 `grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
 weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
-layer is 1.2 to 2.5 times faster at widths 64 and 128 on one CPU thread, and greedy generation 2.0
-to 2.5 times (the figures and the commands are on the
+layer is 1.4 to 3.1 times faster at widths 64 and 128 on one CPU thread (with its inference step,
+[fused inference](fused_inference.md)), and greedy generation 2.3 to 2.9 times (the figures and the
+commands are on the
 [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
 What makes the difference, besides the layout:
 
