@@ -101,7 +101,7 @@ if TYPE_CHECKING:
 
 
 def fused_covers(layer: MixtureOfExperts) -> bool:
-    """Whether `fused_infer` computes this `MixtureOfExperts` (otherwise the modular `infer` runs)."""
+    """Whether `inference_step` can compute this `MixtureOfExperts` (otherwise the modular `infer` runs)."""
     if layer.training or type(layer.router) not in (SoftmaxRouter, SigmoidRouter):
         return False
     if type(layer.experts) is not Experts:
@@ -135,11 +135,8 @@ def _activate(h: Tensor, act: nn.Module, silu: bool, hidden: int, gated: bool) -
 #
 # ### The step, built once per layer
 #
-# `inference_step` reads everything the computation needs from the layer once (the parameters,
-# the router's kind and constants, the activation) and returns a function of the input alone.  The
-# layer keeps that function and calls it at every step; it builds a new one when it changes mode,
-# device or precision, or loads a state dict (see `MixtureOfExperts.infer`), since those may
-# replace a tensor the step holds.
+# Everything the step needs is read from the layer here, once; inside the step only the input
+# changes (see "How the layer uses it" above).
 #
 # The size rules are the [experts'](experts.md#speed-on-a-cpu), but one: the dense way is taken up
 # to $t E P \le 2^{23}$ multiply-adds, twice the experts' limit.  Written as one function the
