@@ -186,9 +186,7 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
         tokens = x.reshape(-1, D)  # (t, D)
         t = len(tokens)
         S = t * k
-        #
-        # #### Route
-        #
+        # 1. Route.
         # $l = x W_r$
         logits = F.linear(tokens, w_r)  # (t, E)
         if sigmoid:
@@ -212,9 +210,7 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
             # $p = \operatorname{softmax}(l)$, the chosen $p_e$ as they are (Switch)
             gate, chosen = logits.float().softmax(dim=-1).topk(k, dim=-1)  # (t, k)
         expert = chosen.flatten()  # (S,)
-        #
-        # #### Compute the experts, the way the size of the step asks
-        #
+        # 2. Compute the experts, the way the size of the step asks.
         if E <= S and t * E * P <= dense:
             # Every expert on every token; $G_{te}$ the gate where token $t$ chose $e$, else 0
             G = tokens.new_zeros(t, E).scatter_add_(1, chosen, gate.to(tokens.dtype))  # (t, E)
@@ -284,9 +280,7 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
             for i in range(1, k):
                 out.addcmul_(y[:, i], g[:, i:i + 1])
             y = out
-        #
-        # #### The shared experts
-        #
+        # 3. The shared experts.
         if shared is not None:
             w1, b1, shared_act, gated, w2, b2 = shared
             s = F.linear(tokens, w1, b1)  # (t, H_s) or (t, 2 H_s)
