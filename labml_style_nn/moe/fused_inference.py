@@ -57,9 +57,9 @@ expert that gets no tokens, and check which way ran (`tests/moe/test_fused_infer
 **What it gains** on the [benchmark](../../experiments/benchmarks/moe.md)'s Mixtral layers against
 `transformers`' `grouped_mm` block (one thread, CPU time; the figures are on the
 [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)):
-at width 128 the 8-token decoding step went from 1.21-1.26x to 1.40-1.43x on a loaded machine
-(1.49-1.51x on a quieter one), the 1-token step from 2.3-2.4x to 3.0-3.1x, the 256-token forward
-from 1.38-1.39x to 1.42-1.43x (1.45-1.50x quieter).  The forward's two grouped products are about
+at width 128 the 8-token decoding step went from 1.21-1.26x to 1.40-1.44x, the 1-token step from
+2.3-2.4x to 3.0-3.1x, the 256-token forward from 1.38-1.39x to 1.41-1.43x (short of the 1.5x goal
+by about 5%).  The forward's two grouped products are about
 0.7 ms of its 1.05 ms; the rest is the router, the sort, the gathers, the activation and the
 combination, each an operator `transformers` runs too.
 
