@@ -40,8 +40,9 @@ the contiguous $W$ at these sizes (PyTorch 2.13, one thread; see the
 Hugging Face `transformers` 5 computes a Mixtral layer's experts the same way by default (its
 `grouped_mm` experts: sort the assignments, `grouped_mm` on transposed views of its `(E, 2H, D)`
 weights, un-permute, sum the $k$ rows of each token).  Against that block, on the same weights, this
-layer is 1.2 to 2.5 times faster at widths 64 and 128 on one CPU thread, and greedy generation 2.0
-to 2.5 times (the figures and the commands are on the
+layer is 1.4 to 3.1 times faster at widths 64 and 128 on one CPU thread (with its inference step,
+[fused inference](fused_inference.md)), and greedy generation 2.3 to 2.9 times (the figures and the
+commands are on the
 [benchmarks page](../../docs/benchmarks.md#the-mixture-of-experts-layer-against-hugging-faces-mixtral)).
 What makes the difference, besides the layout:
 
@@ -52,7 +53,10 @@ What makes the difference, besides the layout:
   scaling are written in place (`_activate` below), rows are gathered with `index_select`, and the
   tokens are not un-permuted before they are summed (`index_add_` takes the sorted rows);
 * **inference runs straight through** (`infer` below): without gradients the layer skips its
-  helpers, and the block ends come from one `searchsorted` over the sorted experts.
+  helpers, and the block ends come from one `searchsorted` over the sorted experts.  A whole
+  layer in evaluation goes one step further: [fused inference](fused_inference.md) writes router,
+  experts and combination as one function with the same four ways below (these experts' `infer`
+  is what runs for the layers it does not cover, and for `Experts` used alone).
 
 **The way of computing follows the size of the step**, decided by plain numbers ($t$ tokens, $S$
 assignments, $E$ experts of $P$ numbers each):
@@ -73,9 +77,9 @@ the padded `bmm` reached 25 G/s against `grouped_mm`'s 12 at width 64 (at width 
 the dense form (18 and 9) needs no sort at all: it wins the whole step where its extra arithmetic
 is small (the rule at `dense_limit` below).
 
-What is left is the floor at width 128: the two grouped products (0.7 ms of a 1.2 ms forward),
-and in a step of 8 tokens, reading nearly every expert's weights (16 assignments over 8 experts),
-which both libraries must do.
+What is left is the floor at width 128: the two grouped products (0.7 ms of a 1.05 to 1.1 ms
+forward with the fused step), and in a step of 8 tokens, reading nearly every expert's weights (16
+assignments over 8 experts), which both libraries must do.
 
 ## Expert parallelism
 

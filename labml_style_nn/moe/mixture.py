@@ -46,9 +46,12 @@ watching the balance.
   (`tests/moe/test_expert_parallel.py`).
 
 **Inference.**  In evaluation without gradients (`torch.no_grad`, `torch.inference_mode`) the
-layer runs `infer`: the same three steps with no capacity, no losses and no helper in between, and
-the experts pick the fastest way for the size of the step (one token, a few, many: see
-[experts](experts.md#speed-on-a-cpu)); a test checks it against the recorded pass.
+layer runs the three steps as **one function** built once from its parameters
+([fused inference](fused_inference.md)): no module calls, no routing record, no capacity, no
+losses, and the fastest way for the size of the step (one token, a few, many: see
+[experts](experts.md#speed-on-a-cpu)).  Layers that function does not cover (another router or
+experts, shared experts with extra parts) run `infer`, the same steps through the modules; tests
+check both against the recorded pass.
 
 Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` experts per token,
 `D` width.
@@ -56,7 +59,8 @@ Shapes: `b` batch, `n` tokens, `t` = `b n` tokens flattened, `E` experts, `k` ex
 
 from __future__ import annotations
 
-from typing import Optional, cast
+from collections.abc import Callable
+from typing import Literal, Optional, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +70,7 @@ from ..feedforward.feedforward import FeedForward
 from ..keywords import Keyword, declare, rule
 from .deepseek import SigmoidRouter
 from .experts import Experts
+from .fused_inference import inference_step
 from .mixtral import SoftmaxRouter
 from .switch import capacity, load_balancing_loss, router_z_loss, within_capacity
 
@@ -110,6 +115,35 @@ class MixtureOfExperts(nn.Module):
         self.aux_loss: Tensor = cast(Tensor, self.no_loss)
         self.chosen: Optional[Tensor] = None
         self.dropped = 0
+        # Inference as one function where it covers the layer (`fused_inference.py`); `False`: the modules
+        self.fused = True
+        self._step: Optional[Union[Callable[[Tensor], tuple[Tensor, Tensor]], Literal[False]]] = None
+
+    #
+    # The inference step holds this layer's tensors, so the layer builds a new one after anything
+    # that may replace them: a change of mode, device or precision, loading a state dict, a copy.
+    def forget_step(self) -> None:
+        """Build the inference step anew at the next call (after replacing a parameter of the router or experts)."""
+        self._step = None
+
+    def train(self, mode: bool = True) -> MixtureOfExperts:
+        self._step = None
+        if not mode:
+            # Nothing dropped and no loss outside training (`forward`'s inference step keeps them so)
+            self.dropped, self.aux_loss = 0, cast(Tensor, self.no_loss)
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self._step = None
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._step = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        # A copy (or a pickle) builds its own step: a function holding this layer's tensors cannot be either
+        return {**super().__getstate__(), "_step": None}
 
     @property
     def load(self) -> Optional[Tensor]:
@@ -118,6 +152,13 @@ class MixtureOfExperts(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training or torch.is_grad_enabled()):
+            step = self._step
+            if step and self.fused and x.shape[-1] == self.dim:
+                # The inference step ([fused inference](fused_inference.md)), reached in as few lines as it can
+                # be: at a decoding step every line here costs (the chosen experts written past
+                # `Module.__setattr__`, a plain attribute)
+                y, self.__dict__["chosen"] = step(x)
+                return y
             return self.infer(x)
         if x.shape[-1] != self.dim:
             check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
@@ -160,10 +201,27 @@ class MixtureOfExperts(nn.Module):
 
         A decoding step of a small model spends more time in this layer's Python than in its
         arithmetic, so inference takes the three steps straight: route, compute (the experts pick
-        their fastest way, see [experts](experts.md)), add the shared experts.
+        their fastest way, see [experts](experts.md)), add the shared experts.  Where it covers the
+        layer, one function does all three from the parameters, no module called
+        ([fused inference](fused_inference.md)); `fused = False` keeps the modules.
         """
         if x.shape[-1] != self.dim:
             check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
+        step = self._step
+        if step is None:
+            # The same steps as one function, built once ([fused inference](fused_inference.md)); `False`: not covered
+            step = self._step = inference_step(self) or False
+        if self.dropped:
+            self.dropped = 0
+        if self.aux_loss is not self.no_loss:
+            self.aux_loss = cast(Tensor, self.no_loss)
+        if step and self.fused:
+            y, self.chosen = step(x)
+            return y
+        return self._modular_infer(x)
+
+    def _modular_infer(self, x: Tensor) -> Tensor:
+        """`infer` through the router and experts modules."""
         tokens = x.reshape(-1, self.dim)  # (t, D)
         r = self.router(tokens)
         self.chosen = expert = r.experts.flatten()  # (S,)
@@ -173,10 +231,6 @@ class MixtureOfExperts(nn.Module):
         if self.shared is not None:
             s = self.shared(tokens)  # (t, D)
             y = y + (s if self.shared_gate is None else torch.sigmoid(self.shared_gate(tokens)) * s)
-        if self.dropped:
-            self.dropped = 0
-        if self.aux_loss is not self.no_loss:
-            self.aux_loss = cast(Tensor, self.no_loss)
         return y.view(x.shape)
 
     def _aux_loss(self, r) -> Tensor:
