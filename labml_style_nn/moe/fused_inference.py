@@ -40,8 +40,9 @@ router's kind and constants, the activation) and returns a function of the input
 compiled decoding step would; the layer keeps it and calls it from `forward` whenever it runs
 without gradients in evaluation.  It builds a new one after anything that may replace a tensor the
 step holds: a change of mode (`train`, `eval`), of device or precision (`to`, `double`), loading a
-state dict, a copy or a pickle.  `layer.fused = False` keeps the modules; after replacing a
-parameter object by hand, `layer.forget_step()`.
+state dict, a copy or a pickle; and at every call it compares what it took from the layer
+(`step_key`: which tensors, `top_k`, the experts' limits), so a parameter replaced by hand or a new
+setting builds a new step too.  `layer.fused = False` keeps the modules.
 
 **What it covers** (`fused_covers`): a `SoftmaxRouter` or `SigmoidRouter` (groups, bias and scale
 included), routed `Experts` (any activation, with or without biases and gating), and shared experts
@@ -89,6 +90,11 @@ from typing import TYPE_CHECKING, Optional, Union, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from ..feedforward.feedforward import FeedForward
 from ..feedforward.glu import GatedLinearUnit
@@ -147,6 +153,34 @@ def _activate(h: Tensor, act: nn.Module, silu: bool, hidden: int, gated: bool) -
 # against 142 to 150, the price of one simple rule; at $12.6$M (16 tokens at width 128) grouped,
 # 334 to 341 µs against 358 to 361.
 dense_limit = 1 << 23
+
+
+# Parameters, buffers and submodules set on any module since this page was imported, counted by
+# PyTorch's global registration hooks (one integer added to per assignment): a step built before the
+# count moved may hold a tensor that has since been replaced.
+_registrations = [0]
+
+
+def _count_registration(*_args) -> None:
+    _registrations[0] += 1
+
+
+register_module_parameter_registration_hook(_count_registration)
+register_module_buffer_registration_hook(_count_registration)
+register_module_module_registration_hook(_count_registration)
+
+
+def step_key(layer: MixtureOfExperts) -> tuple:
+    """What a built step took from `layer` other than tensor values: the tensors, and the settings.
+
+    The layer compares it at every call and builds a new step when it changed, so a stale step never
+    runs: a parameter, buffer or submodule replaced by hand (anywhere: the count of registrations
+    moved) or `top_k` and the experts' limits set anew.  In-place changes to the tensors need
+    nothing: the step reads the tensors themselves.
+    """
+    router, experts = layer.router, layer.experts
+    return (_registrations[0], getattr(router, "top_k", None), getattr(experts, "grouped_mm", None),
+            getattr(experts, "gather_limit", None))
 
 
 def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,

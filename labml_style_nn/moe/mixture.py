@@ -70,7 +70,7 @@ from ..feedforward.feedforward import FeedForward
 from ..keywords import Keyword, declare, rule
 from .deepseek import SigmoidRouter
 from .experts import Experts
-from .fused_inference import inference_step
+from .fused_inference import inference_step, step_key
 from .mixtral import SoftmaxRouter
 from .switch import capacity, load_balancing_loss, router_z_loss, within_capacity
 
@@ -118,12 +118,13 @@ class MixtureOfExperts(nn.Module):
         # Inference as one function where it covers the layer (`fused_inference.py`); `False`: the modules
         self.fused = True
         self._step: Optional[Union[Callable[[Tensor], tuple[Tensor, Tensor]], Literal[False]]] = None
+        self._step_key: tuple = ()
 
     #
     # The inference step holds this layer's tensors, so the layer builds a new one after anything
     # that may replace them: a change of mode, device or precision, loading a state dict, a copy.
     def forget_step(self) -> None:
-        """Build the inference step anew at the next call (after replacing a parameter of the router or experts)."""
+        """Build the inference step anew at the next call (the layer also does so itself when `step_key` changes)."""
         self._step = None
 
     def train(self, mode: bool = True) -> MixtureOfExperts:
@@ -153,7 +154,7 @@ class MixtureOfExperts(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training or torch.is_grad_enabled()):
             step = self._step
-            if step and self.fused and x.shape[-1] == self.dim:
+            if step and self.fused and x.shape[-1] == self.dim and step_key(self) == self._step_key:
                 # The inference step ([fused inference](fused_inference.md)), reached in as few lines as it can
                 # be: at a decoding step every line here costs (the chosen experts written past
                 # `Module.__setattr__`, a plain attribute)
@@ -207,10 +208,12 @@ class MixtureOfExperts(nn.Module):
         """
         if x.shape[-1] != self.dim:
             check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
-        step = self._step
-        if step is None:
-            # The same steps as one function, built once ([fused inference](fused_inference.md)); `False`: not covered
-            step = self._step = inference_step(self) or False
+        step, key = self._step, step_key(self)
+        if step is None or key != self._step_key:
+            # The same steps as one function, built once ([fused inference](fused_inference.md)); `False`: not
+            # covered.  Built anew when what it took from the layer changed (`step_key`).
+            step, self._step_key = inference_step(self) or False, key
+            self._step = step
         if self.dropped:
             self.dropped = 0
         if self.aux_loss is not self.no_loss:

@@ -130,6 +130,26 @@ def test_a_new_step_after_loading_copying_or_converting():
     torch.save(moe, io.BytesIO())  # the step is not pickled
 
 
+@pytest.mark.parametrize("change", ["w_in", "shared", "top_k"])
+def test_a_replaced_parameter_or_a_new_setting_builds_a_new_step(change):
+    """Replacing a parameter object by hand or setting top_k anew is seen at the next call: no stale step runs."""
+    moe = layer("deepseek")
+    x = torch.rand(1, 5, D)
+    with torch.no_grad():
+        moe(x)  # builds the step
+        assert moe._step
+        if change == "w_in":
+            moe.experts.w_in = torch.nn.Parameter(moe.experts.w_in * 2)
+        elif change == "shared":
+            moe.shared.proj_out.weight = torch.nn.Parameter(moe.shared.proj_out.weight * 3)
+        else:
+            moe.router.top_k = 1
+        fused = moe(x)
+        moe.fused = False
+        modular = moe(x)
+    torch.testing.assert_close(fused, modular, rtol=1e-6, atol=1e-6)
+
+
 def test_layers_it_does_not_cover_keep_the_modules():
     moe = layer("mixtral")
     moe.shared = FeedForward(D, inner_dim=8, post_act_ln=True)
