@@ -200,6 +200,21 @@ def _add(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
     return g if total is None else total if g is None else total + g
 
 
+def _branch_grads(layer: CouplingLayer, branch: Half, rng: RngState, slots, x: Tensor, dy: Tensor,
+                  leaves: list[Tensor], branch_leaves: list[Tensor], param_leaves: dict[int, Tensor]):
+    r"""Recompute one half on its input `x` and pull `dy` back through it (inside `enable_grad`).
+
+    Returns the half's output (detached) and the vector-Jacobian products $(\partial/\partial x)^\top dy$,
+    for the stack's extra tensors `leaves`, and for the half's own parameters `branch_leaves`.
+    """
+    inputs = layer.inputs.with_tensors(layer.names, leaves)
+    with rng.restored(), _parameters_as(slots, param_leaves):
+        out = branch(x, inputs)
+    grads = torch.autograd.grad(out, [x, *leaves, *branch_leaves], dy, allow_unused=True)
+    n = len(leaves)
+    return out.detach(), grads[0], grads[1:1 + n], grads[1 + n:]
+
+
 #
 # ## The custom backward
 #
@@ -255,25 +270,17 @@ class ReversibleCoupling(torch.autograd.Function):
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
             # $G$ on $y_1$: $\hat y_1$, $\bar\theta_G$, and $x_2 = y_2 - G(y_1)$.
             y1 = y1.detach().requires_grad_()
-            inputs = layer.inputs.with_tensors(layer.names, leaves)
-            with layer.rng_g.restored(), _parameters_as(layer.slots_g, param_leaves):
-                g = layer.g(y1, inputs)
-            grads = torch.autograd.grad(g, [y1, *leaves, *leaves_g], dy2, allow_unused=True)
-            dy1 = _add(dy1, grads[0])
-            d_extras = [_add(a, b) for a, b in zip(d_extras, grads[1:1 + len(leaves)], strict=True)]
-            d_g = grads[1 + len(leaves):]
-            x2 = (y2.detach() - g.detach()).requires_grad_()
-            del g, grads
+            g, d_y1, d_in, d_g = _branch_grads(layer, layer.g, layer.rng_g, layer.slots_g, y1, dy2, leaves,
+                                               leaves_g, param_leaves)
+            dy1 = _add(dy1, d_y1)
+            d_extras = [_add(a, b) for a, b in zip(d_extras, d_in, strict=True)]
+            x2 = (y2.detach() - g).requires_grad_()
             # $F$ on $x_2$: $\bar x_2$, $\bar\theta_F$, and $x_1 = y_1 - F(x_2)$.
-            inputs = layer.inputs.with_tensors(layer.names, leaves)
-            with layer.rng_f.restored(), _parameters_as(layer.slots_f, param_leaves):
-                f = layer.f(x2, inputs)
-            grads = torch.autograd.grad(f, [x2, *leaves, *leaves_f], dy1, allow_unused=True)
-            dx2 = _add(dy2, grads[0])
-            d_extras = [_add(a, b) for a, b in zip(d_extras, grads[1:1 + len(leaves)], strict=True)]
-            d_f = grads[1 + len(leaves):]
-            x1 = y1.detach() - f.detach()
-            del f, grads
+            f, d_x2, d_in, d_f = _branch_grads(layer, layer.f, layer.rng_f, layer.slots_f, x2, dy1, leaves,
+                                               leaves_f, param_leaves)
+            dx2 = _add(dy2, d_x2)
+            d_extras = [_add(a, b) for a, b in zip(d_extras, d_in, strict=True)]
+            x1 = y1.detach() - f
         if layer.index > 0:
             layer.tape.put(layer.index, x1, x2.detach())
         # Gradients of the parameters, in the order `forward` received them.
