@@ -143,5 +143,5 @@ def order_rotary_rows_as_x_transformers(blocks, rot: int) -> None:
         q_rows, k_rows = interleaved_rotary_rows(h, d, rot), h * d + interleaved_rotary_rows(g, d, rot)
         for p in (proj.weight, proj.bias):
             if p is not None:
-                p[: h * d] = p[q_rows].clone()
-                p[h * d: (h + g) * d] = p[k_rows].clone()
+                p[: h * d] = p[q_rows]  # (advanced indexing copies first)
+                p[h * d: (h + g) * d] = p[k_rows]

@@ -126,6 +126,9 @@ class _SequenceWrapper(nn.Module):
         if max_mem_len and attn_layers.options.reversible:
             raise ValueError("max_mem_len and reversible cannot be combined: a reversible stack keeps no layer "
                              "inputs, and Transformer-XL memories are those inputs")
+        if l2norm_embed and pos_emb_init_std is not None:
+            raise ValueError("pos_emb_init_std and l2norm_embed: with unit-length token rows the position table "
+                             "is drawn near zero (std 1e-5), as in x-transformers; drop one of them")
         if sinusoidal_pos_emb and scaled_sinu_pos_emb:
             raise ValueError("sinusoidal_pos_emb and scaled_sinu_pos_emb: choose one kind of sinusoids")
         dim = attn_layers.dim

@@ -124,3 +124,5 @@ def test_position_table_keyword_gives_the_unscaled_gpt2_table():
     torch.testing.assert_close(gpt2.pos_emb(positions), gpt2.pos_emb.emb.weight, rtol=0, atol=0)
     with pytest.raises(ValueError, match="pos_emb_init_std"):
         wrapper(pos_emb_init_std=-1.0)
+    with pytest.raises(ValueError, match="pos_emb_init_std and l2norm_embed"):
+        wrapper(pos_emb_init_std=0.02, l2norm_embed=True)
