@@ -65,7 +65,7 @@ assignments, $E$ experts of $P$ numbers each):
 |---|---|---|
 | one token, on the CPU | its $k$ experts, weights read in place (`_one_token`) | no sort and no copy: $k$ pairs of products |
 | $S < E$ and $S P \le 2^{18}$ | the chosen experts' weights gathered, one batched product (`_gathered`) | copies fewer numbers than all experts hold |
-| $S \ge E$ and $t E P \le 2^{22}$ | every expert on every token, zero gates elsewhere (`_dense`) | nearly every expert's weights are read anyway; no sort, count or scatter |
+| $S \ge E$ and $t E P \le 2^{22}$, not float16 | every expert on every token, zero gates elsewhere (`_dense`) | nearly every expert's weights are read anyway; no sort, count or scatter |
 | otherwise | grouped by expert, `grouped_mm` | the fastest form of the products at these counts (below) |
 
 The forms of the two products, timed alone at the benchmark's counts (512 assignments over 8
@@ -287,7 +287,7 @@ class Experts(nn.Module):
     def infer(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor] = None) -> Tensor:
         r"""`forward` without a graph: $y_t = \sum_{s: t_s = t} g_s \operatorname{FFN}_{e_s}(x_t)$, `x` `(t, D)`."""
         t, S, E, P = len(x), len(expert), self.num_experts, self.expert_numbers
-        if E <= S and t * E * P <= self.dense_limit:
+        if E <= S and t * E * P <= self.dense_limit and x.dtype is not torch.float16:
             return self._dense(x, expert, gate, token)
         if token is None and t == 1 and x.device.type == "cpu":
             return self._one_token(x, expert, gate)
@@ -417,8 +417,10 @@ class Experts(nn.Module):
     # (8 tokens at width 128, 32 at width 64) the two were within 4% either way (316/324,
     # 205/195 µs), and beyond that the grouped path is as fast or faster.
     # The results equal the grouped path's within float32 rounding (the $k$ products are added in
-    # a different order), with one exception the grouped path cannot meet: an expert whose output
-    # overflows to infinity on a token that did not choose it gives $0 \cdot \infty$, not a number.
+    # a different order).  One thing the grouped path never meets: an expert that overflows to
+    # infinity on a token that did not choose it would give $0 \cdot \infty$, not a number.  In
+    # float32 and bfloat16 that takes values beyond $3 \cdot 10^{38}$; in float16 it takes 65504,
+    # so float16 never runs densely (a test makes an unchosen expert overflow).
     dense_limit = 1 << 22
 
     def _dense(self, x: Tensor, expert: Tensor, gate: Tensor, token: Optional[Tensor]) -> Tensor:

@@ -69,7 +69,9 @@ combination, each an operator `transformers` runs too.
 * No routing record: `probs` and the logits are not kept, and the sigmoid router skips the
   normalised scores that only the balance loss reads.  The layer still records which experts were
   chosen (`MixtureOfExperts.chosen`, `load`).
-* The dense way runs up to $t E P \le 2^{23}$ multiply-adds, twice the experts' limit (below).
+* The dense way runs up to $t E P \le 2^{23}$ multiply-adds, twice the experts' limit (below);
+  like the experts, never in float16, where an expert that got no token could overflow and give
+  $0 \cdot \infty$.
 * The grouped way sorts without keeping ties in order (the order of rows within an expert's block
   changes nothing), and combines by putting the rows back in the order of the assignments (the
   inverse permutation, one gather) and adding each token's $k$ rows with their gates,
@@ -171,12 +173,12 @@ register_module_module_registration_hook(_count_registration)
 
 
 def step_key(layer: MixtureOfExperts) -> tuple:
-    """What a built step took from `layer` other than tensor values: the tensors, and the settings.
+    """What a step takes from `layer` other than tensor values: the tensors, and the settings.
 
-    The layer compares it at every call and builds a new step when it changed, so a stale step never
-    runs: a parameter, buffer or submodule replaced by hand (anywhere: the count of registrations
-    moved) or `top_k` and the experts' limits set anew.  In-place changes to the tensors need
-    nothing: the step reads the tensors themselves.
+    A step built from `layer` checks the same at every call, and `infer` compares it to build a new
+    step (or find the layer covered) when it changed: a parameter, buffer or submodule replaced by
+    hand (anywhere: the count of registrations moved) or `top_k` and the experts' limits set anew.
+    In-place changes to the tensors need nothing: the step reads the tensors themselves.
     """
     router, experts = layer.router, layer.experts
     return (_registrations[0], getattr(router, "top_k", None), getattr(experts, "grouped_mm", None),
@@ -184,9 +186,11 @@ def step_key(layer: MixtureOfExperts) -> tuple:
 
 
 def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
-                   gather: Optional[int] = None) -> Optional[Callable[[Tensor], tuple[Tensor, Tensor]]]:
+                   gather: Optional[int] = None) -> Optional[Callable[[Tensor], Optional[tuple[Tensor, Tensor]]]]:
     r"""The no-grad forward of `layer` as one function `x -> (y, chosen)`; `None` where `fused_covers` says no.
 
+    The function returns `None` instead when what it took from the layer changed since it was built
+    (`step_key`): the caller then builds a new one.
     `dense`, `gather`: the sizes up to which the dense and the gathered ways run (`gather=None`:
     the experts' `gather_limit`).
     """
@@ -207,7 +211,9 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
     E, D, hidden, glu, act = experts.num_experts, experts.dim, experts.hidden, experts.glu, experts.act
     silu = type(act) is nn.SiLU
     w_in, w_out, b_in, b_out, ids = experts.w_in, experts.w_out, experts.b_in, experts.b_out, experts.expert_ids
-    P, gather = experts.expert_numbers, experts.gather_limit if gather is None else gather
+    # (a limit given here is the step's own; one taken from the experts is checked at every call)
+    P, gather_taken = experts.expert_numbers, gather is None
+    gather = experts.gather_limit if gather is None else gather
     grouped_choice, grouped_mm = experts._grouped_choice, experts.grouped_mm
     # The shared experts, if any
     shared = None if layer.shared is None else _plain_feedforward(layer.shared)
@@ -215,8 +221,15 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
     shared_gate = cast(Optional[nn.Linear], layer.shared_gate)
     w_s = None if shared_gate is None else shared_gate.weight
     b_s = None if shared_gate is None else shared_gate.bias
+    # The device's kind, for the grouped way's choice; what the step took, to see that it still holds
+    device, registrations = w_in.device, _registrations[0]
 
-    def step(x: Tensor) -> tuple[Tensor, Tensor]:
+    def step(x: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+        # `step_key` at every call, read from the router and experts the step holds (cheaper than from
+        # the layer: `layer.router` goes through `Module.__getattr__`)
+        if (_registrations[0] != registrations or router.top_k != k or experts.grouped_mm is not grouped_mm
+                or (gather_taken and experts.gather_limit != gather)):
+            return None
         tokens = x.reshape(-1, D)  # (t, D)
         t = len(tokens)
         S = t * k
@@ -239,13 +252,13 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
         elif norm_gates:
             # Softmax over the chosen logits only (Mixtral)
             top, chosen = logits.topk(k, dim=-1)  # (t, k)
-            gate = top.float().softmax(dim=-1)
+            gate = top.softmax(dim=-1, dtype=torch.float32)
         else:
             # $p = \operatorname{softmax}(l)$, the chosen $p_e$ as they are (Switch)
-            gate, chosen = logits.float().softmax(dim=-1).topk(k, dim=-1)  # (t, k)
+            gate, chosen = logits.softmax(dim=-1, dtype=torch.float32).topk(k, dim=-1)  # (t, k)
         expert = chosen.flatten()  # (S,)
         # 2. Compute the experts, the way the size of the step asks.
-        if E <= S and t * E * P <= dense:
+        if E <= S and t * E * P <= dense and tokens.dtype is not torch.float16:
             # Every expert on every token; $G_{te}$ the gate where token $t$ chose $e$, else 0
             G = tokens.new_zeros(t, E).scatter_add_(1, chosen, gate.to(tokens.dtype))  # (t, E)
             h = torch.bmm(tokens.expand(E, t, D), w_in)  # (E, t, width)
@@ -284,12 +297,15 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
         else:
             # Sorted by expert (the order within a block does not matter); block $e$ ends after its last row
             sorted_expert, order = torch.sort(expert)  # (S,)
+            # Where each assignment's row will be in the sorted order (the inverse permutation), found
+            # now, among the small operators, rather than after the products have gone through the cache
+            back = torch.empty_like(order).scatter_(0, order, torch.arange(S, device=device))  # (S,)
             ends = torch.searchsorted(sorted_expert, ids, right=True, out_int32=True)  # (E,)
             token = order // k  # (S,)
             grouped = grouped_mm
             if grouped is None:
                 # Decided once per kind of input, as the experts do
-                key = (tokens.dtype, tokens.device.type)
+                key = (tokens.dtype, device.type)
                 grouped = grouped_choice.get(key)
                 if grouped is None:
                     grouped = grouped_choice[key] = _grouped_mm_pays(tokens, (D, w_in.shape[2], hidden), False)
@@ -305,8 +321,7 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
                                                                   ends=ends)  # (S, D)
             if b_out is not None:
                 y += b_out[sorted_expert]
-            # Back in the order of the assignments, each token's $k$ rows together (the inverse permutation)
-            back = torch.empty_like(order).scatter_(0, order, torch.arange(S, device=order.device))  # (S,)
+            # Back in the order of the assignments, each token's $k$ rows together
             y = y.index_select(0, back).view(t, k, D)  # (t, k, D)
             # $\sum_i g_{t,i} Y_{t,i}$, one multiply-add per expert of a token
             g = gate.to(y.dtype)  # (t, k)

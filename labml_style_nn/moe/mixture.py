@@ -117,7 +117,7 @@ class MixtureOfExperts(nn.Module):
         self.dropped = 0
         # Inference as one function where it covers the layer (`fused_inference.py`); `False`: the modules
         self.fused = True
-        self._step: Optional[Union[Callable[[Tensor], tuple[Tensor, Tensor]], Literal[False]]] = None
+        self._step: Optional[Union[Callable[[Tensor], Optional[tuple[Tensor, Tensor]]], Literal[False]]] = None
         self._step_key: tuple = ()
 
     #
@@ -154,12 +154,14 @@ class MixtureOfExperts(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training or torch.is_grad_enabled()):
             step = self._step
-            if step and self.fused and x.shape[-1] == self.dim and step_key(self) == self._step_key:
+            if step and self.fused and x.shape[-1] == self.dim:
                 # The inference step ([fused inference](fused_inference.md)), reached in as few lines as it can
                 # be: at a decoding step every line here costs (the chosen experts written past
-                # `Module.__setattr__`, a plain attribute)
-                y, self.__dict__["chosen"] = step(x)
-                return y
+                # `Module.__setattr__`, a plain attribute).  `None`: the step is stale, `infer` builds another.
+                out = step(x)
+                if out is not None:
+                    y, self.__dict__["chosen"] = out
+                    return y
             return self.infer(x)
         if x.shape[-1] != self.dim:
             check_tensor("x", x, f"(..., {self.dim})", kind="float", sizes={-1: self.dim})
@@ -218,8 +220,9 @@ class MixtureOfExperts(nn.Module):
             self.dropped = 0
         if self.aux_loss is not self.no_loss:
             self.aux_loss = cast(Tensor, self.no_loss)
-        if step and self.fused:
-            y, self.chosen = step(x)
+        out = step(x) if step and self.fused else None
+        if out is not None:
+            y, self.chosen = out
             return y
         return self._modular_infer(x)
 

@@ -161,3 +161,25 @@ def test_layers_it_does_not_cover_keep_the_modules():
     moe.fused = False
     with torch.no_grad():
         torch.testing.assert_close(moe(x), y, rtol=0, atol=0)
+
+
+def test_an_unchosen_expert_that_overflows_in_float16_leaves_no_nan():
+    """The dense way would multiply the overflowing expert's infinity by a zero gate; float16 never runs it."""
+    moe = layer("mixtral").half()
+    with torch.no_grad():
+        moe.experts.w_in[-1].fill_(1e3)  # the last expert, never chosen, overflows float16 on any input
+    x = (torch.rand(1, 5, D) + 0.1).half()
+    moe.experts.dense_limit = 1 << 30  # the modules would take the dense way at any size
+    step = fused_inference.inference_step(moe, dense=1 << 30)
+    assert step is not None
+    with torch.no_grad():
+        out = step(x)
+        assert out is not None
+        fused = out[0]
+        moe.fused = False
+        modular = moe(x)
+        # What the chosen experts give, in float32
+        reference = moe.float()(x.float())
+    assert torch.isfinite(fused).all() and torch.isfinite(modular).all()
+    torch.testing.assert_close(fused.float(), reference, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(modular.float(), reference, rtol=1e-2, atol=1e-2)
