@@ -335,7 +335,10 @@ class AutoregressiveWrapper(nn.Module):
                 return out, self._intermediates()
             return out
         finally:
-            self.net = expert
+            if self.net is not expert:
+                # (only where contrastive search wrapped it: setting a submodule counts as a registration,
+                # which makes mixture-of-experts layers build their inference steps anew)
+                self.net = expert
             self.net.train(was_training)
 
     #

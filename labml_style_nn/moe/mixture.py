@@ -128,7 +128,8 @@ class MixtureOfExperts(nn.Module):
         self._step = None
 
     def train(self, mode: bool = True) -> MixtureOfExperts:
-        self._step = None
+        if mode != self.training:
+            self._step = None
         if not mode:
             # Nothing dropped and no loss outside training (`forward`'s inference step keeps them so)
             self.dropped, self.aux_loss = 0, cast(Tensor, self.no_loss)

@@ -183,3 +183,20 @@ def test_an_unchosen_expert_that_overflows_in_float16_leaves_no_nan():
     assert torch.isfinite(fused).all() and torch.isfinite(modular).all()
     torch.testing.assert_close(fused.float(), reference, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(modular.float(), reference, rtol=1e-2, atol=1e-2)
+
+
+def test_generation_keeps_the_step_between_calls():
+    """`generate` puts the model in evaluation and back: no new step per call when the mode did not change."""
+    from labml_style_nn import AutoregressiveWrapper, Decoder, TransformerWrapper
+
+    torch.manual_seed(0)
+    model = TransformerWrapper(num_tokens=32, max_seq_len=16,
+                               attn_layers=Decoder(dim=16, depth=1, heads=2, ff_num_experts=4, ff_top_k=2)).eval()
+    moe = next(m for m in model.modules() if isinstance(m, MixtureOfExperts))
+    generator = AutoregressiveWrapper(model)
+    prompt = torch.randint(0, 32, (1, 4))
+    first = generator.generate(prompt, 3, temperature=0.0)
+    step = moe._step
+    assert callable(step)
+    assert torch.equal(generator.generate(prompt, 3, temperature=0.0), first)
+    assert moe._step is step
