@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from labml_style_nn import Decoder, Encoder, TransformerWrapper
-from labml_style_nn.generation import AutoregressiveWrapper
-from labml_style_nn.generation import head_positions
+from labml_style_nn.generation import AutoregressiveWrapper, head_positions
 from labml_style_nn.generation.autoregressive import left_pad
 from labml_style_nn.generation.head_positions import position_head
 
