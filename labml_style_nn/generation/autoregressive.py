@@ -390,8 +390,8 @@ class AutoregressiveWrapper(nn.Module):
             elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
-                step_kwargs = dict(cache=cache, mask=mask[:, :n] if first and mask is not None else None,
-                                   **pos_kwargs, **kwargs)
+                step_kwargs: dict[str, Any] = dict(
+                    cache=cache, mask=mask[:, :n] if first and mask is not None else None, **pos_kwargs, **kwargs)
                 if first:
                     # Only the last position is sampled: the head runs on it alone (head_positions.py).
                     logits = last_logits(self.net, seq[:, :n], **step_kwargs)[:, -1]  # (b, V)
