@@ -17,10 +17,11 @@ With `cache_kv=True` (the default) the first step runs the whole prompt and ever
 only the new token, reusing the keys and values of everything before it from a cache preallocated
 for the whole call ([kv_cache](kv_cache.py)).  The output tokens live in one preallocated buffer too:
 a step writes one column, nothing is concatenated.  Only the last position's logits are sampled, so
-the prompt pass, and every step that reruns its prefix (no cache, Transformer-XL rolling), runs
-the output layer on that position alone when the head works position by position (a linear or
-tied head; the `transformers` way; [head positions](head_positions.md)): with a 32000-token
-vocabulary the head over a 32-token prompt costs as much as three decoding steps.
+the prompt pass, and every step that reruns its prefix (no cache, Transformer-XL rolling, the
+Feedback Transformer with windows), runs the output layer on that position alone when the head
+works position by position (a linear or tied head; the `transformers` way;
+[head positions](head_positions.md)): with a 32000-token vocabulary the head over a 32-token prompt
+costs as much as three decoding steps.
 
 **Prompts of different lengths** are left-padded to a common length $n$, so that every row's last
 prompt token sits in the same column and all rows decode in lockstep.  The padding is masked out
@@ -379,14 +380,15 @@ class AutoregressiveWrapper(nn.Module):
         mems, seg = None, 0  # Transformer-XL: memories and the first column of the current segment
         token = seq[:, n - 1]
         for t in range(n, total):
-            # (The Feedback Transformer returns logits only: its head sees every position of a call.)
             if self.feedback and window == 1:
                 # Token by token, the feedback memory is the whole state: carry it from call to call.
+                # The prompt's final hidden states, the head on the last one only.
                 inp = seq[:, :n] if t == n else seq[:, t - 1:t]
-                logits, memory = self.net(inp, memory=memory, return_memory=True, **kwargs)
-                logits = logits[:, -1]
+                h, memory = self.net(inp, memory=memory, return_memory=True, return_embeddings=True, **kwargs)
+                logits = self.net.logits(h[:, -1:])[:, -1]  # (b, V)
             elif self.feedback:
-                logits = self.net(seq[:, :t], **kwargs)[:, -1]
+                h = self.net(seq[:, :t], return_embeddings=True, **kwargs)[:, -1:]  # (b, 1, D)
+                logits = self.net.logits(h)[:, -1]  # (b, V)
             elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n

@@ -29,8 +29,8 @@ Every decoding path reads its logits through `last_logits`:
 and that this module can name: a linear or tied output layer (`position_head`).  A custom
 `to_logits` module, several output heads, a mixture of softmaxes, [CLS] summaries or pooling keep
 the full pass, and so do keywords that ask for other outputs (`return_attn`, `return_intermediates`,
-`to_logits_kwargs`, ...), since those read every position.  The Feedback Transformer returns
-logits only, so its head sees every position of a call.
+`to_logits_kwargs`, ...), since those read every position.  The Feedback Transformer is not a
+`TransformerWrapper`: `generate` asks it for its hidden states and projects the last one itself.
 
 **Equality.**  The head's rows are the same numbers either way, but a product over one row may
 take another kernel than one over $n$ rows (matrix-vector instead of matrix-matrix), so the logits

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from labml_style_nn import Decoder, TransformerWrapper
-from labml_style_nn.generation import AutoregressiveWrapper, compiled_decoding, head_positions
+from labml_style_nn.feedback.feedback_transformer import FeedbackTransformer
+from labml_style_nn.generation import AutoregressiveWrapper, autoregressive, compiled_decoding, head_positions
 from labml_style_nn.generation.head_positions import last_logits
 
 V = 32000  # a real vocabulary: the head is most of a short prompt's cost
@@ -65,6 +66,7 @@ PATHS = {
 @pytest.mark.parametrize("path", list(PATHS))
 def test_each_path_projects_only_the_positions_it_reads_and_decodes_the_same_tokens(path, nets, monkeypatch):
     decode, widths = PATHS[path]
+    monkeypatch.setattr(autoregressive, "_warned", set())  # (its warnings stay unseen by other tests' checks)
     monkeypatch.setattr(compiled_decoding, "DirectStep", EagerStep)
     model = AutoregressiveWrapper(nets["target"])
     prompt = torch.randint(0, V, (2, N), generator=torch.Generator().manual_seed(5))
@@ -90,14 +92,25 @@ def test_each_path_projects_only_the_positions_it_reads_and_decodes_the_same_tok
             hook.remove()
 
 
-def test_greedy_tokens_equal_a_hand_written_loop_over_full_logits(nets):
-    net = nets["target"]
+@pytest.mark.filterwarnings("ignore:generate.*Feedback Transformer with windows")
+@pytest.mark.parametrize("name", ["target", "feedback", "feedback windows"])
+def test_greedy_tokens_equal_a_hand_written_loop_over_full_logits(name, nets, monkeypatch):
+    monkeypatch.setattr(autoregressive, "_warned", set())
+    net = nets[name] if name == "target" else FeedbackTransformer(
+        num_tokens=V, dim=16, depth=1, seq_len=2 if "windows" in name else 1, mem_len=16, heads=2, dim_head=8).eval()
     prompt = torch.randint(0, V, (2, N), generator=torch.Generator().manual_seed(6))
     seq = prompt
     with torch.no_grad():
         for _ in range(4):
             # $x_{t+1} = \operatorname{argmax} z_t$, $z$ the logits of every position `(b, t, V)`
             seq = torch.cat((seq, net(seq)[:, -1].argmax(-1, keepdim=True)), dim=1)
+    seen: list[int] = []
+    hook = rows_seen(net, seen)
+    try:
         assert torch.equal(AutoregressiveWrapper(net).generate(prompt, 4, temperature=0.0), seq[:, N:])
+    finally:
+        hook.remove()
+    assert seen == [1, 1, 1, 1]
+    if name == "target":
         # The kept logits agree with the full ones to rounding, for any number of kept positions.
         torch.testing.assert_close(last_logits(net, prompt, 3), net(prompt)[:, -3:], rtol=1e-5, atol=1e-5)
