@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from labml_style_nn import Decoder, TransformerWrapper
+from labml_style_nn.families import xl_autoregressive
+from labml_style_nn.families.xl_autoregressive import XLAutoregressiveWrapper
 from labml_style_nn.feedback.feedback_transformer import FeedbackTransformer
 from labml_style_nn.generation import AutoregressiveWrapper, autoregressive, compiled_decoding, head_positions
 from labml_style_nn.generation.head_positions import last_logits
@@ -52,6 +54,8 @@ PATHS = {
                            {"target": [1, 1, 1, 1]}),
     "generate, XL rolling": (lambda m, p, o: AutoregressiveWrapper(o["xl"]).generate(p, 4, temperature=0.0),
                              {"xl": [1, 1, 1, 1]}),
+    "XL wrapper (families)": (lambda m, p, o: XLAutoregressiveWrapper(o["xl"]).generate(p, 4, temperature=0.0),
+                              {"xl": [1, 1, 1, 1]}),
     "beam search, cached": (lambda m, p, o: m.beam_search(p, 4, beams=2), {"target": [1, 1, 1, 1]}),
     "beam search, uncached": (lambda m, p, o: m.beam_search(p, 4, beams=2, cache_kv=False), {"target": [1, 1, 1, 1]}),
     # The target verifies k + 1 = 3 positions per pass; the draft reads one per call.
@@ -81,7 +85,8 @@ def test_each_path_projects_only_the_positions_it_reads_and_decodes_the_same_tok
             assert seen[name][:len(expected)] == expected, name
             assert max(seen[name]) <= max(expected), name
         # The old behaviour: the head over every position, the last ones taken afterwards.
-        monkeypatch.setattr(head_positions, "position_head", lambda net, kwargs: None)
+        for module in (head_positions, xl_autoregressive):
+            monkeypatch.setattr(module, "position_head", lambda net, kwargs: None)
         for rows in seen.values():
             rows.clear()
         assert torch.equal(fast, decode(model, prompt, nets))
