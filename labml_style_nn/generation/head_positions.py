@@ -3,7 +3,7 @@ r"""
 
 The output layer maps every final hidden state $h_t \in \mathbb{R}^D$ to logits over the vocabulary,
 $z_t = h_t W^\top$ with $W \in \mathbb{R}^{V \times D}$: $D \cdot V$ multiply-adds per position, which
-at $V = 32000$ and $D = 256$ is more than a whole layer of the stack costs.  Decoding reads few
+at $V = 32000$ and $D = 256$ is as much as ten layers of the stack ($12 D^2$ each).  Decoding reads few
 of those positions: sampling and beam search the last one, speculative decoding the $k + 1$
 positions of its guesses.  A head that works position by position commutes with taking positions,
 
@@ -15,7 +15,8 @@ last $k$ positions, and only those go through the head: a `(b, k, V)` tensor whe
 pass would make a `(b, n, V)` one.  This is what `transformers`' `generate` does
 (`logits_to_keep`).
 
-Every decoding path reads its logits through `last_logits`:
+The decoding paths (all but the last two through `last_logits`), and the positions their output
+layer sees:
 
 | path | positions fed | positions projected |
 |---|---|---|
@@ -24,13 +25,20 @@ Every decoding path reads its logits through `last_logits`:
 | [beam search](beam_search.md): the prompt pass, and every step without a cache | $n$ or $t$ | 1 |
 | [speculative decoding](speculative.md): the target's first pass over prompt and guesses | $n + k$ | $k + 1$ |
 | speculative decoding: the draft's first pass, and its steps that feed two tokens | $n$ or 2 | 1 |
+| the [Feedback Transformer](../feedback/feedback_transformer.md): the prompt pass, or each rerun with windows | $n$ or $t$ | 1 |
+| [`XLAutoregressiveWrapper`](../families/xl_autoregressive.md): each rerun of the current segment | up to $L$ | 1 |
+
+Where a pass only builds state (a Transformer-XL segment committed to the memories), no position
+is projected.
 
 **Where the whole pass stays.**  The head must be one the wrapper applies position by position
 and that this module can name: a linear or tied output layer (`position_head`).  A custom
-`to_logits` module, several output heads, a mixture of softmaxes, [CLS] summaries or pooling keep
-the full pass, and so do keywords that ask for other outputs (`return_attn`, `return_intermediates`,
-`to_logits_kwargs`, ...), since those read every position.  The Feedback Transformer is not a
-`TransformerWrapper`: `generate` asks it for its hidden states and projects the last one itself.
+`to_logits` module, several output heads, a mixture of softmaxes, summary (CLS) tokens or pooling
+keep the full pass, and so do keywords that ask for other outputs (`return_attn`,
+`return_intermediates`, `to_logits_kwargs`, ...), since those read every position.  The prompt
+segments of an `XLAutoregressiveWrapper` with test-time training keep their logits too: the fast
+weights learn from every position.  The Feedback Transformer is not a `TransformerWrapper`:
+`generate` asks it for its hidden states and projects the last one itself.
 
 **Equality.**  The head's rows are the same numbers either way, but a product over one row may
 take another kernel than one over $n$ rows (matrix-vector instead of matrix-matrix), so the logits
@@ -38,7 +46,15 @@ agree to rounding, and the tokens are the same except where two logits tie to ro
 (`tests/generation/test_head_positions.py` checks the tokens of every path, and counts the rows
 the head sees).
 
-Shapes: `b` batch, `n` positions fed, `k` positions kept, `D` width, `V` vocabulary.
+**Measured** against the library before this change, in alternating runs (vocabulary 32000, a
+96-token prompt, 8 new tokens, `dim=64, depth=2`, batch 1, one thread, CPU): generation without a
+cache 3.2x as fast, beam search (4 beams) 1.3x with its cache and 7.0x without, speculative
+decoding ($k = 4$) 1.2x, contrastive decoding 10x, the compiled path's prompt 1.3x, Transformer-XL
+rolling 1.6x, the Feedback Transformer with windows of 4 1.65x; cached `generate`, which already
+projected only its prompt's last position, is unchanged.
+
+Shapes: `b` batch, `n` positions fed (`t` with the tokens generated so far), `k` positions kept,
+`D` width, `V` vocabulary, `L` segment length.
 """
 
 from __future__ import annotations
