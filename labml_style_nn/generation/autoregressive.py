@@ -83,6 +83,7 @@ from .speculative import SpeculativeStats, speculative_decode
 from .static_cache import StaticLayersCache, round_up, static_blocker
 
 if TYPE_CHECKING:
+    from ..feedback.feedback_transformer import FeedbackTransformer
     from ..models.layers import AttentionLayers
 
 _warned: set[str] = set()
@@ -385,10 +386,10 @@ class AutoregressiveWrapper(nn.Module):
                 # The prompt's final hidden states, the head on the last one only.
                 inp = seq[:, :n] if t == n else seq[:, t - 1:t]
                 h, memory = self.net(inp, memory=memory, return_memory=True, return_embeddings=True, **kwargs)
-                logits = self.net.logits(h[:, -1:])[:, -1]  # (b, V)
+                logits = cast("FeedbackTransformer", self.net).logits(h[:, -1:])[:, -1]  # (b, V)
             elif self.feedback:
                 h = self.net(seq[:, :t], return_embeddings=True, **kwargs)[:, -1:]  # (b, 1, D)
-                logits = self.net.logits(h)[:, -1]  # (b, V)
+                logits = cast("FeedbackTransformer", self.net).logits(h)[:, -1]  # (b, V)
             elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
