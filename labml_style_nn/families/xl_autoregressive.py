@@ -44,7 +44,8 @@ segment $k$ times, one inner step after each): chosen modules get per-sequence f
 take a gradient step after every segment, explained on [its own page](xl_test_time_training.md).
 
 **Differences from x-transformers.**  Generation runs the current segment again at every step
-(this library keeps no key/value cache next to XL memories; a cache would give the same tokens).
+(this library keeps no key/value cache next to XL memories; a cache would give the same tokens),
+with the output layer on the last position only.
 When generation itself fills a segment, x-transformers commits it with memories that already hold
 the hidden state of the segment's second-to-last token (from its cached step), so that position
 appears twice; here the memories hold each position once, and greedy generation predicts exactly
@@ -66,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..generation.head_positions import position_head
 from ..generation.sampling import resolve_filter, top_k
 from .xl_test_time_training import LowRankLinear, TTTModuleWrapper, TTTNextLatentPredictionLoss, newton_schulz
 
@@ -299,20 +301,29 @@ class XLAutoregressiveWrapper(nn.Module):
             self.init_ttt(out.shape[0])
             with torch.enable_grad() if self.has_ttt else contextlib.nullcontext():
                 for start in range(0, seg, L):
-                    logits, inter = self._net(out[:, start:start + L], mems=mems, **kwargs)
+                    # (Test-time training learns from the segment's logits; without it they are not read.)
+                    logits, inter = self._net(out[:, start:start + L], mems=mems, return_embeddings=not self.has_ttt,
+                                              **kwargs)
                     self.update_ttt(logits, out[:, start + 1:start + L + 1], intermediates=inter)
                     mems = inter.mems
                 if self.has_ttt and t - seg > 1:
                     logits, inter = self._net(out[:, seg:-1], mems=mems, **kwargs)
                     self.update_ttt(logits, out[:, seg + 1:], intermediates=inter)
             ended = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
+            # Only the last position is sampled: where the head works position by position it runs on that
+            # position alone ([head positions](../generation/head_positions.md)).
+            head = position_head(self.net, kwargs)
             for _ in range(seq_len):
                 if out.shape[1] - seg > L:
-                    # The segment is full: commit it, the new token opens the next one.
-                    _, inter = self._net(out[:, seg:seg + L], mems=mems, **kwargs)
+                    # The segment is full: commit it, the new token opens the next one (its logits are not
+                    # read: the final hidden states skip the head).
+                    _, inter = self._net(out[:, seg:seg + L], mems=mems, return_embeddings=True, **kwargs)
                     mems, seg = inter.mems, seg + L
-                logits, _ = self._net(out[:, seg:], mems=mems, **kwargs)
-                logits = logits[:, -1]  # (b, V)
+                if head is not None:
+                    h, _ = self._net(out[:, seg:], mems=mems, return_embeddings=True, **kwargs)
+                    logits = head(h[:, -1:])[:, -1]  # (b, V)
+                else:
+                    logits = self._net(out[:, seg:], mems=mems, **kwargs)[0][:, -1]  # (b, V)
                 if temperature == 0:
                     token = logits.argmax(dim=-1, keepdim=True)
                 else:

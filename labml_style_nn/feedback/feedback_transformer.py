@@ -218,7 +218,7 @@ class FeedbackTransformer(nn.Module):
     #
     # ## Forward
     def forward(self, x: Tensor, *, memory: Optional[Tensor] = None, return_memory: bool = False,
-                detach_memory: bool = True):
+                detach_memory: bool = True, return_embeddings: bool = False):
         r"""Logits `(b, n, V)` for token ids `x` `(b, n)`; with `return_memory=True`, `(logits, memory)`.
 
         Args:
@@ -226,14 +226,21 @@ class FeedbackTransformer(nn.Module):
             return_memory: also return the last $M$ memory vectors.
             detach_memory: cut the returned memory from the graph (set `False` to backpropagate
                 through it in the next call).
+            return_embeddings: the final hidden states `(b, n, D)` (normalised) instead of the logits;
+                `logits(h)` projects them (decoding projects the last position only).
         """
         self._check(x, memory)
         # Each weight is used once per window; its gradient is summed in place over the windows
         # ([weight gradients](weight_grads.md)).  The values and the gradients are the plain ones.
         with accumulated_weight_grads(self):
-            return self._forward(x, memory, return_memory, detach_memory)
+            return self._forward(x, memory, return_memory, detach_memory, return_embeddings)
 
-    def _forward(self, x: Tensor, memory: Optional[Tensor], return_memory: bool, detach_memory: bool):
+    def logits(self, h: Tensor) -> Tensor:
+        """Final hidden states `(..., D)` to logits `(..., V)`."""
+        return self.to_logits(h)
+
+    def _forward(self, x: Tensor, memory: Optional[Tensor], return_memory: bool, detach_memory: bool,
+                 return_embeddings: bool):
         M = self.mem_len
         emb: Tensor = self.token_emb(x)  # (b, n, D): $x^0$ for every token at once
         if memory is None:
@@ -260,8 +267,9 @@ class FeedbackTransformer(nn.Module):
             if not last:
                 new_k, new_v = self.memory.keys_values(entry)
                 memory_kv = (fifo(memory_kv[0], new_k, M, dim=2), fifo(memory_kv[1], new_v, M, dim=2))
-        logits = self.to_logits(self.norm(torch.cat(outputs, dim=1)))  # (b, n, V)
+        h = self.norm(torch.cat(outputs, dim=1))  # (b, n, D)
+        out = h if return_embeddings else self.logits(h)  # (b, n, V)
         if not return_memory:
-            return logits
+            return out
         memory = fifo(memory, torch.cat(entries, dim=1), M)  # (b, <= M, D)
-        return logits, memory.detach() if detach_memory else memory
+        return out, memory.detach() if detach_memory else memory

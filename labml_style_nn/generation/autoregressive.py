@@ -17,9 +17,11 @@ With `cache_kv=True` (the default) the first step runs the whole prompt and ever
 only the new token, reusing the keys and values of everything before it from a cache preallocated
 for the whole call ([kv_cache](kv_cache.py)).  The output tokens live in one preallocated buffer too:
 a step writes one column, nothing is concatenated.  Only the last position's logits are sampled, so
-the prompt pass runs the output layer on that position alone, when the head works position by
-position (a linear or tied head; the `transformers` way): with a 32000-token vocabulary the head
-over a 32-token prompt costs as much as three decoding steps.
+the prompt pass, and every step that reruns its prefix (no cache, Transformer-XL rolling, the
+Feedback Transformer with windows), runs the output layer on that position alone when the head
+works position by position (a linear or tied head; the `transformers` way;
+[head positions](head_positions.md)): with a 32000-token vocabulary the head over a 32-token prompt
+costs as much as three decoding steps.
 
 **Prompts of different lengths** are left-padded to a common length $n$, so that every row's last
 prompt token sits in the same column and all rows decode in lockstep.  The padding is masked out
@@ -72,6 +74,7 @@ from .auxiliary_losses import total_auxiliary_loss, wants_intermediates
 from .beam_search import beam_search, random_key_mask
 from .compiled_decoding import decode_static
 from .contrastive import ContrastiveNetwork, check_amateurs
+from .head_positions import last_logits
 from .intermediates import _SharedCache, snapshot
 from .kv_cache import LayersCache
 from .rolling_cache import RollingLayersCache
@@ -80,6 +83,7 @@ from .speculative import SpeculativeStats, speculative_decode
 from .static_cache import StaticLayersCache, round_up, static_blocker
 
 if TYPE_CHECKING:
+    from ..feedback.feedback_transformer import FeedbackTransformer
     from ..models.layers import AttentionLayers
 
 _warned: set[str] = set()
@@ -382,39 +386,40 @@ class AutoregressiveWrapper(nn.Module):
         for t in range(n, total):
             if self.feedback and window == 1:
                 # Token by token, the feedback memory is the whole state: carry it from call to call.
+                # The prompt's final hidden states, the head on the last one only.
                 inp = seq[:, :n] if t == n else seq[:, t - 1:t]
-                logits, memory = self.net(inp, memory=memory, return_memory=True, **kwargs)
-                logits = logits[:, -1]
+                h, memory = self.net(inp, memory=memory, return_memory=True, return_embeddings=True, **kwargs)
+                logits = cast("FeedbackTransformer", self.net).logits(h[:, -1:])[:, -1]  # (b, V)
             elif self.feedback:
-                logits = self.net(seq[:, :t], **kwargs)[:, -1]
+                h = self.net(seq[:, :t], return_embeddings=True, **kwargs)[:, -1:]  # (b, 1, D)
+                logits = cast("FeedbackTransformer", self.net).logits(h)[:, -1]  # (b, V)
             elif cache is not None:
                 # The first step runs the prompt; later steps only the token just written.
                 first = t == n
-                inp = seq[:, :n] if first else token[:, None]
-                step_kwargs = dict(cache=cache, mask=mask[:, :n] if first and mask is not None else None,
-                                   **pos_kwargs, **kwargs)
-                head = self._position_head(kwargs) if first and n > 1 else None
-                if head is not None:
-                    # Only the last position is sampled: the prompt's final hidden states, the head on the last
-                    h = self.net(inp, return_embeddings=True, **step_kwargs)[:, -1:]  # (b, 1, D)
-                    logits = head(h)[:, -1]  # (b, V)
+                step_kwargs: dict[str, Any] = dict(
+                    cache=cache, mask=mask[:, :n] if first and mask is not None else None, **pos_kwargs, **kwargs)
+                if first:
+                    # Only the last position is sampled: the head runs on it alone (head_positions.py).
+                    logits = last_logits(self.net, seq[:, :n], **step_kwargs)[:, -1]  # (b, V)
                 else:
-                    logits = self.net(inp, **step_kwargs)[:, -1]  # (b, V)
+                    logits = self.net(token[:, None], **step_kwargs)[:, -1]  # (b, V)
             elif roll:
                 assert self.max_seq_len is not None  # `_rolls` checked it
                 # Commit all but the last token of an overfull segment to the memories.
                 while t - seg > self.max_seq_len:
                     end = min(seg + self.max_seq_len, t - 1)
-                    _, mems = self.net(seq[:, seg:end], mems=mems, return_mems=True, **kwargs)
+                    # (Its logits are not read: the final hidden states skip the output layer.)
+                    _, mems = self.net(seq[:, seg:end], mems=mems, return_mems=True, return_embeddings=True, **kwargs)
                     seg = end
-                logits = self.net(seq[:, seg:t], mems=mems, **kwargs)[:, -1]
+                logits = last_logits(self.net, seq[:, seg:t], mems=mems, **kwargs)[:, -1]
             else:
-                # Without a cache, the whole prefix (or the last `max_seq_len` tokens of it).
+                # Without a cache, the whole prefix (or the last `max_seq_len` tokens of it), the head
+                # on its last position.
                 lo = max(0, t - self.max_seq_len) \
                     if self._learned_positions() and self.max_seq_len is not None and self._restrict else 0
-                logits = self.net(seq[:, lo:t], mask=None if mask is None else mask[:, lo:t],
-                                  **({} if starts is None else {"seq_start_pos": (starts - lo).clamp(min=0)}),
-                                  **kwargs)[:, -1]
+                logits = last_logits(self.net, seq[:, lo:t], mask=None if mask is None else mask[:, lo:t],
+                                     **({} if starts is None else {"seq_start_pos": (starts - lo).clamp(min=0)}),
+                                     **kwargs)[:, -1]
             token = sample(logits)  # (b,)
             if eos_token is not None:
                 # Rows that already ended are padded; a row ends at its first eos.
@@ -536,26 +541,6 @@ class AutoregressiveWrapper(nn.Module):
         """Transformer-XL models roll their memories once the sequence outgrows `max_seq_len`."""
         return not self.feedback and getattr(self.net, "max_mem_len", 0) > 0 and getattr(self.net, "pos_emb", None) is None \
             and self.max_seq_len is not None and total > self.max_seq_len
-
-    def _position_head(self, kwargs: dict) -> Optional[Callable[[Tensor], Any]]:
-        """The network's `logits` (final hidden states to logits) when they apply its output layer to
-        each position on its own (a linear or tied head; no summary tokens, pooling or custom head), so
-        that the prompt pass may project its last position only, as `transformers`' `generate` does;
-        else `None`."""
-        net = self.net
-        logits = getattr(net, "logits", None)
-        if not callable(logits) or getattr(net, "cls_token", True) is not None:
-            return None
-        if getattr(net, "mixture", None) is not None or getattr(net, "return_only_embed", True) \
-                or getattr(net, "average_pool_embed", True) or getattr(net, "attn_pool", True) is not None:
-            return None
-        head = getattr(net, "to_logits", None)
-        if not (type(head) is nn.Linear or (head is None and getattr(net, "tie_embedding", False))):
-            return None
-        # Keywords that ask for other outputs, or give the head arguments, keep the whole pass.
-        if any(key.startswith("return_") or key in ("to_logits_kwargs", "looped_pred_all_logits") for key in kwargs):
-            return None
-        return logits
 
     def _cache_blocker(self, total: int) -> Optional[str]:
         layers = getattr(self.net, "attn_layers", None)

@@ -14,7 +14,9 @@ with the Gumbel top-$k$ trick instead of taking the largest: $\operatorname{top-
 $G \sim \operatorname{Gumbel}(0, 1)$ samples $B$ tokens without replacement.
 
 The key/value cache follows the beams: after each step its rows are gathered from their parent
-beams (`select_rows` in [intermediates](intermediates.md)).
+beams (`select_rows` in [intermediates](intermediates.md)).  Only the last position's logits are
+read, so the prompt pass (and, without a cache, every step) runs the output layer on that position
+alone ([head positions](head_positions.md)).
 
 **Differences from x-transformers.**  The same keywords and outputs (the best beam `(b, n)`, or with
 `return_beams_and_scores=True` all beams `(B, b, n)` and their scores `(B, b)`); as there,
@@ -30,6 +32,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .head_positions import last_logits
 from .intermediates import select_rows
 from .kv_cache import LayersCache
 
@@ -87,13 +90,14 @@ def beam_search(wrapper, prompts: Tensor, seq_len: int, *, beams: int, return_be
             pos = {} if starts is None else {"seq_start_pos": starts}
             if cache is not None:
                 inp = out if first else out[:, -1:]
-                logits = net(inp, cache=cache, mask=mask if first else None, **pos, **kwargs)[:, -1]
+                logits = last_logits(net, inp, cache=cache, mask=mask if first else None, **pos, **kwargs)[:, -1]
             else:
                 lo = max(0, out.shape[1] - wrapper.max_seq_len) \
                     if restrict_to_max_seq_len and wrapper._learned_positions() and wrapper.max_seq_len else 0
                 if lo:
                     pos = {} if starts is None else {"seq_start_pos": (starts - lo).clamp(min=0)}
-                logits = net(out[:, lo:], mask=None if mask is None else mask[:, lo:], **pos, **kwargs)[:, -1]
+                logits = last_logits(net, out[:, lo:], mask=None if mask is None else mask[:, lo:], **pos,
+                                     **kwargs)[:, -1]
             log_probs = logits.log_softmax(dim=-1)  # (rows, V)
             if stochastic and temperature > 0:
                 # Gumbel top-k: $B$ draws without replacement.

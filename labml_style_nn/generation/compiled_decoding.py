@@ -65,6 +65,7 @@ from typing import Optional, Union, cast
 import torch
 from torch import Tensor
 
+from .head_positions import last_logits
 from .rolling_cache import RollingLayersCache
 from .static_cache import StaticLayersCache, StaticWindowCache
 
@@ -80,11 +81,13 @@ def decode_static(net, seq: Tensor, n: int, cache: Union[StaticLayersCache, Roll
     """Fill `seq[:, n:]` `(b, total)` after the prompt `seq[:, :n]`; return the new tokens.
 
     `sample(logits, noise)` picks `(b,)` tokens from `(b, V)` logits; `draws` says whether it reads
-    the noise.  The prompt runs eagerly (with `first_kwargs`, e.g. its padding mask), every later
-    step compiled; a sliding window's rolling `cache` becomes a `StaticWindowCache` after the prompt.
+    the noise.  The prompt runs eagerly (with `first_kwargs`, e.g. its padding mask; the output layer
+    on its last position only), every later step compiled; a sliding window's rolling `cache`
+    becomes a `StaticWindowCache` after the prompt.
     """
     b, total = seq.shape
-    logits = net(seq[:, :n], cache=cache, **first_kwargs, **kwargs)[:, -1]  # (b, V)
+    # The prompt's last position is the only one read: the head runs on it alone (head_positions.py).
+    logits = last_logits(net, seq[:, :n], cache=cache, **first_kwargs, **kwargs)[:, -1]  # (b, V)
     if isinstance(cache, RollingLayersCache):
         cache = StaticWindowCache(net.attn_layers, cache)
     noise = torch.empty_like(logits) if draws else None  # (b, V)

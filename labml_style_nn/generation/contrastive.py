@@ -31,7 +31,8 @@ uniform amateur, a disagreeing amateur changes the choice).
 ## Differences from x-transformers
 
 * The expert and the amateurs decode without a key/value cache here (each step reruns the
-  sequence, which gives the same logits); x-transformers keeps a cache for each.
+  sequence, which gives the same logits; each model's output layer runs on the last position
+  only, [head positions](head_positions.md)); x-transformers keeps a cache for each.
 * The amateurs' Transformer-XL memories and feedback memories are not carried; they must be
   `TransformerWrapper`s (or autoregressive wrappers of one) over the expert's vocabulary.
 """
@@ -39,10 +40,13 @@ uniform amateur, a disagreeing amateur changes the choice).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .head_positions import last_logits
 
 
 def contrastive_logits(expert: Tensor, amateur: Tensor, alpha: float = 0.1, beta: float = 0.5) -> Tensor:
@@ -85,11 +89,20 @@ class ContrastiveNetwork(nn.Module):
         self.learned_positions = getattr(expert, "learned_positions", False)
 
     def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
-        scores = self.expert(x, **kwargs)  # (b, n, V)
+        """The contrastive scores `(b, n, V)` of every position."""
+        return self._scores(lambda net: net(x, **kwargs))
+
+    def last_logits(self, x: Tensor, keep: int, **kwargs: Any) -> Tensor:
+        """The contrastive scores `(b, keep, V)` of the last `keep` positions, each model's output layer
+        run on those alone ([head positions](head_positions.md)); what decoding reads."""
+        return self._scores(lambda net: last_logits(net, x, keep, **kwargs))
+
+    def _scores(self, logits_of: Callable[[nn.Module], Tensor]) -> Tensor:
+        scores = logits_of(self.expert)  # (b, n, V)
         if scores.shape[-1] != self.expert.num_tokens:
             raise ValueError("amateur_model: contrastive decoding needs the expert's logits over its vocabulary")
         for amateur, options in zip(self.amateurs, self.options, strict=True):
-            amateur_scores = amateur(x, **kwargs)
+            amateur_scores = logits_of(amateur)
             if amateur_scores.shape != scores.shape:
                 raise ValueError(f"amateur_model: its logits {tuple(amateur_scores.shape)} differ in shape from the "
                                  f"expert's {tuple(scores.shape)} (the vocabularies must be the same)")

@@ -41,6 +41,9 @@ is the target's own greedy output.
 temperature and filter of the call applied to both models (the filtered target distribution is
 the one reproduced exactly).  Both models keep a [key/value cache](kv_cache.md); a rejected guess
 is forgotten by moving the cache's offset back (`rewind`), the stale keys being overwritten later.
+The first target pass runs the whole prompt and the guesses, and its output layer only the $k + 1$
+positions it verifies; the draft's, only the last position it feeds
+([head positions](head_positions.md)).
 `compile=True` compiles both models: the draft's one-token steps and the target's passes over
 $k + 1$ tokens each run as one graph on a [static cache](static_cache.md), called directly
 ([compiled decoding](compiled_decoding.md)).
@@ -105,6 +108,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .compiled_decoding import DirectStep
+from .head_positions import last_logits
 from .kv_cache import LayersCache
 from .static_cache import StaticLayersCache, round_up, static_blocker
 
@@ -322,9 +326,10 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
     ended = torch.zeros(b, dtype=torch.bool, device=seq.device)
     stats = SpeculativeStats()
 
-    def run(which: int, end: int) -> Tensor:
-        """Feed `seq[:, fed:end]` to a model after its `fed` tokens; the last logits `(b, V)`, all
-        `(b, end - fed, V)` for the target."""
+    def run(which: int, end: int, keep: int = 1) -> Tensor:
+        """Feed `seq[:, fed:end]` to a model after its `fed` tokens; the logits of the last `keep`
+        positions `(b, keep, V)` (the draft reads one, the target the $k + 1$ it verifies), the
+        output layer run on those alone ([head positions](head_positions.md))."""
         start = fed[which]
         fed[which] = end
         if which == 1 and draft_step is not None and start:
@@ -332,15 +337,15 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
             for i in range(start, end):
                 token.copy_(seq[:, i:i + 1])
                 draft_step(draft, caches[1], token, out, step_kwargs)
-            return out[:, -1]
+            return out  # (b, 1, V)
         if which == 0 and target_step is not None and start and end - start == window.shape[1]:
             # (The prompt, and the last rounds with fewer guesses, run eagerly.)
             window.copy_(seq[:, start:end])
             target_step(target, caches[0], window, passed, step_kwargs)
-            return passed
+            return passed  # (b, k + 1, V): a full window is all $k + 1$ positions read
         m = None if mask is None or start else mask[:, :end]
-        logits = models[which](seq[:, start:end], cache=caches[which], mask=m, **pos_kwargs, **kwargs)
-        return logits if which == 0 else logits[:, -1]
+        return last_logits(models[which], seq[:, start:end], keep, cache=caches[which], mask=m, **pos_kwargs,
+                           **kwargs)
 
     def distribution(logits: Tensor) -> Tensor:
         assert probs is not None  # called only when sampling (greedy decoding takes the argmax)
@@ -354,15 +359,15 @@ def speculative_decode(target, draft, tokens: Tensor, starts: Optional[Tensor], 
             # written to `seq[:, cur:cur + k]`.
             q = []
             for i in range(k):
-                logits = run(1, cur + i)  # (b, V)
+                logits = run(1, cur + i)[:, -1]  # (b, V)
                 if probs is None:
                     seq[:, cur + i] = logits.argmax(dim=-1)
                 else:
                     q.append(distribution(logits))
                     seq[:, cur + i] = race(q[-1])
             guesses = seq[:, cur:cur + k]
-            # One target pass over the unseen token and all guesses: $p_1 \dots p_{k+1}$.
-            logits = run(0, cur + k)[:, -(k + 1):]  # (b, k + 1, V)
+            # One target pass over the unseen tokens and all guesses: $p_1 \dots p_{k+1}$.
+            logits = run(0, cur + k, keep=k + 1)  # (b, k + 1, V)
             if probs is None:
                 a, correction = accept_draft_greedy(logits, guesses)
             else:

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from labml_style_nn import Decoder, Encoder, TransformerWrapper
-from labml_style_nn.generation import AutoregressiveWrapper
+from labml_style_nn.generation import AutoregressiveWrapper, head_positions
 from labml_style_nn.generation.autoregressive import left_pad
+from labml_style_nn.generation.head_positions import position_head
 
 V = 29
 
@@ -225,8 +226,8 @@ def test_the_prompt_pass_runs_the_head_on_its_last_position_only(wrap, last_only
     custom = wrap == "custom"
     torch.manual_seed(0)
     model = make(wrap={"to_logits": torch.nn.Sequential(torch.nn.Linear(16, V))} if custom else wrap)
-    assert (model._position_head({}) is not None) is last_only
-    assert model._position_head({"return_attn": True}) is None
+    assert (position_head(model.net, {}) is not None) is last_only
+    assert position_head(model.net, {"return_attn": True}) is None
     widths, real_head = [], model.net._head
     monkeypatch.setattr(model.net, "_head", lambda h, **kw: widths.append(h.shape[1]) or real_head(h, **kw))
     prompts = [torch.randint(0, V, (n,)) for n in (5, 3)]  # left-padded: the last position is real in every row
@@ -234,6 +235,6 @@ def test_the_prompt_pass_runs_the_head_on_its_last_position_only(wrap, last_only
     fast = model.generate(prompts, 4, temperature=0.7)
     assert widths == [1 if last_only else 5, 1, 1, 1]  # the prompt pass, then three one-token steps
     # The same tokens as the pass over every position (the sampler's noise seeded alike)
-    monkeypatch.setattr(AutoregressiveWrapper, "_position_head", lambda self, kwargs: None)
+    monkeypatch.setattr(head_positions, "position_head", lambda net, kwargs: None)
     torch.manual_seed(1)
     assert torch.equal(fast, model.generate(prompts, 4, temperature=0.7))
