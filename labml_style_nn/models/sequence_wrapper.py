@@ -2,17 +2,17 @@ r"""
 # The shared wrapper: positions, memory tokens, memories and the cache
 
 What [`TransformerWrapper`](wrappers.md) and
-[`ContinuousTransformerWrapper`](continuous_wrapper.md) have in common, once their inputs are
-embeddings of the stack's width $D$: the techniques that live *around* the stack and do not care
-whether the inputs were token ids or vectors.
+[`ContinuousTransformerWrapper`](continuous_wrapper.md) have in common once their inputs are
+embedded: the techniques that live *around* the stack and do not care whether the inputs were token
+ids or vectors.
 
-* **Absolute positions.**  $e_t = x_t + p_t$, with $p_t$ a learned table of `max_seq_len` rows (x-transformers' default),
-  fixed sinusoids or scaled sinusoids.  They are off by default when the stack already has a
-  relative scheme (rotary, ALiBi, T5), so that such models run on sequences longer than
-  `max_seq_len` and memories and caches stay consistent, and when it uses position infused
-  attention, whose point is that values carry no position; `use_abs_pos_emb=True` turns them back
-  on.  `pos=` gives positions of one's own and `seq_start_pos=` starts each left-padded row's
-  positions at its first real token: $p_{t - s_b}$.
+* **Absolute positions.**  $e_t = x_t + p_t$ for the embedded input $x_t$, with $p_t$ a learned
+  table of `max_seq_len` rows (x-transformers' default), fixed sinusoids or scaled sinusoids.  They
+  are off by default when the stack already has a relative scheme (rotary, ALiBi, T5), so that such
+  models run on sequences longer than `max_seq_len` and memories and caches stay consistent, and
+  when it uses position infused attention, whose point is that values carry no position;
+  `use_abs_pos_emb=True` turns them back on.  `pos=` gives positions of one's own and
+  `seq_start_pos=` starts each left-padded row's positions at its first real token: $p_{t - s_b}$.
 * **Memory tokens** ([memory tokens](../memory/memory_tokens.md)): $M$ learned vectors in front of
   every sequence (or before every block of tokens, [interspersed](../memory/interspersed_memory_tokens.md)),
   stripped again from the outputs.
@@ -25,7 +25,8 @@ whether the inputs were token ids or vectors.
   they were asked for (`_finish`).
 
 The wrappers call `_run` with the embeddings of the stack's width `(b, n, D)` and get the final
-hidden states `(b, n, D)` back; memory tokens go in and come out inside it.
+hidden states `(b, n, D)` back; memory tokens go in and come out inside it, and so do the repeated
+passes of [recycling](../wrapping/recycling.md) and the [looped LM](../wrapping/looped.md).
 
 **Differences from x-transformers.**  None in when absolute positions are added: as in
 x-transformers 2.31.10, the stack's `disable_abs_pos_emb` decides (off beside rotary, xPos, PoPE
