@@ -41,7 +41,7 @@ from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigso
 
 
 class _LogitsHead:
-    """The output side of `TransformerWrapper`: its head, built by `_make_head`, and `logits`."""
+    """The output side of `TransformerWrapper`: its head, built by `_make_head`, and `_logits`."""
 
     dim: int
     token_emb: nn.Module
@@ -95,9 +95,8 @@ class _LogitsHead:
             weight = getattr(self.token_emb.emb, "weight", None)
         return weight if torch.is_tensor(weight) else None
 
-    def logits(self, h: Tensor, **head_kwargs) -> Any:
-        """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads);
-        `head_kwargs` go to a custom `to_logits` module."""
+    def _logits(self, h: Tensor, **head_kwargs) -> Any:
+        """Final hidden states `(b, n, D)` to logits `(b, n, V)`: the head, then the logits' transforms."""
         if head_kwargs and (self.to_logits is None or self.mixture is not None):
             raise ValueError("to_logits_kwargs: only a custom to_logits module takes arguments; this wrapper's "
                              "output layer is the tied embedding or a mixture of softmaxes")

@@ -274,6 +274,11 @@ class TransformerWrapper(_LogitsHead, _SequenceWrapper):
 
         return looping
 
+    def logits(self, h: Tensor, **head_kwargs) -> Any:
+        """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads);
+        `head_kwargs` go to a custom `to_logits` module ([the output head](logits_head.md))."""
+        return self._logits(h, **head_kwargs)
+
     def forward(self, x: Optional[Tensor], *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
                 return_mems: bool = False, return_embeddings: bool = False,
