@@ -123,4 +123,3 @@ class _LogitsHead:
         weight = self._tied_weight()
         assert weight is not None  # checked in __init__
         return h @ weight.t()
-

@@ -480,4 +480,3 @@ class TransformerWrapper(_LogitsHead, _SequenceWrapper):
         return self._finish(out, intermediates=intermediates, new_mems=new_mems, attn_maps=attn_maps,
                             return_mems=return_mems, return_attn=return_attn,
                             return_intermediates=return_intermediates)
-
