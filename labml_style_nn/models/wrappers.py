@@ -3,22 +3,22 @@ r"""
 
 A layer stack maps embeddings to embeddings.  The wrappers put it to work:
 
-* `TransformerWrapper` embeds token ids, adds absolute positions (learned by default), runs the
-  stack and projects to logits over the vocabulary, or returns the final embeddings.
-* `ContinuousTransformerWrapper` does the same for real-valued inputs: a linear layer in, a linear
-  layer out.
+* `TransformerWrapper` (this page) embeds token ids, adds absolute positions (learned by default),
+  runs the stack and projects to logits over the vocabulary, or returns the final embeddings.
+* [`ContinuousTransformerWrapper`](continuous_wrapper.md) does the same for real-valued inputs: a
+  linear layer in, a linear layer out.
 
-Both hold the techniques that live *around* the stack: memory tokens, Transformer-XL memories with
-enhanced recurrence, and the absolute position embedding, which is turned off by default when the
-stack already has a relative scheme (rotary, ALiBi, T5), so that such models run on sequences longer
-than `max_seq_len` and memories and caches stay consistent, and when it uses position infused
-attention, whose point is that values carry no position.  `use_abs_pos_emb=True` turns it back on.
+What the two share has a page of its own, [the shared wrapper](sequence_wrapper.md): the
+techniques that live *around* the stack, memory tokens, Transformer-XL memories with enhanced
+recurrence, the cache, and the absolute position embedding, which is turned off by default when the
+stack already has a relative scheme (rotary, ALiBi, T5).  The last step of this wrapper, from
+hidden states to logits (tied or untied, several heads, a custom module), is [the output
+head](logits_head.md).
 
 They also speak x-transformers' calling conventions: `return_intermediates=True` returns the
 [intermediates](../generation/intermediates.md) of the pass, which `cache=` accepts to continue the
 sequence; `return_logits_and_embeddings`, `prepend_embeds` (e.g. image embeddings before the text, as
-in PaLI; the continuous wrapper keeps their positions in its output, as x-transformers' does),
-`prepend_mask=`, `pos=` (`(n,)`, one row per sequence `(b, n)`, or per ALiBi head `(b, h, n)`:
+in PaLI), `prepend_mask=`, `pos=` (`(n,)`, one row per sequence `(b, n)`, or per ALiBi head `(b, h, n)`:
 [custom positions](../positional/custom_positions.md)), `seq_start_pos=` (with prepended embeddings it
 counts from the first of them),
 `embed_ids=`, `sum_embeds=`, `mem_masks=` (one per Transformer-XL memory), and `token_emb_kwargs=` and
@@ -28,33 +28,24 @@ counts from the first of them),
 `embed_num_tokens`), [pooling](../wrapping/pooling.md) (`use_cls_token`, `average_pool_embed`,
 `attn_pool`), [output heads](../wrapping/output_heads.md) (`mixture_of_softmax`, `sigsoftmax_logits`,
 `num_output_heads`, `add_continuous_pred_head`), the [attention z-loss](../wrapping/z_loss.md),
-[recycling](../wrapping/recycling.md) and the [deep embedding](../wrapping/deep_embed.md)
-(`ff_deep_embed`).  `post_emb_norm` is a LayerNorm on the embeddings (before the projection to the
-stack's width), `return_only_embed=True` builds no output layer, `token_emb=` and `to_logits=` replace
-the embedding and the head with modules of one's own.
+[recycling](../wrapping/recycling.md), the [looped LM](../wrapping/looped.md) (`looped`,
+`max_looped_steps`; it needs `pre_and_post_norm` in the stack) and the [deep
+embedding](../wrapping/deep_embed.md) (`ff_deep_embed`).  `post_emb_norm` is a LayerNorm on the
+embeddings (before the projection to the stack's width), `token_emb=` replaces the embedding with a
+module of one's own.
 
 The order of a forward pass, as in x-transformers: token embedding $+$ positions $+$ extra
 embeddings $\to$ `post_emb_norm` $\to$ prepended embeddings $\to$ gradient shrink $\to$ dropout
 $\to$ projection $\to$ [CLS] and memory tokens $\to$ the stack (recycled) $\to$ pools $\to$ the head.
 
-**Differences from x-transformers.**  None in when absolute positions are added: as in x-transformers
-2.31.10, the stack's `disable_abs_pos_emb` decides (off beside rotary, xPos, PoPE and T5's bias, kept
-beside ALiBi and the dynamic bias), and `use_abs_pos_emb=False` turns them off.  `seq_start_pos`
-masks the keys before each row's start on `TransformerWrapper` and only shifts the positions on the
-continuous wrapper, as in x-transformers; it counts from the first prepended embedding but leaves
-memory and [CLS] tokens visible (x-transformers counts them too); `logits_bias=True` adds a bias to the untied head
-(none by default, as in x-transformers; this library had one before the [training parity
-study](initialisation.md)); `ContinuousTransformerWrapper`'s projections in and out have biases.
-With `return_mems=True` both wrappers return the previous memories followed by this segment's
-streams, cut to the last `max_mem_len` (Transformer-XL's recurrence); x-transformers 2.31.10's
-continuous wrapper keeps only this segment's, so there a segment shorter than `max_mem_len` forgets
-the ones before it.
-`ContinuousTransformerWrapper(probabilistic=True)` returns a mean and a variance,
-`(2, b, n, dim_out)`, for the [continuous autoregressive wrapper](../families/continuous_autoregressive.md).  The
-[looped LM](../wrapping/looped.md) (`looped`, `max_looped_steps`) needs `pre_and_post_norm` in the stack.
+**Differences from x-transformers.**  `seq_start_pos` masks the keys before each row's start (and
+shifts the positions), as in x-transformers; it counts from the first prepended embedding but leaves
+memory and [CLS] tokens visible (x-transformers counts them too).  The rest is on the pages of the
+parts: [positions and memories](sequence_wrapper.md), [the head](logits_head.md), [the continuous
+wrapper](continuous_wrapper.md).
 
-Shapes: `b` batch, `n` tokens, `D` model width, `E` embedding width, `V` vocabulary size, `M` memory
-tokens.
+Shapes: `b` batch, `n` tokens, `p` prepended embeddings, `D` model width, `E` embedding width, `V`
+vocabulary size, `M` memory tokens.
 """
 
 from __future__ import annotations
@@ -64,246 +55,47 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..attention.fast_attention import keeps_no_weights
-from ..checks import check_cache, check_init_std, check_int, check_mask, check_probability
-from ..generation.intermediates import (
-    AttentionRecord,
-    LayerIntermediates,
-    drop_cached,
-    left_pad_mask,
-    new_shared_cache,
-    resume,
-    snapshot,
-)
+from ..checks import check_cache, check_init_std, check_int
+from ..generation.intermediates import AttentionRecord, LayerIntermediates, drop_cached, left_pad_mask
 from ..generation.kv_cache import LayersCache
-from ..memory.interspersed_memory_tokens import intersperse, strip_interspersed
-from ..memory.memory_tokens import MemoryTokens
-from ..memory.xl_recurrence import shift_memories_down, update_memories
-from ..positional.absolute import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 from ..wrapping.deep_embed import DeepEmbedding
-from ..wrapping.embeddings import ExtraEmbeddings, L2NormEmbedding, ScaledSinusoidalEmbedding, l2norm, shrink_gradient
+from ..wrapping.embeddings import ExtraEmbeddings, L2NormEmbedding, shrink_gradient
 from ..wrapping.looped import check_looped, loop_count, run_loops
-from ..wrapping.output_heads import MixtureOfSoftmaxes, NextEmbeddingHead, sigsoftmax_logits
 from ..wrapping.pooling import AttentionPool, masked_mean
-from ..wrapping.recycling import recycle
 from ..wrapping.z_loss import attn_z_loss
 from .block_inputs import check_transforms, transform_block_input
+from .continuous_wrapper import ContinuousTransformerWrapper as ContinuousTransformerWrapper
 from .initialisation import init_token_embedding
 from .layers import AttentionLayers
+from .logits_head import _LogitsHead
+from .sequence_wrapper import _SequenceWrapper, cache_started
+
+# The helpers this module imported before its parts moved to pages of their own, still importable from
+# here (each `name as name` marks a re-export).
+# isort: off
+from ..attention.fast_attention import keeps_no_weights as keeps_no_weights
+from ..checks import check_mask as check_mask
+from ..checks import check_probability as check_probability
+from ..generation.intermediates import new_shared_cache as new_shared_cache
+from ..generation.intermediates import resume as resume
+from ..generation.intermediates import snapshot as snapshot
+from ..memory.interspersed_memory_tokens import intersperse as intersperse
+from ..memory.interspersed_memory_tokens import strip_interspersed as strip_interspersed
+from ..memory.memory_tokens import MemoryTokens as MemoryTokens
+from ..memory.xl_recurrence import shift_memories_down as shift_memories_down
+from ..memory.xl_recurrence import update_memories as update_memories
+from ..positional.absolute import LearnedPositionalEmbedding as LearnedPositionalEmbedding
+from ..positional.absolute import SinusoidalPositionalEmbedding as SinusoidalPositionalEmbedding
+from ..wrapping.embeddings import ScaledSinusoidalEmbedding as ScaledSinusoidalEmbedding
+from ..wrapping.embeddings import l2norm as l2norm
+from ..wrapping.output_heads import MixtureOfSoftmaxes as MixtureOfSoftmaxes
+from ..wrapping.output_heads import NextEmbeddingHead as NextEmbeddingHead
+from ..wrapping.output_heads import sigsoftmax_logits as sigsoftmax_logits
+from ..wrapping.recycling import recycle as recycle
+# isort: on
 
 
-def cache_started(cache) -> bool:
-    """Whether a key/value cache already holds tokens.
-
-    Its `offset` counts them: a Python int, or in a static cache (`generation/static_cache.py`) a
-    tensor once it holds any, so that a compiled step reads the count as data.
-    """
-    if isinstance(cache, LayerIntermediates):  # x-transformers' spelling: a snapshot of some tokens
-        return cache.shared_cache is not None and cache.shared_cache.cache.offset > 0
-    return cache is not None and not (isinstance(cache.offset, int) and cache.offset == 0)
-
-
-class _SequenceWrapper(nn.Module):
-    """What token and continuous wrappers share: positions, memory tokens, XL memories, pools."""
-
-    def __init__(self, *, max_seq_len: int, attn_layers: AttentionLayers, emb_dropout: float,
-                 num_memory_tokens: Optional[int], max_mem_len: int, shift_mem_down: int,
-                 use_abs_pos_emb: Optional[bool], sinusoidal_pos_emb: bool, emb_dim: Optional[int] = None,
-                 scaled_sinu_pos_emb: bool = False, l2norm_embed: bool = False, post_emb_norm: bool = False,
-                 average_pool_embed: bool = False, memory_tokens_interspersed_every: Optional[int] = None,
-                 pos_emb_init_std: Optional[float] = None):
-        super().__init__()
-        if not isinstance(attn_layers, AttentionLayers):
-            raise ValueError(f"attn_layers: expected an Encoder, Decoder or AttentionLayers, got {type(attn_layers).__name__}")
-        num_memory_tokens = num_memory_tokens or 0
-        check_int("max_seq_len", max_seq_len)
-        check_int("num_memory_tokens", num_memory_tokens, minimum=0)
-        check_int("max_mem_len", max_mem_len, minimum=0)
-        check_int("shift_mem_down", shift_mem_down, minimum=0)
-        check_probability("emb_dropout", emb_dropout)
-        if shift_mem_down and not max_mem_len:
-            raise ValueError("shift_mem_down: enhanced recurrence routes memories; it needs max_mem_len > 0")
-        if max_mem_len and attn_layers.options.reversible:
-            raise ValueError("max_mem_len and reversible cannot be combined: a reversible stack keeps no layer "
-                             "inputs, and Transformer-XL memories are those inputs")
-        if l2norm_embed and pos_emb_init_std is not None:
-            raise ValueError("pos_emb_init_std and l2norm_embed: with unit-length token rows the position table "
-                             "is drawn near zero (std 1e-5), as in x-transformers; drop one of them")
-        if sinusoidal_pos_emb and scaled_sinu_pos_emb:
-            raise ValueError("sinusoidal_pos_emb and scaled_sinu_pos_emb: choose one kind of sinusoids")
-        dim = attn_layers.dim
-        emb_dim = dim if emb_dim is None else emb_dim
-        self.attn_layers, self.dim, self.max_seq_len = attn_layers, dim, max_seq_len
-        self.max_mem_len, self.shift_mem_down = max_mem_len, shift_mem_down
-        # Absolute positions: off by default when the stack has its own scheme (a relative one, or
-        # position infused attention, whose values must stay free of position).
-        # `disable_abs_pos_emb` on the stack decides the default, and an explicit True wins over the wrapper.
-        if use_abs_pos_emb is None or attn_layers.options.disable_abs_pos_emb:
-            use_abs_pos_emb = not attn_layers.disables_abs_pos_emb
-        self.pos_emb: Optional[nn.Module] = None
-        if use_abs_pos_emb:
-            if scaled_sinu_pos_emb:
-                self.pos_emb = ScaledSinusoidalEmbedding(emb_dim)
-            elif sinusoidal_pos_emb:
-                self.pos_emb = SinusoidalPositionalEmbedding(emb_dim)
-            else:
-                # x-transformers' table by default ($\mathcal N(0, 1)$, times $E^{-1/2}$); with unit-length
-                # token rows, a near-zero unscaled one, as x-transformers
-                self.pos_emb = LearnedPositionalEmbedding(emb_dim, max_seq_len,
-                                                          1e-5 if l2norm_embed else pos_emb_init_std)
-        self.learned_positions = use_abs_pos_emb and not (sinusoidal_pos_emb or scaled_sinu_pos_emb)
-        self.l2norm_embed = l2norm_embed
-        self.post_emb_norm = nn.LayerNorm(emb_dim) if post_emb_norm else nn.Identity()
-        self.emb_dropout = nn.Dropout(emb_dropout)
-        self.memory_tokens = MemoryTokens(num_memory_tokens, dim) if num_memory_tokens else None
-        self.num_memory_tokens = num_memory_tokens
-        self.average_pool_embed = average_pool_embed
-        check_int("memory_tokens_interspersed_every", memory_tokens_interspersed_every, allow_none=True)
-        if memory_tokens_interspersed_every is not None and not (num_memory_tokens and attn_layers.causal):
-            raise ValueError("memory_tokens_interspersed_every: needs num_memory_tokens > 0 and a causal stack "
-                             "(a Decoder)")
-        self.memory_tokens_interspersed_every = memory_tokens_interspersed_every
-
-    @staticmethod
-    def _check_mask(mask: Optional[Tensor], x: Tensor) -> None:
-        """The padding mask must be boolean, with one entry per input position, `(b, n)`."""
-        if mask is not None:  # (no message to format at every decoding step)
-            check_mask("mask", mask, tuple(x.shape[:2]), f"{tuple(x.shape[:2])}, one entry per position of x")
-
-    def _positions(self, h: Tensor, offset, seq_start_pos: Optional[Tensor] = None,
-                   pos: Optional[Tensor] = None) -> Union[Tensor, float]:
-        """The absolute position embeddings of `h`'s tokens, `(n, E)` or `(b, n, E)` (0 without them)."""
-        if pos is not None and pos.is_floating_point():
-            return pos  # x-transformers' external position embedding: added as it is
-        if self.pos_emb is None:
-            return 0.0
-        n = h.shape[1]
-        if pos is not None:
-            positions = pos.to(h.device)
-            if self.learned_positions and (int(positions.max()) >= self.max_seq_len or int(positions.min()) < 0):
-                raise ValueError(f"pos: positions must lie in [0, {self.max_seq_len}) of the learned absolute "
-                                 f"positional embedding, got [{int(positions.min())}, {int(positions.max())}]")
-        elif not isinstance(offset, int):
-            # A static cache's position is a 0-d tensor (read as data by a compiled step); its
-            # generation loop checked the length.
-            positions = offset + torch.arange(n, device=h.device)  # (n,)
-        elif self.learned_positions and offset + n > self.max_seq_len:
-            raise ValueError(
-                f"x: positions up to {offset + n} exceed max_seq_len={self.max_seq_len} of the learned "
-                "absolute positional embedding; shorten the input, raise max_seq_len, or use a relative "
-                "scheme (rotary_pos_emb, alibi_pos_emb or rel_pos_bias)")
-        else:
-            positions = torch.arange(offset, offset + n, device=h.device)  # (n,)
-        if seq_start_pos is not None:
-            # Left-padded rows count positions from their first real token: $t - s_b$ (padding gets 0).
-            positions = (positions[None, :] - seq_start_pos[:, None]).clamp(min=0)  # (b, n)
-        p = self.pos_emb(positions.flatten()).view(*positions.shape, -1).to(h.dtype)
-        return l2norm(p) if self.l2norm_embed else p
-
-    def _add_positions(self, h: Tensor, offset, seq_start_pos: Optional[Tensor] = None) -> Tensor:
-        return h + self._positions(h, offset, seq_start_pos)
-
-    #
-    # ## The shared forward
-    #
-    # Stack inputs in, final hidden states out, with memory tokens, XL memories, the cache (either
-    # spelling) and recycling handled here.  `prefix` counts the positions before the tokens
-    # (prepended embeddings, [CLS] tokens) that a cache holds besides them.
-    def _run(self, h: Tensor, *, mask, context, context_mask, mems, return_mems, cache, attn_sink=None,
-             prefix: int = 0, keep_cache: bool = False, layer_kwargs: Optional[dict] = None, recycling=None,
-             looping=None, detach_mems: bool = True):
-        num_mem_tokens = self.memory_tokens.num if self.memory_tokens is not None else 0
-        if mems is not None and self.pos_emb is not None:
-            raise ValueError(
-                "mems: Transformer-XL memories need positions that continue across segments; with the "
-                "absolute positional embedding memory and segment would share positions.  Use "
-                "rel_pos_bias, rotary_pos_emb or alibi_pos_emb (the absolute embedding then turns off)")
-        if return_mems and not self.max_mem_len:
-            raise ValueError("return_mems: set max_mem_len > 0 on the wrapper to keep memories")
-        shared_kv = None
-        if isinstance(cache, LayerIntermediates):
-            shared_kv, cache = resume(cache, h.shape[1])
-        elif cache is None and keep_cache and self.attn_layers._keeps_cache(mems) and recycling is None \
-                and looping is None:
-            shared_kv = new_shared_cache(self.attn_layers, h.shape[0], num_mem_tokens + h.shape[1],
-                                         num_mem_tokens + prefix)
-            cache = shared_kv.cache
-        first_step = not cache_started(cache)
-        every, n = self.memory_tokens_interspersed_every, h.shape[1]
-        if every is not None and (cache is not None or mems is not None):
-            raise ValueError("memory_tokens_interspersed_every: the interspersed memory tokens move with the "
-                             "block boundaries, so a cache or Transformer-XL memories cannot be used")
-        if self.memory_tokens is not None and every is not None:
-            h, mask = intersperse(h, mask, self.memory_tokens.tokens, every)
-        elif self.memory_tokens is not None and first_step:
-            h, mask = self.memory_tokens.prepend(h, mask)
-        if mems is not None and self.shift_mem_down:
-            mems = shift_memories_down(mems, self.shift_mem_down)
-
-        def run(inp):
-            if attn_sink is not None:  # a recycled pass records afresh: the last pass's maps are kept
-                attn_sink.clear()
-                if getattr(attn_sink, "pre_softmax", None) is not None:
-                    attn_sink.pre_softmax.clear()
-            return self.attn_layers(inp, mask=mask, context=context, context_mask=context_mask, mems=mems,
-                                    cache=cache, return_hiddens=True, attn_sink=attn_sink, keep_intermediates=False,
-                                    **(layer_kwargs or {}))
-
-        if recycling is not None:
-            out, inter = recycle(run, h, *recycling)
-        elif looping is not None:
-            out, inter = looping(run, h)  # the looped LM (`wrapping/looped.py`)
-        else:
-            out, inter = run(h)
-        assert isinstance(inter, LayerIntermediates) and out is not None
-        h, hiddens, block_hiddens = out, inter.hiddens or [], inter.block_hiddens or []
-        memory_inputs = inter.memory_inputs or []
-        memory_out = None
-        if self.memory_tokens is not None and every is not None:
-            h = strip_interspersed(h, n, every, num_mem_tokens)
-            hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in hiddens]
-            memory_inputs = [strip_interspersed(t, n, every, num_mem_tokens) for t in memory_inputs]
-            block_hiddens = [strip_interspersed(t, n, every, num_mem_tokens) for t in block_hiddens]
-        elif self.memory_tokens is not None and first_step:
-            memory_out = h[:, :num_mem_tokens]
-            h = self.memory_tokens.strip(h)
-            hiddens = [self.memory_tokens.strip(t) for t in hiddens]
-            memory_inputs = [self.memory_tokens.strip(t) for t in memory_inputs]
-            block_hiddens = [self.memory_tokens.strip(t) for t in block_hiddens]
-        # x-transformers builds them from `hiddens`: the same tensors unless the input is reinjected or mixed.
-        new_mems = update_memories(mems, memory_inputs, self.max_mem_len, detach=detach_mems) if return_mems else None
-        intermediates = snapshot(shared_kv, hiddens=hiddens, last_hidden=inter.last_hidden, mems=new_mems,
-                                 memory_tokens=memory_out, block_hiddens=block_hiddens)
-        return h, new_mems, intermediates
-
-    def _attn_record(self, return_attn: bool, return_intermediates: bool, z_loss: bool, cache) -> Optional[list]:
-        """The list the attention layers append their weights to, when anything asks for them.
-
-        Intermediates record the weights of a first (uncached) call, except in training with
-        gradients, where keeping them would cost the fused kernels (ask with `return_attn=True`), and
-        with `flash=True` layers, which keep none."""
-        if z_loss:
-            return AttentionRecord(pre_softmax=True)
-        training = self.training and torch.is_grad_enabled()
-        if return_attn or (return_intermediates and not training and not cache_started(cache)
-                           and not isinstance(cache, LayerIntermediates)
-                           and not keeps_no_weights(self.attn_layers)):
-            return AttentionRecord()
-        return None
-
-    def _finish(self, out, *, intermediates, new_mems, attn_maps, return_mems: bool, return_attn: bool,
-                return_intermediates: bool):
-        """`out`, then the memories, the attention maps or the intermediates, as they were asked for."""
-        if attn_maps is not None:
-            intermediates.attn_intermediates = attn_maps.intermediates(self.attn_layers.layer_types)
-        if return_intermediates:
-            return out, intermediates
-        extra = ((new_mems,) if return_mems else ()) + ((list(attn_maps),) if return_attn and attn_maps is not None else ())
-        return (out, *extra) if extra else out
-
-
-
-class TransformerWrapper(_SequenceWrapper):
+class TransformerWrapper(_LogitsHead, _SequenceWrapper):
     r"""Token ids in, logits (or embeddings) out.
 
     Args:
@@ -439,40 +231,14 @@ class TransformerWrapper(_SequenceWrapper):
                                        num_pooled_tokens=num_pooled_tokens, depth=attn_pool_depth,
                                        heads=attn_layers.options.heads, dim_head=attn_layers.options.attn.dim_head) \
             if attn_pool else None
-        # The head.
-        self.output_is_log_prob = mixture_of_softmax
-        self.mixture = MixtureOfSoftmaxes(self.dim, mixture_of_softmax_k) if mixture_of_softmax else None
-        self.sigsoftmax_logits = sigsoftmax_logits
-        self.squeeze_out_last_dim = squeeze_out_last_dim
         self.input_not_include_cache = input_not_include_cache
-        if tie_embedding and (emb_dim != self.dim or (logits_dim or num_tokens) != num_tokens):
-            raise ValueError("tie_embedding: needs emb_dim equal to the model width and logits_dim equal to num_tokens")
-        if tie_embedding and self._tied_weight() is None:
-            raise ValueError("tie_embedding: the token embedding module has no weight matrix to tie "
-                             "(expected .weight or .emb.weight of shape (num_tokens, dim))")
-        if tie_embedding_scale is not None:
-            if not tie_embedding:
-                raise ValueError("tie_embedding_scale: only meaningful with tie_embedding=True "
-                                 "(an untied projection learns its own scale)")
-            if isinstance(tie_embedding_scale, bool) or not isinstance(tie_embedding_scale, (int, float)) \
-                    or not tie_embedding_scale > 0:
-                raise ValueError(f"tie_embedding_scale: expected a positive number, got {tie_embedding_scale!r}")
-        if tie_embedding and tie_embedding_scale is None:
-            tie_embedding_scale = self.dim ** -0.5  # x-transformers' default for tied logits
-        self.tie_embedding, self.tie_embedding_scale = tie_embedding, tie_embedding_scale
-        self.has_multiple_heads = num_output_heads > 1
-        out_dim = logits_dim or num_tokens
-        if return_only_embed or tie_embedding:
-            self.to_logits: Optional[nn.Module] = None
-        elif to_logits is not None:
-            self.to_logits = to_logits
-        elif num_output_heads > 1:
-            self.to_logits = nn.ModuleList(nn.Linear(self.dim, out_dim, bias=logits_bias) for _ in range(num_output_heads))
-        else:
-            self.to_logits = nn.Linear(self.dim, out_dim, bias=logits_bias)
-        self.return_only_embed = return_only_embed
-        self.add_continuous_pred_head = add_continuous_pred_head
-        self.to_next_embed_pred = NextEmbeddingHead(self.dim) if add_continuous_pred_head else None
+        # The head ([the output head](logits_head.md)).
+        self._make_head(num_tokens=num_tokens, emb_dim=emb_dim, logits_dim=logits_dim, logits_bias=logits_bias,
+                        num_output_heads=num_output_heads, tie_embedding=tie_embedding,
+                        tie_embedding_scale=tie_embedding_scale, return_only_embed=return_only_embed,
+                        to_logits=to_logits, mixture_of_softmax=mixture_of_softmax,
+                        mixture_of_softmax_k=mixture_of_softmax_k, sigsoftmax_logits=sigsoftmax_logits,
+                        squeeze_out_last_dim=squeeze_out_last_dim, add_continuous_pred_head=add_continuous_pred_head)
 
     def _looping(self, n: int, cache, loops: dict, looped_steps, max_looped_steps, pred_all, inference: bool,
                  threshold: float):
@@ -508,41 +274,10 @@ class TransformerWrapper(_SequenceWrapper):
 
         return looping
 
-    def _tied_weight(self) -> Optional[Tensor]:
-        weight = getattr(self.token_emb, "weight", None)
-        if weight is None and hasattr(self.token_emb, "emb"):
-            weight = getattr(self.token_emb.emb, "weight", None)
-        return weight if torch.is_tensor(weight) else None
-
     def logits(self, h: Tensor, **head_kwargs) -> Any:
         """Project final hidden states `(b, n, D)` to logits `(b, n, V)` (a tuple with several heads);
-        `head_kwargs` go to a custom `to_logits` module."""
-        if head_kwargs and (self.to_logits is None or self.mixture is not None):
-            raise ValueError("to_logits_kwargs: only a custom to_logits module takes arguments; this wrapper's "
-                             "output layer is the tied embedding or a mixture of softmaxes")
-        if self.mixture is not None:
-            return self.mixture(h, self._head)
-        logits = self._head(h, **head_kwargs)
-        if self.sigsoftmax_logits:
-            logits = tuple(sigsoftmax_logits(t) for t in logits) if isinstance(logits, tuple) else sigsoftmax_logits(logits)
-        if self.squeeze_out_last_dim:
-            logits = tuple(t.squeeze(-1) if t.shape[-1] == 1 else t for t in logits) \
-                if isinstance(logits, tuple) else (logits.squeeze(-1) if logits.shape[-1] == 1 else logits)
-        return logits
-
-    def _head(self, h: Tensor, **head_kwargs) -> Any:
-        if isinstance(self.to_logits, nn.ModuleList):
-            return tuple(head(h, **head_kwargs) for head in self.to_logits)
-        if self.to_logits is not None:  # untied (`None` exactly when tie_embedding or return_only_embed)
-            return self.to_logits(h, **head_kwargs)
-        if not self.tie_embedding:
-            raise ValueError("return_only_embed: this wrapper has no output layer; it returns embeddings")
-        # $z = (s\, h)\, E^\top$: the tied projection, after the rescaling $s$ ($D^{-1/2}$ unless set)
-        if self.tie_embedding_scale is not None and self.tie_embedding_scale != 1:
-            h = h * self.tie_embedding_scale
-        weight = self._tied_weight()
-        assert weight is not None  # checked in __init__
-        return h @ weight.t()
+        `head_kwargs` go to a custom `to_logits` module ([the output head](logits_head.md))."""
+        return self._logits(h, **head_kwargs)
 
     def forward(self, x: Optional[Tensor], *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
                 context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
@@ -633,8 +368,7 @@ class TransformerWrapper(_SequenceWrapper):
             raise ValueError(f"x: token ids must lie in [0, {self.num_tokens}), got values in "
                              f"[{int(x.min())}, {int(x.max())}]")
         self._check_mask(mask, x)
-        if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
-            raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
+        self._check_seq_start_pos(seq_start_pos, x)
         b, n = x.shape
         if token_offset is None:
             # Any cache of this library (growing, rolling, static, sinks) counts the tokens it holds.
@@ -662,14 +396,7 @@ class TransformerWrapper(_SequenceWrapper):
         prefix = 0
         if prepend_embeds is not None:
             # PaLI: image (or other) embeddings before the text.
-            if prepend_embeds.dim() != 3 or prepend_embeds.shape[0] != b or prepend_embeds.shape[-1] != h.shape[-1]:
-                raise ValueError(f"prepend_embeds: expected shape ({b}, p, {h.shape[-1]}), got {tuple(prepend_embeds.shape)}")
-            prefix = prepend_embeds.shape[1]
-            h = torch.cat((prepend_embeds.to(h.dtype), h), dim=1)  # (b, p + n, E)
-            if prepend_mask is not None or mask is not None:
-                ones = torch.ones(b, n if mask is None else 0, dtype=torch.bool, device=h.device)
-                pm = prepend_mask if prepend_mask is not None else torch.ones(b, prefix, dtype=torch.bool, device=h.device)
-                mask = torch.cat((pm, mask if mask is not None else ones), dim=1)
+            h, mask, prefix = self._prepend(h, prepend_embeds, mask, prepend_mask)  # (b, p + n, E)
             if seq_start_pos is not None and not cached_step:
                 # As x-transformers: the first $s_b$ positions of the prepended embeddings and tokens together.
                 mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n)
@@ -750,122 +477,6 @@ class TransformerWrapper(_SequenceWrapper):
             if self.to_next_embed_pred is None:
                 raise ValueError("return_next_embed_pred: build the wrapper with add_continuous_pred_head=True")
             out = (out, (self.to_next_embed_pred(h), init_embed))
-        return self._finish(out, intermediates=intermediates, new_mems=new_mems, attn_maps=attn_maps,
-                            return_mems=return_mems, return_attn=return_attn,
-                            return_intermediates=return_intermediates)
-
-
-class ContinuousTransformerWrapper(_SequenceWrapper):
-    """Real-valued vectors in, real-valued vectors out: `(b, n, dim_in)` to `(b, n, dim_out)`."""
-
-    def __init__(self, *, max_seq_len: int, attn_layers: AttentionLayers, dim_in: Optional[int] = None,
-                 dim_out: Optional[int] = None, emb_dropout: float = 0.0, num_memory_tokens: Optional[int] = None,
-                 max_mem_len: int = 0, shift_mem_down: int = 0, use_abs_pos_emb: Optional[bool] = None,
-                 sinusoidal_pos_emb: bool = False, post_emb_norm: bool = False, scaled_sinu_pos_emb: bool = False,
-                 average_pool_embed: bool = False, probabilistic: bool = False,
-                 project_in: Optional[nn.Module] = None, project_out: Optional[nn.Module] = None,
-                 use_identity_if_same_dim: bool = False, pos_emb_init_std: Optional[float] = None):
-        super().__init__(max_seq_len=max_seq_len, attn_layers=attn_layers, emb_dropout=emb_dropout,
-                         num_memory_tokens=num_memory_tokens, max_mem_len=max_mem_len,
-                         shift_mem_down=shift_mem_down, use_abs_pos_emb=use_abs_pos_emb,
-                         sinusoidal_pos_emb=sinusoidal_pos_emb, post_emb_norm=post_emb_norm,
-                         scaled_sinu_pos_emb=scaled_sinu_pos_emb, average_pool_embed=average_pool_embed,
-                         pos_emb_init_std=pos_emb_init_std)
-        for name, value in (("dim_in", dim_in), ("dim_out", dim_out)):
-            if value is not None:
-                check_int(name, value)
-        for name, value, module in (("dim_in", dim_in, project_in), ("dim_out", dim_out, project_out)):
-            if value is not None and module is not None:
-                raise ValueError(f"{name} and project_{name[4:]}: give the width or the module, not both")
-        if probabilistic and dim_out is None:
-            raise ValueError("probabilistic: needs dim_out, the width of the mean (and of the variance)")
-        self.dim_in = dim_in or self.dim
-        # `probabilistic`: the head gives a mean and a log-variance per output feature (interleaved).
-        self.probabilistic = probabilistic
-        width_out = dim_out * (2 if probabilistic else 1) if dim_out is not None else None
-        self.project_in = project_in if project_in is not None else nn.Linear(dim_in, self.dim) \
-            if dim_in is not None and not (use_identity_if_same_dim and dim_in == self.dim) else nn.Identity()
-        self.project_out = project_out if project_out is not None else nn.Linear(self.dim, width_out) \
-            if width_out is not None and not (use_identity_if_same_dim and width_out == self.dim) else nn.Identity()
-
-    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, context: Optional[Tensor] = None,
-                context_mask: Optional[Tensor] = None, mems: Optional[list[Tensor]] = None,
-                return_mems: bool = False, return_embeddings: bool = False,
-                cache: Union[LayersCache, LayerIntermediates, None] = None, return_attn: bool = False,
-                return_intermediates: bool = False, pos: Optional[Tensor] = None,
-                prepend_embeds: Optional[Tensor] = None, seq_start_pos: Optional[Tensor] = None,
-                input_not_include_cache: bool = False, lens: Optional[Tensor] = None,
-                condition: Optional[Tensor] = None, detach_mems: bool = True,
-                mem_masks: Optional[list[Tensor]] = None, prepend_mask: Optional[Tensor] = None,
-                sum_embeds: Optional[Tensor] = None):
-        """Outputs `(b, n, dim_out)` for inputs `x` `(b, n, dim_in)` (extra outputs as `TransformerWrapper`).
-
-        `prepend_embeds` `(b, p, D)` go before the inputs (with `prepend_mask` `(b, p)`) and keep their
-        positions in the output, `(b, p + n, dim_out)`, as in x-transformers; `sum_embeds` `(b, n, D)` is
-        added to the projected inputs.  `seq_start_pos` `(b,)` starts each row's absolute positions at its
-        first real input (earlier inputs get position 0) and masks nothing, as x-transformers 2.31.10's
-        continuous wrapper does (`TransformerWrapper` also masks the keys before it; here give `mask` or
-        `lens` for that).  With `return_mems=True` the memories come back as a tuple, one tensor per
-        self-attention layer, as x-transformers' continuous wrapper returns them (`TransformerWrapper`: a list).
-
-        `lens` `(b,)`: each row's length instead of a `mask` (x-transformers' spelling); `condition`: the
-        vector of the stack's adaptive norms ([adaptive norms](../norms/adaptive_norm.md));
-        `detach_mems=False` keeps the returned memories in the graph; `mem_masks` (one `(b, m)` bool per
-        memory) hides memory positions."""
-        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.dim_in or not x.is_floating_point():
-            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"x: expected a float tensor of shape (batch, seq_len, {self.dim_in}), got {got}")
-        check_cache("cache", cache)
-        if lens is not None:
-            if mask is not None:
-                raise ValueError("lens and mask: give the rows' lengths or the mask, not both")
-            if not torch.is_tensor(lens) or tuple(lens.shape) != (x.shape[0],) or lens.is_floating_point():
-                raise ValueError(f"lens: expected an integer tensor of shape ({x.shape[0]},), one length per row")
-            mask = torch.arange(x.shape[1], device=x.device)[None] < lens[:, None].to(x.device)  # (b, n)
-        offset = cache.offset - self.num_memory_tokens \
-            if cache is not None and not isinstance(cache, LayerIntermediates) and cache_started(cache) else 0
-        if isinstance(cache, LayerIntermediates):
-            offset = cache.cache_length
-            if not input_not_include_cache:
-                x, mask = drop_cached(x, mask, offset)
-            prepend_embeds = None
-        self._check_mask(mask, x)
-        if seq_start_pos is not None and (not torch.is_tensor(seq_start_pos) or tuple(seq_start_pos.shape) != x.shape[:1]):
-            raise ValueError(f"seq_start_pos: expected a tensor of shape ({x.shape[0]},), one start per row")
-        orig_mask = mask
-        h = self.project_in(x)  # (b, n, D)
-        h = h + self._positions(h, offset, seq_start_pos, pos)
-        if sum_embeds is not None:
-            h = h + sum_embeds
-        h = self.post_emb_norm(h)
-        prefix = 0
-        if prepend_embeds is not None:
-            b, n = h.shape[:2]
-            if prepend_embeds.dim() != 3 or prepend_embeds.shape[0] != b or prepend_embeds.shape[-1] != h.shape[-1]:
-                raise ValueError(f"prepend_embeds: expected shape ({b}, p, {h.shape[-1]}), got {tuple(prepend_embeds.shape)}")
-            prefix = prepend_embeds.shape[1]
-            h = torch.cat((prepend_embeds.to(h.dtype), h), dim=1)  # (b, p + n, D)
-            if prepend_mask is not None or mask is not None:
-                pm = prepend_mask if prepend_mask is not None else h.new_ones(b, prefix, dtype=torch.bool)
-                mask = torch.cat((pm, mask if mask is not None else h.new_ones(b, n, dtype=torch.bool)), dim=1)
-        h = self.emb_dropout(h)
-        layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
-                                        if v is not None}
-        if pos is not None and not pos.is_floating_point():
-            layer_kwargs["pos"] = pos
-        attn_maps = self._attn_record(return_attn, return_intermediates, False, cache)
-        h, new_mems, intermediates = self._run(h, mask=mask, context=context, context_mask=context_mask,
-                                               mems=mems, return_mems=return_mems, cache=cache,
-                                               attn_sink=attn_maps, prefix=prefix, layer_kwargs=layer_kwargs,
-                                               keep_cache=return_intermediates, detach_mems=detach_mems)
-        if self.average_pool_embed:
-            # Over the inputs only, as x-transformers (the prepended embeddings are not averaged).
-            h = masked_mean(h[:, prefix:], orig_mask)
-        out = h if return_embeddings else self.project_out(h)
-        if self.probabilistic and not return_embeddings:
-            # $(\mu, \sigma^2)$ with $\sigma^2 = e^{\log \sigma^2}$, stacked: `(2, b, n, dim_out)`
-            out = torch.stack((out[..., 0::2], out[..., 1::2].exp()))
-        new_mems = tuple(new_mems) if new_mems is not None else None  # x-transformers' continuous wrapper: a tuple
         return self._finish(out, intermediates=intermediates, new_mems=new_mems, attn_maps=attn_maps,
                             return_mems=return_mems, return_attn=return_attn,
                             return_intermediates=return_intermediates)
