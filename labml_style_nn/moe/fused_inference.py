@@ -51,7 +51,11 @@ with or without the sigmoid gate of Qwen2-MoE.  No capacity is involved: capacit
 training only, so a Switch layer with `ff_capacity_factor` is covered in evaluation too.  **What
 falls back** to the modular `infer`: another kind of router or experts (a user's own module, expert
 parallelism), shared experts with extra parts (a post-activation norm, soft clamping, a learned GLU
-multiplier), and a layer in training mode (where no-grad passes drop by capacity and use dropout).
+multiplier), a layer in training mode (where no-grad passes drop by capacity and use dropout), and
+a layer with a forward hook on any of its parts (the router, its projection, the experts, the
+shared experts) or a global one: the step calls no module, so the hook would not run.  The step
+looks at the hooks at every call, so one registered after it was built is seen too; once the
+hooks are removed the step comes back.
 Tests check the step against the modular layer for each router and each way of computing, with an
 expert that gets no tokens, and check which way ran (`tests/moe/test_fused_inference.py`).
 
@@ -93,6 +97,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.module import (
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
     register_module_buffer_registration_hook,
     register_module_module_registration_hook,
     register_module_parameter_registration_hook,
@@ -112,9 +118,30 @@ def fused_covers(layer: MixtureOfExperts) -> bool:
     """Whether `inference_step` can compute this `MixtureOfExperts` (otherwise the modular `infer` runs)."""
     if layer.training or type(layer.router) not in (SoftmaxRouter, SigmoidRouter):
         return False
+    if any(hook_dicts(layer)):
+        # Forward hooks on a part of the layer run only if that part is called: the modules do
+        return False
     if type(layer.experts) is not Experts:
         return False
     return layer.shared is None or _plain_feedforward(layer.shared) is not None
+
+
+def hook_dicts(layer: nn.Module) -> list[dict]:
+    """The forward hooks and pre-hooks of every module inside `layer`, and PyTorch's global ones (empty: none).
+
+    The step calls no module, so a hook on the router, its projection, the experts or the shared
+    experts would not run; while any is registered the layer runs its modules instead.  The step
+    holds these dictionaries and looks at them at every call: a hook registered later is seen too.
+    """
+    parts = [m for m in layer.modules() if m is not layer]
+    return [*(m._forward_hooks for m in parts), *(m._forward_pre_hooks for m in parts),
+            _global_forward_hooks, _global_forward_pre_hooks]
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling `module` would run forward hooks (its own or PyTorch's global ones)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or _global_forward_hooks
+                or _global_forward_pre_hooks)
 
 
 def _plain_feedforward(ff: nn.Module) -> Optional[tuple[Tensor, Optional[Tensor], nn.Module, bool, Tensor,
@@ -182,7 +209,7 @@ def step_key(layer: MixtureOfExperts) -> tuple:
     """
     router, experts = layer.router, layer.experts
     return (_registrations[0], getattr(router, "top_k", None), getattr(experts, "grouped_mm", None),
-            getattr(experts, "gather_limit", None))
+            getattr(experts, "gather_limit", None), any(hook_dicts(layer)))
 
 
 def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
@@ -222,13 +249,13 @@ def inference_step(layer: MixtureOfExperts, *, dense: int = dense_limit,
     w_s = None if shared_gate is None else shared_gate.weight
     b_s = None if shared_gate is None else shared_gate.bias
     # The device's kind, for the grouped way's choice; what the step took, to see that it still holds
-    device, registrations = w_in.device, _registrations[0]
+    device, registrations, hooks = w_in.device, _registrations[0], hook_dicts(layer)
 
     def step(x: Tensor) -> Optional[tuple[Tensor, Tensor]]:
         # `step_key` at every call, read from the router and experts the step holds (cheaper than from
         # the layer: `layer.router` goes through `Module.__getattr__`)
         if (_registrations[0] != registrations or router.top_k != k or experts.grouped_mm is not grouped_mm
-                or (gather_taken and experts.gather_limit != gather)):
+                or (gather_taken and experts.gather_limit != gather) or any(hooks)):
             return None
         tokens = x.reshape(-1, D)  # (t, D)
         t = len(tokens)

@@ -70,7 +70,7 @@ from ..feedforward.feedforward import FeedForward
 from ..keywords import Keyword, declare, rule
 from .deepseek import SigmoidRouter
 from .experts import Experts
-from .fused_inference import inference_step, step_key
+from .fused_inference import has_hooks, inference_step, step_key
 from .mixtral import SoftmaxRouter
 from .switch import capacity, load_balancing_loss, router_z_loss, within_capacity
 
@@ -233,8 +233,10 @@ class MixtureOfExperts(nn.Module):
         r = self.router(tokens)
         self.chosen = expert = r.experts.flatten()  # (S,)
         experts = self.experts
-        # `Experts.infer` directly: the module call would reach it through `forward` (hooks on `experts` do not run)
-        y = (experts.infer if isinstance(experts, Experts) else experts)(tokens, expert, r.gates.flatten())  # (t, D)
+        # `Experts.infer` directly: the module call would reach it through `forward`; but a module with
+        # forward hooks is called as a module, so that they run
+        direct = isinstance(experts, Experts) and not has_hooks(experts)
+        y = (experts.infer if direct else experts)(tokens, expert, r.gates.flatten())  # (t, D)
         if self.shared is not None:
             s = self.shared(tokens)  # (t, D)
             y = y + (s if self.shared_gate is None else torch.sigmoid(self.shared_gate(tokens)) * s)

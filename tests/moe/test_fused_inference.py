@@ -200,3 +200,30 @@ def test_generation_keeps_the_step_between_calls():
     assert callable(step)
     assert torch.equal(generator.generate(prompt, 3, temperature=0.0), first)
     assert moe._step is step
+
+
+@pytest.mark.parametrize("part", ["router", "router.proj", "experts", "shared", "global"])
+def test_forward_hooks_on_a_part_run_at_inference(part):
+    """The step calls no module: while a hook is registered on a part, the layer calls its modules instead."""
+    moe = layer("deepseek")
+    x = torch.rand(1, 5, D)
+    seen = []
+    with torch.no_grad():
+        expected = moe(x)  # builds the step
+        assert callable(moe._step)
+        hook = lambda module, args, out: seen.append(type(module).__name__)  # noqa: E731
+        if part == "global":
+            handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        else:
+            handle = moe.get_submodule(part).register_forward_hook(hook)
+        try:
+            torch.testing.assert_close(moe(x), expected, rtol=1e-6, atol=1e-6)
+        finally:
+            handle.remove()
+        # The hooked part ran (for the global hook: the router, not only the layer itself)
+        assert ("SigmoidRouter" if part == "global" else type(moe.get_submodule(part)).__name__) in seen, seen
+        assert moe._step is False
+        # With the hook gone, the step comes back
+        count = len(seen)
+        torch.testing.assert_close(moe(x), expected, rtol=1e-6, atol=1e-6)
+        assert len(seen) == count and callable(moe._step)
