@@ -204,8 +204,9 @@ def step_key(layer: MixtureOfExperts) -> tuple:
 
     A step built from `layer` checks the same at every call, and `infer` compares it to build a new
     step (or find the layer covered) when it changed: a parameter, buffer or submodule replaced by
-    hand (anywhere: the count of registrations moved) or `top_k` and the experts' limits set anew.
-    In-place changes to the tensors need nothing: the step reads the tensors themselves.
+    hand (anywhere: the count of registrations moved), `top_k` and the experts' limits set anew, or
+    a forward hook registered on a part of the layer or removed (`hook_dicts`).  In-place changes to
+    the tensors need nothing: the step reads the tensors themselves.
     """
     router, experts = layer.router, layer.experts
     return (_registrations[0], getattr(router, "top_k", None), getattr(experts, "grouped_mm", None),
