@@ -119,12 +119,7 @@ class ContinuousTransformerWrapper(_SequenceWrapper):
         orig_mask = mask
         h = self.project_in(x)  # (b, n, D)
         h = h + self._positions(h, offset, seq_start_pos, pos)
-        if sum_embeds is not None:
-            h = h + sum_embeds
-        h = self.post_emb_norm(h)
-        prefix = 0
-        if prepend_embeds is not None:
-            h, mask, prefix = self._prepend(h, prepend_embeds, mask, prepend_mask)  # (b, p + n, D)
+        h, mask, prefix = self._sum_norm_prepend(h, sum_embeds, prepend_embeds, mask, prepend_mask)  # (b, p + n, D)
         h = self.emb_dropout(h)
         layer_kwargs: dict[str, Any] = {k: v for k, v in (("condition", condition), ("mem_masks", mem_masks))
                                         if v is not None}

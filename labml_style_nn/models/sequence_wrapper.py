@@ -158,6 +158,17 @@ class _SequenceWrapper(nn.Module):
             mask = torch.cat((pm, mask if mask is not None else h.new_ones(b, n, dtype=torch.bool)), dim=1)
         return h, mask, prefix
 
+    def _sum_norm_prepend(self, h: Tensor, sum_embeds: Optional[Tensor], prepend_embeds: Optional[Tensor],
+                          mask: Optional[Tensor], prepend_mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor], int]:
+        """The last steps of embedding, alike in both wrappers: `sum_embeds` added, the norm after the
+        embedding, then `prepend_embeds` in front; returns the sequence, its mask and the prefix length."""
+        if sum_embeds is not None:
+            h = h + sum_embeds
+        h = self.post_emb_norm(h)
+        if prepend_embeds is None:
+            return h, mask, 0
+        return self._prepend(h, prepend_embeds, mask, prepend_mask)  # (b, p + n, E)
+
     def _positions(self, h: Tensor, offset, seq_start_pos: Optional[Tensor] = None,
                    pos: Optional[Tensor] = None) -> Union[Tensor, float]:
         """The absolute position embeddings of `h`'s tokens, `(n, E)` or `(b, n, E)` (0 without them)."""

@@ -390,16 +390,11 @@ class TransformerWrapper(_LogitsHead, _SequenceWrapper):
             if self.embeds is None:
                 raise ValueError("embed_ids: set embed_num_tokens on the wrapper to have extra embedding tables")
             h = h + self.embeds(embed_ids or {})
-        if sum_embeds is not None:
-            h = h + sum_embeds
-        h = self.post_emb_norm(h)
-        prefix = 0
-        if prepend_embeds is not None:
-            # PaLI: image (or other) embeddings before the text.
-            h, mask, prefix = self._prepend(h, prepend_embeds, mask, prepend_mask)  # (b, p + n, E)
-            if seq_start_pos is not None and not cached_step:
-                # As x-transformers: the first $s_b$ positions of the prepended embeddings and tokens together.
-                mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n)
+        # PaLI: image (or other) embeddings before the text.
+        h, mask, prefix = self._sum_norm_prepend(h, sum_embeds, prepend_embeds, mask, prepend_mask)  # (b, p + n, E)
+        if prepend_embeds is not None and seq_start_pos is not None and not cached_step:
+            # As x-transformers: the first $s_b$ positions of the prepended embeddings and tokens together.
+            mask = left_pad_mask(h, mask, seq_start_pos, 0)  # (b, p + n)
         h = shrink_gradient(h, self.emb_frac_gradient)
         init_embed = h
         h = self.project_emb(self.emb_dropout(h))  # (b, p + n, D)
